@@ -1,0 +1,168 @@
+//! The event envelope: what an append takes ([`NewEvent`]) and what a read
+//! returns ([`RecordedEvent`]).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{DecodeError, Event};
+use crate::metadata::Metadata;
+use crate::payload::Payload;
+use crate::position::LogPosition;
+use crate::stream::StreamId;
+
+/// Longest accepted event type name, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 128;
+
+/// An event to append: type name, schema version, payload and metadata.
+///
+/// ```
+/// use annals::{Metadata, NewEvent};
+/// use serde_json::json;
+///
+/// let event = NewEvent::json("iam.user.registered", &json!({ "email": "ada@example.test" }))?
+///     .with_metadata(Metadata::new().with_tenant("acme"));
+/// assert_eq!(event.event_type, "iam.user.registered");
+/// assert_eq!(event.schema_version, 1);
+/// # Ok::<(), annals::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The event's id: a UUIDv7 by default, so ids sort by creation time.
+    pub event_id: Uuid,
+    /// The stable wire name of the event type.
+    pub event_type: String,
+    /// The payload's schema version (1 unless the type has been evolved).
+    pub schema_version: u32,
+    /// The JSON body.
+    pub payload: Payload,
+    /// Context: correlation, causation, actor, tenant, trace, headers.
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// A new event with a fresh UUIDv7 id, schema version 1 and no metadata.
+    pub fn new(event_type: impl Into<String>, payload: Payload) -> Self {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload,
+            metadata: Metadata::default(),
+        }
+    }
+
+    /// A new event whose payload is `value` serialised as JSON.
+    pub fn json<T: serde::Serialize + ?Sized>(
+        event_type: impl Into<String>,
+        value: &T,
+    ) -> Result<Self> {
+        let event_type = event_type.into();
+        let payload = Payload::from_serialize(value).map_err(|error| {
+            Error::invalid("payload", format!("cannot serialise `{event_type}`: {error}"))
+        })?;
+        Ok(NewEvent::new(event_type, payload))
+    }
+
+    /// A new event from a typed [`Event`].
+    pub fn from_event<E: Event>(event: &E) -> Result<Self> {
+        let payload = event.to_payload().map_err(|error| {
+            Error::invalid(
+                "payload",
+                format!("cannot serialise `{}`: {error}", event.event_type()),
+            )
+        })?;
+        Ok(NewEvent::new(event.event_type(), payload).with_schema_version(event.schema_version()))
+    }
+
+    /// Replaces the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the schema version.
+    pub fn with_schema_version(mut self, schema_version: u32) -> Self {
+        self.schema_version = schema_version;
+        self
+    }
+
+    /// Sets the event id (for idempotent producers that derive their own ids).
+    pub fn with_event_id(mut self, event_id: Uuid) -> Self {
+        self.event_id = event_id;
+        self
+    }
+
+    /// Checks the parts a store cannot repair: the type name.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let name = &self.event_type;
+        if name.is_empty() {
+            return Err(Error::invalid("event type", "an event type name may not be empty"));
+        }
+        if name.len() > MAX_EVENT_TYPE_LEN {
+            return Err(Error::invalid(
+                "event type",
+                format!(
+                    "event type `{}…` is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
+                    name.chars().take(32).collect::<String>(),
+                    name.len()
+                ),
+            ));
+        }
+        if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::invalid(
+                "event type",
+                format!("event type {name:?} contains whitespace or a control character"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An event as stored: the [`NewEvent`] plus where and when it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its version in that stream (the first event is version 1).
+    pub version: u64,
+    /// Its place in the global log.
+    pub position: LogPosition,
+    /// The stable wire name of its type.
+    pub event_type: String,
+    /// The payload's schema version.
+    pub schema_version: u32,
+    /// The JSON body.
+    pub payload: Payload,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// When the store recorded it (microsecond precision, UTC).
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload into the typed event `E`, upcasting older schema
+    /// versions. Errors name the stream, version and event type.
+    pub fn decode<E: Event>(&self) -> Result<E> {
+        E::from_payload(&self.event_type, self.schema_version, &self.payload).map_err(|error| {
+            match error {
+                DecodeError::UnknownType => Error::UnknownEventType {
+                    stream: self.stream_id.to_string(),
+                    version: self.version,
+                    event_type: self.event_type.clone(),
+                    target: std::any::type_name::<E>(),
+                },
+                other => Error::Decode {
+                    stream: self.stream_id.to_string(),
+                    version: self.version,
+                    event_type: self.event_type.clone(),
+                    schema_version: self.schema_version,
+                    target: std::any::type_name::<E>(),
+                    reason: other.to_string(),
+                },
+            }
+        })
+    }
+}

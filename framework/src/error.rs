@@ -1,0 +1,172 @@
+//! The one error type of the runtime, with distinct variants for a version
+//! conflict, bad stored data, bad input and infrastructure failure.
+
+use crate::stream::ExpectedVersion;
+
+/// A boxed error from a lower layer (a database driver, an I/O call).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Annals.
+///
+/// Callers match on the variant to decide what to do: retry a
+/// [`VersionConflict`](Error::VersionConflict) on fresh state, report
+/// [`InvalidInput`](Error::InvalidInput) to whoever sent it, alert on
+/// [`CorruptEvent`](Error::CorruptEvent), and back off on
+/// [`Backend`](Error::Backend).
+///
+/// ```
+/// use annals::{Error, ExpectedVersion};
+///
+/// fn describe(error: &Error) -> &'static str {
+///     match error {
+///         Error::VersionConflict { .. } => "someone else wrote first: reload and retry",
+///         Error::InvalidInput { .. } => "the request was malformed",
+///         Error::Backend { .. } => "the database is unwell",
+///         _ => "something else",
+///     }
+/// }
+/// let conflict = Error::VersionConflict {
+///     stream: "user-1".into(),
+///     expected: ExpectedVersion::Exact(3),
+///     actual: 4,
+/// };
+/// assert_eq!(describe(&conflict), "someone else wrote first: reload and retry");
+/// assert_eq!(
+///     conflict.to_string(),
+///     "version conflict on stream `user-1`: expected version 3, found version 4"
+/// );
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream was not at the version the append expected. Nothing of the
+    /// append (or of the batch it belonged to) was written.
+    #[error(
+        "version conflict on stream `{stream}`: expected {expected}, found {}",
+        describe_version(*actual)
+    )]
+    VersionConflict {
+        /// The stream whose expectation failed.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked (0: no stream).
+        actual: u64,
+    },
+
+    /// A stored event could not be read back: its payload or metadata is not
+    /// valid JSON, or a column holds a value out of range.
+    #[error("stored event {version} of stream `{stream}` (type `{event_type}`) is corrupt: {reason}")]
+    CorruptEvent {
+        /// Stream of the corrupt event.
+        stream: String,
+        /// Version of the corrupt event in its stream.
+        version: u64,
+        /// Stored event type name.
+        event_type: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A stored event has a type name the Rust event type being decoded does
+    /// not know.
+    #[error(
+        "event {version} of stream `{stream}` has type `{event_type}`, which `{target}` does not know"
+    )]
+    UnknownEventType {
+        /// Stream of the event.
+        stream: String,
+        /// Version of the event in its stream.
+        version: u64,
+        /// Stored event type name.
+        event_type: String,
+        /// The Rust type it was decoded into.
+        target: &'static str,
+    },
+
+    /// A stored event has a known type but its payload does not fit the Rust
+    /// type (or its schema version cannot be upcast).
+    #[error(
+        "cannot decode event {version} of stream `{stream}` (type `{event_type}`, schema version {schema_version}) as `{target}`: {reason}"
+    )]
+    Decode {
+        /// Stream of the event.
+        stream: String,
+        /// Version of the event in its stream.
+        version: u64,
+        /// Stored event type name.
+        event_type: String,
+        /// Stored schema version.
+        schema_version: u32,
+        /// The Rust type it was decoded into.
+        target: &'static str,
+        /// Why decoding failed.
+        reason: String,
+    },
+
+    /// The caller passed something Annals cannot accept. Nothing was written.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// Which input was wrong (`stream id`, `event type`, `batch`, ...).
+        field: &'static str,
+        /// What is wrong with it, naming the offending value.
+        reason: String,
+    },
+
+    /// The database schema is newer than this build of Annals understands.
+    #[error(
+        "the {backend} database is at schema version {found}, but this build of Annals only knows up to version {supported}; upgrade Annals"
+    )]
+    SchemaTooNew {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// The newest migration recorded in the database.
+        found: i64,
+        /// The newest migration this build embeds.
+        supported: i64,
+    },
+
+    /// Configuration is missing or malformed (a bad URL, an unknown scheme).
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// The storage backend failed (connection lost, disk full, timeout). The
+    /// operation may or may not be safe to retry; appends never leave a partial
+    /// batch behind.
+    #[error("{backend} store: {operation} failed: {source}")]
+    Backend {
+        /// `memory`, `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What Annals was doing.
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// `true` for [`Error::VersionConflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::VersionConflict { .. })
+    }
+
+    /// Shorthand for an [`Error::InvalidInput`].
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn describe_version(version: u64) -> String {
+    if version == 0 {
+        "no stream".to_owned()
+    } else {
+        format!("version {version}")
+    }
+}

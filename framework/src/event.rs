@@ -1,0 +1,79 @@
+//! The contract between a Rust event type and the store: a stable wire name,
+//! a schema version, and encoding to and from a [`Payload`].
+
+use crate::payload::Payload;
+
+/// A domain event type that Annals can store and read back.
+///
+/// `#[event]` implements this for you; a hand-written implementation is
+/// possible and looks like this:
+///
+/// ```
+/// use annals::{DecodeError, Event, Payload};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// struct TenantCreated { name: String }
+///
+/// impl Event for TenantCreated {
+///     fn event_type(&self) -> &'static str { "iam.tenant.created" }
+///     fn schema_version(&self) -> u32 { 1 }
+///     fn to_payload(&self) -> Result<Payload, serde_json::Error> {
+///         Payload::from_serialize(self)
+///     }
+///     fn from_payload(event_type: &str, _version: u32, payload: &Payload) -> Result<Self, DecodeError> {
+///         match event_type {
+///             "iam.tenant.created" => Ok(payload.decode()?),
+///             _ => Err(DecodeError::UnknownType),
+///         }
+///     }
+/// }
+///
+/// let event = TenantCreated { name: "Acme".into() };
+/// let payload = event.to_payload()?;
+/// assert_eq!(TenantCreated::from_payload("iam.tenant.created", 1, &payload)?, event);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an Annals event",
+    label = "not an event",
+    note = "annotate the type with `#[annals::event]`"
+)]
+pub trait Event: Sized + Send + Sync + 'static {
+    /// The stable wire name of this value (for an enum: of its variant).
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this build writes.
+    fn schema_version(&self) -> u32;
+
+    /// Encodes the value as JSON.
+    fn to_payload(&self) -> Result<Payload, serde_json::Error>;
+
+    /// Decodes a stored payload of the given type name and schema version,
+    /// upcasting older versions.
+    fn from_payload(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Payload,
+    ) -> Result<Self, DecodeError>;
+}
+
+/// Why [`Event::from_payload`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The type name is not one of this Rust type's events.
+    #[error("unknown event type")]
+    UnknownType,
+    /// The stored schema version is newer than this build, or has no upcast.
+    #[error("schema version {found} is not supported (this build reads up to version {supported})")]
+    UnsupportedVersion {
+        /// Stored version.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+    /// The payload does not fit the Rust type.
+    #[error(transparent)]
+    Payload(#[from] serde_json::Error),
+}

@@ -1,0 +1,136 @@
+//! What an append takes per stream and what it returns, and the checks every
+//! backend runs before writing anything.
+
+use std::collections::HashSet;
+
+use crate::envelope::NewEvent;
+use crate::error::{Error, Result};
+use crate::position::LogPosition;
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// The events for one stream within an [`EventStore::append_batch`](super::EventStore::append_batch).
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    /// The stream to append to.
+    pub stream_id: StreamId,
+    /// What the stream's version must be.
+    pub expected: ExpectedVersion,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// Bundles a stream, an expectation and events.
+    pub fn new(stream_id: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        StreamAppend {
+            stream_id,
+            expected,
+            events,
+        }
+    }
+}
+
+/// The outcome of appending to one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Version of the first event written.
+    pub first_version: u64,
+    /// Version of the last event written: the stream's new version, and the
+    /// expected version of the next append.
+    pub last_version: u64,
+    /// Log position of the last event written.
+    pub position: LogPosition,
+}
+
+/// Rejects batches no backend should write: empty ones, a stream named twice,
+/// bad event type names.
+pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {
+    if batch.is_empty() {
+        return Err(Error::invalid("batch", "an append needs at least one stream"));
+    }
+    let mut seen = HashSet::with_capacity(batch.len());
+    for append in batch {
+        if !seen.insert(append.stream_id.as_str()) {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "stream `{}` appears twice in one batch; put all its events in one entry",
+                    append.stream_id
+                ),
+            ));
+        }
+        if append.events.is_empty() {
+            return Err(Error::invalid(
+                "batch",
+                format!("the append to stream `{}` has no events", append.stream_id),
+            ));
+        }
+        for event in &append.events {
+            event.validate()?;
+        }
+    }
+    Ok(())
+}
+
+/// The version after appending `count` events to a stream at `current`,
+/// refusing to overflow the signed 64-bit column every backend stores.
+pub(crate) fn next_version(stream: &StreamId, current: u64, count: usize) -> Result<u64> {
+    u64::try_from(count)
+        .ok()
+        .and_then(|count| current.checked_add(count))
+        .filter(|version| i64::try_from(*version).is_ok())
+        .ok_or_else(|| {
+            Error::invalid(
+                "batch",
+                format!("appending {count} events to stream `{stream}` at version {current} overflows the version counter"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::Payload;
+
+    fn event(name: &str) -> NewEvent {
+        NewEvent::new(name, Payload::from_serialize(&1).expect("a number serialises"))
+    }
+
+    fn stream(id: &str) -> StreamId {
+        StreamId::new(id).expect("valid test stream id")
+    }
+
+    #[test]
+    fn a_stream_named_twice_is_rejected_with_its_name() {
+        let batch = vec![
+            StreamAppend::new(stream("a-1"), ExpectedVersion::Any, vec![event("x")]),
+            StreamAppend::new(stream("a-1"), ExpectedVersion::Any, vec![event("y")]),
+        ];
+        let error = validate_batch(&batch).expect_err("duplicate stream");
+        assert!(error.to_string().contains("`a-1` appears twice"), "{error}");
+    }
+
+    #[test]
+    fn empty_batches_and_empty_appends_are_rejected() {
+        assert!(validate_batch(&[]).is_err());
+        let batch = vec![StreamAppend::new(stream("a-1"), ExpectedVersion::Any, vec![])];
+        let error = validate_batch(&batch).expect_err("no events");
+        assert!(error.to_string().contains("`a-1` has no events"), "{error}");
+    }
+
+    #[test]
+    fn bad_event_type_names_are_rejected() {
+        for name in ["", "has space", "tab\there", &"x".repeat(129)] {
+            let batch = vec![StreamAppend::new(stream("a-1"), ExpectedVersion::Any, vec![event(name)])];
+            let error = validate_batch(&batch).expect_err(name);
+            assert!(matches!(error, Error::InvalidInput { field: "event type", .. }), "{error}");
+        }
+    }
+
+    #[test]
+    fn versions_never_overflow_the_stored_column() {
+        let id = stream("a-1");
+        assert_eq!(next_version(&id, 3, 2).expect("fits"), 5);
+        assert!(next_version(&id, i64::MAX as u64, 1).is_err());
+    }
+}

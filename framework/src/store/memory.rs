@@ -1,0 +1,213 @@
+//! The in-memory event store: a product backend for tests, tools and
+//! short-lived processes, held entirely in the process.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use chrono::{SubsecRound, Utc};
+use uuid::Uuid;
+
+use super::append::{next_version, validate_batch};
+use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::LogPosition;
+use crate::stream::StreamId;
+
+const BACKEND: &str = "memory";
+
+/// An event store held in memory. Cloning it gives another handle to the same
+/// events.
+///
+/// Appends are serialised, so the log is in commit order and every read sees a
+/// consistent state.
+///
+/// ```
+/// use annals::store::{EventStore, InMemoryEventStore};
+///
+/// let store = InMemoryEventStore::new();
+/// assert_eq!(store.backend(), "memory");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryEventStore {
+    log: Arc<RwLock<MemoryLog>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryLog {
+    /// Every event in log order; `events[i]` has sequence `i + 1`.
+    events: Vec<RecordedEvent>,
+    /// Indexes into `events` per stream, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+    /// Every stored event id: ids are unique, as on the SQL backends.
+    event_ids: HashSet<Uuid>,
+}
+
+impl MemoryLog {
+    fn version_of(&self, stream: &StreamId) -> u64 {
+        self.streams.get(stream).map_or(0, |indexes| indexes.len() as u64)
+    }
+
+    fn stream_events(&self, stream: &StreamId) -> impl DoubleEndedIterator<Item = &RecordedEvent> {
+        self.streams
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .map(|&index| &self.events[index])
+    }
+}
+
+impl InMemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        InMemoryEventStore::default()
+    }
+
+    fn read(&self) -> Result<RwLockReadGuard<'_, MemoryLog>> {
+        self.log.read().map_err(|_| poisoned("read"))
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, MemoryLog>> {
+        self.log.write().map_err(|_| poisoned("append"))
+    }
+}
+
+fn poisoned(operation: &'static str) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        operation,
+        source: "a thread panicked while holding the store's lock".into(),
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        validate_batch(&batch)?;
+        let mut log = self.write()?;
+
+        // Check every expectation before touching anything: all or nothing.
+        let mut currents = Vec::with_capacity(batch.len());
+        for append in &batch {
+            let current = log.version_of(&append.stream_id);
+            if !append.expected.accepts(current) {
+                return Err(Error::VersionConflict {
+                    stream: append.stream_id.to_string(),
+                    expected: append.expected,
+                    actual: current,
+                });
+            }
+            next_version(&append.stream_id, current, append.events.len())?;
+            currents.push(current);
+        }
+        let mut new_ids = HashSet::new();
+        for event in batch.iter().flat_map(|append| &append.events) {
+            if log.event_ids.contains(&event.event_id) || !new_ids.insert(event.event_id) {
+                return Err(Error::invalid(
+                    "event id",
+                    format!(
+                        "an event with id {} is already stored; event ids must be unique",
+                        event.event_id
+                    ),
+                ));
+            }
+        }
+        log.event_ids.extend(new_ids);
+
+        let recorded_at = Utc::now().trunc_subsecs(6);
+        let commit = log.events.len() as u64 + 1;
+        let mut results = Vec::with_capacity(batch.len());
+        for (append, current) in batch.into_iter().zip(currents) {
+            let mut version = current;
+            for event in append.events {
+                version += 1;
+                let index = log.events.len();
+                log.events.push(RecordedEvent {
+                    event_id: event.event_id,
+                    stream_id: append.stream_id.clone(),
+                    version,
+                    position: LogPosition::new(commit, index as u64 + 1),
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    payload: event.payload,
+                    metadata: event.metadata,
+                    recorded_at,
+                });
+                log.streams.entry(append.stream_id.clone()).or_default().push(index);
+            }
+            results.push(AppendResult {
+                first_version: current + 1,
+                last_version: version,
+                position: LogPosition::new(commit, log.events.len() as u64),
+            });
+        }
+        Ok(results)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        Ok(self.read()?.version_of(stream))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let log = self.read()?;
+        Ok(log
+            .stream_events(stream)
+            .filter(|event| event.version >= from_version)
+            .take(max_count)
+            .cloned()
+            .collect())
+    }
+
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        before_version: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let log = self.read()?;
+        Ok(log
+            .stream_events(stream)
+            .rev()
+            .filter(|event| before_version.is_none_or(|before| event.version < before))
+            .take(max_count)
+            .cloned()
+            .collect())
+    }
+
+    async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        let log = self.read()?;
+        // Sequences are dense and in commit order here, so the sequence alone
+        // locates the position.
+        let start = usize::try_from(after.sequence).unwrap_or(usize::MAX).min(log.events.len());
+        Ok(log.events[start..]
+            .iter()
+            .take(max_count)
+            .cloned()
+            .collect())
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
+        let log = self.read()?;
+        let start = usize::try_from(query.after_sequence)
+            .unwrap_or(usize::MAX)
+            .min(log.events.len());
+        let events = log.events[start..]
+            .iter()
+            .filter(|event| query.matches(event))
+            .take(query.limit.saturating_add(1))
+            .cloned()
+            .collect();
+        Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+}

@@ -1,0 +1,137 @@
+//! The event store: one trait, three backends.
+//!
+//! | backend | type | feature | use it for |
+//! | --- | --- | --- | --- |
+//! | memory | [`InMemoryEventStore`] | always | tests, tools, short-lived processes |
+//! | SQLite | [`SqliteEventStore`] | `sqlite` (default) | the embedded default: a file on disk |
+//! | PostgreSQL | [`PostgresEventStore`] | `postgres` | production |
+//!
+//! All three pass the same conformance suite (`tests/` in the repository):
+//! atomic appends with optimistic concurrency, multi-stream transactions,
+//! stream reads both ways, a gap-free global log, and queries.
+
+mod append;
+mod connect;
+mod memory;
+mod query;
+mod read_all;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod row;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use append::{AppendResult, StreamAppend};
+pub use connect::{connect, redact_url};
+pub use memory::InMemoryEventStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresEventStore, PostgresStoreBuilder};
+pub use query::{DEFAULT_QUERY_LIMIT, EventQuery, QueryPage};
+pub use read_all::EventStoreExt;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{SqliteEventStore, SqliteStoreBuilder};
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::error::Result;
+use crate::position::LogPosition;
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// Storage of event streams and the global log.
+///
+/// Events are immutable: there is no update or delete. Every method is safe
+/// to call concurrently from many tasks and processes.
+///
+/// ```
+/// use annals::prelude::*;
+/// use serde_json::json;
+///
+/// # tokio_test_block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::new("user-1")?;
+/// let registered = NewEvent::json("iam.user.registered", &json!({ "email": "ada@example.test" }))?;
+/// let result = store.append(&stream, ExpectedVersion::NoStream, vec![registered]).await?;
+/// assert_eq!(result.last_version, 1);
+///
+/// // A second writer that also believed the stream was new loses.
+/// let late = NewEvent::json("iam.user.registered", &json!({ "email": "bob@example.test" }))?;
+/// let conflict = store.append(&stream, ExpectedVersion::NoStream, vec![late]).await;
+/// assert!(matches!(conflict, Err(Error::VersionConflict { actual: 1, .. })));
+///
+/// let events = store.read_stream(&stream, 1, 100).await?;
+/// assert_eq!(events[0].payload.to_value()["email"], "ada@example.test");
+/// # Ok::<(), annals::Error>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Short backend name for logs and errors: `memory`, `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Appends events to several streams in one transaction, each stream with
+    /// its own expected version. Either every stream's events are written or
+    /// none are: one failed expectation fails the whole batch with
+    /// [`Error::VersionConflict`](crate::Error::VersionConflict) naming that
+    /// stream. Results come back in the order of `batch`.
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>>;
+
+    /// Appends events to one stream atomically if it is at `expected`.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let mut results = self
+            .append_batch(vec![StreamAppend::new(stream.clone(), expected, events)])
+            .await?;
+        results.pop().ok_or_else(|| crate::Error::Backend {
+            backend: self.backend(),
+            operation: "append",
+            source: "the backend returned no result for a one-stream append".into(),
+        })
+    }
+
+    /// The stream's current version: the version of its last event, 0 if it
+    /// has none.
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
+
+    /// Up to `max_count` events of a stream with version `>= from_version`,
+    /// oldest first.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `max_count` events of a stream with version `< before_version`
+    /// (all versions when `None`), newest first: the last N events.
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        before_version: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `max_count` events of the global log ordered after `after`, in
+    /// log order. Pass the position of the last event handled to resume.
+    ///
+    /// Gap-safe: an event is returned only once every event ordered before
+    /// it is committed, so a reader never skips an event that a concurrent
+    /// transaction commits late.
+    async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Events matching a query (type, time range, tenant, correlation id,
+    /// header), ordered by global sequence, one page at a time.
+    async fn query(&self, query: &EventQuery) -> Result<QueryPage>;
+}

@@ -1,0 +1,626 @@
+//! The PostgreSQL event store: production storage with a gap-safe global log.
+//!
+//! # How appends stay correct without locks
+//!
+//! An append is one SQL statement (one round trip, its own transaction). Its
+//! CTEs read every target stream's head from the statement's snapshot, check
+//! the expected versions, and insert all events with versions `head + 1..`
+//! through `UNNEST`. Two writers racing for the same version collide on the
+//! `(stream_id, version)` unique constraint; the loser's statement is re-run
+//! and then reports a [`VersionConflict`](crate::Error::VersionConflict) (or,
+//! for [`ExpectedVersion::Any`](crate::ExpectedVersion::Any), appends after
+//! the winner).
+//!
+//! # Why the global log has no gaps
+//!
+//! Identity values (`position`) are handed out when rows are inserted, not
+//! when transactions commit, so a reader that orders by `position` alone can
+//! pass position 10 (committed) while position 9 is still in flight, and never
+//! see 9. Every row therefore records its transaction id (`xid8`), and
+//! [`read_all`](super::EventStore::read_all) returns only rows whose
+//! transaction is older than `pg_snapshot_xmin(pg_current_snapshot())`: every
+//! transaction below that horizon has finished, so no row can appear below it
+//! later. Rows are ordered by `(transaction_id, position)`, which is what a
+//! [`LogPosition`] holds, so resuming after a saved position is exact.
+//!
+//! Each stream's events are in version order in that log: an append reads the
+//! heads in its statement snapshot and only gets a transaction id afterwards,
+//! when it first inserts; so an event that follows another in its stream was
+//! written by a transaction whose id is larger.
+//!
+//! The price: a transaction that stays open (of any kind, on any database of
+//! the cluster) holds the horizon back, and the log's readers wait for it.
+//! Keep transactions short.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::append::{next_version, validate_batch};
+use super::connect::redact_url;
+use super::migrations::{self, HISTORY_TABLE};
+use super::row::{headers_json, RowIdentity, StoredRow};
+use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::LogPosition;
+use crate::stream::{ExpectedVersion, StreamId};
+
+const BACKEND: &str = "postgres";
+
+/// How often an append is re-run after colliding with a concurrent writer
+/// before giving up.
+const APPEND_ATTEMPTS: usize = 16;
+
+/// `SELECT <every column> FROM annals_events`, optionally followed by a clause.
+macro_rules! select_events {
+    () => {
+        "SELECT position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
+         version, event_type, schema_version, payload::text AS payload, tenant_id, \
+         correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
+         recorded_at FROM annals_events"
+    };
+    ($clause:literal) => {
+        concat!(select_events!(), " ", $clause)
+    };
+}
+
+/// The whole append in one statement; see the module docs.
+const APPEND_SQL: &str = "
+WITH expectations AS (
+    SELECT s.stream_id, s.expected,
+           COALESCE((SELECT max(e.version) FROM annals_events e WHERE e.stream_id = s.stream_id), 0) AS head
+    FROM unnest($1::text[], $2::int8[]) AS s(stream_id, expected)
+),
+conflicts AS (
+    SELECT stream_id, head FROM expectations
+    WHERE NOT (expected = -1 OR (expected = -2 AND head > 0) OR expected = head)
+),
+inserted AS (
+    INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload,
+                               tenant_id, correlation_id, causation_id, actor, trace_context, headers)
+    SELECT i.event_id, i.stream_id, x.head + i.idx, i.event_type, i.schema_version, i.payload::jsonb,
+           i.tenant_id, i.correlation_id, i.causation_id, i.actor, i.trace_context, i.headers::jsonb
+    FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
+                $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[])
+         WITH ORDINALITY
+         AS i(stream_id, idx, event_id, event_type, schema_version, payload,
+              tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
+    JOIN expectations x ON x.stream_id = i.stream_id
+    WHERE NOT EXISTS (SELECT 1 FROM conflicts)
+    ORDER BY i.ord
+    RETURNING stream_id, version, position, transaction_id
+)
+SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id
+FROM inserted
+UNION ALL
+SELECT true, stream_id, head, 0, 0 FROM conflicts";
+
+/// An event store in a PostgreSQL database.
+///
+/// ```no_run
+/// use annals::store::{EventStore, PostgresEventStore};
+///
+/// # async fn run() -> annals::Result<()> {
+/// let store = PostgresEventStore::builder("postgres://annals@localhost/annals")
+///     .schema("iam")
+///     .max_connections(16)
+///     .connect()
+///     .await?;
+/// assert_eq!(store.backend(), "postgres");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+}
+
+/// Options for connecting a [`PostgresEventStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: Option<String>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    migrate: bool,
+}
+
+impl PostgresStoreBuilder {
+    /// Keeps Annals' tables in this schema (created if missing) instead of
+    /// the connection's default search path.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Most connections in the pool (default 10).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long to wait for a pooled connection (default 10 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Whether to create and upgrade Annals' tables on connect (default `true`).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Connects, and migrates unless turned off.
+    pub async fn connect(self) -> Result<PostgresEventStore> {
+        let shown = redact_url(&self.url);
+        let mut options = PgConnectOptions::from_str(&self.url).map_err(|error| {
+            Error::Config(format!("invalid PostgreSQL URL {shown}: {error}"))
+        })?;
+        if let Some(schema) = &self.schema {
+            validate_schema_name(schema)?;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|error| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("cannot connect to {shown}: {error}").into(),
+            })?;
+        if let Some(schema) = &self.schema {
+            // Validated above: lowercase letters, digits and underscores only.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                .execute(&pool)
+                .await
+                .map_err(failed("create schema"))?;
+        }
+        let store = PostgresEventStore { pool };
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+fn validate_schema_name(schema: &str) -> Result<()> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "PostgreSQL schema name {schema:?} must be 1 to 63 lowercase letters, digits or underscores, not starting with a digit"
+        )))
+    }
+}
+
+impl PostgresEventStore {
+    /// Connects with default options and creates or upgrades Annals' tables.
+    pub async fn connect(url: &str) -> Result<Self> {
+        PostgresEventStore::builder(url).connect().await
+    }
+
+    /// Options for connecting to `url` (`postgres://user:password@host:port/db`).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            migrate: true,
+        }
+    }
+
+    /// The connection pool, for read models that live in the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates or upgrades Annals' tables in one transaction. Idempotent and
+    /// safe to run from several processes at once (an advisory lock
+    /// serialises them). Called by [`connect`](Self::connect) unless turned off.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(failed("begin migration"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || current_schema()))")
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("lock for migration"))?;
+        sqlx::raw_sql(HISTORY_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("create schema history"))?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::bigint FROM annals_schema_history")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed("read schema history"))?;
+        for migration in migrations::pending(BACKEND, migrations::POSTGRES, applied)? {
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("apply migration"))?;
+            sqlx::query("INSERT INTO annals_schema_history (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(Utc::now().to_rfc3339())
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("record migration"))?;
+        }
+        tx.commit().await.map_err(failed("commit migration"))
+    }
+
+    async fn fetch_events(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+        operation: &'static str,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = query.fetch_all(&self.pool).await.map_err(failed(operation))?;
+        rows.iter().map(decode_row).collect()
+    }
+}
+
+fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| Error::Backend {
+        backend: BACKEND,
+        operation,
+        source: Box::new(error),
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn limit(max_count: usize) -> i64 {
+    i64::try_from(max_count).unwrap_or(i64::MAX)
+}
+
+/// `expected` as the number the append statement compares with the head.
+fn encode_expected(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::StreamExists => -2,
+        ExpectedVersion::NoStream => 0,
+        ExpectedVersion::Exact(version) => to_i64(version),
+    }
+}
+
+fn column<'r, T>(row: &'r PgRow, identity: &RowIdentity, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(name)
+        .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
+}
+
+fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
+    let unreadable = RowIdentity {
+        stream_id: "<unreadable>".to_owned(),
+        version: 0,
+        event_type: "<unreadable>".to_owned(),
+    };
+    let identity = RowIdentity {
+        stream_id: column(row, &unreadable, "stream_id")?,
+        version: column(row, &unreadable, "version")?,
+        event_type: column(row, &unreadable, "event_type")?,
+    };
+    let schema_version: i32 = column(row, &identity, "schema_version")?;
+    let recorded_at: DateTime<Utc> = column(row, &identity, "recorded_at")?;
+    StoredRow {
+        commit: column(row, &identity, "commit_id")?,
+        position: column(row, &identity, "position")?,
+        event_id: column(row, &identity, "event_id")?,
+        schema_version: i64::from(schema_version),
+        payload: column(row, &identity, "payload")?,
+        tenant_id: column(row, &identity, "tenant_id")?,
+        correlation_id: column(row, &identity, "correlation_id")?,
+        causation_id: column(row, &identity, "causation_id")?,
+        actor: column(row, &identity, "actor")?,
+        trace_context: column(row, &identity, "trace_context")?,
+        headers: column(row, &identity, "headers")?,
+        recorded_at,
+        identity,
+    }
+    .into_recorded()
+}
+
+/// The append's arguments as column arrays for `UNNEST`.
+#[derive(Default)]
+struct AppendColumns<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    stream_ids: Vec<&'a str>,
+    indexes: Vec<i64>,
+    event_ids: Vec<uuid::Uuid>,
+    event_types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    tenant_ids: Vec<Option<&'a str>>,
+    correlation_ids: Vec<Option<uuid::Uuid>>,
+    causation_ids: Vec<Option<uuid::Uuid>>,
+    actors: Vec<Option<&'a str>>,
+    trace_contexts: Vec<Option<&'a str>>,
+    headers: Vec<String>,
+}
+
+impl<'a> AppendColumns<'a> {
+    fn new(batch: &'a [StreamAppend]) -> Result<Self> {
+        let mut columns = AppendColumns::default();
+        for append in batch {
+            columns.streams.push(append.stream_id.as_str());
+            columns.expected.push(encode_expected(append.expected));
+            for (index, event) in append.events.iter().enumerate() {
+                let metadata = &event.metadata;
+                columns.stream_ids.push(append.stream_id.as_str());
+                columns.indexes.push(to_i64(index as u64 + 1));
+                columns.event_ids.push(event.event_id);
+                columns.event_types.push(&event.event_type);
+                columns.schema_versions.push(i32::try_from(event.schema_version).map_err(|_| {
+                    Error::invalid(
+                        "schema version",
+                        format!("schema version {} of `{}` is too large", event.schema_version, event.event_type),
+                    )
+                })?);
+                columns.payloads.push(event.payload.as_json());
+                columns.tenant_ids.push(metadata.tenant_id.as_deref());
+                columns.correlation_ids.push(metadata.correlation_id);
+                columns.causation_ids.push(metadata.causation_id);
+                columns.actors.push(metadata.actor.as_deref());
+                columns.trace_contexts.push(metadata.trace_context.as_deref());
+                columns.headers.push(headers_json(&metadata.headers));
+            }
+        }
+        Ok(columns)
+    }
+}
+
+/// What one run of the append statement found.
+enum AppendOutcome {
+    Written(Vec<AppendResult>),
+    Conflict(Error),
+    /// Lost a race with a concurrent writer (unique violation, deadlock):
+    /// run again on a fresh snapshot.
+    Collided(sqlx::Error),
+}
+
+impl PostgresEventStore {
+    async fn try_append(&self, batch: &[StreamAppend], columns: &AppendColumns<'_>) -> Result<AppendOutcome> {
+        let rows = sqlx::query(APPEND_SQL)
+            .bind(&columns.streams)
+            .bind(&columns.expected)
+            .bind(&columns.stream_ids)
+            .bind(&columns.indexes)
+            .bind(&columns.event_ids)
+            .bind(&columns.event_types)
+            .bind(&columns.schema_versions)
+            .bind(&columns.payloads)
+            .bind(&columns.tenant_ids)
+            .bind(&columns.correlation_ids)
+            .bind(&columns.causation_ids)
+            .bind(&columns.actors)
+            .bind(&columns.trace_contexts)
+            .bind(&columns.headers)
+            .fetch_all(&self.pool)
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => return classify_append_error(error, batch),
+        };
+
+        let mut written: HashMap<String, (u64, LogPosition)> = HashMap::with_capacity(batch.len());
+        for row in &rows {
+            let read = |error: sqlx::Error| failed("read append result")(error);
+            let conflict: bool = row.try_get("conflict").map_err(read)?;
+            let stream: String = row.try_get("stream_id").map_err(read)?;
+            let version: i64 = row.try_get("version").map_err(read)?;
+            let version = u64::try_from(version).unwrap_or(0);
+            if conflict {
+                let expected = batch
+                    .iter()
+                    .find(|append| append.stream_id.as_str() == stream)
+                    .map_or(ExpectedVersion::Any, |append| append.expected);
+                return Ok(AppendOutcome::Conflict(Error::VersionConflict {
+                    stream,
+                    expected,
+                    actual: version,
+                }));
+            }
+            let commit: i64 = row.try_get("commit_id").map_err(read)?;
+            let position: i64 = row.try_get("position").map_err(read)?;
+            let position = LogPosition::new(
+                u64::try_from(commit).unwrap_or(0),
+                u64::try_from(position).unwrap_or(0),
+            );
+            let entry = written.entry(stream).or_insert((version, position));
+            *entry = (entry.0.max(version), entry.1.max(position));
+        }
+
+        batch
+            .iter()
+            .map(|append| {
+                let (last_version, position) =
+                    written.get(append.stream_id.as_str()).copied().ok_or_else(|| Error::Backend {
+                        backend: BACKEND,
+                        operation: "append",
+                        source: format!("no rows were reported for stream `{}`", append.stream_id).into(),
+                    })?;
+                Ok(AppendResult {
+                    first_version: last_version + 1 - append.events.len() as u64,
+                    last_version,
+                    position,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(AppendOutcome::Written)
+    }
+}
+
+fn classify_append_error(error: sqlx::Error, batch: &[StreamAppend]) -> Result<AppendOutcome> {
+    if let sqlx::Error::Database(db) = &error {
+        match (db.code().as_deref(), db.constraint()) {
+            (Some("23505"), Some("annals_events_event_id")) => {
+                // PostgreSQL names the key in the error's detail:
+                // "Key (event_id)=(...) already exists."
+                let detail = db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.detail())
+                    .unwrap_or_default();
+                let id = batch
+                    .iter()
+                    .flat_map(|append| &append.events)
+                    .map(|event| event.event_id.to_string())
+                    .find(|id| detail.contains(id.as_str()))
+                    .unwrap_or_else(|| "of this batch".to_owned());
+                return Err(Error::invalid(
+                    "event id",
+                    format!("an event with id {id} is already stored; event ids must be unique"),
+                ));
+            }
+            // Another writer took the version first, or two multi-stream
+            // appends waited on each other: re-run on a fresh snapshot.
+            (Some("23505"), Some("annals_events_stream_version"))
+            | (Some("40P01"), _)
+            | (Some("40001"), _) => return Ok(AppendOutcome::Collided(error)),
+            _ => {}
+        }
+    }
+    Err(failed("append")(error))
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        validate_batch(&batch)?;
+        for append in &batch {
+            // Only checks that the largest possible version fits the column.
+            next_version(&append.stream_id, 0, append.events.len())?;
+        }
+        let columns = AppendColumns::new(&batch)?;
+        let mut last_collision = None;
+        for attempt in 0..APPEND_ATTEMPTS {
+            match self.try_append(&batch, &columns).await? {
+                AppendOutcome::Written(results) => return Ok(results),
+                AppendOutcome::Conflict(error) => return Err(error),
+                AppendOutcome::Collided(error) => {
+                    tracing::debug!(attempt, %error, "append collided with a concurrent writer; re-running");
+                    last_collision = Some(error);
+                }
+            }
+        }
+        Err(Error::Backend {
+            backend: BACKEND,
+            operation: "append",
+            source: format!(
+                "the append collided with concurrent writers {APPEND_ATTEMPTS} times; last error: {}",
+                last_collision.map_or_else(String::new, |error| error.to_string())
+            )
+            .into(),
+        })
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(max(version), 0)::bigint FROM annals_events WHERE stream_id = $1",
+        )
+        .bind(stream.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(failed("read stream version"))?;
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        const SQL: &str =
+            select_events!("WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3");
+        let query = sqlx::query(SQL)
+            .bind(stream.as_str())
+            .bind(to_i64(from_version))
+            .bind(limit(max_count));
+        self.fetch_events(query, "read stream").await
+    }
+
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        before_version: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        const SQL: &str =
+            select_events!("WHERE stream_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3");
+        let query = sqlx::query(SQL)
+            .bind(stream.as_str())
+            .bind(before_version.map_or(i64::MAX, to_i64))
+            .bind(limit(max_count));
+        self.fetch_events(query, "read stream backward").await
+    }
+
+    #[tracing::instrument(name = "annals.store.read_all", skip_all, fields(backend = BACKEND, after = %after))]
+    async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        const SQL: &str = select_events!(
+            "WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id, position LIMIT $3"
+        );
+        let query = sqlx::query(SQL)
+            .bind(after.commit.to_string())
+            .bind(to_i64(after.sequence))
+            .bind(limit(max_count));
+        self.fetch_events(query, "read log").await
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
+        let mut sql = QueryBuilder::<Postgres>::new(select_events!());
+        sql.push(" WHERE position > ").push_bind(to_i64(query.after_sequence));
+        if !query.event_types.is_empty() {
+            sql.push(" AND event_type = ANY(").push_bind(query.event_types.clone()).push(")");
+        }
+        if let Some(from) = query.recorded_from {
+            sql.push(" AND recorded_at >= ").push_bind(from);
+        }
+        if let Some(until) = query.recorded_until {
+            sql.push(" AND recorded_at < ").push_bind(until);
+        }
+        if let Some(tenant) = &query.tenant_id {
+            sql.push(" AND tenant_id = ").push_bind(tenant.clone());
+        }
+        if let Some(correlation) = query.correlation_id {
+            sql.push(" AND correlation_id = ").push_bind(correlation);
+        }
+        if let Some((key, value)) = &query.header {
+            sql.push(" AND headers @> jsonb_build_object(")
+                .push_bind(key.clone())
+                .push("::text, ")
+                .push_bind(value.clone())
+                .push("::text)");
+        }
+        sql.push(" ORDER BY position LIMIT ")
+            .push_bind(limit(query.limit.saturating_add(1)));
+        let events = self.fetch_events(sql.build(), "query").await?;
+        Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+}

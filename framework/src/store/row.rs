@@ -1,0 +1,97 @@
+//! Turning a raw row of `annals_events` into a [`RecordedEvent`], shared by
+//! the SQL backends. Anything that does not fit becomes
+//! [`Error::CorruptEvent`] naming the stream, version and type; nothing panics.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::metadata::Metadata;
+use crate::payload::Payload;
+use crate::position::LogPosition;
+use crate::stream::StreamId;
+
+/// The identifying columns of a row, read first so every later error can
+/// name the event.
+#[derive(Debug, Clone)]
+pub(crate) struct RowIdentity {
+    pub(crate) stream_id: String,
+    pub(crate) version: i64,
+    pub(crate) event_type: String,
+}
+
+impl RowIdentity {
+    pub(crate) fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::CorruptEvent {
+            stream: self.stream_id.clone(),
+            version: u64::try_from(self.version).unwrap_or(0),
+            event_type: self.event_type.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Every column of a row, as the database returned it.
+#[derive(Debug)]
+pub(crate) struct StoredRow {
+    pub(crate) identity: RowIdentity,
+    pub(crate) commit: i64,
+    pub(crate) position: i64,
+    pub(crate) event_id: Uuid,
+    pub(crate) schema_version: i64,
+    pub(crate) payload: String,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) correlation_id: Option<Uuid>,
+    pub(crate) causation_id: Option<Uuid>,
+    pub(crate) actor: Option<String>,
+    pub(crate) trace_context: Option<String>,
+    pub(crate) headers: String,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+impl StoredRow {
+    pub(crate) fn into_recorded(self) -> Result<RecordedEvent> {
+        let id = &self.identity;
+        let unsigned = |value: i64, column: &str| {
+            u64::try_from(value).map_err(|_| id.corrupt(format!("{column} {value} is negative")))
+        };
+        let version = unsigned(id.version, "version")?;
+        let position = LogPosition::new(
+            unsigned(self.commit, "transaction id")?,
+            unsigned(self.position, "position")?,
+        );
+        let schema_version = u32::try_from(self.schema_version)
+            .map_err(|_| id.corrupt(format!("schema version {} is out of range", self.schema_version)))?;
+        let payload = Payload::from_json(self.payload)
+            .map_err(|error| id.corrupt(format!("payload is not valid JSON: {error}")))?;
+        let headers: BTreeMap<String, String> = serde_json::from_str(&self.headers)
+            .map_err(|error| id.corrupt(format!("headers are not a JSON object of strings: {error}")))?;
+        let mut metadata = Metadata::new();
+        metadata.tenant_id = self.tenant_id;
+        metadata.correlation_id = self.correlation_id;
+        metadata.causation_id = self.causation_id;
+        metadata.actor = self.actor;
+        metadata.trace_context = self.trace_context;
+        metadata.headers = headers;
+        Ok(RecordedEvent {
+            event_id: self.event_id,
+            stream_id: StreamId::from_stored(self.identity.stream_id),
+            version,
+            position,
+            event_type: self.identity.event_type,
+            schema_version,
+            payload,
+            metadata,
+            recorded_at: self.recorded_at,
+        })
+    }
+}
+
+/// Serialises the free-form headers for storage.
+pub(crate) fn headers_json(headers: &BTreeMap<String, String>) -> String {
+    // A map of strings always serialises.
+    serde_json::to_string(headers).unwrap_or_else(|_| "{}".to_owned())
+}

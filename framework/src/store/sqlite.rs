@@ -1,0 +1,442 @@
+//! The SQLite event store: the embedded default, one file on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::append::{next_version, validate_batch};
+use super::migrations::{self, HISTORY_TABLE};
+use super::row::{headers_json, RowIdentity, StoredRow};
+use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::LogPosition;
+use crate::stream::StreamId;
+
+const BACKEND: &str = "sqlite";
+
+/// `SELECT <every column> FROM annals_events`, optionally followed by a clause.
+macro_rules! select_events {
+    () => {
+        "SELECT position, commit_id, event_id, stream_id, version, event_type, schema_version, \
+         payload, tenant_id, correlation_id, causation_id, actor, trace_context, headers, \
+         recorded_at FROM annals_events"
+    };
+    ($clause:literal) => {
+        concat!(select_events!(), " ", $clause)
+    };
+}
+
+/// An event store in a SQLite database file.
+///
+/// Writers are serialised (`BEGIN IMMEDIATE`, and one writer at a time within
+/// the process), so the global log is in commit order. The database runs in
+/// WAL mode with `synchronous = FULL`: an append that returned `Ok` survives a
+/// crash of the process or the machine.
+///
+/// ```
+/// use annals::store::{EventStore, SqliteEventStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = std::env::temp_dir().join(format!("annals-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let store = SqliteEventStore::open(dir.join("events.db")).await?;
+/// assert_eq!(store.backend(), "sqlite");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), annals::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteEventStore {
+    pool: SqlitePool,
+    /// One in-process writer at a time: SQLite has one write lock, and waiting
+    /// here is cheaper than spinning on `SQLITE_BUSY`.
+    write_gate: Arc<Mutex<()>>,
+}
+
+/// Options for opening a [`SqliteEventStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStoreBuilder {
+    path: PathBuf,
+    max_connections: u32,
+    busy_timeout: Duration,
+    migrate: bool,
+}
+
+impl SqliteStoreBuilder {
+    /// Most connections in the pool (default 4).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long to wait for another process's write lock (default 10 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Whether to create and upgrade Annals' tables on open (default `true`).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Opens (creating it if missing) the database file.
+    pub async fn open(self) -> Result<SqliteEventStore> {
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                Error::Config(format!(
+                    "cannot create the directory {} for the SQLite event store: {error}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(self.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(self.max_connections)
+            .connect_with(options)
+            .await
+            .map_err(|error| Error::Backend {
+                backend: BACKEND,
+                operation: "open",
+                source: format!("cannot open {}: {error}", self.path.display()).into(),
+            })?;
+        let store = SqliteEventStore {
+            pool,
+            write_gate: Arc::new(Mutex::new(())),
+        };
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+impl SqliteEventStore {
+    /// Opens (creating it if missing) the database file with default options,
+    /// and creates or upgrades Annals' tables.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        SqliteEventStore::builder(path).open().await
+    }
+
+    /// Options for opening the database file at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder {
+            path: path.as_ref().to_owned(),
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(10),
+            migrate: true,
+        }
+    }
+
+    /// The connection pool, for read models that live in the same file.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Creates or upgrades Annals' tables. Idempotent; called by
+    /// [`open`](Self::open) unless turned off.
+    pub async fn migrate(&self) -> Result<()> {
+        let _writer = self.write_gate.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin migration"))?;
+        sqlx::raw_sql(HISTORY_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("create schema history"))?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM annals_schema_history")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed("read schema history"))?;
+        for migration in migrations::pending(BACKEND, migrations::SQLITE, applied)? {
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("apply migration"))?;
+            sqlx::query("INSERT INTO annals_schema_history (version, name, applied_at) VALUES (?, ?, ?)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(Utc::now().to_rfc3339())
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("record migration"))?;
+        }
+        tx.commit().await.map_err(failed("commit migration"))
+    }
+
+    async fn fetch_events(
+        &self,
+        query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
+        operation: &'static str,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = query.fetch_all(&self.pool).await.map_err(failed(operation))?;
+        rows.iter().map(decode_row).collect()
+    }
+}
+
+fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| Error::Backend {
+        backend: BACKEND,
+        operation,
+        source: Box::new(error),
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn limit(max_count: usize) -> i64 {
+    i64::try_from(max_count).unwrap_or(i64::MAX)
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn column<'r, T>(row: &'r SqliteRow, identity: &RowIdentity, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(name)
+        .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
+}
+
+fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
+    let unreadable = RowIdentity {
+        stream_id: "<unreadable>".to_owned(),
+        version: 0,
+        event_type: "<unreadable>".to_owned(),
+    };
+    let identity = RowIdentity {
+        stream_id: column(row, &unreadable, "stream_id")?,
+        version: column(row, &unreadable, "version")?,
+        event_type: column(row, &unreadable, "event_type")?,
+    };
+    let recorded_at: i64 = column(row, &identity, "recorded_at")?;
+    let recorded_at = DateTime::from_timestamp_micros(recorded_at)
+        .ok_or_else(|| identity.corrupt(format!("recorded_at {recorded_at} is out of range")))?;
+    StoredRow {
+        commit: column(row, &identity, "commit_id")?,
+        position: column(row, &identity, "position")?,
+        event_id: column(row, &identity, "event_id")?,
+        schema_version: column(row, &identity, "schema_version")?,
+        payload: column(row, &identity, "payload")?,
+        tenant_id: column(row, &identity, "tenant_id")?,
+        correlation_id: column(row, &identity, "correlation_id")?,
+        causation_id: column(row, &identity, "causation_id")?,
+        actor: column(row, &identity, "actor")?,
+        trace_context: column(row, &identity, "trace_context")?,
+        headers: column(row, &identity, "headers")?,
+        recorded_at,
+        identity,
+    }
+    .into_recorded()
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        validate_batch(&batch)?;
+        let _writer = self.write_gate.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin append"))?;
+
+        let mut currents = Vec::with_capacity(batch.len());
+        for append in &batch {
+            let current: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?",
+            )
+            .bind(append.stream_id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(failed("read stream version"))?;
+            let current = u64::try_from(current).unwrap_or(0);
+            if !append.expected.accepts(current) {
+                // Dropping `tx` rolls back; nothing was written.
+                return Err(Error::VersionConflict {
+                    stream: append.stream_id.to_string(),
+                    expected: append.expected,
+                    actual: current,
+                });
+            }
+            next_version(&append.stream_id, current, append.events.len())?;
+            currents.push(current);
+        }
+
+        let commit: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed("read log head"))?;
+        let recorded_at = micros(Utc::now().trunc_subsecs(6));
+        let mut results = Vec::with_capacity(batch.len());
+        for (append, current) in batch.iter().zip(currents) {
+            let mut version = current;
+            let mut position = 0_i64;
+            for event in &append.events {
+                version += 1;
+                let metadata = &event.metadata;
+                position = sqlx::query_scalar(
+                    "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
+                     schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
+                     trace_context, headers, recorded_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
+                )
+                .bind(commit)
+                .bind(event.event_id)
+                .bind(append.stream_id.as_str())
+                .bind(to_i64(version))
+                .bind(event.event_type.as_str())
+                .bind(i64::from(event.schema_version))
+                .bind(event.payload.as_json())
+                .bind(metadata.tenant_id.as_deref())
+                .bind(metadata.correlation_id)
+                .bind(metadata.causation_id)
+                .bind(metadata.actor.as_deref())
+                .bind(metadata.trace_context.as_deref())
+                .bind(headers_json(&metadata.headers))
+                .bind(recorded_at)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|error| insert_error(error, event.event_id))?;
+            }
+            results.push(AppendResult {
+                first_version: current + 1,
+                last_version: version,
+                position: LogPosition::new(
+                    u64::try_from(commit).unwrap_or(0),
+                    u64::try_from(position).unwrap_or(0),
+                ),
+            });
+        }
+        tx.commit().await.map_err(failed("commit append"))?;
+        Ok(results)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?",
+        )
+        .bind(stream.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(failed("read stream version"))?;
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        const SQL: &str = select_events!("WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?");
+        let query = sqlx::query(SQL)
+            .bind(stream.as_str())
+            .bind(to_i64(from_version))
+            .bind(limit(max_count));
+        self.fetch_events(query, "read stream").await
+    }
+
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        before_version: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        const SQL: &str =
+            select_events!("WHERE stream_id = ? AND version < ? ORDER BY version DESC LIMIT ?");
+        let query = sqlx::query(SQL)
+            .bind(stream.as_str())
+            .bind(before_version.map_or(i64::MAX, to_i64))
+            .bind(limit(max_count));
+        self.fetch_events(query, "read stream backward").await
+    }
+
+    async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        // Writers are serialised, so sequence order is commit order and the
+        // sequence alone locates a position.
+        const SQL: &str = select_events!("WHERE position > ? ORDER BY position LIMIT ?");
+        let query = sqlx::query(SQL)
+            .bind(to_i64(after.sequence))
+            .bind(limit(max_count));
+        self.fetch_events(query, "read log").await
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
+        let mut sql = QueryBuilder::<Sqlite>::new(select_events!());
+        sql.push(" WHERE position > ").push_bind(to_i64(query.after_sequence));
+        if !query.event_types.is_empty() {
+            sql.push(" AND event_type IN (");
+            let mut types = sql.separated(", ");
+            for event_type in &query.event_types {
+                types.push_bind(event_type.clone());
+            }
+            sql.push(")");
+        }
+        if let Some(from) = query.recorded_from {
+            sql.push(" AND recorded_at >= ").push_bind(micros(from));
+        }
+        if let Some(until) = query.recorded_until {
+            sql.push(" AND recorded_at < ").push_bind(micros(until));
+        }
+        if let Some(tenant) = &query.tenant_id {
+            sql.push(" AND tenant_id = ").push_bind(tenant.clone());
+        }
+        if let Some(correlation) = query.correlation_id {
+            sql.push(" AND correlation_id = ").push_bind(correlation);
+        }
+        if let Some((key, value)) = &query.header {
+            sql.push(" AND EXISTS (SELECT 1 FROM json_each(headers) WHERE json_each.key = ")
+                .push_bind(key.clone())
+                .push(" AND json_each.value = ")
+                .push_bind(value.clone())
+                .push(")");
+        }
+        sql.push(" ORDER BY position LIMIT ")
+            .push_bind(limit(query.limit.saturating_add(1)));
+        let events = self.fetch_events(sql.build(), "query").await?;
+        Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+}
+
+fn insert_error(error: sqlx::Error, event_id: Uuid) -> Error {
+    if let sqlx::Error::Database(db) = &error {
+        if db.is_unique_violation() && db.message().contains("event_id") {
+            return Error::invalid(
+                "event id",
+                format!("an event with id {event_id} is already stored; event ids must be unique"),
+            );
+        }
+    }
+    failed("insert events")(error)
+}

@@ -1,0 +1,154 @@
+//! A fresh, isolated store per test: memory, a SQLite file in a temporary
+//! directory, or a new schema in the test PostgreSQL database.
+
+use std::sync::Arc;
+
+use annals::store::{EventStore, InMemoryEventStore, PostgresEventStore, SqliteEventStore};
+use sqlx::{PgPool, SqlitePool};
+use tempfile::TempDir;
+
+/// The variable `cargo xtask test` sets to the throwaway PostgreSQL server.
+pub const DATABASE_URL_VAR: &str = "ANNALS_TEST_DATABASE_URL";
+
+/// The test PostgreSQL URL. Panics, saying how to get one, when it is unset:
+/// a PostgreSQL test never passes silently without a server.
+pub fn postgres_url() -> String {
+    match std::env::var(DATABASE_URL_VAR) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "this test needs PostgreSQL, but {DATABASE_URL_VAR} is not set.\n\
+             Run every suite with `cargo xtask test` (it starts a throwaway server), or start \
+             servers with `cargo xtask services up` and export the {DATABASE_URL_VAR} it prints."
+        ),
+    }
+}
+
+/// A fresh PostgreSQL store in a schema of its own, so tests can assert on
+/// the whole global log while other tests run beside them.
+pub async fn fresh_postgres_store() -> PostgresEventStore {
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    PostgresEventStore::builder(postgres_url())
+        .schema(schema)
+        .max_connections(12)
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL: {error}"))
+}
+
+/// Direct access to a backend's tables, bypassing the store's checks.
+#[derive(Debug, Clone)]
+pub enum RawAccess {
+    /// The in-memory store has no tables.
+    Memory,
+    /// The SQLite store's pool.
+    Sqlite(SqlitePool),
+    /// The PostgreSQL store's pool (search path set to its schema).
+    Postgres(PgPool),
+}
+
+/// A store under test, with raw access to its storage.
+pub struct TestStore {
+    /// The store, as the conformance suite sees it.
+    pub store: Arc<dyn EventStore>,
+    /// Raw access to plant bad data.
+    pub raw: RawAccess,
+    _dir: Option<TempDir>,
+}
+
+impl TestStore {
+    /// A new in-memory store.
+    pub async fn memory() -> Self {
+        TestStore {
+            store: Arc::new(InMemoryEventStore::new()),
+            raw: RawAccess::Memory,
+            _dir: None,
+        }
+    }
+
+    /// A new SQLite store in a temporary file.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let store = SqliteEventStore::open(dir.path().join("events.db"))
+            .await
+            .unwrap_or_else(|error| panic!("cannot open the SQLite store: {error}"));
+        TestStore {
+            raw: RawAccess::Sqlite(store.pool().clone()),
+            store: Arc::new(store),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new PostgreSQL store in a schema of its own.
+    pub async fn postgres() -> Self {
+        let store = fresh_postgres_store().await;
+        TestStore {
+            raw: RawAccess::Postgres(store.pool().clone()),
+            store: Arc::new(store),
+            _dir: None,
+        }
+    }
+
+    /// Writes a row with `payload` as its payload text, bypassing every check.
+    /// `Err` carries the storage's refusal (a `jsonb` column refuses invalid
+    /// JSON; the in-memory store only ever holds validated payloads).
+    pub async fn plant_raw_event(
+        &self,
+        stream: &str,
+        version: i64,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<(), String> {
+        let event_id = uuid::Uuid::now_v7();
+        match &self.raw {
+            RawAccess::Memory => Err("the in-memory store only holds validated JSON".to_owned()),
+            RawAccess::Sqlite(pool) => sqlx::query(
+                "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
+                 schema_version, payload, headers, recorded_at) \
+                 VALUES ((SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events), ?, ?, ?, ?, 1, ?, '{}', ?)",
+            )
+            .bind(event_id)
+            .bind(stream)
+            .bind(version)
+            .bind(event_type)
+            .bind(payload)
+            .bind(chrono::Utc::now().timestamp_micros())
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string()),
+            RawAccess::Postgres(pool) => sqlx::query(
+                "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload) \
+                 VALUES ($1, $2, $3, $4, 1, $5::jsonb)",
+            )
+            .bind(event_id)
+            .bind(stream)
+            .bind(version)
+            .bind(event_type)
+            .bind(payload)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string()),
+        }
+    }
+
+    /// Tries to change stored events with raw SQL. `None` for the in-memory
+    /// store (it has no SQL, and its API has no update path); otherwise the
+    /// outcome of an `UPDATE` and of a `DELETE`.
+    pub async fn try_raw_mutations(&self) -> Option<[Result<u64, String>; 2]> {
+        const UPDATE: &str = "UPDATE annals_events SET event_type = 'tampered'";
+        const DELETE: &str = "DELETE FROM annals_events";
+        let outcome = |result: Result<u64, sqlx::Error>| result.map_err(|error| error.to_string());
+        match &self.raw {
+            RawAccess::Memory => None,
+            RawAccess::Sqlite(pool) => Some([
+                outcome(sqlx::query(UPDATE).execute(pool).await.map(|r| r.rows_affected())),
+                outcome(sqlx::query(DELETE).execute(pool).await.map(|r| r.rows_affected())),
+            ]),
+            RawAccess::Postgres(pool) => Some([
+                outcome(sqlx::query(UPDATE).execute(pool).await.map(|r| r.rows_affected())),
+                outcome(sqlx::query(DELETE).execute(pool).await.map(|r| r.rows_affected())),
+            ]),
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! The event-store conformance suite. Every backend runs every case here,
+//! unchanged, through [`conformance_suite!`](crate::conformance_suite).
+
+use std::collections::{BTreeMap, HashSet};
+
+use annals::prelude::*;
+use annals::store::AppendResult;
+use chrono::{Duration, Utc};
+use futures_util::TryStreamExt;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::backends::TestStore;
+use crate::events::UserEvent;
+
+/// Expands to one `#[tokio::test]` per conformance case for a backend:
+/// `conformance_suite!(memory)`, `conformance_suite!(sqlite)`,
+/// `conformance_suite!(postgres)` (the names of [`TestStore`]'s constructors).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($backend:ident) => {
+        $crate::conformance_suite!(@cases $backend:
+            round_trip_preserves_every_field,
+            expected_version_rules,
+            concurrent_writers_with_the_same_expected_version_exactly_one_wins,
+            multi_stream_append_is_all_or_nothing,
+            bad_batches_are_rejected_before_anything_is_written,
+            duplicate_event_ids_are_rejected,
+            read_stream_forward_and_backward,
+            global_log_is_ordered_and_resumes_exactly,
+            query_by_every_path_with_paging,
+            unicode_and_large_payloads_round_trip,
+            invalid_json_in_storage_is_a_typed_error,
+            unknown_or_misshapen_events_are_typed_decode_errors,
+            stored_events_cannot_be_changed,
+        );
+    };
+    (@cases $backend:ident: $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $crate::backends::TestStore::$backend().await;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(id).expect("valid test stream id")
+}
+
+fn event(event_type: &str, body: serde_json::Value) -> NewEvent {
+    NewEvent::json(event_type, &body).expect("JSON values serialise")
+}
+
+fn numbered(n: usize) -> NewEvent {
+    event("test.numbered", json!({ "n": n }))
+}
+
+async fn append(
+    t: &TestStore,
+    id: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> AppendResult {
+    t.store
+        .append(id, expected, events)
+        .await
+        .unwrap_or_else(|error| panic!("append to {id} failed: {error}"))
+}
+
+async fn read_all_in_batches(t: &TestStore, after: LogPosition, batch: usize) -> Vec<RecordedEvent> {
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    let mut checkpoint = after;
+    loop {
+        let page = t.store.read_all(checkpoint, batch).await.expect("read_all");
+        assert!(page.len() <= batch, "read_all returned more than asked");
+        let Some(last) = page.last() else {
+            return events;
+        };
+        checkpoint = last.position;
+        events.extend(page);
+    }
+}
+
+/// Every field of an event comes back as it was appended.
+pub async fn round_trip_preserves_every_field(t: &TestStore) {
+    let id = stream("user-round-trip");
+    let correlation = Uuid::now_v7();
+    let causation = Uuid::now_v7();
+    let metadata = Metadata::new()
+        .with_tenant("acme")
+        .with_actor("admin@acme.test")
+        .with_correlation_id(correlation)
+        .with_causation_id(causation)
+        .with_trace_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .with_header("client", "web")
+        .with_header("ip", "192.0.2.1");
+    let sent = vec![
+        event("test.user.registered", json!({ "email": "ada@acme.test", "tags": [1, 2, 3] }))
+            .with_metadata(metadata.clone()),
+        event("test.user.renamed", json!({ "name": "Ada" }))
+            .with_schema_version(3)
+            .with_metadata(metadata.clone()),
+        event("test.user.noted", json!(null)),
+    ];
+    let before = Utc::now() - Duration::seconds(60);
+    let result = append(t, &id, ExpectedVersion::NoStream, sent.clone()).await;
+    assert_eq!((result.first_version, result.last_version), (1, 3));
+
+    let read = t.store.read_stream(&id, 1, 100).await.expect("read_stream");
+    assert_eq!(read.len(), 3);
+    for (n, (sent, one)) in sent.iter().zip(&read).enumerate() {
+        let read_back = one;
+        assert_eq!(read_back.event_id, sent.event_id, "event id of #{n}");
+        assert_eq!(read_back.stream_id, id);
+        assert_eq!(read_back.version, n as u64 + 1);
+        assert_eq!(read_back.event_type, sent.event_type);
+        assert_eq!(read_back.schema_version, sent.schema_version);
+        assert_eq!(read_back.payload, sent.payload, "payload of #{n}");
+        assert_eq!(read_back.metadata, sent.metadata, "metadata of #{n}");
+        let recorded = read_back.recorded_at;
+        assert!(recorded > before && recorded < Utc::now() + Duration::seconds(60));
+        assert_eq!(recorded, read[0].recorded_at, "one append, one timestamp");
+    }
+    assert_eq!(result.position, read[2].position);
+    assert!(read[0].position < read[1].position && read[1].position < read[2].position);
+    assert_eq!(read[0].position.commit, read[2].position.commit, "one append, one commit");
+    assert_eq!(t.store.stream_version(&id).await.expect("version"), 3);
+    assert_eq!(t.store.stream_version(&stream("user-none")).await.expect("version"), 0);
+}
+
+/// `Any`, `NoStream`, `StreamExists` and `Exact` accept and refuse as
+/// documented, and a refused append writes nothing.
+pub async fn expected_version_rules(t: &TestStore) {
+    let id = stream("user-expectations");
+    let conflict = |result: Result<AppendResult>, expected: ExpectedVersion, actual: u64| match result {
+        Err(Error::VersionConflict { stream, expected: e, actual: a }) => {
+            assert_eq!(stream, "user-expectations");
+            assert_eq!((e, a), (expected, actual));
+        }
+        other => panic!("expected a conflict ({expected}, actual {actual}), got {other:?}"),
+    };
+
+    let exists = t.store.append(&id, ExpectedVersion::StreamExists, vec![numbered(0)]).await;
+    conflict(exists, ExpectedVersion::StreamExists, 0);
+    let exact = t.store.append(&id, ExpectedVersion::Exact(2), vec![numbered(0)]).await;
+    conflict(exact, ExpectedVersion::Exact(2), 0);
+
+    append(t, &id, ExpectedVersion::NoStream, vec![numbered(1)]).await;
+    let again = t.store.append(&id, ExpectedVersion::NoStream, vec![numbered(2)]).await;
+    conflict(again, ExpectedVersion::NoStream, 1);
+    append(t, &id, ExpectedVersion::StreamExists, vec![numbered(2)]).await;
+    append(t, &id, ExpectedVersion::Exact(2), vec![numbered(3), numbered(4)]).await;
+    let stale = t.store.append(&id, ExpectedVersion::Exact(2), vec![numbered(5)]).await;
+    conflict(stale, ExpectedVersion::Exact(2), 4);
+    let ahead = t.store.append(&id, ExpectedVersion::Exact(9), vec![numbered(5)]).await;
+    conflict(ahead, ExpectedVersion::Exact(9), 4);
+    let any = append(t, &id, ExpectedVersion::Any, vec![numbered(5)]).await;
+    assert_eq!((any.first_version, any.last_version), (5, 5));
+
+    let stored = t.store.read_stream(&id, 1, 100).await.expect("read");
+    let ns: Vec<_> = stored.iter().map(|e| e.payload.to_value()["n"].clone()).collect();
+    assert_eq!(ns, [1, 2, 3, 4, 5], "refused appends wrote nothing");
+}
+
+/// Two (or more) writers holding the same version race: exactly one wins,
+/// every other gets a conflict, and the stream has no gap or duplicate.
+pub async fn concurrent_writers_with_the_same_expected_version_exactly_one_wins(t: &TestStore) {
+    let id = stream("account-race");
+    append(t, &id, ExpectedVersion::NoStream, vec![numbered(0)]).await;
+    let mut head = 1;
+    for round in 0..5 {
+        let writers = (0..8).map(|writer| {
+            let store = t.store.clone();
+            let id = id.clone();
+            let events = vec![numbered(writer), numbered(writer)];
+            tokio::spawn(async move { store.append(&id, ExpectedVersion::Exact(head), events).await })
+        });
+        let mut wins = 0;
+        for result in futures_util::future::join_all(writers).await {
+            match result.expect("writer task") {
+                Ok(result) => {
+                    wins += 1;
+                    assert_eq!((result.first_version, result.last_version), (head + 1, head + 2));
+                }
+                Err(Error::VersionConflict { expected, actual, .. }) => {
+                    assert_eq!(expected, ExpectedVersion::Exact(head));
+                    assert!(actual > head, "a loser saw version {actual}");
+                }
+                Err(other) => panic!("round {round}: unexpected error: {other}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one writer must win");
+        head += 2;
+        let stored = t.store.load_stream(&id).await.expect("load");
+        let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=head).collect::<Vec<_>>(), "no gap, no duplicate");
+        let last_two = &stored[stored.len() - 2..];
+        assert_eq!(last_two[0].payload, last_two[1].payload, "both events are the winner's");
+    }
+}
+
+/// A batch across streams is written entirely or not at all.
+pub async fn multi_stream_append_is_all_or_nothing(t: &TestStore) {
+    let (a, b, c) = (stream("order-a"), stream("order-b"), stream("order-c"));
+    append(t, &c, ExpectedVersion::NoStream, vec![numbered(0)]).await;
+
+    let failing = vec![
+        StreamAppend::new(a.clone(), ExpectedVersion::NoStream, vec![numbered(1), numbered(2)]),
+        StreamAppend::new(b.clone(), ExpectedVersion::Exact(0), vec![numbered(3)]),
+        StreamAppend::new(c.clone(), ExpectedVersion::NoStream, vec![numbered(4)]),
+    ];
+    match t.store.append_batch(failing).await {
+        Err(Error::VersionConflict { stream, expected, actual }) => {
+            assert_eq!(stream, "order-c");
+            assert_eq!((expected, actual), (ExpectedVersion::NoStream, 1));
+        }
+        other => panic!("expected a conflict on order-c, got {other:?}"),
+    }
+    for id in [&a, &b] {
+        assert_eq!(t.store.stream_version(id).await.expect("version"), 0, "{id} untouched");
+    }
+    assert_eq!(read_all_in_batches(t, LogPosition::START, 100).await.len(), 1);
+
+    let results = t
+        .store
+        .append_batch(vec![
+            StreamAppend::new(a.clone(), ExpectedVersion::NoStream, vec![numbered(1), numbered(2)]),
+            StreamAppend::new(b.clone(), ExpectedVersion::Any, vec![numbered(3)]),
+            StreamAppend::new(c.clone(), ExpectedVersion::Exact(1), vec![numbered(4)]),
+        ])
+        .await
+        .expect("batch");
+    let versions: Vec<_> = results.iter().map(|r| (r.first_version, r.last_version)).collect();
+    assert_eq!(versions, [(1, 2), (1, 1), (2, 2)], "results in batch order");
+    let commits: HashSet<u64> = results.iter().map(|r| r.position.commit).collect();
+    assert_eq!(commits.len(), 1, "one batch, one commit");
+    let log = read_all_in_batches(t, LogPosition::START, 100).await;
+    let streams: Vec<&str> = log.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(streams, ["order-c", "order-a", "order-a", "order-b", "order-c"]);
+}
+
+/// Empty batches, empty appends, a stream named twice and bad type names
+/// are refused with `InvalidInput`, and nothing is written.
+pub async fn bad_batches_are_rejected_before_anything_is_written(t: &TestStore) {
+    let id = stream("user-bad-batches");
+    let invalid = |result: Result<Vec<AppendResult>>, field: &str| match result {
+        Err(Error::InvalidInput { field: f, .. }) => assert_eq!(f, field),
+        other => panic!("expected invalid {field}, got {other:?}"),
+    };
+    invalid(t.store.append_batch(vec![]).await, "batch");
+    invalid(
+        t.store
+            .append_batch(vec![StreamAppend::new(id.clone(), ExpectedVersion::Any, vec![])])
+            .await,
+        "batch",
+    );
+    invalid(
+        t.store
+            .append_batch(vec![
+                StreamAppend::new(id.clone(), ExpectedVersion::Any, vec![numbered(1)]),
+                StreamAppend::new(id.clone(), ExpectedVersion::Any, vec![numbered(2)]),
+            ])
+            .await,
+        "batch",
+    );
+    invalid(
+        t.store
+            .append_batch(vec![StreamAppend::new(
+                id.clone(),
+                ExpectedVersion::Any,
+                vec![numbered(1), event("has space", json!({}))],
+            )])
+            .await,
+        "event type",
+    );
+    assert!(read_all_in_batches(t, LogPosition::START, 10).await.is_empty());
+}
+
+/// Appending an event id that is already stored fails naming the id, and the
+/// rest of that append is not written.
+pub async fn duplicate_event_ids_are_rejected(t: &TestStore) {
+    let first = numbered(1);
+    let duplicate_id = first.event_id;
+    append(t, &stream("user-dup-a"), ExpectedVersion::Any, vec![first]).await;
+    let again = numbered(2).with_event_id(duplicate_id);
+    let result = t
+        .store
+        .append(&stream("user-dup-b"), ExpectedVersion::Any, vec![numbered(3), again])
+        .await;
+    match result {
+        Err(Error::InvalidInput { field: "event id", reason }) => {
+            assert!(reason.contains(&duplicate_id.to_string()), "{reason}")
+        }
+        other => panic!("expected a duplicate event id error, got {other:?}"),
+    }
+    assert_eq!(t.store.stream_version(&stream("user-dup-b")).await.expect("version"), 0);
+}
+
+/// Forward reads from a version with a limit; backward reads of the last N.
+pub async fn read_stream_forward_and_backward(t: &TestStore) {
+    let id = stream("user-reads");
+    append(t, &id, ExpectedVersion::NoStream, (1..=10).map(numbered).collect()).await;
+    append(t, &stream("user-other"), ExpectedVersion::Any, vec![numbered(0)]).await;
+    let versions = |events: Vec<RecordedEvent>| events.iter().map(|e| e.version).collect::<Vec<_>>();
+
+    assert_eq!(versions(t.store.read_stream(&id, 4, 3).await.expect("read")), [4, 5, 6]);
+    assert_eq!(versions(t.store.read_stream(&id, 9, 100).await.expect("read")), [9, 10]);
+    assert_eq!(versions(t.store.read_stream(&id, 11, 100).await.expect("read")), [] as [u64; 0]);
+    assert_eq!(versions(t.store.read_stream(&id, 0, 2).await.expect("read")), [1, 2]);
+    assert_eq!(
+        versions(t.store.read_stream_backward(&id, None, 3).await.expect("read")),
+        [10, 9, 8]
+    );
+    assert_eq!(
+        versions(t.store.read_stream_backward(&id, Some(3), 10).await.expect("read")),
+        [2, 1]
+    );
+    assert!(t.store.read_stream(&stream("user-missing"), 1, 10).await.expect("read").is_empty());
+    let loaded = t.store.load_stream(&id).await.expect("load");
+    assert_eq!(versions(loaded), (1..=10).collect::<Vec<_>>());
+}
+
+/// The global log holds every event once, in commit order, each stream in
+/// version order; reading in batches or resuming from a saved position
+/// returns exactly the rest.
+pub async fn global_log_is_ordered_and_resumes_exactly(t: &TestStore) {
+    let mut expected_ids = Vec::new();
+    for round in 0..10 {
+        for name in ["a", "b", "c"] {
+            let events = vec![numbered(round), numbered(round)];
+            expected_ids.extend(events.iter().map(|e| e.event_id));
+            append(t, &stream(&format!("log-{name}")), ExpectedVersion::Any, events).await;
+        }
+    }
+
+    let whole = read_all_in_batches(t, LogPosition::START, 1000).await;
+    let ids: Vec<Uuid> = whole.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, expected_ids, "commit order, each event once");
+    assert!(whole.windows(2).all(|w| w[0].position < w[1].position));
+
+    let batched = read_all_in_batches(t, LogPosition::START, 7).await;
+    assert_eq!(batched.iter().map(|e| e.event_id).collect::<Vec<_>>(), expected_ids);
+
+    let saved = whole[24].position;
+    let rest = read_all_in_batches(t, saved, 5).await;
+    assert_eq!(rest.iter().map(|e| e.event_id).collect::<Vec<_>>(), expected_ids[25..]);
+    let saved_text = saved.to_string().parse::<LogPosition>().expect("position parses back");
+    assert_eq!(t.store.read_all(saved_text, 1).await.expect("read")[0].event_id, expected_ids[25]);
+    assert!(t.store.read_all(whole[59].position, 10).await.expect("read").is_empty());
+
+    let streamed: Vec<RecordedEvent> =
+        t.store.stream_all(LogPosition::START, 4).try_collect().await.expect("stream_all");
+    assert_eq!(streamed.iter().map(|e| e.event_id).collect::<Vec<_>>(), expected_ids);
+
+    let mut per_stream: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for event in &whole {
+        per_stream.entry(event.stream_id.as_str()).or_default().push(event.version);
+    }
+    for (id, versions) in per_stream {
+        assert_eq!(versions, (1..=20).collect::<Vec<_>>(), "{id} in version order");
+    }
+}
+
+/// Queries by type, time range, tenant, correlation id and header, alone
+/// and combined, page through results in global order.
+pub async fn query_by_every_path_with_paging(t: &TestStore) {
+    let request = Uuid::now_v7();
+    let other_request = Uuid::now_v7();
+    let start = Utc::now() - Duration::seconds(1);
+    for n in 0..6_usize {
+        let tenant = if n % 2 == 0 { "acme" } else { "globex" };
+        let correlation = if n < 4 { request } else { other_request };
+        let metadata = Metadata::new()
+            .with_tenant(tenant)
+            .with_correlation_id(correlation)
+            .with_header("channel", if n % 3 == 0 { "api" } else { "web" });
+        let event_type = if n % 2 == 0 { "test.user.registered" } else { "test.user.renamed" };
+        let new = event(event_type, json!({ "n": n })).with_metadata(metadata);
+        append(t, &stream(&format!("user-q{n}")), ExpectedVersion::NoStream, vec![new]).await;
+    }
+    append(t, &stream("user-plain"), ExpectedVersion::Any, vec![numbered(99)]).await;
+    let end = Utc::now() + Duration::seconds(1);
+
+    let ns = |page: &QueryPageView| page.0.clone();
+    let all_pages = |query: EventQuery| async move {
+        let mut found = Vec::new();
+        let mut query = query;
+        loop {
+            let page = t.store.query(&query).await.expect("query");
+            assert!(page.events.len() <= query.limit);
+            found.extend(page.events.iter().map(|e| e.payload.to_value()["n"].as_u64().unwrap_or(999)));
+            match page.next_after {
+                Some(after) => query = query.after(after),
+                None => return QueryPageView(found),
+            }
+        }
+    };
+
+    let by_type = all_pages(EventQuery::new().event_type("test.user.registered").limit(2)).await;
+    assert_eq!(ns(&by_type), [0, 2, 4]);
+    let two_types = all_pages(
+        EventQuery::new().event_type("test.user.renamed").event_type("test.numbered").limit(1),
+    )
+    .await;
+    assert_eq!(ns(&two_types), [1, 3, 5, 99]);
+    let by_tenant = all_pages(EventQuery::new().tenant("globex").limit(2)).await;
+    assert_eq!(ns(&by_tenant), [1, 3, 5]);
+    let by_correlation = all_pages(EventQuery::new().correlation_id(request).limit(3)).await;
+    assert_eq!(ns(&by_correlation), [0, 1, 2, 3]);
+    let by_header = all_pages(EventQuery::new().header("channel", "api")).await;
+    assert_eq!(ns(&by_header), [0, 3]);
+    let no_such_header = all_pages(EventQuery::new().header("channel", "fax")).await;
+    assert!(ns(&no_such_header).is_empty());
+    let in_window = all_pages(EventQuery::new().recorded_between(start, end).limit(4)).await;
+    assert_eq!(ns(&in_window), [0, 1, 2, 3, 4, 5, 99]);
+    let before_window = all_pages(EventQuery::new().recorded_until(start)).await;
+    assert!(ns(&before_window).is_empty());
+    let after_window = all_pages(EventQuery::new().recorded_from(end)).await;
+    assert!(ns(&after_window).is_empty());
+    let combined = all_pages(
+        EventQuery::new()
+            .tenant("acme")
+            .correlation_id(request)
+            .event_type("test.user.registered")
+            .header("channel", "web")
+            .recorded_from(start),
+    )
+    .await;
+    assert_eq!(ns(&combined), [2]);
+
+    let first = t.store.query(&EventQuery::new().limit(3)).await.expect("query");
+    assert_eq!(first.events.len(), 3);
+    let after = first.next_after.expect("more pages");
+    assert_eq!(after, first.events[2].position.sequence);
+    let last = t.store.query(&EventQuery::new().after(after).limit(100)).await.expect("query");
+    assert_eq!(last.events.len(), 4);
+    assert_eq!(last.next_after, None);
+}
+
+/// Query results as the list of their `n` payload fields.
+#[derive(Debug)]
+struct QueryPageView(Vec<u64>);
+
+/// Non-ASCII stream ids, payloads and headers, and a 1 MiB payload, come back
+/// byte for byte.
+pub async fn unicode_and_large_payloads_round_trip(t: &TestStore) {
+    let id = stream("用户-ümlaut-🦀");
+    let body = json!({
+        "name": "Zoë Ωmega 李雷 🧑‍💻",
+        "quote": "she said \"hi\"\n\ttab\\slash \u{0001}",
+        "nested": { "deep": [ { "x": "ä" }, null, true, 1.5, -7 ] },
+    });
+    let large = "x".repeat(1 << 20);
+    let metadata = Metadata::new().with_actor("Ørjan").with_header("ключ", "値");
+    append(
+        t,
+        &id,
+        ExpectedVersion::NoStream,
+        vec![
+            event("test.unicode", body.clone()).with_metadata(metadata.clone()),
+            event("test.large", json!({ "blob": large })),
+        ],
+    )
+    .await;
+    let read = t.store.read_stream(&id, 1, 10).await.expect("read");
+    assert_eq!(read[0].stream_id.as_str(), "用户-ümlaut-🦀");
+    assert_eq!(read[0].payload.to_value(), body);
+    assert_eq!(read[0].metadata, metadata);
+    assert_eq!(read[1].payload.to_value()["blob"].as_str().map(str::len), Some(1 << 20));
+    let queried = t.store.query(&EventQuery::new().header("ключ", "値")).await.expect("query");
+    assert_eq!(queried.events.len(), 1);
+}
+
+/// A payload that is not JSON, planted behind the store's back, is reported
+/// as `CorruptEvent` naming stream, version and type by every read path, or
+/// refused by the storage itself; it never panics.
+pub async fn invalid_json_in_storage_is_a_typed_error(t: &TestStore) {
+    match t.plant_raw_event("user-corrupt", 1, "test.user.registered", "{not json").await {
+        Err(refusal) => {
+            // PostgreSQL's jsonb column, and the in-memory store, cannot hold it.
+            assert!(
+                refusal.contains("json") || refusal.contains("JSON"),
+                "storage refused for another reason: {refusal}"
+            );
+        }
+        Ok(()) => {
+            let expect_corrupt = |result: Result<Vec<RecordedEvent>>| match result {
+                Err(Error::CorruptEvent { stream, version, event_type, reason }) => {
+                    assert_eq!((stream.as_str(), version), ("user-corrupt", 1));
+                    assert_eq!(event_type, "test.user.registered");
+                    assert!(reason.contains("JSON"), "{reason}");
+                }
+                other => panic!("expected CorruptEvent, got {other:?}"),
+            };
+            let id = stream("user-corrupt");
+            expect_corrupt(t.store.read_stream(&id, 1, 10).await);
+            expect_corrupt(t.store.read_stream_backward(&id, None, 10).await);
+            expect_corrupt(t.store.read_all(LogPosition::START, 10).await);
+            expect_corrupt(t.store.query(&EventQuery::new()).await.map(|page| page.events));
+            // The stream's version is still known, so appends stay consistent.
+            assert_eq!(t.store.stream_version(&id).await.expect("version"), 1);
+        }
+    }
+}
+
+/// Decoding into a typed event names stream, version and type when the type
+/// is unknown or the payload does not fit.
+pub async fn unknown_or_misshapen_events_are_typed_decode_errors(t: &TestStore) {
+    let id = stream("user-decode");
+    let good = NewEvent::from_event(&UserEvent::Registered { email: "ada@acme.test".into() })
+        .expect("encode");
+    append(
+        t,
+        &id,
+        ExpectedVersion::NoStream,
+        vec![
+            good,
+            event("test.user.exploded", json!({ "boom": true })),
+            event("test.user.renamed", json!({ "nom": "wrong field" })),
+            event("test.user.renamed", json!({ "name": "Ada" })).with_schema_version(7),
+        ],
+    )
+    .await;
+    let read = t.store.read_stream(&id, 1, 10).await.expect("read");
+    assert_eq!(
+        read[0].decode::<UserEvent>().expect("decodes"),
+        UserEvent::Registered { email: "ada@acme.test".into() }
+    );
+    match read[1].decode::<UserEvent>() {
+        Err(Error::UnknownEventType { stream, version, event_type, .. }) => {
+            assert_eq!((stream.as_str(), version, event_type.as_str()), ("user-decode", 2, "test.user.exploded"));
+        }
+        other => panic!("expected UnknownEventType, got {other:?}"),
+    }
+    match read[2].decode::<UserEvent>() {
+        Err(error @ Error::Decode { .. }) => {
+            let message = error.to_string();
+            for part in ["user-decode", "event 3", "test.user.renamed", "name"] {
+                assert!(message.contains(part), "{message:?} lacks {part:?}");
+            }
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    match read[3].decode::<UserEvent>() {
+        Err(Error::Decode { schema_version: 7, reason, .. }) => {
+            assert!(reason.contains("schema version 7"), "{reason}")
+        }
+        other => panic!("expected Decode of version 7, got {other:?}"),
+    }
+}
+
+/// Stored events cannot be updated or deleted, even with raw SQL.
+pub async fn stored_events_cannot_be_changed(t: &TestStore) {
+    let id = stream("user-immutable");
+    append(t, &id, ExpectedVersion::NoStream, vec![numbered(1)]).await;
+    if let Some(outcomes) = t.try_raw_mutations().await {
+        for outcome in outcomes {
+            match outcome {
+                Err(message) => assert!(message.contains("append-only"), "{message}"),
+                Ok(rows) => panic!("a raw mutation changed {rows} rows"),
+            }
+        }
+    }
+    let read = t.store.read_stream(&id, 1, 10).await.expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].event_type, "test.numbered");
+}

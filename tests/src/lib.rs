@@ -1,0 +1,14 @@
+//! Annals' shared test suites.
+//!
+//! - [`backends`]: a fresh, isolated store per test for each backend, plus raw
+//!   access to plant bad data.
+//! - [`conformance`]: the event-store conformance suite, run unchanged against
+//!   every backend by [`conformance_suite!`] in `tests/store_conformance_*.rs`.
+//! - [`events`]: a typed event enum written by hand against the `Event` trait.
+//!
+//! PostgreSQL tests need a server: `cargo xtask test` starts one and passes its
+//! URL in `ANNALS_TEST_DATABASE_URL`. Without it they fail, saying so.
+
+pub mod backends;
+pub mod conformance;
+pub mod events;

@@ -1,0 +1,56 @@
+//! Project automation for Annals. Run through the cargo alias:
+//!
+//! ```text
+//! cargo xtask test [-- <cargo test arguments>]   start throwaway PostgreSQL and Redis, run every suite, stop them
+//! cargo xtask services up|down|status            long-lived local servers for manual work
+//! ```
+
+mod services;
+mod test;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test [-- ARGS]        start throwaway PostgreSQL and Redis on free loopback ports,
+                        run `cargo test --workspace` against them (ARGS are passed on),
+                        stop them, and exit non-zero if anything failed
+  services up           start PostgreSQL and Redis under target/annals-services and
+                        print their URLs (they keep running)
+  services down         stop the servers started by `services up`
+  services status       say whether they are running
+
+environment:
+  ANNALS_NO_INSTALL=1   never install missing servers with apt-get";
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["test", rest @ ..] => {
+            let passthrough = match rest {
+                [] => &[][..],
+                ["--", passthrough @ ..] => passthrough,
+                other => bail!("unexpected arguments {other:?}; pass cargo test arguments after `--`\n\n{USAGE}"),
+            };
+            test::run(passthrough)
+        }
+        ["services", "up"] => services::up(),
+        ["services", "down"] => services::down(),
+        ["services", "status"] => services::status(),
+        ["help" | "--help" | "-h"] | [] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}

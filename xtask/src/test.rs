@@ -1,0 +1,31 @@
+//! `cargo xtask test`: every suite of the workspace against real servers.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::services::{Services, DATABASE_URL_VAR, REDIS_URL_VAR};
+
+pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("annals-test-{}", std::process::id()));
+    // Stopped on drop: on success, on test failure and on early error alike.
+    let services = Services::start(&dir)?;
+    println!("xtask: PostgreSQL at {}", services.database_url());
+    println!("xtask: Redis at {}", services.redis_url());
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(passthrough)
+        .env(DATABASE_URL_VAR, services.database_url())
+        .env(REDIS_URL_VAR, services.redis_url());
+    println!("xtask: running {command:?}");
+    let status = command.status().context("cannot run cargo test")?;
+    drop(services);
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    println!("xtask: all suites passed");
+    Ok(())
+}
