@@ -59,7 +59,10 @@ impl NewEvent {
     ) -> Result<Self> {
         let event_type = event_type.into();
         let payload = Payload::from_serialize(value).map_err(|error| {
-            Error::invalid("payload", format!("cannot serialise `{event_type}`: {error}"))
+            Error::invalid(
+                "payload",
+                format!("cannot serialise `{event_type}`: {error}"),
+            )
         })?;
         Ok(NewEvent::new(event_type, payload))
     }
@@ -97,7 +100,10 @@ impl NewEvent {
     pub(crate) fn validate(&self) -> Result<()> {
         let name = &self.event_type;
         if name.is_empty() {
-            return Err(Error::invalid("event type", "an event type name may not be empty"));
+            return Err(Error::invalid(
+                "event type",
+                "an event type name may not be empty",
+            ));
         }
         if name.len() > MAX_EVENT_TYPE_LEN {
             return Err(Error::invalid(

@@ -59,7 +59,9 @@ pub enum Error {
 
     /// A stored event could not be read back: its payload or metadata is not
     /// valid JSON, or a column holds a value out of range.
-    #[error("stored event {version} of stream `{stream}` (type `{event_type}`) is corrupt: {reason}")]
+    #[error(
+        "stored event {version} of stream `{stream}` (type `{event_type}`) is corrupt: {reason}"
+    )]
     CorruptEvent {
         /// Stream of the corrupt event.
         stream: String,
@@ -136,7 +138,7 @@ pub enum Error {
     /// The storage backend failed (connection lost, disk full, timeout). The
     /// operation may or may not be safe to retry; appends never leave a partial
     /// batch behind.
-    #[error("{backend} store: {operation} failed: {source}")]
+    #[error("{backend} store: {operation} failed")]
     Backend {
         /// `memory`, `sqlite` or `postgres`.
         backend: &'static str,

@@ -67,7 +67,12 @@ impl FromStr for LogPosition {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::invalid("log position", format!("{s:?} is not of the form `commit/sequence`"));
+        let bad = || {
+            Error::invalid(
+                "log position",
+                format!("{s:?} is not of the form `commit/sequence`"),
+            )
+        };
         let (commit, sequence) = s.split_once('/').ok_or_else(bad)?;
         Ok(LogPosition {
             commit: commit.parse().map_err(|_| bad())?,

@@ -6,9 +6,9 @@ pub use crate::event::Event;
 pub use crate::metadata::Metadata;
 pub use crate::payload::Payload;
 pub use crate::position::LogPosition;
-pub use crate::store::{EventQuery, EventStore, EventStoreExt, InMemoryEventStore, StreamAppend};
 #[cfg(feature = "postgres")]
 pub use crate::store::PostgresEventStore;
 #[cfg(feature = "sqlite")]
 pub use crate::store::SqliteEventStore;
+pub use crate::store::{EventQuery, EventStore, EventStoreExt, InMemoryEventStore, StreamAppend};
 pub use crate::stream::{ExpectedVersion, StreamId};

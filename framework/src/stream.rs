@@ -82,7 +82,9 @@ impl StreamId {
 
     /// The part before the first `-` (the whole id if there is none).
     pub fn category(&self) -> &str {
-        self.0.split_once('-').map_or(self.0.as_str(), |(category, _)| category)
+        self.0
+            .split_once('-')
+            .map_or(self.0.as_str(), |(category, _)| category)
     }
 }
 

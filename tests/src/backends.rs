@@ -32,7 +32,7 @@ pub async fn fresh_postgres_store() -> PostgresEventStore {
         .max_connections(12)
         .connect()
         .await
-        .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL: {error}"))
+        .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL: {error:?}"))
 }
 
 /// Direct access to a backend's tables, bypassing the store's checks.
@@ -70,7 +70,7 @@ impl TestStore {
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
         let store = SqliteEventStore::open(dir.path().join("events.db"))
             .await
-            .unwrap_or_else(|error| panic!("cannot open the SQLite store: {error}"));
+            .unwrap_or_else(|error| panic!("cannot open the SQLite store: {error:?}"));
         TestStore {
             raw: RawAccess::Sqlite(store.pool().clone()),
             store: Arc::new(store),
@@ -142,12 +142,32 @@ impl TestStore {
         match &self.raw {
             RawAccess::Memory => None,
             RawAccess::Sqlite(pool) => Some([
-                outcome(sqlx::query(UPDATE).execute(pool).await.map(|r| r.rows_affected())),
-                outcome(sqlx::query(DELETE).execute(pool).await.map(|r| r.rows_affected())),
+                outcome(
+                    sqlx::query(UPDATE)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected()),
+                ),
+                outcome(
+                    sqlx::query(DELETE)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected()),
+                ),
             ]),
             RawAccess::Postgres(pool) => Some([
-                outcome(sqlx::query(UPDATE).execute(pool).await.map(|r| r.rows_affected())),
-                outcome(sqlx::query(DELETE).execute(pool).await.map(|r| r.rows_affected())),
+                outcome(
+                    sqlx::query(UPDATE)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected()),
+                ),
+                outcome(
+                    sqlx::query(DELETE)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected()),
+                ),
             ]),
         }
     }

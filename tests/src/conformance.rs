@@ -67,10 +67,14 @@ async fn append(
     t.store
         .append(id, expected, events)
         .await
-        .unwrap_or_else(|error| panic!("append to {id} failed: {error}"))
+        .unwrap_or_else(|error| panic!("append to {id} failed: {error:?}"))
 }
 
-async fn read_all_in_batches(t: &TestStore, after: LogPosition, batch: usize) -> Vec<RecordedEvent> {
+async fn read_all_in_batches(
+    t: &TestStore,
+    after: LogPosition,
+    batch: usize,
+) -> Vec<RecordedEvent> {
     let mut events: Vec<RecordedEvent> = Vec::new();
     let mut checkpoint = after;
     loop {
@@ -98,8 +102,11 @@ pub async fn round_trip_preserves_every_field(t: &TestStore) {
         .with_header("client", "web")
         .with_header("ip", "192.0.2.1");
     let sent = vec![
-        event("test.user.registered", json!({ "email": "ada@acme.test", "tags": [1, 2, 3] }))
-            .with_metadata(metadata.clone()),
+        event(
+            "test.user.registered",
+            json!({ "email": "ada@acme.test", "tags": [1, 2, 3] }),
+        )
+        .with_metadata(metadata.clone()),
         event("test.user.renamed", json!({ "name": "Ada" }))
             .with_schema_version(3)
             .with_metadata(metadata.clone()),
@@ -126,42 +133,80 @@ pub async fn round_trip_preserves_every_field(t: &TestStore) {
     }
     assert_eq!(result.position, read[2].position);
     assert!(read[0].position < read[1].position && read[1].position < read[2].position);
-    assert_eq!(read[0].position.commit, read[2].position.commit, "one append, one commit");
+    assert_eq!(
+        read[0].position.commit, read[2].position.commit,
+        "one append, one commit"
+    );
     assert_eq!(t.store.stream_version(&id).await.expect("version"), 3);
-    assert_eq!(t.store.stream_version(&stream("user-none")).await.expect("version"), 0);
+    assert_eq!(
+        t.store
+            .stream_version(&stream("user-none"))
+            .await
+            .expect("version"),
+        0
+    );
 }
 
 /// `Any`, `NoStream`, `StreamExists` and `Exact` accept and refuse as
 /// documented, and a refused append writes nothing.
 pub async fn expected_version_rules(t: &TestStore) {
     let id = stream("user-expectations");
-    let conflict = |result: Result<AppendResult>, expected: ExpectedVersion, actual: u64| match result {
-        Err(Error::VersionConflict { stream, expected: e, actual: a }) => {
-            assert_eq!(stream, "user-expectations");
-            assert_eq!((e, a), (expected, actual));
-        }
-        other => panic!("expected a conflict ({expected}, actual {actual}), got {other:?}"),
-    };
+    let conflict =
+        |result: Result<AppendResult>, expected: ExpectedVersion, actual: u64| match result {
+            Err(Error::VersionConflict {
+                stream,
+                expected: e,
+                actual: a,
+            }) => {
+                assert_eq!(stream, "user-expectations");
+                assert_eq!((e, a), (expected, actual));
+            }
+            other => panic!("expected a conflict ({expected}, actual {actual}), got {other:?}"),
+        };
 
-    let exists = t.store.append(&id, ExpectedVersion::StreamExists, vec![numbered(0)]).await;
+    let exists = t
+        .store
+        .append(&id, ExpectedVersion::StreamExists, vec![numbered(0)])
+        .await;
     conflict(exists, ExpectedVersion::StreamExists, 0);
-    let exact = t.store.append(&id, ExpectedVersion::Exact(2), vec![numbered(0)]).await;
+    let exact = t
+        .store
+        .append(&id, ExpectedVersion::Exact(2), vec![numbered(0)])
+        .await;
     conflict(exact, ExpectedVersion::Exact(2), 0);
 
     append(t, &id, ExpectedVersion::NoStream, vec![numbered(1)]).await;
-    let again = t.store.append(&id, ExpectedVersion::NoStream, vec![numbered(2)]).await;
+    let again = t
+        .store
+        .append(&id, ExpectedVersion::NoStream, vec![numbered(2)])
+        .await;
     conflict(again, ExpectedVersion::NoStream, 1);
     append(t, &id, ExpectedVersion::StreamExists, vec![numbered(2)]).await;
-    append(t, &id, ExpectedVersion::Exact(2), vec![numbered(3), numbered(4)]).await;
-    let stale = t.store.append(&id, ExpectedVersion::Exact(2), vec![numbered(5)]).await;
+    append(
+        t,
+        &id,
+        ExpectedVersion::Exact(2),
+        vec![numbered(3), numbered(4)],
+    )
+    .await;
+    let stale = t
+        .store
+        .append(&id, ExpectedVersion::Exact(2), vec![numbered(5)])
+        .await;
     conflict(stale, ExpectedVersion::Exact(2), 4);
-    let ahead = t.store.append(&id, ExpectedVersion::Exact(9), vec![numbered(5)]).await;
+    let ahead = t
+        .store
+        .append(&id, ExpectedVersion::Exact(9), vec![numbered(5)])
+        .await;
     conflict(ahead, ExpectedVersion::Exact(9), 4);
     let any = append(t, &id, ExpectedVersion::Any, vec![numbered(5)]).await;
     assert_eq!((any.first_version, any.last_version), (5, 5));
 
     let stored = t.store.read_stream(&id, 1, 100).await.expect("read");
-    let ns: Vec<_> = stored.iter().map(|e| e.payload.to_value()["n"].clone()).collect();
+    let ns: Vec<_> = stored
+        .iter()
+        .map(|e| e.payload.to_value()["n"].clone())
+        .collect();
     assert_eq!(ns, [1, 2, 3, 4, 5], "refused appends wrote nothing");
 }
 
@@ -176,29 +221,45 @@ pub async fn concurrent_writers_with_the_same_expected_version_exactly_one_wins(
             let store = t.store.clone();
             let id = id.clone();
             let events = vec![numbered(writer), numbered(writer)];
-            tokio::spawn(async move { store.append(&id, ExpectedVersion::Exact(head), events).await })
+            tokio::spawn(async move {
+                store
+                    .append(&id, ExpectedVersion::Exact(head), events)
+                    .await
+            })
         });
         let mut wins = 0;
         for result in futures_util::future::join_all(writers).await {
             match result.expect("writer task") {
                 Ok(result) => {
                     wins += 1;
-                    assert_eq!((result.first_version, result.last_version), (head + 1, head + 2));
+                    assert_eq!(
+                        (result.first_version, result.last_version),
+                        (head + 1, head + 2)
+                    );
                 }
-                Err(Error::VersionConflict { expected, actual, .. }) => {
+                Err(Error::VersionConflict {
+                    expected, actual, ..
+                }) => {
                     assert_eq!(expected, ExpectedVersion::Exact(head));
                     assert!(actual > head, "a loser saw version {actual}");
                 }
-                Err(other) => panic!("round {round}: unexpected error: {other}"),
+                Err(other) => panic!("round {round}: unexpected error: {other:?}"),
             }
         }
         assert_eq!(wins, 1, "round {round}: exactly one writer must win");
         head += 2;
         let stored = t.store.load_stream(&id).await.expect("load");
         let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
-        assert_eq!(versions, (1..=head).collect::<Vec<_>>(), "no gap, no duplicate");
+        assert_eq!(
+            versions,
+            (1..=head).collect::<Vec<_>>(),
+            "no gap, no duplicate"
+        );
         let last_two = &stored[stored.len() - 2..];
-        assert_eq!(last_two[0].payload, last_two[1].payload, "both events are the winner's");
+        assert_eq!(
+            last_two[0].payload, last_two[1].payload,
+            "both events are the winner's"
+        );
     }
 }
 
@@ -208,38 +269,63 @@ pub async fn multi_stream_append_is_all_or_nothing(t: &TestStore) {
     append(t, &c, ExpectedVersion::NoStream, vec![numbered(0)]).await;
 
     let failing = vec![
-        StreamAppend::new(a.clone(), ExpectedVersion::NoStream, vec![numbered(1), numbered(2)]),
+        StreamAppend::new(
+            a.clone(),
+            ExpectedVersion::NoStream,
+            vec![numbered(1), numbered(2)],
+        ),
         StreamAppend::new(b.clone(), ExpectedVersion::Exact(0), vec![numbered(3)]),
         StreamAppend::new(c.clone(), ExpectedVersion::NoStream, vec![numbered(4)]),
     ];
     match t.store.append_batch(failing).await {
-        Err(Error::VersionConflict { stream, expected, actual }) => {
+        Err(Error::VersionConflict {
+            stream,
+            expected,
+            actual,
+        }) => {
             assert_eq!(stream, "order-c");
             assert_eq!((expected, actual), (ExpectedVersion::NoStream, 1));
         }
         other => panic!("expected a conflict on order-c, got {other:?}"),
     }
     for id in [&a, &b] {
-        assert_eq!(t.store.stream_version(id).await.expect("version"), 0, "{id} untouched");
+        assert_eq!(
+            t.store.stream_version(id).await.expect("version"),
+            0,
+            "{id} untouched"
+        );
     }
-    assert_eq!(read_all_in_batches(t, LogPosition::START, 100).await.len(), 1);
+    assert_eq!(
+        read_all_in_batches(t, LogPosition::START, 100).await.len(),
+        1
+    );
 
     let results = t
         .store
         .append_batch(vec![
-            StreamAppend::new(a.clone(), ExpectedVersion::NoStream, vec![numbered(1), numbered(2)]),
+            StreamAppend::new(
+                a.clone(),
+                ExpectedVersion::NoStream,
+                vec![numbered(1), numbered(2)],
+            ),
             StreamAppend::new(b.clone(), ExpectedVersion::Any, vec![numbered(3)]),
             StreamAppend::new(c.clone(), ExpectedVersion::Exact(1), vec![numbered(4)]),
         ])
         .await
         .expect("batch");
-    let versions: Vec<_> = results.iter().map(|r| (r.first_version, r.last_version)).collect();
+    let versions: Vec<_> = results
+        .iter()
+        .map(|r| (r.first_version, r.last_version))
+        .collect();
     assert_eq!(versions, [(1, 2), (1, 1), (2, 2)], "results in batch order");
     let commits: HashSet<u64> = results.iter().map(|r| r.position.commit).collect();
     assert_eq!(commits.len(), 1, "one batch, one commit");
     let log = read_all_in_batches(t, LogPosition::START, 100).await;
     let streams: Vec<&str> = log.iter().map(|e| e.stream_id.as_str()).collect();
-    assert_eq!(streams, ["order-c", "order-a", "order-a", "order-b", "order-c"]);
+    assert_eq!(
+        streams,
+        ["order-c", "order-a", "order-a", "order-b", "order-c"]
+    );
 }
 
 /// Empty batches, empty appends, a stream named twice and bad type names
@@ -253,7 +339,11 @@ pub async fn bad_batches_are_rejected_before_anything_is_written(t: &TestStore) 
     invalid(t.store.append_batch(vec![]).await, "batch");
     invalid(
         t.store
-            .append_batch(vec![StreamAppend::new(id.clone(), ExpectedVersion::Any, vec![])])
+            .append_batch(vec![StreamAppend::new(
+                id.clone(),
+                ExpectedVersion::Any,
+                vec![],
+            )])
             .await,
         "batch",
     );
@@ -276,7 +366,11 @@ pub async fn bad_batches_are_rejected_before_anything_is_written(t: &TestStore) 
             .await,
         "event type",
     );
-    assert!(read_all_in_batches(t, LogPosition::START, 10).await.is_empty());
+    assert!(
+        read_all_in_batches(t, LogPosition::START, 10)
+            .await
+            .is_empty()
+    );
 }
 
 /// Appending an event id that is already stored fails naming the id, and the
@@ -288,37 +382,91 @@ pub async fn duplicate_event_ids_are_rejected(t: &TestStore) {
     let again = numbered(2).with_event_id(duplicate_id);
     let result = t
         .store
-        .append(&stream("user-dup-b"), ExpectedVersion::Any, vec![numbered(3), again])
+        .append(
+            &stream("user-dup-b"),
+            ExpectedVersion::Any,
+            vec![numbered(3), again],
+        )
         .await;
     match result {
-        Err(Error::InvalidInput { field: "event id", reason }) => {
+        Err(Error::InvalidInput {
+            field: "event id",
+            reason,
+        }) => {
             assert!(reason.contains(&duplicate_id.to_string()), "{reason}")
         }
         other => panic!("expected a duplicate event id error, got {other:?}"),
     }
-    assert_eq!(t.store.stream_version(&stream("user-dup-b")).await.expect("version"), 0);
+    assert_eq!(
+        t.store
+            .stream_version(&stream("user-dup-b"))
+            .await
+            .expect("version"),
+        0
+    );
 }
 
 /// Forward reads from a version with a limit; backward reads of the last N.
 pub async fn read_stream_forward_and_backward(t: &TestStore) {
     let id = stream("user-reads");
-    append(t, &id, ExpectedVersion::NoStream, (1..=10).map(numbered).collect()).await;
-    append(t, &stream("user-other"), ExpectedVersion::Any, vec![numbered(0)]).await;
-    let versions = |events: Vec<RecordedEvent>| events.iter().map(|e| e.version).collect::<Vec<_>>();
+    append(
+        t,
+        &id,
+        ExpectedVersion::NoStream,
+        (1..=10).map(numbered).collect(),
+    )
+    .await;
+    append(
+        t,
+        &stream("user-other"),
+        ExpectedVersion::Any,
+        vec![numbered(0)],
+    )
+    .await;
+    let versions =
+        |events: Vec<RecordedEvent>| events.iter().map(|e| e.version).collect::<Vec<_>>();
 
-    assert_eq!(versions(t.store.read_stream(&id, 4, 3).await.expect("read")), [4, 5, 6]);
-    assert_eq!(versions(t.store.read_stream(&id, 9, 100).await.expect("read")), [9, 10]);
-    assert_eq!(versions(t.store.read_stream(&id, 11, 100).await.expect("read")), [] as [u64; 0]);
-    assert_eq!(versions(t.store.read_stream(&id, 0, 2).await.expect("read")), [1, 2]);
     assert_eq!(
-        versions(t.store.read_stream_backward(&id, None, 3).await.expect("read")),
+        versions(t.store.read_stream(&id, 4, 3).await.expect("read")),
+        [4, 5, 6]
+    );
+    assert_eq!(
+        versions(t.store.read_stream(&id, 9, 100).await.expect("read")),
+        [9, 10]
+    );
+    assert_eq!(
+        versions(t.store.read_stream(&id, 11, 100).await.expect("read")),
+        [] as [u64; 0]
+    );
+    assert_eq!(
+        versions(t.store.read_stream(&id, 0, 2).await.expect("read")),
+        [1, 2]
+    );
+    assert_eq!(
+        versions(
+            t.store
+                .read_stream_backward(&id, None, 3)
+                .await
+                .expect("read")
+        ),
         [10, 9, 8]
     );
     assert_eq!(
-        versions(t.store.read_stream_backward(&id, Some(3), 10).await.expect("read")),
+        versions(
+            t.store
+                .read_stream_backward(&id, Some(3), 10)
+                .await
+                .expect("read")
+        ),
         [2, 1]
     );
-    assert!(t.store.read_stream(&stream("user-missing"), 1, 10).await.expect("read").is_empty());
+    assert!(
+        t.store
+            .read_stream(&stream("user-missing"), 1, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     let loaded = t.store.load_stream(&id).await.expect("load");
     assert_eq!(versions(loaded), (1..=10).collect::<Vec<_>>());
 }
@@ -332,7 +480,13 @@ pub async fn global_log_is_ordered_and_resumes_exactly(t: &TestStore) {
         for name in ["a", "b", "c"] {
             let events = vec![numbered(round), numbered(round)];
             expected_ids.extend(events.iter().map(|e| e.event_id));
-            append(t, &stream(&format!("log-{name}")), ExpectedVersion::Any, events).await;
+            append(
+                t,
+                &stream(&format!("log-{name}")),
+                ExpectedVersion::Any,
+                events,
+            )
+            .await;
         }
     }
 
@@ -342,25 +496,57 @@ pub async fn global_log_is_ordered_and_resumes_exactly(t: &TestStore) {
     assert!(whole.windows(2).all(|w| w[0].position < w[1].position));
 
     let batched = read_all_in_batches(t, LogPosition::START, 7).await;
-    assert_eq!(batched.iter().map(|e| e.event_id).collect::<Vec<_>>(), expected_ids);
+    assert_eq!(
+        batched.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        expected_ids
+    );
 
     let saved = whole[24].position;
     let rest = read_all_in_batches(t, saved, 5).await;
-    assert_eq!(rest.iter().map(|e| e.event_id).collect::<Vec<_>>(), expected_ids[25..]);
-    let saved_text = saved.to_string().parse::<LogPosition>().expect("position parses back");
-    assert_eq!(t.store.read_all(saved_text, 1).await.expect("read")[0].event_id, expected_ids[25]);
-    assert!(t.store.read_all(whole[59].position, 10).await.expect("read").is_empty());
+    assert_eq!(
+        rest.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        expected_ids[25..]
+    );
+    let saved_text = saved
+        .to_string()
+        .parse::<LogPosition>()
+        .expect("position parses back");
+    assert_eq!(
+        t.store.read_all(saved_text, 1).await.expect("read")[0].event_id,
+        expected_ids[25]
+    );
+    assert!(
+        t.store
+            .read_all(whole[59].position, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 
-    let streamed: Vec<RecordedEvent> =
-        t.store.stream_all(LogPosition::START, 4).try_collect().await.expect("stream_all");
-    assert_eq!(streamed.iter().map(|e| e.event_id).collect::<Vec<_>>(), expected_ids);
+    let streamed: Vec<RecordedEvent> = t
+        .store
+        .stream_all(LogPosition::START, 4)
+        .try_collect()
+        .await
+        .expect("stream_all");
+    assert_eq!(
+        streamed.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        expected_ids
+    );
 
     let mut per_stream: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for event in &whole {
-        per_stream.entry(event.stream_id.as_str()).or_default().push(event.version);
+        per_stream
+            .entry(event.stream_id.as_str())
+            .or_default()
+            .push(event.version);
     }
     for (id, versions) in per_stream {
-        assert_eq!(versions, (1..=20).collect::<Vec<_>>(), "{id} in version order");
+        assert_eq!(
+            versions,
+            (1..=20).collect::<Vec<_>>(),
+            "{id} in version order"
+        );
     }
 }
 
@@ -377,11 +563,27 @@ pub async fn query_by_every_path_with_paging(t: &TestStore) {
             .with_tenant(tenant)
             .with_correlation_id(correlation)
             .with_header("channel", if n % 3 == 0 { "api" } else { "web" });
-        let event_type = if n % 2 == 0 { "test.user.registered" } else { "test.user.renamed" };
+        let event_type = if n % 2 == 0 {
+            "test.user.registered"
+        } else {
+            "test.user.renamed"
+        };
         let new = event(event_type, json!({ "n": n })).with_metadata(metadata);
-        append(t, &stream(&format!("user-q{n}")), ExpectedVersion::NoStream, vec![new]).await;
+        append(
+            t,
+            &stream(&format!("user-q{n}")),
+            ExpectedVersion::NoStream,
+            vec![new],
+        )
+        .await;
     }
-    append(t, &stream("user-plain"), ExpectedVersion::Any, vec![numbered(99)]).await;
+    append(
+        t,
+        &stream("user-plain"),
+        ExpectedVersion::Any,
+        vec![numbered(99)],
+    )
+    .await;
     let end = Utc::now() + Duration::seconds(1);
 
     let ns = |page: &QueryPageView| page.0.clone();
@@ -391,7 +593,11 @@ pub async fn query_by_every_path_with_paging(t: &TestStore) {
         loop {
             let page = t.store.query(&query).await.expect("query");
             assert!(page.events.len() <= query.limit);
-            found.extend(page.events.iter().map(|e| e.payload.to_value()["n"].as_u64().unwrap_or(999)));
+            found.extend(
+                page.events
+                    .iter()
+                    .map(|e| e.payload.to_value()["n"].as_u64().unwrap_or(999)),
+            );
             match page.next_after {
                 Some(after) => query = query.after(after),
                 None => return QueryPageView(found),
@@ -399,10 +605,18 @@ pub async fn query_by_every_path_with_paging(t: &TestStore) {
         }
     };
 
-    let by_type = all_pages(EventQuery::new().event_type("test.user.registered").limit(2)).await;
+    let by_type = all_pages(
+        EventQuery::new()
+            .event_type("test.user.registered")
+            .limit(2),
+    )
+    .await;
     assert_eq!(ns(&by_type), [0, 2, 4]);
     let two_types = all_pages(
-        EventQuery::new().event_type("test.user.renamed").event_type("test.numbered").limit(1),
+        EventQuery::new()
+            .event_type("test.user.renamed")
+            .event_type("test.numbered")
+            .limit(1),
     )
     .await;
     assert_eq!(ns(&two_types), [1, 3, 5, 99]);
@@ -431,11 +645,19 @@ pub async fn query_by_every_path_with_paging(t: &TestStore) {
     .await;
     assert_eq!(ns(&combined), [2]);
 
-    let first = t.store.query(&EventQuery::new().limit(3)).await.expect("query");
+    let first = t
+        .store
+        .query(&EventQuery::new().limit(3))
+        .await
+        .expect("query");
     assert_eq!(first.events.len(), 3);
     let after = first.next_after.expect("more pages");
     assert_eq!(after, first.events[2].position.sequence);
-    let last = t.store.query(&EventQuery::new().after(after).limit(100)).await.expect("query");
+    let last = t
+        .store
+        .query(&EventQuery::new().after(after).limit(100))
+        .await
+        .expect("query");
     assert_eq!(last.events.len(), 4);
     assert_eq!(last.next_after, None);
 }
@@ -454,7 +676,9 @@ pub async fn unicode_and_large_payloads_round_trip(t: &TestStore) {
         "nested": { "deep": [ { "x": "ä" }, null, true, 1.5, -7 ] },
     });
     let large = "x".repeat(1 << 20);
-    let metadata = Metadata::new().with_actor("Ørjan").with_header("ключ", "値");
+    let metadata = Metadata::new()
+        .with_actor("Ørjan")
+        .with_header("ключ", "値");
     append(
         t,
         &id,
@@ -469,8 +693,15 @@ pub async fn unicode_and_large_payloads_round_trip(t: &TestStore) {
     assert_eq!(read[0].stream_id.as_str(), "用户-ümlaut-🦀");
     assert_eq!(read[0].payload.to_value(), body);
     assert_eq!(read[0].metadata, metadata);
-    assert_eq!(read[1].payload.to_value()["blob"].as_str().map(str::len), Some(1 << 20));
-    let queried = t.store.query(&EventQuery::new().header("ключ", "値")).await.expect("query");
+    assert_eq!(
+        read[1].payload.to_value()["blob"].as_str().map(str::len),
+        Some(1 << 20)
+    );
+    let queried = t
+        .store
+        .query(&EventQuery::new().header("ключ", "値"))
+        .await
+        .expect("query");
     assert_eq!(queried.events.len(), 1);
 }
 
@@ -478,7 +709,10 @@ pub async fn unicode_and_large_payloads_round_trip(t: &TestStore) {
 /// as `CorruptEvent` naming stream, version and type by every read path, or
 /// refused by the storage itself; it never panics.
 pub async fn invalid_json_in_storage_is_a_typed_error(t: &TestStore) {
-    match t.plant_raw_event("user-corrupt", 1, "test.user.registered", "{not json").await {
+    match t
+        .plant_raw_event("user-corrupt", 1, "test.user.registered", "{not json")
+        .await
+    {
         Err(refusal) => {
             // PostgreSQL's jsonb column, and the in-memory store, cannot hold it.
             assert!(
@@ -488,7 +722,12 @@ pub async fn invalid_json_in_storage_is_a_typed_error(t: &TestStore) {
         }
         Ok(()) => {
             let expect_corrupt = |result: Result<Vec<RecordedEvent>>| match result {
-                Err(Error::CorruptEvent { stream, version, event_type, reason }) => {
+                Err(Error::CorruptEvent {
+                    stream,
+                    version,
+                    event_type,
+                    reason,
+                }) => {
                     assert_eq!((stream.as_str(), version), ("user-corrupt", 1));
                     assert_eq!(event_type, "test.user.registered");
                     assert!(reason.contains("JSON"), "{reason}");
@@ -499,7 +738,12 @@ pub async fn invalid_json_in_storage_is_a_typed_error(t: &TestStore) {
             expect_corrupt(t.store.read_stream(&id, 1, 10).await);
             expect_corrupt(t.store.read_stream_backward(&id, None, 10).await);
             expect_corrupt(t.store.read_all(LogPosition::START, 10).await);
-            expect_corrupt(t.store.query(&EventQuery::new()).await.map(|page| page.events));
+            expect_corrupt(
+                t.store
+                    .query(&EventQuery::new())
+                    .await
+                    .map(|page| page.events),
+            );
             // The stream's version is still known, so appends stay consistent.
             assert_eq!(t.store.stream_version(&id).await.expect("version"), 1);
         }
@@ -510,8 +754,10 @@ pub async fn invalid_json_in_storage_is_a_typed_error(t: &TestStore) {
 /// is unknown or the payload does not fit.
 pub async fn unknown_or_misshapen_events_are_typed_decode_errors(t: &TestStore) {
     let id = stream("user-decode");
-    let good = NewEvent::from_event(&UserEvent::Registered { email: "ada@acme.test".into() })
-        .expect("encode");
+    let good = NewEvent::from_event(&UserEvent::Registered {
+        email: "ada@acme.test".into(),
+    })
+    .expect("encode");
     append(
         t,
         &id,
@@ -527,11 +773,21 @@ pub async fn unknown_or_misshapen_events_are_typed_decode_errors(t: &TestStore) 
     let read = t.store.read_stream(&id, 1, 10).await.expect("read");
     assert_eq!(
         read[0].decode::<UserEvent>().expect("decodes"),
-        UserEvent::Registered { email: "ada@acme.test".into() }
+        UserEvent::Registered {
+            email: "ada@acme.test".into()
+        }
     );
     match read[1].decode::<UserEvent>() {
-        Err(Error::UnknownEventType { stream, version, event_type, .. }) => {
-            assert_eq!((stream.as_str(), version, event_type.as_str()), ("user-decode", 2, "test.user.exploded"));
+        Err(Error::UnknownEventType {
+            stream,
+            version,
+            event_type,
+            ..
+        }) => {
+            assert_eq!(
+                (stream.as_str(), version, event_type.as_str()),
+                ("user-decode", 2, "test.user.exploded")
+            );
         }
         other => panic!("expected UnknownEventType, got {other:?}"),
     }
@@ -545,7 +801,11 @@ pub async fn unknown_or_misshapen_events_are_typed_decode_errors(t: &TestStore) 
         other => panic!("expected Decode, got {other:?}"),
     }
     match read[3].decode::<UserEvent>() {
-        Err(Error::Decode { schema_version: 7, reason, .. }) => {
+        Err(Error::Decode {
+            schema_version: 7,
+            reason,
+            ..
+        }) => {
             assert!(reason.contains("schema version 7"), "{reason}")
         }
         other => panic!("expected Decode of version 7, got {other:?}"),

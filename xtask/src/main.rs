@@ -8,7 +8,7 @@
 mod services;
 mod test;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -40,7 +40,9 @@ fn run() -> Result<()> {
             let passthrough = match rest {
                 [] => &[][..],
                 ["--", passthrough @ ..] => passthrough,
-                other => bail!("unexpected arguments {other:?}; pass cargo test arguments after `--`\n\n{USAGE}"),
+                other => bail!(
+                    "unexpected arguments {other:?}; pass cargo test arguments after `--`\n\n{USAGE}"
+                ),
             };
             test::run(passthrough)
         }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// The variable the tests read the PostgreSQL URL from.
 pub(crate) const DATABASE_URL_VAR: &str = "ANNALS_TEST_DATABASE_URL";
@@ -37,7 +37,8 @@ impl Services {
         let pg_bin = find_postgres()?;
         let redis = find_redis()?;
         if dir.exists() {
-            std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut services = Services {
@@ -53,7 +54,10 @@ impl Services {
     }
 
     pub(crate) fn database_url(&self) -> String {
-        format!("postgres://{PG_USER}@127.0.0.1:{}/{PG_DATABASE}", self.pg_port)
+        format!(
+            "postgres://{PG_USER}@127.0.0.1:{}/{PG_DATABASE}",
+            self.pg_port
+        )
     }
 
     pub(crate) fn redis_url(&self) -> String {
@@ -67,13 +71,22 @@ impl Services {
         let as_root = is_root();
         if as_root {
             // PostgreSQL refuses to run as root: hand the directory to `postgres`.
-            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&self.dir))?;
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&self.dir))?;
         }
         run(self
             .pg_command("initdb", as_root)
             .arg("-D")
             .arg(&data)
-            .args(["-U", PG_USER, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]))
+            .args([
+                "-U",
+                PG_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]))
         .context("initdb failed")?;
         let server_options = format!(
             "-p {} -h 127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
@@ -87,10 +100,21 @@ impl Services {
             .arg("-l")
             .arg(self.dir.join("postgres.log"))
             .args(["-w", "-t", "60", "-o", &server_options, "start"]))
-        .with_context(|| format!("PostgreSQL did not start; see {}", self.dir.join("postgres.log").display()))?;
-        run(self
-            .pg_command("createdb", as_root)
-            .args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string(), "-U", PG_USER, PG_DATABASE]))
+        .with_context(|| {
+            format!(
+                "PostgreSQL did not start; see {}",
+                self.dir.join("postgres.log").display()
+            )
+        })?;
+        run(self.pg_command("createdb", as_root).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.pg_port.to_string(),
+            "-U",
+            PG_USER,
+            PG_DATABASE,
+        ]))
         .context("createdb failed")?;
         Ok(())
     }
@@ -117,7 +141,12 @@ impl Services {
     fn start_redis(&mut self, redis: &Path) -> Result<()> {
         let pidfile = self.dir.join("redis.pid");
         run(Command::new(redis)
-            .args(["--port", &self.redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--port",
+                &self.redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
             .arg("--dir")
             .arg(&self.dir)
@@ -180,7 +209,10 @@ fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
     let mut buffer = [0_u8; 64];
     let read = stream.read(&mut buffer)?;
     if read == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     Ok(String::from_utf8_lossy(&buffer[..read]).into_owned())
 }
@@ -263,14 +295,20 @@ fn on_path(program: &str) -> Option<PathBuf> {
 }
 
 fn install(what: &str, packages: &[&str]) -> Result<()> {
-    let how = format!("install it (apt-get install {}) and run again", packages.join(" "));
+    let how = format!(
+        "install it (apt-get install {}) and run again",
+        packages.join(" ")
+    );
     if std::env::var_os("ANNALS_NO_INSTALL").is_some_and(|value| value == "1") {
         bail!("{what} is not installed and ANNALS_NO_INSTALL=1 forbids installing it: {how}");
     }
     if !is_root() || on_path("apt-get").is_none() {
         bail!("{what} is not installed, and installing needs root and apt-get: {how}");
     }
-    println!("xtask: {what} is missing; installing {} with apt-get", packages.join(" "));
+    println!(
+        "xtask: {what} is missing; installing {} with apt-get",
+        packages.join(" ")
+    );
     let quiet_apt = |args: &[&str]| {
         run(Command::new("apt-get")
             .args(args)
@@ -315,8 +353,16 @@ pub(crate) fn up() -> Result<()> {
     println!("PostgreSQL: {}", services.database_url());
     println!("Redis:      {}", services.redis_url());
     println!();
-    println!("Try: DATABASE_URL={} REDIS_URL={} cargo run -p iam-example", services.database_url(), services.redis_url());
-    println!("Tests: {DATABASE_URL_VAR}={} {REDIS_URL_VAR}={} cargo test --workspace", services.database_url(), services.redis_url());
+    println!(
+        "Try: DATABASE_URL={} REDIS_URL={} cargo run -p iam-example",
+        services.database_url(),
+        services.redis_url()
+    );
+    println!(
+        "Tests: {DATABASE_URL_VAR}={} {REDIS_URL_VAR}={} cargo test --workspace",
+        services.database_url(),
+        services.redis_url()
+    );
     println!("Stop: cargo xtask services down");
     Ok(())
 }
@@ -360,7 +406,15 @@ pub(crate) fn status() -> Result<()> {
     };
     let redis = redis_command(services.redis_port, "PING").is_ok();
     let postgres = TcpStream::connect(("127.0.0.1", services.pg_port)).is_ok();
-    println!("PostgreSQL {} ({})", if postgres { "up" } else { "DOWN" }, services.database_url());
-    println!("Redis      {} ({})", if redis { "up" } else { "DOWN" }, services.redis_url());
+    println!(
+        "PostgreSQL {} ({})",
+        if postgres { "up" } else { "DOWN" },
+        services.database_url()
+    );
+    println!(
+        "Redis      {} ({})",
+        if redis { "up" } else { "DOWN" },
+        services.redis_url()
+    );
     Ok(())
 }

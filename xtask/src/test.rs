@@ -2,9 +2,9 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
-use crate::services::{Services, DATABASE_URL_VAR, REDIS_URL_VAR};
+use crate::services::{DATABASE_URL_VAR, REDIS_URL_VAR, Services};
 
 pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("annals-test-{}", std::process::id()));

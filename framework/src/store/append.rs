@@ -46,7 +46,10 @@ pub struct AppendResult {
 /// bad event type names.
 pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {
     if batch.is_empty() {
-        return Err(Error::invalid("batch", "an append needs at least one stream"));
+        return Err(Error::invalid(
+            "batch",
+            "an append needs at least one stream",
+        ));
     }
     let mut seen = HashSet::with_capacity(batch.len());
     for append in batch {
@@ -93,7 +96,10 @@ mod tests {
     use crate::payload::Payload;
 
     fn event(name: &str) -> NewEvent {
-        NewEvent::new(name, Payload::from_serialize(&1).expect("a number serialises"))
+        NewEvent::new(
+            name,
+            Payload::from_serialize(&1).expect("a number serialises"),
+        )
     }
 
     fn stream(id: &str) -> StreamId {
@@ -113,7 +119,11 @@ mod tests {
     #[test]
     fn empty_batches_and_empty_appends_are_rejected() {
         assert!(validate_batch(&[]).is_err());
-        let batch = vec![StreamAppend::new(stream("a-1"), ExpectedVersion::Any, vec![])];
+        let batch = vec![StreamAppend::new(
+            stream("a-1"),
+            ExpectedVersion::Any,
+            vec![],
+        )];
         let error = validate_batch(&batch).expect_err("no events");
         assert!(error.to_string().contains("`a-1` has no events"), "{error}");
     }
@@ -121,9 +131,22 @@ mod tests {
     #[test]
     fn bad_event_type_names_are_rejected() {
         for name in ["", "has space", "tab\there", &"x".repeat(129)] {
-            let batch = vec![StreamAppend::new(stream("a-1"), ExpectedVersion::Any, vec![event(name)])];
+            let batch = vec![StreamAppend::new(
+                stream("a-1"),
+                ExpectedVersion::Any,
+                vec![event(name)],
+            )];
             let error = validate_batch(&batch).expect_err(name);
-            assert!(matches!(error, Error::InvalidInput { field: "event type", .. }), "{error}");
+            assert!(
+                matches!(
+                    error,
+                    Error::InvalidInput {
+                        field: "event type",
+                        ..
+                    }
+                ),
+                "{error}"
+            );
         }
     }
 

@@ -36,7 +36,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn EventStore>> {
             let path = _rest.strip_prefix("//").unwrap_or(_rest);
             let path = path.split('?').next().unwrap_or(path);
             if path.is_empty() {
-                return Err(Error::Config(format!("the SQLite URL {url:?} names no file")));
+                return Err(Error::Config(format!(
+                    "the SQLite URL {url:?} names no file"
+                )));
             }
             Ok(Arc::new(super::SqliteEventStore::open(path).await?))
         }

@@ -46,7 +46,9 @@ struct MemoryLog {
 
 impl MemoryLog {
     fn version_of(&self, stream: &StreamId) -> u64 {
-        self.streams.get(stream).map_or(0, |indexes| indexes.len() as u64)
+        self.streams
+            .get(stream)
+            .map_or(0, |indexes| indexes.len() as u64)
     }
 
     fn stream_events(&self, stream: &StreamId) -> impl DoubleEndedIterator<Item = &RecordedEvent> {
@@ -139,7 +141,10 @@ impl EventStore for InMemoryEventStore {
                     metadata: event.metadata,
                     recorded_at,
                 });
-                log.streams.entry(append.stream_id.clone()).or_default().push(index);
+                log.streams
+                    .entry(append.stream_id.clone())
+                    .or_default()
+                    .push(index);
             }
             results.push(AppendResult {
                 first_version: current + 1,
@@ -189,7 +194,9 @@ impl EventStore for InMemoryEventStore {
         let log = self.read()?;
         // Sequences are dense and in commit order here, so the sequence alone
         // locates the position.
-        let start = usize::try_from(after.sequence).unwrap_or(usize::MAX).min(log.events.len());
+        let start = usize::try_from(after.sequence)
+            .unwrap_or(usize::MAX)
+            .min(log.events.len());
         Ok(log.events[start..]
             .iter()
             .take(max_count)

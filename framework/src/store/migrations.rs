@@ -62,8 +62,16 @@ mod tests {
     use super::*;
 
     const ALL: &[Migration] = &[
-        Migration { version: 1, name: "a", sql: "" },
-        Migration { version: 2, name: "b", sql: "" },
+        Migration {
+            version: 1,
+            name: "a",
+            sql: "",
+        },
+        Migration {
+            version: 2,
+            name: "b",
+            sql: "",
+        },
     ];
 
     #[test]

@@ -13,12 +13,12 @@
 mod append;
 mod connect;
 mod memory;
-mod query;
-mod read_all;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod query;
+mod read_all;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod row;
 #[cfg(feature = "sqlite")]

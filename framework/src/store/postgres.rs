@@ -39,12 +39,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 
 use super::append::{next_version, validate_batch};
 use super::connect::redact_url;
 use super::migrations::{self, HISTORY_TABLE};
-use super::row::{headers_json, RowIdentity, StoredRow};
+use super::row::{RowIdentity, StoredRow, headers_json};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
@@ -160,13 +160,27 @@ impl PostgresStoreBuilder {
     /// Connects, and migrates unless turned off.
     pub async fn connect(self) -> Result<PostgresEventStore> {
         let shown = redact_url(&self.url);
-        let mut options = PgConnectOptions::from_str(&self.url).map_err(|error| {
-            Error::Config(format!("invalid PostgreSQL URL {shown}: {error}"))
-        })?;
+        let mut options = PgConnectOptions::from_str(&self.url)
+            .map_err(|error| Error::Config(format!("invalid PostgreSQL URL {shown}: {error}")))?;
         if let Some(schema) = &self.schema {
             validate_schema_name(schema)?;
             options = options.options([("search_path", schema.as_str())]);
         }
+        // One direct connection first: a pool reports an unreachable server as
+        // "timed out", this says "connection refused" or "password failed".
+        let probe = tokio::time::timeout(self.acquire_timeout, options.connect())
+            .await
+            .map_err(|_| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("no answer from {shown} within {:?}", self.acquire_timeout).into(),
+            })?
+            .map_err(|error| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("cannot connect to {shown}: {error}").into(),
+            })?;
+        drop(probe);
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
@@ -179,10 +193,12 @@ impl PostgresStoreBuilder {
             })?;
         if let Some(schema) = &self.schema {
             // Validated above: lowercase letters, digits and underscores only.
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-                .execute(&pool)
-                .await
-                .map_err(failed("create schema"))?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&pool)
+            .await
+            .map_err(failed("create schema"))?;
         }
         let store = PostgresEventStore { pool };
         if self.migrate {
@@ -235,31 +251,36 @@ impl PostgresEventStore {
     /// serialises them). Called by [`connect`](Self::connect) unless turned off.
     pub async fn migrate(&self) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(failed("begin migration"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || current_schema()))")
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("lock for migration"))?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || current_schema()))",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("lock for migration"))?;
         sqlx::raw_sql(HISTORY_TABLE)
             .execute(&mut *tx)
             .await
             .map_err(failed("create schema history"))?;
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::bigint FROM annals_schema_history")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(failed("read schema history"))?;
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0)::bigint FROM annals_schema_history",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed("read schema history"))?;
         for migration in migrations::pending(BACKEND, migrations::POSTGRES, applied)? {
             sqlx::raw_sql(migration.sql)
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("apply migration"))?;
-            sqlx::query("INSERT INTO annals_schema_history (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(migration.version)
-                .bind(migration.name)
-                .bind(Utc::now().to_rfc3339())
-                .execute(&mut *tx)
-                .await
-                .map_err(failed("record migration"))?;
+            sqlx::query(
+                "INSERT INTO annals_schema_history (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(Utc::now().to_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("record migration"))?;
         }
         tx.commit().await.map_err(failed("commit migration"))
     }
@@ -269,7 +290,10 @@ impl PostgresEventStore {
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
         operation: &'static str,
     ) -> Result<Vec<RecordedEvent>> {
-        let rows = query.fetch_all(&self.pool).await.map_err(failed(operation))?;
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed(operation))?;
         rows.iter().map(decode_row).collect()
     }
 }
@@ -370,18 +394,25 @@ impl<'a> AppendColumns<'a> {
                 columns.indexes.push(to_i64(index as u64 + 1));
                 columns.event_ids.push(event.event_id);
                 columns.event_types.push(&event.event_type);
-                columns.schema_versions.push(i32::try_from(event.schema_version).map_err(|_| {
-                    Error::invalid(
-                        "schema version",
-                        format!("schema version {} of `{}` is too large", event.schema_version, event.event_type),
-                    )
-                })?);
+                columns
+                    .schema_versions
+                    .push(i32::try_from(event.schema_version).map_err(|_| {
+                        Error::invalid(
+                            "schema version",
+                            format!(
+                                "schema version {} of `{}` is too large",
+                                event.schema_version, event.event_type
+                            ),
+                        )
+                    })?);
                 columns.payloads.push(event.payload.as_json());
                 columns.tenant_ids.push(metadata.tenant_id.as_deref());
                 columns.correlation_ids.push(metadata.correlation_id);
                 columns.causation_ids.push(metadata.causation_id);
                 columns.actors.push(metadata.actor.as_deref());
-                columns.trace_contexts.push(metadata.trace_context.as_deref());
+                columns
+                    .trace_contexts
+                    .push(metadata.trace_context.as_deref());
                 columns.headers.push(headers_json(&metadata.headers));
             }
         }
@@ -399,7 +430,11 @@ enum AppendOutcome {
 }
 
 impl PostgresEventStore {
-    async fn try_append(&self, batch: &[StreamAppend], columns: &AppendColumns<'_>) -> Result<AppendOutcome> {
+    async fn try_append(
+        &self,
+        batch: &[StreamAppend],
+        columns: &AppendColumns<'_>,
+    ) -> Result<AppendOutcome> {
         let rows = sqlx::query(APPEND_SQL)
             .bind(&columns.streams)
             .bind(&columns.expected)
@@ -453,11 +488,14 @@ impl PostgresEventStore {
         batch
             .iter()
             .map(|append| {
-                let (last_version, position) =
-                    written.get(append.stream_id.as_str()).copied().ok_or_else(|| Error::Backend {
+                let (last_version, position) = written
+                    .get(append.stream_id.as_str())
+                    .copied()
+                    .ok_or_else(|| Error::Backend {
                         backend: BACKEND,
                         operation: "append",
-                        source: format!("no rows were reported for stream `{}`", append.stream_id).into(),
+                        source: format!("no rows were reported for stream `{}`", append.stream_id)
+                            .into(),
                     })?;
                 Ok(AppendResult {
                     first_version: last_version + 1 - append.events.len() as u64,
@@ -595,9 +633,12 @@ impl EventStore for PostgresEventStore {
 
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let mut sql = QueryBuilder::<Postgres>::new(select_events!());
-        sql.push(" WHERE position > ").push_bind(to_i64(query.after_sequence));
+        sql.push(" WHERE position > ")
+            .push_bind(to_i64(query.after_sequence));
         if !query.event_types.is_empty() {
-            sql.push(" AND event_type = ANY(").push_bind(query.event_types.clone()).push(")");
+            sql.push(" AND event_type = ANY(")
+                .push_bind(query.event_types.clone())
+                .push(")");
         }
         if let Some(from) = query.recorded_from {
             sql.push(" AND recorded_at >= ").push_bind(from);

@@ -125,9 +125,13 @@ impl EventQuery {
     /// the same conditions.
     pub fn matches(&self, event: &RecordedEvent) -> bool {
         let metadata = &event.metadata;
-        (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == event.event_type))
-            && self.recorded_from.is_none_or(|from| event.recorded_at >= from)
-            && self.recorded_until.is_none_or(|until| event.recorded_at < until)
+        (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
+            && self
+                .recorded_from
+                .is_none_or(|from| event.recorded_at >= from)
+            && self
+                .recorded_until
+                .is_none_or(|until| event.recorded_at < until)
             && self
                 .tenant_id
                 .as_ref()

@@ -63,7 +63,9 @@ pub trait EventStoreExt: EventStore {
         Box::pin(async move {
             let mut events = Vec::new();
             loop {
-                let from = events.last().map_or(1, |event: &RecordedEvent| event.version + 1);
+                let from = events
+                    .last()
+                    .map_or(1, |event: &RecordedEvent| event.version + 1);
                 let page = self.read_stream(stream, from, LOAD_PAGE).await?;
                 let done = page.len() < LOAD_PAGE;
                 events.extend(page);

@@ -63,12 +63,18 @@ impl StoredRow {
             unsigned(self.commit, "transaction id")?,
             unsigned(self.position, "position")?,
         );
-        let schema_version = u32::try_from(self.schema_version)
-            .map_err(|_| id.corrupt(format!("schema version {} is out of range", self.schema_version)))?;
+        let schema_version = u32::try_from(self.schema_version).map_err(|_| {
+            id.corrupt(format!(
+                "schema version {} is out of range",
+                self.schema_version
+            ))
+        })?;
         let payload = Payload::from_json(self.payload)
             .map_err(|error| id.corrupt(format!("payload is not valid JSON: {error}")))?;
-        let headers: BTreeMap<String, String> = serde_json::from_str(&self.headers)
-            .map_err(|error| id.corrupt(format!("headers are not a JSON object of strings: {error}")))?;
+        let headers: BTreeMap<String, String> =
+            serde_json::from_str(&self.headers).map_err(|error| {
+                id.corrupt(format!("headers are not a JSON object of strings: {error}"))
+            })?;
         let mut metadata = Metadata::new();
         metadata.tenant_id = self.tenant_id;
         metadata.correlation_id = self.correlation_id;

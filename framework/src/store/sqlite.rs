@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::append::{next_version, validate_batch};
 use super::migrations::{self, HISTORY_TABLE};
-use super::row::{headers_json, RowIdentity, StoredRow};
+use super::row::{RowIdentity, StoredRow, headers_json};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
@@ -173,13 +173,15 @@ impl SqliteEventStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("apply migration"))?;
-            sqlx::query("INSERT INTO annals_schema_history (version, name, applied_at) VALUES (?, ?, ?)")
-                .bind(migration.version)
-                .bind(migration.name)
-                .bind(Utc::now().to_rfc3339())
-                .execute(&mut *tx)
-                .await
-                .map_err(failed("record migration"))?;
+            sqlx::query(
+                "INSERT INTO annals_schema_history (version, name, applied_at) VALUES (?, ?, ?)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(Utc::now().to_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("record migration"))?;
         }
         tx.commit().await.map_err(failed("commit migration"))
     }
@@ -189,7 +191,10 @@ impl SqliteEventStore {
         query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
         operation: &'static str,
     ) -> Result<Vec<RecordedEvent>> {
-        let rows = query.fetch_all(&self.pool).await.map_err(failed(operation))?;
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed(operation))?;
         rows.iter().map(decode_row).collect()
     }
 }
@@ -359,7 +364,8 @@ impl EventStore for SqliteEventStore {
         from_version: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        const SQL: &str = select_events!("WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?");
+        const SQL: &str =
+            select_events!("WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?");
         let query = sqlx::query(SQL)
             .bind(stream.as_str())
             .bind(to_i64(from_version))
@@ -394,7 +400,8 @@ impl EventStore for SqliteEventStore {
 
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let mut sql = QueryBuilder::<Sqlite>::new(select_events!());
-        sql.push(" WHERE position > ").push_bind(to_i64(query.after_sequence));
+        sql.push(" WHERE position > ")
+            .push_bind(to_i64(query.after_sequence));
         if !query.event_types.is_empty() {
             sql.push(" AND event_type IN (");
             let mut types = sql.separated(", ");
@@ -430,13 +437,14 @@ impl EventStore for SqliteEventStore {
 }
 
 fn insert_error(error: sqlx::Error, event_id: Uuid) -> Error {
-    if let sqlx::Error::Database(db) = &error {
-        if db.is_unique_violation() && db.message().contains("event_id") {
-            return Error::invalid(
-                "event id",
-                format!("an event with id {event_id} is already stored; event ids must be unique"),
-            );
-        }
+    if let sqlx::Error::Database(db) = &error
+        && db.is_unique_violation()
+        && db.message().contains("event_id")
+    {
+        return Error::invalid(
+            "event id",
+            format!("an event with id {event_id} is already stored; event ids must be unique"),
+        );
     }
     failed("insert events")(error)
 }
