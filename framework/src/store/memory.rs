@@ -155,10 +155,12 @@ impl EventStore for InMemoryEventStore {
         Ok(results)
     }
 
+    #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         Ok(self.read()?.version_of(stream))
     }
 
+    #[tracing::instrument(name = "annals.store.read_stream", skip_all, fields(backend = BACKEND, stream = %stream, from_version))]
     async fn read_stream(
         &self,
         stream: &StreamId,
@@ -174,6 +176,7 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "annals.store.read_stream_backward", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn read_stream_backward(
         &self,
         stream: &StreamId,
@@ -190,6 +193,7 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "annals.store.read_all", skip_all, fields(backend = BACKEND, after = %after))]
     async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>> {
         let log = self.read()?;
         // Sequences are dense and in commit order here, so the sequence alone
@@ -204,6 +208,7 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let log = self.read()?;
         let start = usize::try_from(query.after_sequence)

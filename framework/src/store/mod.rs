@@ -52,7 +52,8 @@ use crate::stream::{ExpectedVersion, StreamId};
 /// use annals::prelude::*;
 /// use serde_json::json;
 ///
-/// # tokio_test_block_on(async {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
 /// let store = InMemoryEventStore::new();
 /// let stream = StreamId::new("user-1")?;
 /// let registered = NewEvent::json("iam.user.registered", &json!({ "email": "ada@example.test" }))?;
@@ -66,10 +67,7 @@ use crate::stream::{ExpectedVersion, StreamId};
 ///
 /// let events = store.read_stream(&stream, 1, 100).await?;
 /// assert_eq!(events[0].payload.to_value()["email"], "ada@example.test");
-/// # Ok::<(), annals::Error>(())
-/// # }).unwrap();
-/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
-/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # Ok(())
 /// # }
 /// ```
 #[async_trait]

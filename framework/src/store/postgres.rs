@@ -576,6 +576,7 @@ impl EventStore for PostgresEventStore {
         })
     }
 
+    #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(max(version), 0)::bigint FROM annals_events WHERE stream_id = $1",
@@ -587,6 +588,7 @@ impl EventStore for PostgresEventStore {
         Ok(u64::try_from(version).unwrap_or(0))
     }
 
+    #[tracing::instrument(name = "annals.store.read_stream", skip_all, fields(backend = BACKEND, stream = %stream, from_version))]
     async fn read_stream(
         &self,
         stream: &StreamId,
@@ -602,6 +604,7 @@ impl EventStore for PostgresEventStore {
         self.fetch_events(query, "read stream").await
     }
 
+    #[tracing::instrument(name = "annals.store.read_stream_backward", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn read_stream_backward(
         &self,
         stream: &StreamId,
@@ -631,6 +634,7 @@ impl EventStore for PostgresEventStore {
         self.fetch_events(query, "read log").await
     }
 
+    #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let mut sql = QueryBuilder::<Postgres>::new(select_events!());
         sql.push(" WHERE position > ")

@@ -347,6 +347,7 @@ impl EventStore for SqliteEventStore {
         Ok(results)
     }
 
+    #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?",
@@ -358,6 +359,7 @@ impl EventStore for SqliteEventStore {
         Ok(u64::try_from(version).unwrap_or(0))
     }
 
+    #[tracing::instrument(name = "annals.store.read_stream", skip_all, fields(backend = BACKEND, stream = %stream, from_version))]
     async fn read_stream(
         &self,
         stream: &StreamId,
@@ -373,6 +375,7 @@ impl EventStore for SqliteEventStore {
         self.fetch_events(query, "read stream").await
     }
 
+    #[tracing::instrument(name = "annals.store.read_stream_backward", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn read_stream_backward(
         &self,
         stream: &StreamId,
@@ -388,6 +391,7 @@ impl EventStore for SqliteEventStore {
         self.fetch_events(query, "read stream backward").await
     }
 
+    #[tracing::instrument(name = "annals.store.read_all", skip_all, fields(backend = BACKEND, after = %after))]
     async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>> {
         // Writers are serialised, so sequence order is commit order and the
         // sequence alone locates a position.
@@ -398,6 +402,7 @@ impl EventStore for SqliteEventStore {
         self.fetch_events(query, "read log").await
     }
 
+    #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let mut sql = QueryBuilder::<Sqlite>::new(select_events!());
         sql.push(" WHERE position > ")
