@@ -131,6 +131,38 @@ pub enum Error {
         supported: i64,
     },
 
+    /// A projection's handler failed on an event.
+    #[error(
+        "projection `{projection}` failed on event {version} of stream `{stream}` (type `{event_type}`)"
+    )]
+    Projection {
+        /// The projection's name.
+        projection: &'static str,
+        /// Stream of the event.
+        stream: String,
+        /// Version of the event in its stream.
+        version: u64,
+        /// The event's type name.
+        event_type: String,
+        /// What the handler returned.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Two registered items claim the same identity (an event name and
+    /// version, an aggregate, projection or handler name).
+    #[error("{kind} `{name}` is registered twice: by `{first}` and by `{second}`")]
+    DuplicateRegistration {
+        /// `event`, `aggregate`, `projection` or `handler`.
+        kind: &'static str,
+        /// The contested name (with the version, for events).
+        name: String,
+        /// One claimant's Rust path.
+        first: &'static str,
+        /// The other claimant's Rust path.
+        second: &'static str,
+    },
+
     /// Configuration is missing or malformed (a bad URL, an unknown scheme).
     #[error("configuration: {0}")]
     Config(String),

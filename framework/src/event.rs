@@ -16,6 +16,7 @@ use crate::payload::Payload;
 /// struct TenantCreated { name: String }
 ///
 /// impl Event for TenantCreated {
+///     const EVENT_TYPES: &'static [&'static str] = &["iam.tenant.created"];
 ///     fn event_type(&self) -> &'static str { "iam.tenant.created" }
 ///     fn schema_version(&self) -> u32 { 1 }
 ///     fn to_payload(&self) -> Result<Payload, serde_json::Error> {
@@ -40,6 +41,10 @@ use crate::payload::Payload;
     note = "annotate the type with `#[annals::event]`"
 )]
 pub trait Event: Sized + Send + Sync + 'static {
+    /// Every wire name this type reads and writes (one for a struct, one per
+    /// variant for an enum).
+    const EVENT_TYPES: &'static [&'static str];
+
     /// The stable wire name of this value (for an enum: of its variant).
     fn event_type(&self) -> &'static str;
 
@@ -72,6 +77,14 @@ pub enum DecodeError {
         found: u32,
         /// Newest version this build knows.
         supported: u32,
+    },
+    /// An upcast function refused the old payload.
+    #[error("upcasting from schema version {from} failed: {reason}")]
+    Upcast {
+        /// The version the failing step reads.
+        from: u32,
+        /// Its explanation.
+        reason: String,
     },
     /// The payload does not fit the Rust type.
     #[error(transparent)]

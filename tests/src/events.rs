@@ -31,6 +31,8 @@ struct Renamed {
 }
 
 impl Event for UserEvent {
+    const EVENT_TYPES: &'static [&'static str] = &["test.user.registered", "test.user.renamed"];
+
     fn event_type(&self) -> &'static str {
         match self {
             UserEvent::Registered { .. } => "test.user.registered",

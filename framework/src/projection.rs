@@ -1,0 +1,55 @@
+//! Projections: read models fed by events.
+//!
+//! `#[projection(name = "...", version = N)]` on an `impl` block implements
+//! [`Projection`]: every method of the block handles the event type of its
+//! first parameter. Bumping `version` means "rebuild me".
+
+use async_trait::async_trait;
+
+use crate::envelope::RecordedEvent;
+use crate::error::Result;
+
+/// A read model fed by events. Implemented by `#[projection]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a projection",
+    note = "annotate an `impl {Self}` block of event handlers with `#[annals::projection(name = \"...\", version = 1)]`"
+)]
+#[async_trait]
+pub trait Projection: Send {
+    /// The projection's stable name.
+    const NAME: &'static str;
+    /// Its version: a new version means the read model must be rebuilt.
+    const VERSION: u32;
+
+    /// What every handler gets to write with: `()` for in-memory read
+    /// models, a database connection (inside the transaction that also
+    /// stores the projection's checkpoint) for SQL ones.
+    type Context: Send + ?Sized;
+
+    /// The event type names the projection handles.
+    fn event_types() -> Vec<&'static str>;
+
+    /// Applies one event; events of types it does not handle are ignored.
+    async fn apply(&mut self, event: &RecordedEvent, context: &mut Self::Context) -> Result<()>;
+}
+
+/// Applies events to a projection in order, stopping at the first failure.
+/// Returns how many events the projection handled.
+///
+/// This is the synchronous path: a subscription runtime drives projections
+/// from the log continuously; this function feeds them a slice you have.
+pub async fn project<'e, P: Projection>(
+    projection: &mut P,
+    events: impl IntoIterator<Item = &'e RecordedEvent>,
+    context: &mut P::Context,
+) -> Result<usize> {
+    let handled = P::event_types();
+    let mut count = 0;
+    for event in events {
+        if handled.contains(&event.event_type.as_str()) {
+            projection.apply(event, context).await?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}

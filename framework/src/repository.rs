@@ -1,0 +1,320 @@
+//! The repository: load an aggregate from its events, execute commands with
+//! optimistic concurrency and automatic retry, save events with metadata,
+//! and append to several aggregates in one transaction.
+
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::aggregate::{Aggregate, Handle};
+use crate::envelope::NewEvent;
+use crate::error::{Error, Result};
+use crate::metadata::Metadata;
+use crate::store::{AppendResult, EventStore, EventStoreExt, StreamAppend};
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// How often [`Repository::execute`] tries a command by default before
+/// giving up on version conflicts.
+pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
+
+/// An aggregate's state at a version.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    /// The aggregate's stream.
+    pub stream_id: StreamId,
+    /// The state after applying every event up to `version`.
+    pub state: A,
+    /// The stream's version (0: no events yet).
+    pub version: u64,
+}
+
+/// The outcome of a successful command.
+#[derive(Debug, Clone)]
+pub struct Executed<A: Aggregate> {
+    /// The state after the new events.
+    pub state: A,
+    /// The stream's version after the append.
+    pub version: u64,
+    /// The events the command produced (empty: nothing was appended).
+    pub events: Vec<A::Event>,
+    /// How many times the command was decided (1 unless it hit conflicts).
+    pub attempts: usize,
+}
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate refused the command (the domain said no).
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// Storage failed, or version conflicts outlasted every retry
+    /// ([`Error::VersionConflict`]).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E> CommandError<E> {
+    /// The domain error, if the aggregate refused the command.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            CommandError::Rejected(error) => Some(error),
+            CommandError::Store(_) => None,
+        }
+    }
+}
+
+/// Loads and saves aggregates of type `A` in an [`EventStore`].
+///
+/// ```
+/// # use annals::prelude::*;
+/// # use annals::{Aggregate, Apply, Handle};
+/// #[annals::event(name = "counter.incremented")]
+/// struct Incremented { by: u32 }
+///
+/// #[annals::aggregate(name = "counter", events(Incremented))]
+/// #[derive(Default, Debug)]
+/// struct Counter { total: u32 }
+///
+/// impl Apply<Incremented> for Counter {
+///     fn apply(&mut self, event: &Incremented) { self.total += event.by; }
+/// }
+///
+/// struct Increment(u32);
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("counters only go up by 1 to 10")]
+/// struct OutOfRange;
+///
+/// impl Handle<Increment> for Counter {
+///     type Error = OutOfRange;
+///     fn handle(&self, Increment(by): &Increment) -> Result<Vec<Incremented>, OutOfRange> {
+///         if !(1..=10).contains(by) { return Err(OutOfRange); }
+///         Ok(vec![Incremented { by: *by }])
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let counters = Repository::<Counter>::new(std::sync::Arc::new(InMemoryEventStore::new()));
+/// counters.execute("a", &Increment(3), Metadata::new()).await?;
+/// counters.execute("a", &Increment(4), Metadata::new()).await?;
+/// assert!(counters.execute("a", &Increment(40), Metadata::new()).await.is_err());
+/// let loaded = counters.load("a").await?;
+/// assert_eq!((loaded.state.total, loaded.version), (7, 2));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Repository<A> {
+    store: Arc<dyn EventStore>,
+    max_attempts: usize,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            max_attempts: self.max_attempts,
+            aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for Repository<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &std::any::type_name::<A>())
+            .field("store", &self.store.backend())
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository over `store`, retrying conflicting commands up to
+    /// [`DEFAULT_MAX_ATTEMPTS`] times.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Repository {
+            store,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            aggregate: PhantomData,
+        }
+    }
+
+    /// Sets how many times a command is decided before a version conflict is
+    /// returned to the caller (at least 1).
+    pub fn with_max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Loads the aggregate `id`: every event of its stream applied in order
+    /// to the default state. An aggregate with no events loads as the
+    /// default state at version 0.
+    #[tracing::instrument(name = "annals.repository.load", skip_all, fields(aggregate = A::NAME, id = %id))]
+    pub async fn load(&self, id: impl Display) -> Result<Loaded<A>> {
+        crate::registry::validate_once()?;
+        let stream_id = A::stream_id(&id)?;
+        self.load_stream(stream_id).await
+    }
+
+    async fn load_stream(&self, stream_id: StreamId) -> Result<Loaded<A>> {
+        let mut state = A::default();
+        let mut version = 0;
+        for recorded in self.store.load_stream(&stream_id).await? {
+            let event: A::Event = recorded.decode()?;
+            state.apply(&event);
+            version = recorded.version;
+        }
+        Ok(Loaded {
+            stream_id,
+            state,
+            version,
+        })
+    }
+
+    /// Decides `command` on the current state of `id` and appends the events
+    /// it produces, expecting the version it loaded. When another writer got
+    /// there first, it reloads and decides again, up to the configured number
+    /// of attempts. Every event gets `metadata`.
+    #[tracing::instrument(name = "annals.repository.execute", skip_all, fields(aggregate = A::NAME, id = %id))]
+    pub async fn execute<C>(
+        &self,
+        id: impl Display,
+        command: &C,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, CommandError<<A as Handle<C>>::Error>>
+    where
+        A: Handle<C>,
+    {
+        crate::registry::validate_once()?;
+        let stream_id = A::stream_id(&id)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Loaded {
+                mut state, version, ..
+            } = self.load_stream(stream_id.clone()).await?;
+            let events = state.handle(command).map_err(CommandError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    state,
+                    version,
+                    events,
+                    attempts: attempt,
+                });
+            }
+            let new_events = to_new_events::<A>(&events, &metadata)?;
+            let expected = ExpectedVersion::Exact(version);
+            match self.store.append(&stream_id, expected, new_events).await {
+                Ok(result) => {
+                    for event in &events {
+                        state.apply(event);
+                    }
+                    return Ok(Executed {
+                        state,
+                        version: result.last_version,
+                        events,
+                        attempts: attempt,
+                    });
+                }
+                Err(conflict @ Error::VersionConflict { .. }) if attempt >= self.max_attempts => {
+                    return Err(CommandError::Store(conflict));
+                }
+                Err(Error::VersionConflict { actual, .. }) => {
+                    tracing::debug!(
+                        attempt,
+                        actual,
+                        "version conflict; deciding again on fresh state"
+                    );
+                }
+                Err(other) => return Err(CommandError::Store(other)),
+            }
+        }
+    }
+
+    /// Appends events to the aggregate `id` if it is at `expected`.
+    pub async fn save(
+        &self,
+        id: impl Display,
+        expected: ExpectedVersion,
+        events: &[A::Event],
+        metadata: &Metadata,
+    ) -> Result<AppendResult> {
+        let stream_id = A::stream_id(&id)?;
+        self.store
+            .append(&stream_id, expected, to_new_events::<A>(events, metadata)?)
+            .await
+    }
+}
+
+fn to_new_events<A: Aggregate>(events: &[A::Event], metadata: &Metadata) -> Result<Vec<NewEvent>> {
+    events
+        .iter()
+        .map(|event| Ok(NewEvent::from_event(event)?.with_metadata(metadata.clone())))
+        .collect()
+}
+
+/// Events for several aggregates, appended in one transaction: all or none.
+///
+/// ```
+/// # use annals::prelude::*;
+/// # use annals::{Apply, UnitOfWork};
+/// # #[annals::event(name = "account.credited")]
+/// # struct Credited { amount: u64 }
+/// # #[annals::aggregate(name = "account", events(Credited))]
+/// # #[derive(Default)]
+/// # struct Account { balance: u64 }
+/// # impl Apply<Credited> for Account { fn apply(&mut self, e: &Credited) { self.balance += e.amount } }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let store = InMemoryEventStore::new();
+/// let metadata = Metadata::new().with_actor("ledger");
+/// let mut work = UnitOfWork::new();
+/// work.append::<Account>("alice", ExpectedVersion::Any, &[Credited { amount: 5 }], &metadata)?
+///     .append::<Account>("bob", ExpectedVersion::NoStream, &[Credited { amount: 7 }], &metadata)?;
+/// let results = work.commit(&store).await?;
+/// assert_eq!(results.len(), 2);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct UnitOfWork {
+    appends: Vec<StreamAppend>,
+}
+
+impl UnitOfWork {
+    /// An empty unit of work.
+    pub fn new() -> Self {
+        UnitOfWork::default()
+    }
+
+    /// Adds events for the aggregate `id` of type `A`, expecting `expected`.
+    pub fn append<A: Aggregate>(
+        &mut self,
+        id: impl Display,
+        expected: ExpectedVersion,
+        events: &[A::Event],
+        metadata: &Metadata,
+    ) -> Result<&mut Self> {
+        let stream_id = A::stream_id(&id)?;
+        self.appends.push(StreamAppend::new(
+            stream_id,
+            expected,
+            to_new_events::<A>(events, metadata)?,
+        ));
+        Ok(self)
+    }
+
+    /// Appends everything in one transaction. Results come in the order the
+    /// appends were added.
+    pub async fn commit<S: EventStore + ?Sized>(self, store: &S) -> Result<Vec<AppendResult>> {
+        store.append_batch(self.appends).await
+    }
+}

@@ -1,0 +1,522 @@
+//! `#[event]`: parse the item and its options into an [`EventModel`], check
+//! it, then generate the `Event` impl, serde derives and registrations.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Attribute, Fields, Ident, Item, LitStr};
+
+use crate::diagnostics::Diagnostics;
+use crate::options::{self, Site};
+
+const STRUCT_SITE: Site = Site {
+    macro_name: "event",
+    accepted: &["name", "version", "upcast"],
+};
+const ENUM_SITE: Site = Site {
+    macro_name: "event",
+    accepted: &[],
+};
+const VARIANT_SITE: Site = Site {
+    macro_name: "event",
+    accepted: &["name", "version", "upcast"],
+};
+const UPCAST_SITE: Site = Site {
+    macro_name: "upcast",
+    accepted: &["from", "json", "typed"],
+};
+
+/// The wire identity of one event (a struct, or one variant of an enum).
+struct EventIdentity {
+    name: String,
+    name_span: Span,
+    version: u32,
+    upcasts: Vec<Upcast>,
+}
+
+/// One declared upcast.
+struct Upcast {
+    from: u32,
+    kind: UpcastKind,
+}
+
+enum UpcastKind {
+    /// `fn(serde_json::Value) -> serde_json::Value` (or a `Result` of it).
+    Json(syn::Path),
+    /// `fn(OldType) -> Self`.
+    Typed(syn::Path),
+}
+
+/// One variant of an enum event.
+struct VariantModel {
+    ident: Ident,
+    unit: bool,
+    identity: EventIdentity,
+}
+
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut diagnostics = Diagnostics::default();
+    let item: Item = match syn::parse2(item.clone()) {
+        Ok(item) => item,
+        Err(error) => return error.to_compile_error(),
+    };
+    let generated = match item {
+        Item::Struct(mut item) => {
+            reject_generics(&item.generics, &mut diagnostics);
+            let identity = parse_identity(
+                args,
+                STRUCT_SITE,
+                &item.ident.to_string(),
+                Span::call_site(),
+                &mut diagnostics,
+            );
+            check_serde_attrs(&item.attrs, false, &mut diagnostics);
+            add_derives(&mut item.attrs);
+            let impls = struct_impl(&item.ident, &identity);
+            quote! { #item #impls }
+        }
+        Item::Enum(mut item) => {
+            reject_generics(&item.generics, &mut diagnostics);
+            options::parse(args, ENUM_SITE, &mut diagnostics, |_, _| Ok(()));
+            check_serde_attrs(&item.attrs, true, &mut diagnostics);
+            if item.variants.is_empty() {
+                diagnostics.error_at(&item.ident, "an event enum needs at least one variant");
+            }
+            let enum_name = item.ident.to_string();
+            let mut variants = Vec::new();
+            for variant in &mut item.variants {
+                let args = take_event_attrs(&mut variant.attrs, &mut diagnostics);
+                check_serde_attrs(&variant.attrs, false, &mut diagnostics);
+                let default_name = format!("{enum_name}.{}", variant.ident);
+                let identity = parse_identity(
+                    args,
+                    VARIANT_SITE,
+                    &default_name,
+                    variant.ident.span(),
+                    &mut diagnostics,
+                );
+                variants.push(VariantModel {
+                    ident: variant.ident.clone(),
+                    unit: matches!(variant.fields, Fields::Unit),
+                    identity,
+                });
+            }
+            check_unique_names(&variants, &mut diagnostics);
+            add_derives(&mut item.attrs);
+            let impls = enum_impl(&item.ident, &variants);
+            quote! { #item #impls }
+        }
+        other => {
+            diagnostics.error_at(
+                item_keyword(&other),
+                "`#[event]` goes on a struct or an enum",
+            );
+            quote! { #other }
+        }
+    };
+    diagnostics.emit(generated)
+}
+
+/// The tokens that name an item's kind (`union`, `fn`, ...), for errors.
+pub(crate) fn item_keyword(item: &Item) -> TokenStream {
+    match item {
+        Item::Union(union) => {
+            let token = union.union_token;
+            quote! { #token }
+        }
+        Item::Fn(function) => {
+            let token = function.sig.fn_token;
+            quote! { #token }
+        }
+        Item::Impl(implementation) => {
+            let token = implementation.impl_token;
+            quote! { #token }
+        }
+        Item::Trait(definition) => {
+            let token = definition.trait_token;
+            quote! { #token }
+        }
+        Item::Mod(module) => {
+            let token = module.mod_token;
+            quote! { #token }
+        }
+        other => quote! { #other },
+    }
+}
+
+fn reject_generics(generics: &syn::Generics, diagnostics: &mut Diagnostics) {
+    if !generics.params.is_empty() {
+        diagnostics.error_at(
+            generics,
+            "event types cannot be generic: their wire shape must be fixed",
+        );
+    }
+}
+
+/// Removes `#[event(...)]` attributes from a variant and returns their
+/// arguments.
+fn take_event_attrs(attrs: &mut Vec<Attribute>, diagnostics: &mut Diagnostics) -> TokenStream {
+    let mut args = TokenStream::new();
+    let mut found = false;
+    attrs.retain(|attr| {
+        if !attr.path().is_ident("event") {
+            return true;
+        }
+        if found {
+            diagnostics.error_at(
+                attr,
+                "duplicate `#[event]` attribute on this variant; merge them",
+            );
+        }
+        found = true;
+        match &attr.meta {
+            syn::Meta::List(list) => args = list.tokens.clone(),
+            syn::Meta::Path(_) => {}
+            syn::Meta::NameValue(nv) => {
+                diagnostics.error_at(nv, "write `#[event(name = \"...\")]`")
+            }
+        }
+        false
+    });
+    args
+}
+
+fn parse_identity(
+    args: TokenStream,
+    site: Site,
+    default_name: &str,
+    default_span: Span,
+    diagnostics: &mut Diagnostics,
+) -> EventIdentity {
+    let mut name: Option<LitStr> = None;
+    let mut version: Option<(u32, Span)> = None;
+    let mut upcasts: Vec<(Upcast, Span)> = Vec::new();
+    let mut nested = Diagnostics::default();
+    options::parse(args, site, diagnostics, |key, meta| {
+        match key {
+            "name" => {
+                name = Some(options::string(
+                    meta,
+                    key,
+                    "name = \"iam.user.registered\"",
+                )?)
+            }
+            "version" => version = Some(options::integer(meta, key, "version = 2")?),
+            _ => {
+                let span = meta.path.span();
+                let mut from = None;
+                let mut kind = None;
+                let content;
+                syn::parenthesized!(content in meta.input);
+                let tokens: TokenStream = content.parse()?;
+                options::parse(tokens, UPCAST_SITE, &mut nested, |key, meta| {
+                    match key {
+                        "from" => from = Some(options::integer::<u32>(meta, key, "from = 1")?.0),
+                        "json" => {
+                            kind = Some(UpcastKind::Json(options::path(
+                                meta,
+                                key,
+                                "json = upcast_v1",
+                            )?))
+                        }
+                        _ => {
+                            kind = Some(UpcastKind::Typed(options::path(
+                                meta,
+                                key,
+                                "typed = from_v1",
+                            )?))
+                        }
+                    }
+                    Ok(())
+                });
+                match (from, kind) {
+                    (Some(from), Some(kind)) => upcasts.push((Upcast { from, kind }, span)),
+                    (None, _) => nested.push(syn::Error::new(span, "`upcast` needs `from = <older version>`")),
+                    (_, None) => nested.push(syn::Error::new(
+                        span,
+                        "`upcast` needs `json = <fn(Value) -> Value>` or `typed = <fn(OldType) -> Self>`",
+                    )),
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Some(error) = nested.into_error() {
+        diagnostics.push(error);
+    }
+
+    let (name, name_span) = match &name {
+        Some(literal) => (literal.value(), literal.span()),
+        None => (default_name.to_owned(), default_span),
+    };
+    if let Some(problem) = crate::naming::event_name_problem(&name) {
+        diagnostics.push(syn::Error::new(name_span, problem));
+    }
+    let version_number = match version {
+        Some((0, span)) => {
+            diagnostics.push(syn::Error::new(span, "schema versions start at 1"));
+            1
+        }
+        Some((number, _)) => number,
+        None => 1,
+    };
+    let mut froms = Vec::new();
+    for (upcast, span) in &upcasts {
+        if upcast.from >= version_number {
+            diagnostics.push(syn::Error::new(
+                *span,
+                format!(
+                    "`upcast(from = {})` must name a version older than the current `version = {version_number}`",
+                    upcast.from
+                ),
+            ));
+        }
+        if froms.contains(&upcast.from) {
+            diagnostics.push(syn::Error::new(
+                *span,
+                format!("two upcasts read version {}", upcast.from),
+            ));
+        }
+        froms.push(upcast.from);
+    }
+    EventIdentity {
+        name,
+        name_span,
+        version: version_number,
+        upcasts: upcasts.into_iter().map(|(upcast, _)| upcast).collect(),
+    }
+}
+
+fn check_unique_names(variants: &[VariantModel], diagnostics: &mut Diagnostics) {
+    for (i, variant) in variants.iter().enumerate() {
+        if let Some(first) = variants[..i]
+            .iter()
+            .find(|v| v.identity.name == variant.identity.name)
+        {
+            diagnostics.push(syn::Error::new(
+                variant.identity.name_span,
+                format!(
+                    "event name `{}` is already used by variant `{}`",
+                    variant.identity.name, first.ident
+                ),
+            ));
+        }
+    }
+}
+
+/// Serde attributes that would change the wire shape behind Annals' back.
+fn check_serde_attrs(attrs: &[Attribute], container_of_enum: bool, diagnostics: &mut Diagnostics) {
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("serde")) {
+        let meta = &attr.meta;
+        let text = quote!(#meta).to_string();
+        let forbidden = [
+            "tag",
+            "untagged",
+            "content",
+            "rename",
+            "rename_all",
+            "alias",
+        ];
+        let hit = forbidden.iter().find(|word| {
+            text.split(|c: char| !c.is_alphanumeric() && c != '_')
+                .any(|token| token == **word)
+        });
+        if let Some(word) = hit {
+            let hint = if container_of_enum {
+                "Annals stores each variant's fields as the payload and the name from `#[event(name = ...)]`"
+            } else {
+                "set the wire name with `#[event(name = ...)]`"
+            };
+            diagnostics.error_at(
+                attr,
+                format!("`#[serde({word} ...)]` is not supported on events: {hint}"),
+            );
+        }
+    }
+}
+
+/// Adds serde, `Debug`, `Clone` and `PartialEq` derives unless the item
+/// already derives them.
+fn add_derives(attrs: &mut Vec<Attribute>) {
+    let mut derived = Vec::new();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("derive")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if let Some(last) = meta.path.segments.last() {
+                derived.push(last.ident.to_string());
+            }
+            Ok(())
+        });
+    }
+    let wanted = [
+        ("Serialize", quote!(::annals::__private::serde::Serialize)),
+        (
+            "Deserialize",
+            quote!(::annals::__private::serde::Deserialize),
+        ),
+        ("Debug", quote!(::core::fmt::Debug)),
+        ("Clone", quote!(::core::clone::Clone)),
+        ("PartialEq", quote!(::core::cmp::PartialEq)),
+    ];
+    let missing: Vec<&TokenStream> = wanted
+        .iter()
+        .filter(|(name, _)| !derived.iter().any(|d| d == name))
+        .map(|(_, path)| path)
+        .collect();
+    if !missing.is_empty() {
+        attrs.push(syn::parse_quote!(#[derive(#(#missing),*)]));
+    }
+    attrs.push(syn::parse_quote!(#[serde(crate = "::annals::__private::serde")]));
+}
+
+fn upcasters(upcasts: &[Upcast]) -> Vec<TokenStream> {
+    upcasts
+        .iter()
+        .map(|upcast| {
+            let from = upcast.from;
+            match &upcast.kind {
+                UpcastKind::Json(path) => quote_spanned! {path.span()=>
+                    ::annals::__private::Upcaster::Json {
+                        from: #from,
+                        step: |value| ::annals::__private::upcast_result(#path(value)),
+                    }
+                },
+                UpcastKind::Typed(path) => quote_spanned! {path.span()=>
+                    ::annals::__private::Upcaster::Typed {
+                        from: #from,
+                        convert: |value| ::core::result::Result::Ok(#path(::annals::__private::decode_old(value)?)),
+                    }
+                },
+            }
+        })
+        .collect()
+}
+
+fn descriptor(identity: &EventIdentity, rust_name: &str) -> TokenStream {
+    let name = &identity.name;
+    let version = identity.version;
+    let froms = identity.upcasts.iter().map(|upcast| upcast.from);
+    quote! {
+        ::annals::__private::inventory::submit! {
+            ::annals::registry::EventDescriptor {
+                name: #name,
+                version: #version,
+                rust_type: ::core::concat!(::core::module_path!(), "::", #rust_name),
+                upcasts_from: &[#(#froms),*],
+            }
+        }
+    }
+}
+
+fn struct_impl(ident: &Ident, identity: &EventIdentity) -> TokenStream {
+    let name = &identity.name;
+    let version = identity.version;
+    let upcasters = upcasters(&identity.upcasts);
+    let descriptor = descriptor(identity, &ident.to_string());
+    quote! {
+        const _: () = {
+            impl ::annals::Event for #ident {
+                const EVENT_TYPES: &'static [&'static str] = &[#name];
+
+                fn event_type(&self) -> &'static str {
+                    #name
+                }
+
+                fn schema_version(&self) -> u32 {
+                    #version
+                }
+
+                fn to_payload(&self) -> ::core::result::Result<::annals::Payload, ::annals::__private::serde_json::Error> {
+                    ::annals::Payload::from_serialize(self)
+                }
+
+                fn from_payload(
+                    event_type: &str,
+                    schema_version: u32,
+                    payload: &::annals::Payload,
+                ) -> ::core::result::Result<Self, ::annals::DecodeError> {
+                    if event_type != #name {
+                        return ::core::result::Result::Err(::annals::DecodeError::UnknownType);
+                    }
+                    if schema_version == #version {
+                        return ::core::result::Result::Ok(payload.decode()?);
+                    }
+                    ::annals::__private::decode_versioned(
+                        payload,
+                        schema_version,
+                        #version,
+                        &[#(#upcasters),*],
+                        ::annals::__private::decode_value,
+                    )
+                }
+            }
+
+            #descriptor
+        };
+    }
+}
+
+fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
+    let names: Vec<&String> = variants.iter().map(|v| &v.identity.name).collect();
+    let idents: Vec<&Ident> = variants.iter().map(|v| &v.ident).collect();
+    let versions: Vec<u32> = variants.iter().map(|v| v.identity.version).collect();
+    let decode_arms = variants.iter().map(|variant| {
+        let name = &variant.identity.name;
+        let version = variant.identity.version;
+        let serde_name = variant.ident.to_string();
+        let unit = variant.unit;
+        let upcasters = upcasters(&variant.identity.upcasts);
+        quote! {
+            #name => {
+                if schema_version == #version {
+                    return ::annals::__private::decode_variant_payload(#serde_name, #unit, payload);
+                }
+                ::annals::__private::decode_versioned(
+                    payload,
+                    schema_version,
+                    #version,
+                    &[#(#upcasters),*],
+                    |value| ::annals::__private::decode_variant_value(#serde_name, #unit, value),
+                )
+            }
+        }
+    });
+    let descriptors = variants
+        .iter()
+        .map(|variant| descriptor(&variant.identity, &format!("{ident}::{}", variant.ident)));
+    quote! {
+        const _: () = {
+            impl ::annals::Event for #ident {
+                const EVENT_TYPES: &'static [&'static str] = &[#(#names),*];
+
+                fn event_type(&self) -> &'static str {
+                    match self {
+                        #( Self::#idents { .. } => #names, )*
+                    }
+                }
+
+                fn schema_version(&self) -> u32 {
+                    match self {
+                        #( Self::#idents { .. } => #versions, )*
+                    }
+                }
+
+                fn to_payload(&self) -> ::core::result::Result<::annals::Payload, ::annals::__private::serde_json::Error> {
+                    ::annals::__private::variant_payload(self)
+                }
+
+                fn from_payload(
+                    event_type: &str,
+                    schema_version: u32,
+                    payload: &::annals::Payload,
+                ) -> ::core::result::Result<Self, ::annals::DecodeError> {
+                    match event_type {
+                        #(#decode_arms)*
+                        _ => ::core::result::Result::Err(::annals::DecodeError::UnknownType),
+                    }
+                }
+            }
+
+            #(#descriptors)*
+        };
+    }
+}
