@@ -5,10 +5,15 @@
 //! - [`conformance`]: the event-store conformance suite, run unchanged against
 //!   every backend by [`conformance_suite!`] in `tests/store_conformance_*.rs`.
 //! - [`events`]: a typed event enum written by hand against the `Event` trait.
+//! - [`domain`]: a small IAM domain written with the macros.
+//! - [`repository`]: the repository suite, run against every backend by
+//!   [`repository_suite!`] in `tests/repository_*.rs`.
 //!
 //! PostgreSQL tests need a server: `cargo xtask test` starts one and passes its
 //! URL in `ANNALS_TEST_DATABASE_URL`. Without it they fail, saying so.
 
 pub mod backends;
 pub mod conformance;
+pub mod domain;
 pub mod events;
+pub mod repository;

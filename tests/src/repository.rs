@@ -1,0 +1,415 @@
+//! The repository suite: loading, commands with retry on conflict, domain
+//! rejections, metadata and cross-aggregate transactions, run against every
+//! backend by [`repository_suite!`](crate::repository_suite).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use annals::prelude::*;
+use annals::{Handle, StreamId};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::backends::TestStore;
+use crate::domain::{
+    AssignRole, CreateTenant, RegisterUser, RenameTenant, SuspendTenant, Tenant, TenantCreated,
+    TenantError, TenantEvent, User, UserError, UserEvent,
+};
+
+/// Expands to one `#[tokio::test]` per repository case for a backend.
+#[macro_export]
+macro_rules! repository_suite {
+    ($backend:ident) => {
+        $crate::repository_suite!(@cases $backend:
+            commands_build_state_that_loads_back,
+            rejected_commands_write_nothing,
+            events_carry_the_command_metadata,
+            a_conflict_is_retried_on_fresh_state,
+            conflicts_beyond_the_attempt_limit_are_returned,
+            concurrent_commands_on_one_aggregate_all_land,
+            unit_of_work_is_all_or_nothing,
+            older_schema_versions_are_upcast_on_load,
+        );
+    };
+    (@cases $backend:ident: $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $crate::backends::TestStore::$backend().await;
+                $crate::repository::$case(&store).await;
+            }
+        )*
+    };
+}
+
+fn tenants(t: &TestStore) -> Repository<Tenant> {
+    Repository::new(t.store.clone())
+}
+
+fn users(t: &TestStore) -> Repository<User> {
+    Repository::new(t.store.clone())
+}
+
+/// Commands produce events, the state follows, and a fresh load agrees.
+pub async fn commands_build_state_that_loads_back(t: &TestStore) {
+    let repo = tenants(t);
+    let created = repo
+        .execute(
+            "acme",
+            &CreateTenant {
+                name: "Acme".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("create");
+    assert_eq!((created.version, created.attempts), (1, 1));
+    assert_eq!(
+        created.events,
+        [TenantEvent::from(TenantCreated {
+            name: "Acme".into()
+        })]
+    );
+    repo.execute(
+        "acme",
+        &RenameTenant {
+            name: "Acme Corp".into(),
+        },
+        Metadata::new(),
+    )
+    .await
+    .expect("rename");
+    let unchanged = repo
+        .execute(
+            "acme",
+            &RenameTenant {
+                name: "Acme Corp".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("rename to the same name");
+    assert!(unchanged.events.is_empty(), "no events, no append");
+    assert_eq!(unchanged.version, 2);
+
+    let loaded = repo.load("acme").await.expect("load");
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.stream_id.as_str(), "tenant-acme");
+    assert_eq!(
+        loaded.state,
+        Tenant {
+            created: true,
+            name: "Acme Corp".into(),
+            suspended: false
+        }
+    );
+    let missing = repo.load("nobody").await.expect("load missing");
+    assert_eq!((missing.version, missing.state), (0, Tenant::default()));
+}
+
+/// A domain rejection is `CommandError::Rejected` and appends nothing.
+pub async fn rejected_commands_write_nothing(t: &TestStore) {
+    let repo = tenants(t);
+    match repo.execute("ghost", &SuspendTenant, Metadata::new()).await {
+        Err(CommandError::Rejected(TenantError::NotFound)) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    match repo
+        .execute("blank", &CreateTenant { name: " ".into() }, Metadata::new())
+        .await
+    {
+        Err(error) => assert_eq!(error.rejection(), Some(&TenantError::EmptyName)),
+        Ok(executed) => panic!("an empty name was accepted: {:?}", executed.events),
+    }
+    let stream = StreamId::new("tenant-blank").expect("stream id");
+    assert_eq!(t.store.stream_version(&stream).await.expect("version"), 0);
+}
+
+/// Every event of a command records actor, tenant and correlation id.
+pub async fn events_carry_the_command_metadata(t: &TestStore) {
+    let request = Uuid::now_v7();
+    let metadata = Metadata::new()
+        .with_actor("admin@acme.test")
+        .with_tenant("acme")
+        .with_correlation_id(request);
+    users(t)
+        .execute(
+            "ada",
+            &RegisterUser {
+                email: "ada@acme.test".into(),
+            },
+            metadata.clone(),
+        )
+        .await
+        .expect("register");
+    users(t)
+        .execute(
+            "ada",
+            &AssignRole {
+                role: "admin".into(),
+            },
+            metadata.clone(),
+        )
+        .await
+        .expect("assign");
+    let page = t
+        .store
+        .query(&EventQuery::new().correlation_id(request))
+        .await
+        .expect("query");
+    assert_eq!(page.events.len(), 2);
+    for event in &page.events {
+        assert_eq!(event.metadata, metadata);
+        assert_eq!(event.stream_id.as_str(), "user-ada");
+    }
+    assert_eq!(page.events[0].event_type, "test.user.registered");
+    assert_eq!(page.events[0].schema_version, 2);
+}
+
+/// A command that, while deciding the first time, sees another writer
+/// append to its aggregate (the interference is this command's own doing).
+struct AssignRoleWhileInterfered {
+    store: Arc<dyn EventStore>,
+    decisions: AtomicUsize,
+    interfere_times: usize,
+}
+
+impl Handle<AssignRoleWhileInterfered> for User {
+    type Error = UserError;
+    fn handle(&self, command: &AssignRoleWhileInterfered) -> Result<Vec<UserEvent>, UserError> {
+        let decision = command.decisions.fetch_add(1, Ordering::SeqCst);
+        if decision < command.interfere_times {
+            let store = command.store.clone();
+            let role = format!("interloper-{decision}");
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async move {
+                    let stream = StreamId::new("user-grace").expect("stream id");
+                    let event =
+                        NewEvent::from_event(&UserEvent::RoleAssigned { role }).expect("encode");
+                    store
+                        .append(&stream, ExpectedVersion::Any, vec![event])
+                        .await
+                        .expect("interfering append");
+                })
+            });
+        }
+        Ok(vec![UserEvent::RoleAssigned {
+            role: "auditor".into(),
+        }])
+    }
+}
+
+/// A version conflict makes the repository reload and decide again.
+pub async fn a_conflict_is_retried_on_fresh_state(t: &TestStore) {
+    let repo = users(t);
+    repo.execute(
+        "grace",
+        &RegisterUser {
+            email: "grace@acme.test".into(),
+        },
+        Metadata::new(),
+    )
+    .await
+    .expect("register");
+    let command = AssignRoleWhileInterfered {
+        store: t.store.clone(),
+        decisions: AtomicUsize::new(0),
+        interfere_times: 2,
+    };
+    let executed = repo
+        .execute("grace", &command, Metadata::new())
+        .await
+        .expect("retried");
+    assert_eq!(executed.attempts, 3, "two conflicts, then success");
+    assert_eq!(executed.version, 4);
+    let roles: Vec<&str> = executed.state.roles.iter().map(String::as_str).collect();
+    assert_eq!(roles, ["auditor", "interloper-0", "interloper-1"]);
+    let loaded = repo.load("grace").await.expect("load");
+    assert_eq!(loaded.state.roles, executed.state.roles);
+}
+
+/// With no attempts left, the conflict reaches the caller.
+pub async fn conflicts_beyond_the_attempt_limit_are_returned(t: &TestStore) {
+    let repo = users(t).with_max_attempts(2);
+    repo.execute(
+        "grace",
+        &RegisterUser {
+            email: "grace@acme.test".into(),
+        },
+        Metadata::new(),
+    )
+    .await
+    .expect("register");
+    let command = AssignRoleWhileInterfered {
+        store: t.store.clone(),
+        decisions: AtomicUsize::new(0),
+        interfere_times: 5,
+    };
+    match repo.execute("grace", &command, Metadata::new()).await {
+        Err(CommandError::Store(Error::VersionConflict { stream, .. })) => {
+            assert_eq!(stream, "user-grace")
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_eq!(command.decisions.load(Ordering::SeqCst), 2);
+    let loaded = repo.load("grace").await.expect("load");
+    assert!(
+        !loaded.state.roles.contains("auditor"),
+        "the failed command wrote nothing"
+    );
+}
+
+/// Many concurrent commands on one aggregate all land, thanks to retries.
+pub async fn concurrent_commands_on_one_aggregate_all_land(t: &TestStore) {
+    let repo = users(t).with_max_attempts(50);
+    repo.execute(
+        "busy",
+        &RegisterUser {
+            email: "busy@acme.test".into(),
+        },
+        Metadata::new(),
+    )
+    .await
+    .expect("register");
+    let tasks = (0..8).map(|n| {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            repo.execute(
+                "busy",
+                &AssignRole {
+                    role: format!("role-{n}"),
+                },
+                Metadata::new(),
+            )
+            .await
+        })
+    });
+    for result in futures_util::future::join_all(tasks).await {
+        result.expect("task").expect("every command lands");
+    }
+    let loaded = repo.load("busy").await.expect("load");
+    assert_eq!(loaded.state.roles.len(), 8);
+    assert_eq!(loaded.version, 9);
+}
+
+/// A unit of work across aggregates commits entirely or not at all.
+pub async fn unit_of_work_is_all_or_nothing(t: &TestStore) {
+    let metadata = Metadata::new().with_actor("onboarding");
+    let mut work = UnitOfWork::new();
+    work.append::<Tenant>(
+        "globex",
+        ExpectedVersion::NoStream,
+        &[TenantCreated {
+            name: "Globex".into(),
+        }
+        .into()],
+        &metadata,
+    )
+    .expect("tenant events")
+    .append::<User>(
+        "hank",
+        ExpectedVersion::Exact(3),
+        &[UserEvent::Registered {
+            email: "hank@globex.test".into(),
+            display_name: "Hank".into(),
+        }],
+        &metadata,
+    )
+    .expect("user events");
+    match work.commit(&*t.store).await {
+        Err(Error::VersionConflict { stream, .. }) => assert_eq!(stream, "user-hank"),
+        other => panic!("expected a conflict on user-hank, got {other:?}"),
+    }
+    assert_eq!(
+        tenants(t).load("globex").await.expect("load").version,
+        0,
+        "nothing written"
+    );
+
+    let mut work = UnitOfWork::new();
+    work.append::<Tenant>(
+        "globex",
+        ExpectedVersion::NoStream,
+        &[TenantCreated {
+            name: "Globex".into(),
+        }
+        .into()],
+        &metadata,
+    )
+    .expect("tenant events")
+    .append::<User>(
+        "hank",
+        ExpectedVersion::NoStream,
+        &[UserEvent::Registered {
+            email: "hank@globex.test".into(),
+            display_name: "Hank".into(),
+        }],
+        &metadata,
+    )
+    .expect("user events");
+    let results = work.commit(&*t.store).await.expect("commit");
+    assert_eq!(
+        results[0].position.commit, results[1].position.commit,
+        "one transaction"
+    );
+    assert_eq!(
+        tenants(t).load("globex").await.expect("load").state.name,
+        "Globex"
+    );
+    assert_eq!(
+        users(t).load("hank").await.expect("load").state.email,
+        "hank@globex.test"
+    );
+}
+
+/// Events stored at an older schema version are upcast when loaded (a JSON
+/// upcast for tenants, a typed one for users).
+pub async fn older_schema_versions_are_upcast_on_load(t: &TestStore) {
+    let tenant = StreamId::new("tenant-initech").expect("stream id");
+    let v1_rename = NewEvent::json("test.tenant.renamed", &json!({ "new_name": "Initech 2" }))
+        .expect("event")
+        .with_schema_version(1);
+    let created = NewEvent::from_event(&TenantCreated {
+        name: "Initech".into(),
+    })
+    .expect("event");
+    t.store
+        .append(&tenant, ExpectedVersion::NoStream, vec![created, v1_rename])
+        .await
+        .expect("append");
+    let loaded = tenants(t).load("initech").await.expect("load");
+    assert_eq!(loaded.state.name, "Initech 2");
+
+    let user = StreamId::new("user-peter").expect("stream id");
+    let v1_registered = NewEvent::json(
+        "test.user.registered",
+        &json!({ "email": "peter@initech.test" }),
+    )
+    .expect("event")
+    .with_schema_version(1);
+    t.store
+        .append(&user, ExpectedVersion::NoStream, vec![v1_registered])
+        .await
+        .expect("append");
+    let loaded = users(t).load("peter").await.expect("load");
+    assert_eq!(loaded.state.email, "peter@initech.test");
+    assert_eq!(loaded.state.display_name, "peter@initech.test");
+
+    let bad_v1 = NewEvent::json("test.tenant.renamed", &json!({ "old": true }))
+        .expect("event")
+        .with_schema_version(1);
+    t.store
+        .append(&tenant, ExpectedVersion::Any, vec![bad_v1])
+        .await
+        .expect("append");
+    match tenants(t).load("initech").await {
+        Err(error @ Error::Decode { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("tenant-initech") && message.contains("new_name"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}

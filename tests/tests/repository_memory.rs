@@ -1,0 +1,3 @@
+//! The repository suite against the memory backend.
+
+annals_tests::repository_suite!(memory);
