@@ -37,8 +37,10 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// The events this aggregate accepts.
     type Event: Event;
 
-    /// Applies one event to the state. Must not fail: events are facts.
-    fn apply(&mut self, event: &Self::Event);
+    /// Applies one event to the state, dispatching to its [`Apply`] impl.
+    /// Must not fail: events are facts. (Named apart from [`Apply::apply`]
+    /// so both traits can be in scope.)
+    fn apply_event(&mut self, event: &Self::Event);
 
     /// The stream id of the instance `id`.
     fn stream_id(id: &dyn Display) -> Result<StreamId> {

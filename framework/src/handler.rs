@@ -36,6 +36,11 @@ impl Default for RetryPolicy {
 
 /// What a handler (or projection handler) may return: nothing, or a
 /// `Result` whose error explains the failure.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not what an event handler returns",
+    label = "the handler returns `{Self}`",
+    note = "return `()` or `Result<(), E>` where `E` converts into `Box<dyn Error + Send + Sync>`"
+)]
 pub trait IntoHandlerResult {
     /// Normalises to a `Result`.
     fn into_handler_result(self) -> Result<(), BoxError>;

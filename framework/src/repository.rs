@@ -169,7 +169,7 @@ impl<A: Aggregate> Repository<A> {
         let mut version = 0;
         for recorded in self.store.load_stream(&stream_id).await? {
             let event: A::Event = recorded.decode()?;
-            state.apply(&event);
+            state.apply_event(&event);
             version = recorded.version;
         }
         Ok(Loaded {
@@ -215,7 +215,7 @@ impl<A: Aggregate> Repository<A> {
             match self.store.append(&stream_id, expected, new_events).await {
                 Ok(result) => {
                     for event in &events {
-                        state.apply(event);
+                        state.apply_event(event);
                     }
                     return Ok(Executed {
                         state,

@@ -56,7 +56,7 @@ impl<A: Aggregate> AggregateTest<A> {
     pub fn given(events: impl IntoIterator<Item = impl Into<A::Event>>) -> Self {
         let mut state = A::default();
         for event in events {
-            state.apply(&event.into());
+            state.apply_event(&event.into());
         }
         AggregateTest { state }
     }
@@ -105,7 +105,7 @@ impl<A: Aggregate, E: Debug> AggregateOutcome<A, E> {
                 );
                 let mut state = self.state;
                 for event in &events {
-                    state.apply(event);
+                    state.apply_event(event);
                 }
                 state
             }

@@ -96,6 +96,11 @@ pub fn decode_old<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
 
 /// What a JSON upcast function may return: the new payload, or a `Result`
 /// of it whose error explains why the old payload cannot be upcast.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not what a JSON upcast returns",
+    label = "the upcast function returns `{Self}`",
+    note = "a `json = ...` upcast is `fn(serde_json::Value) -> serde_json::Value` (or `-> Result<serde_json::Value, E>`); for an old Rust type use `typed = ...`"
+)]
 pub trait IntoUpcastResult {
     /// Normalises to a `Result`.
     fn into_upcast_result(self) -> Result<Value, String>;

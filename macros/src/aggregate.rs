@@ -20,6 +20,7 @@ const SITE: Site = Site {
         "snapshot_version",
         "event_enum",
     ],
+    repeatable: &[],
 };
 
 /// The checked options of one aggregate.
@@ -58,11 +59,12 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             return diagnostics.emit(quote! { #other });
         }
     };
-    if !generics.params.is_empty() {
+    let generic = !generics.params.is_empty();
+    if generic {
         diagnostics.error_at(&generics, "aggregates cannot be generic");
     }
     add_serde_derives(attrs);
-    let model = parse_model(args, &ident, &mut diagnostics);
+    let model = parse_model(args, &ident, &mut diagnostics).filter(|_| !generic);
     let generated = match model {
         Some(model) => generate(&ident, &vis, &model),
         None => TokenStream::new(),
@@ -80,6 +82,7 @@ fn parse_model(
 ) -> Option<AggregateModel> {
     let mut name: Option<LitStr> = None;
     let mut events: Option<(Vec<Type>, Span)> = None;
+    let mut events_given = false;
     let mut snapshot_every = None;
     let mut snapshot_version = None;
     let mut event_enum = None;
@@ -100,6 +103,7 @@ fn parse_model(
                 event_enum = Some(enum_ident);
             }
             _ => {
+                events_given = true;
                 let span = meta.path.span();
                 if !meta.input.peek(syn::token::Paren) {
                     return Err(meta.error(
@@ -132,6 +136,10 @@ fn parse_model(
         None => crate::naming::snake_case(&ident.to_string()),
     };
     let Some((events, span)) = events else {
+        if events_given {
+            // The malformed `events` option was reported already.
+            return None;
+        }
         diagnostics.push(syn::Error::new(
             Span::call_site(),
             "`#[aggregate]` needs the event types it accepts: `#[aggregate(events(UserRegistered, UserRenamed))]`",
@@ -142,14 +150,18 @@ fn parse_model(
         diagnostics.push(syn::Error::new(span, "`events(...)` lists no event type"));
         return None;
     }
-    for (i, event) in events.iter().enumerate() {
-        if events[..i]
+    let mut unique: Vec<Type> = Vec::with_capacity(events.len());
+    for event in events {
+        if unique
             .iter()
             .any(|earlier| quote!(#earlier).to_string() == quote!(#event).to_string())
         {
-            diagnostics.error_at(event, "this event type is listed twice");
+            diagnostics.error_at(&event, "this event type is listed twice");
+        } else {
+            unique.push(event);
         }
     }
+    let events = unique;
     let snapshot_every = match snapshot_every {
         Some((0, span)) => {
             diagnostics.push(syn::Error::new(
@@ -316,7 +328,7 @@ fn generate(ident: &Ident, vis: &Visibility, model: &AggregateModel) -> TokenStr
 
                 type Event = #event_type;
 
-                fn apply(&mut self, event: &Self::Event) {
+                fn apply_event(&mut self, event: &Self::Event) {
                     #apply_body
                 }
             }

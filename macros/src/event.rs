@@ -12,18 +12,22 @@ use crate::options::{self, Site};
 const STRUCT_SITE: Site = Site {
     macro_name: "event",
     accepted: &["name", "version", "upcast"],
+    repeatable: &["upcast"],
 };
 const ENUM_SITE: Site = Site {
     macro_name: "event",
     accepted: &[],
+    repeatable: &[],
 };
 const VARIANT_SITE: Site = Site {
     macro_name: "event",
     accepted: &["name", "version", "upcast"],
+    repeatable: &["upcast"],
 };
 const UPCAST_SITE: Site = Site {
     macro_name: "upcast",
     accepted: &["from", "json", "typed"],
+    repeatable: &[],
 };
 
 /// The wire identity of one event (a struct, or one variant of an enum).
@@ -62,7 +66,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let generated = match item {
         Item::Struct(mut item) => {
-            reject_generics(&item.generics, &mut diagnostics);
+            let generic = reject_generics(&item.generics, &mut diagnostics);
             let identity = parse_identity(
                 args,
                 STRUCT_SITE,
@@ -72,11 +76,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             );
             check_serde_attrs(&item.attrs, false, &mut diagnostics);
             add_derives(&mut item.attrs);
-            let impls = struct_impl(&item.ident, &identity);
+            let impls = (!generic).then(|| struct_impl(&item.ident, &identity));
             quote! { #item #impls }
         }
         Item::Enum(mut item) => {
-            reject_generics(&item.generics, &mut diagnostics);
+            let generic = reject_generics(&item.generics, &mut diagnostics);
             options::parse(args, ENUM_SITE, &mut diagnostics, |_, _| Ok(()));
             check_serde_attrs(&item.attrs, true, &mut diagnostics);
             if item.variants.is_empty() {
@@ -103,7 +107,8 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             }
             check_unique_names(&variants, &mut diagnostics);
             add_derives(&mut item.attrs);
-            let impls = enum_impl(&item.ident, &variants);
+            let impls =
+                (!generic && !variants.is_empty()).then(|| enum_impl(&item.ident, &variants));
             quote! { #item #impls }
         }
         other => {
@@ -144,13 +149,16 @@ pub(crate) fn item_keyword(item: &Item) -> TokenStream {
     }
 }
 
-fn reject_generics(generics: &syn::Generics, diagnostics: &mut Diagnostics) {
-    if !generics.params.is_empty() {
+/// Records an error for a generic item; `true` if it is generic.
+fn reject_generics(generics: &syn::Generics, diagnostics: &mut Diagnostics) -> bool {
+    let generic = !generics.params.is_empty();
+    if generic {
         diagnostics.error_at(
             generics,
             "event types cannot be generic: their wire shape must be fixed",
         );
     }
+    generic
 }
 
 /// Removes `#[event(...)]` attributes from a variant and returns their
@@ -209,7 +217,8 @@ fn parse_identity(
                 let content;
                 syn::parenthesized!(content in meta.input);
                 let tokens: TokenStream = content.parse()?;
-                options::parse(tokens, UPCAST_SITE, &mut nested, |key, meta| {
+                let mut own = Diagnostics::default();
+                options::parse(tokens, UPCAST_SITE, &mut own, |key, meta| {
                     match key {
                         "from" => from = Some(options::integer::<u32>(meta, key, "from = 1")?.0),
                         "json" => {
@@ -229,6 +238,11 @@ fn parse_identity(
                     }
                     Ok(())
                 });
+                if let Some(error) = own.into_error() {
+                    // Its own errors say enough; do not add "needs ..." on top.
+                    nested.push(error);
+                    return Ok(());
+                }
                 match (from, kind) {
                     (Some(from), Some(kind)) => upcasts.push((Upcast { from, kind }, span)),
                     (None, _) => nested.push(syn::Error::new(span, "`upcast` needs `from = <older version>`")),

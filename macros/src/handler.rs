@@ -12,10 +12,12 @@ use crate::options::{self, Site};
 const SITE: Site = Site {
     macro_name: "handler",
     accepted: &["name", "priority", "retry", "timeout"],
+    repeatable: &[],
 };
 const RETRY_SITE: Site = Site {
     macro_name: "retry",
     accepted: &["attempts", "backoff"],
+    repeatable: &[],
 };
 
 /// The checked options of one handler.
@@ -197,6 +199,14 @@ fn generate(
     let decode = quote_spanned! {event.span()=>
         let typed: #event = envelope.decode()?;
     };
+    // Point a wrong return type's error at the return type.
+    let result_span = match &function.sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => function.sig.ident.span(),
+    };
+    let result = quote_spanned! {result_span=>
+        ::annals::__private::handler_result(#ident(&typed #envelope).await)
+    };
     quote! {
         const _: () = {
             fn #call_ident<'a>(
@@ -204,7 +214,7 @@ fn generate(
             ) -> ::annals::__private::BoxFuture<'a, ::core::result::Result<(), ::annals::error::BoxError>> {
                 ::std::boxed::Box::pin(async move {
                     #decode
-                    ::annals::__private::handler_result(#ident(&typed #envelope).await)
+                    #result
                 })
             }
 

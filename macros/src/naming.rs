@@ -39,6 +39,18 @@ pub(crate) fn event_name_problem(name: &str) -> Option<String> {
     }
 }
 
+/// A type as a person would write it (`Vec<String>`, not `Vec < String >`).
+pub(crate) fn type_text(ty: &syn::Type) -> String {
+    quote::quote!(#ty)
+        .to_string()
+        .replace(" < ", "<")
+        .replace("< ", "<")
+        .replace(" >", ">")
+        .replace(" :: ", "::")
+        .replace("& ", "&")
+        .replace(" ,", ",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

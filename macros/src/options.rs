@@ -17,6 +17,8 @@ pub(crate) struct Site {
     pub(crate) macro_name: &'static str,
     /// The keys accepted here.
     pub(crate) accepted: &'static [&'static str],
+    /// Accepted keys that may appear more than once.
+    pub(crate) repeatable: &'static [&'static str],
 }
 
 impl Site {
@@ -59,7 +61,7 @@ pub(crate) fn parse(
                 site.macro_name,
                 site.expected()
             )),
-            Some(key) if seen.contains(key) => {
+            Some(key) if seen.contains(key) && !site.repeatable.contains(&key.as_str()) => {
                 Some(format!("duplicate `{}` option `{key}`", site.macro_name))
             }
             Some(_) => None,
@@ -190,6 +192,7 @@ mod tests {
     const SITE: Site = Site {
         macro_name: "event",
         accepted: &["name", "version"],
+        repeatable: &[],
     };
 
     fn run(tokens: TokenStream) -> (Vec<String>, Option<String>) {

@@ -13,6 +13,7 @@ use crate::options::{self, Site};
 const SITE: Site = Site {
     macro_name: "projection",
     accepted: &["name", "version"],
+    repeatable: &[],
 };
 
 /// One handler method of the block.
@@ -111,7 +112,7 @@ fn check_block(
             path,
             "`#[projection]` goes on an inherent `impl` block, not a trait impl",
         );
-        ok = false;
+        return None;
     }
     if !block.generics.params.is_empty() {
         diagnostics.error_at(&block.generics, "projections cannot be generic");
@@ -130,7 +131,10 @@ fn check_block(
                         {
                             diagnostics.error_at(
                                 &found,
-                                format!("all handlers of a projection share one context type; another handler uses `{}`", quote!(#earlier)),
+                                format!(
+                                    "all handlers of a projection share one context type; another handler uses `{}`",
+                                    crate::naming::type_text(earlier)
+                                ),
                             );
                             ok = false;
                         }

@@ -1,0 +1,28 @@
+#![allow(dead_code, unused_variables)]
+
+use annals::prelude::*;
+
+#[annals::event(name = "iam.user.registered")]
+struct UserRegistered {
+    email: String,
+}
+
+#[annals::aggregate(name = "user", events(UserRegistered))]
+#[derive(Default)]
+struct User {
+    email: String,
+}
+
+impl annals::Apply<UserRegistered> for User {
+    fn apply(&mut self, event: &UserRegistered) {
+        self.email = event.email.clone();
+    }
+}
+
+struct Deactivate;
+
+async fn run(users: Repository<User>) {
+    let _ = users.execute("ada", &Deactivate, Metadata::new()).await;
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+#![allow(dead_code, unused_variables)]
+
+#[annals::event(name = "iam.user.registered")]
+struct UserRegistered {
+    email: String,
+}
+
+#[annals::handler]
+async fn welcome(event: &UserRegistered) -> u32 {
+    7
+}
+
+fn main() {}

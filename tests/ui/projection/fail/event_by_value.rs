@@ -1,0 +1,20 @@
+#![allow(dead_code, unused_variables)]
+
+#[annals::event(name = "iam.tenant.created")]
+struct TenantCreated {
+    name: String,
+}
+
+#[derive(Default)]
+struct Directory {
+    names: Vec<String>,
+}
+
+#[annals::projection(name = "directory")]
+impl Directory {
+    fn created(&mut self, event: TenantCreated) {
+        self.names.push(event.name);
+    }
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#![allow(dead_code, unused_variables)]
+
+#[annals::projection(name = "directory")]
+struct Directory;
+
+fn main() {}
