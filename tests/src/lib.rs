@@ -17,3 +17,9 @@ pub mod conformance;
 pub mod domain;
 pub mod events;
 pub mod repository;
+
+/// The repository README's Rust examples, compiled as doctests so the
+/// README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
