@@ -9,16 +9,21 @@ pub use inventory;
 pub use serde;
 pub use serde_json;
 
-pub use crate::handler::IntoHandlerResult;
+pub use crate::aggregate::{Aggregate, Apply};
+pub use crate::envelope::RecordedEvent;
+pub use crate::error::{BoxError, Error, Result};
+pub use crate::event::{DecodeError, Event};
+pub use crate::handler::{IntoHandlerResult, RetryPolicy};
+pub use crate::payload::Payload;
+pub use crate::projection::Projection;
+pub use crate::registry::{
+    AggregateDescriptor, EventDescriptor, HandlerDescriptor, ProjectionDescriptor,
+};
 pub use crate::upcast::{IntoUpcastResult, Upcaster, decode_old, decode_versioned};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-
-use crate::error::BoxError;
-use crate::event::DecodeError;
-use crate::payload::Payload;
 
 /// The payload of an enum event: the content of its (externally tagged)
 /// variant, `null` for a unit variant.

@@ -411,7 +411,7 @@ fn descriptor(identity: &EventIdentity, rust_name: &str) -> TokenStream {
     let froms = identity.upcasts.iter().map(|upcast| upcast.from);
     quote! {
         ::annals::__private::inventory::submit! {
-            ::annals::registry::EventDescriptor {
+            ::annals::__private::EventDescriptor {
                 name: #name,
                 version: #version,
                 rust_type: ::core::concat!(::core::module_path!(), "::", #rust_name),
@@ -428,7 +428,7 @@ fn struct_impl(ident: &Ident, identity: &EventIdentity) -> TokenStream {
     let descriptor = descriptor(identity, &ident.to_string());
     quote! {
         const _: () = {
-            impl ::annals::Event for #ident {
+            impl ::annals::__private::Event for #ident {
                 const EVENT_TYPES: &'static [&'static str] = &[#name];
 
                 fn event_type(&self) -> &'static str {
@@ -439,17 +439,17 @@ fn struct_impl(ident: &Ident, identity: &EventIdentity) -> TokenStream {
                     #version
                 }
 
-                fn to_payload(&self) -> ::core::result::Result<::annals::Payload, ::annals::__private::serde_json::Error> {
-                    ::annals::Payload::from_serialize(self)
+                fn to_payload(&self) -> ::core::result::Result<::annals::__private::Payload, ::annals::__private::serde_json::Error> {
+                    ::annals::__private::Payload::from_serialize(self)
                 }
 
                 fn from_payload(
                     event_type: &str,
                     schema_version: u32,
-                    payload: &::annals::Payload,
-                ) -> ::core::result::Result<Self, ::annals::DecodeError> {
+                    payload: &::annals::__private::Payload,
+                ) -> ::core::result::Result<Self, ::annals::__private::DecodeError> {
                     if event_type != #name {
-                        return ::core::result::Result::Err(::annals::DecodeError::UnknownType);
+                        return ::core::result::Result::Err(::annals::__private::DecodeError::UnknownType);
                     }
                     if schema_version == #version {
                         return ::core::result::Result::Ok(payload.decode()?);
@@ -499,7 +499,7 @@ fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
         .map(|variant| descriptor(&variant.identity, &format!("{ident}::{}", variant.ident)));
     quote! {
         const _: () = {
-            impl ::annals::Event for #ident {
+            impl ::annals::__private::Event for #ident {
                 const EVENT_TYPES: &'static [&'static str] = &[#(#names),*];
 
                 fn event_type(&self) -> &'static str {
@@ -514,18 +514,18 @@ fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
                     }
                 }
 
-                fn to_payload(&self) -> ::core::result::Result<::annals::Payload, ::annals::__private::serde_json::Error> {
+                fn to_payload(&self) -> ::core::result::Result<::annals::__private::Payload, ::annals::__private::serde_json::Error> {
                     ::annals::__private::variant_payload(self)
                 }
 
                 fn from_payload(
                     event_type: &str,
                     schema_version: u32,
-                    payload: &::annals::Payload,
-                ) -> ::core::result::Result<Self, ::annals::DecodeError> {
+                    payload: &::annals::__private::Payload,
+                ) -> ::core::result::Result<Self, ::annals::__private::DecodeError> {
                     match event_type {
                         #(#decode_arms)*
-                        _ => ::core::result::Result::Err(::annals::DecodeError::UnknownType),
+                        _ => ::core::result::Result::Err(::annals::__private::DecodeError::UnknownType),
                     }
                 }
             }

@@ -210,8 +210,8 @@ fn generate(
     quote! {
         const _: () = {
             fn #call_ident<'a>(
-                envelope: &'a ::annals::RecordedEvent,
-            ) -> ::annals::__private::BoxFuture<'a, ::core::result::Result<(), ::annals::error::BoxError>> {
+                envelope: &'a ::annals::__private::RecordedEvent,
+            ) -> ::annals::__private::BoxFuture<'a, ::core::result::Result<(), ::annals::__private::BoxError>> {
                 ::std::boxed::Box::pin(async move {
                     #decode
                     #result
@@ -219,12 +219,12 @@ fn generate(
             }
 
             ::annals::__private::inventory::submit! {
-                ::annals::registry::HandlerDescriptor {
+                ::annals::__private::HandlerDescriptor {
                     name: #name,
                     rust_path: ::core::concat!(::core::module_path!(), "::", #rust_name),
-                    event_types: <#event as ::annals::Event>::EVENT_TYPES,
+                    event_types: <#event as ::annals::__private::Event>::EVENT_TYPES,
                     priority: #priority,
-                    retry: ::annals::handler::RetryPolicy {
+                    retry: ::annals::__private::RetryPolicy {
                         attempts: #attempts,
                         backoff: ::core::time::Duration::from_millis(#backoff),
                     },

@@ -258,9 +258,9 @@ fn generate(
             quote!(self.#method(&typed #envelope #context))
         };
         quote_spanned! {event.span()=>
-            if <#event as ::annals::Event>::EVENT_TYPES.iter().any(|name| *name == event.event_type) {
+            if <#event as ::annals::__private::Event>::EVENT_TYPES.iter().any(|name| *name == event.event_type) {
                 let typed: #event = event.decode()?;
-                ::annals::__private::handler_result(#call).map_err(|source| ::annals::Error::Projection {
+                ::annals::__private::handler_result(#call).map_err(|source| ::annals::__private::Error::Projection {
                     projection: #name,
                     stream: event.stream_id.to_string(),
                     version: event.version,
@@ -273,7 +273,7 @@ fn generate(
     quote! {
         const _: () = {
             #[::annals::__private::async_trait]
-            impl ::annals::Projection for #self_ty {
+            impl ::annals::__private::Projection for #self_ty {
                 const NAME: &'static str = #name;
                 const VERSION: u32 = #version;
 
@@ -281,7 +281,7 @@ fn generate(
 
                 fn event_types() -> ::std::vec::Vec<&'static str> {
                     let mut names: ::std::vec::Vec<&'static str> = ::std::vec::Vec::new();
-                    #( names.extend_from_slice(<#events as ::annals::Event>::EVENT_TYPES); )*
+                    #( names.extend_from_slice(<#events as ::annals::__private::Event>::EVENT_TYPES); )*
                     names.dedup();
                     names
                 }
@@ -289,20 +289,20 @@ fn generate(
                 #[allow(unused_variables)]
                 async fn apply(
                     &mut self,
-                    event: &::annals::RecordedEvent,
+                    event: &::annals::__private::RecordedEvent,
                     context: &mut Self::Context,
-                ) -> ::annals::Result<()> {
+                ) -> ::annals::__private::Result<()> {
                     #(#dispatch)*
                     ::core::result::Result::Ok(())
                 }
             }
 
             ::annals::__private::inventory::submit! {
-                ::annals::registry::ProjectionDescriptor {
+                ::annals::__private::ProjectionDescriptor {
                     name: #name,
                     version: #version,
                     rust_type: ::core::concat!(::core::module_path!(), "::", #rust_name),
-                    event_types: <#self_ty as ::annals::Projection>::event_types,
+                    event_types: <#self_ty as ::annals::__private::Projection>::event_types,
                 }
             }
         };
