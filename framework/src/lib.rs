@@ -13,6 +13,7 @@ pub mod prelude;
 pub mod projection;
 pub mod registry;
 pub mod repository;
+pub mod snapshot;
 pub mod store;
 pub mod stream;
 #[cfg(feature = "testing")]

@@ -6,11 +6,14 @@ use std::fmt::Display;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use chrono::{SubsecRound, Utc};
+
 use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::NewEvent;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
-use crate::store::{AppendResult, EventStore, EventStoreExt, StreamAppend};
+use crate::snapshot::{Snapshot, SnapshotSettings};
+use crate::store::{AppendResult, EventStore, StreamAppend};
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// How often [`Repository::execute`] tries a command by default before
@@ -108,14 +111,19 @@ impl<E> CommandError<E> {
 pub struct Repository<A> {
     store: Arc<dyn EventStore>,
     max_attempts: usize,
+    snapshots: Option<SnapshotSettings>,
     aggregate: PhantomData<fn() -> A>,
 }
+
+/// Events read per round trip while loading a stream.
+const LOAD_PAGE: usize = 1024;
 
 impl<A> Clone for Repository<A> {
     fn clone(&self) -> Self {
         Repository {
             store: self.store.clone(),
             max_attempts: self.max_attempts,
+            snapshots: self.snapshots.clone(),
             aggregate: PhantomData,
         }
     }
@@ -127,6 +135,7 @@ impl<A> std::fmt::Debug for Repository<A> {
             .field("aggregate", &std::any::type_name::<A>())
             .field("store", &self.store.backend())
             .field("max_attempts", &self.max_attempts)
+            .field("snapshots", &self.snapshots)
             .finish()
     }
 }
@@ -138,8 +147,17 @@ impl<A: Aggregate> Repository<A> {
         Repository {
             store,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            snapshots: None,
             aggregate: PhantomData,
         }
+    }
+
+    /// Loads through snapshots and takes them: every
+    /// [`Aggregate::SNAPSHOT_EVERY`] events (or the settings' override), and
+    /// on demand with [`snapshot`](Self::snapshot).
+    pub fn with_snapshots(mut self, settings: SnapshotSettings) -> Self {
+        self.snapshots = Some(settings);
+        self
     }
 
     /// Sets how many times a command is decided before a version conflict is
@@ -165,18 +183,150 @@ impl<A: Aggregate> Repository<A> {
     }
 
     async fn load_stream(&self, stream_id: StreamId) -> Result<Loaded<A>> {
-        let mut state = A::default();
-        let mut version = 0;
-        for recorded in self.store.load_stream(&stream_id).await? {
-            let event: A::Event = recorded.decode()?;
-            state.apply_event(&event);
-            version = recorded.version;
+        self.load_up_to(stream_id, None).await
+    }
+
+    /// The newest usable snapshot at or below `max_version` plus the events
+    /// after it, up to `max_version` (the head when `None`).
+    async fn load_up_to(&self, stream_id: StreamId, max_version: Option<u64>) -> Result<Loaded<A>> {
+        let (mut state, mut version) = match self.restore_snapshot(&stream_id, max_version).await {
+            Some((state, version)) => (state, version),
+            None => (A::default(), 0),
+        };
+        let limit = max_version.unwrap_or(u64::MAX);
+        while version < limit {
+            let want = usize::try_from(limit - version)
+                .unwrap_or(usize::MAX)
+                .min(LOAD_PAGE);
+            let page = self
+                .store
+                .read_stream(&stream_id, version + 1, want)
+                .await?;
+            let done = page.len() < want;
+            for recorded in &page {
+                let event: A::Event = recorded.decode()?;
+                state.apply_event(&event);
+                version = recorded.version;
+            }
+            if done {
+                break;
+            }
         }
         Ok(Loaded {
             stream_id,
             state,
             version,
         })
+    }
+
+    /// The state from the newest snapshot at or below `max_version`, if
+    /// snapshots are on and one decodes; problems are logged and skipped.
+    async fn restore_snapshot(
+        &self,
+        stream_id: &StreamId,
+        max_version: Option<u64>,
+    ) -> Option<(A, u64)> {
+        let settings = self.snapshots.as_ref()?;
+        let snapshot = match self.store.load_snapshot(stream_id, max_version).await {
+            Ok(found) => found?,
+            Err(error) => {
+                tracing::warn!(stream = %stream_id, %error, "cannot read snapshots; loading from events");
+                return None;
+            }
+        };
+        let decoded = settings.codec.decode(
+            stream_id,
+            snapshot.version,
+            snapshot.snapshot_version,
+            snapshot.encoding,
+            &snapshot.data,
+        );
+        let payload = match decoded {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(stream = %stream_id, version = snapshot.version, %error, "skipping an unusable snapshot; rebuilding from events");
+                return None;
+            }
+        };
+        match A::restore(snapshot.snapshot_version, &payload) {
+            Some(state) => Some((state, snapshot.version)),
+            None => {
+                tracing::info!(
+                    stream = %stream_id,
+                    version = snapshot.version,
+                    stored_shape = snapshot.snapshot_version,
+                    current_shape = A::SNAPSHOT_VERSION,
+                    "ignoring a snapshot of another shape; rebuilding from events"
+                );
+                None
+            }
+        }
+    }
+
+    /// Loads the aggregate `id` as it was at `version` (snapshot-accelerated).
+    pub async fn load_at(&self, id: impl Display, version: u64) -> Result<Loaded<A>> {
+        crate::registry::validate_once()?;
+        self.load_up_to(A::stream_id(&id)?, Some(version)).await
+    }
+
+    /// Takes a snapshot of the aggregate `id` now; returns the version it
+    /// reflects (`None` for an aggregate with no events). Uses the default
+    /// codec when snapshots are not configured.
+    pub async fn snapshot(&self, id: impl Display) -> Result<Option<u64>> {
+        let loaded = self.load(id).await?;
+        if loaded.version == 0 {
+            return Ok(None);
+        }
+        self.save_snapshot(&loaded.stream_id, loaded.version, &loaded.state)
+            .await?;
+        Ok(Some(loaded.version))
+    }
+
+    async fn save_snapshot(&self, stream_id: &StreamId, version: u64, state: &A) -> Result<()> {
+        let default_settings = SnapshotSettings::default();
+        let settings = self.snapshots.as_ref().unwrap_or(&default_settings);
+        let payload = state.snapshot().map_err(|error| {
+            Error::invalid(
+                "snapshot",
+                format!("the state of `{stream_id}` does not serialise: {error}"),
+            )
+        })?;
+        let (encoding, data) =
+            settings
+                .codec
+                .encode(stream_id, version, A::SNAPSHOT_VERSION, &payload)?;
+        self.store
+            .save_snapshot(Snapshot {
+                stream_id: stream_id.clone(),
+                version,
+                snapshot_version: A::SNAPSHOT_VERSION,
+                encoding,
+                data,
+                taken_at: Utc::now().trunc_subsecs(6),
+            })
+            .await
+    }
+
+    /// Takes a snapshot if the append from `before` to `after` crossed a
+    /// multiple of the snapshot interval. A failure is logged: the command
+    /// succeeded, the snapshot is only an optimisation.
+    async fn maybe_snapshot(&self, stream_id: &StreamId, before: u64, after: u64, state: &A) {
+        let Some(settings) = &self.snapshots else {
+            return;
+        };
+        let Some(every) = settings
+            .every
+            .or(A::SNAPSHOT_EVERY)
+            .filter(|every| *every > 0)
+        else {
+            return;
+        };
+        if before / every == after / every {
+            return;
+        }
+        if let Err(error) = self.save_snapshot(stream_id, after, state).await {
+            tracing::warn!(stream = %stream_id, version = after, %error, "could not take a snapshot");
+        }
     }
 
     /// Decides `command` on the current state of `id` and appends the events
@@ -217,6 +367,8 @@ impl<A: Aggregate> Repository<A> {
                     for event in &events {
                         state.apply_event(event);
                     }
+                    self.maybe_snapshot(&stream_id, version, result.last_version, &state)
+                        .await;
                     return Ok(Executed {
                         state,
                         version: result.last_version,

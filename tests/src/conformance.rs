@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use annals::prelude::*;
+use annals::snapshot::{RetentionPolicy, Snapshot};
 use annals::store::AppendResult;
 use chrono::{Duration, Utc};
 use futures_util::TryStreamExt;
@@ -33,6 +34,7 @@ macro_rules! conformance_suite {
             invalid_json_in_storage_is_a_typed_error,
             unknown_or_misshapen_events_are_typed_decode_errors,
             stored_events_cannot_be_changed,
+            snapshots_are_stored_found_and_pruned,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -827,4 +829,151 @@ pub async fn stored_events_cannot_be_changed(t: &TestStore) {
     let read = t.store.read_stream(&id, 1, 10).await.expect("read");
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].event_type, "test.numbered");
+}
+
+fn snapshot(stream: &str, version: u64, data: &[u8], age_hours: i64) -> Snapshot {
+    use chrono::SubsecRound;
+    Snapshot {
+        stream_id: StreamId::new(stream).expect("valid stream id"),
+        version,
+        snapshot_version: 1,
+        encoding: 0,
+        data: data.to_vec(),
+        taken_at: (Utc::now() - Duration::hours(age_hours)).trunc_subsecs(6),
+    }
+}
+
+/// Snapshots are stored per stream and version, the newest at or below a
+/// version is found, a snapshot of the same version is replaced, and
+/// retention deletes beyond the last K and older than T.
+pub async fn snapshots_are_stored_found_and_pruned(t: &TestStore) {
+    let a = stream("user-snap-a");
+    for version in [5, 10, 15] {
+        let saved = snapshot(
+            "user-snap-a",
+            version,
+            format!("state at {version}").as_bytes(),
+            0,
+        );
+        t.store.save_snapshot(saved).await.expect("save");
+    }
+    t.store
+        .save_snapshot(snapshot("user-snap-b", 3, b"old b", 72))
+        .await
+        .expect("save");
+    t.store
+        .save_snapshot(snapshot("user-snap-b", 4, b"new b", 0))
+        .await
+        .expect("save");
+
+    let newest = t
+        .store
+        .load_snapshot(&a, None)
+        .await
+        .expect("load")
+        .expect("found");
+    assert_eq!(
+        newest,
+        snapshot("user-snap-a", 15, b"state at 15", 0).with_taken_at(newest.taken_at)
+    );
+    let at_12 = t
+        .store
+        .load_snapshot(&a, Some(12))
+        .await
+        .expect("load")
+        .expect("found");
+    assert_eq!(
+        (at_12.version, at_12.data.as_slice()),
+        (10, b"state at 10".as_slice())
+    );
+    assert!(
+        t.store
+            .load_snapshot(&a, Some(4))
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert!(
+        t.store
+            .load_snapshot(&stream("user-none"), None)
+            .await
+            .expect("load")
+            .is_none()
+    );
+
+    let replacement = snapshot("user-snap-a", 10, b"retaken", 0);
+    t.store.save_snapshot(replacement).await.expect("replace");
+    let at_12 = t
+        .store
+        .load_snapshot(&a, Some(12))
+        .await
+        .expect("load")
+        .expect("found");
+    assert_eq!(at_12.data, b"retaken");
+
+    let keep_two = RetentionPolicy {
+        keep_last: Some(2),
+        max_age: None,
+    };
+    assert_eq!(
+        t.store.prune_snapshots(&keep_two).await.expect("prune"),
+        1,
+        "a@5 goes"
+    );
+    assert!(
+        t.store
+            .load_snapshot(&a, Some(9))
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert_eq!(
+        t.store
+            .load_snapshot(&a, Some(10))
+            .await
+            .expect("load")
+            .map(|s| s.version),
+        Some(10)
+    );
+
+    let one_day = RetentionPolicy {
+        keep_last: None,
+        max_age: Some(std::time::Duration::from_secs(86_400)),
+    };
+    assert_eq!(
+        t.store.prune_snapshots(&one_day).await.expect("prune"),
+        1,
+        "b@3 is three days old"
+    );
+    let b = stream("user-snap-b");
+    assert_eq!(
+        t.store.load_snapshot(&b, Some(3)).await.expect("load"),
+        None
+    );
+    assert_eq!(
+        t.store
+            .load_snapshot(&b, None)
+            .await
+            .expect("load")
+            .map(|s| s.version),
+        Some(4)
+    );
+    assert_eq!(
+        t.store
+            .prune_snapshots(&RetentionPolicy::default())
+            .await
+            .expect("prune"),
+        0
+    );
+}
+
+trait WithTakenAt {
+    fn with_taken_at(self, at: chrono::DateTime<Utc>) -> Self;
+}
+
+impl WithTakenAt for Snapshot {
+    fn with_taken_at(mut self, at: chrono::DateTime<Utc>) -> Self {
+        self.taken_at = at;
+        self
+    }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use annals::prelude::*;
-use annals::{Handle, StreamId};
+use annals::snapshot::{Snapshot, SnapshotCodec, SnapshotSettings};
+use annals::{Aggregate, Handle, StreamId};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -29,6 +30,10 @@ macro_rules! repository_suite {
             concurrent_commands_on_one_aggregate_all_land,
             unit_of_work_is_all_or_nothing,
             older_schema_versions_are_upcast_on_load,
+            snapshots_are_taken_every_n_events_and_used_on_load,
+            unusable_snapshots_are_skipped,
+            encrypted_snapshots_hide_the_state,
+            loading_at_a_version_uses_an_older_snapshot,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -412,4 +417,251 @@ pub async fn older_schema_versions_are_upcast_on_load(t: &TestStore) {
         }
         other => panic!("expected a decode error, got {other:?}"),
     }
+}
+
+async fn user_with_roles(repo: &Repository<User>, id: &str, roles: usize) {
+    repo.execute(
+        id,
+        &RegisterUser {
+            email: format!("{id}@acme.test"),
+        },
+        Metadata::new(),
+    )
+    .await
+    .expect("register");
+    for n in 0..roles {
+        repo.execute(
+            id,
+            &AssignRole {
+                role: format!("role-{n}"),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("assign");
+    }
+}
+
+/// Plants a snapshot whose state no event produced, to see whether loads use it.
+async fn plant_snapshot(
+    t: &TestStore,
+    codec: &SnapshotCodec,
+    id: &str,
+    version: u64,
+    shape: u32,
+    roles: &[&str],
+) {
+    let stream = StreamId::new(format!("user-{id}")).expect("stream id");
+    let state = Payload::from_serialize(&serde_json::json!({
+        "email": format!("{id}@acme.test"),
+        "display_name": "from a snapshot",
+        "roles": roles,
+        "deactivated": false,
+    }))
+    .expect("json");
+    let (encoding, data) = codec
+        .encode(&stream, version, shape, &state)
+        .expect("encode");
+    let taken_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+    let snapshot = Snapshot {
+        stream_id: stream,
+        version,
+        snapshot_version: shape,
+        encoding,
+        data,
+        taken_at,
+    };
+    t.store
+        .save_snapshot(snapshot)
+        .await
+        .expect("plant snapshot");
+}
+
+/// With snapshots on, one is taken each time a command crosses a multiple
+/// of the interval, and loads start from the newest one.
+pub async fn snapshots_are_taken_every_n_events_and_used_on_load(t: &TestStore) {
+    let repo = users(t).with_snapshots(SnapshotSettings::new().every(3));
+    user_with_roles(&repo, "snappy", 6).await; // versions 1..=7
+    let stream = StreamId::new("user-snappy").expect("stream id");
+    let newest = t
+        .store
+        .load_snapshot(&stream, None)
+        .await
+        .expect("load")
+        .expect("a snapshot");
+    assert_eq!(newest.version, 6, "taken at 3 and 6");
+    assert_eq!(
+        t.store
+            .load_snapshot(&stream, Some(5))
+            .await
+            .expect("load")
+            .map(|s| s.version),
+        Some(3)
+    );
+
+    // A planted snapshot at the head proves loads start from it.
+    plant_snapshot(
+        t,
+        &SnapshotCodec::new(),
+        "snappy",
+        7,
+        User::SNAPSHOT_VERSION,
+        &["planted"],
+    )
+    .await;
+    let loaded = repo.load("snappy").await.expect("load");
+    assert_eq!(loaded.version, 7);
+    assert_eq!(loaded.state.roles.iter().collect::<Vec<_>>(), ["planted"]);
+
+    // Newer events apply on top of it.
+    repo.execute(
+        "snappy",
+        &AssignRole {
+            role: "late".into(),
+        },
+        Metadata::new(),
+    )
+    .await
+    .expect("assign");
+    let loaded = repo.load("snappy").await.expect("load");
+    assert_eq!(
+        loaded.state.roles.iter().collect::<Vec<_>>(),
+        ["late", "planted"]
+    );
+
+    // Without snapshots the same repository type reads every event.
+    let plain = users(t).load("snappy").await.expect("load");
+    assert_eq!(plain.state.roles.len(), 7);
+}
+
+/// A snapshot of another shape version, one that does not decode, and one
+/// encrypted under another key are all skipped: the state comes from events.
+pub async fn unusable_snapshots_are_skipped(t: &TestStore) {
+    let repo = users(t).with_snapshots(SnapshotSettings::new());
+    user_with_roles(&repo, "wary", 2).await; // versions 1..=3
+    let expected: Vec<String> = vec!["role-0".into(), "role-1".into()];
+
+    plant_snapshot(
+        t,
+        &SnapshotCodec::new(),
+        "wary",
+        3,
+        User::SNAPSHOT_VERSION + 1,
+        &["wrong shape"],
+    )
+    .await;
+    let loaded = repo.load("wary").await.expect("load");
+    assert_eq!(loaded.state.roles.into_iter().collect::<Vec<_>>(), expected);
+
+    let other_key = SnapshotCodec::new().with_key(&[3u8; 32]).expect("key");
+    plant_snapshot(
+        t,
+        &other_key,
+        "wary",
+        3,
+        User::SNAPSHOT_VERSION,
+        &["wrong key"],
+    )
+    .await;
+    let loaded = repo.load("wary").await.expect("load");
+    assert_eq!(loaded.state.roles.into_iter().collect::<Vec<_>>(), expected);
+
+    let garbage = Snapshot {
+        stream_id: StreamId::new("user-wary").expect("stream id"),
+        version: 3,
+        snapshot_version: User::SNAPSHOT_VERSION,
+        encoding: annals::snapshot::COMPRESSED,
+        data: b"not zstd at all".to_vec(),
+        taken_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+    };
+    t.store.save_snapshot(garbage).await.expect("plant");
+    let loaded = repo.load("wary").await.expect("load");
+    assert_eq!(
+        (
+            loaded.version,
+            loaded.state.roles.into_iter().collect::<Vec<_>>()
+        ),
+        (3, expected)
+    );
+}
+
+/// With a key, stored snapshots do not contain the state in clear, and they
+/// still load.
+pub async fn encrypted_snapshots_hide_the_state(t: &TestStore) {
+    let codec = SnapshotCodec::new().with_key(&[0x5a; 32]).expect("key");
+    let repo = users(t).with_snapshots(SnapshotSettings::new().codec(codec));
+    user_with_roles(&repo, "secretive", 1).await;
+    assert_eq!(repo.snapshot("secretive").await.expect("snapshot"), Some(2));
+    let stream = StreamId::new("user-secretive").expect("stream id");
+    let stored = t
+        .store
+        .load_snapshot(&stream, None)
+        .await
+        .expect("load")
+        .expect("found");
+    assert_eq!(
+        stored.encoding,
+        annals::snapshot::COMPRESSED | annals::snapshot::ENCRYPTED
+    );
+    let raw = String::from_utf8_lossy(&stored.data);
+    assert!(!raw.contains("secretive@acme.test") && !raw.contains("role-0"));
+    plant_snapshot(
+        t,
+        &SnapshotCodec::new().with_key(&[0x5a; 32]).expect("key"),
+        "secretive",
+        2,
+        User::SNAPSHOT_VERSION,
+        &["via snapshot"],
+    )
+    .await;
+    let loaded = repo.load("secretive").await.expect("load");
+    assert!(loaded.state.roles.contains("via snapshot"));
+    assert_eq!(users(t).snapshot("nobody").await.expect("snapshot"), None);
+}
+
+/// Loading at a version starts from the newest snapshot at or below it.
+pub async fn loading_at_a_version_uses_an_older_snapshot(t: &TestStore) {
+    let repo = users(t).with_snapshots(SnapshotSettings::new());
+    user_with_roles(&repo, "history", 5).await; // versions 1..=6
+    plant_snapshot(
+        t,
+        &SnapshotCodec::new(),
+        "history",
+        2,
+        User::SNAPSHOT_VERSION,
+        &["snap@2"],
+    )
+    .await;
+    plant_snapshot(
+        t,
+        &SnapshotCodec::new(),
+        "history",
+        5,
+        User::SNAPSHOT_VERSION,
+        &["snap@5"],
+    )
+    .await;
+    let at_4 = repo.load_at("history", 4).await.expect("load");
+    assert_eq!(at_4.version, 4);
+    let roles: Vec<&str> = at_4.state.roles.iter().map(String::as_str).collect();
+    assert_eq!(
+        roles,
+        ["role-1", "role-2", "snap@2"],
+        "snapshot 2, then events 3 and 4"
+    );
+    let at_6 = repo.load_at("history", 6).await.expect("load");
+    assert_eq!(
+        at_6.state
+            .roles
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["role-4", "snap@5"]
+    );
+    let plain_at_4 = users(t).load_at("history", 4).await.expect("load");
+    assert_eq!(
+        plain_at_4.state.roles.len(),
+        3,
+        "role-0..2 from events alone"
+    );
 }

@@ -1,7 +1,7 @@
 //! The in-memory event store: a product backend for tests, tools and
 //! short-lived processes, held entirely in the process.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
@@ -13,6 +13,7 @@ use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
+use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::stream::StreamId;
 
 const BACKEND: &str = "memory";
@@ -42,6 +43,8 @@ struct MemoryLog {
     streams: HashMap<StreamId, Vec<usize>>,
     /// Every stored event id: ids are unique, as on the SQL backends.
     event_ids: HashSet<Uuid>,
+    /// Snapshots per stream, by version.
+    snapshots: HashMap<StreamId, BTreeMap<u64, Snapshot>>,
 }
 
 impl MemoryLog {
@@ -221,5 +224,52 @@ impl EventStore for InMemoryEventStore {
             .cloned()
             .collect();
         Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        let mut log = self.write()?;
+        log.snapshots
+            .entry(snapshot.stream_id.clone())
+            .or_default()
+            .insert(snapshot.version, snapshot);
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>> {
+        let log = self.read()?;
+        Ok(log.snapshots.get(stream).and_then(|by_version| {
+            by_version
+                .range(..=max_version.unwrap_or(u64::MAX))
+                .next_back()
+                .map(|(_, snapshot)| snapshot.clone())
+        }))
+    }
+
+    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
+        let cutoff = policy.cutoff();
+        let mut log = self.write()?;
+        let mut deleted = 0;
+        for by_version in log.snapshots.values_mut() {
+            let keep_from = policy
+                .keep_last
+                .map_or(0, |keep| by_version.len().saturating_sub(keep));
+            let doomed: Vec<u64> = by_version
+                .values()
+                .enumerate()
+                .filter(|(rank, snapshot)| {
+                    *rank < keep_from || cutoff.is_some_and(|at| snapshot.taken_at < at)
+                })
+                .map(|(_, snapshot)| snapshot.version)
+                .collect();
+            for version in doomed {
+                by_version.remove(&version);
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }

@@ -25,19 +25,33 @@ pub(crate) const HISTORY_TABLE: &str = "CREATE TABLE IF NOT EXISTS annals_schema
 
 /// PostgreSQL migrations.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../../migrations/postgres/0001_event_log.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../../migrations/postgres/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "snapshots",
+        sql: include_str!("../../../migrations/postgres/0002_snapshots.sql"),
+    },
+];
 
 /// SQLite migrations.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../../migrations/sqlite/0001_event_log.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../../migrations/sqlite/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "snapshots",
+        sql: include_str!("../../../migrations/sqlite/0002_snapshots.sql"),
+    },
+];
 
 /// The migrations after `applied`, or the error for a database that is ahead.
 pub(crate) fn pending(

@@ -41,6 +41,7 @@ pub use sqlite::{SqliteEventStore, SqliteStoreBuilder};
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Result;
 use crate::position::LogPosition;
+use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// Storage of event streams and the global log.
@@ -132,4 +133,18 @@ pub trait EventStore: Send + Sync {
     /// Events matching a query (type, time range, tenant, correlation id,
     /// header), ordered by global sequence, one page at a time.
     async fn query(&self, query: &EventQuery) -> Result<QueryPage>;
+
+    /// Stores a snapshot, replacing one of the same stream and version.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+
+    /// The newest snapshot of a stream with a version `<= max_version` (any
+    /// version when `None`).
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>>;
+
+    /// Deletes the snapshots the policy does not keep; returns how many.
+    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64>;
 }

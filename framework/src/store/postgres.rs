@@ -49,6 +49,7 @@ use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
+use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::stream::{ExpectedVersion, StreamId};
 
 const BACKEND: &str = "postgres";
@@ -668,4 +669,90 @@ impl EventStore for PostgresEventStore {
         let events = self.fetch_events(sql.build(), "query").await?;
         Ok(QueryPage::from_overfetch(events, query.limit))
     }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
+             encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at",
+        )
+        .bind(snapshot.stream_id.as_str())
+        .bind(to_i64(snapshot.version))
+        .bind(i32::try_from(snapshot.snapshot_version).unwrap_or(i32::MAX))
+        .bind(i16::from(snapshot.encoding))
+        .bind(&snapshot.data)
+        .bind(snapshot.taken_at)
+        .execute(&self.pool)
+        .await
+        .map_err(failed("save snapshot"))?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
+             WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stream.as_str())
+        .bind(max_version.map_or(i64::MAX, to_i64))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed("load snapshot"))?;
+        row.map(|row| decode_snapshot_row(stream, &row)).transpose()
+    }
+
+    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
+        let keep_last = policy
+            .keep_last
+            .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
+        let result = sqlx::query(
+            "DELETE FROM annals_snapshots WHERE (stream_id, version) IN ( \
+                SELECT stream_id, version FROM ( \
+                    SELECT stream_id, version, taken_at, \
+                           row_number() OVER (PARTITION BY stream_id ORDER BY version DESC) AS rank \
+                    FROM annals_snapshots) ranked \
+                WHERE ($1::bigint IS NOT NULL AND rank > $1) OR ($2::timestamptz IS NOT NULL AND taken_at < $2))",
+        )
+        .bind(keep_last)
+        .bind(policy.cutoff())
+        .execute(&self.pool)
+        .await
+        .map_err(failed("prune snapshots"))?;
+        Ok(result.rows_affected())
+    }
+}
+
+fn decode_snapshot_row(stream: &StreamId, row: &PgRow) -> Result<Snapshot> {
+    let bad = |column: &str, error: String| Error::Backend {
+        backend: BACKEND,
+        operation: "load snapshot",
+        source: format!("snapshot of `{stream}`: column `{column}`: {error}").into(),
+    };
+    let version: i64 = row
+        .try_get("version")
+        .map_err(|e| bad("version", e.to_string()))?;
+    let snapshot_version: i32 = row
+        .try_get("snapshot_version")
+        .map_err(|e| bad("snapshot_version", e.to_string()))?;
+    let encoding: i16 = row
+        .try_get("encoding")
+        .map_err(|e| bad("encoding", e.to_string()))?;
+    Ok(Snapshot {
+        stream_id: stream.clone(),
+        version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
+        snapshot_version: u32::try_from(snapshot_version)
+            .map_err(|e| bad("snapshot_version", e.to_string()))?,
+        encoding: u8::try_from(encoding).map_err(|e| bad("encoding", e.to_string()))?,
+        data: row
+            .try_get("data")
+            .map_err(|e| bad("data", e.to_string()))?,
+        taken_at: row
+            .try_get("taken_at")
+            .map_err(|e| bad("taken_at", e.to_string()))?,
+    })
 }
