@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aggregate;
+pub mod cache;
 pub mod envelope;
 pub mod error;
 pub mod event;

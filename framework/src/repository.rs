@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{SubsecRound, Utc};
 
 use crate::aggregate::{Aggregate, Handle};
+use crate::cache::{CacheKey, CacheValue, EventCache};
 use crate::envelope::NewEvent;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
@@ -112,6 +113,7 @@ pub struct Repository<A> {
     store: Arc<dyn EventStore>,
     max_attempts: usize,
     snapshots: Option<SnapshotSettings>,
+    cache: Option<Arc<dyn EventCache>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -124,6 +126,7 @@ impl<A> Clone for Repository<A> {
             store: self.store.clone(),
             max_attempts: self.max_attempts,
             snapshots: self.snapshots.clone(),
+            cache: self.cache.clone(),
             aggregate: PhantomData,
         }
     }
@@ -136,6 +139,7 @@ impl<A> std::fmt::Debug for Repository<A> {
             .field("store", &self.store.backend())
             .field("max_attempts", &self.max_attempts)
             .field("snapshots", &self.snapshots)
+            .field("cache", &self.cache.as_ref().map(|cache| cache.name()))
             .finish()
     }
 }
@@ -148,7 +152,69 @@ impl<A: Aggregate> Repository<A> {
             store,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             snapshots: None,
+            cache: None,
             aggregate: PhantomData,
+        }
+    }
+
+    /// Keeps loaded state in `cache` (written through after every command).
+    /// A load then starts from the cached state and still reads any newer
+    /// events from the store, so a stale entry costs a few more events, never
+    /// a wrong answer; a failing cache is logged and bypassed.
+    pub fn with_cache(mut self, cache: Arc<dyn EventCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Drops the cached state of the aggregate `id`.
+    pub async fn invalidate(&self, id: impl Display) -> Result<()> {
+        let stream_id = A::stream_id(&id)?;
+        if let Some(cache) = &self.cache
+            && let Err(error) = cache.remove(&[state_key::<A>(&stream_id)]).await
+        {
+            tracing::warn!(stream = %stream_id, %error, "could not invalidate the cached state");
+        }
+        Ok(())
+    }
+
+    /// The cached state of a stream, if a cache is set, holds it and it decodes.
+    async fn cached_state(&self, stream_id: &StreamId) -> Option<(A, u64)> {
+        let cache = self.cache.as_ref()?;
+        let value = match cache.get(&state_key::<A>(stream_id)).await {
+            Ok(value) => value?,
+            Err(error) => {
+                tracing::warn!(stream = %stream_id, %error, "cache unavailable; loading from the store");
+                return None;
+            }
+        };
+        let decoded = (value.len() >= 8)
+            .then(|| {
+                let (header, body) = value.split_at(8);
+                let version = u64::from_be_bytes(header.try_into().ok()?);
+                let state: A = serde_json::from_slice(body).ok()?;
+                Some((state, version))
+            })
+            .flatten();
+        if decoded.is_none() {
+            tracing::warn!(stream = %stream_id, "dropping a cached state that does not decode");
+            let _ = cache.remove(&[state_key::<A>(stream_id)]).await;
+        }
+        decoded
+    }
+
+    /// Writes a state through to the cache; failures are logged.
+    async fn cache_state(&self, stream_id: &StreamId, version: u64, state: &A) {
+        let Some(cache) = &self.cache else { return };
+        let mut value = version.to_be_bytes().to_vec();
+        if let Err(error) = serde_json::to_writer(&mut value, state) {
+            tracing::warn!(stream = %stream_id, %error, "state does not serialise for the cache");
+            return;
+        }
+        if let Err(error) = cache
+            .put(&state_key::<A>(stream_id), CacheValue::from(value))
+            .await
+        {
+            tracing::warn!(stream = %stream_id, %error, "could not cache the state");
         }
     }
 
@@ -189,10 +255,16 @@ impl<A: Aggregate> Repository<A> {
     /// The newest usable snapshot at or below `max_version` plus the events
     /// after it, up to `max_version` (the head when `None`).
     async fn load_up_to(&self, stream_id: StreamId, max_version: Option<u64>) -> Result<Loaded<A>> {
-        let (mut state, mut version) = match self.restore_snapshot(&stream_id, max_version).await {
-            Some((state, version)) => (state, version),
-            None => (A::default(), 0),
+        let cached = match max_version {
+            None => self.cached_state(&stream_id).await,
+            Some(_) => None,
         };
+        let from_cache = cached.as_ref().map(|(_, version)| *version);
+        let start = match cached {
+            Some(found) => Some(found),
+            None => self.restore_snapshot(&stream_id, max_version).await,
+        };
+        let (mut state, mut version) = start.unwrap_or_else(|| (A::default(), 0));
         let limit = max_version.unwrap_or(u64::MAX);
         while version < limit {
             let want = usize::try_from(limit - version)
@@ -211,6 +283,9 @@ impl<A: Aggregate> Repository<A> {
             if done {
                 break;
             }
+        }
+        if max_version.is_none() && version > 0 && from_cache != Some(version) {
+            self.cache_state(&stream_id, version, &state).await;
         }
         Ok(Loaded {
             stream_id,
@@ -369,6 +444,8 @@ impl<A: Aggregate> Repository<A> {
                     }
                     self.maybe_snapshot(&stream_id, version, result.last_version, &state)
                         .await;
+                    self.cache_state(&stream_id, result.last_version, &state)
+                        .await;
                     return Ok(Executed {
                         state,
                         version: result.last_version,
@@ -385,6 +462,11 @@ impl<A: Aggregate> Repository<A> {
                         actual,
                         "version conflict; deciding again on fresh state"
                     );
+                    // The cache may be what misled us (ahead of the store
+                    // after a restore, say): the retry must read the store.
+                    if let Some(cache) = &self.cache {
+                        let _ = cache.remove(&[state_key::<A>(&stream_id)]).await;
+                    }
                 }
                 Err(other) => return Err(CommandError::Store(other)),
             }
@@ -404,6 +486,16 @@ impl<A: Aggregate> Repository<A> {
             .append(&stream_id, expected, to_new_events::<A>(events, metadata)?)
             .await
     }
+}
+
+/// The cache key of an aggregate's state (its shape version included, so a
+/// new shape never reads an old entry).
+fn state_key<A: Aggregate>(stream_id: &StreamId) -> CacheKey {
+    CacheKey::new(
+        None,
+        "state",
+        format!("{stream_id}@{}", A::SNAPSHOT_VERSION),
+    )
 }
 
 fn to_new_events<A: Aggregate>(events: &[A::Event], metadata: &Metadata) -> Result<Vec<NewEvent>> {

@@ -172,3 +172,102 @@ impl TestStore {
         }
     }
 }
+
+/// The variable `cargo xtask test` sets to the throwaway Redis server.
+pub const REDIS_URL_VAR: &str = "ANNALS_TEST_REDIS_URL";
+
+/// The test Redis URL. Panics, saying how to get one, when it is unset.
+pub fn redis_url() -> String {
+    match std::env::var(REDIS_URL_VAR) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "this test needs Redis, but {REDIS_URL_VAR} is not set.\n\
+             Run every suite with `cargo xtask test` (it starts a throwaway server), or start \
+             servers with `cargo xtask services up` and export the {REDIS_URL_VAR} it prints."
+        ),
+    }
+}
+
+/// A Redis server this test owns, so it can stop and restart it.
+pub struct OwnRedis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    binary: std::path::PathBuf,
+    dir: TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts `redis-server` on a free loopback port. Panics with
+    /// instructions when the binary is missing.
+    pub async fn start() -> Self {
+        let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| {
+                panic!("redis-server is not installed; `cargo xtask test` installs it (apt-get install redis-server)")
+            });
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap_or_else(|error| panic!("no free port: {error}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let mut redis = OwnRedis {
+            port,
+            binary,
+            dir,
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (like a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new(&self.binary)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start redis-server: {error}"));
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use annals::cache::{CacheKey, EventCache, InProcessCache};
 use annals::prelude::*;
 use annals::snapshot::{Snapshot, SnapshotCodec, SnapshotSettings};
 use annals::{Aggregate, Handle, StreamId};
@@ -34,6 +35,9 @@ macro_rules! repository_suite {
             unusable_snapshots_are_skipped,
             encrypted_snapshots_hide_the_state,
             loading_at_a_version_uses_an_older_snapshot,
+            cached_state_is_used_and_kept_fresh,
+            a_stale_cache_never_decides_a_command,
+            a_cache_ahead_of_the_store_is_dropped_on_conflict,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -664,4 +668,107 @@ pub async fn loading_at_a_version_uses_an_older_snapshot(t: &TestStore) {
         3,
         "role-0..2 from events alone"
     );
+}
+
+/// Loads start from the cached state; writes go through; events written
+/// behind the cache's back are still seen.
+pub async fn cached_state_is_used_and_kept_fresh(t: &TestStore) {
+    let cache = Arc::new(InProcessCache::new());
+    let repo = users(t).with_cache(cache.clone());
+    user_with_roles(&repo, "cached", 2).await;
+    let before = cache.stats();
+    let loaded = repo.load("cached").await.expect("load");
+    assert_eq!((loaded.version, loaded.state.roles.len()), (3, 2));
+    assert_eq!(cache.stats().hits, before.hits + 1, "served from the cache");
+
+    // Another writer appends behind the cache's back.
+    let stream = StreamId::new("user-cached").expect("stream id");
+    let event = NewEvent::from_event(&UserEvent::RoleAssigned {
+        role: "behind".into(),
+    })
+    .expect("encode");
+    t.store
+        .append(&stream, ExpectedVersion::Exact(3), vec![event])
+        .await
+        .expect("append");
+    let loaded = repo.load("cached").await.expect("load");
+    assert_eq!(loaded.version, 4);
+    assert!(loaded.state.roles.contains("behind"));
+
+    repo.invalidate("cached").await.expect("invalidate");
+    let misses = cache.stats().misses;
+    repo.load("cached").await.expect("load");
+    assert_eq!(cache.stats().misses, misses + 1, "invalidated");
+    assert!(cache.stats().hit_rate() > 0.0);
+}
+
+/// A cache entry older than the store cannot make a command decide on old
+/// state: the role assigned behind the cache's back is seen, and the
+/// command produces nothing.
+pub async fn a_stale_cache_never_decides_a_command(t: &TestStore) {
+    let cache = Arc::new(InProcessCache::new());
+    let repo = users(t).with_cache(cache);
+    user_with_roles(&repo, "stale", 1).await; // cached at version 2
+    let stream = StreamId::new("user-stale").expect("stream id");
+    let event = NewEvent::from_event(&UserEvent::RoleAssigned {
+        role: "auditor".into(),
+    })
+    .expect("encode");
+    t.store
+        .append(&stream, ExpectedVersion::Exact(2), vec![event])
+        .await
+        .expect("append");
+
+    let executed = repo
+        .execute(
+            "stale",
+            &AssignRole {
+                role: "auditor".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("execute");
+    assert!(
+        executed.events.is_empty(),
+        "already assigned: nothing to do"
+    );
+    assert_eq!(
+        t.store.stream_version(&stream).await.expect("version"),
+        3,
+        "no duplicate event"
+    );
+}
+
+/// A cache that claims a version the store does not have (restored
+/// database, wrong environment) makes the append conflict; the retry drops
+/// the entry and decides on the store's state.
+pub async fn a_cache_ahead_of_the_store_is_dropped_on_conflict(t: &TestStore) {
+    let cache = Arc::new(InProcessCache::new());
+    let repo = users(t).with_cache(cache.clone());
+    user_with_roles(&repo, "ahead", 0).await; // version 1
+    let mut bogus = 10_u64.to_be_bytes().to_vec();
+    bogus.extend_from_slice(
+        br#"{"email":"ahead@acme.test","display_name":"x","roles":["ghost"],"deactivated":false}"#,
+    );
+    let key = CacheKey::new(
+        None,
+        "state",
+        format!("user-ahead@{}", User::SNAPSHOT_VERSION),
+    );
+    cache.put(&key, bogus.into()).await.expect("plant");
+
+    let executed = repo
+        .execute(
+            "ahead",
+            &AssignRole {
+                role: "real".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("execute");
+    assert_eq!((executed.attempts, executed.version), (2, 2));
+    let roles: Vec<&str> = executed.state.roles.iter().map(String::as_str).collect();
+    assert_eq!(roles, ["real"], "the ghost role from the cache is gone");
 }

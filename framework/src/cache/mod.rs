@@ -1,0 +1,95 @@
+//! Caching: a byte cache trait ([`EventCache`]) with an in-process
+//! implementation ([`InProcessCache`]), a Redis one (`RedisCache`, feature
+//! `redis`) and a two-level stack ([`TwoLevelCache`]); the repository keeps
+//! aggregate state in it.
+//!
+//! The cache is never the source of truth. A cache that fails (Redis down)
+//! is logged and counted, and the repository reads the store instead; a
+//! stale entry cannot make a command succeed on stale state, because loads
+//! always read the events after the cached version, and appends still check
+//! the expected version.
+
+mod in_process;
+#[cfg(feature = "redis")]
+mod redis;
+mod stats;
+mod two_level;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use in_process::{InProcessCache, InProcessCacheBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{RedisCache, RedisCacheBuilder};
+pub use stats::{CacheStats, StatsRecorder};
+pub use two_level::TwoLevelCache;
+
+/// A cached value: immutable bytes shared without copying.
+pub type CacheValue = Arc<[u8]>;
+
+/// What a cache entry is about. Rendered as
+/// `{tenant or "_"}:{kind}:{id}` (Redis adds its key prefix), so entries of
+/// different tenants never share a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// The tenant the entry belongs to, if any.
+    pub tenant: Option<String>,
+    /// The kind of entry: `state`, `stream`, ...
+    pub kind: &'static str,
+    /// The entry's id within its kind (a stream id, an event id).
+    pub id: String,
+}
+
+impl CacheKey {
+    /// A key of `kind` for `id`, in `tenant`.
+    pub fn new(tenant: Option<&str>, kind: &'static str, id: impl Into<String>) -> Self {
+        CacheKey {
+            tenant: tenant.map(str::to_owned),
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The key as one string.
+    pub fn render(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.tenant.as_deref().unwrap_or("_"),
+            self.kind,
+            self.id
+        )
+    }
+}
+
+/// A failure of the cache itself (never of the data it holds).
+#[derive(Debug, thiserror::Error)]
+#[error("{cache} cache: {operation} failed: {message}")]
+pub struct CacheError {
+    /// Which cache (`in-process`, `redis`).
+    pub cache: &'static str,
+    /// What it was doing.
+    pub operation: &'static str,
+    /// The underlying error, without secrets.
+    pub message: String,
+}
+
+/// A cache of byte values. Implementations record [`CacheStats`].
+#[async_trait]
+pub trait EventCache: Send + Sync + std::fmt::Debug {
+    /// Short name for logs: `in-process`, `redis`, `two-level`.
+    fn name(&self) -> &'static str;
+
+    /// The value under `key`, if cached.
+    async fn get(&self, key: &CacheKey) -> Result<Option<CacheValue>, CacheError>;
+
+    /// Stores `value` under `key`.
+    async fn put(&self, key: &CacheKey, value: CacheValue) -> Result<(), CacheError>;
+
+    /// Removes these keys (missing ones are fine).
+    async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError>;
+
+    /// Hits, misses, evictions, errors and latency so far.
+    fn stats(&self) -> CacheStats;
+}

@@ -1,0 +1,153 @@
+//! The caches on their own: in-process bounds, time to live and statistics;
+//! Redis against the test server; the two-level stack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::cache::{CacheKey, EventCache, InProcessCache, RedisCache, TwoLevelCache};
+use annals_tests::backends::redis_url;
+
+fn key(n: usize) -> CacheKey {
+    CacheKey::new(Some("acme"), "state", format!("user-{n}"))
+}
+
+#[tokio::test]
+async fn in_process_cache_counts_hits_misses_and_removals() {
+    let cache = InProcessCache::new();
+    assert!(cache.get(&key(1)).await.expect("get").is_none());
+    cache
+        .put(&key(1), b"one".as_slice().into())
+        .await
+        .expect("put");
+    assert_eq!(
+        cache.get(&key(1)).await.expect("get").as_deref(),
+        Some(b"one".as_slice())
+    );
+    cache.remove(&[key(1), key(2)]).await.expect("remove");
+    assert!(cache.get(&key(1)).await.expect("get").is_none());
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 2));
+    assert!((stats.hit_rate() - 1.0 / 3.0).abs() < 1e-9);
+    assert!(stats.operations >= 4);
+}
+
+#[tokio::test]
+async fn in_process_cache_stays_within_its_byte_bound() {
+    let cache = InProcessCache::builder().max_bytes(10_000).build();
+    for n in 0..100 {
+        cache
+            .put(&key(n), vec![0_u8; 1_000].into())
+            .await
+            .expect("put");
+    }
+    cache.run_pending_tasks().await;
+    let mut present = 0;
+    for n in 0..100 {
+        present += usize::from(cache.get(&key(n)).await.expect("get").is_some());
+    }
+    assert!(present <= 10, "{present} entries of 1 kB in a 10 kB cache");
+    assert!(cache.stats().evictions >= 90, "{:?}", cache.stats());
+}
+
+#[tokio::test]
+async fn in_process_entries_expire() {
+    let cache = InProcessCache::builder()
+        .time_to_live(Duration::from_millis(50))
+        .build();
+    cache
+        .put(&key(1), b"short-lived".as_slice().into())
+        .await
+        .expect("put");
+    assert!(cache.get(&key(1)).await.expect("get").is_some());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(cache.get(&key(1)).await.expect("get").is_none());
+}
+
+#[test]
+fn keys_carry_the_tenant() {
+    assert_eq!(key(7).render(), "acme:state:user-7");
+    assert_eq!(
+        CacheKey::new(None, "state", "user-7").render(),
+        "_:state:user-7"
+    );
+}
+
+#[tokio::test]
+async fn redis_cache_round_trips_with_prefix_and_ttl() {
+    let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
+    let cache = RedisCache::builder(redis_url())
+        .prefix(prefix.clone())
+        .time_to_live(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect("connect");
+    cache
+        .put(&key(1), b"shared".as_slice().into())
+        .await
+        .expect("put");
+    assert_eq!(
+        cache.get(&key(1)).await.expect("get").as_deref(),
+        Some(b"shared".as_slice())
+    );
+
+    // The key holds the prefix and the tenant.
+    let client = redis::Client::open(redis_url()).expect("client");
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let value: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("{prefix}:acme:state:user-1"))
+        .query_async(&mut raw)
+        .await
+        .expect("raw get");
+    assert_eq!(value.as_deref(), Some(b"shared".as_slice()));
+    let other_prefix = RedisCache::builder(redis_url())
+        .prefix("elsewhere")
+        .connect()
+        .await
+        .expect("connect");
+    assert!(other_prefix.get(&key(1)).await.expect("get").is_none());
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(cache.get(&key(1)).await.expect("get").is_none(), "expired");
+    cache
+        .put(&key(2), b"x".as_slice().into())
+        .await
+        .expect("put");
+    cache.remove(&[key(2)]).await.expect("remove");
+    assert!(cache.get(&key(2)).await.expect("get").is_none());
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (1, 2, 0));
+}
+
+#[tokio::test]
+async fn two_level_cache_fills_the_near_level_from_the_far_one() {
+    let near = Arc::new(InProcessCache::new());
+    let far = Arc::new(InProcessCache::new());
+    far.put(&key(1), b"far".as_slice().into())
+        .await
+        .expect("put");
+    let stack = TwoLevelCache::new(near.clone(), far.clone());
+    assert_eq!(
+        stack.get(&key(1)).await.expect("get").as_deref(),
+        Some(b"far".as_slice())
+    );
+    assert!(
+        near.get(&key(1)).await.expect("get").is_some(),
+        "copied near"
+    );
+    stack
+        .put(&key(2), b"both".as_slice().into())
+        .await
+        .expect("put");
+    assert!(far.get(&key(2)).await.expect("get").is_some());
+    stack.remove(&[key(1), key(2)]).await.expect("remove");
+    assert!(
+        far.get(&key(1)).await.expect("get").is_none()
+            && near.get(&key(2)).await.expect("get").is_none()
+    );
+    assert!(stack.get(&key(3)).await.expect("get").is_none());
+    let stats = stack.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
+}
