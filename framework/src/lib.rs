@@ -13,6 +13,7 @@ pub mod position;
 pub mod prelude;
 pub mod projection;
 pub mod registry;
+pub mod replay;
 pub mod repository;
 pub mod snapshot;
 pub mod store;

@@ -344,6 +344,94 @@ impl<A: Aggregate> Repository<A> {
         self.load_up_to(A::stream_id(&id)?, Some(version)).await
     }
 
+    /// Loads the aggregate `id` as it was at instant `at`: every event
+    /// recorded at or before it, starting from the newest snapshot taken of
+    /// a version that was already reached by then.
+    pub async fn load_as_of(
+        &self,
+        id: impl Display,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<Loaded<A>> {
+        crate::registry::validate_once()?;
+        let stream_id = A::stream_id(&id)?;
+        // The newest snapshot whose version had been recorded by `at`.
+        let mut ceiling = None;
+        let mut start = None;
+        if self.snapshots.is_some() {
+            while let Ok(Some(snapshot)) = self.store.load_snapshot(&stream_id, ceiling).await {
+                let reached = self
+                    .store
+                    .read_stream(&stream_id, snapshot.version, 1)
+                    .await?;
+                if reached.first().is_some_and(|event| event.recorded_at <= at) {
+                    start = self
+                        .restore_snapshot(&stream_id, Some(snapshot.version))
+                        .await;
+                    break;
+                }
+                match snapshot.version.checked_sub(1) {
+                    Some(0) | None => break,
+                    Some(lower) => ceiling = Some(lower),
+                }
+            }
+        }
+        let (mut state, mut version) = start.unwrap_or_else(|| (A::default(), 0));
+        'pages: loop {
+            let page = self
+                .store
+                .read_stream(&stream_id, version + 1, LOAD_PAGE)
+                .await?;
+            for recorded in &page {
+                if recorded.recorded_at > at {
+                    break 'pages;
+                }
+                state.apply_event(&recorded.decode::<A::Event>()?);
+                version = recorded.version;
+            }
+            if page.len() < LOAD_PAGE {
+                break;
+            }
+        }
+        Ok(Loaded {
+            stream_id,
+            state,
+            version,
+        })
+    }
+
+    /// Loads many aggregates, at most `concurrency` at a time. Results come
+    /// in the order of `ids`.
+    pub async fn load_many<I>(&self, ids: I, concurrency: usize) -> Result<Vec<Loaded<A>>>
+    where
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        crate::registry::validate_once()?;
+        let streams = ids
+            .into_iter()
+            .map(|id| A::stream_id(&id))
+            .collect::<Result<Vec<_>>>()?;
+        stream::iter(streams)
+            .map(|stream_id| self.load_stream(stream_id))
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    /// A copy of this repository that does not use the cache (replays
+    /// rebuild from the store).
+    pub(crate) fn without_cache(&self) -> Self {
+        let mut copy = self.clone();
+        copy.cache = None;
+        copy
+    }
+
+    /// Loads by stream id (used by replay).
+    pub(crate) async fn load_stream_id(&self, stream_id: StreamId) -> Result<Loaded<A>> {
+        self.load_stream(stream_id).await
+    }
+
     /// Takes a snapshot of the aggregate `id` now; returns the version it
     /// reflects (`None` for an aggregate with no events). Uses the default
     /// codec when snapshots are not configured.

@@ -353,3 +353,19 @@ pub async fn audit(_event: &UserEvent) {}
 pub async fn always_fails(_event: &TenantSuspended) -> Result<(), String> {
     Err("the mail server is down".into())
 }
+
+/// Counts created tenants slowly (1 ms each), so a replay of it can be
+/// cancelled midway.
+#[derive(Default, Debug)]
+pub struct SlowTenantCounter {
+    /// Tenants seen.
+    pub count: u64,
+}
+
+#[projection(name = "test_slow_tenant_counter")]
+impl SlowTenantCounter {
+    async fn created(&mut self, _event: &TenantCreated) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        self.count += 1;
+    }
+}

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::backends::TestStore;
 use crate::domain::{
-    AssignRole, CreateTenant, RegisterUser, RenameTenant, SuspendTenant, Tenant, TenantCreated,
-    TenantError, TenantEvent, User, UserError, UserEvent,
+    AssignRole, CreateTenant, RegisterUser, RenameTenant, SlowTenantCounter, SuspendTenant, Tenant,
+    TenantCreated, TenantDirectory, TenantError, TenantEvent, User, UserError, UserEvent, WELCOMED,
 };
 
 /// Expands to one `#[tokio::test]` per repository case for a backend.
@@ -38,6 +38,11 @@ macro_rules! repository_suite {
             cached_state_is_used_and_kept_fresh,
             a_stale_cache_never_decides_a_command,
             a_cache_ahead_of_the_store_is_dropped_on_conflict,
+            loading_as_of_an_instant_ignores_later_events_and_snapshots,
+            many_aggregates_load_in_order,
+            replay_into_a_projection_reports_progress,
+            replay_rebuilds_aggregates_without_running_handlers,
+            a_replay_can_be_cancelled,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -771,4 +776,185 @@ pub async fn a_cache_ahead_of_the_store_is_dropped_on_conflict(t: &TestStore) {
     assert_eq!((executed.attempts, executed.version), (2, 2));
     let roles: Vec<&str> = executed.state.roles.iter().map(String::as_str).collect();
     assert_eq!(roles, ["real"], "the ghost role from the cache is gone");
+}
+
+/// Time travel: the state at an instant, from events recorded by then and a
+/// snapshot of a version reached by then.
+pub async fn loading_as_of_an_instant_ignores_later_events_and_snapshots(t: &TestStore) {
+    let repo = users(t).with_snapshots(SnapshotSettings::new().every(2));
+    user_with_roles(&repo, "traveller", 1).await; // v1, v2 (snapshot at 2)
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let instant = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for role in ["late-1", "late-2"] {
+        repo.execute(
+            "traveller",
+            &AssignRole { role: role.into() },
+            Metadata::new(),
+        )
+        .await
+        .expect("assign");
+    } // v3, v4 (snapshot at 4)
+    let then = repo.load_as_of("traveller", instant).await.expect("load");
+    assert_eq!(then.version, 2);
+    assert_eq!(
+        then.state
+            .roles
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["role-0"]
+    );
+    let before_everything = repo
+        .load_as_of("traveller", instant - chrono::Duration::hours(1))
+        .await
+        .expect("load");
+    assert_eq!(
+        (
+            before_everything.version,
+            before_everything.state.email.as_str()
+        ),
+        (0, "")
+    );
+    let now = users(t)
+        .load_as_of("traveller", chrono::Utc::now())
+        .await
+        .expect("load");
+    assert_eq!(now.version, 4);
+}
+
+/// Batch loads keep the caller's order.
+pub async fn many_aggregates_load_in_order(t: &TestStore) {
+    let repo = users(t);
+    for (n, id) in ["u3", "u1", "u2"].iter().enumerate() {
+        user_with_roles(&repo, id, n).await;
+    }
+    let loaded = repo
+        .load_many(["u1", "u2", "u3", "missing"], 2)
+        .await
+        .expect("load many");
+    let summary: Vec<(&str, u64)> = loaded
+        .iter()
+        .map(|l| (l.stream_id.as_str(), l.version))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("user-u1", 2),
+            ("user-u2", 3),
+            ("user-u3", 1),
+            ("user-missing", 0)
+        ]
+    );
+}
+
+async fn create_tenants(t: &TestStore, count: usize) {
+    let appends = (0..count)
+        .map(|n| {
+            let event = NewEvent::from_event(&TenantCreated {
+                name: format!("Tenant {n}"),
+            })
+            .expect("encode");
+            let stream = StreamId::new(format!("tenant-t{n}")).expect("stream id");
+            annals::store::StreamAppend::new(stream, ExpectedVersion::NoStream, vec![event])
+        })
+        .collect();
+    t.store.append_batch(appends).await.expect("append");
+}
+
+/// A projection replay applies exactly the matching events and reports
+/// progress by id and as a stream of updates.
+pub async fn replay_into_a_projection_reports_progress(t: &TestStore) {
+    use futures_util::StreamExt;
+    create_tenants(t, 1200).await;
+    users(t)
+        .execute(
+            "noise",
+            &RegisterUser {
+                email: "n@acme.test".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("register");
+    let replays = annals::replay::Replays::new();
+    let handle = replays.project(
+        t.store.clone(),
+        TenantDirectory::default(),
+        EventQuery::new(),
+    );
+    let id = handle.id();
+    let updates = handle.updates();
+    let (directory, summary) = handle.finish().await.expect("replay");
+    assert_eq!(directory.names.len(), 1200);
+    assert_eq!(directory.names["tenant-t7"], "Tenant 7");
+    assert_eq!(summary.state, annals::replay::ReplayState::Completed);
+    assert_eq!(
+        (summary.done, summary.total),
+        (1200, 1200),
+        "user events are not the projection's"
+    );
+    assert!(summary.per_second > 0.0);
+    let seen: Vec<_> = updates.collect().await;
+    assert_eq!(
+        seen.last().map(|p| p.state.clone()),
+        Some(annals::replay::ReplayState::Completed)
+    );
+    assert_eq!(replays.status(id).map(|p| p.done), Some(1200));
+    assert_eq!(replays.list().len(), 1);
+}
+
+/// Aggregates rebuild concurrently from the store; handlers do not run.
+pub async fn replay_rebuilds_aggregates_without_running_handlers(t: &TestStore) {
+    let repo = users(t);
+    for n in 0..12 {
+        user_with_roles(&repo, &format!("r{n}"), n % 3).await;
+    }
+    create_tenants(t, 3).await;
+    let welcomed_before = WELCOMED.lock().map(|w| w.len()).unwrap_or(0);
+    let replays = annals::replay::Replays::new();
+    let (loaded, summary) = replays
+        .aggregates(repo, EventQuery::new(), 4)
+        .finish()
+        .await
+        .expect("replay");
+    assert_eq!((summary.done, summary.total), (12, 12));
+    assert_eq!(loaded.len(), 12);
+    let r5 = loaded
+        .iter()
+        .find(|l| l.stream_id.as_str() == "user-r5")
+        .expect("r5");
+    assert_eq!((r5.version, r5.state.roles.len()), (3, 2));
+    assert_eq!(
+        WELCOMED.lock().map(|w| w.len()).unwrap_or(0),
+        welcomed_before,
+        "no handler ran"
+    );
+}
+
+/// Cancelling stops a replay between pages and says so.
+pub async fn a_replay_can_be_cancelled(t: &TestStore) {
+    use futures_util::StreamExt;
+    create_tenants(t, 1500).await;
+    let replays = annals::replay::Replays::new();
+    let handle = replays.project(
+        t.store.clone(),
+        SlowTenantCounter::default(),
+        EventQuery::new(),
+    );
+    let mut progress = handle.updates();
+    while let Some(update) = progress.next().await {
+        if update.done > 0 {
+            break;
+        }
+    }
+    handle.cancel();
+    let (counter, summary) = handle.finish().await.expect("replay");
+    assert_eq!(summary.state, annals::replay::ReplayState::Cancelled);
+    assert!(
+        summary.done < 1500 && summary.done == counter.count,
+        "{summary:?}"
+    );
+    assert_eq!(summary.total, 1500);
+    assert!(summary.eta.is_some());
 }

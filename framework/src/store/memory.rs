@@ -226,6 +226,15 @@ impl EventStore for InMemoryEventStore {
         Ok(QueryPage::from_overfetch(events, query.limit))
     }
 
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        let log = self.read()?;
+        Ok(log
+            .events
+            .iter()
+            .filter(|event| query.matches(event))
+            .count() as u64)
+    }
+
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         let mut log = self.write()?;
         log.snapshots

@@ -134,6 +134,9 @@ pub trait EventStore: Send + Sync {
     /// header), ordered by global sequence, one page at a time.
     async fn query(&self, query: &EventQuery) -> Result<QueryPage>;
 
+    /// How many events match a query's conditions (its paging is ignored).
+    async fn count(&self, query: &EventQuery) -> Result<u64>;
+
     /// Stores a snapshot, replacing one of the same stream and version.
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
 

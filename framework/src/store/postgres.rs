@@ -640,34 +640,24 @@ impl EventStore for PostgresEventStore {
         let mut sql = QueryBuilder::<Postgres>::new(select_events!());
         sql.push(" WHERE position > ")
             .push_bind(to_i64(query.after_sequence));
-        if !query.event_types.is_empty() {
-            sql.push(" AND event_type = ANY(")
-                .push_bind(query.event_types.clone())
-                .push(")");
-        }
-        if let Some(from) = query.recorded_from {
-            sql.push(" AND recorded_at >= ").push_bind(from);
-        }
-        if let Some(until) = query.recorded_until {
-            sql.push(" AND recorded_at < ").push_bind(until);
-        }
-        if let Some(tenant) = &query.tenant_id {
-            sql.push(" AND tenant_id = ").push_bind(tenant.clone());
-        }
-        if let Some(correlation) = query.correlation_id {
-            sql.push(" AND correlation_id = ").push_bind(correlation);
-        }
-        if let Some((key, value)) = &query.header {
-            sql.push(" AND headers @> jsonb_build_object(")
-                .push_bind(key.clone())
-                .push("::text, ")
-                .push_bind(value.clone())
-                .push("::text)");
-        }
+        push_filters(&mut sql, query);
         sql.push(" ORDER BY position LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;
         Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        let mut sql =
+            QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM annals_events WHERE position > ");
+        sql.push_bind(to_i64(query.after_sequence));
+        push_filters(&mut sql, query);
+        let count: i64 = sql
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("count"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
@@ -755,4 +745,33 @@ fn decode_snapshot_row(stream: &StreamId, row: &PgRow) -> Result<Snapshot> {
             .try_get("taken_at")
             .map_err(|e| bad("taken_at", e.to_string()))?,
     })
+}
+
+/// The conditions of a query, after `WHERE position > ?`; shared by
+/// `query` and `count` so they always agree.
+fn push_filters(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
+    if !query.event_types.is_empty() {
+        sql.push(" AND event_type = ANY(")
+            .push_bind(query.event_types.clone())
+            .push(")");
+    }
+    if let Some(from) = query.recorded_from {
+        sql.push(" AND recorded_at >= ").push_bind(from);
+    }
+    if let Some(until) = query.recorded_until {
+        sql.push(" AND recorded_at < ").push_bind(until);
+    }
+    if let Some(tenant) = &query.tenant_id {
+        sql.push(" AND tenant_id = ").push_bind(tenant.clone());
+    }
+    if let Some(correlation) = query.correlation_id {
+        sql.push(" AND correlation_id = ").push_bind(correlation);
+    }
+    if let Some((key, value)) = &query.header {
+        sql.push(" AND headers @> jsonb_build_object(")
+            .push_bind(key.clone())
+            .push("::text, ")
+            .push_bind(value.clone())
+            .push("::text)");
+    }
 }

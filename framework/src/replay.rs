@@ -1,0 +1,406 @@
+//! Replay: rebuilding from the log. Single aggregates replay through the
+//! repository ([`Repository::load_at`], [`Repository::load_as_of`]); here
+//! many streams replay into a projection or into fresh aggregate states,
+//! in the background, with progress readable by replay id or as a stream of
+//! updates, cancellation, and a summary at the end.
+//!
+//! Replay never runs handlers: it reads events and applies them to state and
+//! read models only, so no mail is sent twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::projection::Projection;
+use crate::repository::{Loaded, Repository};
+use crate::store::{EventQuery, EventStore};
+
+/// Identifies one replay.
+pub type ReplayId = Uuid;
+
+/// Events fetched per page while replaying into a projection.
+const PAGE: usize = 500;
+
+/// Where a replay stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayState {
+    /// Counting what to replay.
+    Planning,
+    /// Applying events.
+    Running,
+    /// Everything was replayed.
+    Completed,
+    /// Stopped by [`ReplayHandle::cancel`].
+    Cancelled,
+    /// Stopped by an error.
+    Failed(String),
+}
+
+/// A replay's progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayProgress {
+    /// The replay.
+    pub id: ReplayId,
+    /// Its state.
+    pub state: ReplayState,
+    /// Items done (events for a projection, aggregates for states).
+    pub done: u64,
+    /// Items in total.
+    pub total: u64,
+    /// Time since it started.
+    pub elapsed: Duration,
+    /// Items per second so far.
+    pub per_second: f64,
+    /// Estimated time to completion, once the rate is known.
+    pub eta: Option<Duration>,
+}
+
+impl ReplayProgress {
+    fn new(id: ReplayId) -> Self {
+        ReplayProgress {
+            id,
+            state: ReplayState::Planning,
+            done: 0,
+            total: 0,
+            elapsed: Duration::ZERO,
+            per_second: 0.0,
+            eta: None,
+        }
+    }
+
+    /// Whether the replay has ended (completed, cancelled or failed).
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.state,
+            ReplayState::Completed | ReplayState::Cancelled | ReplayState::Failed(_)
+        )
+    }
+}
+
+/// Starts replays and tells their progress by id.
+///
+/// ```
+/// use annals::prelude::*;
+/// use annals::replay::{ReplayState, Replays};
+///
+/// #[event(name = "doc.counted")]
+/// struct Counted { n: u64 }
+///
+/// #[derive(Default)]
+/// struct Total { sum: u64 }
+///
+/// #[projection(name = "doc_total")]
+/// impl Total {
+///     fn counted(&mut self, event: &Counted) { self.sum += event.n; }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let store = std::sync::Arc::new(InMemoryEventStore::new());
+/// for n in 1..=100 {
+///     let stream = StreamId::new(format!("counter-{n}"))?;
+///     store.append(&stream, ExpectedVersion::Any, vec![NewEvent::from_event(&Counted { n })?]).await?;
+/// }
+/// let replays = Replays::new();
+/// let handle = replays.project(store, Total::default(), EventQuery::new());
+/// let id = handle.id();
+/// let (total, summary) = handle.finish().await?;
+/// assert_eq!(total.sum, 5050);
+/// assert_eq!((summary.state, summary.done, summary.total), (ReplayState::Completed, 100, 100));
+/// assert!(replays.status(id).is_some_and(|progress| progress.is_finished()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Replays {
+    running: Arc<Mutex<HashMap<ReplayId, watch::Receiver<ReplayProgress>>>>,
+}
+
+/// A replay running in the background.
+#[derive(Debug)]
+pub struct ReplayHandle<T> {
+    id: ReplayId,
+    progress: watch::Receiver<ReplayProgress>,
+    cancelled: Arc<AtomicBool>,
+    task: JoinHandle<Result<T>>,
+}
+
+impl<T> ReplayHandle<T> {
+    /// The replay's id.
+    pub fn id(&self) -> ReplayId {
+        self.id
+    }
+
+    /// The latest progress.
+    pub fn progress(&self) -> ReplayProgress {
+        self.progress.borrow().clone()
+    }
+
+    /// Every progress update until the replay finishes.
+    pub fn updates(&self) -> BoxStream<'static, ReplayProgress> {
+        let receiver = self.progress.clone();
+        stream::unfold(Some(receiver), |receiver| async move {
+            let mut receiver = receiver?;
+            let current = receiver.borrow_and_update().clone();
+            if current.is_finished() {
+                return Some((current, None));
+            }
+            match receiver.changed().await {
+                Ok(()) => Some((current, Some(receiver))),
+                Err(_) => Some((current, None)),
+            }
+        })
+        .boxed()
+    }
+
+    /// Asks the replay to stop after the item in hand; [`finish`](Self::finish)
+    /// then returns what was built so far with [`ReplayState::Cancelled`].
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the end; returns the result and the final progress.
+    pub async fn finish(self) -> Result<(T, ReplayProgress)> {
+        let outcome = self.task.await.map_err(|error| Error::Backend {
+            backend: "replay",
+            operation: "join",
+            source: Box::new(error),
+        })?;
+        let summary = self.progress.borrow().clone();
+        outcome.map(|result| (result, summary))
+    }
+}
+
+/// Publishes progress and stops on cancellation.
+struct Tracker {
+    started: Instant,
+    sender: watch::Sender<ReplayProgress>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Tracker {
+    fn update(&self, state: ReplayState, done: u64, total: u64) {
+        let elapsed = self.started.elapsed();
+        let per_second = if elapsed.is_zero() {
+            0.0
+        } else {
+            done as f64 / elapsed.as_secs_f64()
+        };
+        let eta = (per_second > 0.0 && total >= done)
+            .then(|| Duration::from_secs_f64((total - done) as f64 / per_second));
+        self.sender.send_modify(|progress| {
+            progress.state = state;
+            progress.done = done;
+            progress.total = total;
+            progress.elapsed = elapsed;
+            progress.per_second = per_second;
+            progress.eta = eta;
+        });
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+impl Replays {
+    /// No replays yet.
+    pub fn new() -> Self {
+        Replays::default()
+    }
+
+    /// The progress of a replay started here (kept after it finishes).
+    pub fn status(&self, id: ReplayId) -> Option<ReplayProgress> {
+        let running = self.running.lock().ok()?;
+        running.get(&id).map(|receiver| receiver.borrow().clone())
+    }
+
+    /// Every replay started here, with its progress.
+    pub fn list(&self) -> Vec<ReplayProgress> {
+        self.running
+            .lock()
+            .map(|running| {
+                running
+                    .values()
+                    .map(|receiver| receiver.borrow().clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn start<T, F, Fut>(&self, work: F) -> ReplayHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Tracker) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let id = Uuid::now_v7();
+        let (sender, progress) = watch::channel(ReplayProgress::new(id));
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id, progress.clone());
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let tracker = Tracker {
+            started: Instant::now(),
+            sender,
+            cancelled: cancelled.clone(),
+        };
+        let task = tokio::spawn(work(tracker));
+        ReplayHandle {
+            id,
+            progress,
+            cancelled,
+            task,
+        }
+    }
+
+    /// Replays the events `selection` matches (by default every event type
+    /// the projection handles; narrow it by tenant or time range) into
+    /// `projection`, in log order.
+    pub fn project<P>(
+        &self,
+        store: Arc<dyn EventStore>,
+        projection: P,
+        selection: EventQuery,
+    ) -> ReplayHandle<P>
+    where
+        P: Projection<Context = ()> + 'static,
+    {
+        let mut query = selection.limit(PAGE);
+        if query.event_types.is_empty() {
+            query.event_types = P::event_types().into_iter().map(str::to_owned).collect();
+        }
+        self.start(move |tracker| async move {
+            let mut projection = projection;
+            let outcome = replay_into(&*store, &mut projection, query, &tracker).await;
+            finish(&tracker, outcome).map(|()| projection)
+        })
+    }
+
+    /// Rebuilds the state of every `A` aggregate with an event matching
+    /// `selection` (narrow it by tenant or time range), from the store (not
+    /// the cache), at most `concurrency` at a time.
+    pub fn aggregates<A: Aggregate>(
+        &self,
+        repository: Repository<A>,
+        selection: EventQuery,
+        concurrency: usize,
+    ) -> ReplayHandle<Vec<Loaded<A>>> {
+        let mut query = selection.limit(PAGE);
+        query.event_types = <A::Event as Event>::EVENT_TYPES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
+        let repository = repository.without_cache();
+        self.start(move |tracker| async move {
+            let outcome =
+                rebuild_aggregates(&repository, query, concurrency.max(1), &tracker).await;
+            let (loaded, result) = match outcome {
+                Ok(loaded) => (loaded, Ok(())),
+                Err((loaded, error)) => (loaded, Err(error)),
+            };
+            finish(&tracker, result).map(|()| loaded)
+        })
+    }
+}
+
+/// Marks the end: completed, cancelled or failed.
+fn finish(tracker: &Tracker, outcome: Result<()>) -> Result<()> {
+    let (done, total) = {
+        let progress = tracker.sender.borrow();
+        (progress.done, progress.total)
+    };
+    match outcome {
+        Ok(()) if tracker.cancelled() => {
+            tracker.update(ReplayState::Cancelled, done, total);
+            Ok(())
+        }
+        Ok(()) => {
+            tracker.update(ReplayState::Completed, done, total);
+            Ok(())
+        }
+        Err(error) => {
+            tracker.update(ReplayState::Failed(error.to_string()), done, total);
+            Err(error)
+        }
+    }
+}
+
+async fn replay_into<P: Projection<Context = ()>>(
+    store: &dyn EventStore,
+    projection: &mut P,
+    mut query: EventQuery,
+    tracker: &Tracker,
+) -> Result<()> {
+    let total = store.count(&query).await?;
+    let mut done = 0;
+    tracker.update(ReplayState::Running, done, total);
+    loop {
+        if tracker.cancelled() {
+            return Ok(());
+        }
+        let page = store.query(&query).await?;
+        for event in &page.events {
+            projection.apply(event, &mut ()).await?;
+        }
+        done += page.events.len() as u64;
+        tracker.update(ReplayState::Running, done, total.max(done));
+        match page.next_after {
+            Some(after) => query = query.after(after),
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn rebuild_aggregates<A: Aggregate>(
+    repository: &Repository<A>,
+    mut query: EventQuery,
+    concurrency: usize,
+    tracker: &Tracker,
+) -> std::result::Result<Vec<Loaded<A>>, (Vec<Loaded<A>>, Error)> {
+    let store = repository.store().clone();
+    let mut streams = BTreeSet::new();
+    loop {
+        let page = store
+            .query(&query)
+            .await
+            .map_err(|error| (Vec::new(), error))?;
+        streams.extend(
+            page.events
+                .into_iter()
+                .filter(|event| event.stream_id.category() == A::NAME)
+                .map(|event| event.stream_id),
+        );
+        match page.next_after {
+            Some(after) => query = query.after(after),
+            None => break,
+        }
+    }
+    let total = streams.len() as u64;
+    tracker.update(ReplayState::Running, 0, total);
+    let mut loaded = Vec::with_capacity(streams.len());
+    let mut loads = stream::iter(streams)
+        .map(|stream_id| repository.load_stream_id(stream_id))
+        .buffered(concurrency);
+    while let Some(result) = loads.next().await {
+        match result {
+            Ok(state) => loaded.push(state),
+            Err(error) => return Err((loaded, error)),
+        }
+        tracker.update(ReplayState::Running, loaded.len() as u64, total);
+        if tracker.cancelled() {
+            break;
+        }
+    }
+    Ok(loaded)
+}
