@@ -126,7 +126,7 @@ impl NewEvent {
 }
 
 /// An event as stored: the [`NewEvent`] plus where and when it was written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecordedEvent {
     /// The event's id.
     pub event_id: Uuid,

@@ -88,6 +88,41 @@ impl TestStore {
         }
     }
 
+    /// A SQLite store behind a [`CachingEventStore`] with an in-process cache.
+    ///
+    /// [`CachingEventStore`]: annals::cache::CachingEventStore
+    pub async fn cached_sqlite() -> Self {
+        let inner = TestStore::sqlite().await;
+        let cache = Arc::new(annals::cache::InProcessCache::new());
+        TestStore {
+            store: Arc::new(annals::cache::CachingEventStore::new(
+                inner.store.clone(),
+                cache,
+            )),
+            ..inner
+        }
+    }
+
+    /// A PostgreSQL store behind a [`CachingEventStore`] with the test Redis
+    /// (a key prefix of its own).
+    ///
+    /// [`CachingEventStore`]: annals::cache::CachingEventStore
+    pub async fn cached_postgres() -> Self {
+        let inner = TestStore::postgres().await;
+        let cache = annals::cache::RedisCache::builder(redis_url())
+            .prefix(format!("conformance-{}", uuid::Uuid::now_v7().simple()))
+            .connect()
+            .await
+            .unwrap_or_else(|error| panic!("cannot set up the test Redis: {error:?}"));
+        TestStore {
+            store: Arc::new(annals::cache::CachingEventStore::new(
+                inner.store.clone(),
+                Arc::new(cache),
+            )),
+            ..inner
+        }
+    }
+
     /// Writes a row with `payload` as its payload text, bypassing every check.
     /// `Err` carries the storage's refusal (a `jsonb` column refuses invalid
     /// JSON; the in-memory store only ever holds validated payloads).

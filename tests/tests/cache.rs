@@ -151,3 +151,120 @@ async fn two_level_cache_fills_the_near_level_from_the_far_one() {
     let stats = stack.stats();
     assert_eq!((stats.hits, stats.misses), (1, 1));
 }
+
+mod caching_store {
+    use std::sync::Arc;
+
+    use annals::cache::{CachingEventStore, EventCache, InProcessCache};
+    use annals::prelude::*;
+    use serde_json::json;
+
+    fn event(n: u64) -> NewEvent {
+        NewEvent::json("test.numbered", &json!({ "n": n })).expect("event")
+    }
+
+    #[tokio::test]
+    async fn appends_are_written_through_and_reads_stay_fresh() {
+        let inner: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+        let cache = Arc::new(InProcessCache::new());
+        let store = CachingEventStore::new(inner.clone(), cache.clone());
+        let stream = StreamId::new("user-1").expect("stream id");
+
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event(1)])
+            .await
+            .expect("append");
+        assert_eq!(
+            store.read_stream(&stream, 1, 10).await.expect("read").len(),
+            1
+        ); // fills the cache
+        store
+            .append(&stream, ExpectedVersion::Exact(1), vec![event(2), event(3)])
+            .await
+            .expect("append");
+        let hits = cache.stats().hits;
+        let events = store.read_stream(&stream, 2, 10).await.expect("read");
+        assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(cache.stats().hits, hits + 1);
+        let from_store = inner.read_stream(&stream, 1, 10).await.expect("read");
+        assert_eq!(
+            store.read_stream(&stream, 1, 10).await.expect("read"),
+            from_store,
+            "identical to the store"
+        );
+
+        // Another writer appends to the store directly: still seen.
+        inner
+            .append(&stream, ExpectedVersion::Exact(3), vec![event(4)])
+            .await
+            .expect("append");
+        assert_eq!(
+            store.read_stream(&stream, 1, 10).await.expect("read").len(),
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn invalidation_by_stream_and_by_event_id() {
+        let inner: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+        let cache = Arc::new(InProcessCache::new());
+        let store = CachingEventStore::new(inner, cache.clone());
+        let stream = StreamId::new("user-2").expect("stream id");
+        let first = event(1);
+        let first_id = first.event_id;
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![first])
+            .await
+            .expect("append");
+        store.read_stream(&stream, 1, 10).await.expect("read");
+
+        store.invalidate_event(first_id).await.expect("invalidate");
+        let misses = cache.stats().misses;
+        store.read_stream(&stream, 1, 10).await.expect("read");
+        assert_eq!(cache.stats().misses, misses + 1, "invalidated by event id");
+
+        store.invalidate_stream(&stream).await;
+        store.read_stream(&stream, 1, 10).await.expect("read");
+        assert_eq!(cache.stats().misses, misses + 2, "invalidated by stream");
+    }
+
+    #[tokio::test]
+    async fn long_streams_are_not_cached_whole() {
+        let inner: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+        let cache = Arc::new(InProcessCache::new());
+        let store = CachingEventStore::new(inner, cache.clone()).max_cached_events(5);
+        let stream = StreamId::new("user-3").expect("stream id");
+        store
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                (1..=8).map(event).collect(),
+            )
+            .await
+            .expect("append");
+        assert_eq!(
+            store
+                .read_stream(&stream, 1, 100)
+                .await
+                .expect("read")
+                .len(),
+            8
+        );
+        assert_eq!(
+            store
+                .read_stream(&stream, 7, 100)
+                .await
+                .expect("read")
+                .len(),
+            2
+        );
+        cache.run_pending_tasks().await;
+        assert!(
+            cache
+                .get(&annals::cache::CacheKey::new(None, "stream", "user-3"))
+                .await
+                .expect("get")
+                .is_none()
+        );
+    }
+}

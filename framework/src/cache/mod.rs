@@ -1,7 +1,8 @@
 //! Caching: a byte cache trait ([`EventCache`]) with an in-process
 //! implementation ([`InProcessCache`]), a Redis one (`RedisCache`, feature
-//! `redis`) and a two-level stack ([`TwoLevelCache`]); the repository keeps
-//! aggregate state in it.
+//! `redis`) and a two-level stack ([`TwoLevelCache`]). The repository keeps
+//! aggregate state in it ([`Repository::with_cache`](crate::Repository::with_cache));
+//! [`CachingEventStore`] keeps streams' events.
 //!
 //! The cache is never the source of truth. A cache that fails (Redis down)
 //! is logged and counted, and the repository reads the store instead; a
@@ -9,6 +10,7 @@
 //! always read the events after the cached version, and appends still check
 //! the expected version.
 
+mod caching_store;
 mod in_process;
 #[cfg(feature = "redis")]
 mod redis;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use caching_store::{CachingEventStore, DEFAULT_MAX_CACHED_EVENTS};
 pub use in_process::{InProcessCache, InProcessCacheBuilder};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

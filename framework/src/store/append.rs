@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
+
 use crate::envelope::NewEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
@@ -31,7 +33,7 @@ impl StreamAppend {
 }
 
 /// The outcome of appending to one stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendResult {
     /// Version of the first event written.
     pub first_version: u64,
@@ -40,6 +42,10 @@ pub struct AppendResult {
     pub last_version: u64,
     /// Log position of the last event written.
     pub position: LogPosition,
+    /// Log position of each event written, in order.
+    pub positions: Vec<LogPosition>,
+    /// When the events were recorded.
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// Rejects batches no backend should write: empty ones, a stream named twice,

@@ -130,6 +130,7 @@ impl EventStore for InMemoryEventStore {
         let mut results = Vec::with_capacity(batch.len());
         for (append, current) in batch.into_iter().zip(currents) {
             let mut version = current;
+            let mut positions = Vec::with_capacity(append.events.len());
             for event in append.events {
                 version += 1;
                 let index = log.events.len();
@@ -148,11 +149,14 @@ impl EventStore for InMemoryEventStore {
                     .entry(append.stream_id.clone())
                     .or_default()
                     .push(index);
+                positions.push(LogPosition::new(commit, index as u64 + 1));
             }
             results.push(AppendResult {
                 first_version: current + 1,
                 last_version: version,
                 position: LogPosition::new(commit, log.events.len() as u64),
+                positions,
+                recorded_at,
             });
         }
         Ok(results)

@@ -95,12 +95,12 @@ inserted AS (
     JOIN expectations x ON x.stream_id = i.stream_id
     WHERE NOT EXISTS (SELECT 1 FROM conflicts)
     ORDER BY i.ord
-    RETURNING stream_id, version, position, transaction_id
+    RETURNING stream_id, version, position, transaction_id, recorded_at
 )
-SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id
+SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id, recorded_at
 FROM inserted
 UNION ALL
-SELECT true, stream_id, head, 0, 0 FROM conflicts";
+SELECT true, stream_id, head, 0, 0, now() FROM conflicts";
 
 /// An event store in a PostgreSQL database.
 ///
@@ -421,6 +421,9 @@ impl<'a> AppendColumns<'a> {
     }
 }
 
+/// Per stream: (version, position) of every row written, and when.
+type WrittenRows = (Vec<(u64, LogPosition)>, DateTime<Utc>);
+
 /// What one run of the append statement found.
 enum AppendOutcome {
     Written(Vec<AppendResult>),
@@ -458,7 +461,7 @@ impl PostgresEventStore {
             Err(error) => return classify_append_error(error, batch),
         };
 
-        let mut written: HashMap<String, (u64, LogPosition)> = HashMap::with_capacity(batch.len());
+        let mut written: HashMap<String, WrittenRows> = HashMap::with_capacity(batch.len());
         for row in &rows {
             let read = |error: sqlx::Error| failed("read append result")(error);
             let conflict: bool = row.try_get("conflict").map_err(read)?;
@@ -482,26 +485,35 @@ impl PostgresEventStore {
                 u64::try_from(commit).unwrap_or(0),
                 u64::try_from(position).unwrap_or(0),
             );
-            let entry = written.entry(stream).or_insert((version, position));
-            *entry = (entry.0.max(version), entry.1.max(position));
+            let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(read)?;
+            written
+                .entry(stream)
+                .or_insert_with(|| (Vec::new(), recorded_at))
+                .0
+                .push((version, position));
         }
 
         batch
             .iter()
             .map(|append| {
-                let (last_version, position) = written
-                    .get(append.stream_id.as_str())
-                    .copied()
+                let (mut rows, recorded_at) = written
+                    .remove(append.stream_id.as_str())
                     .ok_or_else(|| Error::Backend {
                         backend: BACKEND,
                         operation: "append",
                         source: format!("no rows were reported for stream `{}`", append.stream_id)
                             .into(),
                     })?;
+                rows.sort_unstable();
+                let last_version = rows.last().map_or(0, |(version, _)| *version);
+                let positions: Vec<LogPosition> =
+                    rows.iter().map(|(_, position)| *position).collect();
                 Ok(AppendResult {
                     first_version: last_version + 1 - append.events.len() as u64,
                     last_version,
-                    position,
+                    position: positions.last().copied().unwrap_or_default(),
+                    positions,
+                    recorded_at,
                 })
             })
             .collect::<Result<Vec<_>>>()
@@ -766,6 +778,9 @@ fn push_filters(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
     }
     if let Some(correlation) = query.correlation_id {
         sql.push(" AND correlation_id = ").push_bind(correlation);
+    }
+    if let Some(event_id) = query.event_id {
+        sql.push(" AND event_id = ").push_bind(event_id);
     }
     if let Some((key, value)) = &query.header {
         sql.push(" AND headers @> jsonb_build_object(")

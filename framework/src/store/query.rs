@@ -38,6 +38,8 @@ pub struct EventQuery {
     pub correlation_id: Option<Uuid>,
     /// A metadata header that must have this value.
     pub header: Option<(String, String)>,
+    /// One event, by id.
+    pub event_id: Option<Uuid>,
     /// Only events with a global sequence greater than this (paging cursor).
     pub after_sequence: u64,
     /// Page size.
@@ -53,6 +55,7 @@ impl Default for EventQuery {
             tenant_id: None,
             correlation_id: None,
             header: None,
+            event_id: None,
             after_sequence: 0,
             limit: DEFAULT_QUERY_LIMIT,
         }
@@ -108,6 +111,12 @@ impl EventQuery {
         self
     }
 
+    /// The event with this id.
+    pub fn event_id(mut self, id: Uuid) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+
     /// Starts after this global sequence (from [`QueryPage::next_after`]).
     pub fn after(mut self, sequence: u64) -> Self {
         self.after_sequence = sequence;
@@ -143,6 +152,7 @@ impl EventQuery {
                 .header
                 .as_ref()
                 .is_none_or(|(key, value)| metadata.headers.get(key) == Some(value))
+            && self.event_id.is_none_or(|id| event.event_id == id)
     }
 }
 

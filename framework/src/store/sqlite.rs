@@ -303,15 +303,17 @@ impl EventStore for SqliteEventStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(failed("read log head"))?;
-        let recorded_at = micros(Utc::now().trunc_subsecs(6));
+        let recorded_at_time = Utc::now().trunc_subsecs(6);
+        let recorded_at = micros(recorded_at_time);
+        let commit_position = u64::try_from(commit).unwrap_or(0);
         let mut results = Vec::with_capacity(batch.len());
         for (append, current) in batch.iter().zip(currents) {
             let mut version = current;
-            let mut position = 0_i64;
+            let mut positions = Vec::with_capacity(append.events.len());
             for event in &append.events {
                 version += 1;
                 let metadata = &event.metadata;
-                position = sqlx::query_scalar(
+                let position: i64 = sqlx::query_scalar(
                     "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
                      schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
                      trace_context, headers, recorded_at) \
@@ -334,14 +336,17 @@ impl EventStore for SqliteEventStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|error| insert_error(error, event.event_id))?;
+                positions.push(LogPosition::new(
+                    commit_position,
+                    u64::try_from(position).unwrap_or(0),
+                ));
             }
             results.push(AppendResult {
                 first_version: current + 1,
                 last_version: version,
-                position: LogPosition::new(
-                    u64::try_from(commit).unwrap_or(0),
-                    u64::try_from(position).unwrap_or(0),
-                ),
+                position: positions.last().copied().unwrap_or_default(),
+                positions,
+                recorded_at: recorded_at_time,
             });
         }
         tx.commit().await.map_err(failed("commit append"))?;
@@ -553,6 +558,9 @@ fn push_filters(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
     }
     if let Some(correlation) = query.correlation_id {
         sql.push(" AND correlation_id = ").push_bind(correlation);
+    }
+    if let Some(event_id) = query.event_id {
+        sql.push(" AND event_id = ").push_bind(event_id);
     }
     if let Some((key, value)) = &query.header {
         sql.push(" AND EXISTS (SELECT 1 FROM json_each(headers) WHERE json_each.key = ")

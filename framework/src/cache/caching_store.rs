@@ -1,0 +1,268 @@
+//! A store decorator that keeps whole streams' events in a cache: reads of a
+//! stream come from the cache plus whatever the store has beyond it, and
+//! appends are written through.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{CacheKey, CacheValue, EventCache};
+use crate::envelope::RecordedEvent;
+use crate::error::Result;
+use crate::position::LogPosition;
+use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::store::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use crate::stream::StreamId;
+
+/// Streams longer than this are not cached whole by default.
+pub const DEFAULT_MAX_CACHED_EVENTS: usize = 10_000;
+
+/// An [`EventStore`] that caches each stream's events.
+///
+/// A read of a stream from its start takes the cached events and asks the
+/// store only for events after the last cached version, so the answer is
+/// as fresh as the store's; appends extend the cached stream with the new
+/// events (write-through). The cache failing only costs store reads.
+/// Everything else (the global log, queries, snapshots) goes to the store.
+///
+/// ```
+/// use annals::cache::{CachingEventStore, EventCache, InProcessCache};
+/// use annals::prelude::*;
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let cache = Arc::new(InProcessCache::new());
+/// let store = CachingEventStore::new(Arc::new(InMemoryEventStore::new()), cache.clone());
+/// let stream = StreamId::new("user-1")?;
+/// store.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::json("registered", &1)?]).await?;
+/// assert_eq!(store.read_stream(&stream, 1, 10).await?.len(), 1);
+/// assert_eq!(cache.stats().hits, 1, "written through on append, read from the cache");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CachingEventStore {
+    inner: Arc<dyn EventStore>,
+    cache: Arc<dyn EventCache>,
+    max_cached_events: usize,
+}
+
+impl std::fmt::Debug for CachingEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachingEventStore")
+            .field("store", &self.inner.backend())
+            .field("cache", &self.cache.name())
+            .field("max_cached_events", &self.max_cached_events)
+            .finish()
+    }
+}
+
+fn stream_key(stream: &StreamId) -> CacheKey {
+    CacheKey::new(None, "stream", stream.as_str())
+}
+
+impl CachingEventStore {
+    /// Caches `inner`'s streams in `cache`.
+    pub fn new(inner: Arc<dyn EventStore>, cache: Arc<dyn EventCache>) -> Self {
+        CachingEventStore {
+            inner,
+            cache,
+            max_cached_events: DEFAULT_MAX_CACHED_EVENTS,
+        }
+    }
+
+    /// Streams longer than this are read from the store and not cached.
+    pub fn max_cached_events(mut self, events: usize) -> Self {
+        self.max_cached_events = events;
+        self
+    }
+
+    /// Drops the cached events of a stream.
+    pub async fn invalidate_stream(&self, stream: &StreamId) {
+        if let Err(error) = self.cache.remove(&[stream_key(stream)]).await {
+            tracing::warn!(stream = %stream, %error, "could not invalidate a cached stream");
+        }
+    }
+
+    /// Drops the cached stream that holds the event `event_id`, if any.
+    pub async fn invalidate_event(&self, event_id: Uuid) -> Result<()> {
+        let page = self
+            .inner
+            .query(&EventQuery::new().event_id(event_id).limit(1))
+            .await?;
+        if let Some(event) = page.events.first() {
+            self.invalidate_stream(&event.stream_id).await;
+        }
+        Ok(())
+    }
+
+    async fn cached(&self, stream: &StreamId) -> Option<Vec<RecordedEvent>> {
+        match self.cache.get(&stream_key(stream)).await {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(events) => Some(events),
+                Err(error) => {
+                    tracing::warn!(stream = %stream, %error, "dropping cached events that do not decode");
+                    self.invalidate_stream(stream).await;
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(stream = %stream, %error, "cache unavailable; reading the store");
+                None
+            }
+        }
+    }
+
+    async fn store_in_cache(&self, stream: &StreamId, events: &[RecordedEvent]) {
+        if events.len() > self.max_cached_events {
+            self.invalidate_stream(stream).await;
+            return;
+        }
+        match serde_json::to_vec(events) {
+            Ok(bytes) => {
+                if let Err(error) = self
+                    .cache
+                    .put(&stream_key(stream), CacheValue::from(bytes))
+                    .await
+                {
+                    tracing::warn!(stream = %stream, %error, "could not cache a stream");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(stream = %stream, %error, "events do not serialise for the cache")
+            }
+        }
+    }
+
+    /// The whole stream: cached events plus newer ones from the store.
+    async fn whole_stream(&self, stream: &StreamId) -> Result<Option<Vec<RecordedEvent>>> {
+        let mut events = self.cached(stream).await.unwrap_or_default();
+        let cached_len = events.len();
+        let next = events.last().map_or(1, |event| event.version + 1);
+        let newer = self
+            .inner
+            .read_stream(stream, next, self.max_cached_events + 1)
+            .await?;
+        if newer.len() > self.max_cached_events || cached_len + newer.len() > self.max_cached_events
+        {
+            return Ok(None);
+        }
+        if !newer.is_empty() {
+            events.extend(newer);
+            self.store_in_cache(stream, &events).await;
+        }
+        Ok(Some(events))
+    }
+}
+
+#[async_trait]
+impl EventStore for CachingEventStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let written = batch.clone();
+        let results = self.inner.append_batch(batch).await?;
+        for (append, result) in written.into_iter().zip(&results) {
+            // A new stream is all here; otherwise extend what is cached.
+            let cached = if result.first_version == 1 {
+                Some(Vec::new())
+            } else {
+                self.cached(&append.stream_id).await
+            };
+            let Some(mut events) = cached else {
+                continue;
+            };
+            let contiguous =
+                events.last().map_or(0, |event| event.version) + 1 == result.first_version;
+            if !contiguous {
+                self.invalidate_stream(&append.stream_id).await;
+                continue;
+            }
+            for ((offset, event), position) in
+                append.events.into_iter().enumerate().zip(&result.positions)
+            {
+                events.push(RecordedEvent {
+                    event_id: event.event_id,
+                    stream_id: append.stream_id.clone(),
+                    version: result.first_version + offset as u64,
+                    position: *position,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    payload: event.payload,
+                    metadata: event.metadata,
+                    recorded_at: result.recorded_at,
+                });
+            }
+            self.store_in_cache(&append.stream_id, &events).await;
+        }
+        Ok(results)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        match self.whole_stream(stream).await? {
+            Some(events) => Ok(events
+                .into_iter()
+                .filter(|event| event.version >= from_version)
+                .take(max_count)
+                .collect()),
+            None => {
+                self.inner
+                    .read_stream(stream, from_version, max_count)
+                    .await
+            }
+        }
+    }
+
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        before_version: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.inner
+            .read_stream_backward(stream, before_version, max_count)
+            .await
+    }
+
+    async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_all(after, max_count).await
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
+        self.inner.query(query).await
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        self.inner.count(query).await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>> {
+        self.inner.load_snapshot(stream, max_version).await
+    }
+
+    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
+        self.inner.prune_snapshots(policy).await
+    }
+}
