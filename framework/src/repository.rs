@@ -114,6 +114,7 @@ pub struct Repository<A> {
     max_attempts: usize,
     snapshots: Option<SnapshotSettings>,
     cache: Option<Arc<dyn EventCache>>,
+    tenant: Option<String>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -127,6 +128,7 @@ impl<A> Clone for Repository<A> {
             max_attempts: self.max_attempts,
             snapshots: self.snapshots.clone(),
             cache: self.cache.clone(),
+            tenant: self.tenant.clone(),
             aggregate: PhantomData,
         }
     }
@@ -153,8 +155,16 @@ impl<A: Aggregate> Repository<A> {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             snapshots: None,
             cache: None,
+            tenant: None,
             aggregate: PhantomData,
         }
+    }
+
+    /// Scopes the cache entries of this repository to `tenant`: their keys
+    /// carry it, so tenants never share an entry.
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
     }
 
     /// Keeps loaded state in `cache` (written through after every command).
@@ -170,17 +180,27 @@ impl<A: Aggregate> Repository<A> {
     pub async fn invalidate(&self, id: impl Display) -> Result<()> {
         let stream_id = A::stream_id(&id)?;
         if let Some(cache) = &self.cache
-            && let Err(error) = cache.remove(&[state_key::<A>(&stream_id)]).await
+            && let Err(error) = cache.remove(&[self.state_key(&stream_id)]).await
         {
             tracing::warn!(stream = %stream_id, %error, "could not invalidate the cached state");
         }
         Ok(())
     }
 
+    /// The cache key of an aggregate's state: the tenant, and the shape
+    /// version so a new shape never reads an old entry.
+    fn state_key(&self, stream_id: &StreamId) -> CacheKey {
+        CacheKey::new(
+            self.tenant.as_deref(),
+            "state",
+            format!("{stream_id}@{}", A::SNAPSHOT_VERSION),
+        )
+    }
+
     /// The cached state of a stream, if a cache is set, holds it and it decodes.
     async fn cached_state(&self, stream_id: &StreamId) -> Option<(A, u64)> {
         let cache = self.cache.as_ref()?;
-        let value = match cache.get(&state_key::<A>(stream_id)).await {
+        let value = match cache.get(&self.state_key(stream_id)).await {
             Ok(value) => value?,
             Err(error) => {
                 tracing::warn!(stream = %stream_id, %error, "cache unavailable; loading from the store");
@@ -197,7 +217,7 @@ impl<A: Aggregate> Repository<A> {
             .flatten();
         if decoded.is_none() {
             tracing::warn!(stream = %stream_id, "dropping a cached state that does not decode");
-            let _ = cache.remove(&[state_key::<A>(stream_id)]).await;
+            let _ = cache.remove(&[self.state_key(stream_id)]).await;
         }
         decoded
     }
@@ -211,7 +231,7 @@ impl<A: Aggregate> Repository<A> {
             return;
         }
         if let Err(error) = cache
-            .put(&state_key::<A>(stream_id), CacheValue::from(value))
+            .put(&self.state_key(stream_id), CacheValue::from(value))
             .await
         {
             tracing::warn!(stream = %stream_id, %error, "could not cache the state");
@@ -553,7 +573,7 @@ impl<A: Aggregate> Repository<A> {
                     // The cache may be what misled us (ahead of the store
                     // after a restore, say): the retry must read the store.
                     if let Some(cache) = &self.cache {
-                        let _ = cache.remove(&[state_key::<A>(&stream_id)]).await;
+                        let _ = cache.remove(&[self.state_key(&stream_id)]).await;
                     }
                 }
                 Err(other) => return Err(CommandError::Store(other)),
@@ -574,16 +594,6 @@ impl<A: Aggregate> Repository<A> {
             .append(&stream_id, expected, to_new_events::<A>(events, metadata)?)
             .await
     }
-}
-
-/// The cache key of an aggregate's state (its shape version included, so a
-/// new shape never reads an old entry).
-fn state_key<A: Aggregate>(stream_id: &StreamId) -> CacheKey {
-    CacheKey::new(
-        None,
-        "state",
-        format!("{stream_id}@{}", A::SNAPSHOT_VERSION),
-    )
 }
 
 fn to_new_events<A: Aggregate>(events: &[A::Event], metadata: &Metadata) -> Result<Vec<NewEvent>> {

@@ -242,6 +242,18 @@ impl SnapshotSettings {
 /// Which snapshots [`EventStore::prune_snapshots`](crate::store::EventStore::prune_snapshots)
 /// deletes: those beyond the newest `keep_last` of each stream, and those
 /// taken longer than `max_age` ago. Unset limits delete nothing.
+///
+/// ```
+/// use annals::snapshot::RetentionPolicy;
+/// use std::time::Duration;
+///
+/// // Keep the three newest per stream, and nothing older than a week.
+/// let policy = RetentionPolicy {
+///     keep_last: Some(3),
+///     max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+/// };
+/// # let _ = policy;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionPolicy {
     /// Keep at most this many snapshots per stream (the newest).

@@ -268,3 +268,42 @@ mod caching_store {
         );
     }
 }
+
+#[tokio::test]
+async fn repository_cache_entries_carry_the_tenant() {
+    use annals::prelude::*;
+    use annals_tests::domain::{RegisterUser, User};
+
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let cache = Arc::new(InProcessCache::new());
+    let acme = Repository::<User>::new(store.clone())
+        .with_cache(cache.clone())
+        .with_tenant("acme");
+    acme.execute(
+        "ada",
+        &RegisterUser {
+            email: "ada@acme.test".into(),
+        },
+        Metadata::new(),
+    )
+    .await
+    .expect("register");
+    let acme_key = CacheKey::new(Some("acme"), "state", "user-ada@1");
+    assert!(
+        cache.get(&acme_key).await.expect("get").is_some(),
+        "written under the tenant"
+    );
+    let untenanted = CacheKey::new(None, "state", "user-ada@1");
+    assert!(cache.get(&untenanted).await.expect("get").is_none());
+
+    let globex = Repository::<User>::new(store)
+        .with_cache(cache.clone())
+        .with_tenant("globex");
+    let misses = cache.stats().misses;
+    globex.load("ada").await.expect("load");
+    assert_eq!(
+        cache.stats().misses,
+        misses + 1,
+        "another tenant does not read acme's entry"
+    );
+}

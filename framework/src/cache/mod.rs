@@ -35,6 +35,13 @@ pub type CacheValue = Arc<[u8]>;
 /// What a cache entry is about. Rendered as
 /// `{tenant or "_"}:{kind}:{id}` (Redis adds its key prefix), so entries of
 /// different tenants never share a key.
+///
+/// ```
+/// use annals::cache::CacheKey;
+///
+/// assert_eq!(CacheKey::new(Some("acme"), "state", "user-1@1").render(), "acme:state:user-1@1");
+/// assert_eq!(CacheKey::new(None, "stream", "user-1").render(), "_:stream:user-1");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     /// The tenant the entry belongs to, if any.
@@ -79,6 +86,10 @@ pub struct CacheError {
 }
 
 /// A cache of byte values. Implementations record [`CacheStats`].
+///
+/// Implement it to put Annals' caching on another store (memcached, a
+/// database table); the repository and [`CachingEventStore`] only need
+/// these four operations, and treat every error as "not cached".
 #[async_trait]
 pub trait EventCache: Send + Sync + std::fmt::Debug {
     /// Short name for logs: `in-process`, `redis`, `two-level`.

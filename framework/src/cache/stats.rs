@@ -4,6 +4,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A snapshot of a cache's counters.
+///
+/// ```
+/// use annals::cache::StatsRecorder;
+///
+/// let recorder = StatsRecorder::default();
+/// recorder.lookup(true);
+/// recorder.lookup(true);
+/// recorder.lookup(false);
+/// let stats = recorder.snapshot();
+/// assert_eq!((stats.hits, stats.misses), (2, 1));
+/// assert!((stats.hit_rate() - 2.0 / 3.0).abs() < 1e-9);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CacheStats {
     /// Lookups that found a value.
