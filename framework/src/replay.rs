@@ -146,20 +146,25 @@ impl<T> ReplayHandle<T> {
         self.progress.borrow().clone()
     }
 
-    /// Every progress update until the replay finishes.
+    /// The current progress, then every update until the replay finishes.
     pub fn updates(&self) -> BoxStream<'static, ReplayProgress> {
         let receiver = self.progress.clone();
-        stream::unfold(Some(receiver), |receiver| async move {
-            let mut receiver = receiver?;
-            let current = receiver.borrow_and_update().clone();
-            if current.is_finished() {
-                return Some((current, None));
-            }
-            match receiver.changed().await {
-                Ok(()) => Some((current, Some(receiver))),
-                Err(_) => Some((current, None)),
-            }
-        })
+        stream::unfold(
+            (receiver, true, false),
+            |(mut receiver, first, finished)| async move {
+                if finished {
+                    return None;
+                }
+                // After the first item, wait for a change; a closed channel with
+                // nothing new means the replay task is gone.
+                if !first && receiver.changed().await.is_err() {
+                    return None;
+                }
+                let current = receiver.borrow_and_update().clone();
+                let finished = current.is_finished();
+                Some((current, (receiver, false, finished)))
+            },
+        )
         .boxed()
     }
 
