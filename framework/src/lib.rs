@@ -18,6 +18,7 @@ pub mod repository;
 pub mod snapshot;
 pub mod store;
 pub mod stream;
+pub mod subscription;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -34,6 +35,10 @@ pub use position::LogPosition;
 pub use projection::Projection;
 pub use repository::{CommandError, Repository, UnitOfWork};
 pub use stream::{ExpectedVersion, StreamId};
+
+/// Implement async traits of Annals (such as
+/// [`subscription::EventSink`]) without depending on `async-trait` yourself.
+pub use async_trait::async_trait;
 
 /// Marks an event type: a stable wire name and schema version, serde
 /// (de)serialisation, upcasting of older versions, and registration.

@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod domain;
 pub mod events;
 pub mod repository;
+pub mod subscription;
 
 /// The repository README's Rust examples, compiled as doctests so the
 /// README stays true.

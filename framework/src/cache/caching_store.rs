@@ -265,4 +265,12 @@ impl EventStore for CachingEventStore {
     async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
         self.inner.prune_snapshots(policy).await
     }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
+        self.inner.save_checkpoint(name, position).await
+    }
 }

@@ -45,6 +45,8 @@ struct MemoryLog {
     event_ids: HashSet<Uuid>,
     /// Snapshots per stream, by version.
     snapshots: HashMap<StreamId, BTreeMap<u64, Snapshot>>,
+    /// Subscription checkpoints by name.
+    checkpoints: HashMap<String, LogPosition>,
 }
 
 impl MemoryLog {
@@ -284,5 +286,14 @@ impl EventStore for InMemoryEventStore {
             }
         }
         Ok(deleted)
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        Ok(self.read()?.checkpoints.get(name).copied())
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
+        self.write()?.checkpoints.insert(name.to_owned(), position);
+        Ok(())
     }
 }

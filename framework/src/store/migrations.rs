@@ -36,6 +36,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "snapshots",
         sql: include_str!("../../../migrations/postgres/0002_snapshots.sql"),
     },
+    Migration {
+        version: 3,
+        name: "checkpoints",
+        sql: include_str!("../../../migrations/postgres/0003_checkpoints.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -50,6 +55,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 2,
         name: "snapshots",
         sql: include_str!("../../../migrations/sqlite/0002_snapshots.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "checkpoints",
+        sql: include_str!("../../../migrations/sqlite/0003_checkpoints.sql"),
     },
 ];
 

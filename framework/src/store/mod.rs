@@ -150,4 +150,18 @@ pub trait EventStore: Send + Sync {
 
     /// Deletes the snapshots the policy does not keep; returns how many.
     async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64>;
+
+    /// The saved position of a named subscription, if any.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
+
+    /// Saves the position of a named subscription.
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()>;
+}
+
+impl std::fmt::Debug for dyn EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("backend", &self.backend())
+            .finish()
+    }
 }

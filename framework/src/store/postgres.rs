@@ -672,6 +672,37 @@ impl EventStore for PostgresEventStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(failed("load checkpoint"))?;
+        Ok(row.map(|(commit, sequence)| {
+            LogPosition::new(
+                u64::try_from(commit).unwrap_or(0),
+                u64::try_from(sequence).unwrap_or(0),
+            )
+        }))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(to_i64(position.commit))
+        .bind(to_i64(position.sequence))
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(failed("save checkpoint"))?;
+        Ok(())
+    }
+
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         sqlx::query(
             "INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \

@@ -1,0 +1,256 @@
+//! Subscriptions: a named reader of the global log that keeps its checkpoint
+//! in the store, catches up from it, then follows new events as they are
+//! committed. Delivery is at least once: the checkpoint moves only past
+//! events the sink handled, so a crash or an error means redelivery, never
+//! a gap. (The log is the outbox: there is nothing to publish separately.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::envelope::RecordedEvent;
+use crate::error::{BoxError, Error, Result};
+use crate::position::LogPosition;
+use crate::store::EventStore;
+
+/// Where a subscription's events go.
+#[async_trait]
+pub trait EventSink: Send {
+    /// Handles one event. An error stops delivery at this event; it is
+    /// offered again after the subscription's retry delay.
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError>;
+}
+
+/// A subscription's state, as its handle reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionStatus {
+    /// The last position handled (and checkpointed at the end of its batch).
+    pub position: LogPosition,
+    /// Events handed to the sink since the start (redeliveries included).
+    pub delivered: u64,
+    /// Whether the subscription has read everything committed so far.
+    pub caught_up: bool,
+    /// The last failure (of the sink or the store), cleared by success.
+    pub last_error: Option<String>,
+}
+
+/// A named, checkpointed reader of the global log.
+///
+/// ```
+/// use annals::prelude::*;
+/// use annals::subscription::{EventSink, Subscription};
+/// use std::sync::Arc;
+///
+/// #[derive(Default)]
+/// struct Count(u64);
+///
+/// #[annals::async_trait]
+/// impl EventSink for Count {
+///     async fn handle(&mut self, _: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+///         self.0 += 1;
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let store = Arc::new(InMemoryEventStore::new());
+/// let stream = StreamId::new("user-1")?;
+/// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::json("registered", &1)?]).await?;
+///
+/// let handle = Subscription::new(store.clone(), "counter").start(Count::default());
+/// handle.wait_until(|status| status.delivered == 1).await?;
+/// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::json("renamed", &2)?]).await?;
+/// handle.wait_until(|status| status.delivered == 2).await?;
+/// let count = handle.stop().await?;
+/// assert_eq!(count.0, 2);
+/// assert!(store.load_checkpoint("counter").await?.is_some());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    store: Arc<dyn EventStore>,
+    name: String,
+    batch_size: usize,
+    poll_interval: Duration,
+    retry_delay: Duration,
+    event_types: Option<Vec<String>>,
+}
+
+impl Subscription {
+    /// A subscription named `name` (its checkpoint's key) on `store`.
+    pub fn new(store: Arc<dyn EventStore>, name: impl Into<String>) -> Self {
+        Subscription {
+            store,
+            name: name.into(),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(50),
+            retry_delay: Duration::from_millis(200),
+            event_types: None,
+        }
+    }
+
+    /// Events read per round trip (default 500).
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size.max(1);
+        self
+    }
+
+    /// How long to wait when caught up before looking again (default 50 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long to wait after a failure before retrying (default 200 ms).
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Delivers only events of these types (the others are skipped, and the
+    /// checkpoint still moves past them).
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Starts delivering to `sink` in a background task.
+    pub fn start<S: EventSink + 'static>(self, sink: S) -> SubscriptionHandle<S> {
+        let (status, receiver) = watch::channel(SubscriptionStatus::default());
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(self.run(sink, status, stopped));
+        SubscriptionHandle {
+            status: receiver,
+            stop,
+            task,
+        }
+    }
+
+    async fn run<Sink>(
+        self,
+        mut sink: Sink,
+        status: watch::Sender<SubscriptionStatus>,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<Sink>
+    where
+        Sink: EventSink,
+    {
+        let mut position = self
+            .store
+            .load_checkpoint(&self.name)
+            .await?
+            .unwrap_or_default();
+        status.send_modify(|s| s.position = position);
+        let mut delivered = 0_u64;
+        while !*stopped.borrow() {
+            let batch = match self.store.read_all(position, self.batch_size).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(subscription = %self.name, %error, "cannot read the log; retrying");
+                    status.send_modify(|s| s.last_error = Some(error.to_string()));
+                    pause(&mut stopped, self.retry_delay).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                status.send_modify(|s| s.caught_up = true);
+                pause(&mut stopped, self.poll_interval).await;
+                continue;
+            }
+            let start = position;
+            let mut failure = None;
+            for event in &batch {
+                let wanted = self
+                    .event_types
+                    .as_ref()
+                    .is_none_or(|types| types.contains(&event.event_type));
+                if wanted {
+                    delivered += 1;
+                    if let Err(error) = sink.handle(event).await {
+                        failure = Some(format!(
+                            "event {} of `{}` ({}): {error}",
+                            event.version, event.stream_id, event.event_type
+                        ));
+                        break;
+                    }
+                }
+                position = event.position;
+            }
+            // If the checkpoint is not saved, the events since the saved one
+            // come again later: at least once, never lost.
+            if position != start
+                && let Err(error) = self.store.save_checkpoint(&self.name, position).await
+            {
+                tracing::warn!(subscription = %self.name, %error, "cannot save the checkpoint");
+            }
+            let caught_up = failure.is_none() && batch.len() < self.batch_size;
+            status.send_modify(|s| {
+                s.position = position;
+                s.delivered = delivered;
+                s.caught_up = caught_up;
+                s.last_error.clone_from(&failure);
+            });
+            if let Some(failure) = failure {
+                tracing::warn!(subscription = %self.name, %failure, "the sink failed; retrying the event");
+                pause(&mut stopped, self.retry_delay).await;
+            }
+        }
+        Ok(sink)
+    }
+}
+
+/// Sleeps, waking early if the subscription is stopped.
+async fn pause(stopped: &mut watch::Receiver<bool>, duration: Duration) {
+    let _ = tokio::time::timeout(duration, stopped.wait_for(|stop| *stop)).await;
+}
+
+/// A running subscription.
+#[derive(Debug)]
+pub struct SubscriptionHandle<S> {
+    status: watch::Receiver<SubscriptionStatus>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<S>>,
+}
+
+impl<S> SubscriptionHandle<S> {
+    /// The latest status.
+    pub fn status(&self) -> SubscriptionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `condition` (or the subscription ends).
+    pub async fn wait_until(
+        &self,
+        condition: impl FnMut(&SubscriptionStatus) -> bool,
+    ) -> Result<SubscriptionStatus> {
+        let mut receiver = self.status.clone();
+        receiver
+            .wait_for(condition)
+            .await
+            .map(|status| status.clone())
+            .map_err(|_| Error::Backend {
+                backend: "subscription",
+                operation: "wait",
+                source: "the subscription has stopped".into(),
+            })
+    }
+
+    /// Stops after the event in hand and returns the sink.
+    pub async fn stop(self) -> Result<S> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|error| Error::Backend {
+            backend: "subscription",
+            operation: "join",
+            source: Box::new(error),
+        })?
+    }
+}

@@ -1,0 +1,193 @@
+//! The subscription suite: catch-up then live, resumption from the stored
+//! checkpoint, at-least-once redelivery after a failure, type filters; run
+//! against every backend by [`subscription_suite!`](crate::subscription_suite).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use annals::error::BoxError;
+use annals::prelude::*;
+use annals::subscription::{EventSink, Subscription, SubscriptionStatus};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::backends::TestStore;
+
+/// Expands to one `#[tokio::test]` per subscription case for a backend.
+#[macro_export]
+macro_rules! subscription_suite {
+    ($backend:ident) => {
+        $crate::subscription_suite!(@cases $backend:
+            catches_up_then_follows_live_events,
+            resumes_after_its_checkpoint,
+            a_failing_event_is_delivered_again,
+            filters_by_event_type,
+        );
+    };
+    (@cases $backend:ident: $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $crate::backends::TestStore::$backend().await;
+                $crate::subscription::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// Records what it receives; can fail on chosen event ids a number of times.
+#[derive(Default)]
+struct Recorder {
+    seen: Vec<Uuid>,
+    fail_on: Option<(Uuid, usize)>,
+}
+
+#[annals::async_trait]
+impl EventSink for Recorder {
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.seen.push(event.event_id);
+        if let Some((id, remaining)) = &mut self.fail_on
+            && *id == event.event_id
+            && *remaining > 0
+        {
+            *remaining -= 1;
+            return Err("the downstream service is unavailable".into());
+        }
+        Ok(())
+    }
+}
+
+async fn append_numbered(t: &TestStore, stream: &str, count: usize) -> Vec<Uuid> {
+    let id = StreamId::new(stream).expect("stream id");
+    let events: Vec<NewEvent> = (0..count)
+        .map(|n| NewEvent::json("test.numbered", &json!({ "n": n })).expect("event"))
+        .collect();
+    let ids = events.iter().map(|e| e.event_id).collect();
+    t.store
+        .append(&id, ExpectedVersion::Any, events)
+        .await
+        .expect("append");
+    ids
+}
+
+fn subscription(t: &TestStore, name: &str) -> Subscription {
+    Subscription::new(t.store.clone(), name)
+        .batch_size(7)
+        .poll_interval(Duration::from_millis(10))
+        .retry_delay(Duration::from_millis(20))
+}
+
+async fn wait_for(
+    handle: &annals::subscription::SubscriptionHandle<Recorder>,
+    check: impl FnMut(&SubscriptionStatus) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(30), handle.wait_until(check))
+        .await
+        .expect("the subscription got there within 30 s")
+        .expect("still running");
+}
+
+/// Existing events first, then events appended while it runs; each once, in
+/// log order.
+pub async fn catches_up_then_follows_live_events(t: &TestStore) {
+    let mut expected = append_numbered(t, "sub-a", 30).await;
+    let handle = subscription(t, "live").start(Recorder::default());
+    wait_for(&handle, |s| s.delivered >= 30 && s.caught_up).await;
+    expected.extend(append_numbered(t, "sub-b", 12).await);
+    wait_for(&handle, |s| s.delivered >= 42).await;
+    let recorder = handle.stop().await.expect("stop");
+    assert_eq!(recorder.seen, expected);
+    let checkpoint = t
+        .store
+        .load_checkpoint("live")
+        .await
+        .expect("load")
+        .expect("saved");
+    let log = t
+        .store
+        .read_all(LogPosition::START, 100)
+        .await
+        .expect("log");
+    assert_eq!(Some(checkpoint), log.last().map(|e| e.position));
+}
+
+/// A new subscription of the same name starts after the saved checkpoint.
+pub async fn resumes_after_its_checkpoint(t: &TestStore) {
+    append_numbered(t, "sub-c", 10).await;
+    let first = subscription(t, "resume").start(Recorder::default());
+    wait_for(&first, |s| s.delivered >= 10 && s.caught_up).await;
+    first.stop().await.expect("stop");
+
+    let later = append_numbered(t, "sub-c", 5).await;
+    let second = subscription(t, "resume").start(Recorder::default());
+    wait_for(&second, |s| s.delivered >= 5 && s.caught_up).await;
+    let recorder = second.stop().await.expect("stop");
+    assert_eq!(recorder.seen, later, "only what came after the checkpoint");
+    let other = subscription(t, "another-name").start(Recorder::default());
+    wait_for(&other, |s| s.delivered >= 15).await;
+    other.stop().await.expect("stop");
+}
+
+/// A sink error stops delivery at that event; it is retried until it
+/// succeeds, and nothing after it is skipped or reordered.
+pub async fn a_failing_event_is_delivered_again(t: &TestStore) {
+    let ids = append_numbered(t, "sub-d", 20).await;
+    let sink = Recorder {
+        seen: Vec::new(),
+        fail_on: Some((ids[9], 2)),
+    };
+    let handle = subscription(t, "flaky").start(sink);
+    wait_for(&handle, |s| s.last_error.is_some()).await;
+    assert!(
+        handle
+            .status()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("downstream service"))
+    );
+    wait_for(&handle, |s| {
+        s.caught_up && s.last_error.is_none() && s.delivered >= 22
+    })
+    .await;
+    let recorder = handle.stop().await.expect("stop");
+    let retried: Vec<&Uuid> = recorder.seen.iter().filter(|id| **id == ids[9]).collect();
+    assert_eq!(retried.len(), 3, "two failures, then success");
+    let unique: Vec<Uuid> = {
+        let mut seen = HashSet::new();
+        recorder
+            .seen
+            .iter()
+            .copied()
+            .filter(|id| seen.insert(*id))
+            .collect()
+    };
+    assert_eq!(unique, ids, "every event, in order, none lost");
+}
+
+/// Only the chosen types reach the sink; the checkpoint still moves on.
+pub async fn filters_by_event_type(t: &TestStore) {
+    let stream = StreamId::new("sub-e").expect("stream id");
+    let wanted = NewEvent::json("test.wanted", &json!(1)).expect("event");
+    let wanted_id = wanted.event_id;
+    let events = vec![
+        NewEvent::json("test.other", &json!(0)).expect("event"),
+        wanted,
+    ];
+    t.store
+        .append(&stream, ExpectedVersion::Any, events)
+        .await
+        .expect("append");
+    let handle = subscription(t, "filtered")
+        .event_types(["test.wanted"])
+        .start(Recorder::default());
+    wait_for(&handle, |s| s.caught_up && s.delivered >= 1).await;
+    let status = handle.status();
+    let recorder = handle.stop().await.expect("stop");
+    assert_eq!(recorder.seen, [wanted_id]);
+    assert_eq!(status.delivered, 1);
+    let log = t.store.read_all(LogPosition::START, 10).await.expect("log");
+    assert_eq!(
+        t.store.load_checkpoint("filtered").await.expect("load"),
+        log.last().map(|e| e.position)
+    );
+}
