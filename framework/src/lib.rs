@@ -3,10 +3,12 @@
 
 pub mod aggregate;
 pub mod cache;
+pub mod dead_letter;
 pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod handler_registry;
 pub mod metadata;
 pub mod payload;
 pub mod position;

@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
             unknown_or_misshapen_events_are_typed_decode_errors,
             stored_events_cannot_be_changed,
             snapshots_are_stored_found_and_pruned,
+            checkpoints_and_dead_letters_are_kept,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1010,4 +1011,65 @@ impl WithTakenAt for Snapshot {
         self.taken_at = at;
         self
     }
+}
+
+/// Subscription checkpoints and dead letters survive in the store.
+pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
+    use annals::dead_letter::DeadLetter;
+    use chrono::SubsecRound;
+
+    assert_eq!(
+        t.store.load_checkpoint("projector").await.expect("load"),
+        None
+    );
+    t.store
+        .save_checkpoint("projector", LogPosition::new(7, 42))
+        .await
+        .expect("save");
+    t.store
+        .save_checkpoint("projector", LogPosition::new(9, 50))
+        .await
+        .expect("save again");
+    t.store
+        .save_checkpoint("mailer", LogPosition::new(1, 1))
+        .await
+        .expect("save");
+    assert_eq!(
+        t.store.load_checkpoint("projector").await.expect("load"),
+        Some(LogPosition::new(9, 50))
+    );
+
+    let letter = |n: u64| DeadLetter {
+        id: Uuid::now_v7(),
+        handler: format!("handler-{n}"),
+        event_id: Uuid::now_v7(),
+        stream_id: stream("user-dead"),
+        version: n,
+        event_type: "test.numbered".into(),
+        error: format!("failure {n}: ünïcode"),
+        attempts: 3,
+        failed_at: (Utc::now() + Duration::milliseconds(n as i64)).trunc_subsecs(6),
+    };
+    let (first, second) = (letter(1), letter(2));
+    t.store.save_dead_letter(first.clone()).await.expect("save");
+    t.store
+        .save_dead_letter(second.clone())
+        .await
+        .expect("save");
+    assert_eq!(
+        t.store.dead_letters(10).await.expect("list"),
+        [first.clone(), second.clone()]
+    );
+    assert_eq!(
+        t.store.dead_letters(1).await.expect("list"),
+        std::slice::from_ref(&first)
+    );
+    assert!(t.store.delete_dead_letter(first.id).await.expect("delete"));
+    assert!(
+        !t.store
+            .delete_dead_letter(first.id)
+            .await
+            .expect("delete again")
+    );
+    assert_eq!(t.store.dead_letters(10).await.expect("list"), [second]);
 }

@@ -39,7 +39,7 @@ async fn sqlite_reopening_keeps_events_and_applies_nothing_twice() {
         .fetch_one(again.pool())
         .await
         .expect("history");
-    assert_eq!(applied, 3, "one row per migration");
+    assert_eq!(applied, 4, "one row per migration");
 }
 
 #[tokio::test]
@@ -75,7 +75,7 @@ async fn sqlite_newer_schema_is_refused() {
         Err(Error::SchemaTooNew {
             backend: "sqlite",
             found: 999,
-            supported: 3,
+            supported: 4,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -107,7 +107,7 @@ async fn postgres_concurrent_connects_migrate_once() {
         .fetch_one(stores[1].pool())
         .await
         .expect("history");
-    assert_eq!(applied, 3, "one row per migration");
+    assert_eq!(applied, 4, "one row per migration");
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn postgres_newer_schema_is_refused() {
             error @ Error::SchemaTooNew {
                 backend: "postgres",
                 found: 999,
-                supported: 3,
+                supported: 4,
             },
         ) => {
             assert!(error.to_string().contains("upgrade Annals"), "{error}");

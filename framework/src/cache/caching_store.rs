@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{CacheKey, CacheValue, EventCache};
+use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::Result;
 use crate::position::LogPosition;
@@ -272,5 +273,17 @@ impl EventStore for CachingEventStore {
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
         self.inner.save_checkpoint(name, position).await
+    }
+
+    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        self.inner.save_dead_letter(letter).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(limit).await
+    }
+
+    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
+        self.inner.delete_dead_letter(id).await
     }
 }

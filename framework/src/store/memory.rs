@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::append::{next_version, validate_batch};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
@@ -47,6 +48,8 @@ struct MemoryLog {
     snapshots: HashMap<StreamId, BTreeMap<u64, Snapshot>>,
     /// Subscription checkpoints by name.
     checkpoints: HashMap<String, LogPosition>,
+    /// Dead letters, oldest first.
+    dead_letters: Vec<DeadLetter>,
 }
 
 impl MemoryLog {
@@ -295,5 +298,27 @@ impl EventStore for InMemoryEventStore {
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
         self.write()?.checkpoints.insert(name.to_owned(), position);
         Ok(())
+    }
+
+    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        self.write()?.dead_letters.push(letter);
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self
+            .read()?
+            .dead_letters
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
+        let mut log = self.write()?;
+        let before = log.dead_letters.len();
+        log.dead_letters.retain(|letter| letter.id != id);
+        Ok(log.dead_letters.len() < before)
     }
 }

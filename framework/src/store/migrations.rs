@@ -41,6 +41,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../../../migrations/postgres/0003_checkpoints.sql"),
     },
+    Migration {
+        version: 4,
+        name: "dead_letters",
+        sql: include_str!("../../../migrations/postgres/0004_dead_letters.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -60,6 +65,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 3,
         name: "checkpoints",
         sql: include_str!("../../../migrations/sqlite/0003_checkpoints.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "dead_letters",
+        sql: include_str!("../../../migrations/sqlite/0004_dead_letters.sql"),
     },
 ];
 

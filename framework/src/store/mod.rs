@@ -38,6 +38,9 @@ pub use read_all::EventStoreExt;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteEventStore, SqliteStoreBuilder};
 
+use uuid::Uuid;
+
+use crate::dead_letter::DeadLetter;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Result;
 use crate::position::LogPosition;
@@ -156,6 +159,15 @@ pub trait EventStore: Send + Sync {
 
     /// Saves the position of a named subscription.
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()>;
+
+    /// Records a dead letter.
+    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()>;
+
+    /// Up to `limit` dead letters, oldest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Deletes a dead letter; `false` if there was none with that id.
+    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool>;
 }
 
 impl std::fmt::Debug for dyn EventStore {

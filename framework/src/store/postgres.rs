@@ -46,6 +46,7 @@ use super::connect::redact_url;
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
@@ -701,6 +702,87 @@ impl EventStore for PostgresEventStore {
         .await
         .map_err(failed("save checkpoint"))?;
         Ok(())
+    }
+
+    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(letter.id)
+        .bind(&letter.handler)
+        .bind(letter.event_id)
+        .bind(letter.stream_id.as_str())
+        .bind(to_i64(letter.version))
+        .bind(&letter.event_type)
+        .bind(&letter.error)
+        .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
+        .bind(letter.failed_at)
+        .execute(&self.pool)
+        .await
+        .map_err(failed("save dead letter"))?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+             FROM annals_dead_letters ORDER BY failed_at, id LIMIT $1",
+        )
+        .bind(self::limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed("list dead letters"))?;
+        rows.iter()
+            .map(|row| {
+                let bad = |column: &str, error: String| Error::Backend {
+                    backend: BACKEND,
+                    operation: "list dead letters",
+                    source: format!("column `{column}`: {error}").into(),
+                };
+                let version: i64 = row
+                    .try_get("version")
+                    .map_err(|e| bad("version", e.to_string()))?;
+                let attempts: i32 = row
+                    .try_get("attempts")
+                    .map_err(|e| bad("attempts", e.to_string()))?;
+                let stream: String = row
+                    .try_get("stream_id")
+                    .map_err(|e| bad("stream_id", e.to_string()))?;
+                let failed_at: DateTime<Utc> = row
+                    .try_get("failed_at")
+                    .map_err(|e| bad("failed_at", e.to_string()))?;
+                Ok(DeadLetter {
+                    id: row.try_get("id").map_err(|e| bad("id", e.to_string()))?,
+                    handler: row
+                        .try_get("handler")
+                        .map_err(|e| bad("handler", e.to_string()))?,
+                    event_id: row
+                        .try_get("event_id")
+                        .map_err(|e| bad("event_id", e.to_string()))?,
+                    stream_id: StreamId::from_stored(stream),
+                    version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
+                    event_type: row
+                        .try_get("event_type")
+                        .map_err(|e| bad("event_type", e.to_string()))?,
+                    error: row
+                        .try_get("error")
+                        .map_err(|e| bad("error", e.to_string()))?,
+                    attempts: u32::try_from(attempts)
+                        .map_err(|e| bad("attempts", e.to_string()))?,
+                    failed_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_dead_letter(&self, id: uuid::Uuid) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM annals_dead_letters WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("delete dead letter"))?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
