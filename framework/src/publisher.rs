@@ -1,0 +1,285 @@
+//! Publishing committed events: to in-process subscribers (subscribe and
+//! unsubscribe by event type at run time) and to Redis Streams (feature
+//! `redis`). The publisher is an [`EventSink`]: behind a
+//! [`Subscription`](crate::subscription::Subscription) it forwards every
+//! committed event at least once, and a failed Redis write makes the
+//! subscription offer the event again, so nothing is lost when Redis or the
+//! process goes away between append and publish.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::envelope::RecordedEvent;
+use crate::error::BoxError;
+use crate::subscription::EventSink;
+
+/// Identifies an in-process subscriber, to unsubscribe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriberId(u64);
+
+struct Subscriber {
+    event_types: Vec<String>,
+    sender: mpsc::Sender<Arc<RecordedEvent>>,
+}
+
+/// Publisher counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Events forwarded (to every destination that wanted them).
+    pub published: u64,
+    /// Forwarding attempts that failed (the event is offered again).
+    pub failed: u64,
+    /// In-process subscribers dropped because their receiver was gone.
+    pub dropped_subscribers: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Forwards events to in-process subscribers and, optionally, Redis Streams.
+///
+/// ```
+/// use annals::prelude::*;
+/// use annals::publisher::Publisher;
+/// use annals::subscription::EventSink;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mut publisher = Publisher::new();
+/// let (_id, mut registrations) = publisher.subscribe(&["iam.user.registered"], 100);
+///
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::new("user-1")?;
+/// store.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::json("iam.user.registered", &1)?]).await?;
+/// let event = store.read_stream(&stream, 1, 1).await?.remove(0);
+///
+/// publisher.handle(&event).await?;
+/// assert_eq!(registrations.recv().await.map(|e| e.event_id), Some(event.event_id));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Publisher {
+    subscribers: Arc<RwLock<HashMap<u64, Subscriber>>>,
+    next_id: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisStreams>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let subscribers = self.subscribers.read().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("Publisher")
+            .field("subscribers", &subscribers)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// A publisher with no subscribers.
+    pub fn new() -> Self {
+        Publisher::default()
+    }
+
+    /// Subscribes to these event types (every type when empty); events
+    /// arrive on the returned channel, which holds up to `capacity` (a full
+    /// channel makes publishing wait: slow subscribers apply back-pressure).
+    pub fn subscribe(
+        &self,
+        event_types: &[&str],
+        capacity: usize,
+    ) -> (SubscriberId, mpsc::Receiver<Arc<RecordedEvent>>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let subscriber = Subscriber {
+            event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
+            sender,
+        };
+        if let Ok(mut subscribers) = self.subscribers.write() {
+            subscribers.insert(id, subscriber);
+        }
+        (SubscriberId(id), receiver)
+    }
+
+    /// Removes a subscriber; `false` if it was not subscribed.
+    pub fn unsubscribe(&self, id: SubscriberId) -> bool {
+        self.subscribers
+            .write()
+            .map(|mut subscribers| subscribers.remove(&id.0).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Also writes every event to Redis Streams.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn with_redis_streams(mut self, streams: RedisStreams) -> Self {
+        self.redis = Some(streams);
+        self
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PublisherStats {
+        PublisherStats {
+            published: self.counters.published.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            dropped_subscribers: self.counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn publish(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            redis.add(event).await?;
+        }
+        let targets: Vec<(u64, mpsc::Sender<Arc<RecordedEvent>>)> = self
+            .subscribers
+            .read()
+            .map(|subscribers| {
+                subscribers
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.event_types.is_empty() || s.event_types.contains(&event.event_type)
+                    })
+                    .map(|(id, s)| (*id, s.sender.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let shared = Arc::new(event.clone());
+        for (id, sender) in targets {
+            if sender.send(shared.clone()).await.is_err() {
+                // The receiver is gone: the subscriber left without unsubscribing.
+                self.unsubscribe(SubscriberId(id));
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventSink for Publisher {
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        match self.publish(event).await {
+            Ok(()) => {
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+pub use redis_streams::RedisStreams;
+
+#[cfg(feature = "redis")]
+mod redis_streams {
+    use std::time::Duration;
+
+    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+    use crate::envelope::RecordedEvent;
+    use crate::error::{BoxError, Error, Result};
+    use crate::store::redact_url;
+
+    /// Writes events to Redis Streams with `XADD`: one stream per aggregate
+    /// type (`{prefix}:events:{category}`) or one for everything. Each entry
+    /// carries the event id, so a consumer recognises a redelivery; read
+    /// them with consumer groups (`XREADGROUP`).
+    #[derive(Clone)]
+    pub struct RedisStreams {
+        connection: ConnectionManager,
+        prefix: String,
+        single_stream: Option<String>,
+        max_len: Option<u64>,
+    }
+
+    impl RedisStreams {
+        /// Connects (lazily) to `url`; streams are named
+        /// `{prefix}:events:{category}`.
+        pub fn new(url: &str, prefix: impl Into<String>) -> Result<Self> {
+            let shown = redact_url(url);
+            let client = redis::Client::open(url)
+                .map_err(|error| Error::Config(format!("invalid Redis URL {shown}: {error}")))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_millis(500)))
+                .set_response_timeout(Some(Duration::from_millis(500)))
+                .set_number_of_retries(1);
+            let connection =
+                ConnectionManager::new_lazy_with_config(client, config).map_err(|error| {
+                    Error::Config(format!("cannot set up Redis at {shown}: {error}"))
+                })?;
+            Ok(RedisStreams {
+                connection,
+                prefix: prefix.into(),
+                single_stream: None,
+                max_len: None,
+            })
+        }
+
+        /// Writes every event to this one stream instead.
+        pub fn single_stream(mut self, key: impl Into<String>) -> Self {
+            self.single_stream = Some(key.into());
+            self
+        }
+
+        /// Trims each stream to about this many entries (`MAXLEN ~`).
+        pub fn max_len(mut self, entries: u64) -> Self {
+            self.max_len = Some(entries);
+            self
+        }
+
+        /// The stream an event goes to.
+        pub fn stream_key(&self, event: &RecordedEvent) -> String {
+            match &self.single_stream {
+                Some(key) => key.clone(),
+                None => format!("{}:events:{}", self.prefix, event.stream_id.category()),
+            }
+        }
+
+        pub(super) async fn add(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+            let metadata = serde_json::to_string(&event.metadata)?;
+            let mut command = redis::cmd("XADD");
+            command.arg(self.stream_key(event));
+            if let Some(max_len) = self.max_len {
+                command.arg("MAXLEN").arg("~").arg(max_len);
+            }
+            command
+                .arg("*")
+                .arg("event_id")
+                .arg(event.event_id.to_string())
+                .arg("stream_id")
+                .arg(event.stream_id.as_str())
+                .arg("version")
+                .arg(event.version)
+                .arg("event_type")
+                .arg(&event.event_type)
+                .arg("schema_version")
+                .arg(event.schema_version)
+                .arg("position")
+                .arg(event.position.to_string())
+                .arg("payload")
+                .arg(event.payload.as_json())
+                .arg("metadata")
+                .arg(metadata);
+            let mut connection = self.connection.clone();
+            command.query_async::<String>(&mut connection).await?;
+            Ok(())
+        }
+    }
+}
