@@ -44,7 +44,7 @@ use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 use super::append::{next_version, validate_batch};
 use super::connect::redact_url;
 use super::migrations::{self, HISTORY_TABLE};
-use super::row::{RowIdentity, StoredRow, headers_json};
+use super::row::{RowIdentity, StoredRow, headers_json, limit, to_i64};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
@@ -306,14 +306,6 @@ fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
         operation,
         source: Box::new(error),
     }
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn limit(max_count: usize) -> i64 {
-    i64::try_from(max_count).unwrap_or(i64::MAX)
 }
 
 /// `expected` as the number the append statement compares with the head.

@@ -101,3 +101,14 @@ pub(crate) fn headers_json(headers: &BTreeMap<String, String>) -> String {
     // A map of strings always serialises.
     serde_json::to_string(headers).unwrap_or_else(|_| "{}".to_owned())
 }
+
+/// A version or sequence for a signed 64-bit column (saturating: no stored
+/// value is that large).
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A page size for a SQL `LIMIT`.
+pub(crate) fn limit(max_count: usize) -> i64 {
+    i64::try_from(max_count).unwrap_or(i64::MAX)
+}
