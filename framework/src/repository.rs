@@ -275,27 +275,67 @@ impl<A: Aggregate> Repository<A> {
     /// The newest usable snapshot at or below `max_version` plus the events
     /// after it, up to `max_version` (the head when `None`).
     async fn load_up_to(&self, stream_id: StreamId, max_version: Option<u64>) -> Result<Loaded<A>> {
+        if let Some(loaded) = self.load_once(&stream_id, max_version, true).await? {
+            return Ok(loaded);
+        }
+        // The cache claimed a version the store does not have (a restored
+        // database, another environment): it was dropped; read the store.
+        self.load_once(&stream_id, max_version, false)
+            .await?
+            .ok_or_else(|| Error::Backend {
+                backend: self.store.backend(),
+                operation: "load",
+                source: format!("`{stream_id}` could not be loaded without the cache").into(),
+            })
+    }
+
+    /// One load; `None` when the cached state turned out to be ahead of the
+    /// store (the entry is dropped).
+    async fn load_once(
+        &self,
+        stream_id: &StreamId,
+        max_version: Option<u64>,
+        use_cache: bool,
+    ) -> Result<Option<Loaded<A>>> {
         let cached = match max_version {
-            None => self.cached_state(&stream_id).await,
-            Some(_) => None,
+            None if use_cache => self.cached_state(stream_id).await,
+            _ => None,
         };
         let from_cache = cached.as_ref().map(|(_, version)| *version);
         let start = match cached {
             Some(found) => Some(found),
-            None => self.restore_snapshot(&stream_id, max_version).await,
+            None => self.restore_snapshot(stream_id, max_version).await,
         };
         let (mut state, mut version) = start.unwrap_or_else(|| (A::default(), 0));
+        // A cached state is checked against the store: the event at its
+        // version must exist. Reading from that version (not after it)
+        // checks it in the same round trip.
+        let mut check_cached = from_cache.filter(|cached| *cached > 0);
         let limit = max_version.unwrap_or(u64::MAX);
         while version < limit {
             let want = usize::try_from(limit - version)
                 .unwrap_or(usize::MAX)
                 .min(LOAD_PAGE);
+            let (from, extra) = match check_cached {
+                Some(cached) => (cached, 1),
+                None => (version + 1, 0),
+            };
             let page = self
                 .store
-                .read_stream(&stream_id, version + 1, want)
+                .read_stream(stream_id, from, want + extra)
                 .await?;
-            let done = page.len() < want;
-            for recorded in &page {
+            let mut events = page.iter();
+            if let Some(cached) = check_cached.take()
+                && events.next().is_none_or(|first| first.version != cached)
+            {
+                tracing::warn!(stream = %stream_id, cached, "the cached state is ahead of the store; dropping it");
+                if let Some(cache) = &self.cache {
+                    let _ = cache.remove(&[self.state_key(stream_id)]).await;
+                }
+                return Ok(None);
+            }
+            let done = page.len() < want + extra;
+            for recorded in events {
                 let event: A::Event = recorded.decode()?;
                 state.apply_event(&event);
                 version = recorded.version;
@@ -305,13 +345,13 @@ impl<A: Aggregate> Repository<A> {
             }
         }
         if max_version.is_none() && version > 0 && from_cache != Some(version) {
-            self.cache_state(&stream_id, version, &state).await;
+            self.cache_state(stream_id, version, &state).await;
         }
-        Ok(Loaded {
-            stream_id,
+        Ok(Some(Loaded {
+            stream_id: stream_id.clone(),
             state,
             version,
-        })
+        }))
     }
 
     /// The state from the newest snapshot at or below `max_version`, if

@@ -38,6 +38,7 @@ macro_rules! repository_suite {
             cached_state_is_used_and_kept_fresh,
             a_stale_cache_never_decides_a_command,
             a_cache_ahead_of_the_store_is_dropped_on_conflict,
+            a_cache_ahead_of_the_store_is_never_served,
             loading_as_of_an_instant_ignores_later_events_and_snapshots,
             many_aggregates_load_in_order,
             replay_into_a_projection_reports_progress,
@@ -746,8 +747,8 @@ pub async fn a_stale_cache_never_decides_a_command(t: &TestStore) {
 }
 
 /// A cache that claims a version the store does not have (restored
-/// database, wrong environment) makes the append conflict; the retry drops
-/// the entry and decides on the store's state.
+/// database, wrong environment) is caught when the command loads: the entry
+/// is dropped and the command decides on the store's state.
 pub async fn a_cache_ahead_of_the_store_is_dropped_on_conflict(t: &TestStore) {
     let cache = Arc::new(InProcessCache::new());
     let repo = users(t).with_cache(cache.clone());
@@ -773,7 +774,11 @@ pub async fn a_cache_ahead_of_the_store_is_dropped_on_conflict(t: &TestStore) {
         )
         .await
         .expect("execute");
-    assert_eq!((executed.attempts, executed.version), (2, 2));
+    assert_eq!(
+        (executed.attempts, executed.version),
+        (1, 2),
+        "caught on load, before any append"
+    );
     let roles: Vec<&str> = executed.state.roles.iter().map(String::as_str).collect();
     assert_eq!(roles, ["real"], "the ghost role from the cache is gone");
 }
@@ -957,4 +962,41 @@ pub async fn a_replay_can_be_cancelled(t: &TestStore) {
     );
     assert_eq!(summary.total, 1500);
     assert!(summary.eta.is_some());
+}
+
+/// A cached state at a version the store does not have is dropped by a
+/// plain load too, which then answers from the store.
+pub async fn a_cache_ahead_of_the_store_is_never_served(t: &TestStore) {
+    let cache = Arc::new(InProcessCache::new());
+    let repo = users(t).with_cache(cache.clone());
+    user_with_roles(&repo, "restored", 1).await; // version 2
+    let mut bogus = 10_u64.to_be_bytes().to_vec();
+    bogus.extend_from_slice(
+        br#"{"email":"x@acme.test","display_name":"x","roles":["ghost"],"deactivated":false}"#,
+    );
+    let key = CacheKey::new(
+        None,
+        "state",
+        format!("user-restored@{}", User::SNAPSHOT_VERSION),
+    );
+    cache.put(&key, bogus.into()).await.expect("plant");
+
+    let loaded = repo.load("restored").await.expect("load");
+    assert_eq!(loaded.version, 2);
+    assert_eq!(
+        loaded
+            .state
+            .roles
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["role-0"]
+    );
+    let hits = cache.stats().hits;
+    repo.load("restored").await.expect("load");
+    assert_eq!(
+        cache.stats().hits,
+        hits + 1,
+        "the store's state is cached again"
+    );
 }

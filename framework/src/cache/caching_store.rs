@@ -139,16 +139,34 @@ impl CachingEventStore {
     }
 
     /// The whole stream: cached events plus newer ones from the store.
+    /// The store read starts at the last cached event, to check it is still
+    /// there (a restored database may have lost it): if not, the cached
+    /// events are dropped and the stream is read from the store.
     async fn whole_stream(&self, stream: &StreamId) -> Result<Option<Vec<RecordedEvent>>> {
         let mut events = self.cached(stream).await.unwrap_or_default();
-        let cached_len = events.len();
-        let next = events.last().map_or(1, |event| event.version + 1);
-        let newer = self
+        let last = events.last().map(|event| (event.version, event.event_id));
+        let from = last.map_or(1, |(version, _)| version);
+        let mut newer = self
             .inner
-            .read_stream(stream, next, self.max_cached_events + 1)
+            .read_stream(stream, from, self.max_cached_events + 2)
             .await?;
-        if newer.len() > self.max_cached_events || cached_len + newer.len() > self.max_cached_events
-        {
+        if let Some((version, event_id)) = last {
+            if newer
+                .first()
+                .is_none_or(|first| first.version != version || first.event_id != event_id)
+            {
+                tracing::warn!(stream = %stream, version, "cached events are not in the store; dropping them");
+                self.invalidate_stream(stream).await;
+                events.clear();
+                newer = self
+                    .inner
+                    .read_stream(stream, 1, self.max_cached_events + 1)
+                    .await?;
+            } else {
+                newer.remove(0);
+            }
+        }
+        if events.len() + newer.len() > self.max_cached_events {
             return Ok(None);
         }
         if !newer.is_empty() {
