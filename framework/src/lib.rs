@@ -14,6 +14,7 @@ pub mod payload;
 pub mod position;
 pub mod prelude;
 pub mod projection;
+pub mod projection_runner;
 pub mod publisher;
 pub mod registry;
 pub mod replay;

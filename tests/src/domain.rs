@@ -369,3 +369,90 @@ impl SlowTenantCounter {
         self.count += 1;
     }
 }
+
+/// Role counts in SQLite that fail once, after writing, on a chosen role
+/// assignment: the batch's transaction must roll back so nothing is counted
+/// twice.
+#[derive(Default, Debug)]
+pub struct FlakySqliteRoleCounts {
+    /// Fail (once) on the assignment with this ordinal (1-based).
+    pub fail_on: Option<u64>,
+    seen: u64,
+}
+
+impl FlakySqliteRoleCounts {
+    /// Fails once on the `n`th role assignment it sees.
+    pub fn failing_once_on(n: u64) -> Self {
+        FlakySqliteRoleCounts {
+            fail_on: Some(n),
+            seen: 0,
+        }
+    }
+}
+
+#[projection(name = "test_role_counts_sqlite")]
+impl FlakySqliteRoleCounts {
+    async fn user_event(
+        &mut self,
+        event: &UserEvent,
+        db: &mut sqlx::SqliteConnection,
+    ) -> Result<(), String> {
+        if let UserEvent::RoleAssigned { role } = event {
+            sqlx::query("INSERT INTO role_counts (role, users) VALUES (?, 1) ON CONFLICT (role) DO UPDATE SET users = users + 1")
+                .bind(role)
+                .execute(&mut *db)
+                .await
+                .map_err(|error| error.to_string())?;
+            self.seen += 1;
+            if self.fail_on == Some(self.seen) {
+                self.fail_on = None;
+                return Err("injected failure after the write".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The same in PostgreSQL.
+#[derive(Default, Debug)]
+pub struct FlakyPostgresRoleCounts {
+    /// Fail (once) on the assignment with this ordinal (1-based).
+    pub fail_on: Option<u64>,
+    seen: u64,
+}
+
+impl FlakyPostgresRoleCounts {
+    /// Fails once on the `n`th role assignment it sees.
+    pub fn failing_once_on(n: u64) -> Self {
+        FlakyPostgresRoleCounts {
+            fail_on: Some(n),
+            seen: 0,
+        }
+    }
+}
+
+#[projection(name = "test_role_counts_postgres")]
+impl FlakyPostgresRoleCounts {
+    async fn user_event(
+        &mut self,
+        event: &UserEvent,
+        db: &mut sqlx::PgConnection,
+    ) -> Result<(), String> {
+        if let UserEvent::RoleAssigned { role } = event {
+            sqlx::query(
+                "INSERT INTO role_counts (role, users) VALUES ($1, 1) \
+                 ON CONFLICT (role) DO UPDATE SET users = role_counts.users + 1",
+            )
+            .bind(role)
+            .execute(&mut *db)
+            .await
+            .map_err(|error| error.to_string())?;
+            self.seen += 1;
+            if self.fail_on == Some(self.seen) {
+                self.fail_on = None;
+                return Err("injected failure after the write".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,494 @@
+//! Running projections from the log: an in-memory read model rebuilt on
+//! start, or a SQL read model whose checkpoint is committed in the same
+//! transaction as its writes, so it sees every event exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::{RwLock, watch};
+use tokio::task::JoinHandle;
+
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::LogPosition;
+use crate::projection::Projection;
+use crate::store::EventStore;
+
+/// What a projection runner is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ProjectionState {
+    /// Reading the log up to its end.
+    #[default]
+    CatchingUp,
+    /// Up to date, following new events.
+    Running,
+    /// The last batch failed; it will be retried.
+    Failed,
+    /// Stopped by its handle.
+    Stopped,
+}
+
+/// A running projection's status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: &'static str,
+    /// What it is doing.
+    pub state: ProjectionState,
+    /// The last position applied (and, for SQL read models, committed).
+    pub position: LogPosition,
+    /// Events applied since start.
+    pub applied: u64,
+    /// How far behind the newest applied event is (time since it was recorded).
+    pub lag: Duration,
+    /// Events applied per second since start.
+    pub per_second: f64,
+    /// The last error, cleared by a successful batch.
+    pub last_error: Option<String>,
+}
+
+/// Where a projection's read model and checkpoint live.
+#[async_trait]
+pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
+    /// The saved checkpoint, if any (`None`: start from the beginning).
+    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
+
+    /// Applies a batch and saves the checkpoint, atomically where the
+    /// target can. On failure it reports how many of `events` stay applied
+    /// (0 for a rolled-back transaction), so the runner retries only the rest.
+    async fn apply(
+        &self,
+        projection: &mut P,
+        name: &str,
+        events: &[RecordedEvent],
+        checkpoint: LogPosition,
+    ) -> Result<(), BatchFailure>;
+}
+
+/// A batch that failed part-way.
+#[derive(Debug)]
+pub struct BatchFailure {
+    /// Events of the batch that remain applied.
+    pub applied: usize,
+    /// What went wrong.
+    pub error: Error,
+}
+
+impl From<Error> for BatchFailure {
+    fn from(error: Error) -> Self {
+        BatchFailure { applied: 0, error }
+    }
+}
+
+/// An in-memory read model: rebuilt from the log on every start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InMemory;
+
+#[async_trait]
+impl<P: Projection<Context = ()>> ProjectionTarget<P> for InMemory {
+    async fn checkpoint(&self, _name: &str) -> Result<Option<LogPosition>> {
+        Ok(None)
+    }
+
+    async fn apply(
+        &self,
+        projection: &mut P,
+        _name: &str,
+        events: &[RecordedEvent],
+        _checkpoint: LogPosition,
+    ) -> Result<(), BatchFailure> {
+        for (applied, event) in events.iter().enumerate() {
+            projection
+                .apply(event, &mut ())
+                .await
+                .map_err(|error| BatchFailure { applied, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// A SQL read model in the SQLite database of the event store: each batch
+/// and its checkpoint commit in one transaction.
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+#[derive(Debug, Clone)]
+pub struct SqliteReadModel(pub sqlx::SqlitePool);
+
+#[cfg(feature = "sqlite")]
+#[async_trait]
+impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for SqliteReadModel {
+    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.0)
+                .await
+                .map_err(sql_failed("load projection checkpoint"))?;
+        Ok(row.map(position_from_row))
+    }
+
+    async fn apply(
+        &self,
+        projection: &mut P,
+        name: &str,
+        events: &[RecordedEvent],
+        checkpoint: LogPosition,
+    ) -> Result<(), BatchFailure> {
+        let mut tx = self
+            .0
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sql_failed("begin projection batch"))?;
+        for event in events {
+            projection.apply(event, &mut tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(checkpoint.sequence).unwrap_or(i64::MAX))
+        .bind(Utc::now().timestamp_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_failed("save projection checkpoint"))?;
+        tx.commit()
+            .await
+            .map_err(sql_failed("commit projection batch"))?;
+        Ok(())
+    }
+}
+
+/// A SQL read model in the PostgreSQL database of the event store: each
+/// batch and its checkpoint commit in one transaction.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[derive(Debug, Clone)]
+pub struct PostgresReadModel(pub sqlx::PgPool);
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for PostgresReadModel {
+    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.0)
+                .await
+                .map_err(sql_failed("load projection checkpoint"))?;
+        Ok(row.map(position_from_row))
+    }
+
+    async fn apply(
+        &self,
+        projection: &mut P,
+        name: &str,
+        events: &[RecordedEvent],
+        checkpoint: LogPosition,
+    ) -> Result<(), BatchFailure> {
+        let mut tx = self
+            .0
+            .begin()
+            .await
+            .map_err(sql_failed("begin projection batch"))?;
+        for event in events {
+            projection.apply(event, &mut tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(checkpoint.sequence).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_failed("save projection checkpoint"))?;
+        tx.commit()
+            .await
+            .map_err(sql_failed("commit projection batch"))?;
+        Ok(())
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn sql_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| Error::Backend {
+        backend: "projection",
+        operation,
+        source: Box::new(error),
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn position_from_row((commit, sequence): (i64, i64)) -> LogPosition {
+    LogPosition::new(
+        u64::try_from(commit).unwrap_or(0),
+        u64::try_from(sequence).unwrap_or(0),
+    )
+}
+
+/// Runs a projection from the log into a [`ProjectionTarget`].
+///
+/// ```
+/// use annals::prelude::*;
+/// use annals::projection_runner::{InMemory, ProjectionRunner};
+///
+/// #[event(name = "doc.tenant.created")]
+/// struct TenantCreated { name: String }
+///
+/// #[derive(Default)]
+/// struct Names(Vec<String>);
+///
+/// #[projection(name = "doc_names")]
+/// impl Names {
+///     fn created(&mut self, event: &TenantCreated) { self.0.push(event.name.clone()); }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let store = std::sync::Arc::new(InMemoryEventStore::new());
+/// let stream = StreamId::new("tenant-1")?;
+/// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::from_event(&TenantCreated { name: "Acme".into() })?]).await?;
+/// let running = ProjectionRunner::new(store.clone(), InMemory).start(Names::default());
+/// running.wait_until(|status| status.applied == 1).await?;
+/// assert_eq!(running.read().await.0, ["Acme"]);
+/// running.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct ProjectionRunner<T> {
+    store: Arc<dyn EventStore>,
+    target: T,
+    batch_size: usize,
+    poll_interval: Duration,
+    retry_delay: Duration,
+}
+
+impl<T> std::fmt::Debug for ProjectionRunner<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+impl<T> ProjectionRunner<T> {
+    /// Reads `store`'s log into `target`.
+    pub fn new(store: Arc<dyn EventStore>, target: T) -> Self {
+        ProjectionRunner {
+            store,
+            target,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(50),
+            retry_delay: Duration::from_millis(200),
+        }
+    }
+
+    /// Events per batch (and per transaction for SQL read models).
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size.max(1);
+        self
+    }
+
+    /// How long to wait when caught up.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long to wait after a failed batch.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// The checkpoint name of projection `P`: its name and version, so a new
+    /// version starts from the beginning (a rebuild).
+    pub fn checkpoint_name<P: Projection>() -> String {
+        format!("projection:{}:v{}", P::NAME, P::VERSION)
+    }
+
+    /// Starts the projection in a background task.
+    pub fn start<P>(self, projection: P) -> RunningProjection<P>
+    where
+        P: Projection + Send + Sync + 'static,
+        T: ProjectionTarget<P>,
+    {
+        let model = Arc::new(RwLock::new(projection));
+        let (status, receiver) = watch::channel(ProjectionStatus {
+            name: P::NAME,
+            ..ProjectionStatus::default()
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(self.run(model.clone(), status, stopped));
+        RunningProjection {
+            model,
+            status: receiver,
+            stop,
+            task,
+        }
+    }
+
+    async fn run<P>(
+        self,
+        model: Arc<RwLock<P>>,
+        status: watch::Sender<ProjectionStatus>,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<()>
+    where
+        P: Projection + Send + Sync + 'static,
+        T: ProjectionTarget<P>,
+    {
+        let name = Self::checkpoint_name::<P>();
+        let started = Instant::now();
+        let mut position = loop {
+            match self.target.checkpoint(&name).await {
+                Ok(position) => break position.unwrap_or_default(),
+                Err(error) => {
+                    status.send_modify(|s| {
+                        s.state = ProjectionState::Failed;
+                        s.last_error = Some(error.to_string());
+                    });
+                    if wait(&mut stopped, self.retry_delay).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let handled = P::event_types();
+        let mut applied = 0_u64;
+        while !*stopped.borrow() {
+            let batch = match self.store.read_all(position, self.batch_size).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    status.send_modify(|s| {
+                        s.state = ProjectionState::Failed;
+                        s.last_error = Some(error.to_string());
+                    });
+                    wait(&mut stopped, self.retry_delay).await;
+                    continue;
+                }
+            };
+            let Some(last) = batch.last() else {
+                status.send_modify(|s| s.state = ProjectionState::Running);
+                wait(&mut stopped, self.poll_interval).await;
+                continue;
+            };
+            let next = last.position;
+            let lag = (Utc::now() - last.recorded_at).to_std().unwrap_or_default();
+            let relevant: Vec<RecordedEvent> = batch
+                .into_iter()
+                .filter(|event| handled.contains(&event.event_type.as_str()))
+                .collect();
+            let outcome = {
+                let mut projection = model.write().await;
+                self.target
+                    .apply(&mut projection, &name, &relevant, next)
+                    .await
+            };
+            match outcome {
+                Ok(()) => {
+                    position = next;
+                    applied += relevant.len() as u64;
+                    let elapsed = started.elapsed().as_secs_f64();
+                    status.send_modify(|s| {
+                        s.state = ProjectionState::CatchingUp;
+                        s.position = position;
+                        s.applied = applied;
+                        s.lag = lag;
+                        s.per_second = if elapsed > 0.0 {
+                            applied as f64 / elapsed
+                        } else {
+                            0.0
+                        };
+                        s.last_error = None;
+                    });
+                }
+                Err(BatchFailure {
+                    applied: kept,
+                    error,
+                }) => {
+                    // Only what the target kept counts (nothing of a rolled
+                    // back transaction); the rest of the batch is retried.
+                    if let Some(last_kept) = kept.checked_sub(1).and_then(|i| relevant.get(i)) {
+                        position = last_kept.position;
+                        applied += kept as u64;
+                    }
+                    tracing::warn!(projection = P::NAME, %error, "projection batch failed; retrying");
+                    status.send_modify(|s| {
+                        s.state = ProjectionState::Failed;
+                        s.position = position;
+                        s.applied = applied;
+                        s.last_error = Some(error.to_string());
+                    });
+                    wait(&mut stopped, self.retry_delay).await;
+                }
+            }
+        }
+        status.send_modify(|s| s.state = ProjectionState::Stopped);
+        Ok(())
+    }
+}
+
+/// Sleeps; `true` if the runner was stopped meanwhile.
+async fn wait(stopped: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    tokio::time::timeout(duration, stopped.wait_for(|stop| *stop))
+        .await
+        .is_ok()
+}
+
+/// A projection running in the background; query its read model with
+/// [`read`](Self::read).
+#[derive(Debug)]
+pub struct RunningProjection<P> {
+    model: Arc<RwLock<P>>,
+    status: watch::Receiver<ProjectionStatus>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl<P> RunningProjection<P> {
+    /// The latest status.
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Read access to the read model (held between batches).
+    pub async fn read(&self) -> tokio::sync::RwLockReadGuard<'_, P> {
+        self.model.read().await
+    }
+
+    /// Waits until the status satisfies `condition`.
+    pub async fn wait_until(
+        &self,
+        condition: impl FnMut(&ProjectionStatus) -> bool,
+    ) -> Result<ProjectionStatus> {
+        let mut receiver = self.status.clone();
+        receiver
+            .wait_for(condition)
+            .await
+            .map(|s| s.clone())
+            .map_err(|_| Error::Backend {
+                backend: "projection",
+                operation: "wait",
+                source: "the projection has stopped".into(),
+            })
+    }
+
+    /// Stops after the batch in hand.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|error| Error::Backend {
+            backend: "projection",
+            operation: "join",
+            source: Box::new(error),
+        })?
+    }
+}

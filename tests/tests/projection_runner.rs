@@ -1,0 +1,217 @@
+//! Projections run from the log: in memory (rebuilt on start, queried while
+//! live) and in SQL with the checkpoint committed in the batch's
+//! transaction, so a failure mid-batch never counts an event twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::prelude::*;
+use annals::projection_runner::{
+    InMemory, PostgresReadModel, ProjectionRunner, ProjectionState, SqliteReadModel,
+};
+use annals_tests::backends::{RawAccess, TestStore};
+use annals_tests::domain::{
+    FlakyPostgresRoleCounts, FlakySqliteRoleCounts, TenantCreated, TenantDirectory, UserEvent,
+};
+
+async fn assign_roles(store: &dyn EventStore, roles: &[&str]) {
+    for (n, role) in roles.iter().enumerate() {
+        let stream = StreamId::new(format!("user-p{n}")).expect("stream id");
+        let event = NewEvent::from_event(&UserEvent::RoleAssigned {
+            role: (*role).into(),
+        })
+        .expect("encode");
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event])
+            .await
+            .expect("append");
+    }
+}
+
+async fn wait_caught_up<P>(
+    running: &annals::projection_runner::RunningProjection<P>,
+    applied: u64,
+) {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        running.wait_until(|s| s.applied >= applied && s.state == ProjectionState::Running),
+    )
+    .await
+    .expect("caught up within 30 s")
+    .expect("running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_projection_catches_up_and_follows() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    for n in 0..20 {
+        let stream = StreamId::new(format!("tenant-m{n}")).expect("stream id");
+        let event = NewEvent::from_event(&TenantCreated {
+            name: format!("T{n}"),
+        })
+        .expect("encode");
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .expect("append");
+    }
+    assign_roles(&*store, &["ignored"]).await;
+    let running = ProjectionRunner::new(store.clone(), InMemory)
+        .batch_size(7)
+        .start(TenantDirectory::default());
+    wait_caught_up(&running, 20).await;
+    assert_eq!(running.read().await.names.len(), 20);
+
+    let stream = StreamId::new("tenant-late").expect("stream id");
+    let event = NewEvent::from_event(&TenantCreated {
+        name: "Late".into(),
+    })
+    .expect("encode");
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![event])
+        .await
+        .expect("append");
+    wait_caught_up(&running, 21).await;
+    assert_eq!(running.read().await.names["tenant-late"], "Late");
+    let status = running.status();
+    assert_eq!(status.name, "test_tenant_directory");
+    assert!(status.per_second > 0.0 && status.last_error.is_none());
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_model_sees_every_event_exactly_once() {
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    let roles = [
+        "admin", "admin", "auditor", "admin", "auditor", "admin", "admin", "auditor", "admin",
+        "auditor",
+    ];
+    assign_roles(&*t.store, &roles).await;
+
+    let runner = || {
+        ProjectionRunner::new(t.store.clone(), SqliteReadModel(pool.clone()))
+            .batch_size(4)
+            .retry_delay(Duration::from_millis(20))
+    };
+    let running = runner().start(FlakySqliteRoleCounts::failing_once_on(7));
+    running
+        .wait_until(|s| s.last_error.is_some())
+        .await
+        .expect("the injected failure");
+    wait_caught_up(&running, 10).await;
+    running.stop().await.expect("stop");
+    let counts = || async {
+        sqlx::query_as::<_, (String, i64)>("SELECT role, users FROM role_counts ORDER BY role")
+            .fetch_all(&pool)
+            .await
+            .expect("counts")
+    };
+    assert_eq!(counts().await, [("admin".into(), 6), ("auditor".into(), 4)]);
+
+    // A restart resumes from the committed checkpoint: nothing is re-applied.
+    assign_roles(&*t.store, &["admin"]).await;
+    let restarted = runner().start(FlakySqliteRoleCounts::default());
+    wait_caught_up(&restarted, 1).await;
+    restarted.stop().await.expect("stop");
+    assert_eq!(counts().await, [("admin".into(), 7), ("auditor".into(), 4)]);
+    let checkpoint = t
+        .store
+        .load_checkpoint(&ProjectionRunner::<SqliteReadModel>::checkpoint_name::<
+            FlakySqliteRoleCounts,
+        >())
+        .await
+        .expect("load");
+    let log = t
+        .store
+        .read_all(LogPosition::START, 100)
+        .await
+        .expect("log");
+    assert_eq!(checkpoint, log.last().map(|e| e.position));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_model_sees_every_event_exactly_once() {
+    let t = TestStore::postgres().await;
+    let RawAccess::Postgres(pool) = t.raw.clone() else {
+        unreachable!("a PostgreSQL store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role text PRIMARY KEY, users bigint NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    let roles = [
+        "admin", "auditor", "admin", "admin", "auditor", "admin", "admin", "admin",
+    ];
+    assign_roles(&*t.store, &roles).await;
+    let running = ProjectionRunner::new(t.store.clone(), PostgresReadModel(pool.clone()))
+        .batch_size(3)
+        .retry_delay(Duration::from_millis(20))
+        .start(FlakyPostgresRoleCounts::failing_once_on(5));
+    running
+        .wait_until(|s| s.last_error.is_some())
+        .await
+        .expect("the injected failure");
+    wait_caught_up(&running, 8).await;
+    running.stop().await.expect("stop");
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT role, users FROM role_counts ORDER BY role")
+            .fetch_all(&pool)
+            .await
+            .expect("counts");
+    assert_eq!(counts, [("admin".into(), 6), ("auditor".into(), 2)]);
+}
+
+/// Fails once, before applying its `fail_once_at`th event.
+#[derive(Default)]
+struct FlakyNames {
+    names: Vec<String>,
+    fail_once_at: Option<usize>,
+}
+
+#[annals::projection(name = "test_flaky_names")]
+impl FlakyNames {
+    fn created(&mut self, event: &TenantCreated) -> Result<(), String> {
+        if self.fail_once_at == Some(self.names.len()) {
+            self.fail_once_at = None;
+            return Err("boom".into());
+        }
+        self.names.push(event.name.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_batch_failing_midway_applies_nothing_twice() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    for n in 0..6 {
+        let stream = StreamId::new(format!("tenant-f{n}")).expect("stream id");
+        let event = NewEvent::from_event(&TenantCreated {
+            name: format!("T{n}"),
+        })
+        .expect("encode");
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .expect("append");
+    }
+    let projection = FlakyNames {
+        names: Vec::new(),
+        fail_once_at: Some(3),
+    };
+    let running = ProjectionRunner::new(store, InMemory)
+        .retry_delay(Duration::from_millis(10))
+        .start(projection);
+    wait_caught_up(&running, 6).await;
+    assert_eq!(
+        running.read().await.names,
+        ["T0", "T1", "T2", "T3", "T4", "T5"]
+    );
+    running.stop().await.expect("stop");
+}
