@@ -29,6 +29,8 @@ pub enum ProjectionState {
     Failed,
     /// Stopped by its handle.
     Stopped,
+    /// Waiting for the lease another process holds.
+    Standby,
 }
 
 /// A running projection's status.
@@ -269,6 +271,8 @@ pub struct ProjectionRunner<T> {
     batch_size: usize,
     poll_interval: Duration,
     retry_delay: Duration,
+    #[cfg(feature = "postgres")]
+    lease: Option<sqlx::PgPool>,
 }
 
 impl<T> std::fmt::Debug for ProjectionRunner<T> {
@@ -288,7 +292,22 @@ impl<T> ProjectionRunner<T> {
             batch_size: 500,
             poll_interval: Duration::from_millis(50),
             retry_delay: Duration::from_millis(200),
+            #[cfg(feature = "postgres")]
+            lease: None,
         }
+    }
+
+    /// Runs only while holding a PostgreSQL advisory lock named after the
+    /// projection (and its version), so that of several processes running
+    /// the same projection exactly one is active. The lock lives on a
+    /// connection of its own: when the holder dies, PostgreSQL releases it
+    /// and a standby takes over within a poll interval, from the committed
+    /// checkpoint.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn with_postgres_lease(mut self, pool: sqlx::PgPool) -> Self {
+        self.lease = Some(pool);
+        self
     }
 
     /// Events per batch (and per transaction for SQL read models).
@@ -348,92 +367,154 @@ impl<T> ProjectionRunner<T> {
     {
         let name = Self::checkpoint_name::<P>();
         let started = Instant::now();
-        let mut position = loop {
-            match self.target.checkpoint(&name).await {
-                Ok(position) => break position.unwrap_or_default(),
-                Err(error) => {
-                    status.send_modify(|s| {
-                        s.state = ProjectionState::Failed;
-                        s.last_error = Some(error.to_string());
-                    });
-                    if wait(&mut stopped, self.retry_delay).await {
-                        return Ok(());
-                    }
-                }
-            }
-        };
         let handled = P::event_types();
         let mut applied = 0_u64;
-        while !*stopped.borrow() {
-            let batch = match self.store.read_all(position, self.batch_size).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    status.send_modify(|s| {
-                        s.state = ProjectionState::Failed;
-                        s.last_error = Some(error.to_string());
-                    });
-                    wait(&mut stopped, self.retry_delay).await;
-                    continue;
-                }
-            };
-            let Some(last) = batch.last() else {
-                status.send_modify(|s| s.state = ProjectionState::Running);
-                wait(&mut stopped, self.poll_interval).await;
-                continue;
-            };
-            let next = last.position;
-            let lag = (Utc::now() - last.recorded_at).to_std().unwrap_or_default();
-            let relevant: Vec<RecordedEvent> = batch
-                .into_iter()
-                .filter(|event| handled.contains(&event.event_type.as_str()))
-                .collect();
-            let outcome = {
-                let mut projection = model.write().await;
-                self.target
-                    .apply(&mut projection, &name, &relevant, next)
-                    .await
-            };
-            match outcome {
-                Ok(()) => {
-                    position = next;
-                    applied += relevant.len() as u64;
-                    let elapsed = started.elapsed().as_secs_f64();
-                    status.send_modify(|s| {
-                        s.state = ProjectionState::CatchingUp;
-                        s.position = position;
-                        s.applied = applied;
-                        s.lag = lag;
-                        s.per_second = if elapsed > 0.0 {
-                            applied as f64 / elapsed
-                        } else {
-                            0.0
-                        };
-                        s.last_error = None;
-                    });
-                }
-                Err(BatchFailure {
-                    applied: kept,
-                    error,
-                }) => {
-                    // Only what the target kept counts (nothing of a rolled
-                    // back transaction); the rest of the batch is retried.
-                    if let Some(last_kept) = kept.checked_sub(1).and_then(|i| relevant.get(i)) {
-                        position = last_kept.position;
-                        applied += kept as u64;
+        'lease: while !*stopped.borrow() {
+            #[cfg(feature = "postgres")]
+            let mut lease = match &self.lease {
+                Some(pool) => {
+                    match acquire_lease(pool, &name, &status, &mut stopped, self.poll_interval)
+                        .await
+                    {
+                        Some(connection) => Some(connection),
+                        None => break 'lease,
                     }
-                    tracing::warn!(projection = P::NAME, %error, "projection batch failed; retrying");
-                    status.send_modify(|s| {
-                        s.state = ProjectionState::Failed;
-                        s.position = position;
-                        s.applied = applied;
-                        s.last_error = Some(error.to_string());
-                    });
-                    wait(&mut stopped, self.retry_delay).await;
+                }
+                None => None,
+            };
+            // (Re)load the checkpoint: another process may have moved it.
+            let mut position = loop {
+                match self.target.checkpoint(&name).await {
+                    Ok(position) => break position.unwrap_or_default(),
+                    Err(error) => {
+                        status.send_modify(|s| {
+                            s.state = ProjectionState::Failed;
+                            s.last_error = Some(error.to_string());
+                        });
+                        if wait(&mut stopped, self.retry_delay).await {
+                            break 'lease;
+                        }
+                    }
+                }
+            };
+            status.send_modify(|s| s.state = ProjectionState::CatchingUp);
+            while !*stopped.borrow() {
+                #[cfg(feature = "postgres")]
+                if let Some(connection) = &mut lease
+                    && sqlx::query("SELECT 1")
+                        .execute(&mut *connection)
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!(
+                        projection = P::NAME,
+                        "lost the lease connection; standing by"
+                    );
+                    continue 'lease;
+                }
+                let batch = match self.store.read_all(position, self.batch_size).await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        status.send_modify(|s| {
+                            s.state = ProjectionState::Failed;
+                            s.last_error = Some(error.to_string());
+                        });
+                        wait(&mut stopped, self.retry_delay).await;
+                        continue;
+                    }
+                };
+                let Some(last) = batch.last() else {
+                    status.send_modify(|s| s.state = ProjectionState::Running);
+                    wait(&mut stopped, self.poll_interval).await;
+                    continue;
+                };
+                let next = last.position;
+                let lag = (Utc::now() - last.recorded_at).to_std().unwrap_or_default();
+                let relevant: Vec<RecordedEvent> = batch
+                    .into_iter()
+                    .filter(|event| handled.contains(&event.event_type.as_str()))
+                    .collect();
+                let outcome = {
+                    let mut projection = model.write().await;
+                    self.target
+                        .apply(&mut projection, &name, &relevant, next)
+                        .await
+                };
+                match outcome {
+                    Ok(()) => {
+                        position = next;
+                        applied += relevant.len() as u64;
+                        let elapsed = started.elapsed().as_secs_f64();
+                        status.send_modify(|s| {
+                            s.state = ProjectionState::CatchingUp;
+                            s.position = position;
+                            s.applied = applied;
+                            s.lag = lag;
+                            s.per_second = if elapsed > 0.0 {
+                                applied as f64 / elapsed
+                            } else {
+                                0.0
+                            };
+                            s.last_error = None;
+                        });
+                    }
+                    Err(BatchFailure {
+                        applied: kept,
+                        error,
+                    }) => {
+                        // Only what the target kept counts (nothing of a rolled
+                        // back transaction); the rest of the batch is retried.
+                        if let Some(last_kept) = kept.checked_sub(1).and_then(|i| relevant.get(i)) {
+                            position = last_kept.position;
+                            applied += kept as u64;
+                        }
+                        tracing::warn!(projection = P::NAME, %error, "projection batch failed; retrying");
+                        status.send_modify(|s| {
+                            s.state = ProjectionState::Failed;
+                            s.position = position;
+                            s.applied = applied;
+                            s.last_error = Some(error.to_string());
+                        });
+                        wait(&mut stopped, self.retry_delay).await;
+                    }
                 }
             }
         }
         status.send_modify(|s| s.state = ProjectionState::Stopped);
         Ok(())
+    }
+}
+
+/// Waits for the projection's advisory lock on a dedicated connection;
+/// `None` if the runner is stopped first.
+#[cfg(feature = "postgres")]
+async fn acquire_lease(
+    pool: &sqlx::PgPool,
+    name: &str,
+    status: &watch::Sender<ProjectionStatus>,
+    stopped: &mut watch::Receiver<bool>,
+    poll_interval: Duration,
+) -> Option<sqlx::PgConnection> {
+    loop {
+        if *stopped.borrow() {
+            return None;
+        }
+        status.send_modify(|s| s.state = ProjectionState::Standby);
+        if let Ok(mut connection) = pool.acquire().await {
+            let locked: std::result::Result<bool, sqlx::Error> = sqlx::query_scalar(
+                "SELECT pg_try_advisory_lock(hashtextextended('annals.lease.' || $1, 0))",
+            )
+            .bind(name)
+            .fetch_one(&mut *connection)
+            .await;
+            if matches!(locked, Ok(true)) {
+                // Detached: the lock lives as long as this connection.
+                return Some(connection.detach());
+            }
+        }
+        if wait(stopped, poll_interval).await {
+            return None;
+        }
     }
 }
 
