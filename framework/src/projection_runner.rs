@@ -290,7 +290,7 @@ impl<T> ProjectionRunner<T> {
             store,
             target,
             batch_size: 500,
-            poll_interval: Duration::from_millis(50),
+            poll_interval: Duration::from_millis(500),
             retry_delay: Duration::from_millis(200),
             #[cfg(feature = "postgres")]
             lease: None,
@@ -369,6 +369,7 @@ impl<T> ProjectionRunner<T> {
         let started = Instant::now();
         let handled = P::event_types();
         let mut applied = 0_u64;
+        let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
         'lease: while !*stopped.borrow() {
             #[cfg(feature = "postgres")]
             let mut lease = match &self.lease {
@@ -425,9 +426,10 @@ impl<T> ProjectionRunner<T> {
                 };
                 let Some(last) = batch.last() else {
                     status.send_modify(|s| s.state = ProjectionState::Running);
-                    wait(&mut stopped, self.poll_interval).await;
+                    idle.wait(&*self.store, &mut stopped).await;
                     continue;
                 };
+                idle.reset();
                 let next = last.position;
                 let lag = (Utc::now() - last.recorded_at).to_std().unwrap_or_default();
                 let relevant: Vec<RecordedEvent> = batch

@@ -88,7 +88,7 @@ impl Subscription {
             store,
             name: name.into(),
             batch_size: 500,
-            poll_interval: Duration::from_millis(50),
+            poll_interval: Duration::from_millis(500),
             retry_delay: Duration::from_millis(200),
             event_types: None,
         }
@@ -100,7 +100,9 @@ impl Subscription {
         self
     }
 
-    /// How long to wait when caught up before looking again (default 50 ms).
+    /// How long to wait when caught up before looking again if nothing wakes
+    /// it (default 500 ms; appends wake it sooner, see
+    /// [`EventStore::wait_for_events`]).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -151,6 +153,7 @@ impl Subscription {
             .unwrap_or_default();
         status.send_modify(|s| s.position = position);
         let mut delivered = 0_u64;
+        let mut idle = IdleBackoff::new(self.poll_interval);
         while !*stopped.borrow() {
             let batch = match self.store.read_all(position, self.batch_size).await {
                 Ok(batch) => batch,
@@ -163,9 +166,10 @@ impl Subscription {
             };
             if batch.is_empty() {
                 status.send_modify(|s| s.caught_up = true);
-                pause(&mut stopped, self.poll_interval).await;
+                idle.wait(&*self.store, &mut stopped).await;
                 continue;
             }
+            idle.reset();
             let start = position;
             let mut failure = None;
             for event in &batch {
@@ -205,6 +209,48 @@ impl Subscription {
             }
         }
         Ok(sink)
+    }
+}
+
+/// How long a caught-up reader waits before reading again: short right
+/// after activity or a wake-up (the events may not be visible yet, e.g.
+/// behind PostgreSQL's visibility horizon), doubling up to the poll interval.
+#[derive(Debug)]
+pub(crate) struct IdleBackoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl IdleBackoff {
+    const SHORTEST: Duration = Duration::from_millis(10);
+
+    pub(crate) fn new(max: Duration) -> Self {
+        IdleBackoff {
+            next: Self::SHORTEST.min(max),
+            max,
+        }
+    }
+
+    /// Something happened: wait briefly next time.
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::SHORTEST.min(self.max);
+    }
+
+    /// Waits for new events (or stop); returns early on either.
+    pub(crate) async fn wait(
+        &mut self,
+        store: &dyn EventStore,
+        stopped: &mut watch::Receiver<bool>,
+    ) {
+        let woken = tokio::select! {
+            woken = store.wait_for_events(self.next) => woken,
+            _ = stopped.wait_for(|stop| *stop) => true,
+        };
+        if woken {
+            self.reset();
+        } else {
+            self.next = (self.next * 2).min(self.max);
+        }
     }
 }
 

@@ -22,6 +22,7 @@ macro_rules! subscription_suite {
             resumes_after_its_checkpoint,
             a_failing_event_is_delivered_again,
             filters_by_event_type,
+            wakes_up_on_new_events_without_waiting_for_the_poll,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -190,4 +191,28 @@ pub async fn filters_by_event_type(t: &TestStore) {
         t.store.load_checkpoint("filtered").await.expect("load"),
         log.last().map(|e| e.position)
     );
+}
+
+/// A caught-up subscription is woken by an append (LISTEN/NOTIFY on
+/// PostgreSQL, in-process notification elsewhere) long before its poll
+/// interval.
+pub async fn wakes_up_on_new_events_without_waiting_for_the_poll(t: &TestStore) {
+    let handle = Subscription::new(t.store.clone(), "eager")
+        .poll_interval(Duration::from_secs(30))
+        .start(Recorder::default());
+    wait_for(&handle, |s| s.caught_up).await;
+    // An idle reader's waits double from 10 ms; after 6 s it is in a wait
+    // that ends between 5 and 10 s, so only a wake-up delivers within 2 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let started = std::time::Instant::now();
+    append_numbered(t, "sub-f", 1).await;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        handle.wait_until(|s| s.delivered >= 1),
+    )
+    .await
+    .expect("woken by the append, not by polling")
+    .expect("running");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    handle.stop().await.expect("stop");
 }

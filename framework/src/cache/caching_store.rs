@@ -304,4 +304,8 @@ impl EventStore for CachingEventStore {
     async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
         self.inner.delete_dead_letter(id).await
     }
+
+    async fn wait_for_events(&self, timeout: std::time::Duration) -> bool {
+        self.inner.wait_for_events(timeout).await
+    }
 }

@@ -34,6 +34,7 @@ const BACKEND: &str = "memory";
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryEventStore {
     log: Arc<RwLock<MemoryLog>>,
+    appended: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -164,7 +165,15 @@ impl EventStore for InMemoryEventStore {
                 recorded_at,
             });
         }
+        drop(log);
+        self.appended.notify_waiters();
         Ok(results)
+    }
+
+    async fn wait_for_events(&self, timeout: std::time::Duration) -> bool {
+        tokio::time::timeout(timeout, self.appended.notified())
+            .await
+            .is_ok()
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]

@@ -46,6 +46,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "dead_letters",
         sql: include_str!("../../../migrations/postgres/0004_dead_letters.sql"),
     },
+    Migration {
+        version: 5,
+        name: "append_notify",
+        sql: include_str!("../../../migrations/postgres/0005_append_notify.sql"),
+    },
 ];
 
 /// SQLite migrations.

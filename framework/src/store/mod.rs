@@ -168,6 +168,16 @@ pub trait EventStore: Send + Sync {
 
     /// Deletes a dead letter; `false` if there was none with that id.
     async fn delete_dead_letter(&self, id: Uuid) -> Result<bool>;
+
+    /// Returns when new events may have been committed (`true`), or after
+    /// `timeout` (`false`). Readers of the log call it when caught up instead
+    /// of sleeping: PostgreSQL wakes them with `LISTEN`/`NOTIFY`, the
+    /// in-process stores when one of their own appends commits. A wake-up is
+    /// only a hint; the reader reads the log either way.
+    async fn wait_for_events(&self, timeout: std::time::Duration) -> bool {
+        tokio::time::sleep(timeout).await;
+        false
+    }
 }
 
 impl std::fmt::Debug for dyn EventStore {

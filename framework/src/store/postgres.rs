@@ -34,6 +34,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -121,6 +122,9 @@ SELECT true, stream_id, head, 0, 0, now() FROM conflicts";
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
     pool: PgPool,
+    /// Woken by `NOTIFY annals_events` for this store's schema; the
+    /// listening task starts with the first reader that waits.
+    wake: Arc<tokio::sync::OnceCell<Arc<tokio::sync::Notify>>>,
 }
 
 /// Options for connecting a [`PostgresEventStore`].
@@ -202,7 +206,10 @@ impl PostgresStoreBuilder {
             .await
             .map_err(failed("create schema"))?;
         }
-        let store = PostgresEventStore { pool };
+        let store = PostgresEventStore {
+            pool,
+            wake: Arc::default(),
+        };
         if self.migrate {
             store.migrate().await?;
         }
@@ -297,6 +304,57 @@ impl PostgresEventStore {
             .await
             .map_err(failed(operation))?;
         rows.iter().map(decode_row).collect()
+    }
+}
+
+impl PostgresEventStore {
+    /// The notifier woken by appends to this store's schema, starting the
+    /// listening task on first use. `None` if listening cannot start (the
+    /// caller then just polls).
+    async fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.wake
+            .get_or_try_init(|| async {
+                let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                listener.listen("annals_events").await?;
+                let notify = Arc::new(tokio::sync::Notify::new());
+                tokio::spawn(listen(listener, schema, Arc::downgrade(&notify)));
+                Ok::<_, sqlx::Error>(notify)
+            })
+            .await
+            .inspect_err(|error| tracing::warn!(%error, "cannot LISTEN for appends; polling only"))
+            .ok()
+            .cloned()
+    }
+}
+
+/// Forwards notifications for `schema` to the notifier until it is dropped.
+/// A lost connection wakes everyone too (notifications may have been
+/// missed), and `PgListener` reconnects on the next receive.
+async fn listen(
+    mut listener: sqlx::postgres::PgListener,
+    schema: String,
+    notify: Weak<tokio::sync::Notify>,
+) {
+    loop {
+        let received = tokio::time::timeout(Duration::from_secs(1), listener.try_recv()).await;
+        let Some(notify) = notify.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(Ok(Some(notification))) if notification.payload() == schema => {
+                notify.notify_waiters()
+            }
+            Ok(Ok(Some(_))) | Err(_) => {}
+            Ok(Ok(None)) => notify.notify_waiters(),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "LISTEN connection failed; retrying");
+                notify.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 
@@ -775,6 +833,16 @@ impl EventStore for PostgresEventStore {
             .await
             .map_err(failed("delete dead letter"))?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn wait_for_events(&self, timeout: Duration) -> bool {
+        match self.wake().await {
+            Some(wake) => tokio::time::timeout(timeout, wake.notified()).await.is_ok(),
+            None => {
+                tokio::time::sleep(timeout).await;
+                false
+            }
+        }
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {

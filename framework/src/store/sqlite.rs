@@ -64,6 +64,9 @@ pub struct SqliteEventStore {
     /// One in-process writer at a time: SQLite has one write lock, and waiting
     /// here is cheaper than spinning on `SQLITE_BUSY`.
     write_gate: Arc<Mutex<()>>,
+    /// Wakes this process's log readers after an append commits (other
+    /// processes' appends are found by polling).
+    appended: Arc<tokio::sync::Notify>,
 }
 
 /// Options for opening a [`SqliteEventStore`].
@@ -122,6 +125,7 @@ impl SqliteStoreBuilder {
         let store = SqliteEventStore {
             pool,
             write_gate: Arc::new(Mutex::new(())),
+            appended: Arc::new(tokio::sync::Notify::new()),
         };
         if self.migrate {
             store.migrate().await?;
@@ -343,6 +347,7 @@ impl EventStore for SqliteEventStore {
             });
         }
         tx.commit().await.map_err(failed("commit append"))?;
+        self.appended.notify_waiters();
         Ok(results)
     }
 
@@ -538,6 +543,12 @@ impl EventStore for SqliteEventStore {
             .await
             .map_err(failed("delete dead letter"))?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn wait_for_events(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.appended.notified())
+            .await
+            .is_ok()
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
