@@ -306,3 +306,137 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// A PostgreSQL server this test owns, so it can crash and restart it.
+/// Uses the system's `initdb`/`pg_ctl` (as the `postgres` user when run as
+/// root), in a temporary directory, on a free loopback port.
+pub struct OwnPostgres {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    bin: std::path::PathBuf,
+    dir: TempDir,
+    as_root: bool,
+}
+
+impl OwnPostgres {
+    /// Initialises and starts a cluster. Panics with instructions when the
+    /// server tools are missing.
+    pub async fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .find(|dir| dir.join("initdb").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "PostgreSQL's server tools are not installed; `cargo xtask test` installs them"
+                )
+            });
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap_or_else(|error| panic!("no free port: {error}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let as_root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+        let server = OwnPostgres {
+            port,
+            bin,
+            dir,
+            as_root,
+        };
+        if as_root {
+            server.run(
+                std::process::Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(server.dir.path()),
+            );
+        }
+        let data = server.data();
+        server.run(server.pg("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "annals",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]));
+        server.restart().await;
+        server
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn pg(&self, program: &str) -> std::process::Command {
+        let binary = self.bin.join(program);
+        if self.as_root {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(binary);
+            command
+        } else {
+            std::process::Command::new(binary)
+        }
+    }
+
+    fn run(&self, command: &mut std::process::Command) {
+        let output = command
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+        assert!(
+            output.status.success(),
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("postgres://annals@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server like a crash (`pg_ctl stop -m immediate`).
+    pub fn crash(&self) {
+        self.run(self.pg("pg_ctl").arg("-D").arg(self.data()).args([
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]));
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn restart(&self) {
+        let options = format!(
+            "-p {} -h 127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            self.pg("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.dir.path().join("log"))
+                .args(["-w", "-t", "60", "-o", &options, "start"]),
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdin(std::process::Stdio::null())
+            .output();
+    }
+}
