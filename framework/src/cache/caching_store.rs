@@ -13,6 +13,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::Result;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::store::append::recorded_events;
 use crate::store::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::stream::StreamId;
 
@@ -202,21 +203,10 @@ impl EventStore for CachingEventStore {
                 self.invalidate_stream(&append.stream_id).await;
                 continue;
             }
-            for ((offset, event), position) in
-                append.events.into_iter().enumerate().zip(&result.positions)
-            {
-                events.push(RecordedEvent {
-                    event_id: event.event_id,
-                    stream_id: append.stream_id.clone(),
-                    version: result.first_version + offset as u64,
-                    position: *position,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    payload: event.payload,
-                    metadata: event.metadata,
-                    recorded_at: result.recorded_at,
-                });
-            }
+            events.extend(recorded_events(
+                std::slice::from_ref(&append),
+                std::slice::from_ref(result),
+            ));
             self.store_in_cache(&append.stream_id, &events).await;
         }
         Ok(results)

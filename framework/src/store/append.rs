@@ -48,6 +48,31 @@ pub struct AppendResult {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The events of a successful batch as the store recorded them, built from
+/// the batch and its results without reading them back.
+pub(crate) fn recorded_events(
+    batch: &[StreamAppend],
+    results: &[AppendResult],
+) -> Vec<crate::envelope::RecordedEvent> {
+    let mut recorded = Vec::new();
+    for (append, result) in batch.iter().zip(results) {
+        for ((offset, event), position) in append.events.iter().enumerate().zip(&result.positions) {
+            recorded.push(crate::envelope::RecordedEvent {
+                event_id: event.event_id,
+                stream_id: append.stream_id.clone(),
+                version: result.first_version + offset as u64,
+                position: *position,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata: event.metadata.clone(),
+                recorded_at: result.recorded_at,
+            });
+        }
+    }
+    recorded
+}
+
 /// Rejects batches no backend should write: empty ones, a stream named twice,
 /// bad event type names.
 pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {

@@ -10,7 +10,7 @@
 //! atomic appends with optimistic concurrency, multi-stream transactions,
 //! stream reads both ways, a gap-free global log, and queries.
 
-mod append;
+pub(crate) mod append;
 mod connect;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

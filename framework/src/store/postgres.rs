@@ -42,7 +42,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 
-use super::append::{next_version, validate_batch};
+use super::append::{next_version, recorded_events, validate_batch};
 use super::connect::redact_url;
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json, limit, to_i64};
@@ -485,8 +485,53 @@ enum AppendOutcome {
 }
 
 impl PostgresEventStore {
-    async fn try_append(
+    /// Appends and applies an inline `projection` to the new events in the
+    /// same transaction: the read model changes exactly when the events are
+    /// stored, and a projection failure aborts the append (nothing written).
+    /// Keep inline projections quick: the open transaction holds back the
+    /// log's visibility horizon for every reader.
+    pub async fn append_inline<P>(
         &self,
+        batch: Vec<StreamAppend>,
+        projection: &mut P,
+    ) -> Result<Vec<AppendResult>>
+    where
+        P: crate::projection::Projection<Context = sqlx::PgConnection>,
+    {
+        validate_batch(&batch)?;
+        for append in &batch {
+            next_version(&append.stream_id, 0, append.events.len())?;
+        }
+        let columns = AppendColumns::new(&batch)?;
+        let handled = P::event_types();
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut tx = self.pool.begin().await.map_err(failed("begin append"))?;
+            match self.try_append(&mut *tx, &batch, &columns).await? {
+                AppendOutcome::Written(results) => {
+                    for event in recorded_events(&batch, &results) {
+                        if handled.contains(&event.event_type.as_str()) {
+                            // On error `tx` is dropped: the append rolls back.
+                            projection.apply(&event, &mut tx).await?;
+                        }
+                    }
+                    tx.commit().await.map_err(failed("commit append"))?;
+                    return Ok(results);
+                }
+                AppendOutcome::Conflict(error) => return Err(error),
+                AppendOutcome::Collided(_) => continue,
+            }
+        }
+        Err(Error::Backend {
+            backend: BACKEND,
+            operation: "append",
+            source: format!("the append collided with concurrent writers {APPEND_ATTEMPTS} times")
+                .into(),
+        })
+    }
+
+    async fn try_append<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
         batch: &[StreamAppend],
         columns: &AppendColumns<'_>,
     ) -> Result<AppendOutcome> {
@@ -505,7 +550,7 @@ impl PostgresEventStore {
             .bind(&columns.actors)
             .bind(&columns.trace_contexts)
             .bind(&columns.headers)
-            .fetch_all(&self.pool)
+            .fetch_all(executor)
             .await;
         let rows = match rows {
             Ok(rows) => rows,
@@ -620,7 +665,7 @@ impl EventStore for PostgresEventStore {
         let columns = AppendColumns::new(&batch)?;
         let mut last_collision = None;
         for attempt in 0..APPEND_ATTEMPTS {
-            match self.try_append(&batch, &columns).await? {
+            match self.try_append(&self.pool, &batch, &columns).await? {
                 AppendOutcome::Written(results) => return Ok(results),
                 AppendOutcome::Conflict(error) => return Err(error),
                 AppendOutcome::Collided(error) => {

@@ -10,11 +10,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::append::{next_version, validate_batch};
+use super::append::{next_version, recorded_events, validate_batch};
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json, limit, to_i64};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
@@ -151,6 +151,37 @@ impl SqliteEventStore {
         }
     }
 
+    /// Appends and applies an inline `projection` to the new events in the
+    /// same transaction: the read model changes exactly when the events are
+    /// stored, and a projection failure aborts the append (nothing written).
+    pub async fn append_inline<P>(
+        &self,
+        batch: Vec<StreamAppend>,
+        projection: &mut P,
+    ) -> Result<Vec<AppendResult>>
+    where
+        P: crate::projection::Projection<Context = SqliteConnection>,
+    {
+        validate_batch(&batch)?;
+        let _writer = self.write_gate.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin append"))?;
+        let results = append_in(&mut tx, &batch).await?;
+        let handled = P::event_types();
+        for event in recorded_events(&batch, &results) {
+            if handled.contains(&event.event_type.as_str()) {
+                // On error `tx` is dropped: the append rolls back.
+                projection.apply(&event, &mut tx).await?;
+            }
+        }
+        tx.commit().await.map_err(failed("commit append"))?;
+        self.appended.notify_waiters();
+        Ok(results)
+    }
+
     /// The connection pool, for read models that live in the same file.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -272,80 +303,7 @@ impl EventStore for SqliteEventStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin append"))?;
-
-        let mut currents = Vec::with_capacity(batch.len());
-        for append in &batch {
-            let current: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?",
-            )
-            .bind(append.stream_id.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(failed("read stream version"))?;
-            let current = u64::try_from(current).unwrap_or(0);
-            if !append.expected.accepts(current) {
-                // Dropping `tx` rolls back; nothing was written.
-                return Err(Error::VersionConflict {
-                    stream: append.stream_id.to_string(),
-                    expected: append.expected,
-                    actual: current,
-                });
-            }
-            next_version(&append.stream_id, current, append.events.len())?;
-            currents.push(current);
-        }
-
-        let commit: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(failed("read log head"))?;
-        let recorded_at_time = Utc::now().trunc_subsecs(6);
-        let recorded_at = micros(recorded_at_time);
-        let commit_position = u64::try_from(commit).unwrap_or(0);
-        let mut results = Vec::with_capacity(batch.len());
-        for (append, current) in batch.iter().zip(currents) {
-            let mut version = current;
-            let mut positions = Vec::with_capacity(append.events.len());
-            for event in &append.events {
-                version += 1;
-                let metadata = &event.metadata;
-                let position: i64 = sqlx::query_scalar(
-                    "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
-                     schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
-                     trace_context, headers, recorded_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
-                )
-                .bind(commit)
-                .bind(event.event_id)
-                .bind(append.stream_id.as_str())
-                .bind(to_i64(version))
-                .bind(event.event_type.as_str())
-                .bind(i64::from(event.schema_version))
-                .bind(event.payload.as_json())
-                .bind(metadata.tenant_id.as_deref())
-                .bind(metadata.correlation_id)
-                .bind(metadata.causation_id)
-                .bind(metadata.actor.as_deref())
-                .bind(metadata.trace_context.as_deref())
-                .bind(headers_json(&metadata.headers))
-                .bind(recorded_at)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|error| insert_error(error, event.event_id))?;
-                positions.push(LogPosition::new(
-                    commit_position,
-                    u64::try_from(position).unwrap_or(0),
-                ));
-            }
-            results.push(AppendResult {
-                first_version: current + 1,
-                last_version: version,
-                position: positions.last().copied().unwrap_or_default(),
-                positions,
-                recorded_at: recorded_at_time,
-            });
-        }
+        let results = append_in(&mut tx, &batch).await?;
         tx.commit().await.map_err(failed("commit append"))?;
         self.appended.notify_waiters();
         Ok(results)
@@ -607,6 +565,89 @@ impl EventStore for SqliteEventStore {
         .map_err(failed("prune snapshots"))?;
         Ok(result.rows_affected())
     }
+}
+
+/// The append itself, inside the caller's write transaction: check every
+/// expectation, then insert. Returning an error leaves the transaction to
+/// be rolled back.
+async fn append_in(
+    connection: &mut SqliteConnection,
+    batch: &[StreamAppend],
+) -> Result<Vec<AppendResult>> {
+    let mut currents = Vec::with_capacity(batch.len());
+    for append in batch {
+        let current: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?",
+        )
+        .bind(append.stream_id.as_str())
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(failed("read stream version"))?;
+        let current = u64::try_from(current).unwrap_or(0);
+        if !append.expected.accepts(current) {
+            // Dropping `tx` rolls back; nothing was written.
+            return Err(Error::VersionConflict {
+                stream: append.stream_id.to_string(),
+                expected: append.expected,
+                actual: current,
+            });
+        }
+        next_version(&append.stream_id, current, append.events.len())?;
+        currents.push(current);
+    }
+
+    let commit: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(failed("read log head"))?;
+    let recorded_at_time = Utc::now().trunc_subsecs(6);
+    let recorded_at = micros(recorded_at_time);
+    let commit_position = u64::try_from(commit).unwrap_or(0);
+    let mut results = Vec::with_capacity(batch.len());
+    for (append, current) in batch.iter().zip(currents) {
+        let mut version = current;
+        let mut positions = Vec::with_capacity(append.events.len());
+        for event in &append.events {
+            version += 1;
+            let metadata = &event.metadata;
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
+                     schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
+                     trace_context, headers, recorded_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
+            )
+            .bind(commit)
+            .bind(event.event_id)
+            .bind(append.stream_id.as_str())
+            .bind(to_i64(version))
+            .bind(event.event_type.as_str())
+            .bind(i64::from(event.schema_version))
+            .bind(event.payload.as_json())
+            .bind(metadata.tenant_id.as_deref())
+            .bind(metadata.correlation_id)
+            .bind(metadata.causation_id)
+            .bind(metadata.actor.as_deref())
+            .bind(metadata.trace_context.as_deref())
+            .bind(headers_json(&metadata.headers))
+            .bind(recorded_at)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(|error| insert_error(error, event.event_id))?;
+            positions.push(LogPosition::new(
+                commit_position,
+                u64::try_from(position).unwrap_or(0),
+            ));
+        }
+        results.push(AppendResult {
+            first_version: current + 1,
+            last_version: version,
+            position: positions.last().copied().unwrap_or_default(),
+            positions,
+            recorded_at: recorded_at_time,
+        });
+    }
+    Ok(results)
 }
 
 fn decode_snapshot_row(stream: &StreamId, row: &SqliteRow) -> Result<Snapshot> {
