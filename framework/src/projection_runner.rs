@@ -334,6 +334,14 @@ impl<T> ProjectionRunner<T> {
         format!("projection:{}:v{}", P::NAME, P::VERSION)
     }
 
+    /// Forgets projection `P`'s checkpoint in `store`, so its next start
+    /// rebuilds it from the beginning (reset its read model first).
+    pub async fn reset<P: Projection>(store: &dyn EventStore) -> Result<()> {
+        store
+            .save_checkpoint(&Self::checkpoint_name::<P>(), LogPosition::START)
+            .await
+    }
+
     /// Starts the projection in a background task.
     pub fn start<P>(self, projection: P) -> RunningProjection<P>
     where
@@ -563,6 +571,20 @@ impl<P> RunningProjection<P> {
                 operation: "wait",
                 source: "the projection has stopped".into(),
             })
+    }
+
+    /// Blue/green switch: keeps this (live) version running while `next` (a
+    /// new version, building beside it from the start of the log) catches
+    /// up, then stops this one and returns `next` as the live projection.
+    /// Readers keep reading this version until the switch.
+    pub async fn replace_when_caught_up<Q>(
+        self,
+        next: RunningProjection<Q>,
+    ) -> Result<RunningProjection<Q>> {
+        next.wait_until(|status| status.state == ProjectionState::Running)
+            .await?;
+        self.stop().await?;
+        Ok(next)
     }
 
     /// Stops after the batch in hand.

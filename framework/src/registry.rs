@@ -132,9 +132,9 @@ pub fn aggregates_for_event(event_type: &str) -> Vec<&'static AggregateDescripto
         .collect()
 }
 
-/// Checks that no two Rust items claim the same event name and version, or
-/// the same aggregate, projection or handler name. Call it at startup; the
-/// repository calls it on first use.
+/// Checks that no two Rust items claim the same event name and version, the
+/// same projection name and version, or the same aggregate or handler name.
+/// Call it at startup; the repository calls it on first use.
 pub fn validate() -> Result<()> {
     fn unique<T: 'static>(
         kind: &'static str,
@@ -176,7 +176,8 @@ pub fn validate() -> Result<()> {
     unique(
         "projection",
         projections(),
-        |p| p.name.to_owned(),
+        // Two versions of one projection may run side by side (blue/green).
+        |p| format!("{} v{}", p.name, p.version),
         |p| p.rust_type,
     )?;
     unique(

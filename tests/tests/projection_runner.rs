@@ -215,3 +215,85 @@ async fn an_in_memory_batch_failing_midway_applies_nothing_twice() {
     );
     running.stop().await.expect("stop");
 }
+
+/// Version 2 of the tenant directory: upper-cased names.
+#[derive(Default)]
+struct TenantDirectoryV2 {
+    names: Vec<String>,
+}
+
+#[annals::projection(name = "test_tenant_directory", version = 4)]
+impl TenantDirectoryV2 {
+    fn created(&mut self, event: &TenantCreated) {
+        self.names.push(event.name.to_uppercase());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_builds_beside_the_live_one_and_takes_over() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    for n in 0..30 {
+        let stream = StreamId::new(format!("tenant-bg{n}")).expect("stream id");
+        let event = NewEvent::from_event(&TenantCreated {
+            name: format!("t{n}"),
+        })
+        .expect("encode");
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .expect("append");
+    }
+    let live = ProjectionRunner::new(store.clone(), InMemory).start(TenantDirectory::default());
+    wait_caught_up(&live, 30).await;
+    let next = ProjectionRunner::new(store.clone(), InMemory)
+        .batch_size(4)
+        .start(TenantDirectoryV2::default());
+    assert_eq!(
+        live.read().await.names.len(),
+        30,
+        "readers use the live version meanwhile"
+    );
+    let live = live.replace_when_caught_up(next).await.expect("switch");
+    annals::registry::validate().expect("two versions of one projection may coexist");
+    assert_eq!(live.status().state, ProjectionState::Running);
+    assert_eq!(live.read().await.names.len(), 30);
+    assert!(live.read().await.names.contains(&"T7".to_owned()));
+    live.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_rebuilds_a_sql_read_model_from_the_start() {
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    assign_roles(&*t.store, &["admin", "admin", "viewer"]).await;
+    let run = || {
+        ProjectionRunner::new(t.store.clone(), SqliteReadModel(pool.clone()))
+            .start(FlakySqliteRoleCounts::default())
+    };
+    let first = run();
+    wait_caught_up(&first, 3).await;
+    first.stop().await.expect("stop");
+
+    sqlx::query("DELETE FROM role_counts")
+        .execute(&pool)
+        .await
+        .expect("truncate");
+    ProjectionRunner::<SqliteReadModel>::reset::<FlakySqliteRoleCounts>(&*t.store)
+        .await
+        .expect("reset");
+    let rebuilt = run();
+    wait_caught_up(&rebuilt, 3).await;
+    rebuilt.stop().await.expect("stop");
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT role, users FROM role_counts ORDER BY role")
+            .fetch_all(&pool)
+            .await
+            .expect("counts");
+    assert_eq!(counts, [("admin".into(), 2), ("viewer".into(), 1)]);
+}
