@@ -31,6 +31,9 @@ pub enum ProjectionState {
     Stopped,
     /// Waiting for the lease another process holds.
     Standby,
+    /// Building the read model from the start of the log (first run, new
+    /// version, or after a reset).
+    Rebuilding,
 }
 
 /// A running projection's status.
@@ -58,14 +61,18 @@ pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
     /// The saved checkpoint, if any (`None`: start from the beginning).
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
 
-    /// Applies a batch and saves the checkpoint, atomically where the
-    /// target can. On failure it reports how many of `events` stay applied
-    /// (0 for a rolled-back transaction), so the runner retries only the rest.
+    /// Applies a batch and moves the checkpoint from `previous` to
+    /// `checkpoint`, atomically where the target can. SQL targets check that
+    /// the stored checkpoint is still `previous` (another worker may have
+    /// moved it) and apply nothing if not. On failure it reports how many of
+    /// `events` stay applied (0 for a rolled-back transaction), so the runner
+    /// retries only the rest.
     async fn apply(
         &self,
         projection: &mut P,
         name: &str,
         events: &[RecordedEvent],
+        previous: LogPosition,
         checkpoint: LogPosition,
     ) -> Result<(), BatchFailure>;
 }
@@ -77,11 +84,35 @@ pub struct BatchFailure {
     pub applied: usize,
     /// What went wrong.
     pub error: Error,
+    /// Set when another worker had moved the checkpoint: where it is now.
+    pub checkpoint_moved: Option<LogPosition>,
 }
 
 impl From<Error> for BatchFailure {
     fn from(error: Error) -> Self {
-        BatchFailure { applied: 0, error }
+        BatchFailure {
+            applied: 0,
+            error,
+            checkpoint_moved: None,
+        }
+    }
+}
+
+impl BatchFailure {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    fn moved(name: &str, expected: LogPosition, found: LogPosition) -> Self {
+        BatchFailure {
+            applied: 0,
+            error: Error::Backend {
+                backend: "projection",
+                operation: "apply batch",
+                source: format!(
+                    "checkpoint `{name}` is at {found}, not {expected}: another worker moved it"
+                )
+                .into(),
+            },
+            checkpoint_moved: Some(found),
+        }
     }
 }
 
@@ -100,13 +131,18 @@ impl<P: Projection<Context = ()>> ProjectionTarget<P> for InMemory {
         projection: &mut P,
         _name: &str,
         events: &[RecordedEvent],
+        _previous: LogPosition,
         _checkpoint: LogPosition,
     ) -> Result<(), BatchFailure> {
         for (applied, event) in events.iter().enumerate() {
             projection
                 .apply(event, &mut ())
                 .await
-                .map_err(|error| BatchFailure { applied, error })?;
+                .map_err(|error| BatchFailure {
+                    applied,
+                    error,
+                    checkpoint_moved: None,
+                })?;
         }
         Ok(())
     }
@@ -137,13 +173,25 @@ impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for Sq
         projection: &mut P,
         name: &str,
         events: &[RecordedEvent],
+        previous: LogPosition,
         checkpoint: LogPosition,
     ) -> Result<(), BatchFailure> {
+        // BEGIN IMMEDIATE: one writer at a time, across processes too.
         let mut tx = self
             .0
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sql_failed("begin projection batch"))?;
+        let stored: Option<(i64, i64)> =
+            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql_failed("read projection checkpoint"))?;
+        let stored = stored.map(position_from_row).unwrap_or_default();
+        if stored != previous {
+            return Err(BatchFailure::moved(name, previous, stored));
+        }
         for event in events {
             projection.apply(event, &mut tx).await?;
         }
@@ -191,6 +239,7 @@ impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for Postgr
         projection: &mut P,
         name: &str,
         events: &[RecordedEvent],
+        previous: LogPosition,
         checkpoint: LogPosition,
     ) -> Result<(), BatchFailure> {
         let mut tx = self
@@ -198,6 +247,24 @@ impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for Postgr
             .begin()
             .await
             .map_err(sql_failed("begin projection batch"))?;
+        // One batch of this projection at a time, whichever worker runs it.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('annals.checkpoint.' || $1, 0))",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_failed("lock projection checkpoint"))?;
+        let stored: Option<(i64, i64)> =
+            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql_failed("read projection checkpoint"))?;
+        let stored = stored.map(position_from_row).unwrap_or_default();
+        if stored != previous {
+            return Err(BatchFailure::moved(name, previous, stored));
+        }
         for event in events {
             projection.apply(event, &mut tx).await?;
         }
@@ -406,7 +473,12 @@ impl<T> ProjectionRunner<T> {
                     }
                 }
             };
-            status.send_modify(|s| s.state = ProjectionState::CatchingUp);
+            let catching_up = if position == LogPosition::START {
+                ProjectionState::Rebuilding
+            } else {
+                ProjectionState::CatchingUp
+            };
+            status.send_modify(|s| s.state = catching_up.clone());
             while !*stopped.borrow() {
                 #[cfg(feature = "postgres")]
                 if let Some(connection) = &mut lease
@@ -447,7 +519,7 @@ impl<T> ProjectionRunner<T> {
                 let outcome = {
                     let mut projection = model.write().await;
                     self.target
-                        .apply(&mut projection, &name, &relevant, next)
+                        .apply(&mut projection, &name, &relevant, position, next)
                         .await
                 };
                 match outcome {
@@ -456,7 +528,7 @@ impl<T> ProjectionRunner<T> {
                         applied += relevant.len() as u64;
                         let elapsed = started.elapsed().as_secs_f64();
                         status.send_modify(|s| {
-                            s.state = ProjectionState::CatchingUp;
+                            s.state = catching_up.clone();
                             s.position = position;
                             s.applied = applied;
                             s.lag = lag;
@@ -469,8 +541,18 @@ impl<T> ProjectionRunner<T> {
                         });
                     }
                     Err(BatchFailure {
+                        checkpoint_moved: Some(found),
+                        ..
+                    }) => {
+                        // Another worker got there first: carry on from its
+                        // checkpoint (nothing of this batch was applied).
+                        tracing::info!(projection = P::NAME, %found, "checkpoint moved by another worker");
+                        position = found;
+                    }
+                    Err(BatchFailure {
                         applied: kept,
                         error,
+                        ..
                     }) => {
                         // Only what the target kept counts (nothing of a rolled
                         // back transaction); the rest of the batch is retried.

@@ -297,3 +297,108 @@ async fn reset_rebuilds_a_sql_read_model_from_the_start() {
             .expect("counts");
     assert_eq!(counts, [("admin".into(), 2), ("viewer".into(), 1)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_without_a_lease_still_apply_each_event_once() {
+    // SQLite: the single-writer rule (BEGIN IMMEDIATE plus a checkpoint
+    // compare-and-set) keeps two runners from applying a batch twice.
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    let roles: Vec<&str> = (0..120)
+        .map(|n| ["admin", "viewer", "auditor"][n % 3])
+        .collect();
+    assign_roles(&*t.store, &roles).await;
+    let run = || {
+        ProjectionRunner::new(t.store.clone(), SqliteReadModel(pool.clone()))
+            .batch_size(7)
+            .retry_delay(Duration::from_millis(5))
+            .start(FlakySqliteRoleCounts::default())
+    };
+    let (a, b) = (run(), run());
+    let total = |pool: sqlx::SqlitePool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(SUM(users), 0) FROM role_counts")
+            .fetch_one(&pool)
+            .await
+            .expect("sum")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while total(pool.clone()).await < 120 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT role, users FROM role_counts ORDER BY role")
+            .fetch_all(&pool)
+            .await
+            .expect("counts");
+    assert_eq!(
+        counts,
+        [
+            ("admin".into(), 40),
+            ("auditor".into(), 40),
+            ("viewer".into(), 40)
+        ]
+    );
+
+    // PostgreSQL: the same guarantee from a per-projection transaction lock.
+    let t = TestStore::postgres().await;
+    let RawAccess::Postgres(pg) = t.raw.clone() else {
+        unreachable!("a PostgreSQL store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role text PRIMARY KEY, users bigint NOT NULL)")
+        .execute(&pg)
+        .await
+        .expect("create");
+    assign_roles(&*t.store, &roles).await;
+    let run = || {
+        ProjectionRunner::new(t.store.clone(), PostgresReadModel(pg.clone()))
+            .batch_size(7)
+            .retry_delay(Duration::from_millis(5))
+            .start(FlakyPostgresRoleCounts::default())
+    };
+    let (a, b) = (run(), run());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sum: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(users), 0)::bigint FROM role_counts")
+                .fetch_one(&pg)
+                .await
+                .expect("sum");
+        if sum >= 120 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT role, users FROM role_counts ORDER BY role")
+            .fetch_all(&pg)
+            .await
+            .expect("counts");
+    assert_eq!(
+        counts,
+        [
+            ("admin".into(), 40),
+            ("auditor".into(), 40),
+            ("viewer".into(), 40)
+        ]
+    );
+}
