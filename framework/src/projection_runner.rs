@@ -14,7 +14,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
 use crate::projection::Projection;
-use crate::store::EventStore;
+use crate::store::{EventQuery, EventStore};
 
 /// What a projection runner is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,6 +49,9 @@ pub struct ProjectionStatus {
     pub applied: u64,
     /// How far behind the newest applied event is (time since it was recorded).
     pub lag: Duration,
+    /// About how many events of the log lie beyond `position` (sampled at
+    /// most once a second).
+    pub lag_events: u64,
     /// Events applied per second since start.
     pub per_second: f64,
     /// The last error, cleared by a successful batch.
@@ -445,6 +448,7 @@ impl<T> ProjectionRunner<T> {
         let handled = P::event_types();
         let mut applied = 0_u64;
         let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
+        let mut lag_sampled: Option<Instant> = None;
         'lease: while !*stopped.borrow() {
             #[cfg(feature = "postgres")]
             let mut lease = match &self.lease {
@@ -505,7 +509,10 @@ impl<T> ProjectionRunner<T> {
                     }
                 };
                 let Some(last) = batch.last() else {
-                    status.send_modify(|s| s.state = ProjectionState::Running);
+                    status.send_modify(|s| {
+                        s.state = ProjectionState::Running;
+                        s.lag_events = 0;
+                    });
                     idle.wait(&*self.store, &mut stopped).await;
                     continue;
                 };
@@ -526,6 +533,13 @@ impl<T> ProjectionRunner<T> {
                     Ok(()) => {
                         position = next;
                         applied += relevant.len() as u64;
+                        if lag_sampled.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                            lag_sampled = Some(Instant::now());
+                            let behind = EventQuery::new().after(position.sequence);
+                            if let Ok(count) = self.store.count(&behind).await {
+                                status.send_modify(|s| s.lag_events = count);
+                            }
+                        }
                         let elapsed = started.elapsed().as_secs_f64();
                         status.send_modify(|s| {
                             s.state = catching_up.clone();

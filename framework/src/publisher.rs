@@ -31,7 +31,10 @@ struct Subscriber {
 pub struct PublisherStats {
     /// Events forwarded (to every destination that wanted them).
     pub published: u64,
-    /// Forwarding attempts that failed (the event is offered again).
+    /// Forwarding attempts that failed; each is retried (the subscription
+    /// offers the event again), so this is also the number of retries. The
+    /// publisher's lag is its subscription's
+    /// [`lag`](crate::subscription::SubscriptionStatus::lag).
     pub failed: u64,
     /// In-process subscribers dropped because their receiver was gone.
     pub dropped_subscribers: u64,

@@ -33,6 +33,8 @@ pub struct SubscriptionStatus {
     pub delivered: u64,
     /// Whether the subscription has read everything committed so far.
     pub caught_up: bool,
+    /// Time from recording to delivery of the last event handled.
+    pub lag: Duration,
     /// The last failure (of the sink or the store), cleared by success.
     pub last_error: Option<String>,
 }
@@ -154,6 +156,7 @@ impl Subscription {
         status.send_modify(|s| s.position = position);
         let mut delivered = 0_u64;
         let mut idle = IdleBackoff::new(self.poll_interval);
+        let mut lag = Duration::ZERO;
         while !*stopped.borrow() {
             let batch = match self.store.read_all(position, self.batch_size).await {
                 Ok(batch) => batch,
@@ -188,6 +191,9 @@ impl Subscription {
                     }
                 }
                 position = event.position;
+                lag = (chrono::Utc::now() - event.recorded_at)
+                    .to_std()
+                    .unwrap_or_default();
             }
             // If the checkpoint is not saved, the events since the saved one
             // come again later: at least once, never lost.
@@ -199,6 +205,7 @@ impl Subscription {
             let caught_up = failure.is_none() && batch.len() < self.batch_size;
             status.send_modify(|s| {
                 s.position = position;
+                s.lag = lag;
                 s.delivered = delivered;
                 s.caught_up = caught_up;
                 s.last_error.clone_from(&failure);

@@ -76,6 +76,7 @@ async fn in_memory_projection_catches_up_and_follows() {
     let status = running.status();
     assert_eq!(status.name, "test_tenant_directory");
     assert!(status.per_second > 0.0 && status.last_error.is_none());
+    assert_eq!(status.lag_events, 0, "caught up");
     running.stop().await.expect("stop");
 }
 
