@@ -300,10 +300,7 @@ fn sql_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn position_from_row((commit, sequence): (i64, i64)) -> LogPosition {
-    LogPosition::new(
-        u64::try_from(commit).unwrap_or(0),
-        u64::try_from(sequence).unwrap_or(0),
-    )
+    crate::store::row::position_from_columns(commit, sequence)
 }
 
 /// Runs a projection from the log into a [`ProjectionTarget`].

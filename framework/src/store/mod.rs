@@ -20,7 +20,7 @@ mod postgres;
 mod query;
 mod read_all;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod row;
+pub(crate) mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

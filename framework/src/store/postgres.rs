@@ -45,7 +45,7 @@ use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 use super::append::{next_version, recorded_events, validate_batch};
 use super::connect::redact_url;
 use super::migrations::{self, HISTORY_TABLE};
-use super::row::{RowIdentity, StoredRow, headers_json, limit, to_i64};
+use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
@@ -775,12 +775,7 @@ impl EventStore for PostgresEventStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(failed("load checkpoint"))?;
-        Ok(row.map(|(commit, sequence)| {
-            LogPosition::new(
-                u64::try_from(commit).unwrap_or(0),
-                u64::try_from(sequence).unwrap_or(0),
-            )
-        }))
+        Ok(row.map(|(commit, sequence)| position_from_columns(commit, sequence)))
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {

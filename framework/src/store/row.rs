@@ -112,3 +112,12 @@ pub(crate) fn to_i64(value: u64) -> i64 {
 pub(crate) fn limit(max_count: usize) -> i64 {
     i64::try_from(max_count).unwrap_or(i64::MAX)
 }
+
+/// A log position from its two stored columns (negative values, which no
+/// writer produces, read as 0).
+pub(crate) fn position_from_columns(commit: i64, sequence: i64) -> LogPosition {
+    LogPosition::new(
+        u64::try_from(commit).unwrap_or(0),
+        u64::try_from(sequence).unwrap_or(0),
+    )
+}
