@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             stored_events_cannot_be_changed,
             snapshots_are_stored_found_and_pruned,
             checkpoints_and_dead_letters_are_kept,
+            oversized_input_is_refused_naming_the_limit,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1072,4 +1073,60 @@ pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
             .expect("delete again")
     );
     assert_eq!(t.store.dead_letters(10).await.expect("list"), [second]);
+}
+
+/// Appends over the size limits are refused with the limit and the value
+/// named, and nothing is written.
+pub async fn oversized_input_is_refused_naming_the_limit(t: &TestStore) {
+    use annals::store::{MAX_EVENTS_PER_APPEND, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES};
+    let id = stream("user-oversized");
+    let refused = |result: Result<AppendResult>, field: &str, needles: &[String]| match result {
+        Err(Error::InvalidInput { field: f, reason }) => {
+            assert_eq!(f, field);
+            for needle in needles {
+                assert!(
+                    reason.contains(needle.as_str()),
+                    "{reason:?} lacks {needle:?}"
+                );
+            }
+        }
+        other => panic!("expected invalid {field}, got {other:?}"),
+    };
+
+    let huge = event(
+        "test.huge",
+        json!({ "blob": "x".repeat(MAX_PAYLOAD_BYTES) }),
+    );
+    refused(
+        t.store.append(&id, ExpectedVersion::Any, vec![huge]).await,
+        "payload",
+        &[
+            MAX_PAYLOAD_BYTES.to_string(),
+            "user-oversized".into(),
+            "test.huge".into(),
+        ],
+    );
+    let chatty = numbered(1)
+        .with_metadata(Metadata::new().with_header("note", "y".repeat(MAX_METADATA_BYTES)));
+    refused(
+        t.store
+            .append(&id, ExpectedVersion::Any, vec![chatty])
+            .await,
+        "metadata",
+        &[MAX_METADATA_BYTES.to_string()],
+    );
+    let many: Vec<NewEvent> = (0..=MAX_EVENTS_PER_APPEND).map(numbered).collect();
+    refused(
+        t.store.append(&id, ExpectedVersion::Any, many).await,
+        "batch",
+        &[
+            (MAX_EVENTS_PER_APPEND + 1).to_string(),
+            MAX_EVENTS_PER_APPEND.to_string(),
+        ],
+    );
+    assert_eq!(
+        t.store.stream_version(&id).await.expect("version"),
+        0,
+        "nothing was written"
+    );
 }

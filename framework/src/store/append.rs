@@ -76,6 +76,15 @@ pub(crate) fn recorded_events(
 /// Rejects batches no backend should write: empty ones, a stream named twice,
 /// bad event type names.
 pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {
+    let total: usize = batch.iter().map(|append| append.events.len()).sum();
+    if total > MAX_EVENTS_PER_APPEND {
+        return Err(Error::invalid(
+            "batch",
+            format!(
+                "the append holds {total} events; the limit is {MAX_EVENTS_PER_APPEND} per append"
+            ),
+        ));
+    }
     if batch.is_empty() {
         return Err(Error::invalid(
             "batch",
@@ -101,7 +110,54 @@ pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {
         }
         for event in &append.events {
             event.validate()?;
+            check_sizes(&append.stream_id, event)?;
         }
+    }
+    Ok(())
+}
+
+/// Largest accepted payload, in bytes of JSON.
+pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
+/// Largest accepted metadata (actor, tenant, trace context and headers), in bytes.
+pub const MAX_METADATA_BYTES: usize = 64 << 10;
+/// Most events in one append (across all its streams).
+pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+
+fn check_sizes(stream: &StreamId, event: &NewEvent) -> Result<()> {
+    let payload = event.payload.as_json().len();
+    if payload > MAX_PAYLOAD_BYTES {
+        return Err(Error::invalid(
+            "payload",
+            format!(
+                "the `{}` event for stream `{stream}` has a {payload}-byte payload; the limit is {MAX_PAYLOAD_BYTES} bytes",
+                event.event_type
+            ),
+        ));
+    }
+    let metadata = &event.metadata;
+    let text_fields = [
+        &metadata.actor,
+        &metadata.tenant_id,
+        &metadata.trace_context,
+    ];
+    let size = text_fields
+        .iter()
+        .filter_map(|field| field.as_ref())
+        .map(String::len)
+        .sum::<usize>()
+        + metadata
+            .headers
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>();
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::invalid(
+            "metadata",
+            format!(
+                "the `{}` event for stream `{stream}` has {size} bytes of metadata; the limit is {MAX_METADATA_BYTES} bytes",
+                event.event_type
+            ),
+        ));
     }
     Ok(())
 }

@@ -26,7 +26,9 @@ mod sqlite;
 
 use async_trait::async_trait;
 
-pub use append::{AppendResult, StreamAppend};
+pub use append::{
+    AppendResult, MAX_EVENTS_PER_APPEND, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES, StreamAppend,
+};
 pub use connect::{connect, redact_url};
 pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]
