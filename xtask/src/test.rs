@@ -22,10 +22,33 @@ pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
         .env(REDIS_URL_VAR, services.redis_url());
     println!("xtask: running {command:?}");
     let status = command.status().context("cannot run cargo test")?;
-    drop(services);
     if !status.success() {
+        drop(services);
         bail!("tests failed ({status})");
     }
+
+    // The main job, end to end: on a fresh SQLite file and on the PostgreSQL server.
+    let sqlite = format!("sqlite://{}", dir.join("iam-example.db").display());
+    for url in [sqlite, services.database_url()] {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut example = Command::new(cargo);
+        example.args([
+            "run",
+            "--quiet",
+            "-p",
+            "iam-example",
+            "--",
+            "--database-url",
+            &url,
+        ]);
+        println!("xtask: running the IAM example against {url}");
+        let status = example.status().context("cannot run the IAM example")?;
+        if !status.success() {
+            drop(services);
+            bail!("the IAM example failed against {url} ({status})");
+        }
+    }
+    drop(services);
     println!("xtask: all suites passed");
     Ok(())
 }

@@ -1,21 +1,31 @@
-//! The Annals IAM example: appends and reads IAM events through the embedded
-//! SQLite store (no server needed), or PostgreSQL when `DATABASE_URL` says so.
+//! The Annals IAM example: tenants and users as event-sourced aggregates on
+//! the embedded SQLite store (no server needed), or PostgreSQL when
+//! `DATABASE_URL` says so.
 //!
 //! ```text
 //! cargo run -p iam-example                       # SQLite file in the temp directory
 //! cargo run -p iam-example -- --database-url URL # or DATABASE_URL=URL
 //! ```
 
-use std::path::PathBuf;
-use std::time::Instant;
+mod domain;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals::cache::{EventCache, InProcessCache};
 use annals::prelude::*;
+use annals::projection_runner::{InMemory, ProjectionRunner, ProjectionState};
+use annals::snapshot::SnapshotSettings;
 use anyhow::{Context, Result, bail};
-use serde_json::json;
 use uuid::Uuid;
 
+use domain::{
+    AssignRole, CreateTenant, IamError, RegisterUser, SuspendTenant, Tenant, TenantDirectory, User,
+};
+
 const HELP: &str = "\
-iam-example: a tenant, its users and their roles, stored with Annals.
+iam-example: tenants, users and roles, stored with Annals.
 
 usage: iam-example [--database-url URL]
 
@@ -51,8 +61,36 @@ fn database_url() -> Result<String> {
     }
     let path: PathBuf = std::env::temp_dir()
         .join("annals-iam-example")
-        .join("events.db");
+        .join("iam.db");
     Ok(format!("sqlite://{}", path.display()))
+}
+
+/// Registers a user if the tenant exists and is active: the invariant that
+/// spans two aggregates is checked here, in the application service.
+async fn register(
+    tenants: &Repository<Tenant>,
+    users: &Repository<User>,
+    tenant: &str,
+    user: &str,
+    email: String,
+    metadata: Metadata,
+) -> Result<Result<(), IamError>> {
+    let loaded = tenants.load(tenant).await?;
+    if loaded.state.name.is_none() {
+        return Ok(Err(IamError::NotFound));
+    }
+    if loaded.state.suspended {
+        return Ok(Err(IamError::TenantSuspended));
+    }
+    let command = RegisterUser {
+        tenant: tenant.to_owned(),
+        email,
+    };
+    match users.execute(user, &command, metadata).await {
+        Ok(_) => Ok(Ok(())),
+        Err(CommandError::Rejected(error)) => Ok(Err(error)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn run() -> Result<()> {
@@ -65,63 +103,77 @@ async fn run() -> Result<()> {
         annals::store::redact_url(&url)
     );
 
-    // One request: an administrator creates a tenant and onboards two users.
-    let run = Uuid::now_v7();
-    let request = Uuid::now_v7();
-    let tenant = format!("tenant-{}", run.simple());
-    let context = Metadata::new()
-        .with_tenant(&tenant)
-        .with_actor("admin@example.test")
-        .with_correlation_id(request);
+    let cache = Arc::new(InProcessCache::new());
+    let tenants = Repository::<Tenant>::new(store.clone());
+    let users = Repository::<User>::new(store.clone())
+        .with_cache(cache.clone())
+        .with_snapshots(SnapshotSettings::new());
 
-    let tenant_stream = StreamId::new(tenant.clone())?;
-    let ada = StreamId::for_aggregate("user", Uuid::now_v7())?;
-    let grace = StreamId::for_aggregate("user", Uuid::now_v7())?;
-    let event = |name: &str, body: serde_json::Value| -> Result<NewEvent> {
-        Ok(NewEvent::json(name, &body)?.with_metadata(context.clone()))
+    // Each run gets its own tenants, so the example can run again and again.
+    let run = Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let request = Uuid::now_v7();
+    let context = |tenant: &str| {
+        Metadata::new()
+            .with_actor("admin@example.test")
+            .with_tenant(tenant)
+            .with_correlation_id(request)
     };
 
-    store
-        .append(
-            &tenant_stream,
-            ExpectedVersion::NoStream,
-            vec![event(
-                "iam.tenant.created",
-                json!({ "name": "Example Corp" }),
-            )?],
+    let names = ["Acme", "Globex", "Initech"];
+    for (n, name) in names.iter().enumerate() {
+        let tenant = format!("{run}-{n}");
+        tenants
+            .execute(&tenant, &CreateTenant((*name).into()), context(&tenant))
+            .await?;
+        for u in 0..10 {
+            let user = format!("{tenant}-u{u}");
+            let email = format!("user{u}@{}.test", name.to_lowercase());
+            register(&tenants, &users, &tenant, &user, email, context(&tenant)).await??;
+            let role = if u == 0 { "admin" } else { "member" };
+            users
+                .execute(&user, &AssignRole(role.into()), context(&tenant))
+                .await?;
+        }
+    }
+    println!(
+        "\nonboarded {} tenants with 10 users each (request {request})",
+        names.len()
+    );
+
+    // Invariant: a suspended tenant refuses commands for its users.
+    let initech = format!("{run}-2");
+    tenants
+        .execute(
+            &initech,
+            &SuspendTenant("unpaid invoices".into()),
+            context(&initech),
         )
         .await?;
-    // Both users in one transaction: either both exist or neither does.
-    store
-        .append_batch(vec![
-            StreamAppend::new(
-                ada.clone(),
-                ExpectedVersion::NoStream,
-                vec![
-                    event(
-                        "iam.user.registered",
-                        json!({ "email": "ada@example.test" }),
-                    )?,
-                    event("iam.user.role_assigned", json!({ "role": "admin" }))?,
-                ],
-            ),
-            StreamAppend::new(
-                grace.clone(),
-                ExpectedVersion::NoStream,
-                vec![event(
-                    "iam.user.registered",
-                    json!({ "email": "grace@example.test" }),
-                )?],
-            ),
-        ])
-        .await?;
+    let late = format!("{initech}-late");
+    let outcome = register(
+        &tenants,
+        &users,
+        &initech,
+        &late,
+        "late@initech.test".into(),
+        context(&initech),
+    )
+    .await?;
+    println!(
+        "register a user in suspended Initech: {}",
+        outcome.map_or_else(|error| format!("refused ({error})"), |()| "accepted".into())
+    );
 
-    // A stale writer loses: Ada's stream is at version 2, not 1.
-    let stale = store
-        .append(
-            &ada,
+    // Optimistic concurrency: a writer holding an old version loses.
+    let acme_admin = format!("{run}-0-u0");
+    let stale = users
+        .save(
+            &acme_admin,
             ExpectedVersion::Exact(1),
-            vec![event("iam.user.role_revoked", json!({ "role": "admin" }))?],
+            &[domain::UserEvent::RoleAssigned {
+                role: "owner".into(),
+            }],
+            &context("acme"),
         )
         .await;
     match stale {
@@ -131,35 +183,90 @@ async fn run() -> Result<()> {
         other => bail!("expected a version conflict, got {other:?}"),
     }
 
-    println!("\nstream {ada}:");
-    for recorded in store.read_stream(&ada, 1, 100).await? {
-        println!(
-            "  v{:<3} {:<24} {}",
-            recorded.version, recorded.event_type, recorded.payload
+    // Time travel: what could Acme's admin do before the audit role?
+    let before_audit = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    users
+        .execute(&acme_admin, &AssignRole("auditor".into()), context("acme"))
+        .await?;
+    let then = users.load_as_of(&acme_admin, before_audit).await?;
+    let now = users.load(&acme_admin).await?;
+    println!("\n{:<28} {:<10} roles", "user", "when");
+    println!(
+        "{:<28} {:<10} {}",
+        now.state.email,
+        "before",
+        then.state
+            .roles
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "{:<28} {:<10} {}",
+        now.state.email,
+        "now",
+        now.state
+            .roles
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // The tenant directory, projected from the whole log.
+    let directory = ProjectionRunner::new(store.clone(), InMemory)
+        .batch_size(1000)
+        .start(TenantDirectory::default());
+    let caught_up = tokio::time::timeout(
+        Duration::from_secs(60),
+        directory.wait_until(|status| status.state == ProjectionState::Running),
+    )
+    .await;
+    if caught_up.is_err() {
+        let status = directory.status();
+        bail!(
+            "the tenant directory did not catch up: {}",
+            status
+                .last_error
+                .unwrap_or_else(|| format!("{} events applied", status.applied))
         );
     }
+    println!("\n{:<10} {:<8} {:<6} status", "tenant", "name", "users");
+    for (stream, (name, count, suspended)) in directory
+        .read()
+        .await
+        .tenants
+        .iter()
+        .filter(|(id, _)| id.contains(&run))
+    {
+        let tenant = stream.rsplit('-').next().unwrap_or(stream);
+        println!(
+            "{:<10} {:<8} {:<6} {}",
+            tenant,
+            name,
+            count,
+            if *suspended { "suspended" } else { "active" }
+        );
+    }
+    let status = directory.status();
+    directory.stop().await?;
 
     let page = store
-        .query(&EventQuery::new().correlation_id(request).limit(100))
+        .query(&EventQuery::new().correlation_id(request).limit(1000))
         .await?;
+    let stats = cache.stats();
     println!("\nevents of request {request}: {}", page.events.len());
-    for recorded in &page.events {
-        println!(
-            "  #{:<6} {:<50} {}",
-            recorded.position.sequence, recorded.stream_id, recorded.event_type
-        );
-    }
-
-    let registered = store
-        .query(
-            &EventQuery::new()
-                .tenant(&tenant)
-                .event_type("iam.user.registered"),
-        )
-        .await?;
     println!(
-        "\nusers registered in {tenant}: {}",
-        registered.events.len()
+        "projection: {} events applied at {:.0} events/s",
+        status.applied, status.per_second
+    );
+    println!(
+        "user cache: {} hits, {} misses ({:.0} % hit rate)",
+        stats.hits,
+        stats.misses,
+        stats.hit_rate() * 100.0
     );
     println!("done in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     Ok(())
