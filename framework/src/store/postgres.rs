@@ -199,12 +199,21 @@ impl PostgresStoreBuilder {
             })?;
         if let Some(schema) = &self.schema {
             // Validated above: lowercase letters, digits and underscores only.
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}"
             )))
             .execute(&pool)
-            .await
-            .map_err(failed("create schema"))?;
+            .await;
+            // `IF NOT EXISTS` is not safe against a concurrent create: the
+            // loser of that race sees a unique violation, and the schema is
+            // there all the same.
+            match created {
+                Err(sqlx::Error::Database(db))
+                    if matches!(db.code().as_deref(), Some("23505" | "42P06")) => {}
+                other => {
+                    other.map_err(failed("create schema"))?;
+                }
+            }
         }
         let store = PostgresEventStore {
             pool,
