@@ -44,21 +44,11 @@ pub const DEFAULT_MAX_CACHED_EVENTS: usize = 10_000;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CachingEventStore {
     inner: Arc<dyn EventStore>,
     cache: Arc<dyn EventCache>,
     max_cached_events: usize,
-}
-
-impl std::fmt::Debug for CachingEventStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachingEventStore")
-            .field("store", &self.inner.backend())
-            .field("cache", &self.cache.name())
-            .field("max_cached_events", &self.max_cached_events)
-            .finish()
-    }
 }
 
 fn stream_key(stream: &StreamId) -> CacheKey {

@@ -839,34 +839,18 @@ impl EventStore for PostgresEventStore {
                     operation: "list dead letters",
                     source: format!("column `{column}`: {error}").into(),
                 };
-                let version: i64 = row
-                    .try_get("version")
-                    .map_err(|e| bad("version", e.to_string()))?;
-                let attempts: i32 = row
-                    .try_get("attempts")
-                    .map_err(|e| bad("attempts", e.to_string()))?;
-                let stream: String = row
-                    .try_get("stream_id")
-                    .map_err(|e| bad("stream_id", e.to_string()))?;
-                let failed_at: DateTime<Utc> = row
-                    .try_get("failed_at")
-                    .map_err(|e| bad("failed_at", e.to_string()))?;
+                let version: i64 = field(row, "version", &bad)?;
+                let attempts: i32 = field(row, "attempts", &bad)?;
+                let stream: String = field(row, "stream_id", &bad)?;
+                let failed_at: DateTime<Utc> = field(row, "failed_at", &bad)?;
                 Ok(DeadLetter {
-                    id: row.try_get("id").map_err(|e| bad("id", e.to_string()))?,
-                    handler: row
-                        .try_get("handler")
-                        .map_err(|e| bad("handler", e.to_string()))?,
-                    event_id: row
-                        .try_get("event_id")
-                        .map_err(|e| bad("event_id", e.to_string()))?,
+                    id: field(row, "id", &bad)?,
+                    handler: field(row, "handler", &bad)?,
+                    event_id: field(row, "event_id", &bad)?,
                     stream_id: StreamId::from_stored(stream),
                     version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
-                    event_type: row
-                        .try_get("event_type")
-                        .map_err(|e| bad("event_type", e.to_string()))?,
-                    error: row
-                        .try_get("error")
-                        .map_err(|e| bad("error", e.to_string()))?,
+                    event_type: field(row, "event_type", &bad)?,
+                    error: field(row, "error", &bad)?,
                     attempts: u32::try_from(attempts)
                         .map_err(|e| bad("attempts", e.to_string()))?,
                     failed_at,
@@ -951,33 +935,33 @@ impl EventStore for PostgresEventStore {
     }
 }
 
+/// A column of a non-event row (snapshot, dead letter), or the error `bad`
+/// builds naming it.
+fn field<'r, T>(row: &'r PgRow, name: &str, bad: &impl Fn(&str, String) -> Error) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(name)
+        .map_err(|error| bad(name, error.to_string()))
+}
+
 fn decode_snapshot_row(stream: &StreamId, row: &PgRow) -> Result<Snapshot> {
     let bad = |column: &str, error: String| Error::Backend {
         backend: BACKEND,
         operation: "load snapshot",
         source: format!("snapshot of `{stream}`: column `{column}`: {error}").into(),
     };
-    let version: i64 = row
-        .try_get("version")
-        .map_err(|e| bad("version", e.to_string()))?;
-    let snapshot_version: i32 = row
-        .try_get("snapshot_version")
-        .map_err(|e| bad("snapshot_version", e.to_string()))?;
-    let encoding: i16 = row
-        .try_get("encoding")
-        .map_err(|e| bad("encoding", e.to_string()))?;
+    let version: i64 = field(row, "version", &bad)?;
+    let snapshot_version: i32 = field(row, "snapshot_version", &bad)?;
+    let encoding: i16 = field(row, "encoding", &bad)?;
     Ok(Snapshot {
         stream_id: stream.clone(),
         version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
         snapshot_version: u32::try_from(snapshot_version)
             .map_err(|e| bad("snapshot_version", e.to_string()))?,
         encoding: u8::try_from(encoding).map_err(|e| bad("encoding", e.to_string()))?,
-        data: row
-            .try_get("data")
-            .map_err(|e| bad("data", e.to_string()))?,
-        taken_at: row
-            .try_get("taken_at")
-            .map_err(|e| bad("taken_at", e.to_string()))?,
+        data: field(row, "data", &bad)?,
+        taken_at: field(row, "taken_at", &bad)?,
     })
 }
 
