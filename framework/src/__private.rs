@@ -6,6 +6,7 @@
 pub use async_trait::async_trait;
 pub use futures_util::future::BoxFuture;
 pub use inventory;
+pub use schemars;
 pub use serde;
 pub use serde_json;
 
@@ -17,7 +18,8 @@ pub use crate::handler::{IntoHandlerResult, RetryPolicy};
 pub use crate::payload::Payload;
 pub use crate::projection::Projection;
 pub use crate::registry::{
-    AggregateDescriptor, EventDescriptor, HandlerDescriptor, ProjectionDescriptor,
+    AggregateDescriptor, ColumnType, EventDescriptor, HandlerDescriptor, ProjectionDescriptor,
+    ReadModelColumn, ReadModelTable,
 };
 pub use crate::upcast::{IntoUpcastResult, Upcaster, decode_old, decode_versioned};
 
@@ -102,4 +104,71 @@ pub fn handler_result<R: IntoHandlerResult>(result: R) -> Result<(), BoxError> {
 /// Normalises an upcast function's return value.
 pub fn upcast_result<R: IntoUpcastResult>(result: R) -> Result<Value, String> {
     result.into_upcast_result()
+}
+
+/// The JSON Schema of a struct event's payload, titled with its wire name
+/// and marked with its version.
+pub fn event_schema<T: schemars::JsonSchema>(name: &str, version: u32) -> Value {
+    let mut schema = root_schema::<T>();
+    label_schema(&mut schema, name, version);
+    schema
+}
+
+/// The JSON Schema of one enum variant's payload (the content of the
+/// externally tagged variant; `null` for a unit variant), keeping the enum's
+/// shared definitions.
+pub fn variant_schema<T: schemars::JsonSchema>(
+    name: &str,
+    version: u32,
+    variant: &str,
+    unit: bool,
+) -> Value {
+    let root = root_schema::<T>();
+    let mut schema = if unit {
+        serde_json::json!({ "type": "null" })
+    } else {
+        root.get("oneOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find_map(|case| {
+                let content = case.get("properties")?.get(variant)?.clone();
+                Some(match (content, case.get("description")) {
+                    (Value::Object(mut content), Some(description)) => {
+                        content
+                            .entry("description")
+                            .or_insert_with(|| description.clone());
+                        Value::Object(content)
+                    }
+                    (content, _) => content,
+                })
+            })
+            // A variant schemars could not place: accept any payload rather
+            // than describe it wrongly.
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    if let (Value::Object(target), Some(definitions)) = (&mut schema, root.get("$defs")) {
+        target.insert("$defs".to_owned(), definitions.clone());
+    }
+    label_schema(&mut schema, name, version);
+    schema
+}
+
+fn root_schema<T: schemars::JsonSchema>() -> Value {
+    schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
+fn label_schema(schema: &mut Value, name: &str, version: u32) {
+    if let Value::Object(object) = schema {
+        object.insert(
+            "$schema".to_owned(),
+            Value::from("https://json-schema.org/draft/2020-12/schema"),
+        );
+        object.insert("title".to_owned(), Value::from(name));
+        object.insert("x-annals-event-type".to_owned(), Value::from(name));
+        object.insert("x-annals-schema-version".to_owned(), Value::from(version));
+    }
 }

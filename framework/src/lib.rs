@@ -44,6 +44,11 @@ pub use stream::{ExpectedVersion, StreamId};
 /// [`subscription::EventSink`]) without depending on `async-trait` yourself.
 pub use async_trait::async_trait;
 
+/// `schemars`, whose `JsonSchema` derive the `#[event]` macro adds: derive
+/// it (with `#[schemars(crate = "annals::schemars")]`) on types used inside
+/// events.
+pub use schemars;
+
 /// Marks an event type: a stable wire name and schema version, serde
 /// (de)serialisation, upcasting of older versions, and registration.
 /// See the [crate docs](crate#events).

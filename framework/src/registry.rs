@@ -37,6 +37,10 @@ pub struct EventDescriptor {
     pub rust_type: &'static str,
     /// Older versions it can read through an upcast.
     pub upcasts_from: &'static [u32],
+    /// The JSON Schema (draft 2020-12) of the payload this version writes,
+    /// derived from the Rust type by `schemars`; doc comments become
+    /// descriptions.
+    pub json_schema: fn() -> serde_json::Value,
 }
 
 /// An aggregate, as `#[aggregate]` registered it.
@@ -65,6 +69,55 @@ pub struct ProjectionDescriptor {
     pub rust_type: &'static str,
     /// The event type names it handles.
     pub event_types: fn() -> Vec<&'static str>,
+    /// The SQL read-model tables it declares with `table(...)`, for which
+    /// `annals-codegen` writes DDL.
+    pub tables: &'static [ReadModelTable],
+}
+
+/// A SQL read-model table a projection declares.
+#[derive(Debug)]
+pub struct ReadModelTable {
+    /// The table name.
+    pub name: &'static str,
+    /// Its columns, in order.
+    pub columns: &'static [ReadModelColumn],
+    /// The primary-key columns (read models are upserted by key).
+    pub primary_key: &'static [&'static str],
+    /// Secondary indexes, each a list of columns.
+    pub indexes: &'static [&'static [&'static str]],
+}
+
+/// One column of a [`ReadModelTable`].
+#[derive(Debug)]
+pub struct ReadModelColumn {
+    /// The column name.
+    pub name: &'static str,
+    /// Its portable type.
+    pub column_type: ColumnType,
+    /// Whether it may hold NULL.
+    pub nullable: bool,
+}
+
+/// The portable column types of read-model tables, with their SQL type per
+/// backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// `"text"`: PostgreSQL `text`, SQLite `TEXT`.
+    Text,
+    /// `"integer"` (64-bit): PostgreSQL `bigint`, SQLite `INTEGER`.
+    Integer,
+    /// `"real"` (64-bit float): PostgreSQL `double precision`, SQLite `REAL`.
+    Real,
+    /// `"boolean"`: PostgreSQL `boolean`, SQLite `INTEGER` (0 or 1).
+    Boolean,
+    /// `"uuid"`: PostgreSQL `uuid`, SQLite `TEXT`.
+    Uuid,
+    /// `"timestamp"`: PostgreSQL `timestamptz`, SQLite `TEXT` (RFC 3339).
+    Timestamp,
+    /// `"json"`: PostgreSQL `jsonb`, SQLite `TEXT`.
+    Json,
+    /// `"bytes"`: PostgreSQL `bytea`, SQLite `BLOB`.
+    Bytes,
 }
 
 /// A handler, as `#[handler]` registered it.

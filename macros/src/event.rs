@@ -370,6 +370,10 @@ fn add_derives(attrs: &mut Vec<Attribute>) {
         ("Debug", quote!(::core::fmt::Debug)),
         ("Clone", quote!(::core::clone::Clone)),
         ("PartialEq", quote!(::core::cmp::PartialEq)),
+        (
+            "JsonSchema",
+            quote!(::annals::__private::schemars::JsonSchema),
+        ),
     ];
     let missing: Vec<&TokenStream> = wanted
         .iter()
@@ -380,6 +384,7 @@ fn add_derives(attrs: &mut Vec<Attribute>) {
         attrs.push(syn::parse_quote!(#[derive(#(#missing),*)]));
     }
     attrs.push(syn::parse_quote!(#[serde(crate = "::annals::__private::serde")]));
+    attrs.push(syn::parse_quote!(#[schemars(crate = "::annals::__private::schemars")]));
 }
 
 fn upcasters(upcasts: &[Upcast]) -> Vec<TokenStream> {
@@ -405,7 +410,9 @@ fn upcasters(upcasts: &[Upcast]) -> Vec<TokenStream> {
         .collect()
 }
 
-fn descriptor(identity: &EventIdentity, rust_name: &str) -> TokenStream {
+/// The registration of one event type; `json_schema` is an expression of
+/// type `fn() -> serde_json::Value`.
+fn descriptor(identity: &EventIdentity, rust_name: &str, json_schema: &TokenStream) -> TokenStream {
     let name = &identity.name;
     let version = identity.version;
     let froms = identity.upcasts.iter().map(|upcast| upcast.from);
@@ -416,6 +423,7 @@ fn descriptor(identity: &EventIdentity, rust_name: &str) -> TokenStream {
                 version: #version,
                 rust_type: ::core::concat!(::core::module_path!(), "::", #rust_name),
                 upcasts_from: &[#(#froms),*],
+                json_schema: #json_schema,
             }
         }
     }
@@ -425,7 +433,10 @@ fn struct_impl(ident: &Ident, identity: &EventIdentity) -> TokenStream {
     let name = &identity.name;
     let version = identity.version;
     let upcasters = upcasters(&identity.upcasts);
-    let descriptor = descriptor(identity, &ident.to_string());
+    let json_schema = quote! {
+        || ::annals::__private::event_schema::<#ident>(#name, #version)
+    };
+    let descriptor = descriptor(identity, &ident.to_string(), &json_schema);
     quote! {
         const _: () = {
             impl ::annals::__private::Event for #ident {
@@ -494,9 +505,20 @@ fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
             }
         }
     });
-    let descriptors = variants
-        .iter()
-        .map(|variant| descriptor(&variant.identity, &format!("{ident}::{}", variant.ident)));
+    let descriptors = variants.iter().map(|variant| {
+        let name = &variant.identity.name;
+        let version = variant.identity.version;
+        let serde_name = variant.ident.to_string();
+        let unit = variant.unit;
+        let json_schema = quote! {
+            || ::annals::__private::variant_schema::<#ident>(#name, #version, #serde_name, #unit)
+        };
+        descriptor(
+            &variant.identity,
+            &format!("{ident}::{}", variant.ident),
+            &json_schema,
+        )
+    });
     quote! {
         const _: () = {
             impl ::annals::__private::Event for #ident {

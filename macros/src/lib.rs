@@ -16,6 +16,7 @@ mod handler;
 mod naming;
 mod options;
 mod projection;
+mod read_model_table;
 
 /// See `annals::event`.
 #[proc_macro_attribute]

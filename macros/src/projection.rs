@@ -9,11 +9,12 @@ use syn::{FnArg, ImplItem, ImplItemFn, Item, ItemImpl, LitStr, ReceiverKind, Typ
 
 use crate::diagnostics::Diagnostics;
 use crate::options::{self, Site};
+use crate::read_model_table::{self, TableModel};
 
 const SITE: Site = Site {
     macro_name: "projection",
-    accepted: &["name", "version"],
-    repeatable: &[],
+    accepted: &["name", "version", "table"],
+    repeatable: &["table"],
 };
 
 /// One handler method of the block.
@@ -38,9 +39,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         );
         return diagnostics.emit(quote! { #item });
     };
-    let (name, version) = parse_options(args, &block, &mut diagnostics);
+    let (name, version, tables) = parse_options(args, &block, &mut diagnostics);
     let generated = check_block(&block, &mut diagnostics)
-        .map(|(handlers, context)| generate(&block, &name, version, &handlers, context.as_ref()))
+        .map(|(handlers, context)| {
+            generate(&block, &name, version, &tables, &handlers, context.as_ref())
+        })
         .unwrap_or_default();
     diagnostics.emit(quote! {
         #block
@@ -63,16 +66,22 @@ fn parse_options(
     args: TokenStream,
     block: &ItemImpl,
     diagnostics: &mut Diagnostics,
-) -> (String, u32) {
+) -> (String, u32, Vec<TableModel>) {
     let mut name: Option<LitStr> = None;
     let mut version = None;
+    let mut tables = Vec::new();
+    let mut table_problems = Diagnostics::default();
     options::parse(args, SITE, diagnostics, |key, meta| {
         match key {
             "name" => name = Some(options::string(meta, key, "name = \"tenant_directory\"")?),
+            "table" => tables.extend(read_model_table::parse(meta, &mut table_problems)),
             _ => version = Some(options::integer::<u32>(meta, key, "version = 2")?),
         }
         Ok(())
     });
+    if let Some(error) = table_problems.into_error() {
+        diagnostics.push(error);
+    }
     let name = match name {
         Some(literal) => {
             if literal.value().is_empty()
@@ -98,7 +107,7 @@ fn parse_options(
         Some((version, _)) => version,
         None => 1,
     };
-    (name, version)
+    (name, version, tables)
 }
 
 /// The handlers and the shared context type, or `None` (errors recorded).
@@ -237,10 +246,12 @@ fn generate(
     block: &ItemImpl,
     name: &str,
     version: u32,
+    tables: &[TableModel],
     handlers: &[HandlerMethod],
     context: Option<&Type>,
 ) -> TokenStream {
     let self_ty = &block.self_ty;
+    let tables = tables.iter().map(read_model_table::descriptor);
     let rust_name = self_ident(block).unwrap_or_default();
     let context_type = match context {
         Some(context) => quote!(#context),
@@ -303,6 +314,7 @@ fn generate(
                     version: #version,
                     rust_type: ::core::concat!(::core::module_path!(), "::", #rust_name),
                     event_types: <#self_ty as ::annals::__private::Projection>::event_types,
+                    tables: &[#(#tables),*],
                 }
             }
         };

@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! cargo xtask test [-- <cargo test arguments>]   start throwaway PostgreSQL and Redis, run every suite, stop them
+//! cargo xtask schema [--check]                   regenerate (or check) migrations/ and schema/
 //! cargo xtask services up|down|status            long-lived local servers for manual work
 //! ```
 
+mod schema;
 mod services;
 mod test;
 
@@ -17,6 +19,9 @@ commands:
   test [-- ARGS]        start throwaway PostgreSQL and Redis on free loopback ports,
                         run `cargo test --workspace` against them (ARGS are passed on),
                         stop them, and exit non-zero if anything failed
+  schema [--check]      regenerate migrations/ and schema/ (SQL DDL, JSON Schemas,
+                        event catalog) from the registered types; with --check,
+                        change nothing and fail naming each stale file
   services up           start PostgreSQL and Redis under target/annals-services and
                         print their URLs (they keep running)
   services down         stop the servers started by `services up`
@@ -46,6 +51,8 @@ fn run() -> Result<()> {
             };
             test::run(passthrough)
         }
+        ["schema"] => schema::run(false),
+        ["schema", "--check"] => schema::run(true),
         ["services", "up"] => services::up(),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),

@@ -7,8 +7,6 @@
 //! cargo run -p iam-example -- --database-url URL # or DATABASE_URL=URL
 //! ```
 
-mod domain;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +18,7 @@ use annals::snapshot::SnapshotSettings;
 use anyhow::{Context, Result, bail};
 use uuid::Uuid;
 
-use domain::{
+use iam_domain::{
     AssignRole, CreateTenant, IamError, RegisterUser, SuspendTenant, Tenant, TenantDirectory, User,
 };
 
@@ -170,7 +168,7 @@ async fn run() -> Result<()> {
         .save(
             &acme_admin,
             ExpectedVersion::Exact(1),
-            &[domain::UserEvent::RoleAssigned {
+            &[iam_domain::UserEvent::RoleAssigned {
                 role: "owner".into(),
             }],
             &context("acme"),

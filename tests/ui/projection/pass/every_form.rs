@@ -39,7 +39,18 @@ impl TenantNames {
 
 pub struct Outbox;
 
-#[annals::projection(name = "outbox", version = 7)]
+#[annals::projection(
+    name = "outbox",
+    version = 7,
+    table(
+        name = "outbox_lines",
+        columns(id = "uuid", line = "text", sent = "boolean", sent_at = "timestamp?", attempts = "integer"),
+        primary_key(id),
+        index(sent, sent_at),
+        index(line),
+    ),
+    table(name = "outbox_meta", columns(key = "text", value = "json?"), primary_key(key)),
+)]
 impl Outbox {
     async fn created(&mut self, event: &TenantCreated, envelope: &RecordedEvent, lines: &mut Vec<String>) {
         lines.push(format!("{} {}", envelope.version, event.name));
@@ -58,4 +69,12 @@ fn main() {
     assert_eq!(<Outbox as Projection>::VERSION, 7);
     assert_eq!(<Outbox as Projection>::event_types(), ["iam.tenant.created", "iam.user.registered"]);
     assert_eq!(TenantNames::default().helper(), 0);
+    let outbox = annals::registry::projections()
+        .find(|projection| projection.name == "outbox")
+        .expect("registered");
+    assert_eq!(outbox.tables.len(), 2);
+    assert_eq!(outbox.tables[0].primary_key, ["id"]);
+    assert_eq!(outbox.tables[0].indexes, [&["sent", "sent_at"][..], &["line"][..]]);
+    assert!(outbox.tables[0].columns[3].nullable);
+    assert_eq!(outbox.tables[1].columns[1].column_type, annals::registry::ColumnType::Json);
 }

@@ -1,5 +1,6 @@
-//! The IAM domain: tenants and users as aggregates, written with the Annals
-//! macros, and a tenant directory projection.
+//! The IAM domain of the Annals example: tenants and users as aggregates,
+//! written with the Annals macros, and a tenant directory projection. The
+//! application (`iam-example`) and the schema generator (`iam-schema`) link it.
 
 use std::collections::BTreeSet;
 
@@ -7,26 +8,26 @@ use annals::prelude::*;
 
 /// A tenant was created.
 #[event(name = "iam.tenant.created")]
-pub(crate) struct TenantCreated {
+pub struct TenantCreated {
     /// Display name.
-    pub(crate) name: String,
+    pub name: String,
 }
 
 /// A tenant was suspended: its users' commands are refused.
 #[event(name = "iam.tenant.suspended")]
-pub(crate) struct TenantSuspended {
+pub struct TenantSuspended {
     /// Why.
-    pub(crate) reason: String,
+    pub reason: String,
 }
 
 /// A tenant.
 #[aggregate(name = "tenant", events(TenantCreated, TenantSuspended))]
 #[derive(Default, Debug)]
-pub(crate) struct Tenant {
+pub struct Tenant {
     /// Display name, once created.
-    pub(crate) name: Option<String>,
+    pub name: Option<String>,
     /// Whether suspended.
-    pub(crate) suspended: bool,
+    pub suspended: bool,
 }
 
 impl Apply<TenantCreated> for Tenant {
@@ -43,7 +44,7 @@ impl Apply<TenantSuspended> for Tenant {
 
 /// Why a command is refused.
 #[derive(Debug, PartialEq, thiserror::Error)]
-pub(crate) enum IamError {
+pub enum IamError {
     /// Creating something that exists.
     #[error("already exists")]
     AlreadyExists,
@@ -56,10 +57,10 @@ pub(crate) enum IamError {
 }
 
 /// Create a tenant.
-pub(crate) struct CreateTenant(pub(crate) String);
+pub struct CreateTenant(pub String);
 
 /// Suspend a tenant.
-pub(crate) struct SuspendTenant(pub(crate) String);
+pub struct SuspendTenant(pub String);
 
 impl Handle<CreateTenant> for Tenant {
     type Error = IamError;
@@ -89,7 +90,7 @@ impl Handle<SuspendTenant> for Tenant {
 
 /// Everything that happens to a user. The email is personal data.
 #[event]
-pub(crate) enum UserEvent {
+pub enum UserEvent {
     /// Registered in a tenant.
     #[event(name = "iam.user.registered")]
     Registered {
@@ -109,13 +110,13 @@ pub(crate) enum UserEvent {
 /// A user.
 #[aggregate(name = "user", events(UserEvent), snapshot_every = 50)]
 #[derive(Default, Debug)]
-pub(crate) struct User {
+pub struct User {
     /// Tenant, once registered.
-    pub(crate) tenant: Option<String>,
+    pub tenant: Option<String>,
     /// Email.
-    pub(crate) email: String,
+    pub email: String,
     /// Roles.
-    pub(crate) roles: BTreeSet<String>,
+    pub roles: BTreeSet<String>,
 }
 
 impl Apply<UserEvent> for User {
@@ -133,15 +134,15 @@ impl Apply<UserEvent> for User {
 }
 
 /// Register a user (the caller checks the tenant is active).
-pub(crate) struct RegisterUser {
+pub struct RegisterUser {
     /// The tenant.
-    pub(crate) tenant: String,
+    pub tenant: String,
     /// Email.
-    pub(crate) email: String,
+    pub email: String,
 }
 
 /// Assign a role.
-pub(crate) struct AssignRole(pub(crate) String);
+pub struct AssignRole(pub String);
 
 impl Handle<RegisterUser> for User {
     type Error = IamError;
@@ -169,9 +170,9 @@ impl Handle<AssignRole> for User {
 
 /// Tenants by name, with their user counts.
 #[derive(Default, Debug)]
-pub(crate) struct TenantDirectory {
+pub struct TenantDirectory {
     /// Tenant stream id → (name, users, suspended).
-    pub(crate) tenants: std::collections::BTreeMap<String, (String, u64, bool)>,
+    pub tenants: std::collections::BTreeMap<String, (String, u64, bool)>,
 }
 
 #[projection(name = "iam_tenant_directory")]
@@ -197,3 +198,8 @@ impl TenantDirectory {
         }
     }
 }
+
+/// Links this crate's registrations into a binary that names nothing else
+/// from it (such as a schema generator): `inventory` only sees crates the
+/// linker keeps.
+pub fn link() {}
