@@ -14,6 +14,8 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
 use crate::projection::Projection;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use crate::store::table_names::TableNames;
 use crate::store::{EventQuery, EventStore};
 
 /// What a projection runner is doing.
@@ -156,18 +158,49 @@ impl<P: Projection<Context = ()>> ProjectionTarget<P> for InMemory {
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[derive(Debug, Clone)]
-pub struct SqliteReadModel(pub sqlx::SqlitePool);
+pub struct SqliteReadModel {
+    pool: sqlx::SqlitePool,
+    tables: TableNames,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteReadModel {
+    /// A read model in the database of `store`, whose checkpoint table it
+    /// shares (with the store's table prefix).
+    pub fn for_store(store: &crate::store::SqliteEventStore) -> Self {
+        SqliteReadModel {
+            pool: store.pool().clone(),
+            tables: store.table_names().clone(),
+        }
+    }
+
+    /// A read model in the database behind `pool`, whose Annals tables have
+    /// the default `annals_` prefix.
+    pub fn new(pool: sqlx::SqlitePool) -> Self {
+        SqliteReadModel {
+            pool,
+            tables: TableNames::default(),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &sqlx::SqlitePool {
+        &self.pool
+    }
+}
 
 #[cfg(feature = "sqlite")]
 #[async_trait]
 impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for SqliteReadModel {
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.0)
-                .await
-                .map_err(sql_failed("load projection checkpoint"))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            self.tables
+                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?"),
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_failed("load projection checkpoint"))?;
         Ok(row.map(position_from_row))
     }
 
@@ -181,16 +214,18 @@ impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for Sq
     ) -> Result<(), BatchFailure> {
         // BEGIN IMMEDIATE: one writer at a time, across processes too.
         let mut tx = self
-            .0
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sql_failed("begin projection batch"))?;
-        let stored: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(sql_failed("read projection checkpoint"))?;
+        let stored: Option<(i64, i64)> = sqlx::query_as(
+            self.tables
+                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?"),
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_failed("read projection checkpoint"))?;
         let stored = stored.map(position_from_row).unwrap_or_default();
         if stored != previous {
             return Err(BatchFailure::moved(name, previous, stored));
@@ -199,9 +234,9 @@ impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for Sq
             projection.apply(event, &mut tx).await?;
         }
         sqlx::query(
-            "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
+            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at"),
         )
         .bind(name)
         .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))
@@ -222,18 +257,49 @@ impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for Sq
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Debug, Clone)]
-pub struct PostgresReadModel(pub sqlx::PgPool);
+pub struct PostgresReadModel {
+    pool: sqlx::PgPool,
+    tables: TableNames,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresReadModel {
+    /// A read model in the schema of `store`, whose checkpoint table it
+    /// shares (with the store's table prefix).
+    pub fn for_store(store: &crate::store::PostgresEventStore) -> Self {
+        PostgresReadModel {
+            pool: store.pool().clone(),
+            tables: store.table_names().clone(),
+        }
+    }
+
+    /// A read model in the database behind `pool` (its search path naming
+    /// the schema of Annals' tables, which have the default prefix).
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        PostgresReadModel {
+            pool,
+            tables: TableNames::default(),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+}
 
 #[cfg(feature = "postgres")]
 #[async_trait]
 impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for PostgresReadModel {
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.0)
-                .await
-                .map_err(sql_failed("load projection checkpoint"))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            self.tables
+                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1"),
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_failed("load projection checkpoint"))?;
         Ok(row.map(position_from_row))
     }
 
@@ -246,7 +312,7 @@ impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for Postgr
         checkpoint: LogPosition,
     ) -> Result<(), BatchFailure> {
         let mut tx = self
-            .0
+            .pool
             .begin()
             .await
             .map_err(sql_failed("begin projection batch"))?;
@@ -258,12 +324,14 @@ impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for Postgr
         .execute(&mut *tx)
         .await
         .map_err(sql_failed("lock projection checkpoint"))?;
-        let stored: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(sql_failed("read projection checkpoint"))?;
+        let stored: Option<(i64, i64)> = sqlx::query_as(
+            self.tables
+                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1"),
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_failed("read projection checkpoint"))?;
         let stored = stored.map(position_from_row).unwrap_or_default();
         if stored != previous {
             return Err(BatchFailure::moved(name, previous, stored));
@@ -272,9 +340,9 @@ impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for Postgr
             projection.apply(event, &mut tx).await?;
         }
         sqlx::query(
-            "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, now()) \
+            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, now()) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at"),
         )
         .bind(name)
         .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use annals::store::{EventStore, InMemoryEventStore, PostgresEventStore, SqliteEventStore};
+use annals_codegen::{Dialect, Partitioning, StoreLayout, store_migrations};
 use sqlx::{PgPool, SqlitePool};
 use tempfile::TempDir;
 
@@ -52,6 +53,8 @@ pub struct TestStore {
     pub store: Arc<dyn EventStore>,
     /// Raw access to plant bad data.
     pub raw: RawAccess,
+    /// The prefix of Annals' tables in `raw`.
+    pub table_prefix: String,
     _dir: Option<TempDir>,
 }
 
@@ -61,6 +64,7 @@ impl TestStore {
         TestStore {
             store: Arc::new(InMemoryEventStore::new()),
             raw: RawAccess::Memory,
+            table_prefix: String::new(),
             _dir: None,
         }
     }
@@ -73,6 +77,44 @@ impl TestStore {
             .unwrap_or_else(|error| panic!("cannot open the SQLite store: {error:?}"));
         TestStore {
             raw: RawAccess::Sqlite(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
+            store: Arc::new(store),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A SQLite store on tables that `annals-codegen` generated with the
+    /// table prefix `iam_`, applied before the store opens (as a migration
+    /// tool would).
+    pub async fn sqlite_generated_prefixed() -> Self {
+        let layout = StoreLayout::default()
+            .table_prefix("iam_")
+            .unwrap_or_else(|error| panic!("{error}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let path = dir.path().join("generated.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options)
+            .await
+            .unwrap_or_else(|error| panic!("cannot create {}: {error}", path.display()));
+        for migration in store_migrations::migrations(Dialect::Sqlite, &layout) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(migration.sql.clone()))
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("{} does not apply: {error}", migration.file_name())
+                });
+        }
+        pool.close().await;
+        let store = SqliteEventStore::builder(&path)
+            .table_prefix("iam_")
+            .open()
+            .await
+            .unwrap_or_else(|error| panic!("cannot open the generated SQLite store: {error:?}"));
+        TestStore {
+            raw: RawAccess::Sqlite(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
             store: Arc::new(store),
             _dir: Some(dir),
         }
@@ -83,6 +125,56 @@ impl TestStore {
         let store = fresh_postgres_store().await;
         TestStore {
             raw: RawAccess::Postgres(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
+            store: Arc::new(store),
+            _dir: None,
+        }
+    }
+
+    /// A PostgreSQL store on generated tables partitioned by hash of the
+    /// stream id, with the table prefix `iam_`.
+    pub async fn postgres_partitioned_by_stream() -> Self {
+        TestStore::postgres_generated(Partitioning::ByStreamHash { partitions: 4 }, "iam_").await
+    }
+
+    /// A PostgreSQL store on generated tables partitioned by tenant.
+    pub async fn postgres_partitioned_by_tenant() -> Self {
+        TestStore::postgres_generated(Partitioning::ByTenant { partitions: 3 }, "annals_").await
+    }
+
+    /// A PostgreSQL store in a fresh schema whose tables `annals-codegen`
+    /// generated for `partitioning` and `prefix`, applied before the store
+    /// connects (as a DBA or migration tool would); the store must find them
+    /// current and use them as they are.
+    pub async fn postgres_generated(partitioning: Partitioning, prefix: &str) -> Self {
+        let schema = format!("g_{}", uuid::Uuid::now_v7().simple());
+        let layout = StoreLayout::default()
+            .schema(&schema)
+            .and_then(|layout| layout.table_prefix(prefix))
+            .unwrap_or_else(|error| panic!("{error}"))
+            .partitioning(partitioning);
+        let admin = PgPool::connect(&postgres_url())
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL: {error}"));
+        for migration in store_migrations::migrations(Dialect::Postgres, &layout) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(migration.sql.clone()))
+                .execute(&admin)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("{} does not apply: {error}", migration.file_name())
+                });
+        }
+        admin.close().await;
+        let store = PostgresEventStore::builder(postgres_url())
+            .schema(schema)
+            .table_prefix(prefix)
+            .max_connections(12)
+            .connect()
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to the generated schema: {error:?}"));
+        TestStore {
+            raw: RawAccess::Postgres(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
             store: Arc::new(store),
             _dir: None,
         }
@@ -123,6 +215,12 @@ impl TestStore {
         }
     }
 
+    /// `statement` (written with `annals_` table names) for this store's
+    /// table prefix.
+    pub fn sql(&self, statement: &str) -> sqlx::AssertSqlSafe<String> {
+        sqlx::AssertSqlSafe(statement.replace("annals_", &self.table_prefix))
+    }
+
     /// Writes a row with `payload` as its payload text, bypassing every check.
     /// `Err` carries the storage's refusal (a `jsonb` column refuses invalid
     /// JSON; the in-memory store only ever holds validated payloads).
@@ -136,11 +234,11 @@ impl TestStore {
         let event_id = uuid::Uuid::now_v7();
         match &self.raw {
             RawAccess::Memory => Err("the in-memory store only holds validated JSON".to_owned()),
-            RawAccess::Sqlite(pool) => sqlx::query(
+            RawAccess::Sqlite(pool) => sqlx::query(self.sql(
                 "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
                  schema_version, payload, headers, recorded_at) \
                  VALUES ((SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events), ?, ?, ?, ?, 1, ?, '{}', ?)",
-            )
+            ))
             .bind(event_id)
             .bind(stream)
             .bind(version)
@@ -151,10 +249,10 @@ impl TestStore {
             .await
             .map(drop)
             .map_err(|error| error.to_string()),
-            RawAccess::Postgres(pool) => sqlx::query(
+            RawAccess::Postgres(pool) => sqlx::query(self.sql(
                 "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload) \
                  VALUES ($1, $2, $3, $4, 1, $5::jsonb)",
-            )
+            ))
             .bind(event_id)
             .bind(stream)
             .bind(version)
@@ -178,13 +276,13 @@ impl TestStore {
             RawAccess::Memory => None,
             RawAccess::Sqlite(pool) => Some([
                 outcome(
-                    sqlx::query(UPDATE)
+                    sqlx::query(self.sql(UPDATE))
                         .execute(pool)
                         .await
                         .map(|r| r.rows_affected()),
                 ),
                 outcome(
-                    sqlx::query(DELETE)
+                    sqlx::query(self.sql(DELETE))
                         .execute(pool)
                         .await
                         .map(|r| r.rows_affected()),
@@ -192,13 +290,13 @@ impl TestStore {
             ]),
             RawAccess::Postgres(pool) => Some([
                 outcome(
-                    sqlx::query(UPDATE)
+                    sqlx::query(self.sql(UPDATE))
                         .execute(pool)
                         .await
                         .map(|r| r.rows_affected()),
                 ),
                 outcome(
-                    sqlx::query(DELETE)
+                    sqlx::query(self.sql(DELETE))
                         .execute(pool)
                         .await
                         .map(|r| r.rows_affected()),

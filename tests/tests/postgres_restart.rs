@@ -74,10 +74,11 @@ async fn live_readers_survive_a_postgres_crash_and_restart() {
         .poll_interval(Duration::from_millis(100))
         .retry_delay(Duration::from_millis(100))
         .start(seen.clone());
-    let projection = ProjectionRunner::new(shared.clone(), PostgresReadModel(store.pool().clone()))
-        .poll_interval(Duration::from_millis(100))
-        .retry_delay(Duration::from_millis(100))
-        .start(FlakyPostgresRoleCounts::default());
+    let projection =
+        ProjectionRunner::new(shared.clone(), PostgresReadModel::new(store.pool().clone()))
+            .poll_interval(Duration::from_millis(100))
+            .retry_delay(Duration::from_millis(100))
+            .start(FlakyPostgresRoleCounts::default());
 
     let mut ids = Vec::new();
     for n in 0..20 {

@@ -97,7 +97,7 @@ async fn sqlite_read_model_sees_every_event_exactly_once() {
     assign_roles(&*t.store, &roles).await;
 
     let runner = || {
-        ProjectionRunner::new(t.store.clone(), SqliteReadModel(pool.clone()))
+        ProjectionRunner::new(t.store.clone(), SqliteReadModel::new(pool.clone()))
             .batch_size(4)
             .retry_delay(Duration::from_millis(20))
     };
@@ -151,7 +151,7 @@ async fn postgres_read_model_sees_every_event_exactly_once() {
         "admin", "auditor", "admin", "admin", "auditor", "admin", "admin", "admin",
     ];
     assign_roles(&*t.store, &roles).await;
-    let running = ProjectionRunner::new(t.store.clone(), PostgresReadModel(pool.clone()))
+    let running = ProjectionRunner::new(t.store.clone(), PostgresReadModel::new(pool.clone()))
         .batch_size(3)
         .retry_delay(Duration::from_millis(20))
         .start(FlakyPostgresRoleCounts::failing_once_on(5));
@@ -274,7 +274,7 @@ async fn reset_rebuilds_a_sql_read_model_from_the_start() {
         .expect("create");
     assign_roles(&*t.store, &["admin", "admin", "viewer"]).await;
     let run = || {
-        ProjectionRunner::new(t.store.clone(), SqliteReadModel(pool.clone()))
+        ProjectionRunner::new(t.store.clone(), SqliteReadModel::new(pool.clone()))
             .start(FlakySqliteRoleCounts::default())
     };
     let first = run();
@@ -316,7 +316,7 @@ async fn two_workers_without_a_lease_still_apply_each_event_once() {
         .collect();
     assign_roles(&*t.store, &roles).await;
     let run = || {
-        ProjectionRunner::new(t.store.clone(), SqliteReadModel(pool.clone()))
+        ProjectionRunner::new(t.store.clone(), SqliteReadModel::new(pool.clone()))
             .batch_size(7)
             .retry_delay(Duration::from_millis(5))
             .start(FlakySqliteRoleCounts::default())
@@ -364,7 +364,7 @@ async fn two_workers_without_a_lease_still_apply_each_event_once() {
         .expect("create");
     assign_roles(&*t.store, &roles).await;
     let run = || {
-        ProjectionRunner::new(t.store.clone(), PostgresReadModel(pg.clone()))
+        ProjectionRunner::new(t.store.clone(), PostgresReadModel::new(pg.clone()))
             .batch_size(7)
             .retry_delay(Duration::from_millis(5))
             .start(FlakyPostgresRoleCounts::default())

@@ -23,6 +23,8 @@ mod read_all;
 pub(crate) mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod table_names;
 
 use async_trait::async_trait;
 
@@ -39,6 +41,8 @@ pub use read_all::EventStoreExt;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteEventStore, SqliteStoreBuilder};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use table_names::DEFAULT_TABLE_PREFIX;
 
 use uuid::Uuid;
 

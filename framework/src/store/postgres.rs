@@ -46,6 +46,7 @@ use super::append::{next_version, recorded_events, validate_batch};
 use super::connect::redact_url;
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
+use super::table_names::TableNames;
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
@@ -112,6 +113,7 @@ SELECT true, stream_id, head, 0, 0, now() FROM conflicts";
 /// # async fn run() -> annals::Result<()> {
 /// let store = PostgresEventStore::builder("postgres://annals@localhost/annals")
 ///     .schema("iam")
+///     .table_prefix("iam_") // tables iam_events, iam_snapshots, ... (default annals_)
 ///     .max_connections(16)
 ///     .connect()
 ///     .await?;
@@ -125,6 +127,8 @@ pub struct PostgresEventStore {
     /// Woken by `NOTIFY annals_events` for this store's schema; the
     /// listening task starts with the first reader that waits.
     wake: Arc<tokio::sync::OnceCell<Arc<tokio::sync::Notify>>>,
+    /// The prefix of Annals' tables.
+    tables: TableNames,
 }
 
 /// Options for connecting a [`PostgresEventStore`].
@@ -135,9 +139,19 @@ pub struct PostgresStoreBuilder {
     max_connections: u32,
     acquire_timeout: Duration,
     migrate: bool,
+    table_prefix: Option<String>,
 }
 
 impl PostgresStoreBuilder {
+    /// Names Annals' tables `{prefix}events`, `{prefix}snapshots`, ...
+    /// instead of `annals_events`, ... (1 to 32 lowercase letters, digits or
+    /// underscores). Tables made by `annals-codegen` with the same prefix
+    /// (and any partitioning) are used as they are.
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.table_prefix = Some(prefix.into());
+        self
+    }
+
     /// Keeps Annals' tables in this schema (created if missing) instead of
     /// the connection's default search path.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
@@ -165,6 +179,10 @@ impl PostgresStoreBuilder {
 
     /// Connects, and migrates unless turned off.
     pub async fn connect(self) -> Result<PostgresEventStore> {
+        let tables = match &self.table_prefix {
+            Some(prefix) => TableNames::new(prefix)?,
+            None => TableNames::default(),
+        };
         let shown = redact_url(&self.url);
         let mut options = PgConnectOptions::from_str(&self.url)
             .map_err(|error| Error::Config(format!("invalid PostgreSQL URL {shown}: {error}")))?;
@@ -218,6 +236,7 @@ impl PostgresStoreBuilder {
         let store = PostgresEventStore {
             pool,
             wake: Arc::default(),
+            tables,
         };
         if self.migrate {
             store.migrate().await?;
@@ -256,6 +275,7 @@ impl PostgresEventStore {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             migrate: true,
+            table_prefix: None,
         }
     }
 
@@ -264,35 +284,48 @@ impl PostgresEventStore {
         &self.pool
     }
 
+    /// The prefix of Annals' tables in this schema (`annals_` unless
+    /// [`PostgresStoreBuilder::table_prefix`] set another).
+    pub fn table_prefix(&self) -> &str {
+        self.tables.prefix()
+    }
+
+    pub(crate) fn table_names(&self) -> &TableNames {
+        &self.tables
+    }
+
     /// Creates or upgrades Annals' tables in one transaction. Idempotent and
     /// safe to run from several processes at once (an advisory lock
     /// serialises them). Called by [`connect`](Self::connect) unless turned off.
     pub async fn migrate(&self) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(failed("begin migration"))?;
         sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || current_schema()))",
+            self.tables.sql(
+                "SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || current_schema()))",
+            ),
         )
         .execute(&mut *tx)
         .await
         .map_err(failed("lock for migration"))?;
-        sqlx::raw_sql(HISTORY_TABLE)
+        sqlx::raw_sql(self.tables.sql(HISTORY_TABLE))
             .execute(&mut *tx)
             .await
             .map_err(failed("create schema history"))?;
         let applied: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0)::bigint FROM annals_schema_history",
+            self.tables
+                .sql("SELECT COALESCE(MAX(version), 0)::bigint FROM annals_schema_history"),
         )
         .fetch_one(&mut *tx)
         .await
         .map_err(failed("read schema history"))?;
         for migration in migrations::pending(BACKEND, migrations::POSTGRES, applied)? {
-            sqlx::raw_sql(migration.sql)
+            sqlx::raw_sql(self.tables.sql(migration.sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("apply migration"))?;
-            sqlx::query(
+            sqlx::query(self.tables.sql(
                 "INSERT INTO annals_schema_history (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
+            ))
             .bind(migration.version)
             .bind(migration.name)
             .bind(Utc::now().to_rfc3339())
@@ -323,11 +356,14 @@ impl PostgresEventStore {
     async fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.wake
             .get_or_try_init(|| async {
-                let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-                    .fetch_one(&self.pool)
-                    .await?;
+                let schema: String =
+                    sqlx::query_scalar(self.tables.sql("SELECT current_schema()::text"))
+                        .fetch_one(&self.pool)
+                        .await?;
                 let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-                listener.listen("annals_events").await?;
+                listener
+                    .listen(&self.tables.rename("annals_events"))
+                    .await?;
                 let notify = Arc::new(tokio::sync::Notify::new());
                 tokio::spawn(listen(listener, schema, Arc::downgrade(&notify)));
                 Ok::<_, sqlx::Error>(notify)
@@ -544,7 +580,7 @@ impl PostgresEventStore {
         batch: &[StreamAppend],
         columns: &AppendColumns<'_>,
     ) -> Result<AppendOutcome> {
-        let rows = sqlx::query(APPEND_SQL)
+        let rows = sqlx::query(self.tables.sql(APPEND_SQL))
             .bind(&columns.streams)
             .bind(&columns.expected)
             .bind(&columns.stream_ids)
@@ -563,7 +599,7 @@ impl PostgresEventStore {
             .await;
         let rows = match rows {
             Ok(rows) => rows,
-            Err(error) => return classify_append_error(error, batch),
+            Err(error) => return classify_append_error(&self.tables, error, batch),
         };
 
         let mut written: HashMap<String, WrittenRows> = HashMap::with_capacity(batch.len());
@@ -626,10 +662,18 @@ impl PostgresEventStore {
     }
 }
 
-fn classify_append_error(error: sqlx::Error, batch: &[StreamAppend]) -> Result<AppendOutcome> {
+fn classify_append_error(
+    tables: &TableNames,
+    error: sqlx::Error,
+    batch: &[StreamAppend],
+) -> Result<AppendOutcome> {
     if let sqlx::Error::Database(db) = &error {
-        match (db.code().as_deref(), db.constraint()) {
-            (Some("23505"), Some("annals_events_event_id")) => {
+        // Constraint names carry the table prefix (`annals_events_event_id`).
+        let constraint = db
+            .constraint()
+            .and_then(|name| name.strip_prefix(tables.prefix()));
+        match (db.code().as_deref(), constraint) {
+            (Some("23505"), Some("events_event_id")) => {
                 // PostgreSQL names the key in the error's detail:
                 // "Key (event_id)=(...) already exists."
                 let detail = db
@@ -649,7 +693,7 @@ fn classify_append_error(error: sqlx::Error, batch: &[StreamAppend]) -> Result<A
             }
             // Another writer took the version first, or two multi-stream
             // appends waited on each other: re-run on a fresh snapshot.
-            (Some("23505"), Some("annals_events_stream_version"))
+            (Some("23505"), Some("events_stream_version"))
             | (Some("40P01"), _)
             | (Some("40001"), _) => return Ok(AppendOutcome::Collided(error)),
             _ => {}
@@ -696,9 +740,9 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        let version: i64 = sqlx::query_scalar(
+        let version: i64 = sqlx::query_scalar(self.tables.sql(
             "SELECT COALESCE(max(version), 0)::bigint FROM annals_events WHERE stream_id = $1",
-        )
+        ))
         .bind(stream.as_str())
         .fetch_one(&self.pool)
         .await
@@ -715,7 +759,7 @@ impl EventStore for PostgresEventStore {
     ) -> Result<Vec<RecordedEvent>> {
         const SQL: &str =
             select_events!("WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3");
-        let query = sqlx::query(SQL)
+        let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
             .bind(to_i64(from_version))
             .bind(limit(max_count));
@@ -731,7 +775,7 @@ impl EventStore for PostgresEventStore {
     ) -> Result<Vec<RecordedEvent>> {
         const SQL: &str =
             select_events!("WHERE stream_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3");
-        let query = sqlx::query(SQL)
+        let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
             .bind(before_version.map_or(i64::MAX, to_i64))
             .bind(limit(max_count));
@@ -745,7 +789,7 @@ impl EventStore for PostgresEventStore {
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id, position LIMIT $3"
         );
-        let query = sqlx::query(SQL)
+        let query = sqlx::query(self.tables.sql(SQL))
             .bind(after.commit.to_string())
             .bind(to_i64(after.sequence))
             .bind(limit(max_count));
@@ -754,7 +798,7 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
-        let mut sql = QueryBuilder::<Postgres>::new(select_events!());
+        let mut sql = QueryBuilder::<Postgres>::new(self.tables.rename(select_events!()));
         sql.push(" WHERE position > ")
             .push_bind(to_i64(query.after_sequence));
         push_filters(&mut sql, query);
@@ -765,8 +809,10 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {
-        let mut sql =
-            QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM annals_events WHERE position > ");
+        let mut sql = QueryBuilder::<Postgres>::new(
+            self.tables
+                .rename("SELECT COUNT(*) FROM annals_events WHERE position > "),
+        );
         sql.push_bind(to_i64(query.after_sequence));
         push_filters(&mut sql, query);
         let count: i64 = sql
@@ -778,20 +824,22 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(failed("load checkpoint"))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            self.tables
+                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1"),
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed("load checkpoint"))?;
         Ok(row.map(|(commit, sequence)| position_from_columns(commit, sequence)))
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
         sqlx::query(
-            "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, $4) \
+            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at"),
         )
         .bind(name)
         .bind(to_i64(position.commit))
@@ -805,8 +853,8 @@ impl EventStore for PostgresEventStore {
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
         sqlx::query(
-            "INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            self.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
         )
         .bind(letter.id)
         .bind(&letter.handler)
@@ -825,8 +873,8 @@ impl EventStore for PostgresEventStore {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(
-            "SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
-             FROM annals_dead_letters ORDER BY failed_at, id LIMIT $1",
+            self.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+             FROM annals_dead_letters ORDER BY failed_at, id LIMIT $1"),
         )
         .bind(self::limit(limit))
         .fetch_all(&self.pool)
@@ -860,11 +908,14 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn delete_dead_letter(&self, id: uuid::Uuid) -> Result<bool> {
-        let result = sqlx::query("DELETE FROM annals_dead_letters WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(failed("delete dead letter"))?;
+        let result = sqlx::query(
+            self.tables
+                .sql("DELETE FROM annals_dead_letters WHERE id = $1"),
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(failed("delete dead letter"))?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -880,10 +931,10 @@ impl EventStore for PostgresEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         sqlx::query(
-            "INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
+            self.tables.sql("INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
-             encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at",
+             encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at"),
         )
         .bind(snapshot.stream_id.as_str())
         .bind(to_i64(snapshot.version))
@@ -902,10 +953,10 @@ impl EventStore for PostgresEventStore {
         stream: &StreamId,
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(
+        let row = sqlx::query(self.tables.sql(
             "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
              WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
-        )
+        ))
         .bind(stream.as_str())
         .bind(max_version.map_or(i64::MAX, to_i64))
         .fetch_optional(&self.pool)
@@ -919,12 +970,12 @@ impl EventStore for PostgresEventStore {
             .keep_last
             .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
         let result = sqlx::query(
-            "DELETE FROM annals_snapshots WHERE (stream_id, version) IN ( \
+            self.tables.sql("DELETE FROM annals_snapshots WHERE (stream_id, version) IN ( \
                 SELECT stream_id, version FROM ( \
                     SELECT stream_id, version, taken_at, \
                            row_number() OVER (PARTITION BY stream_id ORDER BY version DESC) AS rank \
                     FROM annals_snapshots) ranked \
-                WHERE ($1::bigint IS NOT NULL AND rank > $1) OR ($2::timestamptz IS NOT NULL AND taken_at < $2))",
+                WHERE ($1::bigint IS NOT NULL AND rank > $1) OR ($2::timestamptz IS NOT NULL AND taken_at < $2))"),
         )
         .bind(keep_last)
         .bind(policy.cutoff())

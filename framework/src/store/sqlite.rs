@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::append::{next_version, recorded_events, validate_batch};
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
+use super::table_names::TableNames;
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
@@ -54,6 +55,17 @@ macro_rules! select_events {
 /// std::fs::create_dir_all(&dir).unwrap();
 /// let store = SqliteEventStore::open(dir.join("events.db")).await?;
 /// assert_eq!(store.backend(), "sqlite");
+///
+/// // Another application's tables beside ours in the same file.
+/// let other = SqliteEventStore::builder(dir.join("events.db"))
+///     .table_prefix("billing_")
+///     .open()
+///     .await?;
+/// assert_eq!(other.table_prefix(), "billing_");
+/// let stream = annals::StreamId::new("invoice-1")?;
+/// let event = annals::NewEvent::json("billing.invoice.sent", &serde_json::json!({}))?;
+/// other.append(&stream, annals::ExpectedVersion::NoStream, vec![event]).await?;
+/// assert_eq!(store.stream_version(&stream).await?, 0, "billing_events is a table of its own");
 /// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok::<(), annals::Error>(())
 /// # }).unwrap();
@@ -67,6 +79,8 @@ pub struct SqliteEventStore {
     /// Wakes this process's log readers after an append commits (other
     /// processes' appends are found by polling).
     appended: Arc<tokio::sync::Notify>,
+    /// The prefix of Annals' tables.
+    tables: TableNames,
 }
 
 /// Options for opening a [`SqliteEventStore`].
@@ -76,9 +90,19 @@ pub struct SqliteStoreBuilder {
     max_connections: u32,
     busy_timeout: Duration,
     migrate: bool,
+    table_prefix: Option<String>,
 }
 
 impl SqliteStoreBuilder {
+    /// Names Annals' tables `{prefix}events`, `{prefix}snapshots`, ...
+    /// instead of `annals_events`, ... (1 to 32 lowercase letters, digits or
+    /// underscores). Tables made by `annals-codegen` with the same prefix are
+    /// used as they are.
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.table_prefix = Some(prefix.into());
+        self
+    }
+
     /// Most connections in the pool (default 4).
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
@@ -99,6 +123,10 @@ impl SqliteStoreBuilder {
 
     /// Opens (creating it if missing) the database file.
     pub async fn open(self) -> Result<SqliteEventStore> {
+        let tables = match &self.table_prefix {
+            Some(prefix) => TableNames::new(prefix)?,
+            None => TableNames::default(),
+        };
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|error| {
                 Error::Config(format!(
@@ -126,6 +154,7 @@ impl SqliteStoreBuilder {
             pool,
             write_gate: Arc::new(Mutex::new(())),
             appended: Arc::new(tokio::sync::Notify::new()),
+            tables,
         };
         if self.migrate {
             store.migrate().await?;
@@ -148,6 +177,7 @@ impl SqliteEventStore {
             max_connections: 4,
             busy_timeout: Duration::from_secs(10),
             migrate: true,
+            table_prefix: None,
         }
     }
 
@@ -169,7 +199,7 @@ impl SqliteEventStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin append"))?;
-        let results = append_in(&mut tx, &batch).await?;
+        let results = append_in(&self.tables, &mut tx, &batch).await?;
         let handled = P::event_types();
         for event in recorded_events(&batch, &results) {
             if handled.contains(&event.event_type.as_str()) {
@@ -187,6 +217,16 @@ impl SqliteEventStore {
         &self.pool
     }
 
+    /// The prefix of Annals' tables in this database (`annals_` unless
+    /// [`SqliteStoreBuilder::table_prefix`] set another).
+    pub fn table_prefix(&self) -> &str {
+        self.tables.prefix()
+    }
+
+    pub(crate) fn table_names(&self) -> &TableNames {
+        &self.tables
+    }
+
     /// Creates or upgrades Annals' tables. Idempotent; called by
     /// [`open`](Self::open) unless turned off.
     pub async fn migrate(&self) -> Result<()> {
@@ -196,23 +236,25 @@ impl SqliteEventStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin migration"))?;
-        sqlx::raw_sql(HISTORY_TABLE)
+        sqlx::raw_sql(self.tables.sql(HISTORY_TABLE))
             .execute(&mut *tx)
             .await
             .map_err(failed("create schema history"))?;
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM annals_schema_history")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(failed("read schema history"))?;
+        let applied: i64 = sqlx::query_scalar(
+            self.tables
+                .sql("SELECT COALESCE(MAX(version), 0) FROM annals_schema_history"),
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed("read schema history"))?;
         for migration in migrations::pending(BACKEND, migrations::SQLITE, applied)? {
-            sqlx::raw_sql(migration.sql)
+            sqlx::raw_sql(self.tables.sql(migration.sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("apply migration"))?;
-            sqlx::query(
+            sqlx::query(self.tables.sql(
                 "INSERT INTO annals_schema_history (version, name, applied_at) VALUES (?, ?, ?)",
-            )
+            ))
             .bind(migration.version)
             .bind(migration.name)
             .bind(Utc::now().to_rfc3339())
@@ -303,7 +345,7 @@ impl EventStore for SqliteEventStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin append"))?;
-        let results = append_in(&mut tx, &batch).await?;
+        let results = append_in(&self.tables, &mut tx, &batch).await?;
         tx.commit().await.map_err(failed("commit append"))?;
         self.appended.notify_waiters();
         Ok(results)
@@ -312,7 +354,8 @@ impl EventStore for SqliteEventStore {
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?",
+            self.tables
+                .sql("SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?"),
         )
         .bind(stream.as_str())
         .fetch_one(&self.pool)
@@ -330,7 +373,7 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Vec<RecordedEvent>> {
         const SQL: &str =
             select_events!("WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?");
-        let query = sqlx::query(SQL)
+        let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
             .bind(to_i64(from_version))
             .bind(limit(max_count));
@@ -346,7 +389,7 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Vec<RecordedEvent>> {
         const SQL: &str =
             select_events!("WHERE stream_id = ? AND version < ? ORDER BY version DESC LIMIT ?");
-        let query = sqlx::query(SQL)
+        let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
             .bind(before_version.map_or(i64::MAX, to_i64))
             .bind(limit(max_count));
@@ -358,7 +401,7 @@ impl EventStore for SqliteEventStore {
         // Writers are serialised, so sequence order is commit order and the
         // sequence alone locates a position.
         const SQL: &str = select_events!("WHERE position > ? ORDER BY position LIMIT ?");
-        let query = sqlx::query(SQL)
+        let query = sqlx::query(self.tables.sql(SQL))
             .bind(to_i64(after.sequence))
             .bind(limit(max_count));
         self.fetch_events(query, "read log").await
@@ -366,7 +409,7 @@ impl EventStore for SqliteEventStore {
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
-        let mut sql = QueryBuilder::<Sqlite>::new(select_events!());
+        let mut sql = QueryBuilder::<Sqlite>::new(self.tables.rename(select_events!()));
         sql.push(" WHERE position > ")
             .push_bind(to_i64(query.after_sequence));
         push_filters(&mut sql, query);
@@ -377,8 +420,10 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {
-        let mut sql =
-            QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM annals_events WHERE position > ");
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            self.tables
+                .rename("SELECT COUNT(*) FROM annals_events WHERE position > "),
+        );
         sql.push_bind(to_i64(query.after_sequence));
         push_filters(&mut sql, query);
         let count: i64 = sql
@@ -390,20 +435,22 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(failed("load checkpoint"))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            self.tables
+                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?"),
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed("load checkpoint"))?;
         Ok(row.map(|(commit, sequence)| position_from_columns(commit, sequence)))
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
         sqlx::query(
-            "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
+            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at"),
         )
         .bind(name)
         .bind(to_i64(position.commit))
@@ -417,8 +464,8 @@ impl EventStore for SqliteEventStore {
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
         sqlx::query(
-            "INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         )
         .bind(letter.id)
         .bind(&letter.handler)
@@ -437,8 +484,8 @@ impl EventStore for SqliteEventStore {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(
-            "SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
-             FROM annals_dead_letters ORDER BY failed_at, id LIMIT ?",
+            self.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+             FROM annals_dead_letters ORDER BY failed_at, id LIMIT ?"),
         )
         .bind(self::limit(limit))
         .fetch_all(&self.pool)
@@ -474,11 +521,14 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
-        let result = sqlx::query("DELETE FROM annals_dead_letters WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(failed("delete dead letter"))?;
+        let result = sqlx::query(
+            self.tables
+                .sql("DELETE FROM annals_dead_letters WHERE id = ?"),
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(failed("delete dead letter"))?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -490,10 +540,10 @@ impl EventStore for SqliteEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         sqlx::query(
-            "INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
+            self.tables.sql("INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
              VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
-             encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at",
+             encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at"),
         )
         .bind(snapshot.stream_id.as_str())
         .bind(to_i64(snapshot.version))
@@ -512,10 +562,10 @@ impl EventStore for SqliteEventStore {
         stream: &StreamId,
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(
+        let row = sqlx::query(self.tables.sql(
             "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
              WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
-        )
+        ))
         .bind(stream.as_str())
         .bind(max_version.map_or(i64::MAX, to_i64))
         .fetch_optional(&self.pool)
@@ -530,12 +580,12 @@ impl EventStore for SqliteEventStore {
             .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
         let cutoff = policy.cutoff().map(micros);
         let result = sqlx::query(
-            "DELETE FROM annals_snapshots WHERE (stream_id, version) IN ( \
+            self.tables.sql("DELETE FROM annals_snapshots WHERE (stream_id, version) IN ( \
                 SELECT stream_id, version FROM ( \
                     SELECT stream_id, version, taken_at, \
                            row_number() OVER (PARTITION BY stream_id ORDER BY version DESC) AS rank \
                     FROM annals_snapshots) \
-                WHERE (?1 IS NOT NULL AND rank > ?1) OR (?2 IS NOT NULL AND taken_at < ?2))",
+                WHERE (?1 IS NOT NULL AND rank > ?1) OR (?2 IS NOT NULL AND taken_at < ?2))"),
         )
         .bind(keep_last)
         .bind(cutoff)
@@ -550,13 +600,14 @@ impl EventStore for SqliteEventStore {
 /// expectation, then insert. Returning an error leaves the transaction to
 /// be rolled back.
 async fn append_in(
+    tables: &TableNames,
     connection: &mut SqliteConnection,
     batch: &[StreamAppend],
 ) -> Result<Vec<AppendResult>> {
     let mut currents = Vec::with_capacity(batch.len());
     for append in batch {
         let current: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?",
+            tables.sql("SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?"),
         )
         .bind(append.stream_id.as_str())
         .fetch_one(&mut *connection)
@@ -576,7 +627,7 @@ async fn append_in(
     }
 
     let commit: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events")
+        sqlx::query_scalar(tables.sql("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events"))
             .fetch_one(&mut *connection)
             .await
             .map_err(failed("read log head"))?;
@@ -590,12 +641,12 @@ async fn append_in(
         for event in &append.events {
             version += 1;
             let metadata = &event.metadata;
-            let position: i64 = sqlx::query_scalar(
+            let position: i64 = sqlx::query_scalar(tables.sql(
                 "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
                      schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
                      trace_context, headers, recorded_at) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
-            )
+            ))
             .bind(commit)
             .bind(event.event_id)
             .bind(append.stream_id.as_str())

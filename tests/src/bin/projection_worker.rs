@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .connect()
         .await?;
     let pool = store.pool().clone();
-    let running = ProjectionRunner::new(Arc::new(store), PostgresReadModel(pool.clone()))
+    let running = ProjectionRunner::new(Arc::new(store), PostgresReadModel::new(pool.clone()))
         .batch_size(5)
         .poll_interval(Duration::from_millis(20))
         .with_postgres_lease(pool.clone())
