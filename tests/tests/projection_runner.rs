@@ -403,3 +403,42 @@ async fn two_workers_without_a_lease_still_apply_each_event_once() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_for_a_prefixed_store_keeps_its_checkpoint_in_the_prefixed_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = annals::store::SqliteEventStore::builder(dir.path().join("prefixed.db"))
+        .table_prefix("iam_")
+        .open()
+        .await
+        .expect("open");
+    let pool = store.pool().clone();
+    sqlx::query("CREATE TABLE role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    assign_roles(&store, &["admin", "auditor", "admin"]).await;
+    let read_model = SqliteReadModel::for_store(&store);
+    let running = ProjectionRunner::new(Arc::new(store.clone()), read_model)
+        .start(FlakySqliteRoleCounts::default());
+    wait_caught_up(&running, 3).await;
+    running.stop().await.expect("stop");
+
+    let name = ProjectionRunner::<SqliteReadModel>::checkpoint_name::<FlakySqliteRoleCounts>();
+    assert!(
+        store.load_checkpoint(&name).await.expect("load").is_some(),
+        "the store and the read model agree on the checkpoint table"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM iam_checkpoints")
+        .fetch_one(&pool)
+        .await
+        .expect("iam_checkpoints exists");
+    assert_eq!(rows, 1);
+    let unprefixed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE name LIKE 'annals\\_%' ESCAPE '\\'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("catalog");
+    assert_eq!(unprefixed, 0, "no annals_ table was created");
+}

@@ -300,9 +300,7 @@ impl PostgresEventStore {
     pub async fn migrate(&self) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(failed("begin migration"))?;
         sqlx::query(
-            self.tables.sql(
-                "SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || current_schema()))",
-            ),
+            "SELECT pg_advisory_xact_lock(hashtext('annals.migrate.' || current_schema()))",
         )
         .execute(&mut *tx)
         .await
@@ -356,10 +354,9 @@ impl PostgresEventStore {
     async fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.wake
             .get_or_try_init(|| async {
-                let schema: String =
-                    sqlx::query_scalar(self.tables.sql("SELECT current_schema()::text"))
-                        .fetch_one(&self.pool)
-                        .await?;
+                let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                    .fetch_one(&self.pool)
+                    .await?;
                 let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
                 listener
                     .listen(&self.tables.rename("annals_events"))
