@@ -20,6 +20,9 @@ pub mod registry;
 pub mod replay;
 pub mod repository;
 pub mod snapshot;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod sql_read_model;
 pub mod store;
 pub mod stream;
 pub mod subscription;

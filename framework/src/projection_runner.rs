@@ -14,6 +14,10 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
 use crate::projection::Projection;
+#[cfg(feature = "postgres")]
+use crate::sql_read_model::PostgresContext;
+#[cfg(feature = "sqlite")]
+use crate::sql_read_model::SqliteContext;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::store::table_names::TableNames;
 use crate::store::{EventQuery, EventStore};
@@ -191,7 +195,11 @@ impl SqliteReadModel {
 
 #[cfg(feature = "sqlite")]
 #[async_trait]
-impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for SqliteReadModel {
+impl<P> ProjectionTarget<P> for SqliteReadModel
+where
+    P: Projection,
+    P::Context: crate::sql_read_model::SqliteContext,
+{
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             self.tables
@@ -231,7 +239,9 @@ impl<P: Projection<Context = sqlx::SqliteConnection>> ProjectionTarget<P> for Sq
             return Err(BatchFailure::moved(name, previous, stored));
         }
         for event in events {
-            projection.apply(event, &mut tx).await?;
+            projection
+                .apply(event, P::Context::from_sqlite(&mut tx))
+                .await?;
         }
         sqlx::query(
             self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
@@ -290,7 +300,11 @@ impl PostgresReadModel {
 
 #[cfg(feature = "postgres")]
 #[async_trait]
-impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for PostgresReadModel {
+impl<P> ProjectionTarget<P> for PostgresReadModel
+where
+    P: Projection,
+    P::Context: crate::sql_read_model::PostgresContext,
+{
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             self.tables
@@ -337,7 +351,9 @@ impl<P: Projection<Context = sqlx::PgConnection>> ProjectionTarget<P> for Postgr
             return Err(BatchFailure::moved(name, previous, stored));
         }
         for event in events {
-            projection.apply(event, &mut tx).await?;
+            projection
+                .apply(event, P::Context::from_postgres(&mut tx))
+                .await?;
         }
         sqlx::query(
             self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, now()) \

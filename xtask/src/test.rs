@@ -27,25 +27,35 @@ pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
         bail!("tests failed ({status})");
     }
 
-    // The main job, end to end: on a fresh SQLite file and on the PostgreSQL server.
-    let sqlite = format!("sqlite://{}", dir.join("iam-example.db").display());
-    for url in [sqlite, services.database_url()] {
+    // The main job, end to end at full size: on a fresh SQLite file, and on
+    // the PostgreSQL server with the Redis cache.
+    let sqlite = format!("sqlite:{}", dir.join("iam-example.db").display());
+    let runs = [
+        vec!["--database-url".to_owned(), sqlite],
+        vec![
+            "--database-url".to_owned(),
+            services.database_url(),
+            "--redis-url".to_owned(),
+            services.redis_url(),
+        ],
+    ];
+    for arguments in runs {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut example = Command::new(cargo);
-        example.args([
-            "run",
-            "--quiet",
-            "-p",
-            "iam-example",
-            "--",
-            "--database-url",
-            &url,
-        ]);
-        println!("xtask: running the IAM example against {url}");
+        example
+            .args(["run", "--quiet", "-p", "iam-example", "--", "--no-progress"])
+            .args(&arguments);
+        println!(
+            "xtask: running the IAM example with {}",
+            arguments.join(" ")
+        );
         let status = example.status().context("cannot run the IAM example")?;
         if !status.success() {
             drop(services);
-            bail!("the IAM example failed against {url} ({status})");
+            bail!(
+                "the IAM example failed with {} ({status})",
+                arguments.join(" ")
+            );
         }
     }
     drop(services);

@@ -34,6 +34,8 @@ const NAME: &str = "redis";
 #[derive(Clone)]
 pub struct RedisCache {
     connection: ConnectionManager,
+    /// The server's URL with any password hidden, for messages.
+    shown_url: String,
     prefix: String,
     ttl: Option<Duration>,
     stats: Arc<StatsRecorder>,
@@ -95,6 +97,7 @@ impl RedisCacheBuilder {
             })?;
         Ok(RedisCache {
             connection,
+            shown_url: shown,
             prefix: self.prefix,
             ttl: self.ttl,
             stats: Arc::new(StatsRecorder::default()),
@@ -103,6 +106,21 @@ impl RedisCacheBuilder {
 }
 
 impl RedisCache {
+    /// Checks that the server answers `PING`, for start-up checks and health
+    /// reports (the cache itself never fails a request when Redis is down).
+    pub async fn ping(&self) -> Result<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|error| Error::Backend {
+                backend: "redis",
+                operation: "ping",
+                source: format!("no answer from {}: {error}", self.shown_url).into(),
+            })
+    }
+
     /// Options for the Redis server at `url` (`redis://[:password@]host:port[/db]`).
     pub fn builder(url: impl Into<String>) -> RedisCacheBuilder {
         RedisCacheBuilder {

@@ -53,6 +53,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::sql_read_model::PostgresContext as _;
 use crate::stream::{ExpectedVersion, StreamId};
 
 const BACKEND: &str = "postgres";
@@ -538,7 +539,8 @@ impl PostgresEventStore {
         projection: &mut P,
     ) -> Result<Vec<AppendResult>>
     where
-        P: crate::projection::Projection<Context = sqlx::PgConnection>,
+        P: crate::projection::Projection,
+        P::Context: crate::sql_read_model::PostgresContext,
     {
         validate_batch(&batch)?;
         for append in &batch {
@@ -553,7 +555,9 @@ impl PostgresEventStore {
                     for event in recorded_events(&batch, &results) {
                         if handled.contains(&event.event_type.as_str()) {
                             // On error `tx` is dropped: the append rolls back.
-                            projection.apply(&event, &mut tx).await?;
+                            projection
+                                .apply(&event, P::Context::from_postgres(&mut tx))
+                                .await?;
                         }
                     }
                     tx.commit().await.map_err(failed("commit append"))?;

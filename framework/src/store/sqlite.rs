@@ -24,6 +24,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::sql_read_model::SqliteContext as _;
 use crate::stream::StreamId;
 
 const BACKEND: &str = "sqlite";
@@ -190,7 +191,8 @@ impl SqliteEventStore {
         projection: &mut P,
     ) -> Result<Vec<AppendResult>>
     where
-        P: crate::projection::Projection<Context = SqliteConnection>,
+        P: crate::projection::Projection,
+        P::Context: crate::sql_read_model::SqliteContext,
     {
         validate_batch(&batch)?;
         let _writer = self.write_gate.lock().await;
@@ -204,7 +206,9 @@ impl SqliteEventStore {
         for event in recorded_events(&batch, &results) {
             if handled.contains(&event.event_type.as_str()) {
                 // On error `tx` is dropped: the append rolls back.
-                projection.apply(&event, &mut tx).await?;
+                projection
+                    .apply(&event, P::Context::from_sqlite(&mut tx))
+                    .await?;
             }
         }
         tx.commit().await.map_err(failed("commit append"))?;

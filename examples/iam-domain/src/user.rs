@@ -1,0 +1,242 @@
+//! Users: register, change email, assign and revoke roles, deactivate. The
+//! email address and display name are personal data.
+
+use std::collections::BTreeSet;
+
+use annals::prelude::*;
+
+use crate::error::IamError;
+use crate::role::RoleRef;
+use crate::tenant::ActiveTenant;
+
+/// Everything that happens to a user.
+#[event]
+pub enum UserEvent {
+    /// Registered in a tenant. `email` and `display_name` are personal data.
+    #[event(name = "iam.user.registered")]
+    Registered {
+        /// The tenant.
+        tenant: String,
+        /// Email address (lowercase). Personal data.
+        email: String,
+        /// Display name. Personal data.
+        display_name: String,
+    },
+    /// The email address changed. Personal data.
+    #[event(name = "iam.user.email_changed")]
+    EmailChanged {
+        /// The new address (lowercase).
+        email: String,
+    },
+    /// A role of the user's tenant was assigned.
+    #[event(name = "iam.user.role_assigned")]
+    RoleAssigned {
+        /// The role id.
+        role: String,
+    },
+    /// A role was revoked.
+    #[event(name = "iam.user.role_revoked")]
+    RoleRevoked {
+        /// The role id.
+        role: String,
+    },
+    /// The user was deactivated: no roles, no further commands.
+    #[event(name = "iam.user.deactivated")]
+    Deactivated,
+}
+
+/// A user's state.
+#[aggregate(name = "user", events(UserEvent), snapshot_every = 50)]
+#[derive(Default, Debug, Clone)]
+pub struct User {
+    /// The tenant, once registered.
+    pub tenant: Option<String>,
+    /// Email address.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Assigned role ids.
+    pub roles: BTreeSet<String>,
+    /// Whether deactivated.
+    pub deactivated: bool,
+}
+
+impl Apply<UserEvent> for User {
+    fn apply(&mut self, event: &UserEvent) {
+        match event {
+            UserEvent::Registered {
+                tenant,
+                email,
+                display_name,
+            } => {
+                self.tenant = Some(tenant.clone());
+                self.email = email.clone();
+                self.display_name = display_name.clone();
+            }
+            UserEvent::EmailChanged { email } => self.email = email.clone(),
+            UserEvent::RoleAssigned { role } => {
+                self.roles.insert(role.clone());
+            }
+            UserEvent::RoleRevoked { role } => {
+                self.roles.remove(role);
+            }
+            UserEvent::Deactivated => {
+                self.deactivated = true;
+                self.roles.clear();
+            }
+        }
+    }
+}
+
+/// Register a user in an active tenant. The application checks the email
+/// against the tenant directory first (see `crate::directory`).
+#[derive(Debug, Clone)]
+pub struct RegisterUser {
+    /// The tenant.
+    pub tenant: ActiveTenant,
+    /// Email address.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+/// Change a user's email address.
+#[derive(Debug, Clone)]
+pub struct ChangeEmail {
+    /// The user's tenant, active.
+    pub tenant: ActiveTenant,
+    /// The new address.
+    pub email: String,
+}
+
+/// Assign a role.
+#[derive(Debug, Clone)]
+pub struct AssignRole {
+    /// The user's tenant, active.
+    pub tenant: ActiveTenant,
+    /// The role, as its own state describes it.
+    pub role: RoleRef,
+}
+
+/// Revoke a role.
+#[derive(Debug, Clone)]
+pub struct RevokeRole {
+    /// The user's tenant, active.
+    pub tenant: ActiveTenant,
+    /// The role id.
+    pub role: String,
+}
+
+/// Deactivate a user.
+#[derive(Debug, Clone)]
+pub struct DeactivateUser {
+    /// The user's tenant, active.
+    pub tenant: ActiveTenant,
+}
+
+/// Lowercases and checks an email address.
+pub fn normalise_email(email: &str) -> Result<String, IamError> {
+    let email = email.trim().to_lowercase();
+    let valid = email
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.contains(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(IamError::Invalid {
+            field: "email",
+            reason: "expected name@domain.tld".into(),
+        })
+    }
+}
+
+impl User {
+    /// Checks the user is registered in `tenant` and still active.
+    fn active_in(&self, tenant: &ActiveTenant) -> Result<(), IamError> {
+        match &self.tenant {
+            None => Err(IamError::not_found("user")),
+            Some(own) if own != tenant.id() => Err(IamError::not_found(format!(
+                "user in tenant {}",
+                tenant.id()
+            ))),
+            Some(_) if self.deactivated => Err(IamError::UserDeactivated {
+                user: self.email.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+impl Handle<RegisterUser> for User {
+    type Error = IamError;
+    fn handle(&self, command: &RegisterUser) -> Result<Vec<UserEvent>, IamError> {
+        if self.tenant.is_some() {
+            return Err(IamError::exists("user"));
+        }
+        if command.display_name.trim().is_empty() {
+            return Err(IamError::Invalid {
+                field: "display name",
+                reason: "it is empty".into(),
+            });
+        }
+        Ok(vec![UserEvent::Registered {
+            tenant: command.tenant.id().to_owned(),
+            email: normalise_email(&command.email)?,
+            display_name: command.display_name.clone(),
+        }])
+    }
+}
+
+impl Handle<ChangeEmail> for User {
+    type Error = IamError;
+    fn handle(&self, command: &ChangeEmail) -> Result<Vec<UserEvent>, IamError> {
+        self.active_in(&command.tenant)?;
+        let email = normalise_email(&command.email)?;
+        if email == self.email {
+            return Ok(vec![]);
+        }
+        Ok(vec![UserEvent::EmailChanged { email }])
+    }
+}
+
+impl Handle<AssignRole> for User {
+    type Error = IamError;
+    fn handle(&self, command: &AssignRole) -> Result<Vec<UserEvent>, IamError> {
+        self.active_in(&command.tenant)?;
+        if command.role.tenant != command.tenant.id() {
+            return Err(IamError::RoleOfAnotherTenant {
+                role: command.role.id.clone(),
+                role_tenant: command.role.tenant.clone(),
+                user_tenant: command.tenant.id().to_owned(),
+            });
+        }
+        if self.roles.contains(&command.role.id) {
+            return Ok(vec![]);
+        }
+        Ok(vec![UserEvent::RoleAssigned {
+            role: command.role.id.clone(),
+        }])
+    }
+}
+
+impl Handle<RevokeRole> for User {
+    type Error = IamError;
+    fn handle(&self, command: &RevokeRole) -> Result<Vec<UserEvent>, IamError> {
+        self.active_in(&command.tenant)?;
+        if !self.roles.contains(&command.role) {
+            return Ok(vec![]);
+        }
+        Ok(vec![UserEvent::RoleRevoked {
+            role: command.role.clone(),
+        }])
+    }
+}
+
+impl Handle<DeactivateUser> for User {
+    type Error = IamError;
+    fn handle(&self, command: &DeactivateUser) -> Result<Vec<UserEvent>, IamError> {
+        self.active_in(&command.tenant)?;
+        Ok(vec![UserEvent::Deactivated])
+    }
+}

@@ -1,0 +1,238 @@
+//! The application service: commands that span aggregates, each carrying
+//! who asks and for which request. It loads what a command needs (the
+//! tenant's state for [`ActiveTenant`], the role's state for [`RoleRef`],
+//! the directory for email uniqueness) and runs it through the repository.
+
+use std::sync::Arc;
+
+use annals::CommandError;
+use annals::cache::EventCache;
+use annals::prelude::*;
+use annals::snapshot::SnapshotSettings;
+use anyhow::Result;
+use iam_domain::IamError;
+use iam_domain::role::{GrantPermission, RevokePermission, Role};
+use iam_domain::tenant::{ActiveTenant, ReactivateTenant, SuspendTenant, Tenant};
+use iam_domain::user::{AssignRole, RegisterUser, RevokeRole, User, normalise_email};
+use uuid::Uuid;
+
+use crate::backend::Backend;
+
+/// Who asks, and in which request: every command carries both, and every
+/// event it produces records them.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The acting user or system.
+    pub actor: String,
+    /// The request all its commands belong to.
+    pub correlation_id: Uuid,
+}
+
+impl Caller {
+    /// A new request by `actor`.
+    pub fn new(actor: impl Into<String>) -> Self {
+        Caller {
+            actor: actor.into(),
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+
+    /// The metadata of its events in `tenant`.
+    pub fn metadata(&self, tenant: &str) -> Metadata {
+        Metadata::new()
+            .with_actor(self.actor.clone())
+            .with_correlation_id(self.correlation_id)
+            .with_tenant(tenant)
+    }
+}
+
+/// A command's outcome: done, or refused by the domain with a reason.
+pub type Outcome = std::result::Result<(), IamError>;
+
+/// The IAM application service.
+pub struct Iam {
+    /// Tenants.
+    pub tenants: Repository<Tenant>,
+    /// Roles.
+    pub roles: Repository<Role>,
+    /// Users (cached, snapshotted).
+    pub users: Repository<User>,
+}
+
+fn outcome<A: Aggregate>(
+    result: std::result::Result<Executed<A>, CommandError<IamError>>,
+) -> Result<Outcome> {
+    match result {
+        Ok(_) => Ok(Ok(())),
+        Err(CommandError::Rejected(error)) => Ok(Err(error)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+use annals::repository::Executed;
+
+impl Iam {
+    /// Repositories over the backend's store, with its cache on the busy ones.
+    pub fn new(backend: &Backend, cache: Arc<dyn EventCache>) -> Self {
+        Iam {
+            tenants: Repository::new(backend.store.clone()).with_cache(cache.clone()),
+            roles: Repository::new(backend.store.clone()).with_cache(cache.clone()),
+            users: Repository::new(backend.store.clone())
+                .with_cache(cache)
+                .with_snapshots(SnapshotSettings::new()),
+        }
+    }
+
+    /// The proof that `tenant` is active, or why not.
+    pub async fn active_tenant(
+        &self,
+        tenant: &str,
+    ) -> Result<std::result::Result<ActiveTenant, IamError>> {
+        Ok(self.tenants.load(tenant).await?.state.active(tenant))
+    }
+
+    /// Registers a user after checking the tenant is active and the email
+    /// is free in the directory (see `iam_domain::directory` on the race).
+    pub async fn register_user(
+        &self,
+        backend: &Backend,
+        caller: &Caller,
+        tenant: &str,
+        user: &str,
+        email: &str,
+        display_name: &str,
+    ) -> Result<Outcome> {
+        let active = match self.active_tenant(tenant).await? {
+            Ok(active) => active,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let email = match normalise_email(email) {
+            Ok(email) => email,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let mut connection = backend.query().await?;
+        if iam_domain::directory::email_owner(connection.db(), tenant, &email)
+            .await?
+            .is_some()
+        {
+            return Ok(Err(IamError::EmailTaken {
+                tenant: tenant.to_owned(),
+            }));
+        }
+        drop(connection);
+        let command = RegisterUser {
+            tenant: active,
+            email,
+            display_name: display_name.to_owned(),
+        };
+        outcome(
+            self.users
+                .execute(user, &command, caller.metadata(tenant))
+                .await,
+        )
+    }
+
+    /// Assigns `role` (any tenant's: the user aggregate refuses another
+    /// tenant's role) to `user` of `tenant`.
+    pub async fn assign_role(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<Outcome> {
+        let active = match self.active_tenant(tenant).await? {
+            Ok(active) => active,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let role = match self.roles.load(role).await?.state.reference(role) {
+            Ok(role) => role,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let command = AssignRole {
+            tenant: active,
+            role,
+        };
+        outcome(
+            self.users
+                .execute(user, &command, caller.metadata(tenant))
+                .await,
+        )
+    }
+
+    /// Revokes `role` from `user` of `tenant`.
+    pub async fn revoke_role(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<Outcome> {
+        let active = match self.active_tenant(tenant).await? {
+            Ok(active) => active,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let command = RevokeRole {
+            tenant: active,
+            role: role.to_owned(),
+        };
+        outcome(
+            self.users
+                .execute(user, &command, caller.metadata(tenant))
+                .await,
+        )
+    }
+
+    /// Grants (`grant = true`) or revokes a permission of a role.
+    pub async fn change_permission(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        role: &str,
+        permission: &str,
+        grant: bool,
+    ) -> Result<Outcome> {
+        let active = match self.active_tenant(tenant).await? {
+            Ok(active) => active,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let metadata = caller.metadata(tenant);
+        let permission = permission.to_owned();
+        if grant {
+            let command = GrantPermission {
+                tenant: active,
+                permission,
+            };
+            outcome(self.roles.execute(role, &command, metadata).await)
+        } else {
+            let command = RevokePermission {
+                tenant: active,
+                permission,
+            };
+            outcome(self.roles.execute(role, &command, metadata).await)
+        }
+    }
+
+    /// Suspends (`suspend = true`) or reactivates a tenant.
+    pub async fn set_suspended(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        suspend: bool,
+        reason: &str,
+    ) -> Result<Outcome> {
+        let metadata = caller.metadata(tenant);
+        if suspend {
+            let command = SuspendTenant {
+                reason: reason.to_owned(),
+            };
+            outcome(self.tenants.execute(tenant, &command, metadata).await)
+        } else {
+            outcome(
+                self.tenants
+                    .execute(tenant, &ReactivateTenant, metadata)
+                    .await,
+            )
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The example's scenario at a small size on every backend: in memory,
+//! SQLite, PostgreSQL, and PostgreSQL with Redis. The permission read model
+//! must give the answers the scenario is built to produce, and agree with
+//! the answers computed from the aggregates.
+
+use iam_example::config::{Config, Database};
+use iam_example::scenario::{self, Report};
+
+/// A server `cargo xtask test` started; a missing one fails the test with
+/// instructions (it never passes silently).
+fn server(variable: &str) -> String {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "this test needs {variable}: run it with `cargo xtask test`, or start servers \
+             with `cargo xtask services up` and export the variables it prints"
+        ),
+    }
+}
+
+/// One test runs the backends in turn: the handlers' counters are
+/// per-process, and each run's share of them is asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scenario_gives_the_same_answers_on_every_backend() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let postgres = server("ANNALS_TEST_DATABASE_URL");
+    let redis = server("ANNALS_TEST_REDIS_URL");
+    let schema = |name: &str| format!("iam_{name}_{}", uuid::Uuid::now_v7().simple());
+    let runs = [
+        ("memory", Config::small(Database::Memory, None)),
+        (
+            "sqlite",
+            Config::small(Database::Sqlite(dir.path().join("iam.db")), None),
+        ),
+        (
+            "postgres",
+            Config::small(
+                Database::Postgres {
+                    url: postgres.clone(),
+                    schema: schema("pg"),
+                },
+                None,
+            ),
+        ),
+        (
+            "postgres+redis",
+            Config::small(
+                Database::Postgres {
+                    url: postgres.clone(),
+                    schema: schema("redis"),
+                },
+                Some(redis),
+            ),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (backend, config) in runs {
+        let before = iam_domain::notifications::counts();
+        let report = scenario::run(&config)
+            .await
+            .unwrap_or_else(|error| panic!("the scenario failed on {backend}: {error:#}"));
+        let after = iam_domain::notifications::counts();
+        check(
+            backend,
+            &config,
+            &report,
+            (after.0 - before.0, after.1 - before.1),
+        );
+        answers.push((
+            backend,
+            report.checks.iter().map(|c| c.allowed).collect::<Vec<_>>(),
+        ));
+    }
+    let (first, expected) = &answers[0];
+    for (backend, got) in &answers[1..] {
+        assert_eq!(got, expected, "{backend} answers differently from {first}");
+    }
+}
+
+fn check(backend: &str, config: &Config, report: &Report, handled: (u64, u64)) {
+    // The read model agrees with the aggregates on every question.
+    for check in &report.checks {
+        assert_eq!(
+            check.allowed, check.from_aggregates,
+            "{backend}: the read model and the aggregates disagree on {check:?}"
+        );
+    }
+    let allowed_in = |tenant: &str, user: &str, permission: &str| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.tenant == tenant && c.user == user && c.permission == permission)
+            .unwrap_or_else(|| panic!("{backend}: no check of {user} {permission} in {tenant}"))
+            .allowed
+    };
+    let allowed = |user: &str, permission: &str| allowed_in(&user[..4], user, permission);
+    // What the scenario is built to produce.
+    assert!(
+        allowed("t001-u0000", "tenant.manage"),
+        "{backend}: the admin manages the tenant"
+    );
+    assert!(
+        allowed("t001-u0003", "repos.read"),
+        "{backend}: developers read repos"
+    );
+    assert!(
+        !allowed("t001-u0003", "repos.write"),
+        "{backend}: repos.write was revoked from developers"
+    );
+    assert!(
+        allowed("t001-u0003", "audit.read"),
+        "{backend}: the auditor role was assigned"
+    );
+    assert!(
+        allowed("t002-u0002", "repos.write"),
+        "{backend}: t002's developers keep repos.write"
+    );
+    assert!(
+        !allowed_in("t002", "t001-u0000", "users.read"),
+        "{backend}: t001's admin has no permission in t002"
+    );
+    assert!(
+        !allowed("t001-u0024", "users.read"),
+        "{backend}: a deactivated user may do nothing"
+    );
+    assert!(
+        allowed("t001-u9000", "tickets.write"),
+        "{backend}: the newcomer got support"
+    );
+    assert!(
+        !allowed("t001-u0006", "reports.read"),
+        "{backend}: reports.read was granted and revoked"
+    );
+
+    let outcomes: Vec<&str> = report.commands.iter().map(|c| c.outcome.as_str()).collect();
+    assert!(
+        outcomes[0].contains("email address is already used"),
+        "{backend}: {outcomes:?}"
+    );
+    assert!(
+        outcomes[1].contains("belongs to tenant t002"),
+        "{backend}: {outcomes:?}"
+    );
+    assert!(
+        outcomes[3].contains("t003 is suspended"),
+        "{backend}: {outcomes:?}"
+    );
+    assert!(
+        outcomes[5..].iter().all(|o| *o == "accepted"),
+        "{backend}: {outcomes:?}"
+    );
+
+    // Time travel: before the revocation the developer could write repos.
+    assert!(
+        report.time_travel.then.contains(&"repos.write".to_owned()),
+        "{backend}"
+    );
+    assert!(
+        !report.time_travel.now.contains(&"repos.write".to_owned()),
+        "{backend}"
+    );
+
+    let users = config.tenants * config.users_per_tenant;
+    assert_eq!(report.users, users);
+    assert_eq!(
+        handled.0,
+        users as u64 + 1,
+        "{backend}: one welcome per registration"
+    );
+    assert!(handled.1 > 0, "{backend}: permission changes were audited");
+    assert_eq!(report.email_conflicts, 0, "{backend}");
+    assert_eq!(
+        report.audit_of_request.len(),
+        6,
+        "{backend}: the request's accepted commands"
+    );
+    assert!(
+        report.projections.iter().all(|p| p.last_error.is_none()),
+        "{backend}: {:?}",
+        report.projections
+    );
+    assert!(
+        report.cache.hits > 0,
+        "{backend}: the repository cache is used"
+    );
+    if backend.contains("redis") {
+        let redis = report.redis.as_ref().expect("Redis statistics");
+        assert!(
+            redis.hits + redis.misses > 0,
+            "{backend}: Redis is consulted"
+        );
+    }
+}

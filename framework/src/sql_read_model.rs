@@ -1,0 +1,477 @@
+//! SQL read models written once for SQLite and PostgreSQL.
+//!
+//! A projection whose handlers take `&mut dyn SqlConnection` runs on
+//! [`SqliteReadModel`](crate::projection_runner::SqliteReadModel) and on
+//! [`PostgresReadModel`](crate::projection_runner::PostgresReadModel) alike
+//! (and inline in either store's append): statements use `$1`, `$2`, ...
+//! placeholders on both backends, and values are the portable
+//! [`SqlValue`]s, stored with the column types `annals-codegen` uses for
+//! `#[projection(table(...))]` (on SQLite: UUIDs, timestamps and JSON as
+//! text, booleans as 0/1). The tables themselves come from the projection's
+//! `table(...)` declarations.
+//!
+//! ```
+//! use annals::prelude::*;
+//! use annals::registry::ColumnType;
+//! use annals::sql_read_model::{SqlConnection, SqlValue};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = annals::store::SqliteEventStore::open(dir.path().join("doc.db")).await?;
+//! let mut connection = store.pool().acquire().await.unwrap();
+//! let db: &mut dyn SqlConnection = &mut *connection;
+//! db.execute("CREATE TABLE grants (user_id TEXT NOT NULL, permission TEXT NOT NULL, PRIMARY KEY (user_id, permission))", &[]).await?;
+//! db.execute(
+//!     "INSERT INTO grants (user_id, permission) VALUES ($1, $2)",
+//!     &["ada".into(), "users.read".into()],
+//! ).await?;
+//! let rows = db
+//!     .fetch_all("SELECT permission FROM grants WHERE user_id = $1", &["ada".into()], &[ColumnType::Text])
+//!     .await?;
+//! assert_eq!(rows, [vec![SqlValue::Text("users.read".into())]]);
+//! # Ok::<(), annals::Error>(())
+//! # }).unwrap();
+//! ```
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::registry::ColumnType;
+
+/// A value bound to, or read from, a portable SQL statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// SQL `NULL`.
+    Null,
+    /// Text.
+    Text(String),
+    /// A 64-bit integer.
+    Integer(i64),
+    /// A 64-bit float.
+    Real(f64),
+    /// A boolean (0/1 on SQLite).
+    Boolean(bool),
+    /// A UUID (text on SQLite).
+    Uuid(Uuid),
+    /// A UTC timestamp (RFC 3339 text on SQLite).
+    Timestamp(DateTime<Utc>),
+    /// JSON (text on SQLite).
+    Json(serde_json::Value),
+    /// Bytes.
+    Bytes(Vec<u8>),
+}
+
+impl SqlValue {
+    /// The text, if this is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is an integer.
+    pub fn as_integer(&self) -> Option<i64> {
+        match self {
+            SqlValue::Integer(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            SqlValue::Boolean(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// The timestamp, if this is a timestamp.
+    pub fn as_timestamp(&self) -> Option<DateTime<Utc>> {
+        match self {
+            SqlValue::Timestamp(value) => Some(*value),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(value.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(value)
+    }
+}
+
+impl From<&String> for SqlValue {
+    fn from(value: &String) -> Self {
+        SqlValue::Text(value.clone())
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Integer(value)
+    }
+}
+
+impl From<bool> for SqlValue {
+    fn from(value: bool) -> Self {
+        SqlValue::Boolean(value)
+    }
+}
+
+impl From<Uuid> for SqlValue {
+    fn from(value: Uuid) -> Self {
+        SqlValue::Uuid(value)
+    }
+}
+
+impl From<DateTime<Utc>> for SqlValue {
+    fn from(value: DateTime<Utc>) -> Self {
+        SqlValue::Timestamp(value)
+    }
+}
+
+impl From<serde_json::Value> for SqlValue {
+    fn from(value: serde_json::Value) -> Self {
+        SqlValue::Json(value)
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// A connection (inside the read model's transaction) that runs portable
+/// statements: `$1`, `$2`, ... placeholders and [`SqlValue`] parameters on
+/// either backend.
+#[async_trait]
+pub trait SqlConnection: Send {
+    /// `"sqlite"` or `"postgres"`, for the rare statement that must differ.
+    fn backend(&self) -> &'static str;
+
+    /// Runs a statement; returns the number of rows it changed.
+    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64>;
+
+    /// Runs a query and reads every row as `columns` (one type per selected
+    /// column; a NULL reads as [`SqlValue::Null`]).
+    async fn fetch_all(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        columns: &[ColumnType],
+    ) -> Result<Vec<Vec<SqlValue>>>;
+}
+
+fn failed(backend: &'static str, operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| Error::Backend {
+        backend,
+        operation,
+        source: Box::new(error),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use sqlx::sqlite::{SqliteArguments, SqliteRow};
+    use sqlx::{Arguments, Row, SqliteConnection};
+
+    use super::*;
+
+    /// `$1` → `?1` outside quoted text: SQLite's numbered parameters.
+    fn numbered(sql: &str) -> String {
+        let mut out = String::with_capacity(sql.len());
+        let mut quote: Option<char> = None;
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (quote, c) {
+                (None, '\'' | '"') => quote = Some(c),
+                (Some(open), _) if c == open => quote = None,
+                (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                    out.push('?');
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    fn arguments(params: &[SqlValue]) -> Result<SqliteArguments> {
+        let mut arguments = SqliteArguments::default();
+        for param in params {
+            let added = match param {
+                SqlValue::Null => arguments.add(Option::<String>::None),
+                SqlValue::Text(text) => arguments.add(text.clone()),
+                SqlValue::Integer(value) => arguments.add(*value),
+                SqlValue::Real(value) => arguments.add(*value),
+                SqlValue::Boolean(value) => arguments.add(i64::from(*value)),
+                SqlValue::Uuid(value) => arguments.add(value.to_string()),
+                SqlValue::Timestamp(value) => arguments.add(value.to_rfc3339()),
+                SqlValue::Json(value) => arguments.add(value.to_string()),
+                SqlValue::Bytes(value) => arguments.add(value.clone()),
+            };
+            added.map_err(|error| Error::Backend {
+                backend: "sqlite",
+                operation: "bind read-model parameter",
+                source: error,
+            })?;
+        }
+        Ok(arguments)
+    }
+
+    fn column(row: &SqliteRow, index: usize, column_type: ColumnType) -> Result<SqlValue> {
+        let bad = |error: String| Error::Backend {
+            backend: "sqlite",
+            operation: "read read-model row",
+            source: format!("column {index}: {error}").into(),
+        };
+        let text = |row: &SqliteRow| -> Result<Option<String>> {
+            row.try_get::<Option<String>, _>(index)
+                .map_err(|error| bad(error.to_string()))
+        };
+        Ok(match column_type {
+            ColumnType::Text => text(row)?.map_or(SqlValue::Null, SqlValue::Text),
+            ColumnType::Integer => row
+                .try_get::<Option<i64>, _>(index)
+                .map_err(|error| bad(error.to_string()))?
+                .map_or(SqlValue::Null, SqlValue::Integer),
+            ColumnType::Real => row
+                .try_get::<Option<f64>, _>(index)
+                .map_err(|error| bad(error.to_string()))?
+                .map_or(SqlValue::Null, SqlValue::Real),
+            ColumnType::Boolean => row
+                .try_get::<Option<i64>, _>(index)
+                .map_err(|error| bad(error.to_string()))?
+                .map_or(SqlValue::Null, |value| SqlValue::Boolean(value != 0)),
+            ColumnType::Uuid => match text(row)? {
+                None => SqlValue::Null,
+                Some(text) => SqlValue::Uuid(
+                    Uuid::parse_str(&text).map_err(|error| bad(format!("{text:?}: {error}")))?,
+                ),
+            },
+            ColumnType::Timestamp => match text(row)? {
+                None => SqlValue::Null,
+                Some(text) => SqlValue::Timestamp(
+                    DateTime::parse_from_rfc3339(&text)
+                        .map_err(|error| bad(format!("{text:?}: {error}")))?
+                        .with_timezone(&Utc),
+                ),
+            },
+            ColumnType::Json => match text(row)? {
+                None => SqlValue::Null,
+                Some(text) => SqlValue::Json(
+                    serde_json::from_str(&text).map_err(|error| bad(error.to_string()))?,
+                ),
+            },
+            ColumnType::Bytes => row
+                .try_get::<Option<Vec<u8>>, _>(index)
+                .map_err(|error| bad(error.to_string()))?
+                .map_or(SqlValue::Null, SqlValue::Bytes),
+        })
+    }
+
+    #[async_trait]
+    impl SqlConnection for SqliteConnection {
+        fn backend(&self) -> &'static str {
+            "sqlite"
+        }
+
+        async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+            let sql = numbered(sql);
+            let result = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments(params)?)
+                .execute(&mut *self)
+                .await
+                .map_err(failed("sqlite", "read-model statement"))?;
+            Ok(result.rows_affected())
+        }
+
+        async fn fetch_all(
+            &mut self,
+            sql: &str,
+            params: &[SqlValue],
+            columns: &[ColumnType],
+        ) -> Result<Vec<Vec<SqlValue>>> {
+            let sql = numbered(sql);
+            let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), arguments(params)?)
+                .fetch_all(&mut *self)
+                .await
+                .map_err(failed("sqlite", "read-model query"))?;
+            rows.iter()
+                .map(|row| {
+                    columns
+                        .iter()
+                        .enumerate()
+                        .map(|(index, column_type)| column(row, index, *column_type))
+                        .collect()
+                })
+                .collect()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn placeholders_are_numbered_outside_quotes() {
+            assert_eq!(
+                super::numbered("SELECT '$1', \"$2\" FROM t WHERE a = $1 AND b = $12"),
+                "SELECT '$1', \"$2\" FROM t WHERE a = ?1 AND b = ?12"
+            );
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use sqlx::postgres::{PgArguments, PgRow};
+    use sqlx::{Arguments, PgConnection, Row};
+
+    use super::*;
+
+    fn arguments(params: &[SqlValue]) -> Result<PgArguments> {
+        let mut arguments = PgArguments::default();
+        for param in params {
+            let added = match param {
+                // Untyped NULL: PostgreSQL infers the parameter's type.
+                SqlValue::Null => arguments.add(Option::<String>::None),
+                SqlValue::Text(text) => arguments.add(text.clone()),
+                SqlValue::Integer(value) => arguments.add(*value),
+                SqlValue::Real(value) => arguments.add(*value),
+                SqlValue::Boolean(value) => arguments.add(*value),
+                SqlValue::Uuid(value) => arguments.add(*value),
+                SqlValue::Timestamp(value) => arguments.add(*value),
+                SqlValue::Json(value) => arguments.add(sqlx::types::Json(value.clone())),
+                SqlValue::Bytes(value) => arguments.add(value.clone()),
+            };
+            added.map_err(|error| Error::Backend {
+                backend: "postgres",
+                operation: "bind read-model parameter",
+                source: error,
+            })?;
+        }
+        Ok(arguments)
+    }
+
+    fn column(row: &PgRow, index: usize, column_type: ColumnType) -> Result<SqlValue> {
+        fn get<'r, T>(row: &'r PgRow, index: usize) -> Result<Option<T>>
+        where
+            T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        {
+            row.try_get::<Option<T>, _>(index)
+                .map_err(|error| Error::Backend {
+                    backend: "postgres",
+                    operation: "read read-model row",
+                    source: format!("column {index}: {error}").into(),
+                })
+        }
+        Ok(match column_type {
+            ColumnType::Text => get::<String>(row, index)?.map_or(SqlValue::Null, SqlValue::Text),
+            ColumnType::Integer => {
+                get::<i64>(row, index)?.map_or(SqlValue::Null, SqlValue::Integer)
+            }
+            ColumnType::Real => get::<f64>(row, index)?.map_or(SqlValue::Null, SqlValue::Real),
+            ColumnType::Boolean => {
+                get::<bool>(row, index)?.map_or(SqlValue::Null, SqlValue::Boolean)
+            }
+            ColumnType::Uuid => get::<Uuid>(row, index)?.map_or(SqlValue::Null, SqlValue::Uuid),
+            ColumnType::Timestamp => {
+                get::<DateTime<Utc>>(row, index)?.map_or(SqlValue::Null, SqlValue::Timestamp)
+            }
+            ColumnType::Json => get::<sqlx::types::Json<serde_json::Value>>(row, index)?
+                .map_or(SqlValue::Null, |json| SqlValue::Json(json.0)),
+            ColumnType::Bytes => {
+                get::<Vec<u8>>(row, index)?.map_or(SqlValue::Null, SqlValue::Bytes)
+            }
+        })
+    }
+
+    #[async_trait]
+    impl SqlConnection for PgConnection {
+        fn backend(&self) -> &'static str {
+            "postgres"
+        }
+
+        async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64> {
+            let result = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), arguments(params)?)
+                .execute(&mut *self)
+                .await
+                .map_err(failed("postgres", "read-model statement"))?;
+            Ok(result.rows_affected())
+        }
+
+        async fn fetch_all(
+            &mut self,
+            sql: &str,
+            params: &[SqlValue],
+            columns: &[ColumnType],
+        ) -> Result<Vec<Vec<SqlValue>>> {
+            let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql.to_owned()), arguments(params)?)
+                .fetch_all(&mut *self)
+                .await
+                .map_err(failed("postgres", "read-model query"))?;
+            rows.iter()
+                .map(|row| {
+                    columns
+                        .iter()
+                        .enumerate()
+                        .map(|(index, column_type)| column(row, index, *column_type))
+                        .collect()
+                })
+                .collect()
+        }
+    }
+}
+
+/// A projection context a SQLite read model can hand out from its
+/// transaction: the connection itself, or `dyn SqlConnection`.
+#[cfg(feature = "sqlite")]
+pub trait SqliteContext: Send {
+    /// The context over the transaction's connection.
+    fn from_sqlite(connection: &mut sqlx::SqliteConnection) -> &mut Self;
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteContext for sqlx::SqliteConnection {
+    fn from_sqlite(connection: &mut sqlx::SqliteConnection) -> &mut Self {
+        connection
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteContext for dyn SqlConnection {
+    fn from_sqlite(connection: &mut sqlx::SqliteConnection) -> &mut Self {
+        connection
+    }
+}
+
+/// A projection context a PostgreSQL read model can hand out from its
+/// transaction: the connection itself, or `dyn SqlConnection`.
+#[cfg(feature = "postgres")]
+pub trait PostgresContext: Send {
+    /// The context over the transaction's connection.
+    fn from_postgres(connection: &mut sqlx::PgConnection) -> &mut Self;
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresContext for sqlx::PgConnection {
+    fn from_postgres(connection: &mut sqlx::PgConnection) -> &mut Self {
+        connection
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresContext for dyn SqlConnection {
+    fn from_postgres(connection: &mut sqlx::PgConnection) -> &mut Self {
+        connection
+    }
+}
