@@ -342,6 +342,28 @@ pub async fn run(config: &Config) -> Result<Report> {
         outcome,
     );
 
+    // Two admins register the same new address at the same moment: both
+    // checks pass (neither registration is projected yet), both commands
+    // succeed, and the directory records the second as a conflict.
+    let twins = [format!("{t1}-u9003"), format!("{t1}-u9004")];
+    let mut checked = Vec::new();
+    for _ in &twins {
+        checked.push(
+            iam.check_registration(&backend, &t1, "twin@example.com", "Twin")
+                .await?,
+        );
+    }
+    for (user, command) in twins.iter().zip(checked) {
+        let outcome = match command {
+            Ok(command) => iam.register_checked(&admin, &t1, user, &command).await?,
+            Err(refused) => Err(refused),
+        };
+        record(
+            format!("register {user} with twin@example.com, racing the other"),
+            outcome,
+        );
+    }
+
     // An on-call rotation: many small commands on a few hundred users; the
     // repository's cache serves their states after the first load.
     let mut rng = fastrand::Rng::with_seed(7);

@@ -102,6 +102,25 @@ impl Iam {
         email: &str,
         display_name: &str,
     ) -> Result<Outcome> {
+        match self
+            .check_registration(backend, tenant, email, display_name)
+            .await?
+        {
+            Ok(command) => self.register_checked(caller, tenant, user, &command).await,
+            Err(refused) => Ok(Err(refused)),
+        }
+    }
+
+    /// The first half of [`register_user`](Self::register_user): the
+    /// command, if the tenant is active and the directory has not seen the
+    /// email in it.
+    pub async fn check_registration(
+        &self,
+        backend: &Backend,
+        tenant: &str,
+        email: &str,
+        display_name: &str,
+    ) -> Result<std::result::Result<RegisterUser, IamError>> {
         let active = match self.active_tenant(tenant).await? {
             Ok(active) => active,
             Err(refused) => return Ok(Err(refused)),
@@ -119,15 +138,24 @@ impl Iam {
                 tenant: tenant.to_owned(),
             }));
         }
-        drop(connection);
-        let command = RegisterUser {
+        Ok(Ok(RegisterUser {
             tenant: active,
             email,
             display_name: display_name.to_owned(),
-        };
+        }))
+    }
+
+    /// The second half: runs a checked registration.
+    pub async fn register_checked(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        user: &str,
+        command: &RegisterUser,
+    ) -> Result<Outcome> {
         outcome(
             self.users
-                .execute(user, &command, caller.metadata(tenant))
+                .execute(user, command, caller.metadata(tenant))
                 .await,
         )
     }
