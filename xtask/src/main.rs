@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! cargo xtask test [-- <cargo test arguments>]   start throwaway PostgreSQL and Redis, run every suite, stop them
+//! cargo xtask bench [--quick]                    Annals against raw SQL and peer crates
 //! cargo xtask schema [--check]                   regenerate (or check) migrations/ and schema/
 //! cargo xtask services up|down|status            long-lived local servers for manual work
 //! ```
 
+mod bench;
 mod schema;
 mod services;
 mod test;
@@ -19,6 +21,9 @@ commands:
   test [-- ARGS]        start throwaway PostgreSQL and Redis on free loopback ports,
                         run `cargo test --workspace` against them (ARGS are passed on),
                         stop them, and exit non-zero if anything failed
+  bench [--quick]       run the workloads on Annals, raw sqlx/Redis and peer crates
+                        against throwaway servers; print ratios and write
+                        target/annals-bench/summary.json (--quick: small sizes)
   schema [--check]      regenerate migrations/ and schema/ (SQL DDL, JSON Schemas,
                         event catalog) from the registered types; with --check,
                         change nothing and fail naming each stale file
@@ -51,6 +56,8 @@ fn run() -> Result<()> {
             };
             test::run(passthrough)
         }
+        ["bench"] => bench::run(false),
+        ["bench", "--quick"] => bench::run(true),
         ["schema"] => schema::run(false),
         ["schema", "--check"] => schema::run(true),
         ["services", "up"] => services::up(),

@@ -1,0 +1,577 @@
+//! The PostgreSQL workloads W1 to W6, each on Annals and on raw sqlx over
+//! the same tables (a schema that Annals' own migrations created).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals::cache::{InProcessCache, RedisCache};
+use annals::prelude::*;
+use annals::projection_runner::{InMemory, PostgresReadModel, ProjectionRunner};
+use annals::snapshot::SnapshotSettings;
+use annals::store::StreamAppend;
+use anyhow::{Context as _, Result};
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+use sqlx::{PgPool, QueryBuilder};
+
+use crate::Context;
+use crate::data::{self, AddLine, LineAdded, LineRows, LineTotals, Order};
+use crate::measure::{latency, peak_rss_mb, per_second, rate, reset_peak_rss, timed};
+
+/// A fresh Annals schema.
+pub async fn store(context: &Context, name: &str) -> Result<PostgresEventStore> {
+    Ok(PostgresEventStore::builder(context.database_url.clone())
+        .schema(context.schema(name))
+        .max_connections(16)
+        .connect()
+        .await?)
+}
+
+const WORKERS: u64 = 8;
+
+/// The raw single-row insert of one event (the W1 baseline).
+const RAW_INSERT: &str = "INSERT INTO annals_events \
+    (event_id, stream_id, version, event_type, schema_version, payload, tenant_id, correlation_id, actor, headers) \
+    VALUES ($1, $2, $3, $4, 1, $5::jsonb, $6, $7, $8, $9::jsonb)";
+
+/// W1: 8 workers, each owning its aggregates, one event per command.
+pub async fn w1_commands(context: &Context) -> Result<Value> {
+    let size = context.size;
+    let commands = size.aggregates * size.commands_per_aggregate;
+
+    let annals = store(context, "w1_annals").await?;
+    let repository = Arc::new(
+        Repository::<Order>::new(Arc::new(annals)).with_cache(Arc::new(InProcessCache::new())),
+    );
+    reset_peak_rss();
+    let ((), took) = timed(async {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|worker| {
+                let repository = repository.clone();
+                tokio::spawn(async move {
+                    for _ in 0..size.commands_per_aggregate {
+                        for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
+                            let metadata = data::metadata(uuid::Uuid::now_v7(), "tenant-1");
+                            repository
+                                .execute(aggregate, &AddLine(aggregate), metadata)
+                                .await
+                                .map_err(|error| anyhow::anyhow!("{error}"))?;
+                        }
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            let _ = worker.await;
+        }
+    })
+    .await;
+    let annals_rate = per_second(commands, took);
+    let rss = peak_rss_mb();
+
+    let raw = store(context, "w1_raw").await?;
+    let pool = raw.pool().clone();
+    let ((), took) = timed(async {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|worker| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for version in 1..=size.commands_per_aggregate {
+                        for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
+                            sqlx::query(RAW_INSERT)
+                                .bind(uuid::Uuid::now_v7())
+                                .bind(format!("order-{aggregate}"))
+                                .bind(version as i64)
+                                .bind("bench.order.line_added")
+                                .bind(data::payload_json(aggregate, version as u32))
+                                .bind("tenant-1")
+                                .bind(uuid::Uuid::now_v7())
+                                .bind("bench@example.com")
+                                .bind(data::headers_json())
+                                .execute(&pool)
+                                .await?;
+                        }
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            let _ = worker.await;
+        }
+    })
+    .await;
+    Ok(json!({
+        "workload": "W1 commands (PostgreSQL)",
+        "annals": rate(annals_rate),
+        "baselines": { "raw single-row insert": rate(per_second(commands, took)) },
+        "peak_rss_mb": rss,
+    }))
+}
+
+/// The log W2 wrote with one writer: read by W3, W4 and W6.
+pub struct Dataset {
+    /// Its store.
+    pub store: PostgresEventStore,
+    /// Events in it.
+    pub events: u64,
+    /// A correlation id per append.
+    pub correlations: Vec<uuid::Uuid>,
+}
+
+fn batch(order: u64, correlation: uuid::Uuid) -> Result<StreamAppend> {
+    let metadata = data::metadata(correlation, "tenant-1");
+    let events = (1..=100)
+        .map(|line| {
+            Ok(NewEvent::from_event(&LineAdded::sample(order, line))?
+                .with_metadata(metadata.clone()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StreamAppend::new(
+        StreamId::new(format!("order-{order}"))?,
+        ExpectedVersion::NoStream,
+        events,
+    ))
+}
+
+async fn raw_batch(pool: &PgPool, order: u64, correlation: uuid::Uuid) -> Result<()> {
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload, tenant_id, correlation_id, actor, headers) ",
+    );
+    insert.push_values(1..=100u32, |mut row, line| {
+        row.push_bind(uuid::Uuid::now_v7())
+            .push_bind(format!("order-{order}"))
+            .push_bind(i64::from(line))
+            .push_bind("bench.order.line_added")
+            .push_bind(1i32)
+            .push_bind(data::payload_json(order, line))
+            .push_unseparated("::jsonb")
+            .push_bind("tenant-1")
+            .push_bind(correlation)
+            .push_bind("bench@example.com")
+            .push_bind(data::headers_json())
+            .push_unseparated("::jsonb");
+    });
+    insert.build().execute(pool).await?;
+    Ok(())
+}
+
+/// W2: appends of 100 events, by 1 and by 8 writers.
+pub async fn w2_batch_append(context: &Context) -> Result<(Vec<Value>, Dataset)> {
+    let appends = context.size.log_events / 100;
+    let mut results = Vec::new();
+    let mut dataset = None;
+    for writers in [1u64, 8] {
+        let annals = store(context, &format!("w2_annals_{writers}")).await?;
+        let correlations: Vec<uuid::Uuid> = (0..appends).map(|_| uuid::Uuid::now_v7()).collect();
+        let correlations = Arc::new(correlations);
+        reset_peak_rss();
+        let (outcome, took) = timed({
+            let annals = annals.clone();
+            let correlations = correlations.clone();
+            async move {
+                let tasks: Vec<_> = (0..writers)
+                    .map(|writer| {
+                        let annals = annals.clone();
+                        let correlations = correlations.clone();
+                        tokio::spawn(async move {
+                            for order in (writer..appends).step_by(writers as usize) {
+                                annals
+                                    .append_batch(vec![batch(order, correlations[order as usize])?])
+                                    .await?;
+                            }
+                            anyhow::Ok(())
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.context("writer panicked")??;
+                }
+                anyhow::Ok(())
+            }
+        })
+        .await;
+        outcome?;
+        let annals_rate = per_second(appends * 100, took);
+        let rss = peak_rss_mb();
+
+        let raw = store(context, &format!("w2_raw_{writers}")).await?;
+        let (outcome, took) = timed({
+            let pool = raw.pool().clone();
+            async move {
+                let tasks: Vec<_> = (0..writers)
+                    .map(|writer| {
+                        let pool = pool.clone();
+                        tokio::spawn(async move {
+                            for order in (writer..appends).step_by(writers as usize) {
+                                raw_batch(&pool, order, uuid::Uuid::now_v7()).await?;
+                            }
+                            anyhow::Ok(())
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.context("writer panicked")??;
+                }
+                anyhow::Ok(())
+            }
+        })
+        .await;
+        outcome?;
+        results.push(json!({
+            "workload": format!("W2 batch append, {writers} writer{}", if writers == 1 { "" } else { "s" }),
+            "annals": rate(annals_rate),
+            "baselines": { "raw multi-row insert": rate(per_second(appends * 100, took)) },
+            "peak_rss_mb": rss,
+        }));
+        if writers == 1 {
+            dataset = Some(Dataset {
+                store: annals,
+                events: appends * 100,
+                correlations: correlations.to_vec(),
+            });
+        }
+    }
+    let dataset = dataset.context("no dataset was written")?;
+    Ok((results, dataset))
+}
+
+/// W3: the whole log into an in-memory projection.
+pub async fn w3_catch_up(_context: &Context, dataset: &Dataset) -> Result<Value> {
+    let store: Arc<dyn EventStore> = Arc::new(dataset.store.clone());
+    reset_peak_rss();
+    let (outcome, took) = timed(async {
+        let running = ProjectionRunner::new(store.clone(), InMemory)
+            .batch_size(5_000)
+            .start(LineTotals::default());
+        running
+            .wait_until(|status| status.applied >= dataset.events)
+            .await?;
+        let lines = running.read().await.lines;
+        running.stop().await?;
+        anyhow::Ok(lines)
+    })
+    .await;
+    let lines = outcome?;
+    anyhow::ensure!(
+        lines == dataset.events,
+        "the projection saw {lines} of {} events",
+        dataset.events
+    );
+    let annals_rate = per_second(dataset.events, took);
+    let rss = peak_rss_mb();
+
+    let (outcome, took) = timed(async {
+        let mut rows = sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT position, event_type, payload::text FROM annals_events ORDER BY position",
+        )
+        .fetch(dataset.store.pool());
+        let (mut lines, mut quantity) = (0u64, 0u64);
+        while let Some((_, _, payload)) = rows.try_next().await? {
+            let line: LineAdded = serde_json::from_str(&payload)?;
+            lines += 1;
+            quantity += u64::from(line.quantity);
+        }
+        anyhow::Ok((lines, quantity))
+    })
+    .await;
+    let (lines, _) = outcome?;
+    anyhow::ensure!(lines == dataset.events, "the raw read saw {lines} events");
+    Ok(json!({
+        "workload": "W3 catch-up into memory",
+        "annals": rate(annals_rate),
+        "baselines": { "raw streaming SELECT": rate(per_second(dataset.events, took)) },
+        "peak_rss_mb": rss,
+    }))
+}
+
+/// W4: the whole log into a SQL read model (one row per event).
+pub async fn w4_sql_projection(_context: &Context, dataset: &Dataset) -> Result<Value> {
+    let pool = dataset.store.pool();
+    sqlx::query("CREATE TABLE bench_lines (event_id uuid PRIMARY KEY, order_id text NOT NULL, sku text NOT NULL, quantity bigint NOT NULL)")
+        .execute(pool)
+        .await?;
+    sqlx::query("CREATE TABLE bench_lines_raw (event_id uuid PRIMARY KEY, order_id text NOT NULL, sku text NOT NULL, quantity bigint NOT NULL)")
+        .execute(pool)
+        .await?;
+    let store: Arc<dyn EventStore> = Arc::new(dataset.store.clone());
+    reset_peak_rss();
+    let (outcome, took) = timed(async {
+        let running =
+            ProjectionRunner::new(store.clone(), PostgresReadModel::for_store(&dataset.store))
+                .batch_size(5_000)
+                .start(LineRows);
+        running
+            .wait_until(|status| status.applied >= dataset.events)
+            .await?;
+        running.stop().await?;
+        anyhow::Ok(())
+    })
+    .await;
+    outcome?;
+    let annals_rate = per_second(dataset.events, took);
+    let rss = peak_rss_mb();
+
+    let (outcome, took) = timed(async {
+        let mut reader = pool.acquire().await?;
+        let mut writer = pool.acquire().await?;
+        let mut copy = writer
+            .copy_in_raw("COPY bench_lines_raw (event_id, order_id, sku, quantity) FROM STDIN")
+            .await?;
+        let mut rows = sqlx::query_as::<_, (uuid::Uuid, String)>(
+            "SELECT event_id, payload::text FROM annals_events ORDER BY position",
+        )
+        .fetch(&mut *reader);
+        let mut buffer = String::with_capacity(1 << 20);
+        while let Some((event_id, payload)) = rows.try_next().await? {
+            let line: LineAdded = serde_json::from_str(&payload)?;
+            buffer.push_str(&format!(
+                "{event_id}\t{}\t{}\t{}\n",
+                line.order_id, line.sku, line.quantity
+            ));
+            if buffer.len() > (1 << 20) - 512 {
+                copy.send(buffer.as_bytes()).await?;
+                buffer.clear();
+            }
+        }
+        copy.send(buffer.as_bytes()).await?;
+        copy.finish().await?;
+        anyhow::Ok(())
+    })
+    .await;
+    outcome?;
+    Ok(json!({
+        "workload": "W4 SQL projection rebuild",
+        "annals": rate(annals_rate),
+        "baselines": { "raw COPY": rate(per_second(dataset.events, took)) },
+        "peak_rss_mb": rss,
+    }))
+}
+
+async fn samples<F, Fut>(count: usize, mut f: F) -> Result<Vec<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        f().await?;
+        samples.push(started.elapsed());
+    }
+    Ok(samples)
+}
+
+/// W5: loading a long aggregate, four ways, against a raw row SELECT and a
+/// raw Redis GET of the same bytes.
+pub async fn w5_aggregate_load(context: &Context) -> Result<Vec<Value>> {
+    let annals = store(context, "w5").await?;
+    let store: Arc<dyn EventStore> = Arc::new(annals.clone());
+    let id = 42u64;
+    let mut written = 0;
+    while written < context.size.long_aggregate {
+        let events = (0..1_000)
+            .map(|n| NewEvent::from_event(&LineAdded::sample(id, (written + n) as u32 + 1)))
+            .collect::<annals::Result<Vec<_>>>()?;
+        store
+            .append(
+                &StreamId::new(format!("order-{id}"))?,
+                ExpectedVersion::Any,
+                events,
+            )
+            .await?;
+        written += 1_000;
+    }
+    let count = context.size.samples;
+    let plain = Repository::<Order>::new(store.clone());
+    let no_snapshot = samples(count.min(30), || async {
+        plain.load(id).await?;
+        Ok(())
+    })
+    .await?;
+
+    let snapshots = Repository::<Order>::new(store.clone()).with_snapshots(SnapshotSettings::new());
+    snapshots.snapshot(id).await?;
+    let with_snapshot = samples(count, || async {
+        snapshots.load(id).await?;
+        Ok(())
+    })
+    .await?;
+
+    let cached =
+        Repository::<Order>::new(store.clone()).with_cache(Arc::new(InProcessCache::new()));
+    cached.load(id).await?;
+    let in_process = samples(count, || async {
+        cached.load(id).await?;
+        Ok(())
+    })
+    .await?;
+
+    let redis = RedisCache::builder(context.redis_url.clone())
+        .prefix(format!("bench-{}", context.run))
+        .connect()
+        .await?;
+    let redis_cached = Repository::<Order>::new(store.clone()).with_cache(Arc::new(redis));
+    redis_cached.load(id).await?;
+    let from_redis = samples(count, || async {
+        redis_cached.load(id).await?;
+        Ok(())
+    })
+    .await?;
+
+    // Raw: the snapshot row itself, and the same bytes from Redis.
+    let pool = annals.pool().clone();
+    let stream = format!("order-{id}");
+    let bytes: Vec<u8> = sqlx::query_scalar(
+        "SELECT data FROM annals_snapshots WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(&stream)
+    .fetch_one(&pool)
+    .await?;
+    let raw_row = samples(count, || async {
+        let _: Vec<u8> = sqlx::query_scalar(
+            "SELECT data FROM annals_snapshots WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(&stream)
+        .fetch_one(&pool)
+        .await?;
+        Ok(())
+    })
+    .await?;
+    let client = redis::Client::open(context.redis_url.as_str())?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let key = format!("bench-raw-{}", context.run);
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(&bytes)
+        .query_async::<()>(&mut connection)
+        .await?;
+    let mut raw_get = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let _: Vec<u8> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await?;
+        raw_get.push(started.elapsed());
+    }
+    Ok(vec![
+        json!({
+            "workload": format!("W5 load a {}-event aggregate: snapshot", context.size.long_aggregate),
+            "annals": latency(with_snapshot),
+            "baselines": { "raw row SELECT": latency(raw_row.clone()) },
+            "extra": { "no snapshot": latency(no_snapshot) },
+            "peak_rss_mb": peak_rss_mb(),
+        }),
+        json!({
+            "workload": "W5 load: in-process cache",
+            "annals": latency(in_process),
+            "baselines": { "raw row SELECT": latency(raw_row) },
+            "peak_rss_mb": peak_rss_mb(),
+        }),
+        json!({
+            "workload": "W5 load: Redis cache",
+            "annals": latency(from_redis),
+            "baselines": { "raw Redis GET": latency(raw_get) },
+            "peak_rss_mb": peak_rss_mb(),
+        }),
+    ])
+}
+
+/// W6: queries by correlation id and by type and time range.
+pub async fn w6_queries(context: &Context, dataset: &Dataset) -> Result<Vec<Value>> {
+    let store = &dataset.store;
+    let pool = store.pool().clone();
+    let mut rng_state = 17u64;
+    let mut next = move |bound: usize| {
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng_state >> 33) as usize % bound.max(1)
+    };
+    let picks: Vec<uuid::Uuid> = (0..context.size.samples)
+        .map(|_| dataset.correlations[next(dataset.correlations.len())])
+        .collect();
+    let mut annals_samples = Vec::new();
+    for id in &picks {
+        let started = Instant::now();
+        let page = store
+            .query(&EventQuery::new().correlation_id(*id).limit(100))
+            .await?;
+        annals_samples.push(started.elapsed());
+        anyhow::ensure!(page.events.len() == 100, "a correlation id has 100 events");
+    }
+    let mut raw_samples = Vec::new();
+    for id in &picks {
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, payload::text, tenant_id, \
+             correlation_id, causation_id, actor, trace_context, headers::text, recorded_at \
+             FROM annals_events WHERE correlation_id = $1 ORDER BY position LIMIT 100",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await?;
+        raw_samples.push(started.elapsed());
+        anyhow::ensure!(rows.len() == 100);
+    }
+    let by_correlation = json!({
+        "workload": "W6 query by correlation id",
+        "annals": latency(annals_samples),
+        "baselines": { "raw indexed SELECT": latency(raw_samples) },
+        "peak_rss_mb": peak_rss_mb(),
+    });
+
+    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT min(recorded_at), max(recorded_at) FROM annals_events")
+            .fetch_one(&pool)
+            .await?;
+    let span = (last - first).num_microseconds().unwrap_or(1).max(1);
+    let windows: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = (0..context
+        .size
+        .samples)
+        .map(|_| {
+            let from = first + chrono::Duration::microseconds((next(1_000) as i64 * span) / 1_000);
+            (from, from + chrono::Duration::seconds(1))
+        })
+        .collect();
+    let mut annals_samples = Vec::new();
+    for (from, until) in &windows {
+        let started = Instant::now();
+        store
+            .query(
+                &EventQuery::new()
+                    .event_type("bench.order.line_added")
+                    .recorded_between(*from, *until)
+                    .limit(100),
+            )
+            .await?;
+        annals_samples.push(started.elapsed());
+    }
+    let mut raw_samples = Vec::new();
+    for (from, until) in &windows {
+        let started = Instant::now();
+        sqlx::query(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, payload::text, tenant_id, \
+             correlation_id, causation_id, actor, trace_context, headers::text, recorded_at \
+             FROM annals_events WHERE event_type = $1 AND recorded_at >= $2 AND recorded_at < $3 \
+             ORDER BY position LIMIT 100",
+        )
+        .bind("bench.order.line_added")
+        .bind(from)
+        .bind(until)
+        .fetch_all(&pool)
+        .await?;
+        raw_samples.push(started.elapsed());
+    }
+    Ok(vec![
+        by_correlation,
+        json!({
+            "workload": "W6 query by type and time range",
+            "annals": latency(annals_samples),
+            "baselines": { "raw indexed SELECT": latency(raw_samples) },
+            "peak_rss_mb": peak_rss_mb(),
+        }),
+    ])
+}
