@@ -31,6 +31,21 @@ pub trait Projection: Send {
 
     /// Applies one event; events of types it does not handle are ignored.
     async fn apply(&mut self, event: &RecordedEvent, context: &mut Self::Context) -> Result<()>;
+
+    /// Called after each batch of events, with the batch's context (for SQL
+    /// read models, before the checkpoint is stored in the same
+    /// transaction). A projection that buffers writes (rows for one
+    /// multi-row insert, say) writes them here; set it with
+    /// `#[projection(flush = Self::method)]`. Does nothing by default.
+    ///
+    /// When a SQL batch fails, `flush` is also called into the transaction
+    /// that is being rolled back, so whatever the failed attempt buffered is
+    /// discarded with it: take the buffer first (`std::mem::take`) and the
+    /// retry starts clean.
+    async fn flush(&mut self, context: &mut Self::Context) -> Result<()> {
+        let _ = context;
+        Ok(())
+    }
 }
 
 /// Applies events to a projection in order, stopping at the first failure.
@@ -51,5 +66,6 @@ pub async fn project<'e, P: Projection>(
             count += 1;
         }
     }
+    projection.flush(context).await?;
     Ok(count)
 }

@@ -153,7 +153,14 @@ impl<P: Projection<Context = ()>> ProjectionTarget<P> for InMemory {
                     checkpoint_moved: None,
                 })?;
         }
-        Ok(())
+        projection
+            .flush(&mut ())
+            .await
+            .map_err(|error| BatchFailure {
+                applied: events.len(),
+                error,
+                checkpoint_moved: None,
+            })
     }
 }
 
@@ -239,10 +246,17 @@ where
             return Err(BatchFailure::moved(name, previous, stored));
         }
         for event in events {
-            projection
+            if let Err(error) = projection
                 .apply(event, P::Context::from_sqlite(&mut tx))
-                .await?;
+                .await
+            {
+                // Drain what the projection buffered into the transaction
+                // that is about to roll back: the retry starts clean.
+                let _ = projection.flush(P::Context::from_sqlite(&mut tx)).await;
+                return Err(error.into());
+            }
         }
+        projection.flush(P::Context::from_sqlite(&mut tx)).await?;
         sqlx::query(
             self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
@@ -351,10 +365,17 @@ where
             return Err(BatchFailure::moved(name, previous, stored));
         }
         for event in events {
-            projection
+            if let Err(error) = projection
                 .apply(event, P::Context::from_postgres(&mut tx))
-                .await?;
+                .await
+            {
+                // Drain what the projection buffered into the transaction
+                // that is about to roll back: the retry starts clean.
+                let _ = projection.flush(P::Context::from_postgres(&mut tx)).await;
+                return Err(error.into());
+            }
         }
+        projection.flush(P::Context::from_postgres(&mut tx)).await?;
         sqlx::query(
             self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, now()) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \

@@ -358,6 +358,7 @@ async fn replay_into<P: Projection<Context = ()>>(
         for event in &page.events {
             projection.apply(event, &mut ()).await?;
         }
+        projection.flush(&mut ()).await?;
         done += page.events.len() as u64;
         tracker.update(ReplayState::Running, done, total.max(done));
         match page.next_after {

@@ -268,6 +268,44 @@ impl<A: Aggregate> Repository<A> {
         self.load_stream(stream_id).await
     }
 
+    /// The cached state of `id` as it is, without asking the store whether
+    /// it is current; loads (and caches) from the store when nothing is
+    /// cached. For reads that may lag this process's cache (other
+    /// processes' writes, until they invalidate or the entry expires);
+    /// commands never need it: [`execute`](Self::execute) already decides
+    /// on the cached state and lets the append's version check catch a
+    /// stale one.
+    ///
+    /// ```
+    /// # use annals::prelude::*;
+    /// # #[annals::event(name = "doc.visit")] struct Visited;
+    /// # #[annals::aggregate(name = "page", events(Visited))]
+    /// # #[derive(Default)] struct Page { visits: u64 }
+    /// # impl Apply<Visited> for Page { fn apply(&mut self, _: &Visited) { self.visits += 1 } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let store = std::sync::Arc::new(InMemoryEventStore::new());
+    /// let pages = Repository::<Page>::new(store)
+    ///     .with_cache(std::sync::Arc::new(annals::cache::InProcessCache::new()));
+    /// pages.save("home", ExpectedVersion::Any, &[Visited, Visited], &Metadata::new()).await?;
+    /// assert_eq!(pages.load_cached("home").await?.state.visits, 2); // from the store, now cached
+    /// assert_eq!(pages.load_cached("home").await?.version, 2);      // from the cache alone
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn load_cached(&self, id: impl Display) -> Result<Loaded<A>> {
+        crate::registry::validate_once()?;
+        let stream_id = A::stream_id(&id)?;
+        if let Some((state, version)) = self.cached_state(&stream_id).await {
+            return Ok(Loaded {
+                stream_id,
+                state,
+                version,
+            });
+        }
+        self.load_stream(stream_id).await
+    }
+
     async fn load_stream(&self, stream_id: StreamId) -> Result<Loaded<A>> {
         self.load_up_to(stream_id, None).await
     }
@@ -569,12 +607,34 @@ impl<A: Aggregate> Repository<A> {
         crate::registry::validate_once()?;
         let stream_id = A::stream_id(&id)?;
         let mut attempt = 0;
+        // The first decision trusts a cached state without asking the
+        // store: the append expects the cached version, so a stale entry
+        // costs a version conflict and a fresh load, never a wrong write.
+        let mut try_cache = self.cache.is_some();
         loop {
+            let cached = if try_cache {
+                try_cache = false;
+                self.cached_state(&stream_id).await
+            } else {
+                None
+            };
+            let trusted_cache = cached.is_some();
             attempt += 1;
-            let Loaded {
-                mut state, version, ..
-            } = self.load_stream(stream_id.clone()).await?;
-            let events = state.handle(command).map_err(CommandError::Rejected)?;
+            let (mut state, version) = match cached {
+                Some(found) => found,
+                None => {
+                    let loaded = self.load_stream(stream_id.clone()).await?;
+                    (loaded.state, loaded.version)
+                }
+            };
+            let decided = state.handle(command);
+            // A refusal or a no-op has no append to check the version: if it
+            // was decided on a cached state, decide again on the store's.
+            if trusted_cache && !decided.as_ref().is_ok_and(|events| !events.is_empty()) {
+                attempt -= 1;
+                continue;
+            }
+            let events = decided.map_err(CommandError::Rejected)?;
             if events.is_empty() {
                 return Ok(Executed {
                     state,
@@ -600,6 +660,14 @@ impl<A: Aggregate> Repository<A> {
                         events,
                         attempts: attempt,
                     });
+                }
+                // A conflict on a cached state is not a real attempt: the
+                // cache was behind; decide again on the store's state.
+                Err(Error::VersionConflict { .. }) if trusted_cache => {
+                    attempt -= 1;
+                    if let Some(cache) = &self.cache {
+                        let _ = cache.remove(&[self.state_key(&stream_id)]).await;
+                    }
                 }
                 Err(conflict @ Error::VersionConflict { .. }) if attempt >= self.max_attempts => {
                     return Err(CommandError::Store(conflict));

@@ -13,7 +13,7 @@ use crate::read_model_table::{self, TableModel};
 
 const SITE: Site = Site {
     macro_name: "projection",
-    accepted: &["name", "version", "table"],
+    accepted: &["name", "version", "table", "flush"],
     repeatable: &["table"],
 };
 
@@ -39,10 +39,16 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         );
         return diagnostics.emit(quote! { #item });
     };
-    let (name, version, tables) = parse_options(args, &block, &mut diagnostics);
+    let (name, version, tables, flush) = parse_options(args, &block, &mut diagnostics);
     let generated = check_block(&block, &mut diagnostics)
         .map(|(handlers, context)| {
-            generate(&block, &name, version, &tables, &handlers, context.as_ref())
+            let options = Generated {
+                name: &name,
+                version,
+                tables: &tables,
+                flush: flush.as_ref(),
+            };
+            generate(&block, &options, &handlers, context.as_ref())
         })
         .unwrap_or_default();
     diagnostics.emit(quote! {
@@ -66,15 +72,17 @@ fn parse_options(
     args: TokenStream,
     block: &ItemImpl,
     diagnostics: &mut Diagnostics,
-) -> (String, u32, Vec<TableModel>) {
+) -> (String, u32, Vec<TableModel>, Option<syn::Path>) {
     let mut name: Option<LitStr> = None;
     let mut version = None;
     let mut tables = Vec::new();
+    let mut flush = None;
     let mut table_problems = Diagnostics::default();
     options::parse(args, SITE, diagnostics, |key, meta| {
         match key {
             "name" => name = Some(options::string(meta, key, "name = \"tenant_directory\"")?),
             "table" => tables.extend(read_model_table::parse(meta, &mut table_problems)),
+            "flush" => flush = Some(options::path(meta, key, "flush = Self::write_rows")?),
             _ => version = Some(options::integer::<u32>(meta, key, "version = 2")?),
         }
         Ok(())
@@ -107,7 +115,7 @@ fn parse_options(
         Some((version, _)) => version,
         None => 1,
     };
-    (name, version, tables)
+    (name, version, tables, flush)
 }
 
 /// The handlers and the shared context type, or `None` (errors recorded).
@@ -242,14 +250,36 @@ fn check_method(
     ))
 }
 
+/// The parsed options that shape the generated impl.
+struct Generated<'a> {
+    name: &'a str,
+    version: u32,
+    tables: &'a [TableModel],
+    flush: Option<&'a syn::Path>,
+}
+
 fn generate(
     block: &ItemImpl,
-    name: &str,
-    version: u32,
-    tables: &[TableModel],
+    options: &Generated<'_>,
     handlers: &[HandlerMethod],
     context: Option<&Type>,
 ) -> TokenStream {
+    let (name, version, tables) = (options.name, options.version, options.tables);
+    let flush = options.flush.map(|path| {
+        quote_spanned! {path.span()=>
+            async fn flush(&mut self, context: &mut Self::Context) -> ::annals::__private::Result<()> {
+                ::annals::__private::handler_result(#path(self, context).await).map_err(|source| {
+                    ::annals::__private::Error::Projection {
+                        projection: #name,
+                        stream: ::std::string::String::from("(batch flush)"),
+                        version: 0,
+                        event_type: ::std::string::String::from("(batch flush)"),
+                        source,
+                    }
+                })
+            }
+        }
+    });
     let self_ty = &block.self_ty;
     let tables = tables.iter().map(read_model_table::descriptor);
     let rust_name = self_ident(block).unwrap_or_default();
@@ -306,6 +336,8 @@ fn generate(
                     #(#dispatch)*
                     ::core::result::Result::Ok(())
                 }
+
+                #flush
             }
 
             ::annals::__private::inventory::submit! {

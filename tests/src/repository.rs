@@ -37,6 +37,8 @@ macro_rules! repository_suite {
             loading_at_a_version_uses_an_older_snapshot,
             cached_state_is_used_and_kept_fresh,
             a_stale_cache_never_decides_a_command,
+            a_command_on_a_stale_cache_is_decided_again_after_the_conflict,
+            commands_decide_on_the_cached_state,
             a_cache_ahead_of_the_store_is_dropped_on_conflict,
             a_cache_ahead_of_the_store_is_never_served,
             loading_as_of_an_instant_ignores_later_events_and_snapshots,
@@ -746,9 +748,65 @@ pub async fn a_stale_cache_never_decides_a_command(t: &TestStore) {
     );
 }
 
+/// A command decided on a cached state that another writer has since
+/// passed loses the append's version check, and is decided again on the
+/// store's state: both writers' events are kept, in order.
+pub async fn a_command_on_a_stale_cache_is_decided_again_after_the_conflict(t: &TestStore) {
+    let cache = Arc::new(InProcessCache::new());
+    let repo = users(t).with_cache(cache);
+    user_with_roles(&repo, "behind", 1).await; // cached at version 2
+    let stream = StreamId::new("user-behind").expect("stream id");
+    let event = NewEvent::from_event(&UserEvent::RoleAssigned {
+        role: "auditor".into(),
+    })
+    .expect("encode");
+    t.store
+        .append(&stream, ExpectedVersion::Exact(2), vec![event])
+        .await
+        .expect("another writer");
+
+    let executed = repo
+        .execute(
+            "behind",
+            &AssignRole {
+                role: "admin".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("execute");
+    assert_eq!((executed.version, executed.attempts), (4, 1));
+    assert!(executed.state.roles.contains("auditor") && executed.state.roles.contains("admin"));
+    let stored = t.store.read_stream(&stream, 1, 10).await.expect("read");
+    let versions: Vec<u64> = stored.iter().map(|event| event.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4], "nothing lost, nothing doubled");
+}
+
+/// With the state cached, each command decides on the cached state (the
+/// append's version check is what keeps it honest, see the test above).
+pub async fn commands_decide_on_the_cached_state(t: &TestStore) {
+    let cache = Arc::new(InProcessCache::new());
+    let repo = users(t).with_cache(cache.clone());
+    user_with_roles(&repo, "hot", 1).await;
+    let before = cache.stats();
+    for role in ["a", "b", "c"] {
+        repo.execute("hot", &AssignRole { role: role.into() }, Metadata::new())
+            .await
+            .expect("execute");
+    }
+    let after = cache.stats();
+    assert_eq!(
+        after.hits - before.hits,
+        3,
+        "every decision came from the cache"
+    );
+    assert_eq!(after.misses, before.misses, "and none went to the store");
+    assert_eq!(repo.load("hot").await.expect("load").version, 5);
+}
+
 /// A cache that claims a version the store does not have (restored
-/// database, wrong environment) is caught when the command loads: the entry
-/// is dropped and the command decides on the store's state.
+/// database, wrong environment) is caught by the append's version check:
+/// the entry is dropped and the command decides on the store's state.
 pub async fn a_cache_ahead_of_the_store_is_dropped_on_conflict(t: &TestStore) {
     let cache = Arc::new(InProcessCache::new());
     let repo = users(t).with_cache(cache.clone());
@@ -777,7 +835,7 @@ pub async fn a_cache_ahead_of_the_store_is_dropped_on_conflict(t: &TestStore) {
     assert_eq!(
         (executed.attempts, executed.version),
         (1, 2),
-        "caught on load, before any append"
+        "caught by the append's version check, decided again on the store's state"
     );
     let roles: Vec<&str> = executed.state.roles.iter().map(String::as_str).collect();
     assert_eq!(roles, ["real"], "the ghost role from the cache is gone");

@@ -442,3 +442,107 @@ async fn a_read_model_for_a_prefixed_store_keeps_its_checkpoint_in_the_prefixed_
     .expect("catalog");
     assert_eq!(unprefixed, 0, "no annals_ table was created");
 }
+
+/// Counts roles in a buffer and writes them in `flush`, once per batch,
+/// through the portable SQL connection; can fail once in `apply` (after
+/// buffering some rows) and once in `flush`.
+#[derive(Default)]
+struct BufferedRoleCounts {
+    pending: std::collections::BTreeMap<String, i64>,
+    flushes: u64,
+    applied: u64,
+    fail_apply_at: Option<u64>,
+    fail_next_flush: bool,
+}
+
+#[annals::projection(name = "buffered_role_counts", flush = Self::write)]
+impl BufferedRoleCounts {
+    fn assigned(
+        &mut self,
+        event: &UserEvent,
+        _db: &mut dyn annals::sql_read_model::SqlConnection,
+    ) -> annals::Result<()> {
+        self.applied += 1;
+        if self.fail_apply_at == Some(self.applied) {
+            self.fail_apply_at = None;
+            return Err(annals::Error::InvalidInput {
+                field: "apply",
+                reason: "injected failure".into(),
+            });
+        }
+        if let UserEvent::RoleAssigned { role } = event {
+            *self.pending.entry(role.clone()).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+impl BufferedRoleCounts {
+    async fn write(
+        &mut self,
+        db: &mut dyn annals::sql_read_model::SqlConnection,
+    ) -> annals::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.fail_next_flush) {
+            return Err(annals::Error::InvalidInput {
+                field: "flush",
+                reason: "injected failure".into(),
+            });
+        }
+        self.flushes += 1;
+        for (role, count) in pending {
+            db.execute(
+                "INSERT INTO buffered_role_counts (role, users) VALUES ($1, $2) \
+                 ON CONFLICT (role) DO UPDATE SET users = buffered_role_counts.users + excluded.users",
+                &[role.into(), count.into()],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_writes_are_flushed_per_batch_and_failed_batches_leave_nothing_behind() {
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::query(
+        "CREATE TABLE buffered_role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("create");
+    assign_roles(
+        &*t.store,
+        &["admin", "admin", "auditor", "admin", "auditor", "admin"],
+    )
+    .await;
+    let projection = BufferedRoleCounts {
+        // The first batch fails in its flush; its retry fails in the third
+        // apply, with two rows already buffered.
+        fail_next_flush: true,
+        fail_apply_at: Some(7),
+        ..BufferedRoleCounts::default()
+    };
+    let running = ProjectionRunner::new(t.store.clone(), SqliteReadModel::new(pool.clone()))
+        .batch_size(4)
+        .retry_delay(Duration::from_millis(20))
+        .start(projection);
+    wait_caught_up(&running, 6).await;
+    let flushes = running.read().await.flushes;
+    running.stop().await.expect("stop");
+    let counts = sqlx::query_as::<_, (String, i64)>(
+        "SELECT role, users FROM buffered_role_counts ORDER BY role",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        counts,
+        [("admin".into(), 4), ("auditor".into(), 2)],
+        "each event counted once despite the two failed attempts"
+    );
+    assert!(flushes >= 2, "at least one flush per committed batch");
+}

@@ -554,12 +554,19 @@ impl PostgresEventStore {
                 AppendOutcome::Written(results) => {
                     for event in recorded_events(&batch, &results) {
                         if handled.contains(&event.event_type.as_str()) {
-                            // On error `tx` is dropped: the append rolls back.
-                            projection
+                            // On error `tx` is dropped: the append rolls
+                            // back, and what the projection buffered is
+                            // drained into it first.
+                            if let Err(error) = projection
                                 .apply(&event, P::Context::from_postgres(&mut tx))
-                                .await?;
+                                .await
+                            {
+                                let _ = projection.flush(P::Context::from_postgres(&mut tx)).await;
+                                return Err(error);
+                            }
                         }
                     }
+                    projection.flush(P::Context::from_postgres(&mut tx)).await?;
                     tx.commit().await.map_err(failed("commit append"))?;
                     return Ok(results);
                 }

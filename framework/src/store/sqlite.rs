@@ -1,5 +1,6 @@
 //! The SQLite event store: the embedded default, one file on disk.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,12 +206,18 @@ impl SqliteEventStore {
         let handled = P::event_types();
         for event in recorded_events(&batch, &results) {
             if handled.contains(&event.event_type.as_str()) {
-                // On error `tx` is dropped: the append rolls back.
-                projection
+                // On error `tx` is dropped: the append rolls back, and what
+                // the projection buffered is drained into it first.
+                if let Err(error) = projection
                     .apply(&event, P::Context::from_sqlite(&mut tx))
-                    .await?;
+                    .await
+                {
+                    let _ = projection.flush(P::Context::from_sqlite(&mut tx)).await;
+                    return Err(error);
+                }
             }
         }
+        projection.flush(P::Context::from_sqlite(&mut tx)).await?;
         tx.commit().await.map_err(failed("commit append"))?;
         self.appended.notify_waiters();
         Ok(results)
@@ -638,44 +645,67 @@ async fn append_in(
     let recorded_at_time = Utc::now().trunc_subsecs(6);
     let recorded_at = micros(recorded_at_time);
     let commit_position = u64::try_from(commit).unwrap_or(0);
+    // Every row of the batch, in order, then inserted a chunk at a time with
+    // one multi-row statement each (positions come back by event id).
+    let mut rows = Vec::new();
+    for (append, current) in batch.iter().zip(&currents) {
+        for (offset, event) in append.events.iter().enumerate() {
+            rows.push((append, current + 1 + offset as u64, event));
+        }
+    }
+    let mut positions: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(tables.rename(
+            "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
+             schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
+             trace_context, headers, recorded_at) ",
+        ));
+        insert.push_values(chunk, |mut row, (append, version, event)| {
+            let metadata = &event.metadata;
+            row.push_bind(commit)
+                .push_bind(event.event_id)
+                .push_bind(append.stream_id.as_str())
+                .push_bind(to_i64(*version))
+                .push_bind(event.event_type.as_str())
+                .push_bind(i64::from(event.schema_version))
+                .push_bind(event.payload.as_json())
+                .push_bind(metadata.tenant_id.as_deref())
+                .push_bind(metadata.correlation_id)
+                .push_bind(metadata.causation_id)
+                .push_bind(metadata.actor.as_deref())
+                .push_bind(metadata.trace_context.as_deref())
+                .push_bind(headers_json(&metadata.headers))
+                .push_bind(recorded_at);
+        });
+        insert.push(" RETURNING event_id, position");
+        let inserted: Vec<(Uuid, i64)> =
+            match insert.build_query_as().fetch_all(&mut *connection).await {
+                Ok(inserted) => inserted,
+                Err(error) => {
+                    let stored = stored_event_id(
+                        tables,
+                        connection,
+                        chunk.iter().map(|(_, _, event)| event.event_id),
+                    )
+                    .await;
+                    return Err(insert_error(error, stored));
+                }
+            };
+        positions.extend(inserted);
+    }
     let mut results = Vec::with_capacity(batch.len());
     for (append, current) in batch.iter().zip(currents) {
-        let mut version = current;
-        let mut positions = Vec::with_capacity(append.events.len());
-        for event in &append.events {
-            version += 1;
-            let metadata = &event.metadata;
-            let position: i64 = sqlx::query_scalar(tables.sql(
-                "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
-                     schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
-                     trace_context, headers, recorded_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
-            ))
-            .bind(commit)
-            .bind(event.event_id)
-            .bind(append.stream_id.as_str())
-            .bind(to_i64(version))
-            .bind(event.event_type.as_str())
-            .bind(i64::from(event.schema_version))
-            .bind(event.payload.as_json())
-            .bind(metadata.tenant_id.as_deref())
-            .bind(metadata.correlation_id)
-            .bind(metadata.causation_id)
-            .bind(metadata.actor.as_deref())
-            .bind(metadata.trace_context.as_deref())
-            .bind(headers_json(&metadata.headers))
-            .bind(recorded_at)
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|error| insert_error(error, event.event_id))?;
-            positions.push(LogPosition::new(
-                commit_position,
-                u64::try_from(position).unwrap_or(0),
-            ));
-        }
+        let positions: Vec<LogPosition> = append
+            .events
+            .iter()
+            .map(|event| {
+                let position = positions.get(&event.event_id).copied().unwrap_or(0);
+                LogPosition::new(commit_position, u64::try_from(position).unwrap_or(0))
+            })
+            .collect();
         results.push(AppendResult {
             first_version: current + 1,
-            last_version: version,
+            last_version: current + append.events.len() as u64,
             position: positions.last().copied().unwrap_or_default(),
             positions,
             recorded_at: recorded_at_time,
@@ -716,14 +746,40 @@ fn decode_snapshot_row(stream: &StreamId, row: &SqliteRow) -> Result<Snapshot> {
     })
 }
 
-fn insert_error(error: sqlx::Error, event_id: Uuid) -> Error {
+/// Events per multi-row insert: 14 parameters each, well below SQLite's
+/// limit of 32,766 per statement.
+const INSERT_CHUNK: usize = 500;
+
+/// The first of `ids` already stored, to name it in the error.
+async fn stored_event_id(
+    tables: &TableNames,
+    connection: &mut SqliteConnection,
+    ids: impl Iterator<Item = Uuid>,
+) -> Option<Uuid> {
+    for id in ids {
+        let found: Option<i64> =
+            sqlx::query_scalar(tables.sql("SELECT position FROM annals_events WHERE event_id = ?"))
+                .bind(id)
+                .fetch_optional(&mut *connection)
+                .await
+                .ok()
+                .flatten();
+        if found.is_some() {
+            return Some(id);
+        }
+    }
+    None
+}
+
+fn insert_error(error: sqlx::Error, event_id: Option<Uuid>) -> Error {
     if let sqlx::Error::Database(db) = &error
         && db.is_unique_violation()
         && db.message().contains("event_id")
     {
+        let id = event_id.map_or_else(|| "of this batch".to_owned(), |id| id.to_string());
         return Error::invalid(
             "event id",
-            format!("an event with id {event_id} is already stored; event ids must be unique"),
+            format!("an event with id {id} is already stored; event ids must be unique"),
         );
     }
     failed("insert events")(error)

@@ -106,37 +106,58 @@ impl LineTotals {
     }
 }
 
-/// One read-model row per line: the SQL projection of W4.
+/// One read-model row per line: the SQL projection of W4. Rows are
+/// buffered and written with one multi-row insert per batch (`flush`), in
+/// the batch's transaction.
 #[derive(Default, Debug)]
-pub struct LineRows;
+pub struct LineRows {
+    pending: Vec<(uuid::Uuid, String, String, i64)>,
+}
 
 #[projection(
     name = "bench_line_rows",
+    flush = Self::write_rows,
     table(
         name = "bench_lines",
-        columns(
-            event_id = "uuid",
-            order_id = "text",
-            sku = "text",
-            quantity = "integer"
-        ),
+        columns(event_id = "uuid", order_id = "text", sku = "text", quantity = "integer"),
         primary_key(event_id),
-    )
+    ),
 )]
 impl LineRows {
-    async fn added(
-        &mut self,
-        event: &LineAdded,
-        envelope: &RecordedEvent,
-        db: &mut sqlx::PgConnection,
-    ) -> Result<(), sqlx::Error> {
+    fn added(&mut self, event: &LineAdded, envelope: &RecordedEvent, _db: &mut sqlx::PgConnection) {
+        self.pending.push((
+            envelope.event_id,
+            event.order_id.clone(),
+            event.sku.clone(),
+            i64::from(event.quantity),
+        ));
+    }
+}
+
+impl LineRows {
+    async fn write_rows(&mut self, db: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut orders = Vec::with_capacity(rows.len());
+        let mut skus = Vec::with_capacity(rows.len());
+        let mut quantities = Vec::with_capacity(rows.len());
+        for (id, order, sku, quantity) in rows {
+            ids.push(id);
+            orders.push(order);
+            skus.push(sku);
+            quantities.push(quantity);
+        }
         sqlx::query(
-            "INSERT INTO bench_lines (event_id, order_id, sku, quantity) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO bench_lines (event_id, order_id, sku, quantity) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[])",
         )
-        .bind(envelope.event_id)
-        .bind(&event.order_id)
-        .bind(&event.sku)
-        .bind(i64::from(event.quantity))
+        .bind(ids)
+        .bind(orders)
+        .bind(skus)
+        .bind(quantities)
         .execute(&mut *db)
         .await?;
         Ok(())
