@@ -77,6 +77,11 @@ const POSTGRES: &[Step] = &[
         name: "append_notify",
         template: include_str!("../templates/postgres/0005_append_notify.sql"),
     },
+    Step {
+        version: 6,
+        name: "query_indexes",
+        template: include_str!("../templates/postgres/0006_query_indexes.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -99,6 +104,11 @@ const SQLITE: &[Step] = &[
         version: 4,
         name: "dead_letters",
         template: include_str!("../templates/sqlite/0004_dead_letters.sql"),
+    },
+    Step {
+        version: 5,
+        name: "query_indexes",
+        template: include_str!("../templates/sqlite/0005_query_indexes.sql"),
     },
 ];
 

@@ -51,6 +51,11 @@ const TARGETS: &[Target] = &[
         bound: (">=", 0.5),
     },
     Target {
+        workload: "W5 load: snapshot",
+        baseline: "raw row SELECT",
+        bound: ("<=", 3.0),
+    },
+    Target {
         workload: "W5 load: Redis cache",
         baseline: "raw Redis GET",
         bound: ("<=", 2.0),

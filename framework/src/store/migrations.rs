@@ -51,6 +51,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "append_notify",
         sql: include_str!("../../../migrations/postgres/0005_append_notify.sql"),
     },
+    Migration {
+        version: 6,
+        name: "query_indexes",
+        sql: include_str!("../../../migrations/postgres/0006_query_indexes.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -75,6 +80,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 4,
         name: "dead_letters",
         sql: include_str!("../../../migrations/sqlite/0004_dead_letters.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "query_indexes",
+        sql: include_str!("../../../migrations/sqlite/0005_query_indexes.sql"),
     },
 ];
 

@@ -128,6 +128,9 @@ pub async fn run(args: &[String]) -> Result<()> {
     if wanted("w7") {
         sqlite::w7(&context).await?.into_iter().for_each(emit);
     }
+    if only.iter().any(|w| w.as_str() == "probe") {
+        emit(postgres::probe(&context).await?);
+    }
     if wanted("promises") {
         emit(promises::iam_cache_hit_rate(&context).await?);
     }

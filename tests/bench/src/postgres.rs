@@ -589,3 +589,63 @@ pub async fn w6_queries(context: &Context, dataset: &Dataset) -> Result<Vec<Valu
         }),
     ])
 }
+
+/// Diagnostics for W1: per-operation latency of one writer, for the store's
+/// append, the repository's execute and the raw insert (`annals-bench probe`).
+pub async fn probe(context: &Context) -> Result<Value> {
+    let n = 2_000u64;
+    let annals = store(context, "probe_annals").await?;
+    let mut append = Vec::new();
+    for i in 0..n {
+        let event = NewEvent::from_event(&LineAdded::sample(i, 1))?
+            .with_metadata(data::metadata(uuid::Uuid::now_v7(), "tenant-1"));
+        let started = Instant::now();
+        annals
+            .append(
+                &StreamId::new(format!("order-{i}"))?,
+                ExpectedVersion::NoStream,
+                vec![event],
+            )
+            .await?;
+        append.push(started.elapsed());
+    }
+    let repository = Repository::<Order>::new(Arc::new(annals.clone()))
+        .with_cache(Arc::new(InProcessCache::new()));
+    let mut execute = Vec::new();
+    for i in 0..n {
+        let started = Instant::now();
+        repository
+            .execute(
+                i % 100,
+                &AddLine(i),
+                data::metadata(uuid::Uuid::now_v7(), "tenant-1"),
+            )
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        execute.push(started.elapsed());
+    }
+    let raw = store(context, "probe_raw").await?;
+    let mut insert = Vec::new();
+    for i in 0..n {
+        let started = Instant::now();
+        sqlx::query(RAW_INSERT)
+            .bind(uuid::Uuid::now_v7())
+            .bind(format!("order-{i}"))
+            .bind(1i64)
+            .bind("bench.order.line_added")
+            .bind(data::payload_json(i, 1))
+            .bind("tenant-1")
+            .bind(uuid::Uuid::now_v7())
+            .bind("bench@example.com")
+            .bind(data::headers_json())
+            .execute(raw.pool())
+            .await?;
+        insert.push(started.elapsed());
+    }
+    Ok(json!({
+        "workload": "probe: one writer, per operation",
+        "store append": latency(append),
+        "repository execute (cached)": latency(execute),
+        "raw insert": latency(insert),
+    }))
+}
