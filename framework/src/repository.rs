@@ -594,6 +594,11 @@ impl<A: Aggregate> Repository<A> {
     /// it produces, expecting the version it loaded. When another writer got
     /// there first, it reloads and decides again, up to the configured number
     /// of attempts. Every event gets `metadata`.
+    ///
+    /// With a cache, the first decision is made on the cached state without
+    /// reading the store (one round trip per command): the append's
+    /// expected version catches a stale entry, and a refusal or no-op
+    /// decided on cached state is decided again on the store's state.
     #[tracing::instrument(name = "annals.repository.execute", skip_all, fields(aggregate = A::NAME, id = %id))]
     pub async fn execute<C>(
         &self,

@@ -143,7 +143,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     let mut peer = Command::new(root.join("xtask/peers/target/release/peer-bench"));
     peer.arg(size)
         .env("PEER_DATABASE_URL", services.database_url());
-    let peers = json_lines(peer, "cqrs-es + postgres-es")?;
+    let peers = json_lines(peer, "the peer crates (cqrs-es + postgres-es, esrs)")?;
     drop(services);
 
     for peer in peers {

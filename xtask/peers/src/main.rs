@@ -1,6 +1,7 @@
-//! W1 of `cargo xtask bench` on cqrs-es 0.5 with postgres-es 0.5: 8 workers,
-//! each owning its aggregates, one event (the same ~350-byte order line as
-//! Annals') per command. Prints one JSON line.
+//! W1 of `cargo xtask bench` on the peer crates: cqrs-es 0.5 with
+//! postgres-es 0.5, and esrs 0.18 (`esrs.rs`). 8 workers, each owning its
+//! aggregates, one event (the same ~350-byte order line as Annals') per
+//! command. Prints one JSON line per peer.
 //!
 //! `PEER_DATABASE_URL=postgres://... peer-bench [--quick]`
 
@@ -11,6 +12,8 @@ use std::time::Instant;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
+
+mod esrs_peer;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum OrderEvent {
@@ -54,6 +57,24 @@ struct Order {
 
 struct AddLine(u64);
 
+impl OrderEvent {
+    /// Line `line` of order `order`, as Annals' benchmark writes it.
+    fn line(order: u64, line: u32) -> Self {
+        OrderEvent::LineAdded {
+            order_id: format!("order-{order:010}"),
+            line,
+            sku: format!("SKU-{:06}", (order * 31 + u64::from(line)) % 100_000),
+            quantity: line % 7 + 1,
+            unit_price_cents: 1_999 + u64::from(line) * 100,
+            currency: "EUR".to_owned(),
+            warehouse: format!("WH-{:02}", order % 12),
+            note: "Deliver to the loading dock at the back; call ahead. Gift wrap requested for \
+                   two items. Customer prefers morning slots and recyclable packaging please."
+                .to_owned(),
+        }
+    }
+}
+
 impl Aggregate for Order {
     const TYPE: &'static str = "order";
     type Command = AddLine;
@@ -67,19 +88,7 @@ impl Aggregate for Order {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), OrderError> {
-        let line = self.lines + 1;
-        let event = OrderEvent::LineAdded {
-            order_id: format!("order-{order:010}"),
-            line,
-            sku: format!("SKU-{:06}", (order * 31 + u64::from(line)) % 100_000),
-            quantity: line % 7 + 1,
-            unit_price_cents: 1_999 + u64::from(line) * 100,
-            currency: "EUR".to_owned(),
-            warehouse: format!("WH-{:02}", order % 12),
-            note: "Deliver to the loading dock at the back; call ahead. Gift wrap requested for \
-                   two items. Customer prefers morning slots and recyclable packaging please."
-                .to_owned(),
-        };
+        let event = OrderEvent::line(order, self.lines + 1);
         sink.write(event, self).await;
         Ok(())
     }
@@ -161,5 +170,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&admin)
         .await?;
+
+    let per_s = esrs_peer::w1(&url, aggregates, per_aggregate).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "workload": "W1 commands (PostgreSQL)",
+            "peer": "esrs 0.18",
+            "per_s": per_s,
+        })
+    );
     Ok(())
 }
