@@ -43,8 +43,13 @@ use crate::registry::ColumnType;
 /// A value bound to, or read from, a portable SQL statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
-    /// SQL `NULL`.
+    /// SQL `NULL`, as read back. Bound as a parameter it is a NULL of type
+    /// text; for a NULL in a column of another type on PostgreSQL, bind
+    /// [`SqlValue::TypedNull`] (what `None::<T>.into()` gives).
     Null,
+    /// A NULL of a column type: PostgreSQL types every parameter, and a NULL
+    /// meant for a `uuid` or `timestamptz` column must say so.
+    TypedNull(ColumnType),
     /// Text.
     Text(String),
     /// A 64-bit integer.
@@ -145,9 +150,48 @@ impl From<serde_json::Value> for SqlValue {
     }
 }
 
-impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+impl From<f64> for SqlValue {
+    fn from(value: f64) -> Self {
+        SqlValue::Real(value)
+    }
+}
+
+impl From<Vec<u8>> for SqlValue {
+    fn from(value: Vec<u8>) -> Self {
+        SqlValue::Bytes(value)
+    }
+}
+
+/// The column type of a Rust value, for the NULL that `None` binds as.
+pub trait SqlColumnType {
+    /// The portable column type.
+    const COLUMN_TYPE: ColumnType;
+}
+
+macro_rules! column_types {
+    ($($rust:ty => $column:ident),* $(,)?) => {
+        $(impl SqlColumnType for $rust {
+            const COLUMN_TYPE: ColumnType = ColumnType::$column;
+        })*
+    };
+}
+
+column_types! {
+    &str => Text,
+    String => Text,
+    &String => Text,
+    i64 => Integer,
+    f64 => Real,
+    bool => Boolean,
+    Uuid => Uuid,
+    DateTime<Utc> => Timestamp,
+    serde_json::Value => Json,
+    Vec<u8> => Bytes,
+}
+
+impl<T: Into<SqlValue> + SqlColumnType> From<Option<T>> for SqlValue {
     fn from(value: Option<T>) -> Self {
-        value.map_or(SqlValue::Null, Into::into)
+        value.map_or(SqlValue::TypedNull(T::COLUMN_TYPE), Into::into)
     }
 }
 
@@ -211,7 +255,8 @@ mod sqlite {
         let mut arguments = SqliteArguments::default();
         for param in params {
             let added = match param {
-                SqlValue::Null => arguments.add(Option::<String>::None),
+                // SQLite columns take a NULL of any type.
+                SqlValue::Null | SqlValue::TypedNull(_) => arguments.add(Option::<String>::None),
                 SqlValue::Text(text) => arguments.add(text.clone()),
                 SqlValue::Integer(value) => arguments.add(*value),
                 SqlValue::Real(value) => arguments.add(*value),
@@ -342,8 +387,20 @@ mod postgres {
         let mut arguments = PgArguments::default();
         for param in params {
             let added = match param {
-                // Untyped NULL: PostgreSQL infers the parameter's type.
-                SqlValue::Null => arguments.add(Option::<String>::None),
+                SqlValue::Null | SqlValue::TypedNull(ColumnType::Text) => {
+                    arguments.add(Option::<String>::None)
+                }
+                SqlValue::TypedNull(ColumnType::Integer) => arguments.add(Option::<i64>::None),
+                SqlValue::TypedNull(ColumnType::Real) => arguments.add(Option::<f64>::None),
+                SqlValue::TypedNull(ColumnType::Boolean) => arguments.add(Option::<bool>::None),
+                SqlValue::TypedNull(ColumnType::Uuid) => arguments.add(Option::<Uuid>::None),
+                SqlValue::TypedNull(ColumnType::Timestamp) => {
+                    arguments.add(Option::<DateTime<Utc>>::None)
+                }
+                SqlValue::TypedNull(ColumnType::Json) => {
+                    arguments.add(Option::<sqlx::types::Json<serde_json::Value>>::None)
+                }
+                SqlValue::TypedNull(ColumnType::Bytes) => arguments.add(Option::<Vec<u8>>::None),
                 SqlValue::Text(text) => arguments.add(text.clone()),
                 SqlValue::Integer(value) => arguments.add(*value),
                 SqlValue::Real(value) => arguments.add(*value),
