@@ -77,6 +77,14 @@ impl SqlValue {
         }
     }
 
+    /// The text, owned, if this is text.
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            SqlValue::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
     /// The integer, if this is an integer.
     pub fn as_integer(&self) -> Option<i64> {
         match self {
@@ -214,6 +222,37 @@ pub trait SqlConnection: Send {
         params: &[SqlValue],
         columns: &[ColumnType],
     ) -> Result<Vec<Vec<SqlValue>>>;
+
+    /// Runs a query that selects one column, and reads it as `column`.
+    async fn fetch_column(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        column: ColumnType,
+    ) -> Result<Vec<SqlValue>> {
+        let rows = self.fetch_all(sql, params, &[column]).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next())
+            .collect())
+    }
+}
+
+/// Every row read as `columns`, by a backend's column decoder.
+fn decode_rows<R>(
+    rows: &[R],
+    columns: &[ColumnType],
+    column: impl Fn(&R, usize, ColumnType) -> Result<SqlValue>,
+) -> Result<Vec<Vec<SqlValue>>> {
+    rows.iter()
+        .map(|row| {
+            columns
+                .iter()
+                .enumerate()
+                .map(|(index, column_type)| column(row, index, *column_type))
+                .collect()
+        })
+        .collect()
 }
 
 fn failed(backend: &'static str, operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
@@ -352,15 +391,7 @@ mod sqlite {
                 .fetch_all(&mut *self)
                 .await
                 .map_err(failed("sqlite", "read-model query"))?;
-            rows.iter()
-                .map(|row| {
-                    columns
-                        .iter()
-                        .enumerate()
-                        .map(|(index, column_type)| column(row, index, *column_type))
-                        .collect()
-                })
-                .collect()
+            decode_rows(&rows, columns, column)
         }
     }
 
@@ -476,15 +507,7 @@ mod postgres {
                 .fetch_all(&mut *self)
                 .await
                 .map_err(failed("postgres", "read-model query"))?;
-            rows.iter()
-                .map(|row| {
-                    columns
-                        .iter()
-                        .enumerate()
-                        .map(|(index, column_type)| column(row, index, *column_type))
-                        .collect()
-                })
-                .collect()
+            decode_rows(&rows, columns, column)
         }
     }
 }

@@ -215,18 +215,14 @@ pub async fn email_owner(
     tenant: &str,
     email: &str,
 ) -> annals::Result<Option<String>> {
-    let rows = db
-        .fetch_all(
+    let owners = db
+        .fetch_column(
             "SELECT user_id FROM iam_user_emails WHERE tenant_id = $1 AND email = $2",
             &[tenant.into(), email.into()],
-            &[ColumnType::Text],
+            ColumnType::Text,
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .next()
-        .and_then(|row| row.into_iter().next())
-        .and_then(|value| value.as_text().map(str::to_owned)))
+    Ok(owners.into_iter().next().and_then(SqlValue::into_text))
 }
 
 /// Registrations that raced the email check: `(tenant, user)` pairs.

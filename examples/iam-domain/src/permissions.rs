@@ -185,16 +185,15 @@ pub async fn may(
     user: &str,
     permission: &str,
 ) -> annals::Result<bool> {
-    let rows = db
-        .fetch_all(
+    let count = db
+        .fetch_column(
             "SELECT COUNT(*) FROM iam_user_permissions WHERE tenant_id = $1 AND user_id = $2 AND permission = $3",
             &[tenant.into(), user.into(), permission.into()],
-            &[ColumnType::Integer],
+            ColumnType::Integer,
         )
         .await?;
-    Ok(rows
+    Ok(count
         .first()
-        .and_then(|row| row.first())
         .and_then(SqlValue::as_integer)
         .is_some_and(|count| count > 0))
 }
@@ -205,19 +204,15 @@ pub async fn of_user(
     tenant: &str,
     user: &str,
 ) -> annals::Result<Vec<String>> {
-    let rows = db
-        .fetch_all(
+    let permissions = db
+        .fetch_column(
             "SELECT permission FROM iam_user_permissions WHERE tenant_id = $1 AND user_id = $2 ORDER BY permission",
             &[tenant.into(), user.into()],
-            &[ColumnType::Text],
+            ColumnType::Text,
         )
         .await?;
-    Ok(rows
+    Ok(permissions
         .into_iter()
-        .filter_map(|row| row.into_iter().next())
-        .filter_map(|value| match value {
-            SqlValue::Text(text) => Some(text),
-            _ => None,
-        })
+        .filter_map(SqlValue::into_text)
         .collect())
 }

@@ -254,11 +254,12 @@ pub async fn run(config: &Config) -> Result<Report> {
             ),
         });
     };
-    let taken = format!("u1.new@{t1}.example");
-    let taken = if config.users_per_tenant > 1 {
-        format!("user1@{t1}.example")
+    // User 1 kept the address it registered with (even users changed
+    // theirs); with a single user, take user 0's new one.
+    let (owner, taken) = if config.users_per_tenant > 1 {
+        (user_id(&t1, 1), format!("user1@{t1}.example"))
     } else {
-        taken
+        (user_id(&t1, 0), format!("u0.new@{t1}.example"))
     };
     let outcome = iam
         .register_user(
@@ -270,10 +271,7 @@ pub async fn run(config: &Config) -> Result<Report> {
             "Copycat",
         )
         .await?;
-    record(
-        format!("register {t1}-u9001 with {t1}-u0001's email"),
-        outcome,
-    );
+    record(format!("register {t1}-u9001 with {owner}'s email"), outcome);
     let outcome = iam
         .assign_role(&admin, &t1, &user_id(&t1, 0), &role_id(&t2, "admin"))
         .await?;

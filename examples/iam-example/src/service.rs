@@ -8,6 +8,7 @@ use std::sync::Arc;
 use annals::CommandError;
 use annals::cache::EventCache;
 use annals::prelude::*;
+use annals::repository::Executed;
 use annals::snapshot::SnapshotSettings;
 use anyhow::Result;
 use iam_domain::IamError;
@@ -68,8 +69,6 @@ fn outcome<A: Aggregate>(
         Err(error) => Err(error.into()),
     }
 }
-
-use annals::repository::Executed;
 
 impl Iam {
     /// Repositories over the backend's store, with its cache on the busy ones.

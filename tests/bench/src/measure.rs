@@ -51,3 +51,21 @@ pub fn latency(samples: Vec<Duration>) -> Value {
     let (p50, p99) = percentiles(samples);
     json!({ "p50_ms": p50, "p99_ms": p99 })
 }
+
+/// Runs `work(0) .. work(workers - 1)` as concurrent tasks and returns how
+/// long they took together; the first worker error (or panic) is returned.
+pub async fn in_workers<F, Fut>(workers: u64, work: F) -> anyhow::Result<Duration>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|worker| tokio::spawn(work(worker)))
+        .collect();
+    for task in tasks {
+        task.await
+            .map_err(|error| anyhow::anyhow!("a worker panicked: {error}"))??;
+    }
+    Ok(started.elapsed())
+}

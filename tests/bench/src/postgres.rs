@@ -16,7 +16,7 @@ use sqlx::{PgPool, QueryBuilder};
 
 use crate::Context;
 use crate::data::{self, AddLine, LineAdded, LineRows, LineTotals, Order};
-use crate::measure::{latency, peak_rss_mb, per_second, rate, reset_peak_rss, timed};
+use crate::measure::{in_workers, latency, peak_rss_mb, per_second, rate, reset_peak_rss, timed};
 
 /// A fresh Annals schema.
 pub async fn store(context: &Context, name: &str) -> Result<PostgresEventStore> {
@@ -27,12 +27,37 @@ pub async fn store(context: &Context, name: &str) -> Result<PostgresEventStore> 
         .await?)
 }
 
-const WORKERS: u64 = 8;
+/// Concurrent workers of W1 and W7.
+pub const WORKERS: u64 = 8;
 
 /// The raw single-row insert of one event (the W1 baseline).
 const RAW_INSERT: &str = "INSERT INTO annals_events \
     (event_id, stream_id, version, event_type, schema_version, payload, tenant_id, correlation_id, actor, headers) \
     VALUES ($1, $2, $3, $4, 1, $5::jsonb, $6, $7, $8, $9::jsonb)";
+
+/// The Annals half of W1 (and W7): 8 workers, each owning its aggregates,
+/// one event per command through the repository.
+pub async fn commands_in_workers(
+    repository: Arc<Repository<Order>>,
+    size: crate::Size,
+) -> Result<Duration> {
+    in_workers(WORKERS, |worker| {
+        let repository = repository.clone();
+        async move {
+            for _ in 0..size.commands_per_aggregate {
+                for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
+                    let metadata = data::metadata(uuid::Uuid::now_v7(), "tenant-1");
+                    repository
+                        .execute(aggregate, &AddLine(aggregate), metadata)
+                        .await
+                        .map_err(|error| anyhow::anyhow!("{error}"))?;
+                }
+            }
+            Ok(())
+        }
+    })
+    .await
+}
 
 /// W1: 8 workers, each owning its aggregates, one event per command.
 pub async fn w1_commands(context: &Context) -> Result<Value> {
@@ -44,64 +69,35 @@ pub async fn w1_commands(context: &Context) -> Result<Value> {
         Repository::<Order>::new(Arc::new(annals)).with_cache(Arc::new(InProcessCache::new())),
     );
     reset_peak_rss();
-    let ((), took) = timed(async {
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|worker| {
-                let repository = repository.clone();
-                tokio::spawn(async move {
-                    for _ in 0..size.commands_per_aggregate {
-                        for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
-                            let metadata = data::metadata(uuid::Uuid::now_v7(), "tenant-1");
-                            repository
-                                .execute(aggregate, &AddLine(aggregate), metadata)
-                                .await
-                                .map_err(|error| anyhow::anyhow!("{error}"))?;
-                        }
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for worker in workers {
-            let _ = worker.await;
-        }
-    })
-    .await;
+    let took = commands_in_workers(repository, context.size).await?;
     let annals_rate = per_second(commands, took);
     let rss = peak_rss_mb();
 
     let raw = store(context, "w1_raw").await?;
     let pool = raw.pool().clone();
-    let ((), took) = timed(async {
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|worker| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    for version in 1..=size.commands_per_aggregate {
-                        for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
-                            sqlx::query(RAW_INSERT)
-                                .bind(uuid::Uuid::now_v7())
-                                .bind(format!("order-{aggregate}"))
-                                .bind(version as i64)
-                                .bind("bench.order.line_added")
-                                .bind(data::payload_json(aggregate, version as u32))
-                                .bind("tenant-1")
-                                .bind(uuid::Uuid::now_v7())
-                                .bind("bench@example.com")
-                                .bind(data::headers_json())
-                                .execute(&pool)
-                                .await?;
-                        }
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for worker in workers {
-            let _ = worker.await;
+    let took = in_workers(WORKERS, |worker| {
+        let pool = pool.clone();
+        async move {
+            for version in 1..=size.commands_per_aggregate {
+                for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
+                    sqlx::query(RAW_INSERT)
+                        .bind(uuid::Uuid::now_v7())
+                        .bind(format!("order-{aggregate}"))
+                        .bind(version as i64)
+                        .bind("bench.order.line_added")
+                        .bind(data::payload_json(aggregate, version as u32))
+                        .bind("tenant-1")
+                        .bind(uuid::Uuid::now_v7())
+                        .bind("bench@example.com")
+                        .bind(data::headers_json())
+                        .execute(&pool)
+                        .await?;
+                }
+            }
+            Ok(())
         }
     })
-    .await;
+    .await?;
     Ok(json!({
         "workload": "W1 commands (PostgreSQL)",
         "annals": rate(annals_rate),
@@ -167,58 +163,34 @@ pub async fn w2_batch_append(context: &Context) -> Result<(Vec<Value>, Dataset)>
         let correlations: Vec<uuid::Uuid> = (0..appends).map(|_| uuid::Uuid::now_v7()).collect();
         let correlations = Arc::new(correlations);
         reset_peak_rss();
-        let (outcome, took) = timed({
+        let took = in_workers(writers, |writer| {
             let annals = annals.clone();
             let correlations = correlations.clone();
             async move {
-                let tasks: Vec<_> = (0..writers)
-                    .map(|writer| {
-                        let annals = annals.clone();
-                        let correlations = correlations.clone();
-                        tokio::spawn(async move {
-                            for order in (writer..appends).step_by(writers as usize) {
-                                annals
-                                    .append_batch(vec![batch(order, correlations[order as usize])?])
-                                    .await?;
-                            }
-                            anyhow::Ok(())
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.context("writer panicked")??;
+                for order in (writer..appends).step_by(writers as usize) {
+                    annals
+                        .append_batch(vec![batch(order, correlations[order as usize])?])
+                        .await?;
                 }
-                anyhow::Ok(())
+                Ok(())
             }
         })
-        .await;
-        outcome?;
+        .await?;
         let annals_rate = per_second(appends * 100, took);
         let rss = peak_rss_mb();
 
         let raw = store(context, &format!("w2_raw_{writers}")).await?;
-        let (outcome, took) = timed({
-            let pool = raw.pool().clone();
+        let pool = raw.pool().clone();
+        let took = in_workers(writers, |writer| {
+            let pool = pool.clone();
             async move {
-                let tasks: Vec<_> = (0..writers)
-                    .map(|writer| {
-                        let pool = pool.clone();
-                        tokio::spawn(async move {
-                            for order in (writer..appends).step_by(writers as usize) {
-                                raw_batch(&pool, order, uuid::Uuid::now_v7()).await?;
-                            }
-                            anyhow::Ok(())
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.context("writer panicked")??;
+                for order in (writer..appends).step_by(writers as usize) {
+                    raw_batch(&pool, order, uuid::Uuid::now_v7()).await?;
                 }
-                anyhow::Ok(())
+                Ok(())
             }
         })
-        .await;
-        outcome?;
+        .await?;
         results.push(json!({
             "workload": format!("W2 batch append, {writers} writer{}", if writers == 1 { "" } else { "s" }),
             "annals": rate(annals_rate),

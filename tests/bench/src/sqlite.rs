@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use sqlx::QueryBuilder;
 
 use crate::Context;
-use crate::data::{self, AddLine, LineAdded, Order};
-use crate::measure::{peak_rss_mb, per_second, rate, reset_peak_rss, timed};
+use crate::data::{self, LineAdded, Order};
+use crate::measure::{in_workers, peak_rss_mb, per_second, rate, reset_peak_rss, timed};
 
-const WORKERS: u64 = 8;
+use crate::postgres::WORKERS;
 
 /// W7: commands and batch appends on SQLite.
 pub async fn w7(context: &Context) -> Result<Vec<Value>> {
@@ -28,73 +28,40 @@ pub async fn w7(context: &Context) -> Result<Vec<Value>> {
     );
     let commands = size.aggregates * size.commands_per_aggregate;
     reset_peak_rss();
-    let (outcome, took) = timed(async {
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|worker| {
-                let repository = repository.clone();
-                tokio::spawn(async move {
-                    for _ in 0..size.commands_per_aggregate {
-                        for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
-                            let metadata = data::metadata(uuid::Uuid::now_v7(), "tenant-1");
-                            repository
-                                .execute(aggregate, &AddLine(aggregate), metadata)
-                                .await
-                                .map_err(|error| anyhow::anyhow!("{error}"))?;
-                        }
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker.await??;
-        }
-        anyhow::Ok(())
-    })
-    .await;
-    outcome?;
+    let took = crate::postgres::commands_in_workers(repository, size).await?;
     let annals_commands = per_second(commands, took);
     let commands_rss = peak_rss_mb();
 
     let raw = SqliteEventStore::open(dir.path().join("w7-raw.db")).await?;
     let pool = raw.pool().clone();
-    let (outcome, took) = timed(async {
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|worker| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    for version in 1..=size.commands_per_aggregate {
-                        for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
-                            sqlx::query(
-                                "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, schema_version, \
-                                 payload, tenant_id, correlation_id, actor, headers, recorded_at) \
-                                 VALUES ((SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events), ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                            )
-                            .bind(uuid::Uuid::now_v7())
-                            .bind(format!("order-{aggregate}"))
-                            .bind(version as i64)
-                            .bind("bench.order.line_added")
-                            .bind(data::payload_json(aggregate, version as u32))
-                            .bind("tenant-1")
-                            .bind(uuid::Uuid::now_v7())
-                            .bind("bench@example.com")
-                            .bind(data::headers_json())
-                            .bind(chrono::Utc::now().timestamp_micros())
-                            .execute(&pool)
-                            .await?;
-                        }
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker.await??;
+    let took = in_workers(WORKERS, |worker| {
+        let pool = pool.clone();
+        async move {
+            for version in 1..=size.commands_per_aggregate {
+                for aggregate in (worker..size.aggregates).step_by(WORKERS as usize) {
+                    sqlx::query(
+                        "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, schema_version, \
+                         payload, tenant_id, correlation_id, actor, headers, recorded_at) \
+                         VALUES ((SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events), ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(format!("order-{aggregate}"))
+                    .bind(version as i64)
+                    .bind("bench.order.line_added")
+                    .bind(data::payload_json(aggregate, version as u32))
+                    .bind("tenant-1")
+                    .bind(uuid::Uuid::now_v7())
+                    .bind("bench@example.com")
+                    .bind(data::headers_json())
+                    .bind(chrono::Utc::now().timestamp_micros())
+                    .execute(&pool)
+                    .await?;
+                }
+            }
+            Ok(())
         }
-        anyhow::Ok(())
     })
-    .await;
-    outcome?;
+    .await?;
     let raw_commands = per_second(commands, took);
 
     // W2 on SQLite, one writer.
