@@ -12,6 +12,8 @@
 
 pub(crate) mod append;
 mod connect;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod group_commit;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
@@ -32,6 +34,8 @@ pub use append::{
     AppendResult, MAX_EVENTS_PER_APPEND, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES, StreamAppend,
 };
 pub use connect::{connect, redact_url};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use group_commit::{GroupCommitOptions, GroupCommitStatus};
 pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

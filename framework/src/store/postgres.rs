@@ -44,6 +44,10 @@ use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 
 use super::append::{next_version, recorded_events, validate_batch};
 use super::connect::redact_url;
+use super::group_commit::{
+    FlightFailure, FlightWriter, GroupCommit, GroupCommitOptions, GroupCommitStatus, QueuedAppend,
+    submit,
+};
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
 use super::table_names::TableNames;
@@ -75,15 +79,17 @@ macro_rules! select_events {
     };
 }
 
-/// The whole append in one statement; see the module docs.
+/// The whole append in one statement; see the module docs. Each stream
+/// belongs to a group (`$15`): a group commit writes several callers' appends
+/// at once, and a conflict keeps only its own group's events out.
 const APPEND_SQL: &str = "
 WITH expectations AS (
-    SELECT s.stream_id, s.expected,
+    SELECT s.stream_id, s.expected, s.grp,
            COALESCE((SELECT max(e.version) FROM annals_events e WHERE e.stream_id = s.stream_id), 0) AS head
-    FROM unnest($1::text[], $2::int8[]) AS s(stream_id, expected)
+    FROM unnest($1::text[], $2::int8[], $15::int4[]) AS s(stream_id, expected, grp)
 ),
 conflicts AS (
-    SELECT stream_id, head FROM expectations
+    SELECT stream_id, head, grp FROM expectations
     WHERE NOT (expected = -1 OR (expected = -2 AND head > 0) OR expected = head)
 ),
 inserted AS (
@@ -97,7 +103,7 @@ inserted AS (
          AS i(stream_id, idx, event_id, event_type, schema_version, payload,
               tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
     JOIN expectations x ON x.stream_id = i.stream_id
-    WHERE NOT EXISTS (SELECT 1 FROM conflicts)
+    WHERE x.grp NOT IN (SELECT grp FROM conflicts)
     ORDER BY i.ord
     RETURNING stream_id, version, position, transaction_id, recorded_at
 )
@@ -130,6 +136,9 @@ pub struct PostgresEventStore {
     wake: Arc<tokio::sync::OnceCell<Arc<tokio::sync::Notify>>>,
     /// The prefix of Annals' tables.
     tables: TableNames,
+    /// Where concurrent small appends wait to be written together; `None`
+    /// when group commit is off.
+    group: Option<Arc<GroupCommit>>,
 }
 
 /// Options for connecting a [`PostgresEventStore`].
@@ -141,6 +150,7 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Duration,
     migrate: bool,
     table_prefix: Option<String>,
+    group_commit: Option<GroupCommitOptions>,
 }
 
 impl PostgresStoreBuilder {
@@ -172,6 +182,38 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// How concurrent small appends share a statement and a commit (on by
+    /// default with [`GroupCommitOptions::default`]).
+    ///
+    /// While `flights` appends are being written, further small appends
+    /// queue and are written together next, each caller still getting its
+    /// own result: its events, or its own version conflict (the others in
+    /// the flight are written regardless). A lone writer never waits: with
+    /// a free flight its append is written at once. An append whose caller
+    /// stops waiting (its future dropped) is still written.
+    ///
+    /// ```no_run
+    /// use annals::store::{GroupCommitOptions, PostgresEventStore};
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// let store = PostgresEventStore::builder("postgres://annals@localhost/annals")
+    ///     .group_commit(GroupCommitOptions { flights: 4, ..GroupCommitOptions::default() })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn group_commit(mut self, options: GroupCommitOptions) -> Self {
+        self.group_commit = Some(options);
+        self
+    }
+
+    /// Writes every append with its own statement and commit.
+    pub fn without_group_commit(mut self) -> Self {
+        self.group_commit = None;
+        self
+    }
+
     /// Whether to create and upgrade Annals' tables on connect (default `true`).
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
@@ -180,6 +222,10 @@ impl PostgresStoreBuilder {
 
     /// Connects, and migrates unless turned off.
     pub async fn connect(self) -> Result<PostgresEventStore> {
+        let group = match self.group_commit {
+            Some(options) => Some(Arc::new(GroupCommit::new(options)?)),
+            None => None,
+        };
         let tables = match &self.table_prefix {
             Some(prefix) => TableNames::new(prefix)?,
             None => TableNames::default(),
@@ -238,6 +284,7 @@ impl PostgresStoreBuilder {
             pool,
             wake: Arc::default(),
             tables,
+            group,
         };
         if self.migrate {
             store.migrate().await?;
@@ -277,12 +324,21 @@ impl PostgresEventStore {
             acquire_timeout: Duration::from_secs(10),
             migrate: true,
             table_prefix: None,
+            group_commit: Some(GroupCommitOptions::default()),
         }
     }
 
     /// The connection pool, for read models that live in the same database.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Appends waiting for a group-commit flight and flights being
+    /// written, right now (all zero when group commit is off).
+    pub fn group_commit_status(&self) -> GroupCommitStatus {
+        self.group
+            .as_ref()
+            .map_or_else(GroupCommitStatus::default, |group| group.status())
     }
 
     /// The prefix of Annals' tables in this schema (`annals_` unless
@@ -463,6 +519,7 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
 struct AppendColumns<'a> {
     streams: Vec<&'a str>,
     expected: Vec<i64>,
+    groups: Vec<i32>,
     stream_ids: Vec<&'a str>,
     indexes: Vec<i64>,
     event_ids: Vec<uuid::Uuid>,
@@ -478,11 +535,28 @@ struct AppendColumns<'a> {
 }
 
 impl<'a> AppendColumns<'a> {
+    /// One caller's batch: a single group.
     fn new(batch: &'a [StreamAppend]) -> Result<Self> {
         let mut columns = AppendColumns::default();
+        columns.push_group(0, batch)?;
+        Ok(columns)
+    }
+
+    /// Several callers' batches, each its own group.
+    fn grouped(batches: impl IntoIterator<Item = &'a [StreamAppend]>) -> Result<Self> {
+        let mut columns = AppendColumns::default();
+        for (group, batch) in (0..).zip(batches) {
+            columns.push_group(group, batch)?;
+        }
+        Ok(columns)
+    }
+
+    fn push_group(&mut self, group: i32, batch: &'a [StreamAppend]) -> Result<()> {
+        let columns = self;
         for append in batch {
             columns.streams.push(append.stream_id.as_str());
             columns.expected.push(encode_expected(append.expected));
+            columns.groups.push(group);
             for (index, event) in append.events.iter().enumerate() {
                 let metadata = &event.metadata;
                 columns.stream_ids.push(append.stream_id.as_str());
@@ -511,20 +585,99 @@ impl<'a> AppendColumns<'a> {
                 columns.headers.push(headers_json(&metadata.headers));
             }
         }
-        Ok(columns)
+        Ok(())
     }
 }
 
 /// Per stream: (version, position) of every row written, and when.
 type WrittenRows = (Vec<(u64, LogPosition)>, DateTime<Utc>);
 
+/// What the append statement reported for one stream.
+enum StreamOutcome {
+    Written(WrittenRows),
+    /// The expected version did not hold; the stream's head.
+    Conflict(u64),
+}
+
 /// What one run of the append statement found.
 enum AppendOutcome {
     Written(Vec<AppendResult>),
-    Conflict(Error),
     /// Lost a race with a concurrent writer (unique violation, deadlock):
     /// run again on a fresh snapshot.
     Collided(sqlx::Error),
+}
+
+/// The append statement's rows, per stream.
+fn stream_outcomes(rows: &[PgRow]) -> Result<HashMap<String, StreamOutcome>> {
+    let read = |error: sqlx::Error| failed("read append result")(error);
+    let mut outcomes: HashMap<String, StreamOutcome> = HashMap::new();
+    for row in rows {
+        let conflict: bool = row.try_get("conflict").map_err(read)?;
+        let stream: String = row.try_get("stream_id").map_err(read)?;
+        let version: i64 = row.try_get("version").map_err(read)?;
+        let version = u64::try_from(version).unwrap_or(0);
+        if conflict {
+            outcomes.insert(stream, StreamOutcome::Conflict(version));
+            continue;
+        }
+        let commit: i64 = row.try_get("commit_id").map_err(read)?;
+        let position: i64 = row.try_get("position").map_err(read)?;
+        let position = LogPosition::new(
+            u64::try_from(commit).unwrap_or(0),
+            u64::try_from(position).unwrap_or(0),
+        );
+        let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(read)?;
+        if let StreamOutcome::Written((rows, _)) = outcomes
+            .entry(stream)
+            .or_insert_with(|| StreamOutcome::Written((Vec::new(), recorded_at)))
+        {
+            rows.push((version, position));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// One caller's result out of the statement's outcomes: its own version
+/// conflict if any of its streams had one (then none of them was written),
+/// else each stream's versions and positions.
+fn batch_results(
+    batch: &[StreamAppend],
+    outcomes: &mut HashMap<String, StreamOutcome>,
+) -> Result<Vec<AppendResult>> {
+    for append in batch {
+        if let Some(StreamOutcome::Conflict(head)) = outcomes.get(append.stream_id.as_str()) {
+            return Err(Error::VersionConflict {
+                stream: append.stream_id.as_str().to_owned(),
+                expected: append.expected,
+                actual: *head,
+            });
+        }
+    }
+    batch
+        .iter()
+        .map(|append| {
+            let Some(StreamOutcome::Written((mut rows, recorded_at))) =
+                outcomes.remove(append.stream_id.as_str())
+            else {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    operation: "append",
+                    source: format!("no rows were reported for stream `{}`", append.stream_id)
+                        .into(),
+                });
+            };
+            rows.sort_unstable();
+            let last_version = rows.last().map_or(0, |(version, _)| *version);
+            let positions: Vec<LogPosition> = rows.iter().map(|(_, position)| *position).collect();
+            Ok(AppendResult {
+                first_version: last_version + 1 - append.events.len() as u64,
+                last_version,
+                position: positions.last().copied().unwrap_or_default(),
+                positions,
+                recorded_at,
+            })
+        })
+        .collect()
 }
 
 impl PostgresEventStore {
@@ -570,7 +723,6 @@ impl PostgresEventStore {
                     tx.commit().await.map_err(failed("commit append"))?;
                     return Ok(results);
                 }
-                AppendOutcome::Conflict(error) => return Err(error),
                 AppendOutcome::Collided(_) => continue,
             }
         }
@@ -588,7 +740,20 @@ impl PostgresEventStore {
         batch: &[StreamAppend],
         columns: &AppendColumns<'_>,
     ) -> Result<AppendOutcome> {
-        let rows = sqlx::query(self.tables.sql(APPEND_SQL))
+        match self.run_append(executor, columns).await {
+            Ok(rows) => {
+                batch_results(batch, &mut stream_outcomes(&rows)?).map(AppendOutcome::Written)
+            }
+            Err(error) => classify_append_error(&self.tables, error, batch),
+        }
+    }
+
+    async fn run_append<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        columns: &AppendColumns<'_>,
+    ) -> std::result::Result<Vec<PgRow>, sqlx::Error> {
+        sqlx::query(self.tables.sql(APPEND_SQL))
             .bind(&columns.streams)
             .bind(&columns.expected)
             .bind(&columns.stream_ids)
@@ -603,70 +768,64 @@ impl PostgresEventStore {
             .bind(&columns.actors)
             .bind(&columns.trace_contexts)
             .bind(&columns.headers)
+            .bind(&columns.groups)
             .fetch_all(executor)
-            .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(error) => return classify_append_error(&self.tables, error, batch),
-        };
+            .await
+    }
 
-        let mut written: HashMap<String, WrittenRows> = HashMap::with_capacity(batch.len());
-        for row in &rows {
-            let read = |error: sqlx::Error| failed("read append result")(error);
-            let conflict: bool = row.try_get("conflict").map_err(read)?;
-            let stream: String = row.try_get("stream_id").map_err(read)?;
-            let version: i64 = row.try_get("version").map_err(read)?;
-            let version = u64::try_from(version).unwrap_or(0);
-            if conflict {
-                let expected = batch
-                    .iter()
-                    .find(|append| append.stream_id.as_str() == stream)
-                    .map_or(ExpectedVersion::Any, |append| append.expected);
-                return Ok(AppendOutcome::Conflict(Error::VersionConflict {
-                    stream,
-                    expected,
-                    actual: version,
-                }));
+    /// One append as its own statement, re-run after collisions.
+    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        let columns = AppendColumns::new(batch)?;
+        let mut last_collision = None;
+        for attempt in 0..APPEND_ATTEMPTS {
+            match self.try_append(&self.pool, batch, &columns).await? {
+                AppendOutcome::Written(results) => return Ok(results),
+                AppendOutcome::Collided(error) => {
+                    tracing::debug!(attempt, %error, "append collided with a concurrent writer; re-running");
+                    last_collision = Some(error);
+                }
             }
-            let commit: i64 = row.try_get("commit_id").map_err(read)?;
-            let position: i64 = row.try_get("position").map_err(read)?;
-            let position = LogPosition::new(
-                u64::try_from(commit).unwrap_or(0),
-                u64::try_from(position).unwrap_or(0),
-            );
-            let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(read)?;
-            written
-                .entry(stream)
-                .or_insert_with(|| (Vec::new(), recorded_at))
-                .0
-                .push((version, position));
         }
+        Err(Error::Backend {
+            backend: BACKEND,
+            operation: "append",
+            source: format!(
+                "the append collided with concurrent writers {APPEND_ATTEMPTS} times; last error: {}",
+                last_collision.map_or_else(String::new, |error| error.to_string())
+            )
+            .into(),
+        })
+    }
+}
 
-        batch
-            .iter()
-            .map(|append| {
-                let (mut rows, recorded_at) = written
-                    .remove(append.stream_id.as_str())
-                    .ok_or_else(|| Error::Backend {
-                        backend: BACKEND,
-                        operation: "append",
-                        source: format!("no rows were reported for stream `{}`", append.stream_id)
-                            .into(),
-                    })?;
-                rows.sort_unstable();
-                let last_version = rows.last().map_or(0, |(version, _)| *version);
-                let positions: Vec<LogPosition> =
-                    rows.iter().map(|(_, position)| *position).collect();
-                Ok(AppendResult {
-                    first_version: last_version + 1 - append.events.len() as u64,
-                    last_version,
-                    position: positions.last().copied().unwrap_or_default(),
-                    positions,
-                    recorded_at,
-                })
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(AppendOutcome::Written)
+impl FlightWriter for PostgresEventStore {
+    const BACKEND: &'static str = BACKEND;
+
+    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        PostgresEventStore::append_alone(self, batch).await
+    }
+
+    /// One statement for the whole flight; a conflict keeps only its own
+    /// caller's events out (each caller's streams are a group of their own).
+    async fn write_together(
+        &self,
+        flight: &[QueuedAppend],
+    ) -> std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure> {
+        let columns = AppendColumns::grouped(flight.iter().map(|q| q.batch.as_slice()))
+            .map_err(|_| FlightFailure::WriteEachAlone)?;
+        match self.run_append(&self.pool, &columns).await {
+            Ok(rows) => {
+                let mut outcomes = stream_outcomes(&rows)
+                    .map_err(|error| FlightFailure::Failed(error.to_string()))?;
+                Ok(flight
+                    .iter()
+                    .map(|queued| batch_results(&queued.batch, &mut outcomes))
+                    .collect())
+            }
+            // The statement failed and rolled back.
+            Err(sqlx::Error::Database(_)) => Err(FlightFailure::WriteEachAlone),
+            Err(error) => Err(FlightFailure::Failed(format!("append failed: {error}"))),
+        }
     }
 }
 
@@ -723,27 +882,10 @@ impl EventStore for PostgresEventStore {
             // Only checks that the largest possible version fits the column.
             next_version(&append.stream_id, 0, append.events.len())?;
         }
-        let columns = AppendColumns::new(&batch)?;
-        let mut last_collision = None;
-        for attempt in 0..APPEND_ATTEMPTS {
-            match self.try_append(&self.pool, &batch, &columns).await? {
-                AppendOutcome::Written(results) => return Ok(results),
-                AppendOutcome::Conflict(error) => return Err(error),
-                AppendOutcome::Collided(error) => {
-                    tracing::debug!(attempt, %error, "append collided with a concurrent writer; re-running");
-                    last_collision = Some(error);
-                }
-            }
+        if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
+            return submit(group, self, batch).await;
         }
-        Err(Error::Backend {
-            backend: BACKEND,
-            operation: "append",
-            source: format!(
-                "the append collided with concurrent writers {APPEND_ATTEMPTS} times; last error: {}",
-                last_collision.map_or_else(String::new, |error| error.to_string())
-            )
-            .into(),
-        })
+        self.append_alone(&batch).await
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]

@@ -16,6 +16,10 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::append::{next_version, recorded_events, validate_batch};
+use super::group_commit::{
+    FlightFailure, FlightWriter, GroupCommit, GroupCommitOptions, GroupCommitStatus, QueuedAppend,
+    submit,
+};
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
 use super::table_names::TableNames;
@@ -83,6 +87,9 @@ pub struct SqliteEventStore {
     appended: Arc<tokio::sync::Notify>,
     /// The prefix of Annals' tables.
     tables: TableNames,
+    /// Where concurrent small appends wait to share a transaction; `None`
+    /// when group commit is off.
+    group: Option<Arc<GroupCommit>>,
 }
 
 /// Options for opening a [`SqliteEventStore`].
@@ -93,6 +100,7 @@ pub struct SqliteStoreBuilder {
     busy_timeout: Duration,
     migrate: bool,
     table_prefix: Option<String>,
+    group_commit: Option<GroupCommitOptions>,
 }
 
 impl SqliteStoreBuilder {
@@ -117,6 +125,41 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// How concurrent small appends share a transaction (on by default,
+    /// with one flight: SQLite has one writer).
+    ///
+    /// Appends that arrive while another is being written queue and are
+    /// then written in one transaction, each in a savepoint of its own: a
+    /// caller's version conflict or duplicate event id undoes only its own
+    /// events, and every caller gets its own result. With `synchronous =
+    /// FULL` a commit is a disk flush, so sharing one is the main saving. A
+    /// lone writer never waits. An append whose caller stops waiting (its
+    /// future dropped) is still written.
+    ///
+    /// ```
+    /// use annals::store::{GroupCommitOptions, SqliteEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = SqliteEventStore::builder(dir.path().join("events.db"))
+    ///     .group_commit(GroupCommitOptions { max_flight_events: 256, ..GroupCommitOptions::default() })
+    ///     .open()
+    ///     .await?;
+    /// assert_eq!(store.group_commit_status().queued, 0);
+    /// # Ok::<(), annals::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn group_commit(mut self, options: GroupCommitOptions) -> Self {
+        self.group_commit = Some(options);
+        self
+    }
+
+    /// Writes every append in its own transaction.
+    pub fn without_group_commit(mut self) -> Self {
+        self.group_commit = None;
+        self
+    }
+
     /// Whether to create and upgrade Annals' tables on open (default `true`).
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
@@ -125,6 +168,10 @@ impl SqliteStoreBuilder {
 
     /// Opens (creating it if missing) the database file.
     pub async fn open(self) -> Result<SqliteEventStore> {
+        let group = match self.group_commit {
+            Some(options) => Some(Arc::new(GroupCommit::new(options)?)),
+            None => None,
+        };
         let tables = match &self.table_prefix {
             Some(prefix) => TableNames::new(prefix)?,
             None => TableNames::default(),
@@ -157,6 +204,7 @@ impl SqliteStoreBuilder {
             write_gate: Arc::new(Mutex::new(())),
             appended: Arc::new(tokio::sync::Notify::new()),
             tables,
+            group,
         };
         if self.migrate {
             store.migrate().await?;
@@ -180,6 +228,7 @@ impl SqliteEventStore {
             busy_timeout: Duration::from_secs(10),
             migrate: true,
             table_prefix: None,
+            group_commit: Some(GroupCommitOptions::default()),
         }
     }
 
@@ -221,6 +270,14 @@ impl SqliteEventStore {
         tx.commit().await.map_err(failed("commit append"))?;
         self.appended.notify_waiters();
         Ok(results)
+    }
+
+    /// Appends waiting for a group-commit flight and flights being
+    /// written, right now (all zero when group commit is off).
+    pub fn group_commit_status(&self) -> GroupCommitStatus {
+        self.group
+            .as_ref()
+            .map_or_else(GroupCommitStatus::default, |group| group.status())
     }
 
     /// The connection pool, for read models that live in the same file.
@@ -341,6 +398,60 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
     .into_recorded()
 }
 
+impl FlightWriter for SqliteEventStore {
+    const BACKEND: &'static str = BACKEND;
+
+    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        let _writer = self.write_gate.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin append"))?;
+        let results = append_in(&self.tables, &mut tx, batch).await?;
+        tx.commit().await.map_err(failed("commit append"))?;
+        self.appended.notify_waiters();
+        Ok(results)
+    }
+
+    /// One transaction, each caller's append in a savepoint of its own: a
+    /// caller's conflict or duplicate event id undoes only its own events.
+    async fn write_together(
+        &self,
+        flight: &[QueuedAppend],
+    ) -> std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure> {
+        let failure = |error: sqlx::Error| FlightFailure::Failed(format!("append failed: {error}"));
+        let _writer = self.write_gate.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failure)?;
+        let mut outcomes = Vec::with_capacity(flight.len());
+        for queued in flight {
+            sqlx::query("SAVEPOINT annals_append")
+                .execute(&mut *tx)
+                .await
+                .map_err(failure)?;
+            let outcome = append_in(&self.tables, &mut tx, &queued.batch).await;
+            if outcome.is_err() {
+                sqlx::query("ROLLBACK TO SAVEPOINT annals_append")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failure)?;
+            }
+            sqlx::query("RELEASE SAVEPOINT annals_append")
+                .execute(&mut *tx)
+                .await
+                .map_err(failure)?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await.map_err(failure)?;
+        self.appended.notify_waiters();
+        Ok(outcomes)
+    }
+}
+
 #[async_trait]
 impl EventStore for SqliteEventStore {
     fn backend(&self) -> &'static str {
@@ -350,16 +461,10 @@ impl EventStore for SqliteEventStore {
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         validate_batch(&batch)?;
-        let _writer = self.write_gate.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(failed("begin append"))?;
-        let results = append_in(&self.tables, &mut tx, &batch).await?;
-        tx.commit().await.map_err(failed("commit append"))?;
-        self.appended.notify_waiters();
-        Ok(results)
+        if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
+            return submit(group, self, batch).await;
+        }
+        self.append_alone(&batch).await
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]

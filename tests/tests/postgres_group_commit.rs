@@ -1,0 +1,349 @@
+//! Group commit on PostgreSQL: appends queued behind a busy flight are
+//! written together in one transaction, and each caller still gets its own
+//! result.
+//!
+//! The first two tests make the grouping deterministic: a transaction holds
+//! `LOCK TABLE annals_events IN SHARE MODE`, so the one flight (reads go on,
+//! inserts wait) blocks; the appends sent meanwhile queue until
+//! `group_commit_status()` counts them all; then the lock is released and they
+//! form the next flight.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use annals::prelude::*;
+use annals::store::{AppendResult, GroupCommitOptions};
+use annals_tests::backends::postgres_url;
+use serde_json::json;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::task::JoinHandle;
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(id).expect("valid stream id")
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::json("noted", &json!({ "n": n })).expect("encodable")
+}
+
+async fn one_flight_store() -> PostgresEventStore {
+    PostgresEventStore::builder(postgres_url())
+        .schema(format!("t_{}", uuid::Uuid::now_v7().simple()))
+        .group_commit(GroupCommitOptions {
+            flights: 1,
+            ..GroupCommitOptions::default()
+        })
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL: {error:?}"))
+}
+
+/// Blocks every insert into the log until the returned transaction ends.
+async fn hold_inserts(pool: &PgPool) -> Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE annals_events IN SHARE MODE")
+        .execute(&mut *tx)
+        .await
+        .expect("lock the log");
+    tx
+}
+
+/// Waits until a statement waits for the lock on this schema's log (the
+/// first flight is stuck).
+async fn until_a_statement_waits(pool: &PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'annals_events'::regclass",)
+            .fetch_one(pool)
+            .await
+            .expect("read pg_locks");
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the first flight never blocked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn until_queued(store: &PostgresEventStore, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.group_commit_status().queued < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} appends queued",
+            store.group_commit_status().queued
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The whole log once `count` events are visible: the other tests' open
+/// lock transactions hold the log's visibility horizon back for a moment.
+async fn read_until(store: &PostgresEventStore, count: usize) -> Vec<RecordedEvent> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = store
+            .read_all(LogPosition::START, 10_000)
+            .await
+            .expect("read_all");
+        if events.len() >= count || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spawn_append(
+    store: &PostgresEventStore,
+    batch: Vec<StreamAppend>,
+) -> JoinHandle<annals::Result<Vec<AppendResult>>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.append_batch(batch).await })
+}
+
+fn single(id: &str, expected: ExpectedVersion, n: u64) -> Vec<StreamAppend> {
+    vec![StreamAppend::new(stream(id), expected, vec![event(n)])]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_appends_share_one_commit_and_a_conflict_stays_with_its_caller() {
+    let store = one_flight_store().await;
+    store
+        .append(&stream("taken"), ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .expect("seed taken");
+    store
+        .append(
+            &stream("taken-too"),
+            ExpectedVersion::NoStream,
+            vec![event(0)],
+        )
+        .await
+        .expect("seed taken-too");
+
+    let lock = hold_inserts(store.pool()).await;
+    let first = spawn_append(&store, single("first", ExpectedVersion::NoStream, 1));
+    until_a_statement_waits(store.pool()).await;
+
+    let fine: Vec<_> = (0..5)
+        .map(|n| {
+            spawn_append(
+                &store,
+                single(&format!("fine-{n}"), ExpectedVersion::NoStream, n),
+            )
+        })
+        .collect();
+    let stale = spawn_append(&store, single("taken", ExpectedVersion::Exact(0), 9));
+    // Two streams, one of them stale: neither may be written.
+    let stale_pair = spawn_append(
+        &store,
+        vec![
+            StreamAppend::new(
+                stream("pair-new"),
+                ExpectedVersion::NoStream,
+                vec![event(1)],
+            ),
+            StreamAppend::new(
+                stream("taken-too"),
+                ExpectedVersion::Exact(7),
+                vec![event(2)],
+            ),
+        ],
+    );
+    // The stream of the blocked flight again: waits for the flight after.
+    let first_again = spawn_append(&store, single("first", ExpectedVersion::Exact(1), 2));
+    until_queued(&store, 8).await;
+    lock.commit().await.expect("release the log");
+
+    let first = first.await.expect("join").expect("the blocked append");
+    assert_eq!(first[0].last_version, 1);
+
+    let mut commits = HashSet::new();
+    for (n, handle) in fine.into_iter().enumerate() {
+        let result = handle.await.expect("join").expect("a fine append");
+        assert_eq!(result[0].first_version, 1, "fine-{n}");
+        commits.insert(result[0].position.commit);
+    }
+    assert_eq!(
+        commits.len(),
+        1,
+        "the five queued appends share one transaction"
+    );
+    assert_ne!(
+        commits.iter().next().copied(),
+        Some(first[0].position.commit),
+        "the queued appends are not in the blocked flight"
+    );
+
+    match stale.await.expect("join") {
+        Err(Error::VersionConflict { stream, actual, .. }) => {
+            assert_eq!((stream.as_str(), actual), ("taken", 1));
+        }
+        other => panic!("expected a conflict on `taken`, got {other:?}"),
+    }
+    match stale_pair.await.expect("join") {
+        Err(Error::VersionConflict { stream, actual, .. }) => {
+            assert_eq!((stream.as_str(), actual), ("taken-too", 1));
+        }
+        other => panic!("expected a conflict on `taken-too`, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .stream_version(&stream("pair-new"))
+            .await
+            .expect("version"),
+        0,
+        "a conflicting multi-stream append writes none of its streams"
+    );
+    assert_eq!(
+        store
+            .stream_version(&stream("taken"))
+            .await
+            .expect("version"),
+        1
+    );
+
+    let again = first_again
+        .await
+        .expect("join")
+        .expect("the second append to `first`");
+    assert_eq!(again[0].last_version, 2);
+    assert_eq!(store.group_commit_status().queued, 0);
+
+    let log = read_until(&store, 9).await;
+    assert_eq!(
+        log.len(),
+        2 + 1 + 5 + 1,
+        "seeds, first, five fine, first again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_event_id_in_a_flight_fails_only_its_own_append() {
+    let store = one_flight_store().await;
+    let stored = event(0);
+    let stored_id = stored.event_id;
+    store
+        .append(&stream("original"), ExpectedVersion::NoStream, vec![stored])
+        .await
+        .expect("seed");
+
+    let lock = hold_inserts(store.pool()).await;
+    let first = spawn_append(&store, single("first", ExpectedVersion::Any, 1));
+    until_a_statement_waits(store.pool()).await;
+    let before = spawn_append(&store, single("before", ExpectedVersion::NoStream, 2));
+    let duplicate = spawn_append(
+        &store,
+        vec![StreamAppend::new(
+            stream("copy"),
+            ExpectedVersion::NoStream,
+            vec![event(3).with_event_id(stored_id)],
+        )],
+    );
+    let after = spawn_append(&store, single("after", ExpectedVersion::NoStream, 4));
+    until_queued(&store, 3).await;
+    lock.commit().await.expect("release the log");
+
+    first.await.expect("join").expect("the blocked append");
+    before
+        .await
+        .expect("join")
+        .expect("an append beside the duplicate");
+    after
+        .await
+        .expect("join")
+        .expect("an append beside the duplicate");
+    match duplicate.await.expect("join") {
+        Err(Error::InvalidInput { field, reason }) => {
+            assert_eq!(field, "event id");
+            assert!(reason.contains(&stored_id.to_string()), "{reason}");
+        }
+        other => panic!("expected the duplicate id to be refused, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .stream_version(&stream("copy"))
+            .await
+            .expect("version"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_writers_coalesce_and_every_stream_keeps_its_order() {
+    let store = PostgresEventStore::builder(postgres_url())
+        .schema(format!("t_{}", uuid::Uuid::now_v7().simple()))
+        .connect()
+        .await
+        .expect("connect");
+    const WRITERS: u64 = 32;
+    const APPENDS: u64 = 25;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = stream(&format!("writer-{writer}"));
+                let mut commits = Vec::new();
+                for n in 0..APPENDS {
+                    let result = store
+                        .append(&id, ExpectedVersion::Exact(n), vec![event(n)])
+                        .await
+                        .unwrap_or_else(|error| panic!("writer {writer} append {n}: {error}"));
+                    assert_eq!(result.last_version, n + 1);
+                    commits.push(result.position.commit);
+                }
+                commits
+            })
+        })
+        .collect();
+    let mut commits = HashSet::new();
+    for writer in writers {
+        commits.extend(writer.await.expect("join"));
+    }
+    assert!(
+        commits.len() < (WRITERS * APPENDS) as usize,
+        "{} appends took {} transactions: nothing was grouped",
+        WRITERS * APPENDS,
+        commits.len()
+    );
+
+    let log = read_until(&store, (WRITERS * APPENDS) as usize).await;
+    assert_eq!(log.len() as u64, WRITERS * APPENDS);
+    for writer in 0..WRITERS {
+        let versions: Vec<u64> = log
+            .iter()
+            .filter(|event| event.stream_id.as_str() == format!("writer-{writer}"))
+            .map(|event| event.version)
+            .collect();
+        assert_eq!(
+            versions,
+            (1..=APPENDS).collect::<Vec<_>>(),
+            "writer-{writer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn group_commit_can_be_turned_off() {
+    let store = PostgresEventStore::builder(postgres_url())
+        .schema(format!("t_{}", uuid::Uuid::now_v7().simple()))
+        .without_group_commit()
+        .connect()
+        .await
+        .expect("connect");
+    store
+        .append(&stream("alone"), ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .expect("append without group commit");
+    assert_eq!(store.group_commit_status().queued, 0);
+
+    let refused = PostgresEventStore::builder(postgres_url())
+        .group_commit(GroupCommitOptions {
+            flights: 0,
+            ..GroupCommitOptions::default()
+        })
+        .connect()
+        .await
+        .expect_err("zero flights");
+    assert!(matches!(refused, Error::Config(_)), "{refused:?}");
+}
