@@ -551,6 +551,7 @@ impl<T> ProjectionRunner<T> {
         let mut applied = 0_u64;
         let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
         let mut lag_sampled: Option<Instant> = None;
+        let mut prefetched: Option<Prefetch> = None;
         'lease: while !*stopped.borrow() {
             #[cfg(feature = "postgres")]
             let mut lease = match &self.lease {
@@ -599,7 +600,11 @@ impl<T> ProjectionRunner<T> {
                     );
                     continue 'lease;
                 }
-                let batch = match self.store.read_all(position, self.batch_size).await {
+                let read = match prefetched.take() {
+                    Some(prefetch) if prefetch.from == position => prefetch.batch().await,
+                    _ => self.store.read_all(position, self.batch_size).await,
+                };
+                let batch = match read {
                     Ok(batch) => batch,
                     Err(error) => {
                         status.send_modify(|s| {
@@ -620,6 +625,11 @@ impl<T> ProjectionRunner<T> {
                 };
                 idle.reset();
                 let next = last.position;
+                if batch.len() >= self.batch_size {
+                    // Catching up: read the next batch while this one is
+                    // applied (the database and the projection work at once).
+                    prefetched = Some(Prefetch::start(&self.store, next, self.batch_size));
+                }
                 let lag = (Utc::now() - last.recorded_at).to_std().unwrap_or_default();
                 let relevant: Vec<RecordedEvent> = batch
                     .into_iter()
@@ -690,6 +700,40 @@ impl<T> ProjectionRunner<T> {
         }
         status.send_modify(|s| s.state = ProjectionState::Stopped);
         Ok(())
+    }
+}
+
+/// The next batch of the log, being read while the current one is applied.
+/// Used only if the runner then reads from where it started; dropping it
+/// stops the read.
+struct Prefetch {
+    from: LogPosition,
+    read: tokio::task::JoinHandle<Result<Vec<RecordedEvent>>>,
+}
+
+impl Prefetch {
+    fn start(store: &Arc<dyn EventStore>, from: LogPosition, batch_size: usize) -> Self {
+        let store = Arc::clone(store);
+        Prefetch {
+            from,
+            read: tokio::spawn(async move { store.read_all(from, batch_size).await }),
+        }
+    }
+
+    async fn batch(mut self) -> Result<Vec<RecordedEvent>> {
+        (&mut self.read).await.unwrap_or_else(|error| {
+            Err(crate::Error::Backend {
+                backend: "projection runner",
+                operation: "read the next batch",
+                source: Box::new(error),
+            })
+        })
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.read.abort();
     }
 }
 

@@ -475,14 +475,17 @@ fn encode_expected(expected: ExpectedVersion) -> i64 {
     }
 }
 
-fn column<'r, T>(row: &'r PgRow, identity: &RowIdentity, name: &str) -> Result<T>
+/// Column `index` of a `select_events!` row (`name` for the error).
+fn column<'r, T>(row: &'r PgRow, identity: &RowIdentity, index: usize, name: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
-    row.try_get(name)
+    row.try_get(index)
         .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
 }
 
+/// Decodes a row of `select_events!`, by column position (a name lookup
+/// per column was a tenth of a catch-up's time).
 fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
     let unreadable = RowIdentity {
         stream_id: "<unreadable>".to_owned(),
@@ -490,24 +493,24 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
         event_type: "<unreadable>".to_owned(),
     };
     let identity = RowIdentity {
-        stream_id: column(row, &unreadable, "stream_id")?,
-        version: column(row, &unreadable, "version")?,
-        event_type: column(row, &unreadable, "event_type")?,
+        stream_id: column(row, &unreadable, 3, "stream_id")?,
+        version: column(row, &unreadable, 4, "version")?,
+        event_type: column(row, &unreadable, 5, "event_type")?,
     };
-    let schema_version: i32 = column(row, &identity, "schema_version")?;
-    let recorded_at: DateTime<Utc> = column(row, &identity, "recorded_at")?;
+    let schema_version: i32 = column(row, &identity, 6, "schema_version")?;
+    let recorded_at: DateTime<Utc> = column(row, &identity, 14, "recorded_at")?;
     StoredRow {
-        commit: column(row, &identity, "commit_id")?,
-        position: column(row, &identity, "position")?,
-        event_id: column(row, &identity, "event_id")?,
+        commit: column(row, &identity, 1, "commit_id")?,
+        position: column(row, &identity, 0, "position")?,
+        event_id: column(row, &identity, 2, "event_id")?,
         schema_version: i64::from(schema_version),
-        payload: column(row, &identity, "payload")?,
-        tenant_id: column(row, &identity, "tenant_id")?,
-        correlation_id: column(row, &identity, "correlation_id")?,
-        causation_id: column(row, &identity, "causation_id")?,
-        actor: column(row, &identity, "actor")?,
-        trace_context: column(row, &identity, "trace_context")?,
-        headers: column(row, &identity, "headers")?,
+        payload: column(row, &identity, 7, "payload")?,
+        tenant_id: column(row, &identity, 8, "tenant_id")?,
+        correlation_id: column(row, &identity, 9, "correlation_id")?,
+        causation_id: column(row, &identity, 10, "causation_id")?,
+        actor: column(row, &identity, 11, "actor")?,
+        trace_context: column(row, &identity, 12, "trace_context")?,
+        headers: column(row, &identity, 13, "headers")?,
         recorded_at,
         identity,
     }

@@ -358,11 +358,12 @@ fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
-fn column<'r, T>(row: &'r SqliteRow, identity: &RowIdentity, name: &str) -> Result<T>
+/// Column `index` of a `select_events!` row (`name` for the error).
+fn column<'r, T>(row: &'r SqliteRow, identity: &RowIdentity, index: usize, name: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
 {
-    row.try_get(name)
+    row.try_get(index)
         .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
 }
 
@@ -373,25 +374,25 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
         event_type: "<unreadable>".to_owned(),
     };
     let identity = RowIdentity {
-        stream_id: column(row, &unreadable, "stream_id")?,
-        version: column(row, &unreadable, "version")?,
-        event_type: column(row, &unreadable, "event_type")?,
+        stream_id: column(row, &unreadable, 3, "stream_id")?,
+        version: column(row, &unreadable, 4, "version")?,
+        event_type: column(row, &unreadable, 5, "event_type")?,
     };
-    let recorded_at: i64 = column(row, &identity, "recorded_at")?;
+    let recorded_at: i64 = column(row, &identity, 14, "recorded_at")?;
     let recorded_at = DateTime::from_timestamp_micros(recorded_at)
         .ok_or_else(|| identity.corrupt(format!("recorded_at {recorded_at} is out of range")))?;
     StoredRow {
-        commit: column(row, &identity, "commit_id")?,
-        position: column(row, &identity, "position")?,
-        event_id: column(row, &identity, "event_id")?,
-        schema_version: column(row, &identity, "schema_version")?,
-        payload: column(row, &identity, "payload")?,
-        tenant_id: column(row, &identity, "tenant_id")?,
-        correlation_id: column(row, &identity, "correlation_id")?,
-        causation_id: column(row, &identity, "causation_id")?,
-        actor: column(row, &identity, "actor")?,
-        trace_context: column(row, &identity, "trace_context")?,
-        headers: column(row, &identity, "headers")?,
+        commit: column(row, &identity, 1, "commit_id")?,
+        position: column(row, &identity, 0, "position")?,
+        event_id: column(row, &identity, 2, "event_id")?,
+        schema_version: column(row, &identity, 6, "schema_version")?,
+        payload: column(row, &identity, 7, "payload")?,
+        tenant_id: column(row, &identity, 8, "tenant_id")?,
+        correlation_id: column(row, &identity, 9, "correlation_id")?,
+        causation_id: column(row, &identity, 10, "causation_id")?,
+        actor: column(row, &identity, 11, "actor")?,
+        trace_context: column(row, &identity, 12, "trace_context")?,
+        headers: column(row, &identity, 13, "headers")?,
         recorded_at,
         identity,
     }
