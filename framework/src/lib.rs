@@ -12,6 +12,9 @@ pub mod handler_registry;
 pub mod metadata;
 pub mod payload;
 pub mod position;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres_copy;
 pub mod prelude;
 pub mod projection;
 pub mod projection_runner;

@@ -38,6 +38,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
@@ -396,11 +397,14 @@ impl PostgresEventStore {
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
         operation: &'static str,
     ) -> Result<Vec<RecordedEvent>> {
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failed(operation))?;
-        rows.iter().map(decode_row).collect()
+        // Decoded as they arrive: the server produces the next rows while
+        // this decodes the last ones.
+        let mut rows = query.fetch(&self.pool);
+        let mut events = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(failed(operation))? {
+            events.push(decode_row(&row)?);
+        }
+        Ok(events)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The benchmark's event: an order line of about 350 bytes of JSON, with
 //! metadata (correlation id, actor, tenant) like an IAM or commerce event.
 
+use annals::postgres_copy::CopyRows;
 use annals::prelude::*;
 use serde_json::json;
 
@@ -107,11 +108,21 @@ impl LineTotals {
 }
 
 /// One read-model row per line: the SQL projection of W4. Rows are
-/// buffered and written with one multi-row insert per batch (`flush`), in
-/// the batch's transaction.
-#[derive(Default, Debug)]
+/// buffered and written with one `COPY` per batch (`flush`), in the
+/// batch's transaction.
+#[derive(Debug)]
 pub struct LineRows {
-    pending: Vec<(uuid::Uuid, String, String, i64)>,
+    pending: CopyRows,
+}
+
+impl Default for LineRows {
+    fn default() -> Self {
+        LineRows {
+            // Fixed, valid identifiers.
+            pending: CopyRows::new("bench_lines", &["event_id", "order_id", "sku", "quantity"])
+                .unwrap_or_else(|error| unreachable!("{error}")),
+        }
+    }
 }
 
 #[projection(
@@ -124,42 +135,23 @@ pub struct LineRows {
     ),
 )]
 impl LineRows {
-    fn added(&mut self, event: &LineAdded, envelope: &RecordedEvent, _db: &mut sqlx::PgConnection) {
-        self.pending.push((
-            envelope.event_id,
-            event.order_id.clone(),
-            event.sku.clone(),
-            i64::from(event.quantity),
-        ));
+    fn added(
+        &mut self,
+        event: &LineAdded,
+        envelope: &RecordedEvent,
+        _db: &mut sqlx::PgConnection,
+    ) -> annals::Result<()> {
+        self.pending.push(&[
+            envelope.event_id.into(),
+            event.order_id.as_str().into(),
+            event.sku.as_str().into(),
+            i64::from(event.quantity).into(),
+        ])
     }
 }
 
 impl LineRows {
-    async fn write_rows(&mut self, db: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let rows = std::mem::take(&mut self.pending);
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut orders = Vec::with_capacity(rows.len());
-        let mut skus = Vec::with_capacity(rows.len());
-        let mut quantities = Vec::with_capacity(rows.len());
-        for (id, order, sku, quantity) in rows {
-            ids.push(id);
-            orders.push(order);
-            skus.push(sku);
-            quantities.push(quantity);
-        }
-        sqlx::query(
-            "INSERT INTO bench_lines (event_id, order_id, sku, quantity) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[])",
-        )
-        .bind(ids)
-        .bind(orders)
-        .bind(skus)
-        .bind(quantities)
-        .execute(&mut *db)
-        .await?;
-        Ok(())
+    async fn write_rows(&mut self, db: &mut sqlx::PgConnection) -> annals::Result<()> {
+        self.pending.write(db).await.map(|_| ())
     }
 }
