@@ -1,0 +1,261 @@
+//! Fuzzing, time-bounded so it runs in CI: envelope decoding and upcasting
+//! meet arbitrary input and must answer with a typed error naming the
+//! stream, version and event type, never a panic.
+//!
+//! - `upcasting_and_decoding_arbitrary_payloads`: arbitrary JSON payloads,
+//!   event types (known and unknown) and schema versions, decoded as the
+//!   test domain's events (with a JSON and a typed upcaster on the way).
+//! - `reading_arbitrary_stored_rows`: rows written straight into a SQLite
+//!   store with arbitrary payload and header text, schema versions and
+//!   types, then read back through the store.
+//!
+//! `ANNALS_FUZZ_SECONDS` sets each target's budget (default 5 seconds); the
+//! executions per second are printed (`cargo test -- --nocapture`).
+
+use std::time::{Duration, Instant};
+
+use annals::prelude::*;
+use annals::{Metadata, Payload};
+use annals_tests::backends::{RawAccess, TestStore};
+use annals_tests::domain::{TenantEvent, UserEvent};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::Value;
+
+fn budget() -> Duration {
+    let seconds = std::env::var("ANNALS_FUZZ_SECONDS")
+        .ok()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or(5.0);
+    Duration::from_secs_f64(seconds)
+}
+
+/// Runs `test` on values of `strategy` until the budget is spent; returns
+/// the number of executions.
+fn fuzz<S: Strategy>(
+    name: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) -> u64 {
+    let budget = budget();
+    let started = Instant::now();
+    let executions = std::cell::Cell::new(0_u64);
+    while started.elapsed() < budget {
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let outcome = runner.run(&strategy, |value| {
+            executions.set(executions.get() + 1);
+            test(value)
+        });
+        if let Err(failure) = outcome {
+            panic!("{name}: {failure}");
+        }
+    }
+    let executions = executions.get();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "fuzz {name}: {executions} executions in {seconds:.1} s ({:.0}/s)",
+        executions as f64 / seconds
+    );
+    executions
+}
+
+fn json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![Just("email"), Just("name"), Just("new_name"), Just("role")]
+            .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("email".to_owned()),
+                    Just("display_name".to_owned()),
+                    Just("name".to_owned()),
+                    Just("new_name".to_owned()),
+                    Just("reason".to_owned()),
+                    Just("role".to_owned()),
+                    ".{0,6}",
+                ],
+                inner,
+                0..4
+            )
+            .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+fn event_type() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("test.tenant.created".to_owned()),
+        Just("test.tenant.renamed".to_owned()),
+        Just("test.tenant.suspended".to_owned()),
+        Just("test.user.registered".to_owned()),
+        Just("test.user.role_assigned".to_owned()),
+        Just("test.user.renamed".to_owned()),
+        Just("test.user.deactivated".to_owned()),
+        "[a-z.]{0,20}",
+    ]
+}
+
+fn recorded(event_type: String, schema_version: u32, payload: Payload) -> RecordedEvent {
+    RecordedEvent {
+        event_id: uuid::Uuid::now_v7(),
+        stream_id: StreamId::new("fuzz-1").expect("stream id"),
+        version: 7,
+        position: LogPosition::new(1, 1),
+        event_type,
+        schema_version,
+        payload,
+        metadata: Metadata::new(),
+        recorded_at: chrono::Utc::now(),
+    }
+}
+
+/// A decode error must name where the event is.
+fn named(error: &Error) -> Result<(), TestCaseError> {
+    match error {
+        Error::Decode {
+            stream, version, ..
+        }
+        | Error::UnknownEventType {
+            stream, version, ..
+        } => {
+            prop_assert_eq!(stream.as_str(), "fuzz-1");
+            prop_assert_eq!(*version, 7);
+            Ok(())
+        }
+        other => Err(TestCaseError::fail(format!(
+            "untyped decode failure: {other:?}"
+        ))),
+    }
+}
+
+#[test]
+fn upcasting_and_decoding_arbitrary_payloads() {
+    let executions = fuzz(
+        "upcast and decode",
+        (event_type(), 0_u32..4, json()),
+        |(event_type, schema_version, payload)| {
+            let payload = Payload::from_serialize(&payload)
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
+            let event = recorded(event_type, schema_version, payload);
+            if let Err(error) = event.decode::<UserEvent>() {
+                named(&error)?;
+            }
+            if let Err(error) = event.decode::<TenantEvent>() {
+                named(&error)?;
+            }
+            Ok(())
+        },
+    );
+    assert!(executions > 0);
+
+    // And a well-formed version 1 payload goes through the typed upcaster.
+    let old = recorded(
+        "test.user.registered".to_owned(),
+        1,
+        Payload::from_json(r#"{"email":"ada@example.test"}"#).expect("json"),
+    );
+    assert_eq!(
+        old.decode::<UserEvent>().expect("upcast"),
+        UserEvent::Registered {
+            email: "ada@example.test".into(),
+            display_name: "ada@example.test".into(),
+        }
+    );
+}
+
+#[test]
+fn reading_arbitrary_stored_rows() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = runtime.block_on(TestStore::sqlite());
+    let RawAccess::Sqlite(pool) = &store.raw else {
+        panic!("a SQLite test store has SQLite access");
+    };
+    let payload_text = prop_oneof![
+        json().prop_map(|value| value.to_string()),
+        ".{0,24}",
+        Just(String::new()),
+    ];
+    let headers_text = prop_oneof![
+        Just("{}".to_owned()),
+        Just(r#"{"k":"v"}"#.to_owned()),
+        Just(r#"{"k":1}"#.to_owned()),
+        ".{0,12}",
+    ];
+    let row = std::cell::Cell::new(0_u64);
+    fuzz(
+        "stored rows",
+        (event_type(), -2_i64..6, payload_text, headers_text),
+        |(event_type, schema_version, payload, headers)| {
+            row.set(row.get() + 1);
+            let stream = format!("fuzz-row-{}", row.get());
+            runtime.block_on(async {
+                let planted = sqlx::query(store.sql(
+                    "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
+                     schema_version, payload, headers, recorded_at) \
+                     VALUES ((SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events), ?, ?, 1, ?, ?, ?, ?, ?)",
+                ))
+                .bind(uuid::Uuid::now_v7())
+                .bind(&stream)
+                .bind(&event_type)
+                .bind(schema_version)
+                .bind(&payload)
+                .bind(&headers)
+                .bind(chrono::Utc::now().timestamp_micros())
+                .execute(pool)
+                .await;
+                if planted.is_err() {
+                    // The storage refused the row (a CHECK constraint).
+                    return Ok(());
+                }
+                let id = StreamId::new(stream.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match store.store.read_stream(&id, 0, 10).await {
+                    Ok(events) => {
+                        prop_assert_eq!(events.len(), 1);
+                        let event = &events[0];
+                        for decoded in [
+                            event.decode::<UserEvent>().map(drop),
+                            event.decode::<TenantEvent>().map(drop),
+                        ] {
+                            if let Err(Error::Decode { stream: named, .. }
+                            | Error::UnknownEventType { stream: named, .. }) = &decoded
+                            {
+                                prop_assert_eq!(named, &stream);
+                            } else {
+                                prop_assert!(decoded.is_ok(), "{decoded:?}");
+                            }
+                        }
+                    }
+                    Err(Error::CorruptEvent {
+                        stream: named,
+                        version,
+                        event_type: named_type,
+                        ..
+                    }) => {
+                        prop_assert_eq!(named, stream);
+                        prop_assert_eq!(version, 1);
+                        prop_assert_eq!(named_type, event_type);
+                    }
+                    Err(other) => {
+                        return Err(TestCaseError::fail(format!("untyped read failure: {other:?}")));
+                    }
+                }
+                Ok(())
+            })
+        },
+    );
+}
