@@ -311,6 +311,7 @@ impl HandlerRegistry {
 
     /// Runs every handler of the event's type, highest priority first. An
     /// event a handler still fails on is dead-lettered; the others still run.
+    #[tracing::instrument(name = "annals.handler.dispatch", skip_all, fields(event_type = %event.event_type, stream = %event.stream_id, version = event.version))]
     pub async fn dispatch(&self, event: &RecordedEvent) -> Result<DispatchReport> {
         let mut report = DispatchReport::default();
         for handler in self
@@ -386,6 +387,7 @@ impl HandlerRegistry {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     self.record(&handler.name, |s| s.failed_attempts += 1);
+                    crate::telemetry::handler_failed(&handler.name);
                     tracing::warn!(handler = %handler.name, attempt, %error, event = %event.event_id, "handler failed");
                     if attempt == attempts {
                         return Err((error, attempts));
@@ -408,6 +410,7 @@ impl HandlerRegistry {
         attempts: u32,
     ) -> Result<()> {
         self.record(&handler.name, |s| s.dead_lettered += 1);
+        crate::telemetry::dead_lettered(&handler.name);
         self.store
             .save_dead_letter(DeadLetter {
                 id: Uuid::now_v7(),

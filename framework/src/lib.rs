@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod handler_registry;
+pub mod health;
 pub mod metadata;
 pub mod payload;
 pub mod position;
@@ -29,6 +30,7 @@ pub mod sql_read_model;
 pub mod store;
 pub mod stream;
 pub mod subscription;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -616,6 +617,7 @@ impl<T> ProjectionRunner<T> {
                     }
                 };
                 let Some(last) = batch.last() else {
+                    crate::telemetry::projection_caught_up(P::NAME);
                     status.send_modify(|s| {
                         s.state = ProjectionState::Running;
                         s.lag_events = 0;
@@ -639,6 +641,11 @@ impl<T> ProjectionRunner<T> {
                     let mut projection = model.write().await;
                     self.target
                         .apply(&mut projection, &name, &relevant, position, next)
+                        .instrument(tracing::info_span!(
+                            "annals.projection.batch",
+                            projection = P::NAME,
+                            events = relevant.len()
+                        ))
                         .await
                 };
                 match outcome {
@@ -648,9 +655,11 @@ impl<T> ProjectionRunner<T> {
                         if lag_sampled.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                             lag_sampled = Some(Instant::now());
                             let behind = EventQuery::new().after(position.sequence);
-                            if let Ok(count) = self.store.count(&behind).await {
+                            let count = self.store.count(&behind).await.ok();
+                            if let Some(count) = count {
                                 status.send_modify(|s| s.lag_events = count);
                             }
+                            crate::telemetry::projection_lag(P::NAME, count, lag);
                         }
                         let elapsed = started.elapsed().as_secs_f64();
                         status.send_modify(|s| {

@@ -138,6 +138,7 @@ impl Publisher {
         }
     }
 
+    #[tracing::instrument(name = "annals.publisher.publish", skip_all, fields(event_type = %event.event_type, stream = %event.stream_id, version = event.version))]
     async fn publish(&self, event: &RecordedEvent) -> Result<(), BoxError> {
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {

@@ -180,6 +180,8 @@ pub fn render(report: &Report) -> String {
     right(&mut projections, &[2, 4, 5]);
     let _ = writeln!(out, "{projections}\n");
 
+    let _ = writeln!(out, "Health\n{}\n", report.health);
+
     let _ = writeln!(out, "Cache, handlers and store");
     let mut stats = table(&["what", "value"]);
     let cache = &report.cache;

@@ -112,6 +112,8 @@ pub struct Report {
     pub replayed: Vec<ReplayedEvent>,
     /// Projection status at the end.
     pub projections: Vec<ProjectionStatus>,
+    /// The health report (store, cache, projections) at the end.
+    pub health: annals::health::HealthReport,
     /// The audit trail of the scripted request.
     pub audit_of_request: Vec<AuditEntry>,
     /// The newest audit entries of the on-call rota's actor.
@@ -468,6 +470,14 @@ pub async fn run(config: &Config) -> Result<Report> {
     });
 
     let projections = vec![directory.status(), permissions.status(), audit.status()];
+    let cache: &dyn annals::cache::EventCache = match &backend.redis {
+        Some(redis) => redis.as_ref(),
+        None => backend.near.as_ref(),
+    };
+    let health = projections.iter().fold(
+        annals::health::HealthReport::check(&*backend.store, Some(cache)).await,
+        |report, status| report.with_projection(status),
+    );
     directory.stop().await?;
     permissions.stop().await?;
     audit.stop().await?;
@@ -490,6 +500,7 @@ pub async fn run(config: &Config) -> Result<Report> {
         replay_stream: format!("user-{developer}"),
         replayed,
         projections,
+        health,
         audit_of_request,
         audit_of_actor,
         request: admin.correlation_id,

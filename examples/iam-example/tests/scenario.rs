@@ -96,6 +96,11 @@ fn check(backend: &str, config: &Config, report: &Report, handled: (u64, u64)) {
     let allowed = |user: &str, permission: &str| allowed_in(&user[..4], user, permission);
     // What the scenario is built to produce.
     assert!(
+        report.health.is_healthy() && report.health.projections.len() == 3,
+        "{backend}: health at the end:\n{}",
+        report.health
+    );
+    assert!(
         allowed("t001-u0000", "tenant.manage"),
         "{backend}: the admin manages the tenant"
     );

@@ -63,7 +63,7 @@ impl InProcessCacheBuilder {
 
     /// Builds the cache.
     pub fn build(self) -> InProcessCache {
-        let stats = Arc::new(StatsRecorder::default());
+        let stats = Arc::new(StatsRecorder::named("in_process"));
         let listener_stats = stats.clone();
         let mut builder = Cache::builder()
             .max_capacity(self.max_bytes)
@@ -118,6 +118,7 @@ impl EventCache for InProcessCache {
         "in-process"
     }
 
+    #[tracing::instrument(name = "annals.cache.get", skip_all, fields(cache = "in_process"))]
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheValue>, CacheError> {
         let started = Instant::now();
         let found = self.entries.get(&key.render()).await;
@@ -126,6 +127,7 @@ impl EventCache for InProcessCache {
         Ok(found)
     }
 
+    #[tracing::instrument(name = "annals.cache.put", skip_all, fields(cache = "in_process"))]
     async fn put(&self, key: &CacheKey, value: CacheValue) -> Result<(), CacheError> {
         let started = Instant::now();
         self.entries.insert(key.render(), value).await;
@@ -133,6 +135,7 @@ impl EventCache for InProcessCache {
         Ok(())
     }
 
+    #[tracing::instrument(name = "annals.cache.remove", skip_all, fields(cache = "in_process"))]
     async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
         for key in keys {
             self.entries.invalidate(&key.render()).await;

@@ -100,7 +100,7 @@ impl RedisCacheBuilder {
             shown_url: shown,
             prefix: self.prefix,
             ttl: self.ttl,
-            stats: Arc::new(StatsRecorder::default()),
+            stats: Arc::new(StatsRecorder::named("redis")),
         })
     }
 }
@@ -153,6 +153,7 @@ impl EventCache for RedisCache {
         NAME
     }
 
+    #[tracing::instrument(name = "annals.cache.get", skip_all, fields(cache = "redis"))]
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheValue>, CacheError> {
         let started = Instant::now();
         let mut connection = self.connection.clone();
@@ -166,6 +167,7 @@ impl EventCache for RedisCache {
         Ok(found.map(CacheValue::from))
     }
 
+    #[tracing::instrument(name = "annals.cache.put", skip_all, fields(cache = "redis"))]
     async fn put(&self, key: &CacheKey, value: CacheValue) -> Result<(), CacheError> {
         let started = Instant::now();
         let mut connection = self.connection.clone();
@@ -184,6 +186,7 @@ impl EventCache for RedisCache {
         Ok(())
     }
 
+    #[tracing::instrument(name = "annals.cache.remove", skip_all, fields(cache = "redis"))]
     async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
         if keys.is_empty() {
             return Ok(());

@@ -47,6 +47,9 @@ impl CacheStats {
 /// Lock-free counters behind [`CacheStats`].
 #[derive(Debug, Default)]
 pub struct StatsRecorder {
+    /// The `cache` label of the lookups reported to `metrics` (see
+    /// [`telemetry`](crate::telemetry)); empty reports nothing.
+    cache: &'static str,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -56,10 +59,22 @@ pub struct StatsRecorder {
 }
 
 impl StatsRecorder {
+    /// A recorder that also reports its lookups to `metrics` with the label
+    /// `cache = name` (`Default` reports nothing there).
+    pub fn named(name: &'static str) -> Self {
+        StatsRecorder {
+            cache: name,
+            ..StatsRecorder::default()
+        }
+    }
+
     /// Counts a lookup.
     pub fn lookup(&self, hit: bool) {
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
+        if !self.cache.is_empty() {
+            crate::telemetry::cache_lookup(self.cache, hit);
+        }
     }
 
     /// Counts an eviction.

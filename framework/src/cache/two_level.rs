@@ -31,7 +31,7 @@ impl TwoLevelCache {
         TwoLevelCache {
             near,
             far,
-            stats: Arc::new(StatsRecorder::default()),
+            stats: Arc::new(StatsRecorder::named("two_level")),
         }
     }
 
@@ -47,6 +47,7 @@ impl EventCache for TwoLevelCache {
         "two-level"
     }
 
+    #[tracing::instrument(name = "annals.cache.get", skip_all, fields(cache = "two_level"))]
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheValue>, CacheError> {
         let started = Instant::now();
         if let Some(value) = self.near.get(key).await? {
@@ -73,6 +74,7 @@ impl EventCache for TwoLevelCache {
         }
     }
 
+    #[tracing::instrument(name = "annals.cache.put", skip_all, fields(cache = "two_level"))]
     async fn put(&self, key: &CacheKey, value: CacheValue) -> Result<(), CacheError> {
         self.near.put(key, value.clone()).await?;
         self.far
@@ -81,6 +83,7 @@ impl EventCache for TwoLevelCache {
             .inspect_err(|_| self.stats.error())
     }
 
+    #[tracing::instrument(name = "annals.cache.remove", skip_all, fields(cache = "two_level"))]
     async fn remove(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
         self.near.remove(keys).await?;
         self.far

@@ -92,14 +92,9 @@ fn poisoned(operation: &'static str) -> Error {
     }
 }
 
-#[async_trait]
-impl EventStore for InMemoryEventStore {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
-    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+impl InMemoryEventStore {
+    /// The append itself (`append_batch` adds its metrics).
+    async fn write_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         validate_batch(&batch)?;
         let mut log = self.write()?;
 
@@ -168,6 +163,22 @@ impl EventStore for InMemoryEventStore {
         drop(log);
         self.appended.notify_waiters();
         Ok(results)
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let started = std::time::Instant::now();
+        let events = batch.iter().map(|append| append.events.len()).sum();
+        let outcome = self.write_batch(batch).await;
+        crate::telemetry::append(BACKEND, events, started.elapsed(), &outcome);
+        outcome
     }
 
     async fn wait_for_events(&self, timeout: std::time::Duration) -> bool {

@@ -876,14 +876,9 @@ fn classify_append_error(
     Err(failed("append")(error))
 }
 
-#[async_trait]
-impl EventStore for PostgresEventStore {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
-    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+impl PostgresEventStore {
+    /// The append itself (`append_batch` adds its metrics).
+    async fn write_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         validate_batch(&batch)?;
         for append in &batch {
             // Only checks that the largest possible version fits the column.
@@ -893,6 +888,22 @@ impl EventStore for PostgresEventStore {
             return submit(group, self, batch).await;
         }
         self.append_alone(&batch).await
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let started = std::time::Instant::now();
+        let events = batch.iter().map(|append| append.events.len()).sum();
+        let outcome = self.write_batch(batch).await;
+        crate::telemetry::append(BACKEND, events, started.elapsed(), &outcome);
+        outcome
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]

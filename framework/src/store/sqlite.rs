@@ -453,6 +453,17 @@ impl FlightWriter for SqliteEventStore {
     }
 }
 
+impl SqliteEventStore {
+    /// The append itself (`append_batch` adds its metrics).
+    async fn write_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        validate_batch(&batch)?;
+        if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
+            return submit(group, self, batch).await;
+        }
+        self.append_alone(&batch).await
+    }
+}
+
 #[async_trait]
 impl EventStore for SqliteEventStore {
     fn backend(&self) -> &'static str {
@@ -461,11 +472,11 @@ impl EventStore for SqliteEventStore {
 
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        validate_batch(&batch)?;
-        if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
-            return submit(group, self, batch).await;
-        }
-        self.append_alone(&batch).await
+        let started = std::time::Instant::now();
+        let events = batch.iter().map(|append| append.events.len()).sum();
+        let outcome = self.write_batch(batch).await;
+        crate::telemetry::append(BACKEND, events, started.elapsed(), &outcome);
+        outcome
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
