@@ -166,7 +166,7 @@ impl RecordedEvent {
                     event_type: self.event_type.clone(),
                     schema_version: self.schema_version,
                     target: std::any::type_name::<E>(),
-                    reason: other.to_string(),
+                    reason: other.without_values(),
                 },
             }
         })

@@ -90,3 +90,44 @@ pub enum DecodeError {
     #[error(transparent)]
     Payload(#[from] serde_json::Error),
 }
+
+impl DecodeError {
+    /// The error for a message that may be logged: serde's own message
+    /// quotes the payload value it tripped over (`invalid type: string
+    /// "ada@example.test", expected u32`), and a payload may hold personal
+    /// data, so such values are withheld; the kind of value, what was
+    /// expected and where stay. Field and variant names come from the Rust
+    /// types and are kept, except an unknown variant's, which is data.
+    ///
+    /// ```
+    /// use annals::event::DecodeError;
+    ///
+    /// let error: DecodeError = serde_json::from_str::<u32>(r#""ada@example.test""#)
+    ///     .unwrap_err()
+    ///     .into();
+    /// let shown = error.without_values();
+    /// assert!(shown.starts_with("invalid type: string, expected u32"), "{shown}");
+    /// assert!(!shown.contains("ada@"));
+    /// ```
+    pub fn without_values(&self) -> String {
+        let message = self.to_string();
+        let DecodeError::Payload(_) = self else {
+            return message;
+        };
+        for prefix in ["invalid type: ", "invalid value: "] {
+            if let Some(rest) = message.strip_prefix(prefix)
+                && let Some(expected) = rest.rfind(", expected")
+            {
+                // `string "…"`, `integer `5``, `map`: keep the kind only.
+                let kind = rest[..expected].split(' ').next().unwrap_or_default();
+                return format!("{prefix}{kind}{}", &rest[expected..]);
+            }
+        }
+        if let Some(rest) = message.strip_prefix("unknown variant `")
+            && let Some(end) = rest.rfind("`, expected")
+        {
+            return format!("unknown variant (value withheld){}", &rest[end + 1..]);
+        }
+        message
+    }
+}

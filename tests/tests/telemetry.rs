@@ -338,6 +338,43 @@ async fn no_secret_or_personal_data_reaches_logs_or_errors() {
             .await
             .expect_err("a schema version too large for the column"),
     );
+    // A payload that does not fit its type: serde quotes the value it
+    // trips over, which must not reach the error.
+    let misfit = stream("person-2");
+    store
+        .append(
+            &misfit,
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::json(
+                    "test.user.registered",
+                    &json!({ "email": ["x"], "display_name": EMAIL }),
+                )
+                .expect("event")
+                .with_schema_version(2),
+                NewEvent::json("test.user.registered", &json!(EMAIL))
+                    .expect("event")
+                    .with_schema_version(2),
+                NewEvent::json(
+                    "test.user.role_assigned",
+                    &json!({ "role": 7, "note": EMAIL }),
+                )
+                .expect("event"),
+            ],
+        )
+        .await
+        .expect("append misfits");
+    for event in store
+        .read_stream(&misfit, 1, 10)
+        .await
+        .expect("read misfits")
+    {
+        let error = event
+            .decode::<annals_tests::domain::UserEvent>()
+            .expect_err("does not fit");
+        assert!(matches!(error, Error::Decode { .. }), "{error:?}");
+        errors.push(error);
+    }
     let stored = store.read_stream(&person, 1, 10).await.expect("read");
     assert_eq!(stored.len(), 1);
     errors.push(
@@ -351,7 +388,7 @@ async fn no_secret_or_personal_data_reaches_logs_or_errors() {
         log.contains("annals.store.append"),
         "the capture works (span closes are logged): {log}"
     );
-    assert!(errors.len() >= 5, "{errors:?}");
+    assert!(errors.len() >= 8, "{errors:?}");
     for error in &errors {
         for text in [error.to_string(), format!("{error:?}")] {
             assert!(
