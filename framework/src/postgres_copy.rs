@@ -15,6 +15,7 @@ use sqlx::PgConnection;
 
 use crate::error::{Error, Result};
 use crate::sql_read_model::SqlValue;
+use crate::store::table_names::is_plain_identifier;
 
 /// Largest piece of COPY data sent in one message.
 const SEND_CHUNK: usize = 1 << 20;
@@ -136,13 +137,7 @@ impl CopyRows {
 }
 
 fn check_identifier(field: &'static str, whole: &str, part: &str) -> Result<()> {
-    let valid = !part.is_empty()
-        && part.len() <= 63
-        && part.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && part
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
+    if is_plain_identifier(part, 63) {
         Ok(())
     } else {
         Err(Error::invalid(

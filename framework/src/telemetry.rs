@@ -48,13 +48,26 @@ pub const PROJECTION_LAG_EVENTS: &str = "annals_projection_lag_events";
 /// Gauge: age in seconds of the last applied event (label `projection`).
 pub const PROJECTION_LAG_SECONDS: &str = "annals_projection_lag_seconds";
 
-/// Records one append's outcome.
-pub(crate) fn append<T, E>(
+/// Runs `write` on `batch` and records its time and outcome: what every
+/// store's `append_batch` is made of.
+pub(crate) async fn measured_append<F, Fut>(
     backend: &'static str,
-    events: usize,
-    took: Duration,
-    outcome: &Result<T, E>,
-) {
+    batch: Vec<crate::store::StreamAppend>,
+    write: F,
+) -> crate::Result<Vec<crate::store::AppendResult>>
+where
+    F: FnOnce(Vec<crate::store::StreamAppend>) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Vec<crate::store::AppendResult>>>,
+{
+    let started = std::time::Instant::now();
+    let events = batch.iter().map(|append| append.events.len()).sum();
+    let outcome = write(batch).await;
+    append(backend, events, started.elapsed(), &outcome);
+    outcome
+}
+
+/// Records one append's outcome.
+fn append<T, E>(backend: &'static str, events: usize, took: Duration, outcome: &Result<T, E>) {
     if outcome.is_ok() {
         metrics::histogram!(APPEND_SECONDS, "backend" => backend).record(took.as_secs_f64());
         metrics::counter!(EVENTS_APPENDED, "backend" => backend).increment(events as u64);

@@ -12,6 +12,7 @@
 //! PostgreSQL tests need a server: `cargo xtask test` starts one and passes its
 //! URL in `ANNALS_TEST_DATABASE_URL`. Without it they fail, saying so.
 
+pub mod appends;
 pub mod backends;
 pub mod conformance;
 pub mod domain;

@@ -12,19 +12,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use annals::prelude::*;
-use annals::store::{AppendResult, GroupCommitOptions};
+use annals::store::GroupCommitOptions;
+use annals_tests::appends::{noted as event, single, spawn_append, stream};
 use annals_tests::backends::postgres_url;
-use serde_json::json;
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::task::JoinHandle;
-
-fn stream(id: &str) -> StreamId {
-    StreamId::new(id).expect("valid stream id")
-}
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::json("noted", &json!({ "n": n })).expect("encodable")
-}
 
 async fn one_flight_store() -> PostgresEventStore {
     PostgresEventStore::builder(postgres_url())
@@ -91,18 +82,6 @@ async fn read_until(store: &PostgresEventStore, count: usize) -> Vec<RecordedEve
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn spawn_append(
-    store: &PostgresEventStore,
-    batch: Vec<StreamAppend>,
-) -> JoinHandle<annals::Result<Vec<AppendResult>>> {
-    let store = store.clone();
-    tokio::spawn(async move { store.append_batch(batch).await })
-}
-
-fn single(id: &str, expected: ExpectedVersion, n: u64) -> Vec<StreamAppend> {
-    vec![StreamAppend::new(stream(id), expected, vec![event(n)])]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,30 +9,9 @@
 use std::time::{Duration, Instant};
 
 use annals::prelude::*;
-use annals::store::{AppendResult, StreamAppend};
-use serde_json::json;
+use annals::store::StreamAppend;
+use annals_tests::appends::{noted as event, single, spawn_append, stream};
 use sqlx::Connection;
-use tokio::task::JoinHandle;
-
-fn stream(id: &str) -> StreamId {
-    StreamId::new(id).expect("valid stream id")
-}
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::json("noted", &json!({ "n": n })).expect("encodable")
-}
-
-fn spawn_append(
-    store: &SqliteEventStore,
-    batch: Vec<StreamAppend>,
-) -> JoinHandle<annals::Result<Vec<AppendResult>>> {
-    let store = store.clone();
-    tokio::spawn(async move { store.append_batch(batch).await })
-}
-
-fn single(id: &str, expected: ExpectedVersion, n: u64) -> Vec<StreamAppend> {
-    vec![StreamAppend::new(stream(id), expected, vec![event(n)])]
-}
 
 async fn until(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -174,11 +174,7 @@ impl EventStore for InMemoryEventStore {
 
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let started = std::time::Instant::now();
-        let events = batch.iter().map(|append| append.events.len()).sum();
-        let outcome = self.write_batch(batch).await;
-        crate::telemetry::append(BACKEND, events, started.elapsed(), &outcome);
-        outcome
+        crate::telemetry::measured_append(BACKEND, batch, |batch| self.write_batch(batch)).await
     }
 
     async fn wait_for_events(&self, timeout: std::time::Duration) -> bool {

@@ -51,7 +51,7 @@ use super::group_commit::{
 };
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
-use super::table_names::TableNames;
+use super::table_names::{TableNames, is_plain_identifier};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
@@ -295,13 +295,7 @@ impl PostgresStoreBuilder {
 }
 
 fn validate_schema_name(schema: &str) -> Result<()> {
-    let valid = !schema.is_empty()
-        && schema.len() <= 63
-        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if valid {
+    if is_plain_identifier(schema, 63) {
         Ok(())
     } else {
         Err(Error::Config(format!(
@@ -899,11 +893,7 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let started = std::time::Instant::now();
-        let events = batch.iter().map(|append| append.events.len()).sum();
-        let outcome = self.write_batch(batch).await;
-        crate::telemetry::append(BACKEND, events, started.elapsed(), &outcome);
-        outcome
+        crate::telemetry::measured_append(BACKEND, batch, |batch| self.write_batch(batch)).await
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]

@@ -15,6 +15,18 @@ use crate::error::{Error, Result};
 /// The prefix the embedded migrations and statements are written with.
 pub const DEFAULT_TABLE_PREFIX: &str = "annals_";
 
+/// Whether `name` is 1 to `max_len` lowercase ASCII letters, digits or
+/// underscores, not starting with a digit: safe to splice into SQL as an
+/// unquoted identifier, and the same on every backend.
+pub(crate) fn is_plain_identifier(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// The table prefix of one store.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TableNames {
@@ -26,13 +38,7 @@ impl TableNames {
     /// Checks a prefix: 1 to 32 lowercase letters, digits or underscores,
     /// not starting with a digit (it becomes part of unquoted identifiers).
     pub(crate) fn new(prefix: &str) -> Result<Self> {
-        let valid = !prefix.is_empty()
-            && prefix.len() <= 32
-            && prefix.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !is_plain_identifier(prefix, 32) {
             return Err(Error::Config(format!(
                 "table prefix {prefix:?} must be 1 to 32 lowercase letters, digits or underscores, not starting with a digit"
             )));
