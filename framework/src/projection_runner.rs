@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument as _;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
