@@ -729,14 +729,31 @@ async fn append_in(
     batch: &[StreamAppend],
 ) -> Result<Vec<AppendResult>> {
     let mut currents = Vec::with_capacity(batch.len());
+    // The first stream's head and the log's head come in one statement:
+    // each statement is a round trip to SQLite's worker thread.
+    let mut log_head: Option<i64> = None;
     for append in batch {
-        let current: i64 = sqlx::query_scalar(
-            tables.sql("SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?"),
-        )
-        .bind(append.stream_id.as_str())
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(failed("read stream version"))?;
+        let current: i64 = if log_head.is_none() {
+            let (current, next_commit): (i64, i64) = sqlx::query_as(tables.sql(
+                "SELECT (SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?), \
+                        (SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events)",
+            ))
+            .bind(append.stream_id.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(failed("read stream version"))?;
+            log_head = Some(next_commit);
+            current
+        } else {
+            sqlx::query_scalar(
+                tables
+                    .sql("SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?"),
+            )
+            .bind(append.stream_id.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(failed("read stream version"))?
+        };
         let current = u64::try_from(current).unwrap_or(0);
         if !append.expected.accepts(current) {
             // Dropping `tx` rolls back; nothing was written.
@@ -750,11 +767,15 @@ async fn append_in(
         currents.push(current);
     }
 
-    let commit: i64 =
-        sqlx::query_scalar(tables.sql("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events"))
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(failed("read log head"))?;
+    let commit: i64 = match log_head {
+        Some(commit) => commit,
+        None => sqlx::query_scalar(
+            tables.sql("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events"),
+        )
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(failed("read log head"))?,
+    };
     let recorded_at_time = Utc::now().trunc_subsecs(6);
     let recorded_at = micros(recorded_at_time);
     let commit_position = u64::try_from(commit).unwrap_or(0);
