@@ -90,16 +90,13 @@ impl HealthReport {
     /// and the cache (a lookup of a key nothing writes).
     pub async fn check(store: &dyn EventStore, cache: Option<&dyn EventCache>) -> HealthReport {
         let started = Instant::now();
-        let probe = StreamId::new("annals-health-probe")
-            .map(|stream| async move { store.stream_version(&stream).await });
-        let store_check = match probe {
-            Ok(read) => match read.await {
-                Ok(_) => Check::Healthy {
-                    latency: started.elapsed(),
-                },
-                Err(error) => Check::Unhealthy {
-                    error: error.to_string(),
-                },
+        let probed = match StreamId::new("annals-health-probe") {
+            Ok(probe) => store.stream_version(&probe).await.map(drop),
+            Err(error) => Err(error),
+        };
+        let store_check = match probed {
+            Ok(()) => Check::Healthy {
+                latency: started.elapsed(),
             },
             Err(error) => Check::Unhealthy {
                 error: error.to_string(),

@@ -73,6 +73,29 @@ pub(crate) fn recorded_events(
     recorded
 }
 
+/// Applies an inline `projection` to the events a batch just wrote, inside
+/// the append's transaction (`context` is over it), then flushes it. On a
+/// failed event, what the projection buffered is drained into the
+/// transaction before the error is returned: the caller drops the
+/// transaction, so nothing of it is written twice.
+pub(crate) async fn apply_inline<P: crate::projection::Projection>(
+    projection: &mut P,
+    batch: &[StreamAppend],
+    results: &[AppendResult],
+    context: &mut P::Context,
+) -> Result<()> {
+    let handled = P::event_types();
+    for event in recorded_events(batch, results) {
+        if handled.contains(&event.event_type.as_str())
+            && let Err(error) = projection.apply(&event, context).await
+        {
+            let _ = projection.flush(context).await;
+            return Err(error);
+        }
+    }
+    projection.flush(context).await
+}
+
 /// Rejects batches no backend should write: empty ones, a stream named twice,
 /// bad event type names.
 pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {

@@ -78,18 +78,15 @@ impl QueuedAppend {
 /// The queue and the flight slots of one store (shared by its clones).
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
-    queue: Mutex<VecDeque<QueuedAppendSlot>>,
+    queue: Mutex<VecDeque<QueuedAppend>>,
     slots: Arc<Semaphore>,
     options: GroupCommitOptions,
 }
 
-/// `QueuedAppend` without `Debug` noise in the store's `Debug` output.
-struct QueuedAppendSlot(QueuedAppend);
-
-impl std::fmt::Debug for QueuedAppendSlot {
+impl std::fmt::Debug for QueuedAppend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueuedAppend")
-            .field("streams", &self.0.batch.len())
+            .field("streams", &self.batch.len())
             .finish_non_exhaustive()
     }
 }
@@ -143,8 +140,7 @@ impl GroupCommit {
         Option<OwnedSemaphorePermit>,
     ) {
         let (reply, answer) = oneshot::channel();
-        self.lock()
-            .push_back(QueuedAppendSlot(QueuedAppend { batch, reply }));
+        self.lock().push_back(QueuedAppend { batch, reply });
         (answer, Arc::clone(&self.slots).try_acquire_owned().ok())
     }
 
@@ -192,7 +188,7 @@ impl GroupCommit {
         let mut events = 0;
         let mut index = 0;
         while index < queue.len() {
-            let candidate = &queue[index].0;
+            let candidate = &queue[index];
             let size = candidate.event_count();
             let overlaps = candidate
                 .batch
@@ -202,7 +198,7 @@ impl GroupCommit {
                 index += 1;
                 continue;
             }
-            if let Some(QueuedAppendSlot(taken)) = queue.remove(index) {
+            if let Some(taken) = queue.remove(index) {
                 streams.extend(
                     taken
                         .batch
@@ -219,7 +215,7 @@ impl GroupCommit {
         flight
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<QueuedAppendSlot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<QueuedAppend>> {
         // The queue holds no invariant a panicking holder could break.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -43,7 +43,7 @@ use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, QueryBuilder, Row};
 
-use super::append::{next_version, recorded_events, validate_batch};
+use super::append::{apply_inline, next_version, validate_batch};
 use super::connect::redact_url;
 use super::group_commit::{
     FlightFailure, FlightWriter, GroupCommit, GroupCommitOptions, GroupCommitStatus, QueuedAppend,
@@ -701,26 +701,18 @@ impl PostgresEventStore {
             next_version(&append.stream_id, 0, append.events.len())?;
         }
         let columns = AppendColumns::new(&batch)?;
-        let handled = P::event_types();
         for _ in 0..APPEND_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(failed("begin append"))?;
             match self.try_append(&mut *tx, &batch, &columns).await? {
                 AppendOutcome::Written(results) => {
-                    for event in recorded_events(&batch, &results) {
-                        if handled.contains(&event.event_type.as_str()) {
-                            // On error `tx` is dropped: the append rolls
-                            // back, and what the projection buffered is
-                            // drained into it first.
-                            if let Err(error) = projection
-                                .apply(&event, P::Context::from_postgres(&mut tx))
-                                .await
-                            {
-                                let _ = projection.flush(P::Context::from_postgres(&mut tx)).await;
-                                return Err(error);
-                            }
-                        }
-                    }
-                    projection.flush(P::Context::from_postgres(&mut tx)).await?;
+                    // On error `tx` is dropped: the append rolls back.
+                    apply_inline(
+                        projection,
+                        &batch,
+                        &results,
+                        P::Context::from_postgres(&mut tx),
+                    )
+                    .await?;
                     tx.commit().await.map_err(failed("commit append"))?;
                     return Ok(results);
                 }
@@ -773,6 +765,10 @@ impl PostgresEventStore {
             .fetch_all(executor)
             .await
     }
+}
+
+impl FlightWriter for PostgresEventStore {
+    const BACKEND: &'static str = BACKEND;
 
     /// One append as its own statement, re-run after collisions.
     async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
@@ -796,14 +792,6 @@ impl PostgresEventStore {
             )
             .into(),
         })
-    }
-}
-
-impl FlightWriter for PostgresEventStore {
-    const BACKEND: &'static str = BACKEND;
-
-    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
-        PostgresEventStore::append_alone(self, batch).await
     }
 
     /// One statement for the whole flight; a conflict keeps only its own

@@ -15,7 +15,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::append::{next_version, recorded_events, validate_batch};
+use super::append::{apply_inline, next_version, validate_batch};
 use super::group_commit::{
     FlightFailure, FlightWriter, GroupCommit, GroupCommitOptions, GroupCommitStatus, QueuedAppend,
     submit,
@@ -252,21 +252,14 @@ impl SqliteEventStore {
             .await
             .map_err(failed("begin append"))?;
         let results = append_in(&self.tables, &mut tx, &batch).await?;
-        let handled = P::event_types();
-        for event in recorded_events(&batch, &results) {
-            if handled.contains(&event.event_type.as_str()) {
-                // On error `tx` is dropped: the append rolls back, and what
-                // the projection buffered is drained into it first.
-                if let Err(error) = projection
-                    .apply(&event, P::Context::from_sqlite(&mut tx))
-                    .await
-                {
-                    let _ = projection.flush(P::Context::from_sqlite(&mut tx)).await;
-                    return Err(error);
-                }
-            }
-        }
-        projection.flush(P::Context::from_sqlite(&mut tx)).await?;
+        // On error `tx` is dropped: the append rolls back.
+        apply_inline(
+            projection,
+            &batch,
+            &results,
+            P::Context::from_sqlite(&mut tx),
+        )
+        .await?;
         tx.commit().await.map_err(failed("commit append"))?;
         self.appended.notify_waiters();
         Ok(results)
