@@ -82,6 +82,11 @@ const POSTGRES: &[Step] = &[
         name: "query_indexes",
         template: include_str!("../templates/postgres/0006_query_indexes.sql"),
     },
+    Step {
+        version: 7,
+        name: "hash_chain",
+        template: include_str!("../templates/postgres/0007_hash_chain.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -109,6 +114,11 @@ const SQLITE: &[Step] = &[
         version: 5,
         name: "query_indexes",
         template: include_str!("../templates/sqlite/0005_query_indexes.sql"),
+    },
+    Step {
+        version: 6,
+        name: "hash_chain",
+        template: include_str!("../templates/sqlite/0006_hash_chain.sql"),
     },
 ];
 

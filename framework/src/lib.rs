@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod handler_registry;
+pub mod hash_chain;
 pub mod health;
 pub mod metadata;
 pub mod payload;

@@ -81,3 +81,9 @@ impl Metadata {
         self
     }
 }
+
+/// Serialises the free-form headers as stored (and hashed) by every backend.
+pub(crate) fn headers_json(headers: &BTreeMap<String, String>) -> String {
+    // A map of strings always serialises.
+    serde_json::to_string(headers).unwrap_or_else(|_| "{}".to_owned())
+}

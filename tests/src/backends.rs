@@ -265,6 +265,69 @@ impl TestStore {
         }
     }
 
+    /// Runs `statement` (written with `annals_` names) with the events
+    /// table's immutability trigger out of the way, as someone tampering with
+    /// the database would, and puts the trigger back. `None` for the
+    /// in-memory store; otherwise the rows the statement changed.
+    pub async fn tamper(&self, statement: &str) -> Option<u64> {
+        let statement = self.sql(statement);
+        match &self.raw {
+            RawAccess::Memory => None,
+            RawAccess::Sqlite(pool) => {
+                let mut tx = pool.begin().await.expect("begin");
+                let triggers: Vec<(String, String)> = sqlx::query_as(self.sql(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' \
+                     AND name IN ('annals_events_no_update', 'annals_events_no_delete')",
+                ))
+                .fetch_all(&mut *tx)
+                .await
+                .expect("read the immutability triggers");
+                assert_eq!(triggers.len(), 2, "both immutability triggers exist");
+                for (name, _) in &triggers {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TRIGGER {name}")))
+                        .execute(&mut *tx)
+                        .await
+                        .expect("drop a trigger");
+                }
+                let changed = sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("tampering statement")
+                    .rows_affected();
+                for (_, definition) in triggers {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(definition))
+                        .execute(&mut *tx)
+                        .await
+                        .expect("restore a trigger");
+                }
+                tx.commit().await.expect("commit");
+                Some(changed)
+            }
+            RawAccess::Postgres(pool) => {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query(
+                    self.sql("ALTER TABLE annals_events DISABLE TRIGGER annals_events_immutable"),
+                )
+                .execute(&mut *tx)
+                .await
+                .expect("disable the trigger");
+                let changed = sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("tampering statement")
+                    .rows_affected();
+                sqlx::query(
+                    self.sql("ALTER TABLE annals_events ENABLE TRIGGER annals_events_immutable"),
+                )
+                .execute(&mut *tx)
+                .await
+                .expect("enable the trigger");
+                tx.commit().await.expect("commit");
+                Some(changed)
+            }
+        }
+    }
+
     /// Tries to change stored events with raw SQL. `None` for the in-memory
     /// store (it has no SQL, and its API has no update path); otherwise the
     /// outcome of an `UPDATE` and of a `DELETE`.

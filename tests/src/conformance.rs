@@ -37,6 +37,7 @@ macro_rules! conformance_suite {
             snapshots_are_stored_found_and_pruned,
             checkpoints_and_dead_letters_are_kept,
             oversized_input_is_refused_naming_the_limit,
+            hash_chain_names_the_first_broken_link,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1129,4 +1130,85 @@ pub async fn oversized_input_is_refused_naming_the_limit(t: &TestStore) {
         0,
         "nothing was written"
     );
+}
+
+/// Every event is chained to its stream's previous one: an untouched log
+/// verifies, stream by stream and whole; a payload changed behind the
+/// store's back is named (stream, version, both hashes) by both checks, and
+/// the other streams still verify.
+pub async fn hash_chain_names_the_first_broken_link(t: &TestStore) {
+    let first = stream("chain-a");
+    let second = stream("chain-b");
+    append(
+        t,
+        &first,
+        ExpectedVersion::NoStream,
+        vec![numbered(1), numbered(2)],
+    )
+    .await;
+    let before = t.store.verify_stream(&first).await.expect("verify");
+    t.store
+        .append_batch(vec![
+            StreamAppend::new(first.clone(), ExpectedVersion::Exact(2), vec![numbered(3)]),
+            StreamAppend::new(second.clone(), ExpectedVersion::NoStream, vec![numbered(1)]),
+        ])
+        .await
+        .expect("batch append");
+    let metadata = Metadata::new()
+        .with_actor("Ørjan")
+        .with_tenant("tenant-1")
+        .with_correlation_id(Uuid::now_v7())
+        .with_header("ключ", "値");
+    append(
+        t,
+        &second,
+        ExpectedVersion::Exact(1),
+        vec![event("test.unicode", json!({ "name": "Zoë 🦀", "n": 1.5 })).with_metadata(metadata)],
+    )
+    .await;
+
+    let a = t.store.verify_stream(&first).await.expect("verify a");
+    assert!(a.is_intact(), "{:?}", a.first_break);
+    assert_eq!(a.events_checked, 3);
+    assert_ne!(
+        a.heads.get("chain-a"),
+        before.heads.get("chain-a"),
+        "an append moves the stream's head link"
+    );
+    let log = t.store.verify_log().await.expect("verify the log");
+    assert!(log.is_intact(), "{:?}", log.first_break);
+    assert_eq!(log.events_checked, 5);
+    assert_eq!(log.heads.len(), 2);
+    assert_eq!(log.heads.get("chain-a"), a.heads.get("chain-a"));
+    let empty = t
+        .store
+        .verify_stream(&stream("chain-none"))
+        .await
+        .expect("verify an empty stream");
+    assert!(empty.is_intact() && empty.events_checked == 0 && empty.heads.is_empty());
+
+    let Some(changed) = t
+        .tamper(
+            "UPDATE annals_events SET payload = '{\"n\": 20}' \
+             WHERE stream_id = 'chain-a' AND version = 2",
+        )
+        .await
+    else {
+        return; // the in-memory store has no way around its API
+    };
+    assert_eq!(changed, 1);
+    let a = t.store.verify_stream(&first).await.expect("verify a again");
+    let broken = a.first_break.expect("the changed event is named");
+    assert_eq!((broken.stream_id.as_str(), broken.version), ("chain-a", 2));
+    assert!(broken.found.is_some());
+    assert_ne!(Some(broken.expected), broken.found);
+    let log = t.store.verify_log().await.expect("verify the log again");
+    assert_eq!(log.first_break.as_ref(), Some(&broken));
+    assert!(
+        broken
+            .to_string()
+            .contains("stream chain-a version 2: expected hash ")
+    );
+    let b = t.store.verify_stream(&second).await.expect("verify b");
+    assert!(b.is_intact(), "{:?}", b.first_break);
 }

@@ -183,6 +183,11 @@ async fn assert_upgraded(store: &dyn EventStore, history: i64, latest: u32) {
         )
         .await
         .expect("append after the upgrade");
+    // The upgrade sealed the old event into a chain the new one continues.
+    let chain = store.verify_log().await.expect("verify");
+    assert!(chain.is_intact(), "{:?}", chain.first_break);
+    assert_eq!(chain.events_checked, 2);
+    assert!(chain.heads.contains_key("tenant-old"));
     store
         .save_snapshot(Snapshot {
             stream_id: stream.clone(),

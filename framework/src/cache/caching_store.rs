@@ -11,6 +11,7 @@ use super::{CacheKey, CacheValue, EventCache};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::Result;
+use crate::hash_chain::ChainReport;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::store::append::recorded_events;
@@ -247,6 +248,14 @@ impl EventStore for CachingEventStore {
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {
         self.inner.count(query).await
+    }
+
+    async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
+        self.inner.verify_stream(stream).await
+    }
+
+    async fn verify_log(&self) -> Result<ChainReport> {
+        self.inner.verify_log().await
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {

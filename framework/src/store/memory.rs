@@ -13,6 +13,8 @@ use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
+use crate::hash_chain::{ChainReport, ChainVerifier, EventHash, StoredEvent};
+use crate::metadata::headers_json;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::stream::StreamId;
@@ -41,6 +43,8 @@ pub struct InMemoryEventStore {
 struct MemoryLog {
     /// Every event in log order; `events[i]` has sequence `i + 1`.
     events: Vec<RecordedEvent>,
+    /// The hash chain link of each event, `links[i]` for `events[i]`.
+    links: Vec<EventHash>,
     /// Indexes into `events` per stream, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
     /// Every stored event id: ids are unique, as on the SQL backends.
@@ -81,6 +85,44 @@ impl InMemoryEventStore {
 
     fn write(&self) -> Result<RwLockWriteGuard<'_, MemoryLog>> {
         self.log.write().map_err(|_| poisoned("append"))
+    }
+}
+
+/// The columns of a held event that its hash covers.
+fn stored<'a>(event: &'a RecordedEvent, headers: &'a str) -> StoredEvent<'a> {
+    let metadata = &event.metadata;
+    StoredEvent {
+        event_id: event.event_id,
+        stream_id: event.stream_id.as_str(),
+        version: event.version,
+        event_type: &event.event_type,
+        schema_version: event.schema_version,
+        payload: event.payload.as_json(),
+        tenant_id: metadata.tenant_id.as_deref(),
+        correlation_id: metadata.correlation_id,
+        causation_id: metadata.causation_id,
+        actor: metadata.actor.as_deref(),
+        trace_context: metadata.trace_context.as_deref(),
+        headers,
+        recorded_at_micros: event.recorded_at.timestamp_micros(),
+    }
+}
+
+impl MemoryLog {
+    /// Recomputes the links of the given events (indexes into `events`, each
+    /// stream in version order).
+    fn verify(&self, indexes: impl Iterator<Item = usize>) -> ChainReport {
+        let mut verifier = ChainVerifier::default();
+        for index in indexes {
+            let event = &self.events[index];
+            let headers = headers_json(&event.metadata.headers);
+            verifier.check(
+                event.position.sequence,
+                &stored(event, &headers),
+                Some(self.links[index]),
+            );
+        }
+        verifier.finish()
     }
 }
 
@@ -135,7 +177,7 @@ impl InMemoryEventStore {
             for event in append.events {
                 version += 1;
                 let index = log.events.len();
-                log.events.push(RecordedEvent {
+                let recorded = RecordedEvent {
                     event_id: event.event_id,
                     stream_id: append.stream_id.clone(),
                     version,
@@ -145,7 +187,16 @@ impl InMemoryEventStore {
                     payload: event.payload,
                     metadata: event.metadata,
                     recorded_at,
-                });
+                };
+                let previous = log
+                    .streams
+                    .get(&append.stream_id)
+                    .and_then(|indexes| indexes.last())
+                    .map_or(EventHash::GENESIS, |&last| log.links[last]);
+                let headers = headers_json(&recorded.metadata.headers);
+                log.links
+                    .push(previous.next(&stored(&recorded, &headers).digest()));
+                log.events.push(recorded);
                 log.streams
                     .entry(append.stream_id.clone())
                     .or_default()
@@ -258,6 +309,19 @@ impl EventStore for InMemoryEventStore {
             .iter()
             .filter(|event| query.matches(event))
             .count() as u64)
+    }
+
+    #[tracing::instrument(name = "annals.store.verify_stream", skip_all, fields(backend = BACKEND, stream = %stream))]
+    async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
+        let log = self.read()?;
+        let indexes = log.streams.get(stream).into_iter().flatten().copied();
+        Ok(log.verify(indexes))
+    }
+
+    #[tracing::instrument(name = "annals.store.verify_log", skip_all, fields(backend = BACKEND))]
+    async fn verify_log(&self) -> Result<ChainReport> {
+        let log = self.read()?;
+        Ok(log.verify(0..log.events.len()))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {

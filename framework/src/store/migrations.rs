@@ -56,6 +56,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "query_indexes",
         sql: include_str!("../../../migrations/postgres/0006_query_indexes.sql"),
     },
+    Migration {
+        version: 7,
+        name: "hash_chain",
+        sql: include_str!("../../../migrations/postgres/0007_hash_chain.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -85,6 +90,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 5,
         name: "query_indexes",
         sql: include_str!("../../../migrations/sqlite/0005_query_indexes.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "hash_chain",
+        sql: include_str!("../../../migrations/sqlite/0006_hash_chain.sql"),
     },
 ];
 

@@ -53,6 +53,7 @@ use uuid::Uuid;
 use crate::dead_letter::DeadLetter;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Result;
+use crate::hash_chain::ChainReport;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::stream::{ExpectedVersion, StreamId};
@@ -149,6 +150,16 @@ pub trait EventStore: Send + Sync {
 
     /// How many events match a query's conditions (its paging is ignored).
     async fn count(&self, query: &EventQuery) -> Result<u64>;
+
+    /// Recomputes the hash chain of one stream from its stored events and
+    /// reports the first broken link (see [`hash_chain`](crate::hash_chain)).
+    /// A stream with no events is intact.
+    async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport>;
+
+    /// Recomputes the hash chain of every stream and reports the first
+    /// broken link in log order. Reads the whole log: an audit, not a hot
+    /// path.
+    async fn verify_log(&self) -> Result<ChainReport>;
 
     /// Stores a snapshot, replacing one of the same stream and version.
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;

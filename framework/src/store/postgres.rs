@@ -28,6 +28,15 @@
 //! when it first inserts; so an event that follows another in its stream was
 //! written by a transaction whose id is larger.
 //!
+//! # The hash chain
+//!
+//! The same statement computes each event's link (see
+//! [`hash_chain`](crate::hash_chain)) in SQL, over the `jsonb` it stores:
+//! `annals_chain(head_link, annals_event_digest(..))` as a window over each
+//! stream's new events, from the head link read with the head version. Two
+//! writers chaining onto one head collide on `(stream_id, version)` like any
+//! other race, so a chain never forks.
+//!
 //! The price: a transaction that stays open (of any kind, on any database of
 //! the cluster) holds the horizon back, and the log's readers wait for it.
 //! Keep transactions short.
@@ -50,12 +59,14 @@ use super::group_commit::{
     submit,
 };
 use super::migrations::{self, HISTORY_TABLE};
-use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
+use super::row::{RowIdentity, StoredRow, limit, position_from_columns, to_i64};
 use super::table_names::{TableNames, is_plain_identifier};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
+use crate::hash_chain::{ChainBreak, ChainReport, EventHash};
+use crate::metadata::headers_json;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::sql_read_model::PostgresContext as _;
@@ -85,9 +96,13 @@ macro_rules! select_events {
 /// at once, and a conflict keeps only its own group's events out.
 const APPEND_SQL: &str = "
 WITH expectations AS (
-    SELECT s.stream_id, s.expected, s.grp,
-           COALESCE((SELECT max(e.version) FROM annals_events e WHERE e.stream_id = s.stream_id), 0) AS head
+    SELECT s.stream_id, s.expected, s.grp, COALESCE(h.version, 0) AS head,
+           COALESCE(h.hash, '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS head_link
     FROM unnest($1::text[], $2::int8[], $15::int4[]) AS s(stream_id, expected, grp)
+    LEFT JOIN LATERAL (
+        SELECT e.version, e.hash FROM annals_events e
+        WHERE e.stream_id = s.stream_id ORDER BY e.version DESC LIMIT 1
+    ) h ON true
 ),
 conflicts AS (
     SELECT stream_id, head, grp FROM expectations
@@ -95,23 +110,60 @@ conflicts AS (
 ),
 inserted AS (
     INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload,
-                               tenant_id, correlation_id, causation_id, actor, trace_context, headers)
-    SELECT i.event_id, i.stream_id, x.head + i.idx, i.event_type, i.schema_version, i.payload::jsonb,
-           i.tenant_id, i.correlation_id, i.causation_id, i.actor, i.trace_context, i.headers::jsonb
-    FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
-                $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[])
-         WITH ORDINALITY
-         AS i(stream_id, idx, event_id, event_type, schema_version, payload,
-              tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
-    JOIN expectations x ON x.stream_id = i.stream_id
-    WHERE x.grp NOT IN (SELECT grp FROM conflicts)
-    ORDER BY i.ord
+                               tenant_id, correlation_id, causation_id, actor, trace_context, headers,
+                               recorded_at, hash)
+    SELECT r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload,
+           r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context, r.headers,
+           r.recorded_at,
+           annals_chain(r.head_link, annals_event_digest(
+               r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload,
+               r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context, r.headers,
+               r.recorded_at))
+               OVER (PARTITION BY r.stream_id ORDER BY r.version)
+    FROM (
+        SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type, i.schema_version,
+               i.payload::jsonb AS payload, i.tenant_id, i.correlation_id, i.causation_id, i.actor,
+               i.trace_context, i.headers::jsonb AS headers, now() AS recorded_at, x.head_link, i.ord
+        FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
+                    $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[])
+             WITH ORDINALITY
+             AS i(stream_id, idx, event_id, event_type, schema_version, payload,
+                  tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
+        JOIN expectations x ON x.stream_id = i.stream_id
+        WHERE x.grp NOT IN (SELECT grp FROM conflicts)
+        -- A fence: each payload is parsed once, not once per use.
+        OFFSET 0
+    ) r
+    ORDER BY r.ord
     RETURNING stream_id, version, position, transaction_id, recorded_at
 )
 SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id, recorded_at
 FROM inserted
 UNION ALL
 SELECT true, stream_id, head, 0, 0, now() FROM conflicts";
+
+/// Recomputes every link of the selected rows (`$1`: one stream, or NULL for
+/// all) in the database, over what it stores: the first broken link in log
+/// order, then each stream's head link and event count.
+const VERIFY_SQL: &str = "
+WITH links AS MATERIALIZED (
+    SELECT transaction_id, position, stream_id, version, hash,
+           count(*) OVER (PARTITION BY stream_id) AS events,
+           sha256(COALESCE(lag(hash) OVER w,
+                           '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+                  || annals_event_digest(event_id, stream_id, version, event_type, schema_version,
+                                         payload, tenant_id, correlation_id, causation_id, actor,
+                                         trace_context, headers, recorded_at)) AS expected
+    FROM annals_events
+    WHERE $1::text IS NULL OR stream_id = $1
+    WINDOW w AS (PARTITION BY stream_id ORDER BY version)
+)
+(SELECT true AS broken, stream_id, version, expected, hash, 0::int8 AS events FROM links
+ WHERE hash IS DISTINCT FROM expected
+ ORDER BY transaction_id, position LIMIT 1)
+UNION ALL
+(SELECT DISTINCT ON (stream_id) false, stream_id, version, NULL, hash, events FROM links
+ ORDER BY stream_id, version DESC)";
 
 /// An event store in a PostgreSQL database.
 ///
@@ -452,6 +504,47 @@ async fn listen(
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+}
+
+impl PostgresEventStore {
+    /// Runs `VERIFY_SQL` and reads its rows into a report.
+    async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
+        let rows = sqlx::query(self.tables.sql(VERIFY_SQL))
+            .bind(stream.map(StreamId::as_str))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("verify hash chain"))?;
+        let read = |error: sqlx::Error| failed("read hash chain report")(error);
+        let mut report = ChainReport::default();
+        for row in rows {
+            let broken: bool = row.try_get(0).map_err(read)?;
+            let stream_id: String = row.try_get(1).map_err(read)?;
+            let version: i64 = row.try_get(2).map_err(read)?;
+            let expected: Option<Vec<u8>> = row.try_get(3).map_err(read)?;
+            let found: Option<Vec<u8>> = row.try_get(4).map_err(read)?;
+            let events: i64 = row.try_get(5).map_err(read)?;
+            // A link of the wrong length is as broken as a wrong link.
+            let found =
+                found.map(|bytes| EventHash::from_slice(&bytes).unwrap_or(EventHash::GENESIS));
+            if broken {
+                report.first_break = Some(ChainBreak {
+                    stream_id,
+                    version: u64::try_from(version).unwrap_or(0),
+                    expected: expected
+                        .as_deref()
+                        .and_then(EventHash::from_slice)
+                        .unwrap_or(EventHash::GENESIS),
+                    found,
+                });
+            } else {
+                report.events_checked += u64::try_from(events).unwrap_or(0);
+                if let Some(head) = found {
+                    report.heads.insert(stream_id, head);
+                }
+            }
+        }
+        Ok(report)
     }
 }
 
@@ -1092,6 +1185,16 @@ impl EventStore for PostgresEventStore {
         .await
         .map_err(failed("save snapshot"))?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "annals.store.verify_stream", skip_all, fields(backend = BACKEND, stream = %stream))]
+    async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
+        self.verify(Some(stream)).await
+    }
+
+    #[tracing::instrument(name = "annals.store.verify_log", skip_all, fields(backend = BACKEND))]
+    async fn verify_log(&self) -> Result<ChainReport> {
+        self.verify(None).await
     }
 
     async fn load_snapshot(

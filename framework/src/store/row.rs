@@ -96,12 +96,6 @@ impl StoredRow {
     }
 }
 
-/// Serialises the free-form headers for storage.
-pub(crate) fn headers_json(headers: &BTreeMap<String, String>) -> String {
-    // A map of strings always serialises.
-    serde_json::to_string(headers).unwrap_or_else(|_| "{}".to_owned())
-}
-
 /// A version or sequence for a signed 64-bit column (saturating: no stored
 /// value is that large).
 pub(crate) fn to_i64(value: u64) -> i64 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -21,12 +22,14 @@ use super::group_commit::{
     submit,
 };
 use super::migrations::{self, HISTORY_TABLE};
-use super::row::{RowIdentity, StoredRow, headers_json, limit, position_from_columns, to_i64};
+use super::row::{RowIdentity, StoredRow, limit, position_from_columns, to_i64};
 use super::table_names::TableNames;
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
-use crate::envelope::RecordedEvent;
+use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::{Error, Result};
+use crate::hash_chain::{ChainReport, ChainVerifier, EventHash, StoredEvent};
+use crate::metadata::headers_json;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::sql_read_model::SqliteContext as _;
@@ -43,6 +46,20 @@ macro_rules! select_events {
     };
     ($clause:literal) => {
         concat!(select_events!(), " ", $clause)
+    };
+}
+
+/// `SELECT` of an event's position, the columns its link covers and its
+/// stored link, followed by a clause (each stream in version order: the
+/// unique index's order).
+macro_rules! chain_rows {
+    ($clause:literal) => {
+        concat!(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, \
+             payload, tenant_id, correlation_id, causation_id, actor, trace_context, headers, \
+             recorded_at, hash FROM annals_events ",
+            $clause
+        )
     };
 }
 
@@ -313,6 +330,9 @@ impl SqliteEventStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("apply migration"))?;
+            if migration.name == "hash_chain" {
+                seal_unlinked_events(&self.tables, &mut tx).await?;
+            }
             sqlx::query(self.tables.sql(
                 "INSERT INTO annals_schema_history (version, name, applied_at) VALUES (?, ?, ?)",
             ))
@@ -324,6 +344,26 @@ impl SqliteEventStore {
             .map_err(failed("record migration"))?;
         }
         tx.commit().await.map_err(failed("commit migration"))
+    }
+
+    /// Recomputes the links of one stream or of the whole log, streaming
+    /// the rows (one statement: one consistent read).
+    async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
+        let mut rows = match stream {
+            Some(stream) => sqlx::query(self.tables.sql(chain_rows!(
+                "WHERE stream_id = ? ORDER BY stream_id, version"
+            )))
+            .bind(stream.as_str())
+            .fetch(&self.pool),
+            None => sqlx::query(self.tables.sql(chain_rows!("ORDER BY stream_id, version")))
+                .fetch(&self.pool),
+        };
+        let mut verifier = ChainVerifier::default();
+        while let Some(row) = rows.try_next().await.map_err(failed("verify hash chain"))? {
+            let (position, event, found) = chain_row(&row)?;
+            verifier.check(position, &event, found);
+        }
+        Ok(verifier.finish())
     }
 
     async fn fetch_events(
@@ -358,6 +398,102 @@ where
 {
     row.try_get(index)
         .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
+}
+
+/// The columns of an event about to be written that its link covers.
+fn new_row<'a>(
+    append: &'a StreamAppend,
+    version: u64,
+    event: &'a NewEvent,
+    headers: &'a str,
+    recorded_at: i64,
+) -> StoredEvent<'a> {
+    let metadata = &event.metadata;
+    StoredEvent {
+        event_id: event.event_id,
+        stream_id: append.stream_id.as_str(),
+        version,
+        event_type: &event.event_type,
+        schema_version: event.schema_version,
+        payload: event.payload.as_json(),
+        tenant_id: metadata.tenant_id.as_deref(),
+        correlation_id: metadata.correlation_id,
+        causation_id: metadata.causation_id,
+        actor: metadata.actor.as_deref(),
+        trace_context: metadata.trace_context.as_deref(),
+        headers,
+        recorded_at_micros: recorded_at,
+    }
+}
+
+/// A `chain_rows!` row: its position, the columns its link covers and its
+/// stored link, or the error naming the unreadable column.
+fn chain_row(row: &SqliteRow) -> Result<(u64, StoredEvent<'_>, Option<EventHash>)> {
+    let unreadable = RowIdentity {
+        stream_id: "<unreadable>".to_owned(),
+        version: 0,
+        event_type: "<unreadable>".to_owned(),
+    };
+    let identity = RowIdentity {
+        stream_id: column(row, &unreadable, 2, "stream_id")?,
+        version: column(row, &unreadable, 3, "version")?,
+        event_type: column(row, &unreadable, 4, "event_type")?,
+    };
+    let position: i64 = column(row, &identity, 0, "position")?;
+    let version: i64 = column(row, &identity, 3, "version")?;
+    let schema_version: i64 = column(row, &identity, 5, "schema_version")?;
+    let hash: Option<&[u8]> = column(row, &identity, 14, "hash")?;
+    let event = StoredEvent {
+        event_id: column(row, &identity, 1, "event_id")?,
+        stream_id: column(row, &identity, 2, "stream_id")?,
+        version: u64::try_from(version).unwrap_or(0),
+        event_type: column(row, &identity, 4, "event_type")?,
+        schema_version: u32::try_from(schema_version).unwrap_or(u32::MAX),
+        payload: column(row, &identity, 6, "payload")?,
+        tenant_id: column(row, &identity, 7, "tenant_id")?,
+        correlation_id: column(row, &identity, 8, "correlation_id")?,
+        causation_id: column(row, &identity, 9, "causation_id")?,
+        actor: column(row, &identity, 10, "actor")?,
+        trace_context: column(row, &identity, 11, "trace_context")?,
+        headers: column(row, &identity, 12, "headers")?,
+        recorded_at_micros: column(row, &identity, 13, "recorded_at")?,
+    };
+    // A link of the wrong length is as broken as a wrong link.
+    let found = hash.map(|bytes| EventHash::from_slice(bytes).unwrap_or(EventHash::GENESIS));
+    Ok((u64::try_from(position).unwrap_or(0), event, found))
+}
+
+/// Gives every event stored before the hash chain existed its link, in the
+/// migration's transaction (the update trigger allows exactly this).
+async fn seal_unlinked_events(
+    tables: &TableNames,
+    connection: &mut SqliteConnection,
+) -> Result<()> {
+    let rows = sqlx::query(tables.sql(chain_rows!("ORDER BY stream_id, version")))
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(failed("read events to seal"))?;
+    let mut links: Vec<(i64, EventHash)> = Vec::with_capacity(rows.len());
+    let mut previous: Option<(String, EventHash)> = None;
+    for row in &rows {
+        let (position, event, _) = chain_row(row)?;
+        let head = match &previous {
+            Some((stream, link)) if stream == event.stream_id => *link,
+            _ => EventHash::GENESIS,
+        };
+        let link = head.next(&event.digest());
+        links.push((to_i64(position), link));
+        previous = Some((event.stream_id.to_owned(), link));
+    }
+    for (position, link) in links {
+        sqlx::query(tables.sql("UPDATE annals_events SET hash = ? WHERE position = ?"))
+            .bind(link.as_bytes().as_slice())
+            .bind(position)
+            .execute(&mut *connection)
+            .await
+            .map_err(failed("seal events"))?;
+    }
+    Ok(())
 }
 
 fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
@@ -655,6 +791,16 @@ impl EventStore for SqliteEventStore {
             .is_ok()
     }
 
+    #[tracing::instrument(name = "annals.store.verify_stream", skip_all, fields(backend = BACKEND, stream = %stream))]
+    async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
+        self.verify(Some(stream)).await
+    }
+
+    #[tracing::instrument(name = "annals.store.verify_log", skip_all, fields(backend = BACKEND))]
+    async fn verify_log(&self) -> Result<ChainReport> {
+        self.verify(None).await
+    }
+
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         sqlx::query(
             self.tables.sql("INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
@@ -721,33 +867,39 @@ async fn append_in(
     connection: &mut SqliteConnection,
     batch: &[StreamAppend],
 ) -> Result<Vec<AppendResult>> {
-    let mut currents = Vec::with_capacity(batch.len());
+    let mut heads = Vec::with_capacity(batch.len());
     // The first stream's head and the log's head come in one statement:
     // each statement is a round trip to SQLite's worker thread.
     let mut log_head: Option<i64> = None;
     for append in batch {
-        let current: i64 = if log_head.is_none() {
-            let (current, next_commit): (i64, i64) = sqlx::query_as(tables.sql(
-                "SELECT (SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?), \
-                        (SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events)",
+        let (current, link): (Option<i64>, Option<Vec<u8>>) = if log_head.is_none() {
+            let (current, link, next_commit): (Option<i64>, Option<Vec<u8>>, i64) =
+                sqlx::query_as(tables.sql(
+                    "SELECT head.version, head.hash, \
+                            (SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events) \
+                     FROM (SELECT 1) LEFT JOIN (SELECT version, hash FROM annals_events \
+                         WHERE stream_id = ? ORDER BY version DESC LIMIT 1) AS head",
+                ))
+                .bind(append.stream_id.as_str())
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(failed("read stream version"))?;
+            log_head = Some(next_commit);
+            (current, link)
+        } else {
+            sqlx::query_as(tables.sql(
+                "SELECT version, hash FROM annals_events WHERE stream_id = ? \
+                 ORDER BY version DESC LIMIT 1",
             ))
             .bind(append.stream_id.as_str())
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(failed("read stream version"))?;
-            log_head = Some(next_commit);
-            current
-        } else {
-            sqlx::query_scalar(
-                tables
-                    .sql("SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?"),
-            )
-            .bind(append.stream_id.as_str())
-            .fetch_one(&mut *connection)
+            .fetch_optional(&mut *connection)
             .await
             .map_err(failed("read stream version"))?
+            .map_or((None, None), |(version, hash)| (Some(version), hash))
         };
-        let current = u64::try_from(current).unwrap_or(0);
+        let current = current
+            .and_then(|version| u64::try_from(version).ok())
+            .unwrap_or(0);
         if !append.expected.accepts(current) {
             // Dropping `tx` rolls back; nothing was written.
             return Err(Error::VersionConflict {
@@ -757,7 +909,13 @@ async fn append_in(
             });
         }
         next_version(&append.stream_id, current, append.events.len())?;
-        currents.push(current);
+        // A head without a link was written past Annals (and is reported by
+        // verification); the chain goes on from the start.
+        let link = link
+            .as_deref()
+            .and_then(EventHash::from_slice)
+            .unwrap_or(EventHash::GENESIS);
+        heads.push((current, link));
     }
 
     let commit: i64 = match log_head {
@@ -772,12 +930,17 @@ async fn append_in(
     let recorded_at_time = Utc::now().trunc_subsecs(6);
     let recorded_at = micros(recorded_at_time);
     let commit_position = u64::try_from(commit).unwrap_or(0);
-    // Every row of the batch, in order, then inserted a chunk at a time with
-    // one multi-row statement each (positions come back by event id).
+    // Every row of the batch, in order, with its link, then inserted a chunk
+    // at a time with one multi-row statement each (positions come back by
+    // event id).
     let mut rows = Vec::new();
-    for (append, current) in batch.iter().zip(&currents) {
+    for (append, &(current, head_link)) in batch.iter().zip(&heads) {
+        let mut link = head_link;
         for (offset, event) in append.events.iter().enumerate() {
-            rows.push((append, current + 1 + offset as u64, event));
+            let version = current + 1 + offset as u64;
+            let headers = headers_json(&event.metadata.headers);
+            link = link.next(&new_row(append, version, event, &headers, recorded_at).digest());
+            rows.push((append, version, event, headers, link));
         }
     }
     let mut positions: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
@@ -785,9 +948,9 @@ async fn append_in(
         let mut insert = QueryBuilder::<Sqlite>::new(tables.rename(
             "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
              schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
-             trace_context, headers, recorded_at) ",
+             trace_context, headers, recorded_at, hash) ",
         ));
-        insert.push_values(chunk, |mut row, (append, version, event)| {
+        insert.push_values(chunk, |mut row, (append, version, event, headers, link)| {
             let metadata = &event.metadata;
             row.push_bind(commit)
                 .push_bind(event.event_id)
@@ -801,8 +964,9 @@ async fn append_in(
                 .push_bind(metadata.causation_id)
                 .push_bind(metadata.actor.as_deref())
                 .push_bind(metadata.trace_context.as_deref())
-                .push_bind(headers_json(&metadata.headers))
-                .push_bind(recorded_at);
+                .push_bind(headers.as_str())
+                .push_bind(recorded_at)
+                .push_bind(link.as_bytes().as_slice());
         });
         insert.push(" RETURNING event_id, position");
         let inserted: Vec<(Uuid, i64)> =
@@ -812,7 +976,7 @@ async fn append_in(
                     let stored = stored_event_id(
                         tables,
                         connection,
-                        chunk.iter().map(|(_, _, event)| event.event_id),
+                        chunk.iter().map(|(_, _, event, _, _)| event.event_id),
                     )
                     .await;
                     return Err(insert_error(error, stored));
@@ -821,7 +985,7 @@ async fn append_in(
         positions.extend(inserted);
     }
     let mut results = Vec::with_capacity(batch.len());
-    for (append, current) in batch.iter().zip(currents) {
+    for (append, &(current, _)) in batch.iter().zip(&heads) {
         let positions: Vec<LogPosition> = append
             .events
             .iter()
