@@ -297,8 +297,8 @@ async fn postgres_a_recomputed_link_breaks_the_next_one() {
         .tamper(
             "UPDATE annals_events AS e SET payload = '{\"n\": 99}', \
                  hash = sha256(p.hash || annals_event_digest(e.event_id, e.stream_id, e.version, \
-                     e.event_type, e.schema_version, '{\"n\": 99}'::jsonb, e.tenant_id, \
-                     e.correlation_id, e.causation_id, e.actor, e.trace_context, e.headers, \
+                     e.event_type, e.schema_version, '{\"n\": 99}'::jsonb::text, e.tenant_id, \
+                     e.correlation_id, e.causation_id, e.actor, e.trace_context, e.headers::text, \
                      e.recorded_at)) \
              FROM annals_events AS p \
              WHERE e.stream_id = 'chain-1' AND e.version = 3 \

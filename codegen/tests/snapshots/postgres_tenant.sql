@@ -244,9 +244,11 @@ INSERT INTO annals_schema_history (version, name, applied_at) VALUES (6, 'query_
 ALTER TABLE annals_events ADD COLUMN hash bytea;
 
 -- A text column's encoding: its byte length as int8, then the UTF-8 bytes;
--- eight 0xff bytes for NULL.
+-- eight 0xff bytes for NULL. (STABLE, like convert_to and extract, so that
+-- PostgreSQL inlines these functions: declared IMMUTABLE they would run as
+-- separate function calls, twenty times slower.)
 CREATE FUNCTION annals_hash_text(value text) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN value IS NULL THEN '\xffffffffffffffff'::bytea
                 ELSE int8send(octet_length(value)::int8) || convert_to(value, 'UTF8') END
 $$;
@@ -258,26 +260,28 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 ELSE '\x01'::bytea || uuid_send(value) END
 $$;
 
--- SHA-256 over an event's stored columns.
+-- SHA-256 over an event's stored columns, `payload` and `headers` given as
+-- their jsonb text (callers convert once: an inlined function would repeat
+-- the conversion for every use of its argument).
 CREATE FUNCTION annals_event_digest(
     event_id uuid, stream_id text, version bigint, event_type text, schema_version integer,
-    payload jsonb, tenant_id text, correlation_id uuid, causation_id uuid, actor text,
-    trace_context text, headers jsonb, recorded_at timestamptz
+    payload text, tenant_id text, correlation_id uuid, causation_id uuid, actor text,
+    trace_context text, headers text, recorded_at timestamptz
 ) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT sha256(
         uuid_send(event_id)
         || annals_hash_text(stream_id)
         || int8send(version)
         || annals_hash_text(event_type)
         || int4send(schema_version)
-        || annals_hash_text(payload::text)
+        || annals_hash_text(payload)
         || annals_hash_text(tenant_id)
         || annals_hash_uuid(correlation_id)
         || annals_hash_uuid(causation_id)
         || annals_hash_text(actor)
         || annals_hash_text(trace_context)
-        || annals_hash_text(headers::text)
+        || annals_hash_text(headers)
         || int8send((extract(epoch FROM recorded_at) * 1000000)::int8))
 $$;
 
@@ -303,8 +307,8 @@ FROM (
     SELECT position,
            annals_chain(decode(repeat('00', 32), 'hex'),
                        annals_event_digest(event_id, stream_id, version, event_type, schema_version,
-                                          payload, tenant_id, correlation_id, causation_id, actor,
-                                          trace_context, headers, recorded_at))
+                                          payload::text, tenant_id, correlation_id, causation_id,
+                                          actor, trace_context, headers::text, recorded_at))
                OVER (PARTITION BY stream_id ORDER BY version) AS link
     FROM annals_events
 ) AS sealed

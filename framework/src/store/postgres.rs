@@ -116,11 +116,13 @@ inserted AS (
            r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context, r.headers,
            r.recorded_at,
            annals_chain(r.head_link, annals_event_digest(
-               r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload,
-               r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context, r.headers,
-               r.recorded_at))
+               r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload_text,
+               r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context,
+               r.headers_text, r.recorded_at))
                OVER (PARTITION BY r.stream_id ORDER BY r.version)
-    FROM (
+    -- Fences (OFFSET 0): each payload is parsed once and printed once, not
+    -- once per use in the inlined digest.
+    FROM (SELECT q.*, q.payload::text AS payload_text, q.headers::text AS headers_text FROM (
         SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type, i.schema_version,
                i.payload::jsonb AS payload, i.tenant_id, i.correlation_id, i.causation_id, i.actor,
                i.trace_context, i.headers::jsonb AS headers, now() AS recorded_at, x.head_link, i.ord
@@ -131,9 +133,8 @@ inserted AS (
                   tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
         JOIN expectations x ON x.stream_id = i.stream_id
         WHERE x.grp NOT IN (SELECT grp FROM conflicts)
-        -- A fence: each payload is parsed once, not once per use.
         OFFSET 0
-    ) r
+    ) q OFFSET 0) r
     ORDER BY r.ord
     RETURNING stream_id, version, position, transaction_id, recorded_at
 )
@@ -152,10 +153,12 @@ WITH links AS MATERIALIZED (
            sha256(COALESCE(lag(hash) OVER w,
                            '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
                   || annals_event_digest(event_id, stream_id, version, event_type, schema_version,
-                                         payload, tenant_id, correlation_id, causation_id, actor,
-                                         trace_context, headers, recorded_at)) AS expected
-    FROM annals_events
-    WHERE $1::text IS NULL OR stream_id = $1
+                                         payload_text, tenant_id, correlation_id, causation_id,
+                                         actor, trace_context, headers_text, recorded_at)) AS expected
+    FROM (SELECT e.*, e.payload::text AS payload_text, e.headers::text AS headers_text
+          FROM annals_events e
+          WHERE $1::text IS NULL OR e.stream_id = $1
+          OFFSET 0) AS stored
     WINDOW w AS (PARTITION BY stream_id ORDER BY version)
 )
 (SELECT true AS broken, stream_id, version, expected, hash, 0::int8 AS events FROM links
