@@ -12,6 +12,7 @@ pub mod handler_registry;
 pub mod health;
 pub mod metadata;
 pub mod payload;
+pub mod pii;
 pub mod position;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

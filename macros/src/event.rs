@@ -8,6 +8,7 @@ use syn::{Attribute, Fields, Ident, Item, LitStr};
 
 use crate::diagnostics::Diagnostics;
 use crate::options::{self, Site};
+use crate::pii::{self, PiiField};
 
 const STRUCT_SITE: Site = Site {
     macro_name: "event",
@@ -75,14 +76,16 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 &mut diagnostics,
             );
             check_serde_attrs(&item.attrs, false, &mut diagnostics);
+            let pii_fields = pii::take_struct_fields(&mut item.fields, &mut diagnostics);
             add_derives(&mut item.attrs);
-            let impls = (!generic).then(|| struct_impl(&item.ident, &identity));
+            let impls = (!generic).then(|| struct_impl(&item.ident, &identity, &pii_fields));
             quote! { #item #impls }
         }
         Item::Enum(mut item) => {
             let generic = reject_generics(&item.generics, &mut diagnostics);
             options::parse(args, ENUM_SITE, &mut diagnostics, |_, _| Ok(()));
             check_serde_attrs(&item.attrs, true, &mut diagnostics);
+            pii::reject_in_enum(&mut item, &mut diagnostics);
             if item.variants.is_empty() {
                 diagnostics.error_at(&item.ident, "an event enum needs at least one variant");
             }
@@ -411,8 +414,13 @@ fn upcasters(upcasts: &[Upcast]) -> Vec<TokenStream> {
 }
 
 /// The registration of one event type; `json_schema` is an expression of
-/// type `fn() -> serde_json::Value`.
-fn descriptor(identity: &EventIdentity, rust_name: &str, json_schema: &TokenStream) -> TokenStream {
+/// type `fn() -> serde_json::Value`, `pii` one of type `&[PiiField]`.
+fn descriptor(
+    identity: &EventIdentity,
+    rust_name: &str,
+    json_schema: &TokenStream,
+    pii: &TokenStream,
+) -> TokenStream {
     let name = &identity.name;
     let version = identity.version;
     let froms = identity.upcasts.iter().map(|upcast| upcast.from);
@@ -424,19 +432,21 @@ fn descriptor(identity: &EventIdentity, rust_name: &str, json_schema: &TokenStre
                 rust_type: ::core::concat!(::core::module_path!(), "::", #rust_name),
                 upcasts_from: &[#(#froms),*],
                 json_schema: #json_schema,
+                pii: #pii,
             }
         }
     }
 }
 
-fn struct_impl(ident: &Ident, identity: &EventIdentity) -> TokenStream {
+fn struct_impl(ident: &Ident, identity: &EventIdentity, pii_fields: &[PiiField]) -> TokenStream {
     let name = &identity.name;
     let version = identity.version;
     let upcasters = upcasters(&identity.upcasts);
     let json_schema = quote! {
         || ::annals::__private::event_schema::<#ident>(#name, #version)
     };
-    let descriptor = descriptor(identity, &ident.to_string(), &json_schema);
+    let pii = pii::descriptor_entries(pii_fields);
+    let descriptor = descriptor(identity, &ident.to_string(), &json_schema, &pii);
     quote! {
         const _: () = {
             impl ::annals::__private::Event for #ident {
@@ -517,6 +527,7 @@ fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
             &variant.identity,
             &format!("{ident}::{}", variant.ident),
             &json_schema,
+            &quote!(&[]),
         )
     });
     quote! {

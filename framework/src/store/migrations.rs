@@ -56,6 +56,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "query_indexes",
         sql: include_str!("../../../migrations/postgres/0006_query_indexes.sql"),
     },
+    // 0007 is reserved for the per-stream hash chain; `pending` tolerates the gap.
+    Migration {
+        version: 8,
+        name: "subject_keys",
+        sql: include_str!("../../../migrations/postgres/0008_subject_keys.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -85,6 +91,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 5,
         name: "query_indexes",
         sql: include_str!("../../../migrations/sqlite/0005_query_indexes.sql"),
+    },
+    // 0006 is reserved for the per-stream hash chain; `pending` tolerates the gap.
+    Migration {
+        version: 7,
+        name: "subject_keys",
+        sql: include_str!("../../../migrations/sqlite/0007_subject_keys.sql"),
     },
 ];
 
