@@ -167,6 +167,7 @@ fn parse_subject(attr: &Attribute, diagnostics: &mut Diagnostics) -> Option<Iden
         }
     };
     let mut subject = None;
+    let empty = tokens.is_empty();
     options::parse(tokens, PII_SITE, diagnostics, |key, meta| {
         let path = options::path(meta, key, "subject = user_id")?;
         match path.get_ident() {
@@ -180,7 +181,8 @@ fn parse_subject(attr: &Attribute, diagnostics: &mut Diagnostics) -> Option<Iden
         }
         Ok(())
     });
-    if subject.is_none() && matches!(attr.meta, syn::Meta::List(_)) {
+    // Other mistakes (an unknown option) were reported by `options::parse`.
+    if subject.is_none() && empty {
         diagnostics.error_at(
             attr,
             "`#[pii]` needs `subject = <field>`, naming the field that identifies the data subject",
