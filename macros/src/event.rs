@@ -57,6 +57,8 @@ struct VariantModel {
     ident: Ident,
     unit: bool,
     identity: EventIdentity,
+    /// Its `#[pii]` fields (the variant's content is the payload).
+    pii_fields: Vec<PiiField>,
 }
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -85,7 +87,6 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             let generic = reject_generics(&item.generics, &mut diagnostics);
             options::parse(args, ENUM_SITE, &mut diagnostics, |_, _| Ok(()));
             check_serde_attrs(&item.attrs, true, &mut diagnostics);
-            pii::reject_in_enum(&mut item, &mut diagnostics);
             if item.variants.is_empty() {
                 diagnostics.error_at(&item.ident, "an event enum needs at least one variant");
             }
@@ -93,6 +94,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             let mut variants = Vec::new();
             for variant in &mut item.variants {
                 let args = take_event_attrs(&mut variant.attrs, &mut diagnostics);
+                let pii_fields = pii::take_struct_fields(&mut variant.fields, &mut diagnostics);
                 check_serde_attrs(&variant.attrs, false, &mut diagnostics);
                 let default_name = format!("{enum_name}.{}", variant.ident);
                 let identity = parse_identity(
@@ -106,6 +108,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                     ident: variant.ident.clone(),
                     unit: matches!(variant.fields, Fields::Unit),
                     identity,
+                    pii_fields,
                 });
             }
             check_unique_names(&variants, &mut diagnostics);
@@ -527,7 +530,7 @@ fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
             &variant.identity,
             &format!("{ident}::{}", variant.ident),
             &json_schema,
-            &quote!(&[]),
+            &pii::descriptor_entries(&variant.pii_fields),
         )
     });
     quote! {

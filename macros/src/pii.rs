@@ -1,4 +1,5 @@
-//! `#[pii(subject = field)]` on the fields of a struct event: parse the
+//! `#[pii(subject = field)]` on the named fields of a struct event (or of an
+//! enum event's variant, whose content is the payload): parse the
 //! attributes into [`PiiField`]s (the JSON keys of the field and of its
 //! subject, and the field's type), check them, strip them from the item, and
 //! generate the descriptor entries the crypto-shredding store reads.
@@ -34,7 +35,7 @@ struct FieldInfo {
     pii: Option<(Attribute, Option<Ident>)>,
 }
 
-/// Takes the `#[pii]` attributes off a struct's fields and returns the
+/// Takes the `#[pii]` attributes off a struct's (or variant's) fields and returns the
 /// checked model. Errors (a tuple struct, a subject that is not a field or
 /// is itself pii, a bad option) are recorded; the fields in error are left
 /// out of the result.
@@ -108,21 +109,6 @@ pub(crate) fn take_struct_fields(
         }
     }
     model
-}
-
-/// Reports every `#[pii]` on an enum event's variant fields (and strips it):
-/// crypto-shredding locates fields by their key in a struct's payload.
-pub(crate) fn reject_in_enum(item: &mut syn::ItemEnum, diagnostics: &mut Diagnostics) {
-    for variant in &mut item.variants {
-        for field in variant.fields.iter_mut() {
-            for attr in take_pii_attrs(&mut field.attrs) {
-                diagnostics.error_at(
-                    &attr,
-                    "`#[pii]` is supported on struct events only; make this variant an `#[event]` struct",
-                );
-            }
-        }
-    }
 }
 
 /// The `&[PiiField]` expression of an event descriptor.

@@ -37,4 +37,25 @@ fn main() {
     let keys: Vec<(&str, &str)> = descriptor.pii.iter().map(|f| (f.field, f.subject)).collect();
     assert_eq!(keys[0], ("mail", "userId"));
     assert_eq!(keys.len(), 6);
+    variants_register_their_own_pii_fields();
+}
+
+/// On an enum event, each variant's fields name a subject in the same variant.
+#[annals::event]
+enum AccountEvent {
+    #[event(name = "ui.pii.account_opened")]
+    Opened {
+        account_id: String,
+        #[pii(subject = account_id)]
+        holder: String,
+    },
+    #[event(name = "ui.pii.account_closed")]
+    Closed,
+}
+
+fn variants_register_their_own_pii_fields() {
+    let opened = annals::registry::event("ui.pii.account_opened").expect("registered");
+    assert_eq!((opened.pii[0].field, opened.pii[0].subject), ("holder", "account_id"));
+    let closed = annals::registry::event("ui.pii.account_closed").expect("registered");
+    assert!(closed.pii.is_empty());
 }

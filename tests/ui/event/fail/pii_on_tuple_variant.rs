@@ -3,11 +3,7 @@
 #[annals::event]
 enum UserEvent {
     #[event(name = "iam.user.registered")]
-    Registered {
-        user_id: String,
-        #[pii(subject = user_id)]
-        email: String,
-    },
+    Registered(#[pii(subject = user_id)] String),
 }
 
 fn main() {}
