@@ -2,8 +2,9 @@
 //! that forgetting a subject leaves its events readable with that data
 //! redacted.
 //!
-//! 1. Mark the fields: `#[pii(subject = user_id)]` on fields of an
-//!    `#[event]` struct names the field that identifies whose data it is.
+//! 1. Mark the fields: `#[pii(subject = user_id)]` on named fields of an
+//!    `#[event]` struct (or enum variant) names the field that identifies
+//!    whose data it is: a string or a number.
 //!    Their types implement [`Redact`], the value they read as once
 //!    forgotten.
 //! 2. Wrap the store in a [`PiiEventStore`] with a [`MasterKey`] from
