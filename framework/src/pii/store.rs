@@ -224,6 +224,14 @@ impl PiiEventStore {
     /// registered cache entries of every stream that held its fields. Its
     /// fields read as redacted from then on, on every read path. Idempotent:
     /// if it fails part way, call it again.
+    ///
+    /// What it cannot reach: a load that was already running when the
+    /// subject was forgotten may still cache its (plaintext) state or save a
+    /// snapshot after the purge; SQL read models and published messages
+    /// written before the forget keep what they were given; and other
+    /// processes trust their cached key until it expires
+    /// ([`key_cache`](Self::key_cache)). Forget when the subject is quiet,
+    /// and rebuild or update read models that hold personal data.
     #[tracing::instrument(name = "annals.pii.forget", skip_all)]
     pub async fn forget(&self, subject: &str) -> Result<Forgotten> {
         self.keys.forget_subject_key(subject).await?;
