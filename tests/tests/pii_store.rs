@@ -2,8 +2,8 @@
 //! global log, queries) yields a forgotten subject's fields redacted and
 //! other subjects' fields intact; the backend never holds the plaintext; a
 //! forgotten key leaves a tombstone; appending for a forgotten subject and
-//! reading altered ciphertext are typed errors. On memory, SQLite (a file)
-//! and PostgreSQL.
+//! reading altered ciphertext (or keys under another master key) are typed
+//! errors. On memory, SQLite (a file) and PostgreSQL.
 
 use annals::Error;
 use annals::pii::{StoredSubjectKey, SubjectKeyStore};
@@ -396,4 +396,27 @@ async fn sqlite_altered_ciphertext_is_a_typed_error() {
 #[tokio::test]
 async fn postgres_altered_ciphertext_is_a_typed_error() {
     altered_ciphertext_is_a_typed_error(PiiBackend::postgres().await).await;
+}
+
+/// Keys wrapped by one master key do not open under another: a typed error
+/// naming the subject, never plaintext and never a silent redaction.
+#[tokio::test]
+async fn another_master_key_is_a_typed_error() {
+    let b = PiiBackend::sqlite().await;
+    write_both(&b).await;
+    let path = b.backend.dir().expect("a SQLite file").join("events.db");
+    let reopened = std::sync::Arc::new(
+        annals::store::SqliteEventStore::open(path)
+            .await
+            .expect("reopen"),
+    );
+    let other = annals::pii::PiiEventStore::new(
+        reopened.clone(),
+        reopened,
+        annals::pii::MasterKey::generate(),
+    );
+    match other.read_stream(&stream("member-ada"), 1, 10).await {
+        Err(Error::SubjectKey { subject }) => assert_eq!(subject, "ada"),
+        other => panic!("expected SubjectKey, got {other:?}"),
+    }
 }
