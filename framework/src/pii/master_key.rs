@@ -46,6 +46,14 @@ impl fmt::Debug for MasterKey {
 }
 
 /// Why a master key could not be read. Never contains the key.
+///
+/// ```
+/// use annals::pii::{MasterKey, MasterKeyError};
+///
+/// let error = MasterKey::from_base64("%%%").unwrap_err();
+/// assert!(matches!(error, MasterKeyError::NotBase64 { .. }));
+/// assert_eq!(error.to_string(), "the master key is not valid base64");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MasterKeyError {

@@ -51,7 +51,8 @@ mod sealed_field;
 mod store;
 
 pub use crate::registry::PiiField;
-pub use key_store::{MemorySubjectKeys, StoredSubjectKey, SubjectKeyStore};
+pub(crate) use key_store::MemorySubjectKeys;
+pub use key_store::{StoredSubjectKey, SubjectKeyStore};
 pub use master_key::{MASTER_KEY_VAR, MasterKey, MasterKeyError};
 pub use redact::{REDACTED_TEXT, Redact};
 pub use store::{DEFAULT_KEY_CACHE_SUBJECTS, DEFAULT_KEY_CACHE_TTL, Forgotten, PiiEventStore};

@@ -48,6 +48,23 @@ struct CachePurge {
 }
 
 /// What [`PiiEventStore::forget`] did.
+///
+/// ```
+/// use annals::pii::{MasterKey, PiiEventStore};
+/// use annals::prelude::*;
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let backend = Arc::new(InMemoryEventStore::new());
+/// let store = PiiEventStore::new(backend.clone(), backend, MasterKey::generate());
+/// // A subject that never had data: nothing to delete, but its tombstone
+/// // still keeps it from ever getting a key.
+/// let forgotten = store.forget("nobody").await?;
+/// assert_eq!((forgotten.subject.as_str(), forgotten.streams.len(), forgotten.snapshots_deleted), ("nobody", 0, 0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Forgotten {
@@ -199,6 +216,45 @@ impl PiiEventStore {
     /// `.with_cache(cache)` (and `.with_tenant(tenant)` when `tenant` is
     /// set). Register each (aggregate, tenant) pair whose state may hold
     /// personal data.
+    ///
+    /// The documented layering, both caches purged on forget:
+    ///
+    /// ```
+    /// use annals::cache::{CachingEventStore, InProcessCache};
+    /// use annals::pii::{MasterKey, PiiEventStore};
+    /// use annals::prelude::*;
+    /// use std::sync::Arc;
+    ///
+    /// #[annals::event(name = "doc.pii.joined")]
+    /// struct Joined { member_id: String, #[pii(subject = member_id)] email: String }
+    ///
+    /// #[annals::aggregate(name = "member", events(Joined))]
+    /// #[derive(Default)]
+    /// struct Member { email: String }
+    /// impl Apply<Joined> for Member {
+    ///     fn apply(&mut self, event: &Joined) { self.email = event.email.clone(); }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let backend = Arc::new(InMemoryEventStore::new());
+    /// let events = Arc::new(InProcessCache::new()); // holds ciphertext only
+    /// let states = Arc::new(InProcessCache::new()); // holds plaintext state
+    /// let store = Arc::new(
+    ///     PiiEventStore::new(Arc::new(CachingEventStore::new(backend.clone(), events.clone())), backend, MasterKey::generate())
+    ///         .purge_stream_cache(events)
+    ///         .purge_state_cache::<Member>(states.clone(), None),
+    /// );
+    /// let members = Repository::<Member>::new(store.clone()).with_cache(states);
+    /// let joined = Joined { member_id: "7".into(), email: "ada@example.test".into() };
+    /// members.save("7", ExpectedVersion::NoStream, &[joined], &Metadata::new()).await?;
+    /// assert_eq!(members.load_cached("7").await?.state.email, "ada@example.test");
+    ///
+    /// store.forget("7").await?;
+    /// assert_eq!(members.load_cached("7").await?.state.email, "[redacted]");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn purge_state_cache<A: Aggregate>(
         mut self,
         cache: Arc<dyn EventCache>,

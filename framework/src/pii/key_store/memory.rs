@@ -12,7 +12,7 @@ use crate::stream::StreamId;
 
 /// The subject-key tables of an [`InMemoryEventStore`].
 #[derive(Debug, Default)]
-pub struct MemorySubjectKeys {
+pub(crate) struct MemorySubjectKeys {
     keys: HashMap<String, StoredSubjectKey>,
     streams: HashMap<String, BTreeSet<StreamId>>,
 }

@@ -15,10 +15,18 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::stream::StreamId;
 
-pub use memory::MemorySubjectKeys;
+pub(crate) use memory::MemorySubjectKeys;
 
 /// A data subject's stored key: wrapped under the master key, or a
-/// tombstone once the subject is forgotten.
+/// tombstone once the subject is forgotten. Its `Debug` never shows the
+/// wrapped bytes.
+///
+/// ```
+/// use annals::pii::StoredSubjectKey;
+///
+/// let key = StoredSubjectKey::Wrapped(vec![7; 60]);
+/// assert_eq!(format!("{key:?}"), "Wrapped(..)");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoredSubjectKey {
     /// The data key, encrypted under the master key (a nonce, then the
