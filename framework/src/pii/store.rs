@@ -102,7 +102,9 @@ pub struct Forgotten {
 /// [`CachingEventStore`](crate::cache::CachingEventStore) → backend. The
 /// event cache below it then holds only ciphertext; the repositories' state
 /// caches above it hold plaintext and are purged on forget when registered
-/// with [`purge_state_cache`](Self::purge_state_cache).
+/// with [`purge_state_cache`](Self::purge_state_cache). Writes that bypass
+/// it (a SQL store's `append_inline`, `postgres_copy`) store what they are
+/// given: send personal data through the `PiiEventStore`.
 ///
 /// ```
 /// use annals::pii::{MasterKey, PiiEventStore};
