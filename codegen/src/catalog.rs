@@ -73,6 +73,18 @@ fn entry(text: &mut String, event: &EventDescriptor) {
     );
     let _ = writeln!(text, "- Projections: {}", list_or_none(&projected_by));
     let _ = writeln!(text, "- Handlers: {}", list_or_none(&handled_by));
+    if !event.pii.is_empty() {
+        let fields: Vec<String> = event
+            .pii
+            .iter()
+            .map(|field| format!("`{}` (subject `{}`)", field.field, field.subject))
+            .collect();
+        let _ = writeln!(
+            text,
+            "- Personal data, encrypted per subject and redacted once forgotten: {}",
+            fields.join(", ")
+        );
+    }
     let _ = writeln!(
         text,
         "- JSON Schema: [`events/{0}`](events/{0})",

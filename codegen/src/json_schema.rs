@@ -25,11 +25,26 @@ use serde_json::Value;
 use crate::store_migrations::GENERATED_MARKER;
 
 /// The schema of the payload an event's current version writes, with a
-/// `$comment` marking it as generated.
+/// `$comment` marking it as generated, and `"x-annals-pii": {"subject": ...}`
+/// on each `#[pii]` field (stored encrypted, redacted once its subject is
+/// forgotten).
 pub fn for_event(event: &EventDescriptor) -> Value {
     let mut schema = (event.json_schema)();
     if let Value::Object(object) = &mut schema {
         object.insert("$comment".to_owned(), Value::from(GENERATED_MARKER));
+    }
+    // Personal data: the schema describes the event as read; the stored
+    // payload holds an encrypted envelope in these fields' place.
+    for field in event.pii {
+        if let Some(Value::Object(property)) = schema
+            .get_mut("properties")
+            .and_then(|properties| properties.get_mut(field.field))
+        {
+            property.insert(
+                "x-annals-pii".to_owned(),
+                serde_json::json!({ "subject": field.subject }),
+            );
+        }
     }
     schema
 }

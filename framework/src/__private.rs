@@ -18,8 +18,8 @@ pub use crate::handler::{IntoHandlerResult, RetryPolicy};
 pub use crate::payload::Payload;
 pub use crate::projection::Projection;
 pub use crate::registry::{
-    AggregateDescriptor, ColumnType, EventDescriptor, HandlerDescriptor, ProjectionDescriptor,
-    ReadModelColumn, ReadModelTable,
+    AggregateDescriptor, ColumnType, EventDescriptor, HandlerDescriptor, PiiField,
+    ProjectionDescriptor, ReadModelColumn, ReadModelTable,
 };
 pub use crate::upcast::{IntoUpcastResult, Upcaster, decode_old, decode_versioned};
 
@@ -94,6 +94,11 @@ pub const fn concat_names<const N: usize>(parts: &[&[&'static str]]) -> [&'stati
         part += 1;
     }
     out
+}
+
+/// The redacted value of a `#[pii]` field of type `T`, as JSON.
+pub fn redacted_value<T: crate::pii::Redact + Serialize>() -> Value {
+    serde_json::to_value(T::redacted()).unwrap_or(Value::Null)
 }
 
 /// Normalises a handler's return value.

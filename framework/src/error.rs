@@ -163,6 +163,47 @@ pub enum Error {
         second: &'static str,
     },
 
+    /// An append carried personal data (`#[pii]` fields) of a data subject
+    /// that was forgotten: the subject's key is destroyed and is never
+    /// recreated. Nothing of the append was written.
+    #[error(
+        "cannot append `{event_type}`: it carries personal data of data subject `{subject}`, who was forgotten"
+    )]
+    SubjectForgotten {
+        /// The forgotten subject.
+        subject: String,
+        /// The event type that carried the data.
+        event_type: String,
+    },
+
+    /// An encrypted personal-data field of a stored event does not decrypt
+    /// under its subject's live key: the ciphertext, its event id, field or
+    /// subject was altered (or the envelope is malformed).
+    #[error(
+        "personal data field `{field}` of event {version} of stream `{stream}` does not decrypt: {reason}"
+    )]
+    PiiField {
+        /// Stream of the event.
+        stream: String,
+        /// Version of the event in its stream.
+        version: u64,
+        /// The field's JSON key.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A data subject's stored key does not unwrap with the configured master
+    /// key: the master key is not the one the key was created under, or the
+    /// stored key was altered.
+    #[error(
+        "the key of data subject `{subject}` does not unwrap with the configured master key (another master key, or an altered key row)"
+    )]
+    SubjectKey {
+        /// The subject whose key failed.
+        subject: String,
+    },
+
     /// Configuration is missing or malformed (a bad URL, an unknown scheme).
     #[error("configuration: {0}")]
     Config(String),

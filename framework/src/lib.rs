@@ -13,6 +13,7 @@ pub mod hash_chain;
 pub mod health;
 pub mod metadata;
 pub mod payload;
+pub mod pii;
 pub mod position;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -41,6 +41,38 @@ pub struct EventDescriptor {
     /// derived from the Rust type by `schemars`; doc comments become
     /// descriptions.
     pub json_schema: fn() -> serde_json::Value,
+    /// The fields marked `#[pii(subject = ...)]`, which
+    /// [`PiiEventStore`](crate::pii::PiiEventStore) encrypts per data subject.
+    pub pii: &'static [PiiField],
+}
+
+/// A field of an event marked `#[pii(subject = ...)]`: personal data of a
+/// data subject, encrypted under that subject's key and redacted once the
+/// subject is forgotten (see [`crate::pii`]).
+///
+/// ```
+/// #[annals::event(name = "doc.pii.registered")]
+/// struct Registered {
+///     user_id: String,
+///     #[pii(subject = user_id)]
+///     #[serde(rename = "mail")]
+///     email: String,
+/// }
+///
+/// let descriptor = annals::registry::event("doc.pii.registered").expect("registered");
+/// let field = &descriptor.pii[0];
+/// assert_eq!((field.field, field.subject), ("mail", "user_id"));
+/// assert_eq!((field.redacted)(), serde_json::json!("[redacted]"));
+/// ```
+#[derive(Debug)]
+pub struct PiiField {
+    /// The field's JSON key in the payload.
+    pub field: &'static str,
+    /// The JSON key of the field that identifies the data subject.
+    pub subject: &'static str,
+    /// The value the field reads as once its subject is forgotten: the
+    /// field type's [`Redact`](crate::pii::Redact) value.
+    pub redacted: fn() -> serde_json::Value,
 }
 
 /// An aggregate, as `#[aggregate]` registered it.

@@ -146,6 +146,16 @@ impl<A> std::fmt::Debug for Repository<A> {
     }
 }
 
+/// The cache key of an aggregate's state in `tenant`'s entries (also purged
+/// by [`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)).
+pub(crate) fn state_key<A: Aggregate>(tenant: Option<&str>, stream_id: &StreamId) -> CacheKey {
+    CacheKey::new(
+        tenant,
+        "state",
+        format!("{stream_id}@{}", A::SNAPSHOT_VERSION),
+    )
+}
+
 impl<A: Aggregate> Repository<A> {
     /// A repository over `store`, retrying conflicting commands up to
     /// [`DEFAULT_MAX_ATTEMPTS`] times.
@@ -190,11 +200,7 @@ impl<A: Aggregate> Repository<A> {
     /// The cache key of an aggregate's state: the tenant, and the shape
     /// version so a new shape never reads an old entry.
     fn state_key(&self, stream_id: &StreamId) -> CacheKey {
-        CacheKey::new(
-            self.tenant.as_deref(),
-            "state",
-            format!("{stream_id}@{}", A::SNAPSHOT_VERSION),
-        )
+        state_key::<A>(self.tenant.as_deref(), stream_id)
     }
 
     /// The cached state of a stream, if a cache is set, holds it and it decodes.

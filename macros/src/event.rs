@@ -8,6 +8,7 @@ use syn::{Attribute, Fields, Ident, Item, LitStr};
 
 use crate::diagnostics::Diagnostics;
 use crate::options::{self, Site};
+use crate::pii::{self, PiiField};
 
 const STRUCT_SITE: Site = Site {
     macro_name: "event",
@@ -56,6 +57,8 @@ struct VariantModel {
     ident: Ident,
     unit: bool,
     identity: EventIdentity,
+    /// Its `#[pii]` fields (the variant's content is the payload).
+    pii_fields: Vec<PiiField>,
 }
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -75,8 +78,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 &mut diagnostics,
             );
             check_serde_attrs(&item.attrs, false, &mut diagnostics);
+            let pii_fields = pii::take_struct_fields(&mut item.fields, &mut diagnostics);
             add_derives(&mut item.attrs);
-            let impls = (!generic).then(|| struct_impl(&item.ident, &identity));
+            let impls = (!generic).then(|| struct_impl(&item.ident, &identity, &pii_fields));
             quote! { #item #impls }
         }
         Item::Enum(mut item) => {
@@ -90,6 +94,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             let mut variants = Vec::new();
             for variant in &mut item.variants {
                 let args = take_event_attrs(&mut variant.attrs, &mut diagnostics);
+                let pii_fields = pii::take_struct_fields(&mut variant.fields, &mut diagnostics);
                 check_serde_attrs(&variant.attrs, false, &mut diagnostics);
                 let default_name = format!("{enum_name}.{}", variant.ident);
                 let identity = parse_identity(
@@ -103,6 +108,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                     ident: variant.ident.clone(),
                     unit: matches!(variant.fields, Fields::Unit),
                     identity,
+                    pii_fields,
                 });
             }
             check_unique_names(&variants, &mut diagnostics);
@@ -411,8 +417,13 @@ fn upcasters(upcasts: &[Upcast]) -> Vec<TokenStream> {
 }
 
 /// The registration of one event type; `json_schema` is an expression of
-/// type `fn() -> serde_json::Value`.
-fn descriptor(identity: &EventIdentity, rust_name: &str, json_schema: &TokenStream) -> TokenStream {
+/// type `fn() -> serde_json::Value`, `pii` one of type `&[PiiField]`.
+fn descriptor(
+    identity: &EventIdentity,
+    rust_name: &str,
+    json_schema: &TokenStream,
+    pii: &TokenStream,
+) -> TokenStream {
     let name = &identity.name;
     let version = identity.version;
     let froms = identity.upcasts.iter().map(|upcast| upcast.from);
@@ -424,19 +435,21 @@ fn descriptor(identity: &EventIdentity, rust_name: &str, json_schema: &TokenStre
                 rust_type: ::core::concat!(::core::module_path!(), "::", #rust_name),
                 upcasts_from: &[#(#froms),*],
                 json_schema: #json_schema,
+                pii: #pii,
             }
         }
     }
 }
 
-fn struct_impl(ident: &Ident, identity: &EventIdentity) -> TokenStream {
+fn struct_impl(ident: &Ident, identity: &EventIdentity, pii_fields: &[PiiField]) -> TokenStream {
     let name = &identity.name;
     let version = identity.version;
     let upcasters = upcasters(&identity.upcasts);
     let json_schema = quote! {
         || ::annals::__private::event_schema::<#ident>(#name, #version)
     };
-    let descriptor = descriptor(identity, &ident.to_string(), &json_schema);
+    let pii = pii::descriptor_entries(pii_fields);
+    let descriptor = descriptor(identity, &ident.to_string(), &json_schema, &pii);
     quote! {
         const _: () = {
             impl ::annals::__private::Event for #ident {
@@ -517,6 +530,7 @@ fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
             &variant.identity,
             &format!("{ident}::{}", variant.ident),
             &json_schema,
+            &pii::descriptor_entries(&variant.pii_fields),
         )
     });
     quote! {

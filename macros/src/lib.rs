@@ -15,6 +15,7 @@ mod event;
 mod handler;
 mod naming;
 mod options;
+mod pii;
 mod projection;
 mod read_model_table;
 

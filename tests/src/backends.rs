@@ -83,6 +83,29 @@ impl TestStore {
         }
     }
 
+    /// A new SQLite store in a temporary file, and the same store as a
+    /// subject-key store.
+    pub async fn sqlite_with_keys() -> (Self, Arc<dyn annals::pii::SubjectKeyStore>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let store = Arc::new(
+            SqliteEventStore::open(dir.path().join("events.db"))
+                .await
+                .unwrap_or_else(|error| panic!("cannot open the SQLite store: {error:?}")),
+        );
+        let test_store = TestStore {
+            raw: RawAccess::Sqlite(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
+            store: store.clone(),
+            _dir: Some(dir),
+        };
+        (test_store, store)
+    }
+
+    /// The directory of a file-backed store (SQLite), if any.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(TempDir::path)
+    }
+
     /// A SQLite store on tables that `annals-codegen` generated with the
     /// table prefix `iam_`, applied before the store opens (as a migration
     /// tool would).
@@ -129,6 +152,19 @@ impl TestStore {
             store: Arc::new(store),
             _dir: None,
         }
+    }
+
+    /// A new PostgreSQL store in a schema of its own, and the same store as
+    /// a subject-key store.
+    pub async fn postgres_with_keys() -> (Self, Arc<dyn annals::pii::SubjectKeyStore>) {
+        let store = Arc::new(fresh_postgres_store().await);
+        let test_store = TestStore {
+            raw: RawAccess::Postgres(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
+            store: store.clone(),
+            _dir: None,
+        };
+        (test_store, store)
     }
 
     /// A PostgreSQL store on generated tables partitioned by hash of the

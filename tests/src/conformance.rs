@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
             unknown_or_misshapen_events_are_typed_decode_errors,
             stored_events_cannot_be_changed,
             snapshots_are_stored_found_and_pruned,
+            a_streams_snapshots_are_deleted_together,
             checkpoints_and_dead_letters_are_kept,
             oversized_input_is_refused_naming_the_limit,
             hash_chain_names_the_first_broken_link,
@@ -878,6 +879,38 @@ fn snapshot(stream: &str, version: u64, data: &[u8], age_hours: i64) -> Snapshot
         data: data.to_vec(),
         taken_at: (Utc::now() - Duration::hours(age_hours)).trunc_subsecs(6),
     }
+}
+
+/// `delete_snapshots` removes every snapshot of one stream (what
+/// crypto-shredding does on forget) and no other stream's.
+pub async fn a_streams_snapshots_are_deleted_together(t: &TestStore) {
+    for version in [2, 4, 6] {
+        t.store
+            .save_snapshot(snapshot("user-del-a", version, b"a", 0))
+            .await
+            .expect("save");
+    }
+    t.store
+        .save_snapshot(snapshot("user-del-b", 1, b"b", 0))
+        .await
+        .expect("save");
+    let a = stream("user-del-a");
+    assert_eq!(t.store.delete_snapshots(&a).await.expect("delete"), 3);
+    assert!(
+        t.store
+            .load_snapshot(&a, None)
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert_eq!(t.store.delete_snapshots(&a).await.expect("delete again"), 0);
+    let b = t
+        .store
+        .load_snapshot(&stream("user-del-b"), None)
+        .await
+        .expect("load")
+        .expect("the other stream's snapshot stays");
+    assert_eq!(b.version, 1);
 }
 
 /// Snapshots are stored per stream and version, the newest at or below a

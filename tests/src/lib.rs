@@ -6,6 +6,7 @@
 //!   every backend by [`conformance_suite!`] in `tests/store_conformance_*.rs`.
 //! - [`events`]: a typed event enum written by hand against the `Event` trait.
 //! - [`domain`]: a small IAM domain written with the macros.
+//! - [`pii`]: a domain with personal data, over a crypto-shredding store.
 //! - [`repository`]: the repository suite, run against every backend by
 //!   [`repository_suite!`] in `tests/repository_*.rs`.
 //!
@@ -17,6 +18,7 @@ pub mod backends;
 pub mod conformance;
 pub mod domain;
 pub mod events;
+pub mod pii;
 pub mod repository;
 pub mod subscription;
 

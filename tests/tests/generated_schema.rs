@@ -161,7 +161,7 @@ const PLANTED_PAYLOAD: &str = r#"{"name":"Acme"}"#;
 
 /// After the upgrade: the planted event reads back, appends continue its
 /// stream, the later migrations' tables work, and the history is complete.
-async fn assert_upgraded(store: &dyn EventStore, history: i64, latest: u32) {
+async fn assert_upgraded(store: &dyn EventStore, history: i64, migrations: usize) {
     let stream = StreamId::new("tenant-old").expect("stream id");
     let events = store
         .read_stream(&stream, 0, 10)
@@ -199,9 +199,11 @@ async fn assert_upgraded(store: &dyn EventStore, history: i64, latest: u32) {
         })
         .await
         .expect("the snapshots table of migration 2 exists");
+    // Counted, not taken from the newest number: numbers may have gaps
+    // (one reserved by a change on another branch).
     assert_eq!(
-        history,
-        i64::from(latest),
+        usize::try_from(history).ok(),
+        Some(migrations),
         "every migration is recorded once"
     );
 }
@@ -238,7 +240,12 @@ async fn postgres_upgrades_from_the_first_migration_with_data_in_it() {
         .fetch_one(&pool)
         .await
         .expect("history");
-    assert_upgraded(&store, history, store_migrations::latest(Dialect::Postgres)).await;
+    assert_upgraded(
+        &store,
+        history,
+        store_migrations::migrations(Dialect::Postgres, &StoreLayout::default()).len(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -278,5 +285,10 @@ async fn sqlite_upgrades_from_the_first_migration_with_data_in_it() {
         .fetch_one(&pool)
         .await
         .expect("history");
-    assert_upgraded(&store, history, store_migrations::latest(Dialect::Sqlite)).await;
+    assert_upgraded(
+        &store,
+        history,
+        store_migrations::migrations(Dialect::Sqlite, &StoreLayout::default()).len(),
+    )
+    .await;
 }

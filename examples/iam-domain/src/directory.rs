@@ -118,6 +118,7 @@ impl TenantDirectory {
                 tenant,
                 email,
                 display_name,
+                ..
             } => {
                 db.execute(
                     "INSERT INTO iam_users (user_id, tenant_id, email, display_name, active) VALUES ($1, $2, $3, $4, $5)",
@@ -131,7 +132,7 @@ impl TenantDirectory {
                 .await?;
                 claim_email(db, tenant, email, user, envelope).await?;
             }
-            UserEvent::EmailChanged { email } => {
+            UserEvent::EmailChanged { email, .. } => {
                 let Some((tenant, old)) = tenant_and_email(db, user).await? else {
                     return Ok(());
                 };

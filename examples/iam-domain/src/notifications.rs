@@ -62,6 +62,7 @@ async fn send_welcome(event: &UserEvent, envelope: &RecordedEvent) -> std::io::R
         email,
         display_name,
         tenant,
+        ..
     } = event
     else {
         return Ok(());

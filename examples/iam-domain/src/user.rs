@@ -1,5 +1,7 @@
 //! Users: register, change email, assign and revoke roles, deactivate. The
-//! email address and display name are personal data.
+//! email address and display name are personal data: `#[pii(subject =
+//! user_id)]` encrypts them under the user's key when the store is an
+//! `annals::pii::PiiEventStore`, and forgetting the user redacts them.
 
 use std::collections::BTreeSet;
 
@@ -17,15 +19,24 @@ pub enum UserEvent {
     Registered {
         /// The tenant.
         tenant: String,
+        /// The user: the data subject of the personal data below.
+        #[serde(default)]
+        user_id: String,
         /// Email address (lowercase). Personal data.
+        #[pii(subject = user_id)]
         email: String,
         /// Display name. Personal data.
+        #[pii(subject = user_id)]
         display_name: String,
     },
     /// The email address changed. Personal data.
     #[event(name = "iam.user.email_changed")]
     EmailChanged {
+        /// The user: the data subject.
+        #[serde(default)]
+        user_id: String,
         /// The new address (lowercase).
+        #[pii(subject = user_id)]
         email: String,
     },
     /// A role of the user's tenant was assigned.
@@ -68,12 +79,13 @@ impl Apply<UserEvent> for User {
                 tenant,
                 email,
                 display_name,
+                ..
             } => {
                 self.tenant = Some(tenant.clone());
                 self.email = email.clone();
                 self.display_name = display_name.clone();
             }
-            UserEvent::EmailChanged { email } => self.email = email.clone(),
+            UserEvent::EmailChanged { email, .. } => self.email = email.clone(),
             UserEvent::RoleAssigned { role } => {
                 self.roles.insert(role.clone());
             }
@@ -94,6 +106,8 @@ impl Apply<UserEvent> for User {
 pub struct RegisterUser {
     /// The tenant.
     pub tenant: ActiveTenant,
+    /// The user's id (the subject of its personal data).
+    pub user_id: String,
     /// Email address.
     pub email: String,
     /// Display name.
@@ -105,6 +119,8 @@ pub struct RegisterUser {
 pub struct ChangeEmail {
     /// The user's tenant, active.
     pub tenant: ActiveTenant,
+    /// The user's id (the subject of its personal data).
+    pub user_id: String,
     /// The new address.
     pub email: String,
 }
@@ -182,6 +198,7 @@ impl Handle<RegisterUser> for User {
         }
         Ok(vec![UserEvent::Registered {
             tenant: command.tenant.id().to_owned(),
+            user_id: command.user_id.clone(),
             email: normalise_email(&command.email)?,
             display_name: command.display_name.clone(),
         }])
@@ -196,7 +213,10 @@ impl Handle<ChangeEmail> for User {
         if email == self.email {
             return Ok(vec![]);
         }
-        Ok(vec![UserEvent::EmailChanged { email }])
+        Ok(vec![UserEvent::EmailChanged {
+            user_id: command.user_id.clone(),
+            email,
+        }])
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use annals::cache::{EventCache, InProcessCache, RedisCache, TwoLevelCache};
+use annals::pii::{MasterKey, PiiEventStore, SubjectKeyStore};
 use annals::projection::Projection;
 use annals::projection_runner::{
     PostgresReadModel, ProjectionRunner, RunningProjection, SqliteReadModel,
@@ -42,8 +43,11 @@ impl QueryConnection {
 
 /// The example's storage, connected.
 pub struct Backend {
-    /// The event store.
+    /// The event store: `pii`, seen as any store.
     pub store: Arc<dyn EventStore>,
+    /// The same store, encrypting the users' personal data; `forget` a user
+    /// on it.
+    pub pii: Arc<PiiEventStore>,
     /// The state cache of the repositories: in-process, with Redis behind it
     /// when configured.
     pub cache: Arc<dyn EventCache>,
@@ -84,8 +88,9 @@ impl Backend {
             Some(url) => format!(", Redis cache at {}", annals::store::redact_url(url)),
             None => String::new(),
         };
-        let (store, read_models, description, sqlite_file, scratch): (
+        let (store, keys, read_models, description, sqlite_file, scratch): (
             Arc<dyn EventStore>,
+            Arc<dyn SubjectKeyStore>,
             _,
             _,
             _,
@@ -95,6 +100,7 @@ impl Backend {
                 remove_sqlite_files(path)?;
                 let sqlite = SqliteEventStore::open(path).await?;
                 (
+                    Arc::new(sqlite.clone()),
                     Arc::new(sqlite.clone()),
                     ReadModelDb::Sqlite(sqlite),
                     format!("SQLite file {}", path.display()),
@@ -111,6 +117,7 @@ impl Backend {
                     .await?;
                 (
                     Arc::new(postgres.clone()),
+                    Arc::new(postgres.clone()),
                     ReadModelDb::Postgres(postgres),
                     format!(
                         "PostgreSQL {} (schema {schema})",
@@ -124,8 +131,10 @@ impl Backend {
                 let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
                 let path = scratch.path().join("read-models.db");
                 let sqlite = SqliteEventStore::open(&path).await?;
+                let memory = Arc::new(InMemoryEventStore::new());
                 (
-                    Arc::new(InMemoryEventStore::new()),
+                    memory.clone(),
+                    memory,
                     ReadModelDb::Sqlite(sqlite),
                     format!("in-memory store, read models in {}", path.display()),
                     None,
@@ -133,8 +142,19 @@ impl Backend {
                 )
             }
         };
+        // Outermost, so the repositories' state cache is the only place
+        // plaintext is cached: it is purged when a user is forgotten.
+        let master_key = config
+            .master_key
+            .clone()
+            .unwrap_or_else(MasterKey::generate);
+        let pii = Arc::new(
+            PiiEventStore::new(store, keys, master_key)
+                .purge_state_cache::<iam_domain::user::User>(cache.clone(), None),
+        );
         Ok(Backend {
-            store,
+            store: pii.clone(),
+            pii,
             cache,
             near,
             redis,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use annals::pii::{MASTER_KEY_VAR, MasterKey, MasterKeyError};
 use anyhow::{Context, Result, bail};
 
 /// What `--help` prints.
@@ -31,6 +32,9 @@ options:
                        (default: $REDIS_URL, else no Redis)
   --tenants N          tenants to load (default: 100)
   --users N            users per tenant (default: 100)
+  --master-key BASE64  the master key (32 bytes, base64) that wraps each user's
+                       key for their personal data (default: $ANNALS_MASTER_KEY,
+                       else a throwaway key generated for this run)
   --no-progress        no progress bars
   -h, --help           this text
 
@@ -68,6 +72,9 @@ pub struct Config {
     pub rotation_commands: usize,
     /// Whether to draw progress bars.
     pub progress: bool,
+    /// The master key of the users' personal-data keys; `None`: generate a
+    /// throwaway one. Its `Debug` never shows it.
+    pub master_key: Option<MasterKey>,
 }
 
 /// What the command line asked for.
@@ -89,11 +96,12 @@ impl Config {
             users_per_tenant: 30,
             rotation_commands: 200,
             progress: false,
+            master_key: None,
         }
     }
 
     /// Parses the arguments (without the program name); `env` reads
-    /// `DATABASE_URL` and `REDIS_URL`.
+    /// `DATABASE_URL`, `REDIS_URL` and `ANNALS_MASTER_KEY`.
     pub fn from_args(
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
@@ -102,6 +110,7 @@ impl Config {
         let mut database_url = None;
         let mut schema = "iam_example".to_owned();
         let mut redis_url = None;
+        let mut master_key = None;
         let mut tenants = 100;
         let mut users_per_tenant = 100;
         let mut progress = true;
@@ -113,6 +122,7 @@ impl Config {
                 "--database-url" => database_url = Some(value("--database-url")?),
                 "--schema" => schema = value("--schema")?,
                 "--redis-url" => redis_url = Some(value("--redis-url")?),
+                "--master-key" => master_key = Some(value("--master-key")?),
                 "--tenants" => tenants = count(&value("--tenants")?, "--tenants", 10_000)?,
                 "--users" => users_per_tenant = count(&value("--users")?, "--users", 100_000)?,
                 "--no-progress" => progress = false,
@@ -122,6 +132,12 @@ impl Config {
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         let database_url = non_empty(database_url).or_else(|| non_empty(env("DATABASE_URL")));
         let redis_url = non_empty(redis_url).or_else(|| non_empty(env("REDIS_URL")));
+        let master_key = match non_empty(master_key) {
+            Some(text) => Some(parse_master_key(&text, "--master-key")?),
+            None => non_empty(env(MASTER_KEY_VAR))
+                .map(|text| parse_master_key(&text, MASTER_KEY_VAR))
+                .transpose()?,
+        };
         let database = match database_url {
             None => Database::Sqlite(
                 std::env::temp_dir()
@@ -137,8 +153,20 @@ impl Config {
             users_per_tenant,
             rotation_commands: 2_000,
             progress,
+            master_key,
         }))
     }
+}
+
+/// The master key from `origin` (a flag or a variable); the error names
+/// the origin, never the key.
+fn parse_master_key(text: &str, origin: &str) -> Result<MasterKey> {
+    MasterKey::from_base64(text).map_err(|error| match error {
+        MasterKeyError::WrongLength { length, .. } => {
+            anyhow::anyhow!("{origin} must be 32 bytes in base64, not {length} bytes")
+        }
+        _ => anyhow::anyhow!("{origin} is not valid base64"),
+    })
 }
 
 fn count(text: &str, name: &str, max: usize) -> Result<usize> {
@@ -228,6 +256,17 @@ mod tests {
         assert_eq!(
             error(&["--bogus"]).as_deref(),
             Some("unknown argument \"--bogus\"; see --help")
+        );
+        assert_eq!(
+            error(&["--master-key", "c2VjcmV0"]).as_deref(),
+            Some("--master-key must be 32 bytes in base64, not 6 bytes")
+        );
+        let from_env = parse(&[], &[("ANNALS_MASTER_KEY", "not base64 but secret")])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            from_env.as_deref(),
+            Some("ANNALS_MASTER_KEY is not valid base64")
         );
     }
 }

@@ -189,6 +189,7 @@ pub async fn import_tenant(
         let mut events = Vec::new();
         let register = RegisterUser {
             tenant: active.clone(),
+            user_id: id.clone(),
             email: format!("user{u}@{}.example", tenant),
             display_name: format!("User {u} of {name}"),
         };
@@ -225,6 +226,7 @@ pub async fn import_tenant(
         if u % 2 == 0 {
             let change = ChangeEmail {
                 tenant: active.clone(),
+                user_id: id.clone(),
                 email: format!("u{u}.new@{}.example", tenant),
             };
             decide(&mut user, &change, &mut events)?;

@@ -17,6 +17,11 @@ async fn main() {
     if let iam_example::config::Database::Sqlite(path) = &config.database {
         eprintln!("iam-example: SQLite file {} (recreated)", path.display());
     }
+    if config.master_key.is_none() {
+        eprintln!(
+            "iam-example: no --master-key or ANNALS_MASTER_KEY: personal data is encrypted under a key generated for this run"
+        );
+    }
     match iam_example::scenario::run(&config).await {
         Ok(report) => print!("{}", iam_example::report::render(&report)),
         Err(error) => fail(&error),

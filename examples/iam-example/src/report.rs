@@ -97,6 +97,13 @@ pub fn render(report: &Report) -> String {
     times.add_row(vec!["now (read model)".to_owned(), travel.now.join(", ")]);
     let _ = writeln!(out, "{times}\n");
 
+    let shredded = &report.shredded;
+    let _ = writeln!(
+        out,
+        "Forgot {} (crypto-shredding): email {} -> {} on reload, {} snapshot(s) deleted\n",
+        shredded.user, shredded.email_before, shredded.email_after, shredded.snapshots_deleted
+    );
+
     let _ = writeln!(
         out,
         "Replayed stream {} (state rebuilt at each version)",

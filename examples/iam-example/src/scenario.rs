@@ -72,6 +72,20 @@ pub struct TimeTravel {
     pub now: Vec<String>,
 }
 
+/// A user forgotten (crypto-shredded): their events stay, their personal
+/// data reads as redacted.
+#[derive(Debug, Clone)]
+pub struct Shredded {
+    /// The user.
+    pub user: String,
+    /// Their email before the forget (loaded from their events).
+    pub email_before: String,
+    /// Their email after it (reloaded from the same events).
+    pub email_after: String,
+    /// Snapshots of their stream deleted by the forget.
+    pub snapshots_deleted: u64,
+}
+
 /// One event of the replayed stream and the state it led to.
 #[derive(Debug, Clone)]
 pub struct ReplayedEvent {
@@ -106,6 +120,8 @@ pub struct Report {
     pub checks: Vec<PermissionCheck>,
     /// The time-travel answer.
     pub time_travel: TimeTravel,
+    /// The user forgotten at the end.
+    pub shredded: Shredded,
     /// The replayed stream.
     pub replay_stream: String,
     /// Its events.
@@ -347,9 +363,9 @@ pub async fn run(config: &Config) -> Result<Report> {
     // succeed, and the directory records the second as a conflict.
     let twins = [format!("{t1}-u9003"), format!("{t1}-u9004")];
     let mut checked = Vec::new();
-    for _ in &twins {
+    for user in &twins {
         checked.push(
-            iam.check_registration(&backend, &t1, "twin@example.com", "Twin")
+            iam.check_registration(&backend, &t1, user, "twin@example.com", "Twin")
                 .await?,
         );
     }
@@ -469,6 +485,17 @@ pub async fn run(config: &Config) -> Result<Report> {
         events: 0,
     });
 
+    // Crypto-shredding: forget the newcomer. Their events stay; their email
+    // and display name read as redacted from now on, on every read path.
+    let email_before = iam.users.load(&newcomer).await?.state.email;
+    let forgotten = backend.pii.forget(&newcomer).await?;
+    let shredded = Shredded {
+        email_before,
+        email_after: iam.users.load(&newcomer).await?.state.email,
+        user: newcomer,
+        snapshots_deleted: forgotten.snapshots_deleted,
+    };
+
     let projections = vec![directory.status(), permissions.status(), audit.status()];
     let cache: &dyn annals::cache::EventCache = match &backend.redis {
         Some(redis) => redis.as_ref(),
@@ -497,6 +524,7 @@ pub async fn run(config: &Config) -> Result<Report> {
         commands,
         checks,
         time_travel,
+        shredded,
         replay_stream: format!("user-{developer}"),
         replayed,
         projections,

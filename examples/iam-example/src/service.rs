@@ -102,7 +102,7 @@ impl Iam {
         display_name: &str,
     ) -> Result<Outcome> {
         match self
-            .check_registration(backend, tenant, email, display_name)
+            .check_registration(backend, tenant, user, email, display_name)
             .await?
         {
             Ok(command) => self.register_checked(caller, tenant, user, &command).await,
@@ -117,6 +117,7 @@ impl Iam {
         &self,
         backend: &Backend,
         tenant: &str,
+        user: &str,
         email: &str,
         display_name: &str,
     ) -> Result<std::result::Result<RegisterUser, IamError>> {
@@ -139,6 +140,7 @@ impl Iam {
         }
         Ok(Ok(RegisterUser {
             tenant: active,
+            user_id: user.to_owned(),
             email,
             display_name: display_name.to_owned(),
         }))

@@ -165,6 +165,13 @@ fn check(backend: &str, config: &Config, report: &Report, handled: (u64, u64)) {
         "{backend}"
     );
 
+    assert!(
+        report.shredded.email_before.contains('@')
+            && report.shredded.email_after == annals::pii::REDACTED_TEXT,
+        "{backend}: the forgotten user's email reads as redacted: {:?}",
+        report.shredded
+    );
+
     let users = config.tenants * config.users_per_tenant;
     assert_eq!(report.users, users);
     assert_eq!(

@@ -52,7 +52,9 @@ pub struct CachingEventStore {
     max_cached_events: usize,
 }
 
-fn stream_key(stream: &StreamId) -> CacheKey {
+/// The cache key of a stream's events (also purged by
+/// [`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)).
+pub(crate) fn stream_key(stream: &StreamId) -> CacheKey {
     CacheKey::new(None, "stream", stream.as_str())
 }
 
@@ -272,6 +274,10 @@ impl EventStore for CachingEventStore {
 
     async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
         self.inner.prune_snapshots(policy).await
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
+        self.inner.delete_snapshots(stream).await
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {

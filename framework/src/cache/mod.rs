@@ -10,7 +10,7 @@
 //! always read the events after the cached version, and appends still check
 //! the expected version.
 
-mod caching_store;
+pub(crate) mod caching_store;
 mod in_process;
 #[cfg(feature = "redis")]
 mod redis;

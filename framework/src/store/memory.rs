@@ -37,6 +37,8 @@ const BACKEND: &str = "memory";
 pub struct InMemoryEventStore {
     log: Arc<RwLock<MemoryLog>>,
     appended: Arc<tokio::sync::Notify>,
+    /// The data subjects' keys ([`crate::pii::SubjectKeyStore`]).
+    subject_keys: Arc<std::sync::Mutex<crate::pii::MemorySubjectKeys>>,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +87,15 @@ impl InMemoryEventStore {
 
     fn write(&self) -> Result<RwLockWriteGuard<'_, MemoryLog>> {
         self.log.write().map_err(|_| poisoned("append"))
+    }
+
+    /// The data subjects' keys, for [`crate::pii::SubjectKeyStore`].
+    pub(crate) fn subject_keys(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, crate::pii::MemorySubjectKeys>> {
+        self.subject_keys
+            .lock()
+            .map_err(|_| poisoned("subject keys"))
     }
 }
 
@@ -345,6 +356,14 @@ impl EventStore for InMemoryEventStore {
                 .next_back()
                 .map(|(_, snapshot)| snapshot.clone())
         }))
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
+        let mut log = self.write()?;
+        Ok(log
+            .snapshots
+            .remove(stream)
+            .map_or(0, |by_version| by_version.len() as u64))
     }
 
     async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {

@@ -61,6 +61,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "hash_chain",
         sql: include_str!("../../../migrations/postgres/0007_hash_chain.sql"),
     },
+    Migration {
+        version: 8,
+        name: "subject_keys",
+        sql: include_str!("../../../migrations/postgres/0008_subject_keys.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -95,6 +100,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 6,
         name: "hash_chain",
         sql: include_str!("../../../migrations/sqlite/0006_hash_chain.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "subject_keys",
+        sql: include_str!("../../../migrations/sqlite/0007_subject_keys.sql"),
     },
 ];
 

@@ -175,6 +175,13 @@ pub trait EventStore: Send + Sync {
     /// Deletes the snapshots the policy does not keep; returns how many.
     async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64>;
 
+    /// Deletes every snapshot of a stream; returns how many. Crypto-shredding
+    /// ([`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)) calls it
+    /// for the streams of a forgotten subject, whose snapshots may hold the
+    /// subject's personal data in plaintext; the next load rebuilds from
+    /// events.
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64>;
+
     /// The saved position of a named subscription, if any.
     async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
 

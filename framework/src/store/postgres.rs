@@ -1217,6 +1217,18 @@ impl EventStore for PostgresEventStore {
         row.map(|row| decode_snapshot_row(stream, &row)).transpose()
     }
 
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
+        let result = sqlx::query(
+            self.tables
+                .sql("DELETE FROM annals_snapshots WHERE stream_id = $1"),
+        )
+        .bind(stream.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(failed("delete snapshots"))?;
+        Ok(result.rows_affected())
+    }
+
     async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
         let keep_last = policy
             .keep_last

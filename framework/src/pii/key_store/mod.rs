@@ -1,0 +1,107 @@
+//! [`SubjectKeyStore`]: where the data subjects' wrapped keys, their
+//! tombstones and the streams holding their data are kept. Every event store
+//! implements it, in its own tables (`{prefix}subject_keys`,
+//! `{prefix}subject_streams`).
+
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::stream::StreamId;
+
+pub(crate) use memory::MemorySubjectKeys;
+
+/// A data subject's stored key: wrapped under the master key, or a
+/// tombstone once the subject is forgotten. Its `Debug` never shows the
+/// wrapped bytes.
+///
+/// ```
+/// use annals::pii::StoredSubjectKey;
+///
+/// let key = StoredSubjectKey::Wrapped(vec![7; 60]);
+/// assert_eq!(format!("{key:?}"), "Wrapped(..)");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredSubjectKey {
+    /// The data key, encrypted under the master key (a nonce, then the
+    /// sealed key).
+    Wrapped(Vec<u8>),
+    /// The subject was forgotten: the key is destroyed and never recreated.
+    Forgotten {
+        /// When it was forgotten.
+        forgotten_at: DateTime<Utc>,
+    },
+}
+
+impl std::fmt::Debug for StoredSubjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredSubjectKey::Wrapped(_) => f.write_str("Wrapped(..)"),
+            StoredSubjectKey::Forgotten { forgotten_at } => f
+                .debug_struct("Forgotten")
+                .field("forgotten_at", forgotten_at)
+                .finish(),
+        }
+    }
+}
+
+/// Storage of data subjects' keys for crypto-shredding
+/// ([`PiiEventStore`](crate::pii::PiiEventStore)). Implemented by
+/// [`InMemoryEventStore`](crate::store::InMemoryEventStore),
+/// `SqliteEventStore` and `PostgresEventStore`, in the same database as the
+/// events.
+///
+/// ```
+/// use annals::pii::{StoredSubjectKey, SubjectKeyStore};
+/// use annals::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let keys = InMemoryEventStore::new();
+/// let first = keys.create_subject_key("user-1", vec![1; 60]).await?;
+/// let second = keys.create_subject_key("user-1", vec![2; 60]).await?;
+/// assert_eq!(first, second, "the first key created wins");
+///
+/// keys.record_subject_stream("user-1", &StreamId::new("user-1")?).await?;
+/// keys.forget_subject_key("user-1").await?;
+/// assert!(matches!(keys.load_subject_key("user-1").await?, Some(StoredSubjectKey::Forgotten { .. })));
+/// // A forgotten subject never gets a new key.
+/// assert!(matches!(keys.create_subject_key("user-1", vec![3; 60]).await?, StoredSubjectKey::Forgotten { .. }));
+/// assert_eq!(keys.subject_streams("user-1").await?, vec![StreamId::new("user-1")?]);
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait SubjectKeyStore: Send + Sync {
+    /// The subject's stored key or tombstone; `None` if it never had a key.
+    async fn load_subject_key(&self, subject: &str) -> Result<Option<StoredSubjectKey>>;
+
+    /// Stores `wrapped` as the subject's key unless it already has a key or
+    /// a tombstone, and returns what is stored: safe against concurrent
+    /// creators (insert-if-absent, then read).
+    async fn create_subject_key(&self, subject: &str, wrapped: Vec<u8>)
+    -> Result<StoredSubjectKey>;
+
+    /// Destroys the subject's key, leaving a tombstone with the time it was
+    /// forgotten (kept if it was already forgotten). Idempotent.
+    async fn forget_subject_key(&self, subject: &str) -> Result<()>;
+
+    /// Records that `stream` holds encrypted fields of `subject`.
+    /// Idempotent.
+    async fn record_subject_stream(&self, subject: &str, stream: &StreamId) -> Result<()>;
+
+    /// The streams recorded for `subject`, in stream id order.
+    async fn subject_streams(&self, subject: &str) -> Result<Vec<StreamId>>;
+}
+
+impl std::fmt::Debug for dyn SubjectKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubjectKeyStore")
+    }
+}

@@ -1,0 +1,112 @@
+//! [`SubjectKeyStore`] for the PostgreSQL event store (migration 0008).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{StoredSubjectKey, SubjectKeyStore};
+use crate::error::{Error, Result};
+use crate::store::PostgresEventStore;
+use crate::stream::StreamId;
+
+fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| Error::Backend {
+        backend: "postgres",
+        operation,
+        source: Box::new(error),
+    }
+}
+
+fn decode_key(subject: &str, row: &PgRow) -> Result<StoredSubjectKey> {
+    let bad = |reason: String| Error::Backend {
+        backend: "postgres",
+        operation: "load subject key",
+        source: format!("key row of subject `{subject}`: {reason}").into(),
+    };
+    let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(|e| bad(e.to_string()))?;
+    let forgotten_at: Option<DateTime<Utc>> = row
+        .try_get("forgotten_at")
+        .map_err(|e| bad(e.to_string()))?;
+    match (wrapped, forgotten_at) {
+        (_, Some(forgotten_at)) => Ok(StoredSubjectKey::Forgotten { forgotten_at }),
+        (Some(wrapped), None) => Ok(StoredSubjectKey::Wrapped(wrapped)),
+        (None, None) => Err(bad("neither a key nor a tombstone".to_owned())),
+    }
+}
+
+#[async_trait]
+impl SubjectKeyStore for PostgresEventStore {
+    async fn load_subject_key(&self, subject: &str) -> Result<Option<StoredSubjectKey>> {
+        let row =
+            sqlx::query(self.table_names().sql(
+                "SELECT wrapped_key, forgotten_at FROM annals_subject_keys WHERE subject = $1",
+            ))
+            .bind(subject)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(failed("load subject key"))?;
+        row.map(|row| decode_key(subject, &row)).transpose()
+    }
+
+    async fn create_subject_key(
+        &self,
+        subject: &str,
+        wrapped: Vec<u8>,
+    ) -> Result<StoredSubjectKey> {
+        sqlx::query(self.table_names().sql(
+            "INSERT INTO annals_subject_keys (subject, wrapped_key) VALUES ($1, $2) \
+             ON CONFLICT (subject) DO NOTHING",
+        ))
+        .bind(subject)
+        .bind(wrapped)
+        .execute(self.pool())
+        .await
+        .map_err(failed("create subject key"))?;
+        self.load_subject_key(subject)
+            .await?
+            .ok_or_else(|| Error::Backend {
+                backend: "postgres",
+                operation: "create subject key",
+                source: format!("the key of subject `{subject}` is missing after insert").into(),
+            })
+    }
+
+    async fn forget_subject_key(&self, subject: &str) -> Result<()> {
+        sqlx::query(self.table_names().sql(
+            "INSERT INTO annals_subject_keys (subject, wrapped_key, forgotten_at) \
+             VALUES ($1, NULL, now()) \
+             ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, \
+             forgotten_at = COALESCE(annals_subject_keys.forgotten_at, excluded.forgotten_at)",
+        ))
+        .bind(subject)
+        .execute(self.pool())
+        .await
+        .map_err(failed("forget subject key"))?;
+        Ok(())
+    }
+
+    async fn record_subject_stream(&self, subject: &str, stream: &StreamId) -> Result<()> {
+        sqlx::query(self.table_names().sql(
+            "INSERT INTO annals_subject_streams (subject, stream_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        ))
+        .bind(subject)
+        .bind(stream.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(failed("record subject stream"))?;
+        Ok(())
+    }
+
+    async fn subject_streams(&self, subject: &str) -> Result<Vec<StreamId>> {
+        let ids: Vec<String> = sqlx::query_scalar(self.table_names().sql(
+            "SELECT stream_id FROM annals_subject_streams WHERE subject = $1 ORDER BY stream_id",
+        ))
+        .bind(subject)
+        .fetch_all(self.pool())
+        .await
+        .map_err(failed("list subject streams"))?;
+        ids.into_iter().map(StreamId::new).collect()
+    }
+}

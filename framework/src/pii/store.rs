@@ -1,0 +1,663 @@
+//! [`PiiEventStore`]: the store decorator that encrypts `#[pii]` fields on
+//! append, decrypts (or redacts) them on every read, and forgets subjects.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use aes_gcm::aead::Generate;
+use aes_gcm::{Aes256Gcm, Key};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::key_store::{StoredSubjectKey, SubjectKeyStore};
+use super::master_key::MasterKey;
+use super::sealed_field::{self, may_hold_sealed_fields, sealed_text, subject_of};
+use crate::aggregate::Aggregate;
+use crate::cache::{CacheKey, EventCache};
+use crate::dead_letter::DeadLetter;
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::error::{Error, Result};
+use crate::hash_chain::ChainReport;
+use crate::payload::Payload;
+use crate::position::LogPosition;
+use crate::registry::PiiField;
+use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::store::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use crate::stream::StreamId;
+
+/// Subjects whose unwrapped keys are kept in memory by default.
+pub const DEFAULT_KEY_CACHE_SUBJECTS: u64 = 10_000;
+/// How long an unwrapped key (or a tombstone) is trusted in memory by
+/// default; another process's `forget` is seen by this one within it.
+pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// A subject's key as this process knows it.
+#[derive(Clone)]
+enum SubjectCipher {
+    Live(Arc<Aes256Gcm>),
+    Forgotten,
+}
+
+/// A cache whose entries for a forgotten subject's streams are dropped.
+#[derive(Clone)]
+struct CachePurge {
+    cache: Arc<dyn EventCache>,
+    key: Arc<dyn Fn(&StreamId) -> CacheKey + Send + Sync>,
+}
+
+/// What [`PiiEventStore::forget`] did.
+///
+/// ```
+/// use annals::pii::{MasterKey, PiiEventStore};
+/// use annals::prelude::*;
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let backend = Arc::new(InMemoryEventStore::new());
+/// let store = PiiEventStore::new(backend.clone(), backend, MasterKey::generate());
+/// // A subject that never had data: nothing to delete, but its tombstone
+/// // still keeps it from ever getting a key.
+/// let forgotten = store.forget("nobody").await?;
+/// assert_eq!((forgotten.subject.as_str(), forgotten.streams.len(), forgotten.snapshots_deleted), ("nobody", 0, 0));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Forgotten {
+    /// The forgotten subject.
+    pub subject: String,
+    /// The streams that held the subject's encrypted fields.
+    pub streams: Vec<StreamId>,
+    /// How many snapshots of those streams were deleted.
+    pub snapshots_deleted: u64,
+}
+
+/// An [`EventStore`] that crypto-shreds personal data: fields marked
+/// `#[pii(subject = ...)]` are encrypted on append under a key of their data
+/// subject, and [`forget`](Self::forget) destroys that key.
+///
+/// - **Append**: each `#[pii]` field of an event is replaced by an
+///   AES-256-GCM envelope under its subject's key (created on first use,
+///   stored wrapped by the [`MasterKey`], bound to the event id, field and
+///   subject). The stream is recorded as holding the subject's data.
+///   Appending personal data of a forgotten subject fails with
+///   [`Error::SubjectForgotten`].
+/// - **Reads** (`read_stream`, `read_stream_backward`, `read_all`, `query`):
+///   envelopes are opened; a forgotten subject's fields read as their
+///   [`Redact`](super::Redact) value, never as an error. An envelope that
+///   does not open under a live key is [`Error::PiiField`].
+/// - **Forget**: the key is destroyed (a tombstone stays), and the
+///   snapshots and cache entries of the subject's streams, which may hold
+///   its data in plaintext, are deleted.
+///
+/// Stored events are never changed, so a hash chain over them still
+/// verifies after a forget.
+///
+/// **Layering**: put it outermost, directly under the repositories and
+/// projection runners: `Repository` → `PiiEventStore` →
+/// [`CachingEventStore`](crate::cache::CachingEventStore) → backend. The
+/// event cache below it then holds only ciphertext; the repositories' state
+/// caches above it hold plaintext and are purged on forget when registered
+/// with [`purge_state_cache`](Self::purge_state_cache). Writes that bypass
+/// it (a SQL store's `append_inline`, `postgres_copy`) store what they are
+/// given: send personal data through the `PiiEventStore`.
+///
+/// ```
+/// use annals::pii::{MasterKey, PiiEventStore};
+/// use annals::prelude::*;
+/// use std::sync::Arc;
+///
+/// #[annals::event(name = "doc.pii.user_registered")]
+/// struct UserRegistered {
+///     user_id: String,
+///     #[pii(subject = user_id)]
+///     email: String,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let backend = Arc::new(InMemoryEventStore::new());
+/// let store = PiiEventStore::new(backend.clone(), backend.clone(), MasterKey::generate());
+/// let stream = StreamId::new("user-7")?;
+/// let event = UserRegistered { user_id: "7".into(), email: "ada@example.test".into() };
+/// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::from_event(&event)?]).await?;
+///
+/// // The backend holds ciphertext; the decorator reads plaintext.
+/// let stored = backend.read_stream(&stream, 1, 10).await?;
+/// assert!(!stored[0].payload.as_json().contains("ada@example.test"));
+/// let read: UserRegistered = store.read_stream(&stream, 1, 10).await?[0].decode()?;
+/// assert_eq!(read.email, "ada@example.test");
+///
+/// let forgotten = store.forget("7").await?;
+/// assert_eq!(forgotten.streams, vec![stream.clone()]);
+/// let read: UserRegistered = store.read_stream(&stream, 1, 10).await?[0].decode()?;
+/// assert_eq!((read.user_id.as_str(), read.email.as_str()), ("7", "[redacted]"));
+///
+/// let again = store.append(&stream, ExpectedVersion::Any, vec![NewEvent::from_event(&event)?]).await;
+/// assert!(matches!(again, Err(Error::SubjectForgotten { .. })));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PiiEventStore {
+    inner: Arc<dyn EventStore>,
+    keys: Arc<dyn SubjectKeyStore>,
+    master: MasterKey,
+    ciphers: moka::future::Cache<String, SubjectCipher>,
+    recorded: moka::future::Cache<(String, StreamId), ()>,
+    purges: Vec<CachePurge>,
+}
+
+impl fmt::Debug for PiiEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PiiEventStore")
+            .field("inner", &self.inner.backend())
+            .field("master", &self.master)
+            .field("cached_subjects", &self.ciphers.entry_count())
+            .field("purged_caches", &self.purges.len())
+            .finish()
+    }
+}
+
+fn cipher_cache(subjects: u64, ttl: Duration) -> moka::future::Cache<String, SubjectCipher> {
+    moka::future::Cache::builder()
+        .max_capacity(subjects)
+        .time_to_live(ttl)
+        .build()
+}
+
+impl PiiEventStore {
+    /// Encrypts `#[pii]` fields of events appended to `inner`, with subject
+    /// keys kept in `keys` (usually the same backend) and wrapped by
+    /// `master`.
+    pub fn new(
+        inner: Arc<dyn EventStore>,
+        keys: Arc<dyn SubjectKeyStore>,
+        master: MasterKey,
+    ) -> Self {
+        PiiEventStore {
+            inner,
+            keys,
+            master,
+            ciphers: cipher_cache(DEFAULT_KEY_CACHE_SUBJECTS, DEFAULT_KEY_CACHE_TTL),
+            recorded: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            purges: Vec::new(),
+        }
+    }
+
+    /// Keeps at most `subjects` unwrapped keys in memory, each for at most
+    /// `time_to_live` (defaults: [`DEFAULT_KEY_CACHE_SUBJECTS`],
+    /// [`DEFAULT_KEY_CACHE_TTL`]). A `forget` in another process is seen here
+    /// once the entry expires.
+    pub fn key_cache(mut self, subjects: u64, time_to_live: Duration) -> Self {
+        self.ciphers = cipher_cache(subjects, time_to_live);
+        self
+    }
+
+    /// On [`forget`](Self::forget), drops the cached events of the
+    /// subject's streams from `cache`: the cache of a
+    /// [`CachingEventStore`](crate::cache::CachingEventStore).
+    pub fn purge_stream_cache(mut self, cache: Arc<dyn EventCache>) -> Self {
+        self.purges.push(CachePurge {
+            cache,
+            key: Arc::new(crate::cache::caching_store::stream_key),
+        });
+        self
+    }
+
+    /// On [`forget`](Self::forget), drops the cached state of aggregate `A`
+    /// for the subject's streams from `cache`: the cache of a
+    /// [`Repository`](crate::Repository) built
+    /// `.with_cache(cache)` (and `.with_tenant(tenant)` when `tenant` is
+    /// set). Register each (aggregate, tenant) pair whose state may hold
+    /// personal data.
+    ///
+    /// The documented layering, both caches purged on forget:
+    ///
+    /// ```
+    /// use annals::cache::{CachingEventStore, InProcessCache};
+    /// use annals::pii::{MasterKey, PiiEventStore};
+    /// use annals::prelude::*;
+    /// use std::sync::Arc;
+    ///
+    /// #[annals::event(name = "doc.pii.joined")]
+    /// struct Joined { member_id: String, #[pii(subject = member_id)] email: String }
+    ///
+    /// #[annals::aggregate(name = "member", events(Joined))]
+    /// #[derive(Default)]
+    /// struct Member { email: String }
+    /// impl Apply<Joined> for Member {
+    ///     fn apply(&mut self, event: &Joined) { self.email = event.email.clone(); }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let backend = Arc::new(InMemoryEventStore::new());
+    /// let events = Arc::new(InProcessCache::new()); // holds ciphertext only
+    /// let states = Arc::new(InProcessCache::new()); // holds plaintext state
+    /// let store = Arc::new(
+    ///     PiiEventStore::new(Arc::new(CachingEventStore::new(backend.clone(), events.clone())), backend, MasterKey::generate())
+    ///         .purge_stream_cache(events)
+    ///         .purge_state_cache::<Member>(states.clone(), None),
+    /// );
+    /// let members = Repository::<Member>::new(store.clone()).with_cache(states);
+    /// let joined = Joined { member_id: "7".into(), email: "ada@example.test".into() };
+    /// members.save("7", ExpectedVersion::NoStream, &[joined], &Metadata::new()).await?;
+    /// assert_eq!(members.load_cached("7").await?.state.email, "ada@example.test");
+    ///
+    /// store.forget("7").await?;
+    /// assert_eq!(members.load_cached("7").await?.state.email, "[redacted]");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn purge_state_cache<A: Aggregate>(
+        mut self,
+        cache: Arc<dyn EventCache>,
+        tenant: Option<&str>,
+    ) -> Self {
+        let tenant = tenant.map(str::to_owned);
+        self.purges.push(CachePurge {
+            cache,
+            key: Arc::new(move |stream| {
+                crate::repository::state_key::<A>(tenant.as_deref(), stream)
+            }),
+        });
+        self
+    }
+
+    /// The store underneath (it holds ciphertext).
+    pub fn inner(&self) -> &Arc<dyn EventStore> {
+        &self.inner
+    }
+
+    /// Forgets a data subject: destroys its key (leaving a tombstone, so it
+    /// never gets a new one), then deletes the snapshots and purges the
+    /// registered cache entries of every stream that held its fields. Its
+    /// fields read as redacted from then on, on every read path. Idempotent:
+    /// if it fails part way, call it again.
+    ///
+    /// What it cannot reach: a load that was already running when the
+    /// subject was forgotten may still cache its (plaintext) state or save a
+    /// snapshot after the purge; SQL read models and published messages
+    /// written before the forget keep what they were given; and other
+    /// processes trust their cached key until it expires
+    /// ([`key_cache`](Self::key_cache)). Forget when the subject is quiet,
+    /// and rebuild or update read models that hold personal data.
+    #[tracing::instrument(name = "annals.pii.forget", skip_all)]
+    pub async fn forget(&self, subject: &str) -> Result<Forgotten> {
+        self.keys.forget_subject_key(subject).await?;
+        self.ciphers
+            .insert(subject.to_owned(), SubjectCipher::Forgotten)
+            .await;
+        let streams = self.keys.subject_streams(subject).await?;
+        let mut snapshots_deleted = 0;
+        for stream in &streams {
+            snapshots_deleted += self.inner.delete_snapshots(stream).await?;
+        }
+        for purge in &self.purges {
+            let keys: Vec<CacheKey> = streams.iter().map(|stream| (purge.key)(stream)).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            if let Err(error) = purge.cache.remove(&keys).await {
+                // The entries hold plaintext: this must not pass silently.
+                return Err(Error::Backend {
+                    backend: self.inner.backend(),
+                    operation: "purge the caches of a forgotten subject",
+                    source: Box::new(error),
+                });
+            }
+        }
+        tracing::info!(
+            streams = streams.len(),
+            snapshots_deleted,
+            "forgot a data subject"
+        );
+        Ok(Forgotten {
+            subject: subject.to_owned(),
+            streams,
+            snapshots_deleted,
+        })
+    }
+
+    /// The subject's key for an append, created on first use.
+    async fn cipher_for_append(&self, subject: &str, event_type: &str) -> Result<Arc<Aes256Gcm>> {
+        let cipher = match self.ciphers.get(subject).await {
+            Some(cipher) => cipher,
+            None => {
+                let stored = match self.keys.load_subject_key(subject).await? {
+                    Some(stored) => stored,
+                    None => {
+                        let data_key = Key::<Aes256Gcm>::generate();
+                        let wrapped =
+                            self.master
+                                .wrap(subject, data_key.as_slice())
+                                .ok_or_else(|| Error::SubjectKey {
+                                    subject: subject.to_owned(),
+                                })?;
+                        self.keys.create_subject_key(subject, wrapped).await?
+                    }
+                };
+                self.remember(subject, &stored).await?
+            }
+        };
+        match cipher {
+            SubjectCipher::Live(cipher) => Ok(cipher),
+            SubjectCipher::Forgotten => Err(Error::SubjectForgotten {
+                subject: subject.to_owned(),
+                event_type: event_type.to_owned(),
+            }),
+        }
+    }
+
+    /// The subject's key for a read; `None` once it is forgotten or if it
+    /// never had one.
+    async fn cipher_for_read(&self, subject: &str) -> Result<Option<SubjectCipher>> {
+        if let Some(cipher) = self.ciphers.get(subject).await {
+            return Ok(Some(cipher));
+        }
+        match self.keys.load_subject_key(subject).await? {
+            Some(stored) => Ok(Some(self.remember(subject, &stored).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn remember(&self, subject: &str, stored: &StoredSubjectKey) -> Result<SubjectCipher> {
+        let cipher = match stored {
+            StoredSubjectKey::Wrapped(wrapped) => SubjectCipher::Live(Arc::new(
+                self.master
+                    .unwrap_key(subject, wrapped)
+                    .ok_or_else(|| Error::SubjectKey {
+                        subject: subject.to_owned(),
+                    })?,
+            )),
+            StoredSubjectKey::Forgotten { .. } => SubjectCipher::Forgotten,
+        };
+        self.ciphers
+            .insert(subject.to_owned(), cipher.clone())
+            .await;
+        Ok(cipher)
+    }
+
+    /// Records once per process (per cache lifetime) that `stream` holds
+    /// the subject's data.
+    async fn record(&self, subject: &str, stream: &StreamId) -> Result<()> {
+        let pair = (subject.to_owned(), stream.clone());
+        if self.recorded.get(&pair).await.is_some() {
+            return Ok(());
+        }
+        self.keys.record_subject_stream(subject, stream).await?;
+        self.recorded.insert(pair, ()).await;
+        Ok(())
+    }
+
+    /// Replaces the `#[pii]` fields of an event about to be appended by
+    /// their envelopes.
+    async fn seal_event(
+        &self,
+        stream: &StreamId,
+        event: &mut NewEvent,
+        fields: &[PiiField],
+    ) -> Result<()> {
+        let mut payload: Map<String, Value> = event.payload.decode().map_err(|error| {
+            Error::invalid(
+                "payload",
+                format!(
+                    "event `{}` has `#[pii]` fields but its payload is not a JSON object: {error}",
+                    event.event_type
+                ),
+            )
+        })?;
+        for field in fields {
+            let Some(value) = payload.get(field.field) else {
+                continue;
+            };
+            let subject = subject_of(&payload, field.subject).ok_or_else(|| {
+                Error::invalid(
+                    "payload",
+                    format!(
+                        "event `{}` has personal data in `{}` but its subject field `{}` is not a non-empty string or a number",
+                        event.event_type, field.field, field.subject
+                    ),
+                )
+            })?;
+            let cipher = self.cipher_for_append(&subject, &event.event_type).await?;
+            let sealed = sealed_field::seal(&cipher, event.event_id, field.field, &subject, value)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "payload",
+                        format!(
+                            "field `{}` of event `{}` could not be encrypted",
+                            field.field, event.event_type
+                        ),
+                    )
+                })?;
+            self.record(&subject, stream).await?;
+            payload.insert(field.field.to_owned(), sealed);
+        }
+        event.payload = Payload::from_serialize(&payload)
+            .map_err(|error| Error::invalid("payload", error.to_string()))?;
+        Ok(())
+    }
+
+    /// Opens (or redacts) the sealed fields of stored events.
+    async fn reveal(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        let mut revealed = Vec::with_capacity(events.len());
+        for event in events {
+            revealed.push(self.reveal_event(event).await?);
+        }
+        Ok(revealed)
+    }
+
+    async fn reveal_event(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
+        if !may_hold_sealed_fields(event.payload.as_json()) {
+            return Ok(event);
+        }
+        let fields = pii_fields(&event.event_type, event.schema_version);
+        if fields.is_empty() {
+            return Ok(event);
+        }
+        let corrupt = |field: &str, reason: &str| Error::PiiField {
+            stream: event.stream_id.to_string(),
+            version: event.version,
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let Ok(mut payload) = event.payload.decode::<Map<String, Value>>() else {
+            return Ok(event);
+        };
+        let mut changed = false;
+        for field in fields {
+            let Some(text) = payload.get(field.field).and_then(sealed_text) else {
+                continue;
+            };
+            let subject = subject_of(&payload, field.subject).ok_or_else(|| {
+                corrupt(
+                    field.field,
+                    "its subject field is missing or not a string or number",
+                )
+            })?;
+            let value = match self.cipher_for_read(&subject).await? {
+                Some(SubjectCipher::Live(cipher)) => {
+                    sealed_field::open(&cipher, event.event_id, field.field, &subject, text)
+                        .map_err(|reason| corrupt(field.field, reason))?
+                }
+                Some(SubjectCipher::Forgotten) => (field.redacted)(),
+                None => {
+                    return Err(corrupt(
+                        field.field,
+                        "no key is stored for its data subject",
+                    ));
+                }
+            };
+            payload.insert(field.field.to_owned(), value);
+            changed = true;
+        }
+        if changed {
+            event.payload = Payload::from_serialize(&payload)
+                .map_err(|error| corrupt("payload", &error.to_string()))?;
+        }
+        Ok(event)
+    }
+}
+
+/// The `#[pii]` fields of an event type at a schema version: those its
+/// descriptor registered, or those of the type's current version for an
+/// older stored version (field names are assumed to be kept).
+fn pii_fields(event_type: &str, schema_version: u32) -> &'static [PiiField] {
+    type Index = HashMap<(&'static str, u32), &'static [PiiField]>;
+    static INDEX: OnceLock<(Index, HashMap<&'static str, &'static [PiiField]>)> = OnceLock::new();
+    let (by_version, latest) = INDEX.get_or_init(|| {
+        let mut by_version = Index::new();
+        let mut latest: HashMap<&'static str, (u32, &'static [PiiField])> = HashMap::new();
+        for descriptor in crate::registry::events() {
+            if descriptor.pii.is_empty() {
+                continue;
+            }
+            by_version.insert((descriptor.name, descriptor.version), descriptor.pii);
+            let entry = latest
+                .entry(descriptor.name)
+                .or_insert((descriptor.version, descriptor.pii));
+            if descriptor.version > entry.0 {
+                *entry = (descriptor.version, descriptor.pii);
+            }
+        }
+        let latest = latest
+            .into_iter()
+            .map(|(name, (_, fields))| (name, fields))
+            .collect();
+        (by_version, latest)
+    });
+    by_version
+        .get(&(event_type, schema_version))
+        .or_else(|| latest.get(event_type))
+        .copied()
+        .unwrap_or(&[])
+}
+
+#[async_trait]
+impl EventStore for PiiEventStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    #[tracing::instrument(name = "annals.pii.append", skip_all, fields(streams = batch.len()))]
+    async fn append_batch(&self, mut batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        for append in &mut batch {
+            for event in &mut append.events {
+                let fields = pii_fields(&event.event_type, event.schema_version);
+                if !fields.is_empty() {
+                    self.seal_event(&append.stream_id, event, fields).await?;
+                }
+            }
+        }
+        self.inner.append_batch(batch).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let events = self
+            .inner
+            .read_stream(stream, from_version, max_count)
+            .await?;
+        self.reveal(events).await
+    }
+
+    async fn read_stream_backward(
+        &self,
+        stream: &StreamId,
+        before_version: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let events = self
+            .inner
+            .read_stream_backward(stream, before_version, max_count)
+            .await?;
+        self.reveal(events).await
+    }
+
+    async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        let events = self.inner.read_all(after, max_count).await?;
+        self.reveal(events).await
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
+        let mut page = self.inner.query(query).await?;
+        page.events = self.reveal(std::mem::take(&mut page.events)).await?;
+        Ok(page)
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        self.inner.count(query).await
+    }
+
+    /// The chain covers the stored ciphertext, which a forget leaves as it
+    /// is: a log with forgotten subjects still verifies.
+    async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
+        self.inner.verify_stream(stream).await
+    }
+
+    async fn verify_log(&self) -> Result<ChainReport> {
+        self.inner.verify_log().await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>> {
+        self.inner.load_snapshot(stream, max_version).await
+    }
+
+    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
+        self.inner.prune_snapshots(policy).await
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
+        self.inner.delete_snapshots(stream).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
+        self.inner.save_checkpoint(name, position).await
+    }
+
+    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        self.inner.save_dead_letter(letter).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(limit).await
+    }
+
+    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
+        self.inner.delete_dead_letter(id).await
+    }
+
+    async fn wait_for_events(&self, timeout: Duration) -> bool {
+        self.inner.wait_for_events(timeout).await
+    }
+}
