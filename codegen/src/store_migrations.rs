@@ -92,6 +92,11 @@ const POSTGRES: &[Step] = &[
         name: "subject_keys",
         template: include_str!("../templates/postgres/0008_subject_keys.sql"),
     },
+    Step {
+        version: 9,
+        name: "tenant_isolation",
+        template: include_str!("../templates/postgres/0009_tenant_isolation.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

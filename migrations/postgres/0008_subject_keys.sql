@@ -5,7 +5,6 @@
 -- key from configuration) and the streams holding that subject's encrypted
 -- fields. Forgetting a subject clears its key and keeps the row as a
 -- tombstone (forgotten_at), so the subject never silently gets a new key.
--- Number 0007 is left to the per-stream hash chain.
 
 CREATE TABLE annals_subject_keys (
     subject      text        PRIMARY KEY,

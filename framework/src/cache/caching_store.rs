@@ -54,8 +54,10 @@ pub struct CachingEventStore {
 
 /// The cache key of a stream's events (also purged by
 /// [`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)).
-pub(crate) fn stream_key(stream: &StreamId) -> CacheKey {
-    CacheKey::new(None, "stream", stream.as_str())
+/// The key holds the tenant of a tenant-scoped store, so that two tenants'
+/// handles never share an entry.
+pub(crate) fn stream_key(tenant: Option<&str>, stream: &StreamId) -> CacheKey {
+    CacheKey::new(tenant, "stream", stream.as_str())
 }
 
 impl CachingEventStore {
@@ -76,7 +78,11 @@ impl CachingEventStore {
 
     /// Drops the cached events of a stream.
     pub async fn invalidate_stream(&self, stream: &StreamId) {
-        if let Err(error) = self.cache.remove(&[stream_key(stream)]).await {
+        if let Err(error) = self
+            .cache
+            .remove(&[stream_key(self.inner.tenant(), stream)])
+            .await
+        {
             tracing::warn!(stream = %stream, %error, "could not invalidate a cached stream");
         }
     }
@@ -94,7 +100,11 @@ impl CachingEventStore {
     }
 
     async fn cached(&self, stream: &StreamId) -> Option<Vec<RecordedEvent>> {
-        match self.cache.get(&stream_key(stream)).await {
+        match self
+            .cache
+            .get(&stream_key(self.inner.tenant(), stream))
+            .await
+        {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(events) => Some(events),
                 Err(error) => {
@@ -120,7 +130,10 @@ impl CachingEventStore {
             Ok(bytes) => {
                 if let Err(error) = self
                     .cache
-                    .put(&stream_key(stream), CacheValue::from(bytes))
+                    .put(
+                        &stream_key(self.inner.tenant(), stream),
+                        CacheValue::from(bytes),
+                    )
                     .await
                 {
                     tracing::warn!(stream = %stream, %error, "could not cache a stream");
@@ -175,6 +188,10 @@ impl CachingEventStore {
 impl EventStore for CachingEventStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        self.inner.tenant()
     }
 
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {

@@ -206,9 +206,12 @@ impl PiiEventStore {
     /// subject's streams from `cache`: the cache of a
     /// [`CachingEventStore`](crate::cache::CachingEventStore).
     pub fn purge_stream_cache(mut self, cache: Arc<dyn EventCache>) -> Self {
+        let tenant = self.inner.tenant().map(str::to_owned);
         self.purges.push(CachePurge {
             cache,
-            key: Arc::new(crate::cache::caching_store::stream_key),
+            key: Arc::new(move |stream| {
+                crate::cache::caching_store::stream_key(tenant.as_deref(), stream)
+            }),
         });
         self
     }
@@ -547,6 +550,10 @@ fn pii_fields(event_type: &str, schema_version: u32) -> &'static [PiiField] {
 impl EventStore for PiiEventStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        self.inner.tenant()
     }
 
     #[tracing::instrument(name = "annals.pii.append", skip_all, fields(streams = batch.len()))]

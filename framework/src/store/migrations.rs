@@ -66,6 +66,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "subject_keys",
         sql: include_str!("../../../migrations/postgres/0008_subject_keys.sql"),
     },
+    Migration {
+        version: 9,
+        name: "tenant_isolation",
+        sql: include_str!("../../../migrations/postgres/0009_tenant_isolation.sql"),
+    },
 ];
 
 /// SQLite migrations.

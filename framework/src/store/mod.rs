@@ -27,6 +27,8 @@ pub(crate) mod row;
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod table_names;
+#[cfg(feature = "postgres")]
+mod tenant_session;
 
 use async_trait::async_trait;
 
@@ -89,6 +91,14 @@ use crate::stream::{ExpectedVersion, StreamId};
 pub trait EventStore: Send + Sync {
     /// Short backend name for logs and errors: `memory`, `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+
+    /// The tenant this handle is confined to, if any (a tenant-scoped
+    /// PostgreSQL handle from
+    /// [`PostgresEventStore::for_tenant`](crate::store::PostgresEventStore::for_tenant)).
+    /// Caches in front of the store put it in their keys.
+    fn tenant(&self) -> Option<&str> {
+        None
+    }
 
     /// Appends events to several streams in one transaction, each stream with
     /// its own expected version. Either every stream's events are written or

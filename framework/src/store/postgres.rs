@@ -61,6 +61,7 @@ use super::group_commit::{
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, limit, position_from_columns, to_i64};
 use super::table_names::{TableNames, is_plain_identifier};
+use super::tenant_session::{self, Session};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
@@ -195,6 +196,9 @@ pub struct PostgresEventStore {
     /// Where concurrent small appends wait to be written together; `None`
     /// when group commit is off.
     group: Option<Arc<GroupCommit>>,
+    /// The tenant every statement is confined to (row-level security), for
+    /// a handle from [`for_tenant`](Self::for_tenant).
+    tenant: Option<Arc<str>>,
 }
 
 /// Options for connecting a [`PostgresEventStore`].
@@ -318,7 +322,20 @@ impl PostgresStoreBuilder {
                 operation: "connect",
                 source: format!("cannot connect to {shown}: {error}").into(),
             })?;
-        if let Some(schema) = &self.schema {
+        let schema_missing = match &self.schema {
+            // An application role may lack CREATE on the database, which
+            // `CREATE SCHEMA IF NOT EXISTS` checks even when the schema is
+            // there: only try when it is not.
+            Some(schema) => !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            )
+            .bind(schema)
+            .fetch_one(&pool)
+            .await
+            .map_err(failed("look up schema"))?,
+            None => false,
+        };
+        if let Some(schema) = self.schema.as_ref().filter(|_| schema_missing) {
             // Validated above: lowercase letters, digits and underscores only.
             let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}"
@@ -341,6 +358,7 @@ impl PostgresStoreBuilder {
             wake: Arc::default(),
             tables,
             group,
+            tenant: None,
         };
         if self.migrate {
             store.migrate().await?;
@@ -348,6 +366,9 @@ impl PostgresStoreBuilder {
         Ok(store)
     }
 }
+
+/// The longest tenant id a scoped handle takes, in bytes.
+const MAX_TENANT_ID_LEN: usize = 128;
 
 fn validate_schema_name(schema: &str) -> Result<()> {
     if is_plain_identifier(schema, 63) {
@@ -381,6 +402,105 @@ impl PostgresEventStore {
     /// The connection pool, for read models that live in the same database.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A handle on the same pool whose every statement PostgreSQL confines
+    /// to `tenant`'s rows, by row-level security on Annals' tables: each
+    /// operation runs in a transaction that sets `annals.tenant` for itself
+    /// alone. It reads, queries and replays only the tenant's events,
+    /// snapshots, checkpoints and dead letters (another tenant's stream reads
+    /// as empty), stamps the tenant on the events it appends (refusing
+    /// events that name another tenant) and cannot append to another
+    /// tenant's stream. The handle does not migrate and has no group commit.
+    ///
+    /// PostgreSQL does not apply row-level security to superusers and roles
+    /// with `BYPASSRLS`, so the handle refuses to be made for one: connect
+    /// the application with a role that has neither.
+    ///
+    /// ```no_run
+    /// use annals::prelude::*;
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// let store = PostgresEventStore::builder("postgres://iam_app@localhost/iam").connect().await?;
+    /// let acme = store.for_tenant("acme").await?;
+    /// let theirs = StreamId::new("user-of-globex")?;
+    /// assert!(acme.read_stream(&theirs, 1, 100).await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn for_tenant(&self, tenant: impl Into<String>) -> Result<PostgresEventStore> {
+        let tenant = tenant.into();
+        if tenant.is_empty()
+            || tenant.len() > MAX_TENANT_ID_LEN
+            || tenant.chars().any(char::is_control)
+        {
+            return Err(Error::invalid(
+                "tenant id",
+                format!(
+                    "{tenant:?} must be 1 to {MAX_TENANT_ID_LEN} bytes without control characters"
+                ),
+            ));
+        }
+        let (role, exempt): (String, bool) = sqlx::query_as(
+            "SELECT rolname::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(failed("read the connection's role"))?;
+        if exempt {
+            return Err(Error::Config(format!(
+                "a handle scoped to tenant {tenant:?} needs row-level security, but PostgreSQL \
+                 does not apply it to role {role:?} (a superuser or BYPASSRLS role); connect \
+                 as a role that is neither"
+            )));
+        }
+        Ok(PostgresEventStore {
+            tenant: Some(tenant.into()),
+            group: None,
+            ..self.clone()
+        })
+    }
+
+    /// On a tenant-scoped handle, puts the tenant on every event, refusing
+    /// an event that names another.
+    fn stamp_tenant(&self, batch: &mut [StreamAppend]) -> Result<()> {
+        let Some(tenant) = &self.tenant else {
+            return Ok(());
+        };
+        for append in batch {
+            for event in &mut append.events {
+                match &event.metadata.tenant_id {
+                    None => event.metadata.tenant_id = Some(tenant.to_string()),
+                    Some(named) if **named == **tenant => {}
+                    Some(named) => {
+                        return Err(Error::invalid(
+                            "tenant id",
+                            format!(
+                                "event {} for stream `{}` names tenant {named:?}, but the handle is scoped to {tenant:?}",
+                                event.event_id, append.stream_id
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant this handle is scoped to, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// A connection for one operation (a tenant's transaction if scoped).
+    pub(crate) async fn session(&self) -> Result<Session> {
+        Session::open(&self.pool, self.tenant.as_deref()).await
+    }
+
+    /// A transaction for several statements (with the tenant set if scoped).
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        tenant_session::begin(&self.pool, self.tenant.as_deref()).await
     }
 
     /// Appends waiting for a group-commit flight and flights being
@@ -448,11 +568,14 @@ impl PostgresEventStore {
     ) -> Result<Vec<RecordedEvent>> {
         // Decoded as they arrive: the server produces the next rows while
         // this decodes the last ones.
-        let mut rows = query.fetch(&self.pool);
+        let mut session = self.session().await?;
+        let mut rows = query.fetch(session.connection());
         let mut events = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(failed(operation))? {
             events.push(decode_row(&row)?);
         }
+        drop(rows);
+        session.finish().await?;
         Ok(events)
     }
 }
@@ -513,11 +636,13 @@ async fn listen(
 impl PostgresEventStore {
     /// Runs `VERIFY_SQL` and reads its rows into a report.
     async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
+        let mut session = self.session().await?;
         let rows = sqlx::query(self.tables.sql(VERIFY_SQL))
             .bind(stream.map(StreamId::as_str))
-            .fetch_all(&self.pool)
+            .fetch_all(session.connection())
             .await
             .map_err(failed("verify hash chain"))?;
+        session.finish().await?;
         let read = |error: sqlx::Error| failed("read hash chain report")(error);
         let mut report = ChainReport::default();
         for row in rows {
@@ -785,20 +910,21 @@ impl PostgresEventStore {
     /// log's visibility horizon for every reader.
     pub async fn append_inline<P>(
         &self,
-        batch: Vec<StreamAppend>,
+        mut batch: Vec<StreamAppend>,
         projection: &mut P,
     ) -> Result<Vec<AppendResult>>
     where
         P: crate::projection::Projection,
         P::Context: crate::sql_read_model::PostgresContext,
     {
+        self.stamp_tenant(&mut batch)?;
         validate_batch(&batch)?;
         for append in &batch {
             next_version(&append.stream_id, 0, append.events.len())?;
         }
         let columns = AppendColumns::new(&batch)?;
         for _ in 0..APPEND_ATTEMPTS {
-            let mut tx = self.pool.begin().await.map_err(failed("begin append"))?;
+            let mut tx = self.begin().await?;
             match self.try_append(&mut *tx, &batch, &columns).await? {
                 AppendOutcome::Written(results) => {
                     // On error `tx` is dropped: the append rolls back.
@@ -871,13 +997,38 @@ impl FlightWriter for PostgresEventStore {
         let columns = AppendColumns::new(batch)?;
         let mut last_collision = None;
         for attempt in 0..APPEND_ATTEMPTS {
-            match self.try_append(&self.pool, batch, &columns).await? {
-                AppendOutcome::Written(results) => return Ok(results),
+            // A collision aborts a tenant's transaction: each attempt gets
+            // a session of its own.
+            let mut session = self.session().await?;
+            match self
+                .try_append(session.connection(), batch, &columns)
+                .await?
+            {
+                AppendOutcome::Written(results) => {
+                    session.finish().await?;
+                    return Ok(results);
+                }
                 AppendOutcome::Collided(error) => {
                     tracing::debug!(attempt, %error, "append collided with a concurrent writer; re-running");
                     last_collision = Some(error);
                 }
             }
+        }
+        if let Some(tenant) = &self.tenant {
+            // The stream's events are there, but row-level security hides
+            // them from this tenant: every attempt starts it afresh and hits
+            // the existing versions.
+            return Err(Error::invalid(
+                "stream id",
+                format!(
+                    "tenant {tenant:?} cannot append to {}: a stream of another tenant",
+                    batch
+                        .iter()
+                        .map(|append| format!("`{}`", append.stream_id))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ));
         }
         Err(Error::Backend {
             backend: BACKEND,
@@ -956,7 +1107,8 @@ fn classify_append_error(
 
 impl PostgresEventStore {
     /// The append itself (`append_batch` adds its metrics).
-    async fn write_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    async fn write_batch(&self, mut batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.stamp_tenant(&mut batch)?;
         validate_batch(&batch)?;
         for append in &batch {
             // Only checks that the largest possible version fits the column.
@@ -975,6 +1127,10 @@ impl EventStore for PostgresEventStore {
         BACKEND
     }
 
+    fn tenant(&self) -> Option<&str> {
+        PostgresEventStore::tenant(self)
+    }
+
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         crate::telemetry::measured_append(BACKEND, batch, |batch| self.write_batch(batch)).await
@@ -982,13 +1138,15 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        let mut session = self.session().await?;
         let version: i64 = sqlx::query_scalar(self.tables.sql(
             "SELECT COALESCE(max(version), 0)::bigint FROM annals_events WHERE stream_id = $1",
         ))
         .bind(stream.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(session.connection())
         .await
         .map_err(failed("read stream version"))?;
+        session.finish().await?;
         Ok(u64::try_from(version).unwrap_or(0))
     }
 
@@ -1051,6 +1209,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {
+        let mut session = self.session().await?;
         let mut sql = QueryBuilder::<Postgres>::new(
             self.tables
                 .rename("SELECT COUNT(*) FROM annals_events WHERE position > "),
@@ -1059,25 +1218,29 @@ impl EventStore for PostgresEventStore {
         push_filters(&mut sql, query);
         let count: i64 = sql
             .build_query_scalar()
-            .fetch_one(&self.pool)
+            .fetch_one(session.connection())
             .await
             .map_err(failed("count"))?;
+        session.finish().await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        let mut session = self.session().await?;
         let row: Option<(i64, i64)> = sqlx::query_as(
             self.tables
                 .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1"),
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(session.connection())
         .await
         .map_err(failed("load checkpoint"))?;
+        session.finish().await?;
         Ok(row.map(|(commit, sequence)| position_from_columns(commit, sequence)))
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
+        let mut session = self.session().await?;
         sqlx::query(
             self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
@@ -1087,13 +1250,15 @@ impl EventStore for PostgresEventStore {
         .bind(to_i64(position.commit))
         .bind(to_i64(position.sequence))
         .bind(Utc::now())
-        .execute(&self.pool)
+        .execute(session.connection())
         .await
         .map_err(failed("save checkpoint"))?;
+        session.finish().await?;
         Ok(())
     }
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        let mut session = self.session().await?;
         sqlx::query(
             self.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
@@ -1107,21 +1272,24 @@ impl EventStore for PostgresEventStore {
         .bind(&letter.error)
         .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
         .bind(letter.failed_at)
-        .execute(&self.pool)
+        .execute(session.connection())
         .await
         .map_err(failed("save dead letter"))?;
+        session.finish().await?;
         Ok(())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let mut session = self.session().await?;
         let rows = sqlx::query(
             self.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
              FROM annals_dead_letters ORDER BY failed_at, id LIMIT $1"),
         )
         .bind(self::limit(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(session.connection())
         .await
         .map_err(failed("list dead letters"))?;
+        session.finish().await?;
         rows.iter()
             .map(|row| {
                 let bad = |column: &str, error: String| Error::Backend {
@@ -1150,14 +1318,16 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn delete_dead_letter(&self, id: uuid::Uuid) -> Result<bool> {
+        let mut session = self.session().await?;
         let result = sqlx::query(
             self.tables
                 .sql("DELETE FROM annals_dead_letters WHERE id = $1"),
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(session.connection())
         .await
         .map_err(failed("delete dead letter"))?;
+        session.finish().await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -1172,6 +1342,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        let mut session = self.session().await?;
         sqlx::query(
             self.tables.sql("INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -1184,9 +1355,10 @@ impl EventStore for PostgresEventStore {
         .bind(i16::from(snapshot.encoding))
         .bind(&snapshot.data)
         .bind(snapshot.taken_at)
-        .execute(&self.pool)
+        .execute(session.connection())
         .await
         .map_err(failed("save snapshot"))?;
+        session.finish().await?;
         Ok(())
     }
 
@@ -1205,31 +1377,36 @@ impl EventStore for PostgresEventStore {
         stream: &StreamId,
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>> {
+        let mut session = self.session().await?;
         let row = sqlx::query(self.tables.sql(
             "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
              WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
         ))
         .bind(stream.as_str())
         .bind(max_version.map_or(i64::MAX, to_i64))
-        .fetch_optional(&self.pool)
+        .fetch_optional(session.connection())
         .await
         .map_err(failed("load snapshot"))?;
+        session.finish().await?;
         row.map(|row| decode_snapshot_row(stream, &row)).transpose()
     }
 
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
+        let mut session = self.session().await?;
         let result = sqlx::query(
             self.tables
                 .sql("DELETE FROM annals_snapshots WHERE stream_id = $1"),
         )
         .bind(stream.as_str())
-        .execute(&self.pool)
+        .execute(session.connection())
         .await
         .map_err(failed("delete snapshots"))?;
+        session.finish().await?;
         Ok(result.rows_affected())
     }
 
     async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
+        let mut session = self.session().await?;
         let keep_last = policy
             .keep_last
             .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
@@ -1243,9 +1420,10 @@ impl EventStore for PostgresEventStore {
         )
         .bind(keep_last)
         .bind(policy.cutoff())
-        .execute(&self.pool)
+        .execute(session.connection())
         .await
         .map_err(failed("prune snapshots"))?;
+        session.finish().await?;
         Ok(result.rows_affected())
     }
 }

@@ -38,14 +38,16 @@ fn decode_key(subject: &str, row: &PgRow) -> Result<StoredSubjectKey> {
 #[async_trait]
 impl SubjectKeyStore for PostgresEventStore {
     async fn load_subject_key(&self, subject: &str) -> Result<Option<StoredSubjectKey>> {
+        let mut session = self.session().await?;
         let row =
             sqlx::query(self.table_names().sql(
                 "SELECT wrapped_key, forgotten_at FROM annals_subject_keys WHERE subject = $1",
             ))
             .bind(subject)
-            .fetch_optional(self.pool())
+            .fetch_optional(session.connection())
             .await
             .map_err(failed("load subject key"))?;
+        session.finish().await?;
         row.map(|row| decode_key(subject, &row)).transpose()
     }
 
@@ -54,15 +56,17 @@ impl SubjectKeyStore for PostgresEventStore {
         subject: &str,
         wrapped: Vec<u8>,
     ) -> Result<StoredSubjectKey> {
+        let mut session = self.session().await?;
         sqlx::query(self.table_names().sql(
             "INSERT INTO annals_subject_keys (subject, wrapped_key) VALUES ($1, $2) \
              ON CONFLICT (subject) DO NOTHING",
         ))
         .bind(subject)
         .bind(wrapped)
-        .execute(self.pool())
+        .execute(session.connection())
         .await
         .map_err(failed("create subject key"))?;
+        session.finish().await?;
         self.load_subject_key(subject)
             .await?
             .ok_or_else(|| Error::Backend {
@@ -73,6 +77,7 @@ impl SubjectKeyStore for PostgresEventStore {
     }
 
     async fn forget_subject_key(&self, subject: &str) -> Result<()> {
+        let mut session = self.session().await?;
         sqlx::query(self.table_names().sql(
             "INSERT INTO annals_subject_keys (subject, wrapped_key, forgotten_at) \
              VALUES ($1, NULL, now()) \
@@ -80,33 +85,38 @@ impl SubjectKeyStore for PostgresEventStore {
              forgotten_at = COALESCE(annals_subject_keys.forgotten_at, excluded.forgotten_at)",
         ))
         .bind(subject)
-        .execute(self.pool())
+        .execute(session.connection())
         .await
         .map_err(failed("forget subject key"))?;
+        session.finish().await?;
         Ok(())
     }
 
     async fn record_subject_stream(&self, subject: &str, stream: &StreamId) -> Result<()> {
+        let mut session = self.session().await?;
         sqlx::query(self.table_names().sql(
             "INSERT INTO annals_subject_streams (subject, stream_id) VALUES ($1, $2) \
              ON CONFLICT DO NOTHING",
         ))
         .bind(subject)
         .bind(stream.as_str())
-        .execute(self.pool())
+        .execute(session.connection())
         .await
         .map_err(failed("record subject stream"))?;
+        session.finish().await?;
         Ok(())
     }
 
     async fn subject_streams(&self, subject: &str) -> Result<Vec<StreamId>> {
+        let mut session = self.session().await?;
         let ids: Vec<String> = sqlx::query_scalar(self.table_names().sql(
             "SELECT stream_id FROM annals_subject_streams WHERE subject = $1 ORDER BY stream_id",
         ))
         .bind(subject)
-        .fetch_all(self.pool())
+        .fetch_all(session.connection())
         .await
         .map_err(failed("list subject streams"))?;
+        session.finish().await?;
         ids.into_iter().map(StreamId::new).collect()
     }
 }

@@ -1,0 +1,80 @@
+//! Where a PostgreSQL store handle runs its statements: a pooled connection
+//! for the unscoped store, or, for a tenant-scoped handle
+//! ([`PostgresEventStore::for_tenant`](super::PostgresEventStore::for_tenant)),
+//! a transaction that first sets `annals.tenant` for itself alone
+//! (`set_config(.., true)`). Row-level security (migration 0009) then
+//! confines every statement of the transaction to that tenant's rows, in the
+//! database: a connection returned to the pool carries nothing over, so
+//! tenants share one pool.
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Postgres, Transaction};
+
+use crate::error::{Error, Result};
+
+const BACKEND: &str = "postgres";
+
+fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| Error::Backend {
+        backend: BACKEND,
+        operation,
+        source: Box::new(error),
+    }
+}
+
+/// One operation's connection.
+pub(crate) enum Session {
+    /// The unscoped store: a connection in autocommit mode.
+    Shared(PoolConnection<Postgres>),
+    /// A tenant-scoped handle: a transaction with the tenant set.
+    Tenant(Transaction<'static, Postgres>),
+}
+
+impl Session {
+    /// A connection for one operation of a handle scoped to `tenant`, if any.
+    pub(crate) async fn open(pool: &PgPool, tenant: Option<&str>) -> Result<Session> {
+        match tenant {
+            None => Ok(Session::Shared(
+                pool.acquire().await.map_err(failed("acquire connection"))?,
+            )),
+            Some(tenant) => Ok(Session::Tenant(begin(pool, Some(tenant)).await?)),
+        }
+    }
+
+    /// The connection to run statements on.
+    pub(crate) fn connection(&mut self) -> &mut PgConnection {
+        match self {
+            Session::Shared(connection) => connection,
+            Session::Tenant(transaction) => transaction,
+        }
+    }
+
+    /// Ends the operation: commits a tenant's transaction. (Dropping a
+    /// session instead rolls it back.)
+    pub(crate) async fn finish(self) -> Result<()> {
+        match self {
+            Session::Shared(_) => Ok(()),
+            Session::Tenant(transaction) => transaction
+                .commit()
+                .await
+                .map_err(failed("commit tenant transaction")),
+        }
+    }
+}
+
+/// A transaction, with `annals.tenant` set for it when scoped to a tenant.
+pub(crate) async fn begin(
+    pool: &PgPool,
+    tenant: Option<&str>,
+) -> Result<Transaction<'static, Postgres>> {
+    let mut transaction = pool.begin().await.map_err(failed("begin transaction"))?;
+    if let Some(tenant) = tenant {
+        sqlx::query("SELECT set_config('annals.tenant', $1, true)")
+            .bind(tenant)
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("set the transaction's tenant"))?;
+    }
+    Ok(transaction)
+}
