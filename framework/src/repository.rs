@@ -197,10 +197,13 @@ impl<A: Aggregate> Repository<A> {
         Ok(())
     }
 
-    /// The cache key of an aggregate's state: the tenant, and the shape
-    /// version so a new shape never reads an old entry.
+    /// The cache key of an aggregate's state: the tenant (the store's, for
+    /// a tenant-scoped store, else the one given to
+    /// [`with_tenant`](Self::with_tenant)), and the shape version so a new
+    /// shape never reads an old entry.
     fn state_key(&self, stream_id: &StreamId) -> CacheKey {
-        state_key::<A>(self.tenant.as_deref(), stream_id)
+        let tenant = self.store.tenant().or(self.tenant.as_deref());
+        state_key::<A>(tenant, stream_id)
     }
 
     /// The cached state of a stream, if a cache is set, holds it and it decodes.

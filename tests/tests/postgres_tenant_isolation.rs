@@ -418,4 +418,20 @@ async fn caches_keep_tenants_apart() {
             .is_empty()
     );
     assert_eq!(EventStore::tenant(&globex), Some("globex"));
+
+    // Repositories' state caches too: globex's repository, sharing acme's
+    // cache, does not get acme's cached state for the same id.
+    let acme_tenants: Repository<Tenant> =
+        Repository::new(Arc::new(acme)).with_cache(cache.clone());
+    let globex_tenants: Repository<Tenant> = Repository::new(Arc::new(globex)).with_cache(cache);
+    assert!(
+        acme_tenants
+            .load_cached("a1")
+            .await
+            .expect("load")
+            .state
+            .created
+    );
+    let theirs = globex_tenants.load_cached("a1").await.expect("load");
+    assert_eq!((theirs.version, theirs.state.created), (0, false));
 }

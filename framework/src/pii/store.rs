@@ -220,8 +220,9 @@ impl PiiEventStore {
     /// for the subject's streams from `cache`: the cache of a
     /// [`Repository`](crate::Repository) built
     /// `.with_cache(cache)` (and `.with_tenant(tenant)` when `tenant` is
-    /// set). Register each (aggregate, tenant) pair whose state may hold
-    /// personal data.
+    /// set; over a tenant-scoped store the store's tenant is used, as the
+    /// repository does). Register each (aggregate, tenant) pair whose state
+    /// may hold personal data.
     ///
     /// The documented layering, both caches purged on forget:
     ///
@@ -266,7 +267,8 @@ impl PiiEventStore {
         cache: Arc<dyn EventCache>,
         tenant: Option<&str>,
     ) -> Self {
-        let tenant = tenant.map(str::to_owned);
+        // A repository over a tenant-scoped store keys by the store's tenant.
+        let tenant = self.inner.tenant().or(tenant).map(str::to_owned);
         self.purges.push(CachePurge {
             cache,
             key: Arc::new(move |stream| {

@@ -117,13 +117,12 @@ inserted AS (
            r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context, r.headers,
            r.recorded_at,
            annals_chain(r.head_link, annals_event_digest(
-               r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload_text,
+               r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload::text,
                r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context,
-               r.headers_text, r.recorded_at))
+               r.headers::text, r.recorded_at))
                OVER (PARTITION BY r.stream_id ORDER BY r.version)
-    -- Fences (OFFSET 0): each payload is parsed once and printed once, not
-    -- once per use in the inlined digest.
-    FROM (SELECT q.*, q.payload::text AS payload_text, q.headers::text AS headers_text FROM (
+    -- A fence (OFFSET 0): each payload is parsed once, not once per use.
+    FROM (
         SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type, i.schema_version,
                i.payload::jsonb AS payload, i.tenant_id, i.correlation_id, i.causation_id, i.actor,
                i.trace_context, i.headers::jsonb AS headers, now() AS recorded_at, x.head_link, i.ord
@@ -135,7 +134,7 @@ inserted AS (
         JOIN expectations x ON x.stream_id = i.stream_id
         WHERE x.grp NOT IN (SELECT grp FROM conflicts)
         OFFSET 0
-    ) q OFFSET 0) r
+    ) r
     ORDER BY r.ord
     RETURNING stream_id, version, position, transaction_id, recorded_at
 )
@@ -154,12 +153,10 @@ WITH links AS MATERIALIZED (
            sha256(COALESCE(lag(hash) OVER w,
                            '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
                   || annals_event_digest(event_id, stream_id, version, event_type, schema_version,
-                                         payload_text, tenant_id, correlation_id, causation_id,
-                                         actor, trace_context, headers_text, recorded_at)) AS expected
-    FROM (SELECT e.*, e.payload::text AS payload_text, e.headers::text AS headers_text
-          FROM annals_events e
-          WHERE $1::text IS NULL OR e.stream_id = $1
-          OFFSET 0) AS stored
+                                         payload::text, tenant_id, correlation_id, causation_id,
+                                         actor, trace_context, headers::text, recorded_at)) AS expected
+    FROM annals_events
+    WHERE $1::text IS NULL OR stream_id = $1
     WINDOW w AS (PARTITION BY stream_id ORDER BY version)
 )
 (SELECT true AS broken, stream_id, version, expected, hash, 0::int8 AS events FROM links
@@ -706,11 +703,7 @@ where
 /// Decodes a row of `select_events!`, by column position (a name lookup
 /// per column was a tenth of a catch-up's time).
 fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
-    let unreadable = RowIdentity {
-        stream_id: "<unreadable>".to_owned(),
-        version: 0,
-        event_type: "<unreadable>".to_owned(),
-    };
+    let unreadable = RowIdentity::unreadable();
     let identity = RowIdentity {
         stream_id: column(row, &unreadable, 3, "stream_id")?,
         version: column(row, &unreadable, 4, "version")?,

@@ -24,6 +24,15 @@ pub(crate) struct RowIdentity {
 }
 
 impl RowIdentity {
+    /// The identity to report before a row's own identity columns are read.
+    pub(crate) fn unreadable() -> Self {
+        RowIdentity {
+            stream_id: "<unreadable>".to_owned(),
+            version: 0,
+            event_type: "<unreadable>".to_owned(),
+        }
+    }
+
     pub(crate) fn corrupt(&self, reason: impl Into<String>) -> Error {
         Error::CorruptEvent {
             stream: self.stream_id.clone(),

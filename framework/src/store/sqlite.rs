@@ -429,11 +429,7 @@ fn new_row<'a>(
 /// A `chain_rows!` row: its position, the columns its link covers and its
 /// stored link, or the error naming the unreadable column.
 fn chain_row(row: &SqliteRow) -> Result<(u64, StoredEvent<'_>, Option<EventHash>)> {
-    let unreadable = RowIdentity {
-        stream_id: "<unreadable>".to_owned(),
-        version: 0,
-        event_type: "<unreadable>".to_owned(),
-    };
+    let unreadable = RowIdentity::unreadable();
     let identity = RowIdentity {
         stream_id: column(row, &unreadable, 2, "stream_id")?,
         version: column(row, &unreadable, 3, "version")?,
@@ -497,11 +493,7 @@ async fn seal_unlinked_events(
 }
 
 fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
-    let unreadable = RowIdentity {
-        stream_id: "<unreadable>".to_owned(),
-        version: 0,
-        event_type: "<unreadable>".to_owned(),
-    };
+    let unreadable = RowIdentity::unreadable();
     let identity = RowIdentity {
         stream_id: column(row, &unreadable, 3, "stream_id")?,
         version: column(row, &unreadable, 4, "version")?,
