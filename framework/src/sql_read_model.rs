@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::registry::ColumnType;
+use crate::store::row::failed;
 
 /// A value bound to, or read from, a portable SQL statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,14 +254,6 @@ fn decode_rows<R>(
                 .collect()
         })
         .collect()
-}
-
-fn failed(backend: &'static str, operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| Error::Backend {
-        backend,
-        operation,
-        source: Box::new(error),
-    }
 }
 
 #[cfg(feature = "sqlite")]

@@ -196,6 +196,9 @@ pub struct PostgresEventStore {
     /// The tenant every statement is confined to (row-level security), for
     /// a handle from [`for_tenant`](Self::for_tenant).
     tenant: Option<Arc<str>>,
+    /// The pool's role and whether row-level security passes it by, read
+    /// by the first `for_tenant` (handles are often made per request).
+    role: Arc<tokio::sync::OnceCell<(String, bool)>>,
 }
 
 /// Options for connecting a [`PostgresEventStore`].
@@ -356,6 +359,7 @@ impl PostgresStoreBuilder {
             tables,
             group,
             tenant: None,
+            role: Arc::default(),
         };
         if self.migrate {
             store.migrate().await?;
@@ -439,13 +443,17 @@ impl PostgresEventStore {
                 ),
             ));
         }
-        let (role, exempt): (String, bool) = sqlx::query_as(
-            "SELECT rolname::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(failed("read the connection's role"))?;
-        if exempt {
+        let (role, exempt) = self
+            .role
+            .get_or_try_init(|| {
+                sqlx::query_as(
+                    "SELECT rolname::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+                )
+                .fetch_one(&self.pool)
+            })
+            .await
+            .map_err(failed("read the connection's role"))?;
+        if *exempt {
             return Err(Error::Config(format!(
                 "a handle scoped to tenant {tenant:?} needs row-level security, but PostgreSQL \
                  does not apply it to role {role:?} (a superuser or BYPASSRLS role); connect \
@@ -674,11 +682,7 @@ impl PostgresEventStore {
 }
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| Error::Backend {
-        backend: BACKEND,
-        operation,
-        source: Box::new(error),
-    }
+    super::row::failed(BACKEND, operation)
 }
 
 /// `expected` as the number the append statement compares with the head.

@@ -105,6 +105,19 @@ impl StoredRow {
     }
 }
 
+/// The error for a failed database call: `backend` and `operation` named,
+/// the driver's error as the source.
+pub(crate) fn failed(
+    backend: &'static str,
+    operation: &'static str,
+) -> impl FnOnce(sqlx::Error) -> Error {
+    move |error| Error::Backend {
+        backend,
+        operation,
+        source: Box::new(error),
+    }
+}
+
 /// A version or sequence for a signed 64-bit column (saturating: no stored
 /// value is that large).
 pub(crate) fn to_i64(value: u64) -> i64 {

@@ -380,11 +380,7 @@ impl SqliteEventStore {
 }
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| Error::Backend {
-        backend: BACKEND,
-        operation,
-        source: Box::new(error),
-    }
+    super::row::failed(BACKEND, operation)
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {

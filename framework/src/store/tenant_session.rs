@@ -11,16 +11,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Transaction};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-const BACKEND: &str = "postgres";
-
-fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| Error::Backend {
-        backend: BACKEND,
-        operation,
-        source: Box::new(error),
-    }
+fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> crate::Error {
+    super::row::failed("postgres", operation)
 }
 
 /// One operation's connection.

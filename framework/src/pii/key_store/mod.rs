@@ -39,6 +39,22 @@ pub enum StoredSubjectKey {
     },
 }
 
+impl StoredSubjectKey {
+    /// A key row from its two columns, or why it is neither a key nor a
+    /// tombstone.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn from_columns(
+        wrapped_key: Option<Vec<u8>>,
+        forgotten_at: Option<DateTime<Utc>>,
+    ) -> std::result::Result<Self, &'static str> {
+        match (wrapped_key, forgotten_at) {
+            (_, Some(forgotten_at)) => Ok(StoredSubjectKey::Forgotten { forgotten_at }),
+            (Some(wrapped), None) => Ok(StoredSubjectKey::Wrapped(wrapped)),
+            (None, None) => Err("neither a key nor a tombstone"),
+        }
+    }
+}
+
 impl std::fmt::Debug for StoredSubjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

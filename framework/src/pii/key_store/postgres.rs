@@ -11,11 +11,7 @@ use crate::store::PostgresEventStore;
 use crate::stream::StreamId;
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| Error::Backend {
-        backend: "postgres",
-        operation,
-        source: Box::new(error),
-    }
+    crate::store::row::failed("postgres", operation)
 }
 
 fn decode_key(subject: &str, row: &PgRow) -> Result<StoredSubjectKey> {
@@ -28,11 +24,7 @@ fn decode_key(subject: &str, row: &PgRow) -> Result<StoredSubjectKey> {
     let forgotten_at: Option<DateTime<Utc>> = row
         .try_get("forgotten_at")
         .map_err(|e| bad(e.to_string()))?;
-    match (wrapped, forgotten_at) {
-        (_, Some(forgotten_at)) => Ok(StoredSubjectKey::Forgotten { forgotten_at }),
-        (Some(wrapped), None) => Ok(StoredSubjectKey::Wrapped(wrapped)),
-        (None, None) => Err(bad("neither a key nor a tombstone".to_owned())),
-    }
+    StoredSubjectKey::from_columns(wrapped, forgotten_at).map_err(|reason| bad(reason.to_owned()))
 }
 
 #[async_trait]

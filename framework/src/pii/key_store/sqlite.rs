@@ -11,11 +11,7 @@ use crate::store::SqliteEventStore;
 use crate::stream::StreamId;
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |error| Error::Backend {
-        backend: "sqlite",
-        operation,
-        source: Box::new(error),
-    }
+    crate::store::row::failed("sqlite", operation)
 }
 
 fn decode_key(subject: &str, row: &SqliteRow) -> Result<StoredSubjectKey> {
@@ -28,14 +24,13 @@ fn decode_key(subject: &str, row: &SqliteRow) -> Result<StoredSubjectKey> {
     let forgotten_at: Option<i64> = row
         .try_get("forgotten_at")
         .map_err(|e| bad(e.to_string()))?;
-    match (wrapped, forgotten_at) {
-        (_, Some(micros)) => Ok(StoredSubjectKey::Forgotten {
-            forgotten_at: DateTime::from_timestamp_micros(micros)
-                .ok_or_else(|| bad(format!("forgotten_at {micros} is out of range")))?,
-        }),
-        (Some(wrapped), None) => Ok(StoredSubjectKey::Wrapped(wrapped)),
-        (None, None) => Err(bad("neither a key nor a tombstone".to_owned())),
-    }
+    let forgotten_at = forgotten_at
+        .map(|micros| {
+            DateTime::from_timestamp_micros(micros)
+                .ok_or_else(|| bad(format!("forgotten_at {micros} is out of range")))
+        })
+        .transpose()?;
+    StoredSubjectKey::from_columns(wrapped, forgotten_at).map_err(|reason| bad(reason.to_owned()))
 }
 
 #[async_trait]
