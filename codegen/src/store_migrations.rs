@@ -97,6 +97,11 @@ const POSTGRES: &[Step] = &[
         name: "tenant_isolation",
         template: include_str!("../templates/postgres/0009_tenant_isolation.sql"),
     },
+    Step {
+        version: 10,
+        name: "fail_closed_tenancy",
+        template: include_str!("../templates/postgres/0010_fail_closed_tenancy.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

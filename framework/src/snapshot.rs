@@ -56,6 +56,14 @@ pub enum SnapshotDecodeError {
     /// The zstd frame is damaged.
     #[error("the snapshot does not decompress: {0}")]
     Decompress(std::io::Error),
+    /// The state would decompress to more than the codec's limit
+    /// ([`SnapshotCodec::with_max_state_bytes`]): a damaged or planted
+    /// frame is not expanded into memory.
+    #[error("the snapshot decompresses to more than {limit} bytes, the codec's limit")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The decoded bytes are not JSON.
     #[error("the snapshot is not valid JSON: {0}")]
     Json(serde_json::Error),
@@ -82,13 +90,19 @@ pub enum SnapshotDecodeError {
 pub struct SnapshotCodec {
     level: i32,
     cipher: Option<Arc<Aes256Gcm>>,
+    max_state_bytes: usize,
 }
+
+/// The largest state a snapshot decompresses to unless
+/// [`SnapshotCodec::with_max_state_bytes`] says otherwise: 64 MiB.
+pub const DEFAULT_MAX_STATE_BYTES: usize = 64 * 1024 * 1024;
 
 impl fmt::Debug for SnapshotCodec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SnapshotCodec")
             .field("zstd_level", &self.level)
             .field("encrypted", &self.cipher.is_some())
+            .field("max_state_bytes", &self.max_state_bytes)
             .finish()
     }
 }
@@ -100,12 +114,39 @@ impl Default for SnapshotCodec {
 }
 
 impl SnapshotCodec {
-    /// zstd level 3, no encryption.
+    /// zstd level 3, no encryption, states of at most
+    /// [`DEFAULT_MAX_STATE_BYTES`].
     pub fn new() -> Self {
         SnapshotCodec {
             level: 3,
             cipher: None,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
+    }
+
+    /// The most bytes a stored snapshot may decompress to (at least 1).
+    /// A snapshot that would expand past it is refused with
+    /// [`SnapshotDecodeError::TooLarge`] after decompressing no more than
+    /// the limit, and the state is rebuilt from events: a decompression
+    /// bomb planted in the snapshots table costs its reader nothing.
+    ///
+    /// ```
+    /// use annals::snapshot::{SnapshotCodec, SnapshotDecodeError};
+    /// use annals::{Payload, StreamId};
+    ///
+    /// let stream = StreamId::new("user-1")?;
+    /// let big = Payload::from_json(format!("{{\"bio\":\"{}\"}}", "a".repeat(10_000)))?;
+    /// let (encoding, data) = SnapshotCodec::new().encode(&stream, 1, 1, &big)?;
+    /// let small = SnapshotCodec::new().with_max_state_bytes(1_000);
+    /// assert!(matches!(
+    ///     small.decode(&stream, 1, 1, encoding, &data),
+    ///     Err(SnapshotDecodeError::TooLarge { limit: 1_000 })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_max_state_bytes(mut self, bytes: usize) -> Self {
+        self.max_state_bytes = bytes.max(1);
+        self
     }
 
     /// Sets the zstd compression level (1 fastest to 22 smallest).
@@ -129,6 +170,22 @@ impl SnapshotCodec {
 
     fn associated_data(stream: &StreamId, version: u64, snapshot_version: u32) -> String {
         format!("annals-snapshot:{stream}:{version}:{snapshot_version}")
+    }
+
+    /// Decompresses a zstd frame, reading at most one byte past the limit.
+    fn decompress(&self, frame: &[u8]) -> Result<Vec<u8>, SnapshotDecodeError> {
+        use std::io::Read as _;
+        let limit = self.max_state_bytes;
+        let decoder = zstd::stream::Decoder::new(frame).map_err(SnapshotDecodeError::Decompress)?;
+        let mut state = Vec::new();
+        decoder
+            .take(limit as u64 + 1)
+            .read_to_end(&mut state)
+            .map_err(SnapshotDecodeError::Decompress)?;
+        if state.len() > limit {
+            return Err(SnapshotDecodeError::TooLarge { limit });
+        }
+        Ok(state)
     }
 
     /// Encodes state; returns the encoding flags and the bytes to store.
@@ -191,9 +248,7 @@ impl SnapshotCodec {
             bytes = std::borrow::Cow::Owned(opened);
         }
         if encoding & COMPRESSED != 0 {
-            let decompressed =
-                zstd::stream::decode_all(&bytes[..]).map_err(SnapshotDecodeError::Decompress)?;
-            bytes = std::borrow::Cow::Owned(decompressed);
+            bytes = std::borrow::Cow::Owned(self.decompress(&bytes)?);
         }
         let text = String::from_utf8(bytes.into_owned()).map_err(|error| {
             SnapshotDecodeError::Json(serde::de::Error::custom(format!("not UTF-8: {error}")))
@@ -346,8 +401,42 @@ mod tests {
         let codec = SnapshotCodec::new().with_key(&[42u8; 32]).expect("key");
         assert_eq!(
             format!("{codec:?}"),
-            "SnapshotCodec { zstd_level: 3, encrypted: true }"
+            "SnapshotCodec { zstd_level: 3, encrypted: true, max_state_bytes: 67108864 }"
         );
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_limit() {
+        use std::io::Write as _;
+        // 256 MiB of zeros in a frame of a few kilobytes.
+        let mut encoder = zstd::stream::Encoder::new(Vec::new(), 19).expect("encoder");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            encoder.write_all(&zeros).expect("compress");
+        }
+        let bomb = encoder.finish().expect("frame");
+        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+        assert!(matches!(
+            SnapshotCodec::new().decode(&stream(), 1, 1, COMPRESSED, &bomb),
+            Err(SnapshotDecodeError::TooLarge {
+                limit: DEFAULT_MAX_STATE_BYTES
+            })
+        ));
+        // A state just at the limit still decodes.
+        let (encoding, data) = SnapshotCodec::new()
+            .encode(&stream(), 1, 1, &state())
+            .expect("encode");
+        let exact = state().as_json().len();
+        let codec = SnapshotCodec::new().with_max_state_bytes(exact);
+        assert_eq!(
+            codec.decode(&stream(), 1, 1, encoding, &data).ok(),
+            Some(state())
+        );
+        let codec = SnapshotCodec::new().with_max_state_bytes(exact - 1);
+        assert!(matches!(
+            codec.decode(&stream(), 1, 1, encoding, &data),
+            Err(SnapshotDecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -65,11 +65,68 @@ async fn in_process_entries_expire() {
 
 #[test]
 fn keys_carry_the_tenant() {
-    assert_eq!(key(7).render(), "acme:state:user-7");
+    assert_eq!(key(7).render(), "t4:acme:state:user-7");
     assert_eq!(
         CacheKey::new(None, "state", "user-7").render(),
         "_:state:user-7"
     );
+}
+
+/// Two tenants' repositories, each over its own store, share one cache. A
+/// tenant whose name would have rendered onto another's keys (`_`, the
+/// unscoped store's marker, or a name holding `:`) must load its own state,
+/// never the other's cached one.
+#[tokio::test]
+async fn tenants_whose_names_look_like_keys_never_share_cached_state() {
+    use annals::prelude::*;
+    use annals::store::InMemoryEventStore;
+    use annals_tests::domain::{CreateTenant, Tenant};
+
+    async fn created(
+        cache: &Arc<InProcessCache>,
+        tenant: Option<&str>,
+        id: &str,
+        name: &str,
+    ) -> Repository<Tenant> {
+        let mut repository: Repository<Tenant> =
+            Repository::new(Arc::new(InMemoryEventStore::new())).with_cache(cache.clone());
+        if let Some(tenant) = tenant {
+            repository = repository.with_tenant(tenant);
+        }
+        repository
+            .execute(id, &CreateTenant { name: name.into() }, Metadata::new())
+            .await
+            .expect("create");
+        repository
+    }
+
+    // Under `{tenant}:{kind}:{stream}@{shape}`, tenant `_` rendered onto the
+    // unscoped store's keys, and tenant `a:state:tenant-x` with aggregate
+    // `t1` (stream `tenant-t1`) onto tenant `a` with aggregate
+    // `x:state:tenant-t1`.
+    let pairs = [
+        ((None, "t1"), (Some("_"), "t1")),
+        (
+            (Some("a"), "x:state:tenant-t1"),
+            (Some("a:state:tenant-x"), "t1"),
+        ),
+    ];
+    for ((first_tenant, first_id), (second_tenant, second_id)) in pairs {
+        let cache = Arc::new(InProcessCache::new());
+        let first = created(&cache, first_tenant, first_id, "First Corp").await;
+        let second = created(&cache, second_tenant, second_id, "Second Corp").await;
+        // Both cached after their command; each loads its own.
+        let mine = second.load(second_id).await.expect("load");
+        assert_eq!(
+            mine.state.name, "Second Corp",
+            "{second_tenant:?} / {second_id}"
+        );
+        let theirs = first.load(first_id).await.expect("load");
+        assert_eq!(
+            theirs.state.name, "First Corp",
+            "{first_tenant:?} / {first_id}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -97,7 +154,7 @@ async fn redis_cache_round_trips_with_prefix_and_ttl() {
         .await
         .expect("connection");
     let value: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(format!("{prefix}:acme:state:user-1"))
+        .arg(format!("{prefix}:t4:acme:state:user-1"))
         .query_async(&mut raw)
         .await
         .expect("raw get");

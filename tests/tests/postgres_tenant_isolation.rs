@@ -16,40 +16,62 @@ use annals::prelude::*;
 use annals::replay::Replays;
 use annals::snapshot::Snapshot;
 use annals::store::PostgresEventStore;
+use annals_codegen::{Dialect, Partitioning, StoreLayout, store_migrations};
 use annals_tests::backends::{fresh_postgres_store, postgres_url};
 use annals_tests::domain::{Tenant, TenantCreated, TenantDirectory};
 use uuid::Uuid;
 
 /// The schema's tables, migrated by the superuser `fresh_postgres_store`
-/// connects as, and a store on them connected as a new role that is
-/// neither superuser nor BYPASSRLS, with the privileges an application
-/// needs.
+/// connects as, and a store on them connected as a new application role
+/// (neither superuser nor BYPASSRLS) granted access by
+/// `grant_tenant_access`.
 async fn app_store() -> (PostgresEventStore, PostgresEventStore) {
     let owner = fresh_postgres_store().await;
+    let app = application_role(&owner).await;
+    (owner, app)
+}
+
+/// A new login role (created by the superuser, as a DBA would), granted
+/// the application role's privileges on `owner`'s tables by the owner, and
+/// a store connected as it.
+async fn application_role(owner: &PostgresEventStore) -> PostgresEventStore {
+    let role = format!("app_{}", Uuid::now_v7().simple());
+    let dba = sqlx::PgPool::connect(&postgres_url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
+        .execute(&dba)
+        .await
+        .expect("an application role");
+    dba.close().await;
+    owner
+        .grant_tenant_access(&role)
+        .await
+        .expect("grant tenant access");
+    connect_as(owner, &role).await
+}
+
+/// A store on `owner`'s schema and prefix, connected as `role`, not migrating.
+async fn connect_as(owner: &PostgresEventStore, role: &str) -> PostgresEventStore {
     let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
         .fetch_one(owner.pool())
         .await
         .expect("schema");
-    let role = format!("app_{}", Uuid::now_v7().simple());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE ROLE {role} LOGIN;
-         GRANT USAGE ON SCHEMA {schema} TO {role};
-         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
-         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};"
-    )))
-    .execute(owner.pool())
-    .await
-    .expect("an application role");
-    let base = postgres_url();
-    let (scheme, rest) = base.split_once("://").expect("a URL");
-    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    let app = PostgresEventStore::builder(format!("{scheme}://{role}@{host}"))
+    PostgresEventStore::builder(url_for(role))
         .schema(&schema)
+        .table_prefix(owner.table_prefix())
         .migrate(false)
         .connect()
         .await
-        .expect("connect as the application role");
-    (owner, app)
+        .expect("connect as the application role")
+}
+
+/// The test server's URL with another role.
+fn url_for(role: &str) -> String {
+    let base = postgres_url();
+    let (scheme, rest) = base.split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{role}@{host}")
 }
 
 fn stream(id: &str) -> StreamId {
@@ -317,9 +339,15 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
         0
     );
 
-    // The unscoped store (and the unscoped application role) see both.
+    // The unscoped store of the owner sees both; the application role
+    // without a tenant sees nothing (fail-closed).
     assert_eq!(read_log(&owner, 2).await.len(), 2);
-    assert_eq!(read_log(&app, 2).await.len(), 2);
+    assert!(
+        app.read_all(LogPosition::START, 1_000)
+            .await
+            .expect("read_all")
+            .is_empty()
+    );
 }
 
 /// The confinement is the database's: a plain SQL session of the
@@ -434,4 +462,360 @@ async fn caches_keep_tenants_apart() {
     );
     let theirs = globex_tenants.load_cached("a1").await.expect("load");
     assert_eq!((theirs.version, theirs.state.created), (0, false));
+}
+
+/// Each layout the store runs on: the tables it migrates itself, and the
+/// generated ones (schema and prefix; partitioned by stream and by tenant)
+/// applied by the superuser as a migration tool would. Returns the owner's
+/// store (the superuser: cross-tenant) on them.
+async fn owner_in_layout(layout: &str) -> PostgresEventStore {
+    let (partitioning, prefix) = match layout {
+        "embedded" => return fresh_postgres_store().await,
+        "schema and prefix" => (Partitioning::None, "iam_"),
+        "partitioned by stream" => (Partitioning::ByStreamHash { partitions: 3 }, "iam_"),
+        "partitioned by tenant" => (Partitioning::ByTenant { partitions: 3 }, "annals_"),
+        other => panic!("unknown layout {other}"),
+    };
+    let schema = format!("g_{}", Uuid::now_v7().simple());
+    let generated = StoreLayout::default()
+        .schema(&schema)
+        .and_then(|generated| generated.table_prefix(prefix))
+        .expect("layout")
+        .partitioning(partitioning);
+    let admin = sqlx::PgPool::connect(&postgres_url())
+        .await
+        .expect("connect");
+    for migration in store_migrations::migrations(Dialect::Postgres, &generated) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(migration.sql.clone()))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|error| panic!("{} does not apply: {error}", migration.file_name()));
+    }
+    admin.close().await;
+    PostgresEventStore::builder(postgres_url())
+        .schema(schema)
+        .table_prefix(prefix)
+        .connect()
+        .await
+        .expect("connect to the generated schema")
+}
+
+/// Every table of Annals' in the store's schema (partitions and the side
+/// table of a partitioned layout included), but the schema history.
+async fn annals_tables(owner: &PostgresEventStore) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+           AND starts_with(c.relname::text, $1) AND c.relname::text <> $1 || 'schema_history'
+         ORDER BY 1",
+    )
+    .bind(owner.table_prefix())
+    .fetch_all(owner.pool())
+    .await
+    .expect("list tables")
+}
+
+/// A SQLSTATE of a refused statement.
+fn sqlstate(error: &sqlx::Error) -> String {
+    error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .map(|code| code.into_owned())
+        .unwrap_or_else(|| format!("not a database error: {error}"))
+}
+
+/// Fail-closed in every layout: a plain SQL session of the application role
+/// (granted what `grant_tenant_access` grants, and, as a generous DBA
+/// might, `SELECT` on every partition) reads no row of any Annals table
+/// without a tenant, writes none, cannot widen a tenant transaction by
+/// clearing the setting, reads only its tenant's rows from a partition
+/// queried directly, and cannot touch the side table of global keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_role_sees_and_writes_nothing_without_a_tenant_in_every_layout() {
+    for layout in [
+        "embedded",
+        "schema and prefix",
+        "partitioned by stream",
+        "partitioned by tenant",
+    ] {
+        let owner = owner_in_layout(layout).await;
+        let app = application_role(&owner).await;
+        let prefix = owner.table_prefix().to_owned();
+        let tables = annals_tables(&owner).await;
+        let partitions: Vec<&String> = tables
+            .iter()
+            .filter(|table| table.starts_with(&format!("{prefix}events_p")))
+            .collect();
+        let app_role: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(app.pool())
+            .await
+            .expect("role");
+        for partition in &partitions {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "GRANT SELECT ON {partition} TO {app_role}"
+            )))
+            .execute(owner.pool())
+            .await
+            .expect("grant a partition");
+        }
+
+        // Rows of two tenants and of none, in every tenant table.
+        for tenant in ["acme", "globex"] {
+            let handle = app.for_tenant(tenant).await.expect("tenant handle");
+            let stream_id = stream(&format!("tenant-{tenant}"));
+            handle
+                .append(
+                    &stream_id,
+                    ExpectedVersion::NoStream,
+                    vec![created(tenant, Uuid::now_v7())],
+                )
+                .await
+                .expect("append");
+            handle
+                .save_snapshot(snapshot(&stream_id))
+                .await
+                .expect("snapshot");
+            handle
+                .save_checkpoint(&format!("{tenant}-directory"), LogPosition::new(1, 1))
+                .await
+                .expect("checkpoint");
+            handle
+                .save_dead_letter(dead_letter(&stream_id))
+                .await
+                .expect("dead letter");
+            handle
+                .create_subject_key(&format!("{tenant}-user"), vec![7; 60])
+                .await
+                .expect("subject key");
+        }
+        owner
+            .append(
+                &stream("tenant-none"),
+                ExpectedVersion::NoStream,
+                vec![created("none", Uuid::now_v7())],
+            )
+            .await
+            .expect("append without a tenant");
+        assert_eq!(read_log(&owner, 3).await.len(), 3, "{layout}");
+
+        // No tenant: every table reads empty (or is not granted at all).
+        let mut counted = 0;
+        for table in &tables {
+            let query = format!("SELECT count(*) FROM {table}");
+            match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query))
+                .fetch_one(app.pool())
+                .await
+            {
+                Ok(rows) => {
+                    assert_eq!(rows, 0, "{layout}: {table} without a tenant");
+                    counted += 1;
+                }
+                Err(error) => assert_eq!(sqlstate(&error), "42501", "{layout}: {table}: {error}"),
+            }
+        }
+        assert!(
+            counted >= 6 + partitions.len(),
+            "{layout}: {counted} of {tables:?} readable"
+        );
+        // Nor through the store: the unscoped application role sees nothing.
+        assert!(
+            app.read_all(LogPosition::START, 100)
+                .await
+                .expect("read_all")
+                .is_empty()
+        );
+        assert_eq!(
+            app.stream_version(&stream("tenant-acme"))
+                .await
+                .expect("version"),
+            0
+        );
+
+        // No tenant: no write lands, whatever tenant the row names.
+        for tenant in ["'acme'", "NULL"] {
+            let insert = format!(
+                "INSERT INTO {prefix}events (event_id, stream_id, version, event_type, schema_version, payload, tenant_id) \
+                 VALUES (gen_random_uuid(), 'tenant-forged', 1, 't', 1, '{{}}', {tenant})"
+            );
+            let refused = sqlx::query(sqlx::AssertSqlSafe(insert))
+                .execute(app.pool())
+                .await
+                .expect_err("a write without a tenant is refused");
+            assert_eq!(sqlstate(&refused), "42501", "{layout}: {refused}");
+        }
+        let insert = format!(
+            "INSERT INTO {prefix}checkpoints (name, commit_id, sequence) VALUES ('forged', 1, 1)"
+        );
+        let refused = sqlx::query(sqlx::AssertSqlSafe(insert))
+            .execute(app.pool())
+            .await
+            .expect_err("a checkpoint without a tenant is refused");
+        assert_eq!(sqlstate(&refused), "42501", "{layout}: {refused}");
+
+        // A tenant transaction that clears its tenant sees nothing, not all.
+        let mut tx = app.pool().begin().await.expect("begin");
+        sqlx::query("SELECT set_config('annals.tenant', 'acme', true)")
+            .execute(&mut *tx)
+            .await
+            .expect("set tenant");
+        let count_events = format!("SELECT count(*) FROM {prefix}events");
+        let mine: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_events.clone()))
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count");
+        assert_eq!(mine, 1, "{layout}");
+        // Partitions queried directly show acme's rows alone.
+        let mut in_partitions = 0;
+        for partition in &partitions {
+            let tenants: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT tenant_id FROM {partition}"
+            )))
+            .fetch_all(&mut *tx)
+            .await
+            .expect("read a partition");
+            assert!(
+                tenants
+                    .iter()
+                    .all(|tenant| tenant.as_deref() == Some("acme")),
+                "{layout}: {partition} shows {tenants:?}"
+            );
+            in_partitions += tenants.len();
+        }
+        if !partitions.is_empty() {
+            assert_eq!(in_partitions, 1, "{layout}");
+        }
+        for cleared in ["''", "NULL"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT set_config('annals.tenant', {cleared}, true)"
+            )))
+            .execute(&mut *tx)
+            .await
+            .expect("clear tenant");
+            let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_events.clone()))
+                .fetch_one(&mut *tx)
+                .await
+                .expect("count");
+            assert_eq!(seen, 0, "{layout}: cleared to {cleared}");
+        }
+        tx.rollback().await.expect("rollback");
+
+        // The side table of a partitioned layout is out of reach: no stream
+        // id of another tenant is listed, no blocking row planted.
+        if tables.contains(&format!("{prefix}event_keys")) {
+            let mut tx = app.pool().begin().await.expect("begin");
+            sqlx::query("SELECT set_config('annals.tenant', 'acme', true)")
+                .execute(&mut *tx)
+                .await
+                .expect("set tenant");
+            let planted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {prefix}event_keys (event_id, stream_id, version, tenant_id) \
+                 VALUES (gen_random_uuid(), 'tenant-globex', 2, 'acme')"
+            )))
+            .execute(&mut *tx)
+            .await
+            .expect_err("no row is planted in the side table");
+            assert_eq!(sqlstate(&planted), "42501", "{layout}: {planted}");
+            tx.rollback().await.expect("rollback");
+            // Its rows carry their tenant, and globex appends on.
+            let keyed: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT tenant_id FROM {prefix}event_keys ORDER BY stream_id"
+            )))
+            .fetch_all(owner.pool())
+            .await
+            .expect("keys");
+            assert_eq!(
+                keyed,
+                [Some("acme".to_owned()), Some("globex".to_owned()), None],
+                "{layout}"
+            );
+            let globex = app.for_tenant("globex").await.expect("globex");
+            globex
+                .append(
+                    &stream("tenant-globex"),
+                    ExpectedVersion::Exact(1),
+                    vec![created("g", Uuid::now_v7())],
+                )
+                .await
+                .expect("globex appends on");
+        }
+    }
+}
+
+/// The explicit cross-tenant path is the owner role, by role and not by a
+/// setting: an owner that is no superuser (so only its own policy lets it
+/// through) migrates, writes and reads every tenant's rows unscoped, and
+/// cannot make tenant handles, which it would not confine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_role_is_the_cross_tenant_path_and_makes_no_tenant_handles() {
+    let superuser = fresh_postgres_store().await;
+    let owner_role = format!("owner_{}", Uuid::now_v7().simple());
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(superuser.pool())
+        .await
+        .expect("database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {owner_role} LOGIN; GRANT CREATE ON DATABASE {database} TO {owner_role};"
+    )))
+    .execute(superuser.pool())
+    .await
+    .expect("an owner role");
+    let owner = PostgresEventStore::builder(url_for(&owner_role))
+        .schema(format!("o_{}", Uuid::now_v7().simple()))
+        .connect()
+        .await
+        .expect("the owner migrates its schema");
+    let app = application_role(&owner).await;
+
+    let acme = app.for_tenant("acme").await.expect("acme");
+    acme.append(
+        &stream("tenant-a1"),
+        ExpectedVersion::NoStream,
+        vec![created("Acme", Uuid::now_v7())],
+    )
+    .await
+    .expect("acme appends");
+    owner
+        .append(
+            &stream("tenant-g1"),
+            ExpectedVersion::NoStream,
+            vec![
+                created("Globex", Uuid::now_v7())
+                    .with_metadata(Metadata::new().with_tenant("globex")),
+            ],
+        )
+        .await
+        .expect("the owner appends for globex");
+    owner
+        .save_checkpoint("cross-tenant", LogPosition::new(1, 1))
+        .await
+        .expect("the owner saves a checkpoint");
+    let log = read_log(&owner, 2).await;
+    let tenants: Vec<Option<&str>> = log
+        .iter()
+        .map(|event| event.metadata.tenant_id.as_deref())
+        .collect();
+    assert_eq!(tenants, [Some("acme"), Some("globex")]);
+    assert_eq!(
+        app.for_tenant("globex")
+            .await
+            .expect("globex")
+            .stream_version(&stream("tenant-g1"))
+            .await
+            .expect("version"),
+        1
+    );
+    match owner.for_tenant("acme").await {
+        Err(Error::Config(message)) => {
+            assert!(message.contains("owner role"), "{message}");
+            assert!(message.contains(&owner_role), "{message}");
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    // The SQL `grant_tenant_access` applies, for a DBA to review.
+    let grants = owner.tenant_access_sql("iam_app").await.expect("sql");
+    assert!(grants.contains("GRANT SELECT, INSERT ON o_"), "{grants}");
+    assert!(matches!(
+        owner.tenant_access_sql("Robert'); DROP TABLE x").await,
+        Err(Error::InvalidInput { field: "role", .. })
+    ));
 }

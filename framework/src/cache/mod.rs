@@ -32,21 +32,31 @@ pub use two_level::TwoLevelCache;
 /// A cached value: immutable bytes shared without copying.
 pub type CacheValue = Arc<[u8]>;
 
-/// What a cache entry is about. Rendered as
-/// `{tenant or "_"}:{kind}:{id}` (Redis adds its key prefix), so entries of
-/// different tenants never share a key.
+/// What a cache entry is about. Rendered as `t{len}:{tenant}:{kind}:{id}`
+/// for a tenant's entry and `_:{kind}:{id}` for an entry of the unscoped
+/// store (Redis adds its key prefix). The tenant is length-prefixed and the
+/// kind is a fixed word, so the rendering is unambiguous whatever the tenant
+/// and id hold: entries of different tenants, or of a tenant and the
+/// unscoped store, never share a key (a tenant named `_`, or one whose name
+/// contains `:`, included).
 ///
 /// ```
 /// use annals::cache::CacheKey;
 ///
-/// assert_eq!(CacheKey::new(Some("acme"), "state", "user-1@1").render(), "acme:state:user-1@1");
+/// assert_eq!(CacheKey::new(Some("acme"), "state", "user-1@1").render(), "t4:acme:state:user-1@1");
 /// assert_eq!(CacheKey::new(None, "stream", "user-1").render(), "_:stream:user-1");
+/// // A tenant cannot forge another's key, nor the unscoped store's.
+/// assert_ne!(
+///     CacheKey::new(Some("a:state:x"), "state", "y").render(),
+///     CacheKey::new(Some("a"), "state", "x:state:y").render(),
+/// );
+/// assert_ne!(CacheKey::new(Some("_"), "stream", "s").render(), CacheKey::new(None, "stream", "s").render());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     /// The tenant the entry belongs to, if any.
     pub tenant: Option<String>,
-    /// The kind of entry: `state`, `stream`, ...
+    /// The kind of entry: `state`, `stream`, ... (a fixed word without `:`).
     pub kind: &'static str,
     /// The entry's id within its kind (a stream id, an event id).
     pub id: String,
@@ -64,12 +74,10 @@ impl CacheKey {
 
     /// The key as one string.
     pub fn render(&self) -> String {
-        format!(
-            "{}:{}:{}",
-            self.tenant.as_deref().unwrap_or("_"),
-            self.kind,
-            self.id
-        )
+        match &self.tenant {
+            Some(tenant) => format!("t{}:{tenant}:{}:{}", tenant.len(), self.kind, self.id),
+            None => format!("_:{}:{}", self.kind, self.id),
+        }
     }
 }
 

@@ -71,6 +71,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenant_isolation",
         sql: include_str!("../../../migrations/postgres/0009_tenant_isolation.sql"),
     },
+    Migration {
+        version: 10,
+        name: "fail_closed_tenancy",
+        sql: include_str!("../../../migrations/postgres/0010_fail_closed_tenancy.sql"),
+    },
 ];
 
 /// SQLite migrations.

@@ -28,6 +28,8 @@ mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod table_names;
 #[cfg(feature = "postgres")]
+mod tenant_roles;
+#[cfg(feature = "postgres")]
 mod tenant_session;
 
 use async_trait::async_trait;

@@ -61,6 +61,7 @@ use super::group_commit::{
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, limit, position_from_columns, to_i64};
 use super::table_names::{TableNames, is_plain_identifier};
+use super::tenant_roles::{self, PoolRole};
 use super::tenant_session::{self, Session};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
@@ -198,7 +199,7 @@ pub struct PostgresEventStore {
     tenant: Option<Arc<str>>,
     /// The pool's role and whether row-level security passes it by, read
     /// by the first `for_tenant` (handles are often made per request).
-    role: Arc<tokio::sync::OnceCell<(String, bool)>>,
+    role: Arc<tokio::sync::OnceCell<PoolRole>>,
 }
 
 /// Options for connecting a [`PostgresEventStore`].
@@ -414,16 +415,22 @@ impl PostgresEventStore {
     /// events that name another tenant) and cannot append to another
     /// tenant's stream. The handle does not migrate and has no group commit.
     ///
-    /// PostgreSQL does not apply row-level security to superusers and roles
-    /// with `BYPASSRLS`, so the handle refuses to be made for one: connect
-    /// the application with a role that has neither.
+    /// The pool must connect as the *application role*: a role granted
+    /// access with [`grant_tenant_access`](Self::grant_tenant_access), which
+    /// PostgreSQL confines to the tenant its transaction names and to
+    /// nothing without one. The handle refuses ([`Error::Config`]) a role
+    /// the policies pass by: a superuser, a `BYPASSRLS` role, or the owner
+    /// role that applied the migrations (the cross-tenant path).
     ///
     /// ```no_run
     /// use annals::prelude::*;
     /// use annals::store::PostgresEventStore;
     ///
     /// # async fn run() -> annals::Result<()> {
-    /// let store = PostgresEventStore::builder("postgres://iam_app@localhost/iam").connect().await?;
+    /// let store = PostgresEventStore::builder("postgres://iam_app@localhost/iam")
+    ///     .migrate(false) // the owner role migrates
+    ///     .connect()
+    ///     .await?;
     /// let acme = store.for_tenant("acme").await?;
     /// let theirs = StreamId::new("user-of-globex")?;
     /// assert!(acme.read_stream(&theirs, 1, 100).await?.is_empty());
@@ -443,21 +450,16 @@ impl PostgresEventStore {
                 ),
             ));
         }
-        let (role, exempt) = self
+        let role = self
             .role
-            .get_or_try_init(|| {
-                sqlx::query_as(
-                    "SELECT rolname::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
-                )
-                .fetch_one(&self.pool)
-            })
-            .await
-            .map_err(failed("read the connection's role"))?;
-        if *exempt {
+            .get_or_try_init(|| PoolRole::read(&self.pool, &self.tables))
+            .await?;
+        if let Some(reason) = role.unconfined {
             return Err(Error::Config(format!(
                 "a handle scoped to tenant {tenant:?} needs row-level security, but PostgreSQL \
-                 does not apply it to role {role:?} (a superuser or BYPASSRLS role); connect \
-                 as a role that is neither"
+                 does not confine role {:?} ({reason}); connect tenant handles as an \
+                 application role granted access with `grant_tenant_access`",
+                role.name
             )));
         }
         Ok(PostgresEventStore {
@@ -465,6 +467,65 @@ impl PostgresEventStore {
             group: None,
             ..self.clone()
         })
+    }
+
+    /// The statements that give `role` (an existing role: 1 to 63
+    /// lowercase letters, digits or underscores) the privileges of the
+    /// application role on this store's tables: `SELECT` and `INSERT` on
+    /// events, read and write on snapshots, checkpoints, dead letters and
+    /// subject keys, all through the row-level security policies, and
+    /// nothing on a partitioned layout's side table. For a DBA to review
+    /// and apply; [`grant_tenant_access`](Self::grant_tenant_access) applies
+    /// them.
+    ///
+    /// ```no_run
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// let owner = PostgresEventStore::builder("postgres://iam_owner@localhost/iam")
+    ///     .schema("iam")
+    ///     .connect()
+    ///     .await?;
+    /// println!("{}", owner.tenant_access_sql("iam_app").await?);
+    /// // GRANT USAGE ON SCHEMA iam TO iam_app;
+    /// // GRANT SELECT ON iam.annals_schema_history TO iam_app;
+    /// // GRANT SELECT, INSERT ON iam.annals_events TO iam_app; ...
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn tenant_access_sql(&self, role: &str) -> Result<String> {
+        let schema = tenant_roles::home_schema(&self.pool, &self.tables).await?;
+        tenant_roles::application_grants(&schema, &self.tables, role)
+    }
+
+    /// Grants `role` the application role's privileges (see
+    /// [`tenant_access_sql`](Self::tenant_access_sql)). Run it connected as
+    /// the owner role; the role must exist (`CREATE ROLE iam_app LOGIN`).
+    ///
+    /// ```no_run
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// // Once, as the owner: migrate and grant.
+    /// let owner = PostgresEventStore::connect("postgres://iam_owner@localhost/iam").await?;
+    /// owner.grant_tenant_access("iam_app").await?;
+    /// // Then the service, as the application role.
+    /// let app = PostgresEventStore::builder("postgres://iam_app@localhost/iam")
+    ///     .migrate(false)
+    ///     .connect()
+    ///     .await?;
+    /// let acme = app.for_tenant("acme").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn grant_tenant_access(&self, role: &str) -> Result<()> {
+        let sql = self.tenant_access_sql(role).await?;
+        // Identifiers checked by `application_grants`: plain names only.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+            .map_err(failed("grant tenant access"))?;
+        Ok(())
     }
 
     /// On a tenant-scoped handle, puts the tenant on every event, refusing
