@@ -102,6 +102,11 @@ const POSTGRES: &[Step] = &[
         name: "fail_closed_tenancy",
         template: include_str!("../templates/postgres/0010_fail_closed_tenancy.sql"),
     },
+    Step {
+        version: 11,
+        name: "tenant_checkpoints",
+        template: include_str!("../templates/postgres/0011_tenant_checkpoints.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

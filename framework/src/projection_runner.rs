@@ -279,22 +279,31 @@ where
 
 /// A SQL read model in the PostgreSQL database of the event store: each
 /// batch and its checkpoint commit in one transaction.
+///
+/// Made [`for_store`](Self::for_store) of a tenant handle
+/// ([`PostgresEventStore::for_tenant`](crate::store::PostgresEventStore::for_tenant)),
+/// it runs every transaction as that tenant: its checkpoint is the tenant's
+/// own (two tenants' runners of one projection never share a row), and its
+/// writes to Annals' tables pass row-level security for that tenant alone.
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Debug, Clone)]
 pub struct PostgresReadModel {
     pool: sqlx::PgPool,
     tables: TableNames,
+    tenant: Option<std::sync::Arc<str>>,
 }
 
 #[cfg(feature = "postgres")]
 impl PostgresReadModel {
     /// A read model in the schema of `store`, whose checkpoint table it
-    /// shares (with the store's table prefix).
+    /// shares (with the store's table prefix), scoped to the store's tenant
+    /// if it is a tenant handle.
     pub fn for_store(store: &crate::store::PostgresEventStore) -> Self {
         PostgresReadModel {
             pool: store.pool().clone(),
             tables: store.table_names().clone(),
+            tenant: store.tenant().map(std::sync::Arc::from),
         }
     }
 
@@ -304,12 +313,18 @@ impl PostgresReadModel {
         PostgresReadModel {
             pool,
             tables: TableNames::default(),
+            tenant: None,
         }
     }
 
     /// The connection pool.
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.pool
+    }
+
+    /// A transaction, run as the read model's tenant if it has one.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await
     }
 }
 
@@ -321,14 +336,16 @@ where
     P::Context: crate::sql_read_model::PostgresContext,
 {
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            self.tables
-                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1"),
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sql_failed("load projection checkpoint"))?;
+        let mut tx = self.begin().await?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as(self.tables.sql(crate::store::postgres_checkpoint::LOAD))
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql_failed("load projection checkpoint"))?;
+        tx.commit()
+            .await
+            .map_err(sql_failed("end projection checkpoint read"))?;
         Ok(row.map(position_from_row))
     }
 
@@ -340,27 +357,19 @@ where
         previous: LogPosition,
         checkpoint: LogPosition,
     ) -> Result<(), BatchFailure> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(sql_failed("begin projection batch"))?;
+        let mut tx = self.begin().await?;
         // One batch of this projection at a time, whichever worker runs it.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('annals.checkpoint.' || $1, 0))",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_failed("lock projection checkpoint"))?;
-        let stored: Option<(i64, i64)> = sqlx::query_as(
-            self.tables
-                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1"),
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(sql_failed("read projection checkpoint"))?;
+        sqlx::query(self.tables.sql(crate::store::postgres_checkpoint::LOCK))
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_failed("lock projection checkpoint"))?;
+        let stored: Option<(i64, i64)> =
+            sqlx::query_as(self.tables.sql(crate::store::postgres_checkpoint::LOAD))
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql_failed("read projection checkpoint"))?;
         let stored = stored.map(position_from_row).unwrap_or_default();
         if stored != previous {
             return Err(BatchFailure::moved(name, previous, stored));
@@ -377,17 +386,13 @@ where
             }
         }
         projection.flush(P::Context::from_postgres(&mut tx)).await?;
-        sqlx::query(
-            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, now()) \
-             ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at"),
-        )
-        .bind(name)
-        .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))
-        .bind(i64::try_from(checkpoint.sequence).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_failed("save projection checkpoint"))?;
+        sqlx::query(self.tables.sql(crate::store::postgres_checkpoint::SAVE))
+            .bind(name)
+            .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(checkpoint.sequence).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_failed("save projection checkpoint"))?;
         tx.commit()
             .await
             .map_err(sql_failed("commit projection batch"))?;

@@ -76,6 +76,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "fail_closed_tenancy",
         sql: include_str!("../../../migrations/postgres/0010_fail_closed_tenancy.sql"),
     },
+    Migration {
+        version: 11,
+        name: "tenant_checkpoints",
+        sql: include_str!("../../../migrations/postgres/0011_tenant_checkpoints.sql"),
+    },
 ];
 
 /// SQLite migrations.

@@ -19,6 +19,8 @@ mod memory;
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres_checkpoint;
 mod query;
 mod read_all;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -30,7 +32,7 @@ pub(crate) mod table_names;
 #[cfg(feature = "postgres")]
 mod tenant_roles;
 #[cfg(feature = "postgres")]
-mod tenant_session;
+pub(crate) mod tenant_session;
 
 use async_trait::async_trait;
 

@@ -59,6 +59,7 @@ use super::group_commit::{
     submit,
 };
 use super::migrations::{self, HISTORY_TABLE};
+use super::postgres_checkpoint;
 use super::row::{RowIdentity, StoredRow, limit, position_from_columns, to_i64};
 use super::table_names::{TableNames, is_plain_identifier};
 use super::tenant_roles::{self, PoolRole};
@@ -1285,32 +1286,24 @@ impl EventStore for PostgresEventStore {
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         let mut session = self.session().await?;
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            self.tables
-                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = $1"),
-        )
-        .bind(name)
-        .fetch_optional(session.connection())
-        .await
-        .map_err(failed("load checkpoint"))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(self.tables.sql(postgres_checkpoint::LOAD))
+            .bind(name)
+            .fetch_optional(session.connection())
+            .await
+            .map_err(failed("load checkpoint"))?;
         session.finish().await?;
         Ok(row.map(|(commit, sequence)| position_from_columns(commit, sequence)))
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
         let mut session = self.session().await?;
-        sqlx::query(
-            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at"),
-        )
-        .bind(name)
-        .bind(to_i64(position.commit))
-        .bind(to_i64(position.sequence))
-        .bind(Utc::now())
-        .execute(session.connection())
-        .await
-        .map_err(failed("save checkpoint"))?;
+        sqlx::query(self.tables.sql(postgres_checkpoint::SAVE))
+            .bind(name)
+            .bind(to_i64(position.commit))
+            .bind(to_i64(position.sequence))
+            .execute(session.connection())
+            .await
+            .map_err(failed("save checkpoint"))?;
         session.finish().await?;
         Ok(())
     }
