@@ -107,6 +107,11 @@ const POSTGRES: &[Step] = &[
         name: "tenant_checkpoints",
         template: include_str!("../templates/postgres/0011_tenant_checkpoints.sql"),
     },
+    Step {
+        version: 12,
+        name: "tenant_snapshots",
+        template: include_str!("../templates/postgres/0012_tenant_snapshots.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

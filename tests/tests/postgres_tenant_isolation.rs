@@ -950,3 +950,89 @@ async fn per_tenant_projection_runners_see_each_of_their_events_once() {
         ]
     );
 }
+
+/// A tenant cannot snapshot another tenant's stream through the API; a
+/// snapshot the application role plants by SQL in its own tenant's name is
+/// never loaded for the victim or by the unscoped store, and does not stop
+/// the victim from snapshotting that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_forge_or_block_another_tenants_snapshot() {
+    let (owner, app) = app_store().await;
+    let acme = app.for_tenant("acme").await.expect("acme");
+    let globex = app.for_tenant("globex").await.expect("globex");
+    let victim = stream("tenant-a1");
+    acme.append(
+        &victim,
+        ExpectedVersion::NoStream,
+        vec![created("Acme", Uuid::now_v7())],
+    )
+    .await
+    .expect("acme appends");
+
+    // Through the API: refused, naming the stream and the tenant's view.
+    let forged = Snapshot {
+        data: br#"{"created":true,"name":"Forged","suspended":false}"#.to_vec(),
+        ..snapshot(&victim)
+    };
+    match globex.save_snapshot(forged.clone()).await {
+        Err(Error::InvalidInput { field, reason }) => {
+            assert_eq!(field, "stream id");
+            assert!(
+                reason.contains("\"globex\"") && reason.contains("tenant-a1"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // By plain SQL as the application role, in globex's name.
+    let mut tx = app.pool().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('annals.tenant', 'globex', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("tenant");
+    sqlx::query(
+        "INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data) \
+         VALUES ('tenant-a1', 1, 1, 0, $1)",
+    )
+    .bind(&forged.data)
+    .execute(&mut *tx)
+    .await
+    .expect("the role may write its own tenant's rows");
+    tx.commit().await.expect("commit");
+
+    // The unscoped store and acme never load it; acme snapshots version 1.
+    assert!(
+        owner
+            .load_snapshot(&victim, None)
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert!(
+        acme.load_snapshot(&victim, None)
+            .await
+            .expect("load")
+            .is_none()
+    );
+    let tenants: Repository<Tenant> = Repository::new(Arc::new(owner.clone()));
+    assert_eq!(tenants.load("a1").await.expect("load").state.name, "Acme");
+    acme.save_snapshot(snapshot(&victim))
+        .await
+        .expect("acme snapshots the version the plant names");
+    let mine = acme
+        .load_snapshot(&victim, None)
+        .await
+        .expect("load")
+        .expect("acme's snapshot");
+    assert_eq!(mine.data, snapshot(&victim).data);
+    // Each namespace is its own: globex's plant stays globex's alone.
+    assert_eq!(
+        globex
+            .load_snapshot(&victim, None)
+            .await
+            .expect("load")
+            .map(|s| s.data),
+        Some(forged.data)
+    );
+}

@@ -81,6 +81,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenant_checkpoints",
         sql: include_str!("../../../migrations/postgres/0011_tenant_checkpoints.sql"),
     },
+    Migration {
+        version: 12,
+        name: "tenant_snapshots",
+        sql: include_str!("../../../migrations/postgres/0012_tenant_snapshots.sql"),
+    },
 ];
 
 /// SQLite migrations.

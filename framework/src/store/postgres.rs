@@ -1394,10 +1394,14 @@ impl EventStore for PostgresEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         let mut session = self.session().await?;
-        sqlx::query(
+        // The snapshot is the transaction's tenant's ('' unscoped). A tenant
+        // handle snapshots only a version its tenant has an event at: the
+        // row-level security of the events table answers for it.
+        let saved = sqlx::query(
             self.tables.sql("INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
+             SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE NOT $7 OR EXISTS (SELECT 1 FROM annals_events WHERE stream_id = $1 AND version = $2) \
+             ON CONFLICT (tenant_id, stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
              encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at"),
         )
         .bind(snapshot.stream_id.as_str())
@@ -1406,9 +1410,21 @@ impl EventStore for PostgresEventStore {
         .bind(i16::from(snapshot.encoding))
         .bind(&snapshot.data)
         .bind(snapshot.taken_at)
+        .bind(self.tenant.is_some())
         .execute(session.connection())
         .await
         .map_err(failed("save snapshot"))?;
+        if saved.rows_affected() == 0
+            && let Some(tenant) = &self.tenant
+        {
+            return Err(Error::invalid(
+                "stream id",
+                format!(
+                    "tenant {tenant:?} has no event at version {} of stream `{}` to snapshot",
+                    snapshot.version, snapshot.stream_id
+                ),
+            ));
+        }
         session.finish().await?;
         Ok(())
     }
@@ -1431,7 +1447,8 @@ impl EventStore for PostgresEventStore {
         let mut session = self.session().await?;
         let row = sqlx::query(self.tables.sql(
             "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
-             WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
+             WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
+               AND stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
         ))
         .bind(stream.as_str())
         .bind(max_version.map_or(i64::MAX, to_i64))
@@ -1462,10 +1479,10 @@ impl EventStore for PostgresEventStore {
             .keep_last
             .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
         let result = sqlx::query(
-            self.tables.sql("DELETE FROM annals_snapshots WHERE (stream_id, version) IN ( \
-                SELECT stream_id, version FROM ( \
-                    SELECT stream_id, version, taken_at, \
-                           row_number() OVER (PARTITION BY stream_id ORDER BY version DESC) AS rank \
+            self.tables.sql("DELETE FROM annals_snapshots WHERE (tenant_id, stream_id, version) IN ( \
+                SELECT tenant_id, stream_id, version FROM ( \
+                    SELECT tenant_id, stream_id, version, taken_at, \
+                           row_number() OVER (PARTITION BY tenant_id, stream_id ORDER BY version DESC) AS rank \
                     FROM annals_snapshots) ranked \
                 WHERE ($1::bigint IS NOT NULL AND rank > $1) OR ($2::timestamptz IS NOT NULL AND taken_at < $2))"),
         )
