@@ -112,6 +112,11 @@ const POSTGRES: &[Step] = &[
         name: "tenant_snapshots",
         template: include_str!("../templates/postgres/0012_tenant_snapshots.sql"),
     },
+    Step {
+        version: 13,
+        name: "tenant_subject_keys",
+        template: include_str!("../templates/postgres/0013_tenant_subject_keys.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -149,6 +154,11 @@ const SQLITE: &[Step] = &[
         version: 7,
         name: "subject_keys",
         template: include_str!("../templates/sqlite/0007_subject_keys.sql"),
+    },
+    Step {
+        version: 8,
+        name: "tenant_subject_keys",
+        template: include_str!("../templates/sqlite/0008_tenant_subject_keys.sql"),
     },
 ];
 

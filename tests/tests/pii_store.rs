@@ -204,16 +204,16 @@ async fn a_forgotten_key_leaves_a_tombstone_and_is_never_recreated(
 ) {
     write_both(&b).await;
     assert!(matches!(
-        keys.load_subject_key("ada").await.expect("load"),
+        keys.load_subject_key(None, "ada").await.expect("load"),
         Some(StoredSubjectKey::Wrapped(_))
     ));
     b.pii.forget("ada").await.expect("forget");
     assert!(matches!(
-        keys.load_subject_key("ada").await.expect("load"),
+        keys.load_subject_key(None, "ada").await.expect("load"),
         Some(StoredSubjectKey::Forgotten { .. })
     ));
     assert!(matches!(
-        keys.load_subject_key("bob").await.expect("load"),
+        keys.load_subject_key(None, "bob").await.expect("load"),
         Some(StoredSubjectKey::Wrapped(_))
     ));
     let row: Option<(bool, bool)> = match &b.backend.raw {
@@ -424,4 +424,80 @@ async fn another_master_key_is_a_typed_error() {
         Err(Error::SubjectKey { subject }) => assert_eq!(subject, "ada"),
         other => panic!("expected SubjectKey, got {other:?}"),
     }
+}
+
+/// Subjects are named within their tenant: acme's and globex's member `42`
+/// have keys of their own, forgetting acme's leaves globex's readable, and
+/// the unscoped `forget("42")` (the subjects of events without a tenant)
+/// touches neither.
+async fn subjects_are_named_within_their_tenant(b: PiiBackend) {
+    for tenant in ["acme", "globex"] {
+        let event = NewEvent::from_event(&joined("42", &format!("m42@{tenant}.test")))
+            .expect("encode")
+            .with_metadata(Metadata::new().with_tenant(tenant));
+        b.pii
+            .append(
+                &stream(&format!("member-{tenant}-42")),
+                ExpectedVersion::NoStream,
+                vec![event],
+            )
+            .await
+            .expect("append");
+    }
+    let emails = |events: Vec<RecordedEvent>| -> Vec<String> {
+        decode_all(&events)
+            .into_iter()
+            .map(|member| member.email)
+            .collect()
+    };
+    let read = || async {
+        let acme = b
+            .pii
+            .read_stream(&stream("member-acme-42"), 1, 10)
+            .await
+            .expect("read");
+        let globex = b
+            .pii
+            .read_stream(&stream("member-globex-42"), 1, 10)
+            .await
+            .expect("read");
+        (emails(acme), emails(globex))
+    };
+    let forgotten = b.pii.forget("42").await.expect("forget the tenant-less 42");
+    assert_eq!((forgotten.tenant, forgotten.streams.len()), (None, 0));
+    assert_eq!(
+        read().await,
+        (
+            vec!["m42@acme.test".to_owned()],
+            vec!["m42@globex.test".to_owned()]
+        )
+    );
+    let forgotten = b
+        .pii
+        .forget_in_tenant(Some("acme"), "42")
+        .await
+        .expect("forget acme's 42");
+    assert_eq!(forgotten.streams, vec![stream("member-acme-42")]);
+    assert_eq!(
+        read().await,
+        (
+            vec!["[redacted]".to_owned()],
+            vec!["m42@globex.test".to_owned()]
+        )
+    );
+}
+
+#[tokio::test]
+async fn memory_subjects_are_named_within_their_tenant() {
+    subjects_are_named_within_their_tenant(PiiBackend::memory().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_subjects_are_named_within_their_tenant() {
+    subjects_are_named_within_their_tenant(PiiBackend::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_subjects_are_named_within_their_tenant() {
+    subjects_are_named_within_their_tenant(PiiBackend::postgres().await).await;
 }

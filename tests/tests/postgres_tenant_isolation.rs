@@ -153,7 +153,7 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
     acme.save_dead_letter(acme_letter.clone())
         .await
         .expect("acme dead letter");
-    acme.create_subject_key("user-1", vec![7; 60])
+    acme.create_subject_key(Some("acme"), "user-1", vec![7; 60])
         .await
         .expect("acme subject key");
     let globex_stream = stream("tenant-g1");
@@ -285,9 +285,25 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
             .expect("delete")
     );
     assert_eq!(acme.dead_letters(10).await.expect("dead letters").len(), 1);
-    assert_eq!(globex.load_subject_key("user-1").await.expect("key"), None);
+    // Not even by naming acme: row-level security hides acme's keys.
+    assert_eq!(
+        globex
+            .load_subject_key(Some("acme"), "user-1")
+            .await
+            .expect("key"),
+        None
+    );
+    assert_eq!(
+        globex
+            .load_subject_key(Some("globex"), "user-1")
+            .await
+            .expect("key"),
+        None
+    );
     assert!(matches!(
-        acme.load_subject_key("user-1").await.expect("key"),
+        acme.load_subject_key(Some("acme"), "user-1")
+            .await
+            .expect("key"),
         Some(StoredSubjectKey::Wrapped(_))
     ));
     let chain = globex.verify_log().await.expect("verify");
@@ -584,7 +600,7 @@ async fn the_application_role_sees_and_writes_nothing_without_a_tenant_in_every_
                 .await
                 .expect("dead letter");
             handle
-                .create_subject_key(&format!("{tenant}-user"), vec![7; 60])
+                .create_subject_key(Some(tenant), &format!("{tenant}-user"), vec![7; 60])
                 .await
                 .expect("subject key");
         }
@@ -1035,4 +1051,55 @@ async fn a_tenant_cannot_forge_or_block_another_tenants_snapshot() {
             .map(|s| s.data),
         Some(forged.data)
     );
+}
+
+/// Crypto-shredding through tenant handles: globex stores personal data of
+/// its own subject `1` after acme used `1` (it used to find the id taken
+/// and fail), and acme forgetting its `1` leaves globex's readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keep_personal_data_of_subjects_with_the_same_id() {
+    use annals::pii::{MasterKey, PiiEventStore};
+    use annals_tests::pii::{MemberJoined, joined};
+    let (_owner, app) = app_store().await;
+    let master = MasterKey::generate();
+    let mut stores = Vec::new();
+    for tenant in ["acme", "globex"] {
+        let handle = Arc::new(app.for_tenant(tenant).await.expect("handle"));
+        let pii = PiiEventStore::new(handle.clone(), handle, master.clone());
+        // Stream ids are still global: each tenant its own stream.
+        pii.append(
+            &stream(&format!("member-1-{tenant}")),
+            ExpectedVersion::Any,
+            vec![
+                NewEvent::from_event(&joined("1", &format!("one@{tenant}.test"))).expect("encode"),
+            ],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{tenant} stores its subject 1: {error}"));
+        stores.push((tenant, pii));
+    }
+    let email = |pii: &PiiEventStore, stream_id: &str| {
+        let pii = pii.clone();
+        let stream_id = stream(stream_id);
+        async move {
+            let events = pii.read_stream(&stream_id, 1, 10).await.expect("read");
+            let member: MemberJoined = events[0].decode().expect("decode");
+            member.email
+        }
+    };
+    let (_, acme) = &stores[0];
+    let (_, globex) = &stores[1];
+    assert_eq!(email(acme, "member-1-acme").await, "one@acme.test");
+    assert_eq!(email(globex, "member-1-globex").await, "one@globex.test");
+    let forgotten = acme.forget("1").await.expect("acme forgets its 1");
+    assert_eq!(forgotten.tenant.as_deref(), Some("acme"));
+    assert_eq!(email(acme, "member-1-acme").await, "[redacted]");
+    assert_eq!(email(globex, "member-1-globex").await, "one@globex.test");
+    assert!(matches!(
+        acme.forget_in_tenant(Some("globex"), "1").await,
+        Err(Error::InvalidInput {
+            field: "tenant id",
+            ..
+        })
+    ));
 }

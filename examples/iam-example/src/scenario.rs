@@ -485,10 +485,11 @@ pub async fn run(config: &Config) -> Result<Report> {
         events: 0,
     });
 
-    // Crypto-shredding: forget the newcomer. Their events stay; their email
-    // and display name read as redacted from now on, on every read path.
+    // Crypto-shredding: forget the newcomer, a data subject of tenant t1
+    // (subjects are named within their tenant). Their events stay; their
+    // email and display name read as redacted from now on, on every read path.
     let email_before = iam.users.load(&newcomer).await?.state.email;
-    let forgotten = backend.pii.forget(&newcomer).await?;
+    let forgotten = backend.pii.forget_in_tenant(Some(&t1), &newcomer).await?;
     let shredded = Shredded {
         email_before,
         email_after: iam.users.load(&newcomer).await?.state.email,

@@ -10,10 +10,14 @@
 //! 2. Wrap the store in a [`PiiEventStore`] with a [`MasterKey`] from
 //!    configuration ([`MasterKey::from_env`]`("ANNALS_MASTER_KEY")`). Each
 //!    subject gets an AES-256-GCM key on first use, stored wrapped by the
-//!    master key in the backend ([`SubjectKeyStore`]).
-//! 3. [`PiiEventStore::forget`] destroys the subject's key, and deletes the
-//!    snapshots and cache entries that may hold its data in plaintext. Every
-//!    read path then yields the subject's fields redacted.
+//!    master key in the backend ([`SubjectKeyStore`]). A subject is named
+//!    within its tenant (the event's `tenant_id`): two tenants' subjects of
+//!    one id have two keys.
+//! 3. [`PiiEventStore::forget`] (or [`PiiEventStore::forget_in_tenant`]
+//!    for another tenant's subject, from an unscoped store) destroys the
+//!    subject's key, and deletes the snapshots and cache entries that may
+//!    hold its data in plaintext. Every read path then yields the subject's
+//!    fields redacted.
 //!
 //! ```
 //! use annals::pii::{MasterKey, PiiEventStore};

@@ -69,6 +69,8 @@ struct CachePurge {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Forgotten {
+    /// The tenant whose subject was forgotten (`None`: events without one).
+    pub tenant: Option<String>,
     /// The forgotten subject.
     pub subject: String,
     /// The streams that held the subject's encrypted fields.
@@ -148,8 +150,8 @@ pub struct PiiEventStore {
     inner: Arc<dyn EventStore>,
     keys: Arc<dyn SubjectKeyStore>,
     master: MasterKey,
-    ciphers: moka::future::Cache<String, SubjectCipher>,
-    recorded: moka::future::Cache<(String, StreamId), ()>,
+    ciphers: moka::future::Cache<SubjectId, SubjectCipher>,
+    recorded: moka::future::Cache<(SubjectId, StreamId), ()>,
     purges: Vec<CachePurge>,
 }
 
@@ -164,7 +166,15 @@ impl fmt::Debug for PiiEventStore {
     }
 }
 
-fn cipher_cache(subjects: u64, ttl: Duration) -> moka::future::Cache<String, SubjectCipher> {
+/// A data subject's identity: its tenant (`None`: events without one) and
+/// its id within the tenant.
+type SubjectId = (Option<String>, String);
+
+fn subject_id(tenant: Option<&str>, subject: &str) -> SubjectId {
+    (tenant.map(str::to_owned), subject.to_owned())
+}
+
+fn cipher_cache(subjects: u64, ttl: Duration) -> moka::future::Cache<SubjectId, SubjectCipher> {
     moka::future::Cache::builder()
         .max_capacity(subjects)
         .time_to_live(ttl)
@@ -283,11 +293,13 @@ impl PiiEventStore {
         &self.inner
     }
 
-    /// Forgets a data subject: destroys its key (leaving a tombstone, so it
-    /// never gets a new one), then deletes the snapshots and purges the
-    /// registered cache entries of every stream that held its fields. Its
-    /// fields read as redacted from then on, on every read path. Idempotent:
-    /// if it fails part way, call it again.
+    /// Forgets a data subject of this store's tenant (a tenant handle's, or
+    /// the subjects of events without a tenant on an unscoped store):
+    /// destroys its key (leaving a tombstone, so it never gets a new one),
+    /// then deletes the snapshots and purges the registered cache entries of
+    /// every stream that held its fields. Its fields read as redacted from
+    /// then on, on every read path. Another tenant's subject of the same id
+    /// is untouched. Idempotent: if it fails part way, call it again.
     ///
     /// What it cannot reach: a load that was already running when the
     /// subject was forgotten may still cache its (plaintext) state or save a
@@ -296,13 +308,44 @@ impl PiiEventStore {
     /// processes trust their cached key until it expires
     /// ([`key_cache`](Self::key_cache)). Forget when the subject is quiet,
     /// and rebuild or update read models that hold personal data.
-    #[tracing::instrument(name = "annals.pii.forget", skip_all)]
     pub async fn forget(&self, subject: &str) -> Result<Forgotten> {
-        self.keys.forget_subject_key(subject).await?;
+        self.forget_in_tenant(self.inner.tenant(), subject).await
+    }
+
+    /// Forgets `tenant`'s subject, as [`forget`](Self::forget) does: the
+    /// administrative path of an unscoped store over every tenant's events.
+    /// A tenant-scoped store forgets only its own tenant's subjects and
+    /// refuses another tenant (`Error::InvalidInput`, field `tenant id`).
+    ///
+    /// ```
+    /// use annals::pii::{MasterKey, PiiEventStore};
+    /// use annals::prelude::*;
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let backend = Arc::new(InMemoryEventStore::new());
+    /// let store = PiiEventStore::new(backend.clone(), backend, MasterKey::generate());
+    /// let forgotten = store.forget_in_tenant(Some("acme"), "42").await?;
+    /// assert_eq!(forgotten.tenant.as_deref(), Some("acme"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[tracing::instrument(name = "annals.pii.forget", skip_all)]
+    pub async fn forget_in_tenant(&self, tenant: Option<&str>, subject: &str) -> Result<Forgotten> {
+        if let Some(scope) = self.inner.tenant()
+            && tenant != Some(scope)
+        {
+            return Err(Error::invalid(
+                "tenant id",
+                format!("a store scoped to tenant {scope:?} cannot forget subjects of {tenant:?}"),
+            ));
+        }
+        self.keys.forget_subject_key(tenant, subject).await?;
         self.ciphers
-            .insert(subject.to_owned(), SubjectCipher::Forgotten)
+            .insert(subject_id(tenant, subject), SubjectCipher::Forgotten)
             .await;
-        let streams = self.keys.subject_streams(subject).await?;
+        let streams = self.keys.subject_streams(tenant, subject).await?;
         let mut snapshots_deleted = 0;
         for stream in &streams {
             snapshots_deleted += self.inner.delete_snapshots(stream).await?;
@@ -327,6 +370,7 @@ impl PiiEventStore {
             "forgot a data subject"
         );
         Ok(Forgotten {
+            tenant: tenant.map(str::to_owned),
             subject: subject.to_owned(),
             streams,
             snapshots_deleted,
@@ -334,11 +378,16 @@ impl PiiEventStore {
     }
 
     /// The subject's key for an append, created on first use.
-    async fn cipher_for_append(&self, subject: &str, event_type: &str) -> Result<Arc<Aes256Gcm>> {
-        let cipher = match self.ciphers.get(subject).await {
+    async fn cipher_for_append(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+        event_type: &str,
+    ) -> Result<Arc<Aes256Gcm>> {
+        let cipher = match self.ciphers.get(&subject_id(tenant, subject)).await {
             Some(cipher) => cipher,
             None => {
-                let stored = match self.keys.load_subject_key(subject).await? {
+                let stored = match self.keys.load_subject_key(tenant, subject).await? {
                     Some(stored) => stored,
                     None => {
                         let data_key = Key::<Aes256Gcm>::generate();
@@ -348,10 +397,12 @@ impl PiiEventStore {
                                 .ok_or_else(|| Error::SubjectKey {
                                     subject: subject.to_owned(),
                                 })?;
-                        self.keys.create_subject_key(subject, wrapped).await?
+                        self.keys
+                            .create_subject_key(tenant, subject, wrapped)
+                            .await?
                     }
                 };
-                self.remember(subject, &stored).await?
+                self.remember(tenant, subject, &stored).await?
             }
         };
         match cipher {
@@ -365,17 +416,26 @@ impl PiiEventStore {
 
     /// The subject's key for a read; `None` once it is forgotten or if it
     /// never had one.
-    async fn cipher_for_read(&self, subject: &str) -> Result<Option<SubjectCipher>> {
-        if let Some(cipher) = self.ciphers.get(subject).await {
+    async fn cipher_for_read(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<SubjectCipher>> {
+        if let Some(cipher) = self.ciphers.get(&subject_id(tenant, subject)).await {
             return Ok(Some(cipher));
         }
-        match self.keys.load_subject_key(subject).await? {
-            Some(stored) => Ok(Some(self.remember(subject, &stored).await?)),
+        match self.keys.load_subject_key(tenant, subject).await? {
+            Some(stored) => Ok(Some(self.remember(tenant, subject, &stored).await?)),
             None => Ok(None),
         }
     }
 
-    async fn remember(&self, subject: &str, stored: &StoredSubjectKey) -> Result<SubjectCipher> {
+    async fn remember(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+        stored: &StoredSubjectKey,
+    ) -> Result<SubjectCipher> {
         let cipher = match stored {
             StoredSubjectKey::Wrapped(wrapped) => SubjectCipher::Live(Arc::new(
                 self.master
@@ -387,19 +447,21 @@ impl PiiEventStore {
             StoredSubjectKey::Forgotten { .. } => SubjectCipher::Forgotten,
         };
         self.ciphers
-            .insert(subject.to_owned(), cipher.clone())
+            .insert(subject_id(tenant, subject), cipher.clone())
             .await;
         Ok(cipher)
     }
 
     /// Records once per process (per cache lifetime) that `stream` holds
     /// the subject's data.
-    async fn record(&self, subject: &str, stream: &StreamId) -> Result<()> {
-        let pair = (subject.to_owned(), stream.clone());
+    async fn record(&self, tenant: Option<&str>, subject: &str, stream: &StreamId) -> Result<()> {
+        let pair = (subject_id(tenant, subject), stream.clone());
         if self.recorded.get(&pair).await.is_some() {
             return Ok(());
         }
-        self.keys.record_subject_stream(subject, stream).await?;
+        self.keys
+            .record_subject_stream(tenant, subject, stream)
+            .await?;
         self.recorded.insert(pair, ()).await;
         Ok(())
     }
@@ -421,6 +483,14 @@ impl PiiEventStore {
                 ),
             )
         })?;
+        // The tenant the subject belongs to: the event's, or the tenant a
+        // scoped store is about to stamp on it.
+        let tenant = event
+            .metadata
+            .tenant_id
+            .clone()
+            .or_else(|| self.inner.tenant().map(str::to_owned));
+        let tenant = tenant.as_deref();
         for field in fields {
             let Some(value) = payload.get(field.field) else {
                 continue;
@@ -434,7 +504,9 @@ impl PiiEventStore {
                     ),
                 )
             })?;
-            let cipher = self.cipher_for_append(&subject, &event.event_type).await?;
+            let cipher = self
+                .cipher_for_append(tenant, &subject, &event.event_type)
+                .await?;
             let sealed = sealed_field::seal(&cipher, event.event_id, field.field, &subject, value)
                 .ok_or_else(|| {
                     Error::invalid(
@@ -445,7 +517,7 @@ impl PiiEventStore {
                         ),
                     )
                 })?;
-            self.record(&subject, stream).await?;
+            self.record(tenant, &subject, stream).await?;
             payload.insert(field.field.to_owned(), sealed);
         }
         event.payload = Payload::from_serialize(&payload)
@@ -490,7 +562,10 @@ impl PiiEventStore {
                     "its subject field is missing or not a string or number",
                 )
             })?;
-            let value = match self.cipher_for_read(&subject).await? {
+            let value = match self
+                .cipher_for_read(event.metadata.tenant_id.as_deref(), &subject)
+                .await?
+            {
                 Some(SubjectCipher::Live(cipher)) => {
                     sealed_field::open(&cipher, event.event_id, field.field, &subject, text)
                         .map_err(|reason| corrupt(field.field, reason))?

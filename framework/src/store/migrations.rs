@@ -86,6 +86,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenant_snapshots",
         sql: include_str!("../../../migrations/postgres/0012_tenant_snapshots.sql"),
     },
+    Migration {
+        version: 13,
+        name: "tenant_subject_keys",
+        sql: include_str!("../../../migrations/postgres/0013_tenant_subject_keys.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -125,6 +130,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 7,
         name: "subject_keys",
         sql: include_str!("../../../migrations/sqlite/0007_subject_keys.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "tenant_subject_keys",
+        sql: include_str!("../../../migrations/sqlite/0008_tenant_subject_keys.sql"),
     },
 ];
 

@@ -10,35 +10,51 @@ use crate::error::Result;
 use crate::store::InMemoryEventStore;
 use crate::stream::StreamId;
 
+/// A subject's identity: its tenant (`None`: events without one) and name.
+type SubjectId = (Option<String>, String);
+
+fn subject_id(tenant: Option<&str>, subject: &str) -> SubjectId {
+    (tenant.map(str::to_owned), subject.to_owned())
+}
+
 /// The subject-key tables of an [`InMemoryEventStore`].
 #[derive(Debug, Default)]
 pub(crate) struct MemorySubjectKeys {
-    keys: HashMap<String, StoredSubjectKey>,
-    streams: HashMap<String, BTreeSet<StreamId>>,
+    keys: HashMap<SubjectId, StoredSubjectKey>,
+    streams: HashMap<SubjectId, BTreeSet<StreamId>>,
 }
 
 #[async_trait]
 impl SubjectKeyStore for InMemoryEventStore {
-    async fn load_subject_key(&self, subject: &str) -> Result<Option<StoredSubjectKey>> {
-        Ok(self.subject_keys()?.keys.get(subject).cloned())
+    async fn load_subject_key(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<StoredSubjectKey>> {
+        Ok(self
+            .subject_keys()?
+            .keys
+            .get(&subject_id(tenant, subject))
+            .cloned())
     }
 
     async fn create_subject_key(
         &self,
+        tenant: Option<&str>,
         subject: &str,
         wrapped: Vec<u8>,
     ) -> Result<StoredSubjectKey> {
         Ok(self
             .subject_keys()?
             .keys
-            .entry(subject.to_owned())
+            .entry(subject_id(tenant, subject))
             .or_insert(StoredSubjectKey::Wrapped(wrapped))
             .clone())
     }
 
-    async fn forget_subject_key(&self, subject: &str) -> Result<()> {
+    async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {
         let mut tables = self.subject_keys()?;
-        let entry = tables.keys.entry(subject.to_owned());
+        let entry = tables.keys.entry(subject_id(tenant, subject));
         let now = Utc::now();
         entry
             .and_modify(|key| {
@@ -50,20 +66,25 @@ impl SubjectKeyStore for InMemoryEventStore {
         Ok(())
     }
 
-    async fn record_subject_stream(&self, subject: &str, stream: &StreamId) -> Result<()> {
+    async fn record_subject_stream(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+        stream: &StreamId,
+    ) -> Result<()> {
         self.subject_keys()?
             .streams
-            .entry(subject.to_owned())
+            .entry(subject_id(tenant, subject))
             .or_default()
             .insert(stream.clone());
         Ok(())
     }
 
-    async fn subject_streams(&self, subject: &str) -> Result<Vec<StreamId>> {
+    async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>> {
         Ok(self
             .subject_keys()?
             .streams
-            .get(subject)
+            .get(&subject_id(tenant, subject))
             .map(|streams| streams.iter().cloned().collect())
             .unwrap_or_default())
     }

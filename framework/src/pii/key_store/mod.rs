@@ -73,6 +73,12 @@ impl std::fmt::Debug for StoredSubjectKey {
 /// `SqliteEventStore` and `PostgresEventStore`, in the same database as the
 /// events.
 ///
+/// A subject is named within its tenant: `(tenant, subject)` is the
+/// identity, `None` the namespace of events without a tenant. Two tenants'
+/// subjects `1` have two keys, and forgetting one leaves the other. On
+/// PostgreSQL a tenant handle reaches only its own tenant's keys (row-level
+/// security); the owner's unscoped store reaches every tenant's.
+///
 /// ```
 /// use annals::pii::{StoredSubjectKey, SubjectKeyStore};
 /// use annals::prelude::*;
@@ -80,40 +86,56 @@ impl std::fmt::Debug for StoredSubjectKey {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> annals::Result<()> {
 /// let keys = InMemoryEventStore::new();
-/// let first = keys.create_subject_key("user-1", vec![1; 60]).await?;
-/// let second = keys.create_subject_key("user-1", vec![2; 60]).await?;
+/// let acme = Some("acme");
+/// let first = keys.create_subject_key(acme, "user-1", vec![1; 60]).await?;
+/// let second = keys.create_subject_key(acme, "user-1", vec![2; 60]).await?;
 /// assert_eq!(first, second, "the first key created wins");
 ///
-/// keys.record_subject_stream("user-1", &StreamId::new("user-1")?).await?;
-/// keys.forget_subject_key("user-1").await?;
-/// assert!(matches!(keys.load_subject_key("user-1").await?, Some(StoredSubjectKey::Forgotten { .. })));
+/// keys.record_subject_stream(acme, "user-1", &StreamId::new("user-1")?).await?;
+/// keys.forget_subject_key(acme, "user-1").await?;
+/// assert!(matches!(keys.load_subject_key(acme, "user-1").await?, Some(StoredSubjectKey::Forgotten { .. })));
 /// // A forgotten subject never gets a new key.
-/// assert!(matches!(keys.create_subject_key("user-1", vec![3; 60]).await?, StoredSubjectKey::Forgotten { .. }));
-/// assert_eq!(keys.subject_streams("user-1").await?, vec![StreamId::new("user-1")?]);
+/// assert!(matches!(keys.create_subject_key(acme, "user-1", vec![3; 60]).await?, StoredSubjectKey::Forgotten { .. }));
+/// assert_eq!(keys.subject_streams(acme, "user-1").await?, vec![StreamId::new("user-1")?]);
+/// // Another tenant's `user-1` is another subject.
+/// assert!(keys.load_subject_key(Some("globex"), "user-1").await?.is_none());
 /// # Ok(())
 /// # }
 /// ```
 #[async_trait]
 pub trait SubjectKeyStore: Send + Sync {
     /// The subject's stored key or tombstone; `None` if it never had a key.
-    async fn load_subject_key(&self, subject: &str) -> Result<Option<StoredSubjectKey>>;
+    async fn load_subject_key(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<StoredSubjectKey>>;
 
     /// Stores `wrapped` as the subject's key unless it already has a key or
     /// a tombstone, and returns what is stored: safe against concurrent
     /// creators (insert-if-absent, then read).
-    async fn create_subject_key(&self, subject: &str, wrapped: Vec<u8>)
-    -> Result<StoredSubjectKey>;
+    async fn create_subject_key(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+        wrapped: Vec<u8>,
+    ) -> Result<StoredSubjectKey>;
 
     /// Destroys the subject's key, leaving a tombstone with the time it was
     /// forgotten (kept if it was already forgotten). Idempotent.
-    async fn forget_subject_key(&self, subject: &str) -> Result<()>;
+    async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()>;
 
     /// Records that `stream` holds encrypted fields of `subject`.
     /// Idempotent.
-    async fn record_subject_stream(&self, subject: &str, stream: &StreamId) -> Result<()>;
+    async fn record_subject_stream(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+        stream: &StreamId,
+    ) -> Result<()>;
 
     /// The streams recorded for `subject`, in stream id order.
-    async fn subject_streams(&self, subject: &str) -> Result<Vec<StreamId>>;
+    async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>>;
 }
 
 impl std::fmt::Debug for dyn SubjectKeyStore {

@@ -29,37 +29,44 @@ fn decode_key(subject: &str, row: &PgRow) -> Result<StoredSubjectKey> {
 
 #[async_trait]
 impl SubjectKeyStore for PostgresEventStore {
-    async fn load_subject_key(&self, subject: &str) -> Result<Option<StoredSubjectKey>> {
+    async fn load_subject_key(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<StoredSubjectKey>> {
         let mut session = self.session().await?;
-        let row =
-            sqlx::query(self.table_names().sql(
-                "SELECT wrapped_key, forgotten_at FROM annals_subject_keys WHERE subject = $1",
-            ))
-            .bind(subject)
-            .fetch_optional(session.connection())
-            .await
-            .map_err(failed("load subject key"))?;
+        let row = sqlx::query(self.table_names().sql(
+            "SELECT wrapped_key, forgotten_at FROM annals_subject_keys \
+             WHERE tenant_id = COALESCE($1, '') AND subject = $2",
+        ))
+        .bind(tenant)
+        .bind(subject)
+        .fetch_optional(session.connection())
+        .await
+        .map_err(failed("load subject key"))?;
         session.finish().await?;
         row.map(|row| decode_key(subject, &row)).transpose()
     }
 
     async fn create_subject_key(
         &self,
+        tenant: Option<&str>,
         subject: &str,
         wrapped: Vec<u8>,
     ) -> Result<StoredSubjectKey> {
         let mut session = self.session().await?;
         sqlx::query(self.table_names().sql(
-            "INSERT INTO annals_subject_keys (subject, wrapped_key) VALUES ($1, $2) \
-             ON CONFLICT (subject) DO NOTHING",
+            "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key) \
+             VALUES (COALESCE($1, ''), $2, $3) ON CONFLICT (tenant_id, subject) DO NOTHING",
         ))
+        .bind(tenant)
         .bind(subject)
         .bind(wrapped)
         .execute(session.connection())
         .await
         .map_err(failed("create subject key"))?;
         session.finish().await?;
-        self.load_subject_key(subject)
+        self.load_subject_key(tenant, subject)
             .await?
             .ok_or_else(|| Error::Backend {
                 backend: "postgres",
@@ -68,14 +75,15 @@ impl SubjectKeyStore for PostgresEventStore {
             })
     }
 
-    async fn forget_subject_key(&self, subject: &str) -> Result<()> {
+    async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {
         let mut session = self.session().await?;
         sqlx::query(self.table_names().sql(
-            "INSERT INTO annals_subject_keys (subject, wrapped_key, forgotten_at) \
-             VALUES ($1, NULL, now()) \
-             ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, \
+            "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key, forgotten_at) \
+             VALUES (COALESCE($1, ''), $2, NULL, now()) \
+             ON CONFLICT (tenant_id, subject) DO UPDATE SET wrapped_key = NULL, \
              forgotten_at = COALESCE(annals_subject_keys.forgotten_at, excluded.forgotten_at)",
         ))
+        .bind(tenant)
         .bind(subject)
         .execute(session.connection())
         .await
@@ -84,12 +92,18 @@ impl SubjectKeyStore for PostgresEventStore {
         Ok(())
     }
 
-    async fn record_subject_stream(&self, subject: &str, stream: &StreamId) -> Result<()> {
+    async fn record_subject_stream(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+        stream: &StreamId,
+    ) -> Result<()> {
         let mut session = self.session().await?;
         sqlx::query(self.table_names().sql(
-            "INSERT INTO annals_subject_streams (subject, stream_id) VALUES ($1, $2) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO annals_subject_streams (tenant_id, subject, stream_id) \
+             VALUES (COALESCE($1, ''), $2, $3) ON CONFLICT DO NOTHING",
         ))
+        .bind(tenant)
         .bind(subject)
         .bind(stream.as_str())
         .execute(session.connection())
@@ -99,11 +113,13 @@ impl SubjectKeyStore for PostgresEventStore {
         Ok(())
     }
 
-    async fn subject_streams(&self, subject: &str) -> Result<Vec<StreamId>> {
+    async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>> {
         let mut session = self.session().await?;
         let ids: Vec<String> = sqlx::query_scalar(self.table_names().sql(
-            "SELECT stream_id FROM annals_subject_streams WHERE subject = $1 ORDER BY stream_id",
+            "SELECT stream_id FROM annals_subject_streams \
+             WHERE tenant_id = COALESCE($1, '') AND subject = $2 ORDER BY stream_id",
         ))
+        .bind(tenant)
         .bind(subject)
         .fetch_all(session.connection())
         .await

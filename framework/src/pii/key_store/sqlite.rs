@@ -35,11 +35,16 @@ fn decode_key(subject: &str, row: &SqliteRow) -> Result<StoredSubjectKey> {
 
 #[async_trait]
 impl SubjectKeyStore for SqliteEventStore {
-    async fn load_subject_key(&self, subject: &str) -> Result<Option<StoredSubjectKey>> {
-        let row = sqlx::query(
-            self.table_names()
-                .sql("SELECT wrapped_key, forgotten_at FROM annals_subject_keys WHERE subject = ?"),
-        )
+    async fn load_subject_key(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<StoredSubjectKey>> {
+        let row = sqlx::query(self.table_names().sql(
+            "SELECT wrapped_key, forgotten_at FROM annals_subject_keys \
+             WHERE tenant_id = COALESCE(?, '') AND subject = ?",
+        ))
+        .bind(tenant)
         .bind(subject)
         .fetch_optional(self.pool())
         .await
@@ -49,20 +54,22 @@ impl SubjectKeyStore for SqliteEventStore {
 
     async fn create_subject_key(
         &self,
+        tenant: Option<&str>,
         subject: &str,
         wrapped: Vec<u8>,
     ) -> Result<StoredSubjectKey> {
         sqlx::query(self.table_names().sql(
-            "INSERT INTO annals_subject_keys (subject, wrapped_key, created_at) VALUES (?, ?, ?) \
-             ON CONFLICT (subject) DO NOTHING",
+            "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key, created_at) \
+             VALUES (COALESCE(?, ''), ?, ?, ?) ON CONFLICT (tenant_id, subject) DO NOTHING",
         ))
+        .bind(tenant)
         .bind(subject)
         .bind(wrapped)
         .bind(Utc::now().timestamp_micros())
         .execute(self.pool())
         .await
         .map_err(failed("create subject key"))?;
-        self.load_subject_key(subject)
+        self.load_subject_key(tenant, subject)
             .await?
             .ok_or_else(|| Error::Backend {
                 backend: "sqlite",
@@ -71,14 +78,15 @@ impl SubjectKeyStore for SqliteEventStore {
             })
     }
 
-    async fn forget_subject_key(&self, subject: &str) -> Result<()> {
+    async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {
         let now = Utc::now().timestamp_micros();
         sqlx::query(self.table_names().sql(
-            "INSERT INTO annals_subject_keys (subject, wrapped_key, created_at, forgotten_at) \
-             VALUES (?1, NULL, ?2, ?2) \
-             ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, \
+            "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key, created_at, forgotten_at) \
+             VALUES (COALESCE(?1, ''), ?2, NULL, ?3, ?3) \
+             ON CONFLICT (tenant_id, subject) DO UPDATE SET wrapped_key = NULL, \
              forgotten_at = COALESCE(annals_subject_keys.forgotten_at, excluded.forgotten_at)",
         ))
+        .bind(tenant)
         .bind(subject)
         .bind(now)
         .execute(self.pool())
@@ -87,11 +95,17 @@ impl SubjectKeyStore for SqliteEventStore {
         Ok(())
     }
 
-    async fn record_subject_stream(&self, subject: &str, stream: &StreamId) -> Result<()> {
+    async fn record_subject_stream(
+        &self,
+        tenant: Option<&str>,
+        subject: &str,
+        stream: &StreamId,
+    ) -> Result<()> {
         sqlx::query(self.table_names().sql(
-            "INSERT INTO annals_subject_streams (subject, stream_id) VALUES (?, ?) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO annals_subject_streams (tenant_id, subject, stream_id) \
+             VALUES (COALESCE(?, ''), ?, ?) ON CONFLICT DO NOTHING",
         ))
+        .bind(tenant)
         .bind(subject)
         .bind(stream.as_str())
         .execute(self.pool())
@@ -100,10 +114,12 @@ impl SubjectKeyStore for SqliteEventStore {
         Ok(())
     }
 
-    async fn subject_streams(&self, subject: &str) -> Result<Vec<StreamId>> {
+    async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>> {
         let ids: Vec<String> = sqlx::query_scalar(self.table_names().sql(
-            "SELECT stream_id FROM annals_subject_streams WHERE subject = ? ORDER BY stream_id",
+            "SELECT stream_id FROM annals_subject_streams \
+             WHERE tenant_id = COALESCE(?, '') AND subject = ? ORDER BY stream_id",
         ))
+        .bind(tenant)
         .bind(subject)
         .fetch_all(self.pool())
         .await
