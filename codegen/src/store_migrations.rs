@@ -117,6 +117,11 @@ const POSTGRES: &[Step] = &[
         name: "tenant_subject_keys",
         template: include_str!("../templates/postgres/0013_tenant_subject_keys.sql"),
     },
+    Step {
+        version: 14,
+        name: "tenant_log_order",
+        template: include_str!("../templates/postgres/0014_tenant_log_order.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

@@ -91,6 +91,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenant_subject_keys",
         sql: include_str!("../../../migrations/postgres/0013_tenant_subject_keys.sql"),
     },
+    Migration {
+        version: 14,
+        name: "tenant_log_order",
+        sql: include_str!("../../../migrations/postgres/0014_tenant_log_order.sql"),
+    },
 ];
 
 /// SQLite migrations.

@@ -27,7 +27,7 @@ pub struct Size {
     pub aggregates: u64,
     /// W1 / W7: commands per aggregate.
     pub commands_per_aggregate: u64,
-    /// W2 / W3 / W4 / W6: events in the log.
+    /// W2 / W3 / W4 / W6: events in the log; W8: the busy tenant's.
     pub log_events: u64,
     /// W5: events of the long aggregate.
     pub long_aggregate: u64,
@@ -118,6 +118,9 @@ pub async fn run(args: &[String]) -> Result<()> {
                 .into_iter()
                 .for_each(emit);
         }
+    }
+    if wanted("w8") {
+        emit(postgres::w8_quiet_tenant(&context).await?);
     }
     if wanted("w5") {
         postgres::w5_aggregate_load(&context)

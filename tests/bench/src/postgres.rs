@@ -661,3 +661,164 @@ pub async fn probe(context: &Context) -> Result<Value> {
         "raw insert": latency(insert),
     }))
 }
+
+/// `url` with its user replaced by `role` (no password: the throwaway
+/// server trusts loopback).
+fn url_as(url: &str, role: &str) -> Result<String> {
+    let (scheme, rest) = url.split_once("://").context("a database URL")?;
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    Ok(format!("{scheme}://{role}@{host}"))
+}
+
+/// Reads a store's log after `after`, page by page, until a page comes
+/// back empty; returns how many events it read and the last position.
+async fn catch_up(store: &dyn EventStore, mut after: LogPosition) -> Result<(usize, LogPosition)> {
+    let mut read = 0;
+    loop {
+        let page = store.read_all(after, 1_000).await?;
+        let Some(last) = page.last() else {
+            return Ok((read, after));
+        };
+        after = last.position;
+        read += page.len();
+    }
+}
+
+/// W8: a quiet tenant polling the log beside a busy one. The quiet tenant
+/// appends 100 events; then a busy tenant's `log_events` events follow
+/// (one raw insert, measured before autovacuum has analyzed the table, as
+/// right after a bulk load). The quiet tenant, caught up, polls for more
+/// through a tenant handle (the application role, confined by row-level
+/// security): the poll finds nothing and must not cost in proportion to
+/// the busy tenant's events. Baselines: the same poll by the best raw SQL,
+/// as the application role in a tenant transaction and by the superuser.
+/// Also measured: the quiet tenant's whole catch-up, and the poll with the
+/// tenant index dropped (what it cost before migration 0014).
+pub async fn w8_quiet_tenant(context: &Context) -> Result<Value> {
+    let owner = store(context, "w8").await?;
+    let role = format!("bench_app_{}", context.run);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
+        .execute(owner.pool())
+        .await?;
+    owner.grant_tenant_access(&role).await?;
+    let app = PostgresEventStore::builder(url_as(&context.database_url, &role)?)
+        .schema(context.schema("w8"))
+        .migrate(false)
+        .max_connections(4)
+        .connect()
+        .await?;
+    let quiet = app.for_tenant("quiet").await?;
+    for n in 0..100u32 {
+        let event = NewEvent::json("bench.quiet.noted", &json!({ "n": n }))?;
+        quiet
+            .append(
+                &StreamId::new(format!("quiet-{n}"))?,
+                ExpectedVersion::NoStream,
+                vec![event],
+            )
+            .await?;
+    }
+    let busy = context.size.log_events;
+    sqlx::query(
+        "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload, tenant_id) \
+         SELECT gen_random_uuid(), 'busy-' || (g / 100), g % 100 + 1, 'bench.busy.noted', 1, \
+                jsonb_build_object('n', g), 'busy' \
+         FROM generate_series(0, $1 - 1) AS g",
+    )
+    .bind(i64::try_from(busy)?)
+    .execute(owner.pool())
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let (read, position) = catch_up(&quiet, LogPosition::START).await?;
+        if read == 100 {
+            break position;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the quiet tenant's events never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let samples = context.size.samples;
+    let poll = || async {
+        let started = Instant::now();
+        let page = quiet.read_all(last, 1_000).await?;
+        anyhow::ensure!(
+            page.is_empty(),
+            "the quiet tenant found {} more",
+            page.len()
+        );
+        anyhow::Ok(started.elapsed())
+    };
+    let mut annals_samples = Vec::new();
+    for _ in 0..samples {
+        annals_samples.push(poll().await?);
+    }
+    let mut catch_up_samples = Vec::new();
+    for _ in 0..samples {
+        let started = Instant::now();
+        let (read, _) = catch_up(&quiet, LogPosition::START).await?;
+        catch_up_samples.push(started.elapsed());
+        anyhow::ensure!(read == 100, "the quiet tenant read {read} events");
+    }
+    // The best raw SQL for the same poll: by the superuser naming the
+    // tenant (one round trip), and as the application role in a tenant
+    // transaction, as row-level security requires (BEGIN, set_config, the
+    // SELECT, COMMIT).
+    const POLL: &str = "SELECT position, transaction_id::text, event_id, stream_id, version, event_type, \
+         schema_version, payload::text, tenant_id, correlation_id, causation_id, actor, trace_context, \
+         headers::text, recorded_at FROM annals_events \
+         WHERE tenant_id = 'quiet' AND (transaction_id, position) > ($1::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, position LIMIT 1000";
+    let mut raw_samples = Vec::new();
+    for _ in 0..samples {
+        let started = Instant::now();
+        let rows = sqlx::query(POLL)
+            .bind(last.commit.to_string())
+            .bind(i64::try_from(last.sequence)?)
+            .fetch_all(owner.pool())
+            .await?;
+        raw_samples.push(started.elapsed());
+        anyhow::ensure!(rows.is_empty());
+    }
+    let mut rls_samples = Vec::new();
+    for _ in 0..samples {
+        let started = Instant::now();
+        let mut tx = app.pool().begin().await?;
+        sqlx::query("SELECT set_config('annals.tenant', 'quiet', true)")
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(POLL)
+            .bind(last.commit.to_string())
+            .bind(i64::try_from(last.sequence)?)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rls_samples.push(started.elapsed());
+        anyhow::ensure!(rows.is_empty());
+    }
+    sqlx::query("DROP INDEX annals_events_tenant_log_order")
+        .execute(owner.pool())
+        .await?;
+    let mut unindexed = Vec::new();
+    for _ in 0..samples.min(20) {
+        unindexed.push(poll().await?);
+    }
+    Ok(json!({
+        "workload": "W8 quiet tenant poll",
+        "annals": latency(annals_samples),
+        "baselines": {
+            "raw SELECT in a tenant transaction": latency(rls_samples),
+            "raw SELECT by the superuser": latency(raw_samples),
+        },
+        "extra": {
+            "busy tenant events": busy,
+            "quiet tenant events": 100,
+            "quiet tenant catch-up from the start": latency(catch_up_samples),
+            "poll without the tenant index": latency(unindexed),
+        },
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
