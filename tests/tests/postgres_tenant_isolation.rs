@@ -1103,3 +1103,80 @@ async fn tenants_keep_personal_data_of_subjects_with_the_same_id() {
         })
     ));
 }
+
+/// Collects the events a subscription delivers.
+#[derive(Default)]
+struct Collected(Vec<RecordedEvent>);
+
+#[async_trait::async_trait]
+impl annals::subscription::EventSink for Collected {
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+        self.0.push(event.clone());
+        Ok(())
+    }
+}
+
+/// Two subscriptions of one name over two tenants' handles each deliver
+/// exactly their tenant's events, and each resumes from its own checkpoint
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_subscriptions_deliver_each_of_their_events_once() {
+    use annals::subscription::Subscription;
+    let (_owner, app) = app_store().await;
+    let tenants = ["acme", "globex"];
+    let append_round = |round: usize| {
+        let app = app.clone();
+        async move {
+            for tenant in tenants {
+                let handle = app.for_tenant(tenant).await.expect("handle");
+                for n in 0..5 {
+                    handle
+                        .append(
+                            &stream(&format!("tenant-{tenant}-{round}-{n}")),
+                            ExpectedVersion::NoStream,
+                            vec![created(tenant, Uuid::now_v7())],
+                        )
+                        .await
+                        .expect("append");
+                }
+            }
+        }
+    };
+    let mut delivered: Vec<Vec<RecordedEvent>> = vec![Vec::new(), Vec::new()];
+    for round in 0..2 {
+        let mut running = Vec::new();
+        for tenant in tenants {
+            let handle = Arc::new(app.for_tenant(tenant).await.expect("handle"));
+            running.push(
+                Subscription::new(handle, "mailer")
+                    .batch_size(3)
+                    .poll_interval(std::time::Duration::from_millis(20))
+                    .start(Collected::default()),
+            );
+        }
+        append_round(round).await;
+        for (index, subscription) in running.into_iter().enumerate() {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                subscription.wait_until(|status| status.delivered >= 5 && status.caught_up),
+            )
+            .await
+            .expect("caught up in time")
+            .expect("status");
+            delivered[index].extend(subscription.stop().await.expect("stop").0);
+        }
+    }
+    for (tenant, events) in tenants.iter().zip(&delivered) {
+        assert_eq!(events.len(), 10, "{tenant}: {events:?}");
+        let mut ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 10, "{tenant}: each event once");
+        assert!(
+            events
+                .iter()
+                .all(|event| event.metadata.tenant_id.as_deref() == Some(*tenant)),
+            "{tenant}"
+        );
+    }
+}
