@@ -39,6 +39,8 @@ macro_rules! conformance_suite {
             checkpoints_and_dead_letters_are_kept,
             oversized_input_is_refused_naming_the_limit,
             hash_chain_names_the_first_broken_link,
+            nul_characters_are_refused_naming_the_field,
+            checkpoints_refuse_positions_they_cannot_store,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1046,6 +1048,87 @@ impl WithTakenAt for Snapshot {
         self.taken_at = at;
         self
     }
+}
+
+/// A NUL character, which PostgreSQL cannot store in text or `jsonb`, gets
+/// the same answer on every backend: a typed error naming the field, and
+/// nothing written.
+pub async fn nul_characters_are_refused_naming_the_field(t: &TestStore) {
+    let id = stream("user-nul");
+    let cases = [
+        ("payload", event("test.nul", json!({ "name": "a\u{0}b" }))),
+        ("payload", event("test.nul", json!({ "a\u{0}": 1 }))),
+        (
+            "actor",
+            event("test.nul", json!({})).with_metadata(Metadata::new().with_actor("x\u{0}")),
+        ),
+        (
+            "headers",
+            event("test.nul", json!({})).with_metadata(Metadata::new().with_header("k", "v\u{0}")),
+        ),
+    ];
+    for (field, bad) in cases {
+        match t.store.append(&id, ExpectedVersion::Any, vec![bad]).await {
+            Err(Error::InvalidInput {
+                field: named,
+                reason,
+            }) => {
+                assert_eq!(named, field, "{reason}");
+                assert!(
+                    reason.contains("user-nul") && reason.contains("NUL"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a refusal naming {field}, got {other:?}"),
+        }
+    }
+    // A backslash followed by `u0000` is text, not a NUL.
+    append(
+        t,
+        &id,
+        ExpectedVersion::NoStream,
+        vec![event("test.nul", json!({ "path": "C:\\u0000" }))],
+    )
+    .await;
+    let stored = t.store.read_stream(&id, 1, 10).await.expect("read");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0]
+            .payload
+            .decode::<serde_json::Value>()
+            .expect("decode"),
+        json!({ "path": "C:\\u0000" })
+    );
+}
+
+/// A checkpoint beyond what the SQL backends store (signed 64-bit) is
+/// refused on every backend, never saved clamped.
+pub async fn checkpoints_refuse_positions_they_cannot_store(t: &TestStore) {
+    let edge = LogPosition::new(i64::MAX as u64, i64::MAX as u64);
+    t.store
+        .save_checkpoint("edge", edge)
+        .await
+        .expect("save the largest");
+    assert_eq!(
+        t.store.load_checkpoint("edge").await.expect("load"),
+        Some(edge)
+    );
+    for too_far in [
+        LogPosition::new(i64::MAX as u64 + 1, 0),
+        LogPosition::new(0, u64::MAX),
+    ] {
+        match t.store.save_checkpoint("edge", too_far).await {
+            Err(Error::InvalidInput { field, reason }) => {
+                assert_eq!(field, "checkpoint position");
+                assert!(reason.contains("`edge`"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        t.store.load_checkpoint("edge").await.expect("load"),
+        Some(edge)
+    );
 }
 
 /// Subscription checkpoints and dead letters survive in the store.

@@ -134,6 +134,7 @@ pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {
         for event in &append.events {
             event.validate()?;
             check_sizes(&append.stream_id, event)?;
+            check_no_nul(&append.stream_id, event)?;
         }
     }
     Ok(())
@@ -183,6 +184,75 @@ fn check_sizes(stream: &StreamId, event: &NewEvent) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// PostgreSQL stores no NUL character in `text` or `jsonb`; so that every
+/// backend answers alike, every backend refuses one, naming the field.
+fn check_no_nul(stream: &StreamId, event: &NewEvent) -> Result<()> {
+    let refuse = |field: &'static str| {
+        Err(Error::invalid(
+            field,
+            format!(
+                "the `{}` event for stream `{stream}` has a NUL character in its {field}; no backend stores one",
+                event.event_type
+            ),
+        ))
+    };
+    if payload_holds_nul(event.payload.as_json()) {
+        return refuse("payload");
+    }
+    let metadata = &event.metadata;
+    for (field, value) in [
+        ("actor", &metadata.actor),
+        ("tenant id", &metadata.tenant_id),
+        ("trace context", &metadata.trace_context),
+    ] {
+        if value.as_deref().is_some_and(|text| text.contains('\0')) {
+            return refuse(field);
+        }
+    }
+    if metadata
+        .headers
+        .iter()
+        .any(|(key, value)| key.contains('\0') || value.contains('\0'))
+    {
+        return refuse("headers");
+    }
+    Ok(())
+}
+
+/// Whether a JSON text holds a NUL character in a string or key. JSON
+/// writes one as `\u0000` (a raw NUL is not valid JSON); a hit is confirmed
+/// by parsing, as `\\u0000` is a backslash and plain text.
+fn payload_holds_nul(json: &str) -> bool {
+    fn holds(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(holds),
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .any(|(key, value)| key.contains('\0') || holds(value)),
+            _ => false,
+        }
+    }
+    json.contains("\\u0000")
+        && serde_json::from_str::<serde_json::Value>(json).is_ok_and(|value| holds(&value))
+}
+
+/// Refuses a checkpoint position the SQL backends cannot store (their
+/// columns are signed 64-bit), on every backend alike, rather than saving
+/// a clamped one.
+pub(crate) fn check_checkpoint(name: &str, position: LogPosition) -> Result<()> {
+    if i64::try_from(position.commit).is_ok() && i64::try_from(position.sequence).is_ok() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "checkpoint position",
+        format!(
+            "checkpoint `{name}` at {position:?} is beyond the largest storable position (each part at most {})",
+            i64::MAX
+        ),
+    ))
 }
 
 /// The version after appending `count` events to a stream at `current`,

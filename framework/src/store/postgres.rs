@@ -1296,6 +1296,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
+        super::append::check_checkpoint(name, position)?;
         let mut session = self.session().await?;
         sqlx::query(self.tables.sql(postgres_checkpoint::SAVE))
             .bind(name)
