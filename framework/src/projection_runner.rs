@@ -558,7 +558,7 @@ impl<T> ProjectionRunner<T> {
         let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
         let mut lag_sampled: Option<Instant> = None;
         let mut prefetched: Option<Prefetch> = None;
-        'lease: while !*stopped.borrow() {
+        'lease: while !crate::subscription::stop_requested(&stopped) {
             #[cfg(feature = "postgres")]
             let mut lease = match &self.lease {
                 Some(pool) => {
@@ -592,7 +592,7 @@ impl<T> ProjectionRunner<T> {
                 ProjectionState::CatchingUp
             };
             status.send_modify(|s| s.state = catching_up.clone());
-            while !*stopped.borrow() {
+            while !crate::subscription::stop_requested(&stopped) {
                 #[cfg(feature = "postgres")]
                 if let Some(connection) = &mut lease
                     && sqlx::query("SELECT 1")
@@ -762,7 +762,7 @@ async fn acquire_lease(
     poll_interval: Duration,
 ) -> Option<sqlx::PgConnection> {
     loop {
-        if *stopped.borrow() {
+        if crate::subscription::stop_requested(stopped) {
             return None;
         }
         status.send_modify(|s| s.state = ProjectionState::Standby);
@@ -792,7 +792,8 @@ async fn wait(stopped: &mut watch::Receiver<bool>, duration: Duration) -> bool {
 }
 
 /// A projection running in the background; query its read model with
-/// [`read`](Self::read).
+/// [`read`](Self::read). [`stop`](Self::stop) ends it and waits; dropping
+/// the handle ends it too, after the batch in hand, without waiting.
 #[derive(Debug)]
 pub struct RunningProjection<P> {
     model: Arc<RwLock<P>>,

@@ -148,16 +148,33 @@ impl Subscription {
     where
         Sink: EventSink,
     {
-        let mut position = self
-            .store
-            .load_checkpoint(&self.name)
-            .await?
-            .unwrap_or_default();
-        status.send_modify(|s| s.position = position);
+        // A failure here (a database blip at start-up) is retried with
+        // backoff and shown in the status, never the end of the reader.
+        let mut delay = self.retry_delay;
+        let mut position = loop {
+            match self.store.load_checkpoint(&self.name).await {
+                Ok(position) => break position.unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(subscription = %self.name, %error, "cannot load the checkpoint; retrying");
+                    status.send_modify(|s| {
+                        s.last_error = Some(format!("cannot load the checkpoint: {error}"));
+                    });
+                    if stop_requested(&stopped) {
+                        return Ok(sink);
+                    }
+                    pause(&mut stopped, delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        };
+        status.send_modify(|s| {
+            s.position = position;
+            s.last_error = None;
+        });
         let mut delivered = 0_u64;
         let mut idle = IdleBackoff::new(self.poll_interval);
         let mut lag = Duration::ZERO;
-        while !*stopped.borrow() {
+        while !stop_requested(&stopped) {
             let batch = match self.store.read_all(position, self.batch_size).await {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -261,12 +278,26 @@ impl IdleBackoff {
     }
 }
 
+/// The longest wait between retries of a failing start-up.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Whether a background reader should stop: it was asked to, or its handle
+/// was dropped (the sending half of the stop channel is gone). Without the
+/// second check a dropped handle's task would spin, every wait returning at
+/// once on the closed channel.
+pub(crate) fn stop_requested(stopped: &watch::Receiver<bool>) -> bool {
+    *stopped.borrow() || stopped.has_changed().is_err()
+}
+
 /// Sleeps, waking early if the subscription is stopped.
 async fn pause(stopped: &mut watch::Receiver<bool>, duration: Duration) {
     let _ = tokio::time::timeout(duration, stopped.wait_for(|stop| *stop)).await;
 }
 
-/// A running subscription.
+/// A running subscription. [`stop`](Self::stop) ends it and returns the
+/// sink; dropping the handle ends it too, after the batch in hand, without
+/// waiting. A checkpoint that cannot be loaded at start-up is retried with
+/// backoff (up to 30 s apart) and shown in [`SubscriptionStatus::last_error`].
 #[derive(Debug)]
 pub struct SubscriptionHandle<S> {
     status: watch::Receiver<SubscriptionStatus>,

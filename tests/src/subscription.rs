@@ -23,6 +23,7 @@ macro_rules! subscription_suite {
             a_failing_event_is_delivered_again,
             filters_by_event_type,
             wakes_up_on_new_events_without_waiting_for_the_poll,
+            dropping_the_handle_stops_the_task,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -215,4 +216,51 @@ pub async fn wakes_up_on_new_events_without_waiting_for_the_poll(t: &TestStore) 
     .expect("running");
     assert!(started.elapsed() < Duration::from_secs(2));
     handle.stop().await.expect("stop");
+}
+
+/// Sets its flag when dropped: the task that owned it has ended.
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[annals::async_trait]
+impl EventSink for DropFlag {
+    async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Dropping a handle without `stop()` ends its task (it used to spin on
+/// the closed stop channel, reading the log in a tight loop, for good).
+pub async fn dropping_the_handle_stops_the_task(t: &TestStore) {
+    let stream = StreamId::new("user-dropped").expect("stream id");
+    t.store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![NewEvent::json("test.dropped", &json!({})).expect("event")],
+        )
+        .await
+        .expect("append");
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handle = Subscription::new(t.store.clone(), "dropped")
+        .poll_interval(Duration::from_millis(50))
+        .start(DropFlag(ended.clone()));
+    handle
+        .wait_until(|status| status.delivered == 1 && status.caught_up)
+        .await
+        .expect("delivered");
+    drop(handle);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ended.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task outlived its dropped handle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

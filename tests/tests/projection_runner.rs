@@ -546,3 +546,58 @@ async fn buffered_writes_are_flushed_per_batch_and_failed_batches_leave_nothing_
     );
     assert!(flushes >= 2, "at least one flush per committed batch");
 }
+
+/// Sets its flag when dropped: whoever held the projection has let go.
+#[derive(Default)]
+struct DroppedNames {
+    names: Vec<String>,
+    dropped: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Drop for DroppedNames {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.dropped {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[annals::projection(name = "test_dropped_names")]
+impl DroppedNames {
+    fn created(&mut self, event: &TenantCreated) {
+        self.names.push(event.name.clone());
+    }
+}
+
+/// Dropping a running projection without `stop()` ends its task (it used
+/// to spin on the closed stop channel, reading the log in a tight loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_running_projection_stops_its_task() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let event = NewEvent::from_event(&TenantCreated { name: "A".into() }).expect("encode");
+    store
+        .append(
+            &StreamId::new("tenant-d1").expect("stream id"),
+            ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .expect("append");
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = ProjectionRunner::new(store, InMemory)
+        .poll_interval(Duration::from_millis(50))
+        .start(DroppedNames {
+            names: Vec::new(),
+            dropped: Some(dropped.clone()),
+        });
+    wait_caught_up(&running, 1).await;
+    drop(running);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task outlived its dropped handle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
