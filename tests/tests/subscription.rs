@@ -92,3 +92,47 @@ async fn a_failing_start_is_retried_and_shown_in_the_status() {
     assert!(running.caught_up || running.delivered == 1);
     assert_eq!(handle.stop().await.expect("stop").0, 1);
 }
+
+/// The LISTEN connection that wakes readers is the store's own, not one of
+/// its pool's: with a pool of two, both stay free for statements while a
+/// subscription listens (the listener used to keep one for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_holds_no_pool_connection() {
+    use annals::prelude::*;
+    use annals::store::PostgresEventStore;
+    use annals::subscription::{EventSink, Subscription};
+    use annals_tests::backends::postgres_url;
+
+    struct Ignore;
+    #[annals::async_trait]
+    impl EventSink for Ignore {
+        async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+            Ok(())
+        }
+    }
+
+    let store = PostgresEventStore::builder(postgres_url())
+        .schema(format!("t_{}", uuid::Uuid::now_v7().simple()))
+        .max_connections(2)
+        .connect()
+        .await
+        .expect("connect");
+    let handle = Subscription::new(std::sync::Arc::new(store.clone()), "listening")
+        .poll_interval(std::time::Duration::from_secs(5))
+        .start(Ignore);
+    handle
+        .wait_until(|status| status.caught_up)
+        .await
+        .expect("caught up");
+    // Let the reader reach its wait (and so start listening).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let both = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        let first = store.pool().acquire().await.expect("first");
+        let second = store.pool().acquire().await.expect("second");
+        (first, second)
+    })
+    .await;
+    assert!(both.is_ok(), "a pool connection is held by the listener");
+    drop(both);
+    handle.stop().await.expect("stop");
+}

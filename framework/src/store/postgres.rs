@@ -657,7 +657,13 @@ impl PostgresEventStore {
                 let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
                     .fetch_one(&self.pool)
                     .await?;
-                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                // A connection of its own, outside the store's pool: LISTEN
+                // holds it for as long as the store lives, and the pool's
+                // connections stay for statements.
+                let own = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(self.pool.connect_options().as_ref().clone());
+                let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
                 listener
                     .listen(&self.tables.rename("annals_events"))
                     .await?;
