@@ -1091,6 +1091,22 @@ async fn tenants_keep_personal_data_of_subjects_with_the_same_id() {
     let (_, globex) = &stores[1];
     assert_eq!(email(acme, "member-1-acme").await, "one@acme.test");
     assert_eq!(email(globex, "member-1-globex").await, "one@globex.test");
+    // Personal data naming another tenant is refused before any key is made.
+    let naming_globex = NewEvent::from_event(&joined("2", "two@globex.test"))
+        .expect("encode")
+        .with_metadata(Metadata::new().with_tenant("globex"));
+    assert!(matches!(
+        acme.append(
+            &stream("member-2-acme"),
+            ExpectedVersion::Any,
+            vec![naming_globex]
+        )
+        .await,
+        Err(Error::InvalidInput {
+            field: "tenant id",
+            ..
+        })
+    ));
     let forgotten = acme.forget("1").await.expect("acme forgets its 1");
     assert_eq!(forgotten.tenant.as_deref(), Some("acme"));
     assert_eq!(email(acme, "member-1-acme").await, "[redacted]");

@@ -485,11 +485,18 @@ impl PiiEventStore {
         })?;
         // The tenant the subject belongs to: the event's, or the tenant a
         // scoped store is about to stamp on it.
-        let tenant = event
-            .metadata
-            .tenant_id
-            .clone()
-            .or_else(|| self.inner.tenant().map(str::to_owned));
+        let tenant = match (event.metadata.tenant_id.as_deref(), self.inner.tenant()) {
+            (Some(named), Some(scope)) if named != scope => {
+                return Err(Error::invalid(
+                    "tenant id",
+                    format!(
+                        "event {} for stream `{stream}` names tenant {named:?}, but the store is scoped to {scope:?}",
+                        event.event_id
+                    ),
+                ));
+            }
+            (named, scope) => named.or(scope).map(str::to_owned),
+        };
         let tenant = tenant.as_deref();
         for field in fields {
             let Some(value) = payload.get(field.field) else {
