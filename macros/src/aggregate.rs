@@ -207,8 +207,11 @@ impl ParseEventType for Type {
     }
 }
 
+/// Adds the serde derives ahead of the item's own attributes, so that its
+/// container attributes (`#[serde(default)]`, ...) follow the derive they
+/// belong to.
 fn add_serde_derives(attrs: &mut Vec<Attribute>) {
-    attrs.push(syn::parse_quote!(#[derive(::annals::__private::serde::Serialize, ::annals::__private::serde::Deserialize)]));
+    attrs.insert(0, syn::parse_quote!(#[derive(::annals::__private::serde::Serialize, ::annals::__private::serde::Deserialize)]));
     attrs.push(syn::parse_quote!(#[serde(crate = "::annals::__private::serde")]));
 }
 

@@ -356,7 +356,7 @@ fn check_serde_attrs(attrs: &[Attribute], container_of_enum: bool, diagnostics: 
 }
 
 /// Adds serde, `Debug`, `Clone` and `PartialEq` derives unless the item
-/// already derives them.
+/// already derives them, ahead of the item's own attributes.
 fn add_derives(attrs: &mut Vec<Attribute>) {
     let mut derived = Vec::new();
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("derive")) {
@@ -387,7 +387,9 @@ fn add_derives(attrs: &mut Vec<Attribute>) {
         .map(|(_, path)| path)
         .collect();
     if !missing.is_empty() {
-        attrs.push(syn::parse_quote!(#[derive(#(#missing),*)]));
+        // First: the user's container attributes (`#[serde(default)]`, ...)
+        // are helpers of these derives and must come after them.
+        attrs.insert(0, syn::parse_quote!(#[derive(#(#missing),*)]));
     }
     attrs.push(syn::parse_quote!(#[serde(crate = "::annals::__private::serde")]));
     attrs.push(syn::parse_quote!(#[schemars(crate = "::annals::__private::schemars")]));
