@@ -154,6 +154,48 @@ impl TestStore {
         }
     }
 
+    /// A tenant handle (`for_tenant("acme")`) on a new schema, connected as
+    /// an application role granted by `grant_tenant_access`, so row-level
+    /// security confines it; raw access is the owner's (superuser) pool.
+    pub async fn postgres_tenant_handle() -> Self {
+        let owner = fresh_postgres_store().await;
+        let role = format!("app_{}", uuid::Uuid::now_v7().simple());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
+            .execute(owner.pool())
+            .await
+            .unwrap_or_else(|error| panic!("cannot create an application role: {error}"));
+        owner
+            .grant_tenant_access(&role)
+            .await
+            .unwrap_or_else(|error| panic!("cannot grant tenant access: {error:?}"));
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(owner.pool())
+            .await
+            .unwrap_or_else(|error| panic!("cannot read the schema: {error}"));
+        let base = postgres_url();
+        let (scheme, rest) = base
+            .split_once("://")
+            .unwrap_or(("postgres", base.as_str()));
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        let app = PostgresEventStore::builder(format!("{scheme}://{role}@{host}"))
+            .schema(schema)
+            .migrate(false)
+            .max_connections(12)
+            .connect()
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect as the application role: {error:?}"));
+        let handle = app
+            .for_tenant("acme")
+            .await
+            .unwrap_or_else(|error| panic!("cannot make a tenant handle: {error:?}"));
+        TestStore {
+            raw: RawAccess::Postgres(owner.pool().clone()),
+            table_prefix: owner.table_prefix().to_owned(),
+            store: Arc::new(handle),
+            _dir: None,
+        }
+    }
+
     /// A new PostgreSQL store in a schema of its own, and the same store as
     /// a subject-key store.
     pub async fn postgres_with_keys() -> (Self, Arc<dyn annals::pii::SubjectKeyStore>) {

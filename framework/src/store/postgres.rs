@@ -1148,16 +1148,24 @@ fn classify_append_error(
                     .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                     .and_then(|pg| pg.detail())
                     .unwrap_or_default();
-                let id = batch
+                let ids: Vec<String> = batch
                     .iter()
                     .flat_map(|append| &append.events)
                     .map(|event| event.event_id.to_string())
-                    .find(|id| detail.contains(id.as_str()))
-                    .unwrap_or_else(|| "of this batch".to_owned());
-                return Err(Error::invalid(
-                    "event id",
-                    format!("an event with id {id} is already stored; event ids must be unique"),
-                ));
+                    .collect();
+                let reason = match ids.iter().find(|id| detail.contains(id.as_str())) {
+                    Some(id) => {
+                        format!("an event with id {id} is already stored; event ids must be unique")
+                    }
+                    // Under row-level security PostgreSQL withholds the key
+                    // from the detail: name the batch's ids instead.
+                    None => format!(
+                        "one of this batch's event ids ({}{}) is already stored; event ids must be unique",
+                        ids.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                        if ids.len() > 10 { ", ..." } else { "" }
+                    ),
+                };
+                return Err(Error::invalid("event id", reason));
             }
             // Another writer took the version first, or two multi-stream
             // appends waited on each other: re-run on a fresh snapshot.
