@@ -258,6 +258,21 @@ impl TestStore {
         }
     }
 
+    /// A SQLite store behind a [`PiiEventStore`] (its own subject-key
+    /// store, a generated master key): a store with no personal-data
+    /// fields in its events must behave exactly like the one it wraps.
+    ///
+    /// [`PiiEventStore`]: annals::pii::PiiEventStore
+    pub async fn pii_sqlite() -> Self {
+        let (mut backend, keys) = TestStore::sqlite_with_keys().await;
+        backend.store = Arc::new(annals::pii::PiiEventStore::new(
+            backend.store.clone(),
+            keys,
+            annals::pii::MasterKey::generate(),
+        ));
+        backend
+    }
+
     /// A SQLite store behind a [`CachingEventStore`] with an in-process cache.
     ///
     /// [`CachingEventStore`]: annals::cache::CachingEventStore
