@@ -205,12 +205,24 @@ mod redis_streams {
     /// type (`{prefix}:events:{category}`) or one for everything. Each entry
     /// carries the event id, so a consumer recognises a redelivery; read
     /// them with consumer groups (`XREADGROUP`).
+    ///
+    /// An entry's id is the event's log position (`{commit}-{sequence}`),
+    /// which only grows along the log: an event published again (the
+    /// process died after `XADD` and before its checkpoint moved) is
+    /// recognised by Redis and not added twice, so each event is in its
+    /// stream once. A stream whose entries come from elsewhere (`XADD *`,
+    /// another database's log under the same prefix) is an error, never a
+    /// silent skip: give each log its own prefix.
+    /// Streams are never trimmed unless [`max_len`](Self::max_len) says so,
+    /// and [`wait_for_replicas`](Self::wait_for_replicas) makes each entry
+    /// wait for Redis replicas before the checkpoint moves on.
     #[derive(Clone)]
     pub struct RedisStreams {
         connection: ConnectionManager,
         prefix: String,
         single_stream: Option<String>,
         max_len: Option<u64>,
+        replicas: Option<(u32, Duration)>,
     }
 
     impl RedisStreams {
@@ -233,7 +245,25 @@ mod redis_streams {
                 prefix: prefix.into(),
                 single_stream: None,
                 max_len: None,
+                replicas: None,
             })
+        }
+
+        /// After each entry, waits (Redis `WAIT`) until `replicas` replicas
+        /// have it, for at most `timeout`; fewer is an error, so the event is
+        /// offered again and the checkpoint does not move past it.
+        ///
+        /// ```no_run
+        /// use annals::publisher::RedisStreams;
+        /// use std::time::Duration;
+        ///
+        /// let streams = RedisStreams::new("redis://127.0.0.1:6379", "iam")?
+        ///     .wait_for_replicas(1, Duration::from_millis(200));
+        /// # Ok::<(), annals::Error>(())
+        /// ```
+        pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+            self.replicas = Some((replicas, timeout));
+            self
         }
 
         /// Writes every event to this one stream instead.
@@ -242,7 +272,9 @@ mod redis_streams {
             self
         }
 
-        /// Trims each stream to about this many entries (`MAXLEN ~`).
+        /// Trims each stream to about this many entries (`MAXLEN ~`). Off by
+        /// default: trimming drops entries whether or not every consumer
+        /// group has read them, so set it only to a retention you accept.
         pub fn max_len(mut self, entries: u64) -> Self {
             self.max_len = Some(entries);
             self
@@ -256,15 +288,75 @@ mod redis_streams {
             }
         }
 
+        /// Redis refused `event`'s entry id as not past the stream's newest:
+        /// confirms the entry there is this very event (same id, same event
+        /// id), or one trimmed away by `max_len`. Anything else (a stream
+        /// written with `XADD *`, by another program, or from the log of
+        /// another or recreated database, whose positions start over) is an
+        /// error naming the stream, never a silent skip.
+        async fn check_published(
+            &self,
+            connection: &mut ConnectionManager,
+            key: &str,
+            entry_id: &str,
+            event: &RecordedEvent,
+        ) -> Result<(), BoxError> {
+            // [[id, [field, value, field, value, ...]]]
+            let found: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                .arg(key)
+                .arg(entry_id)
+                .arg(entry_id)
+                .query_async(&mut *connection)
+                .await?;
+            let event_id = event.event_id.to_string();
+            let same_event = found.first().is_some_and(|(_, fields)| {
+                fields
+                    .chunks(2)
+                    .any(|pair| pair[0] == "event_id" && pair.get(1) == Some(&event_id))
+            });
+            if same_event {
+                return Ok(());
+            }
+            if found.is_empty() && self.max_len.is_some() {
+                let oldest: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut *connection)
+                    .await?;
+                let below_oldest = oldest
+                    .first()
+                    .and_then(|(id, _)| id.split_once('-'))
+                    .and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)))
+                    .is_some_and(|oldest| {
+                        (event.position.commit, event.position.sequence) < oldest
+                    });
+                if below_oldest {
+                    // Published, then trimmed by the retention the user set.
+                    return Ok(());
+                }
+            }
+            Err(format!(
+                "Redis stream `{key}` is past entry {entry_id} but does not hold event {event_id} there \
+                 (entries from `XADD *`, another program, or the log of another or recreated \
+                 database); publish to a new prefix"
+            )
+            .into())
+        }
+
         pub(super) async fn add(&self, event: &RecordedEvent) -> Result<(), BoxError> {
             let metadata = serde_json::to_string(&event.metadata)?;
+            let key = self.stream_key(event);
+            let entry_id = format!("{}-{}", event.position.commit, event.position.sequence);
             let mut command = redis::cmd("XADD");
-            command.arg(self.stream_key(event));
+            command.arg(&key);
             if let Some(max_len) = self.max_len {
                 command.arg("MAXLEN").arg("~").arg(max_len);
             }
             command
-                .arg("*")
+                .arg(&entry_id)
                 .arg("event_id")
                 .arg(event.event_id.to_string())
                 .arg("stream_id")
@@ -282,7 +374,36 @@ mod redis_streams {
                 .arg("metadata")
                 .arg(metadata);
             let mut connection = self.connection.clone();
-            command.query_async::<String>(&mut connection).await?;
+            match command.query_async::<String>(&mut connection).await {
+                Ok(_) => {}
+                // The stream's newest id is at or past this one: this event
+                // (or a later one) is in it already, from an earlier run,
+                // unless the stream holds ids Annals did not give.
+                Err(error) if error.to_string().contains("equal or smaller") => {
+                    self.check_published(&mut connection, &key, &entry_id, event)
+                        .await?;
+                    tracing::debug!(stream = %key, entry = %entry_id, "already published; not added again");
+                }
+                Err(error) => return Err(error.into()),
+            }
+            // Also for an entry found already there: an earlier attempt may
+            // have added it and then failed this wait.
+            if let Some((replicas, timeout)) = self.replicas {
+                let millis = u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let acknowledged: u32 = redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(millis)
+                    .query_async(&mut connection)
+                    .await?;
+                if acknowledged < replicas {
+                    return Err(format!(
+                        "entry {entry_id} of `{key}` reached {acknowledged} of {replicas} Redis replicas within {timeout:?}"
+                    )
+                    .into());
+                }
+            }
             Ok(())
         }
     }
