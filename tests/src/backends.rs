@@ -36,6 +36,48 @@ pub async fn fresh_postgres_store() -> PostgresEventStore {
         .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL: {error:?}"))
 }
 
+/// The test server's URL with another role (the server trusts loopback).
+pub fn postgres_url_as(role: &str) -> String {
+    let base = postgres_url();
+    let (scheme, rest) = base
+        .split_once("://")
+        .unwrap_or(("postgres", base.as_str()));
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{role}@{host}")
+}
+
+/// A new login role (created by the superuser, as a DBA would), granted
+/// the application role's privileges on `owner`'s tables by the owner
+/// (`grant_tenant_access`), and a store on `owner`'s schema and prefix
+/// connected as it, not migrating.
+pub async fn application_role_store(owner: &PostgresEventStore) -> PostgresEventStore {
+    let role = format!("app_{}", uuid::Uuid::now_v7().simple());
+    let dba = PgPool::connect(&postgres_url())
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL: {error}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
+        .execute(&dba)
+        .await
+        .unwrap_or_else(|error| panic!("cannot create an application role: {error}"));
+    dba.close().await;
+    owner
+        .grant_tenant_access(&role)
+        .await
+        .unwrap_or_else(|error| panic!("cannot grant tenant access: {error:?}"));
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(owner.pool())
+        .await
+        .unwrap_or_else(|error| panic!("cannot read the schema: {error}"));
+    PostgresEventStore::builder(postgres_url_as(&role))
+        .schema(schema)
+        .table_prefix(owner.table_prefix())
+        .migrate(false)
+        .max_connections(12)
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect as the application role: {error:?}"))
+}
+
 /// Direct access to a backend's tables, bypassing the store's checks.
 #[derive(Debug, Clone)]
 pub enum RawAccess {
@@ -159,31 +201,7 @@ impl TestStore {
     /// security confines it; raw access is the owner's (superuser) pool.
     pub async fn postgres_tenant_handle() -> Self {
         let owner = fresh_postgres_store().await;
-        let role = format!("app_{}", uuid::Uuid::now_v7().simple());
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
-            .execute(owner.pool())
-            .await
-            .unwrap_or_else(|error| panic!("cannot create an application role: {error}"));
-        owner
-            .grant_tenant_access(&role)
-            .await
-            .unwrap_or_else(|error| panic!("cannot grant tenant access: {error:?}"));
-        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-            .fetch_one(owner.pool())
-            .await
-            .unwrap_or_else(|error| panic!("cannot read the schema: {error}"));
-        let base = postgres_url();
-        let (scheme, rest) = base
-            .split_once("://")
-            .unwrap_or(("postgres", base.as_str()));
-        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-        let app = PostgresEventStore::builder(format!("{scheme}://{role}@{host}"))
-            .schema(schema)
-            .migrate(false)
-            .max_connections(12)
-            .connect()
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect as the application role: {error:?}"));
+        let app = application_role_store(&owner).await;
         let handle = app
             .for_tenant("acme")
             .await

@@ -17,7 +17,9 @@ use annals::replay::Replays;
 use annals::snapshot::Snapshot;
 use annals::store::PostgresEventStore;
 use annals_codegen::{Dialect, Partitioning, StoreLayout, store_migrations};
-use annals_tests::backends::{fresh_postgres_store, postgres_url};
+use annals_tests::backends::{
+    application_role_store, fresh_postgres_store, postgres_url, postgres_url_as,
+};
 use annals_tests::domain::{Tenant, TenantCreated, TenantDirectory};
 use uuid::Uuid;
 
@@ -27,51 +29,8 @@ use uuid::Uuid;
 /// `grant_tenant_access`.
 async fn app_store() -> (PostgresEventStore, PostgresEventStore) {
     let owner = fresh_postgres_store().await;
-    let app = application_role(&owner).await;
+    let app = application_role_store(&owner).await;
     (owner, app)
-}
-
-/// A new login role (created by the superuser, as a DBA would), granted
-/// the application role's privileges on `owner`'s tables by the owner, and
-/// a store connected as it.
-async fn application_role(owner: &PostgresEventStore) -> PostgresEventStore {
-    let role = format!("app_{}", Uuid::now_v7().simple());
-    let dba = sqlx::PgPool::connect(&postgres_url())
-        .await
-        .expect("connect");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
-        .execute(&dba)
-        .await
-        .expect("an application role");
-    dba.close().await;
-    owner
-        .grant_tenant_access(&role)
-        .await
-        .expect("grant tenant access");
-    connect_as(owner, &role).await
-}
-
-/// A store on `owner`'s schema and prefix, connected as `role`, not migrating.
-async fn connect_as(owner: &PostgresEventStore, role: &str) -> PostgresEventStore {
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-        .fetch_one(owner.pool())
-        .await
-        .expect("schema");
-    PostgresEventStore::builder(url_for(role))
-        .schema(&schema)
-        .table_prefix(owner.table_prefix())
-        .migrate(false)
-        .connect()
-        .await
-        .expect("connect as the application role")
-}
-
-/// The test server's URL with another role.
-fn url_for(role: &str) -> String {
-    let base = postgres_url();
-    let (scheme, rest) = base.split_once("://").expect("a URL");
-    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    format!("{scheme}://{role}@{host}")
 }
 
 fn stream(id: &str) -> StreamId {
@@ -555,7 +514,7 @@ async fn the_application_role_sees_and_writes_nothing_without_a_tenant_in_every_
         "partitioned by tenant",
     ] {
         let owner = owner_in_layout(layout).await;
-        let app = application_role(&owner).await;
+        let app = application_role_store(&owner).await;
         let prefix = owner.table_prefix().to_owned();
         let tables = annals_tables(&owner).await;
         let partitions: Vec<&String> = tables
@@ -775,12 +734,12 @@ async fn the_owner_role_is_the_cross_tenant_path_and_makes_no_tenant_handles() {
     .execute(superuser.pool())
     .await
     .expect("an owner role");
-    let owner = PostgresEventStore::builder(url_for(&owner_role))
+    let owner = PostgresEventStore::builder(postgres_url_as(&owner_role))
         .schema(format!("o_{}", Uuid::now_v7().simple()))
         .connect()
         .await
         .expect("the owner migrates its schema");
-    let app = application_role(&owner).await;
+    let app = application_role_store(&owner).await;
 
     let acme = app.for_tenant("acme").await.expect("acme");
     acme.append(

@@ -19,9 +19,8 @@ mod postgres {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_start_is_retried_and_shown_in_the_status() {
     use annals::prelude::*;
-    use annals::store::PostgresEventStore;
     use annals::subscription::{EventSink, Subscription};
-    use annals_tests::backends::{fresh_postgres_store, postgres_url};
+    use annals_tests::backends::{application_role_store, fresh_postgres_store};
 
     #[derive(Default)]
     struct Count(usize);
@@ -34,30 +33,16 @@ async fn a_failing_start_is_retried_and_shown_in_the_status() {
     }
 
     let owner = fresh_postgres_store().await;
-    let role = format!("app_{}", uuid::Uuid::now_v7().simple());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
-        .execute(owner.pool())
+    let app = application_role_store(&owner).await;
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(app.pool())
         .await
         .expect("role");
-    owner.grant_tenant_access(&role).await.expect("grant");
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-        .fetch_one(owner.pool())
-        .await
-        .expect("schema");
     let revoke = format!("REVOKE SELECT ON annals_checkpoints FROM {role}");
     sqlx::raw_sql(sqlx::AssertSqlSafe(revoke))
         .execute(owner.pool())
         .await
         .expect("revoke");
-    let base = postgres_url();
-    let (scheme, rest) = base.split_once("://").expect("a URL");
-    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    let app = PostgresEventStore::builder(format!("{scheme}://{role}@{host}"))
-        .schema(schema)
-        .migrate(false)
-        .connect()
-        .await
-        .expect("connect");
     let acme = std::sync::Arc::new(app.for_tenant("acme").await.expect("handle"));
     acme.append(
         &StreamId::new("user-1").expect("stream"),
