@@ -251,7 +251,9 @@ mod redis_streams {
 
         /// After each entry, waits (Redis `WAIT`) until `replicas` replicas
         /// have it, for at most `timeout`; fewer is an error, so the event is
-        /// offered again and the checkpoint does not move past it.
+        /// offered again and the checkpoint does not move past it. The
+        /// connection answers within 500 ms, so a longer `timeout` fails as
+        /// a timeout (an error too, never a pass).
         ///
         /// ```no_run
         /// use annals::publisher::RedisStreams;
