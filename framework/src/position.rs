@@ -45,6 +45,22 @@ pub struct LogPosition {
 }
 
 impl LogPosition {
+    /// Refuses, as the checkpoint `name`, a position the SQL backends cannot
+    /// store (their columns are signed 64-bit), on every backend alike,
+    /// rather than saving a clamped one.
+    pub(crate) fn check_storable_checkpoint(self, name: &str) -> Result<(), Error> {
+        if i64::try_from(self.commit).is_ok() && i64::try_from(self.sequence).is_ok() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "checkpoint position",
+            format!(
+                "checkpoint `{name}` at {self:?} is beyond the largest storable position (each part at most {})",
+                i64::MAX
+            ),
+        ))
+    }
+
     /// Before the first event: read after it to read the whole log.
     pub const START: LogPosition = LogPosition {
         commit: 0,

@@ -128,7 +128,8 @@ impl SnapshotCodec {
     /// A snapshot that would expand past it is refused with
     /// [`SnapshotDecodeError::TooLarge`] after decompressing no more than
     /// the limit, and the state is rebuilt from events: a decompression
-    /// bomb planted in the snapshots table costs its reader nothing.
+    /// bomb planted in the snapshots table costs its reader at most the
+    /// limit.
     ///
     /// ```
     /// use annals::snapshot::{SnapshotCodec, SnapshotDecodeError};

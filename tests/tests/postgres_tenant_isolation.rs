@@ -372,6 +372,31 @@ async fn a_tenant_handle_refuses_a_role_that_bypasses_row_level_security() {
         }
         other => panic!("expected a configuration error, got {other:?}"),
     }
+    // A BYPASSRLS role, even granted only the application role's access.
+    let bypass = format!("bypass_{}", Uuid::now_v7().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {bypass} LOGIN BYPASSRLS"
+    )))
+    .execute(owner.pool())
+    .await
+    .expect("a BYPASSRLS role");
+    owner.grant_tenant_access(&bypass).await.expect("grant");
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(owner.pool())
+        .await
+        .expect("schema");
+    let bypassing = PostgresEventStore::builder(postgres_url_as(&bypass))
+        .schema(schema)
+        .migrate(false)
+        .connect()
+        .await
+        .expect("connect as the BYPASSRLS role");
+    match bypassing.for_tenant("acme").await {
+        Err(Error::Config(message)) => {
+            assert!(message.contains("BYPASSRLS"), "{message}");
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
     let (_owner, app) = app_store().await;
     for bad in ["", "a\u{7}b"] {
         assert!(matches!(
@@ -677,6 +702,19 @@ async fn the_application_role_sees_and_writes_nothing_without_a_tenant_in_every_
         // The side table of a partitioned layout is out of reach: no stream
         // id of another tenant is listed, no blocking row planted.
         if tables.contains(&format!("{prefix}event_keys")) {
+            let mut tx = app.pool().begin().await.expect("begin");
+            sqlx::query("SELECT set_config('annals.tenant', 'acme', true)")
+                .execute(&mut *tx)
+                .await
+                .expect("set tenant");
+            let listed = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT stream_id FROM {prefix}event_keys"
+            )))
+            .fetch_all(&mut *tx)
+            .await
+            .expect_err("the side table is not readable, even with a tenant set");
+            assert_eq!(sqlstate(&listed), "42501", "{layout}: {listed}");
+            tx.rollback().await.expect("rollback");
             let mut tx = app.pool().begin().await.expect("begin");
             sqlx::query("SELECT set_config('annals.tenant', 'acme', true)")
                 .execute(&mut *tx)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use annals::prelude::*;
 use annals::publisher::{Publisher, RedisStreams};
-use annals::subscription::{EventSink, Subscription};
+use annals::subscription::{EventSink, Subscription, SubscriptionStatus};
 use annals_tests::backends::{OwnRedis, TestStore, redis_url};
 use serde_json::json;
 use uuid::Uuid;
@@ -198,6 +198,29 @@ async fn nothing_is_lost_when_redis_stops_during_publishing() {
     }
 }
 
+/// Runs the subscription `redis-publisher` over `store` into `streams`
+/// until its status satisfies `until`, stops it and returns that status.
+async fn publish_until(
+    store: &std::sync::Arc<dyn EventStore>,
+    streams: RedisStreams,
+    until: impl FnMut(&SubscriptionStatus) -> bool,
+) -> SubscriptionStatus {
+    let handle = Subscription::new(store.clone(), "redis-publisher")
+        .retry_delay(Duration::from_millis(20))
+        .start(Publisher::new().with_redis_streams(streams));
+    let status = handle.wait_until(until).await.expect("status");
+    handle.stop().await.expect("stop");
+    status
+}
+
+/// Where the publisher's checkpoint stands.
+async fn publisher_checkpoint(store: &std::sync::Arc<dyn EventStore>) -> Option<LogPosition> {
+    store
+        .load_checkpoint("redis-publisher")
+        .await
+        .expect("load")
+}
+
 /// A publisher that died after `XADD` and before its checkpoint moved
 /// offers the same events again on restart: each is in its Redis stream
 /// once (entry ids are log positions; Redis refuses an id it has passed).
@@ -206,23 +229,8 @@ async fn republished_events_are_not_duplicated_in_redis_streams() {
     let store = TestStore::sqlite().await;
     let first = append(&*store.store, "user-9", "iam.user.registered", 5).await;
     let prefix = format!("pub-{}", Uuid::now_v7().simple());
-    let publish = |delivered: u64| {
-        let store = store.store.clone();
-        let prefix = prefix.clone();
-        async move {
-            let streams = RedisStreams::new(&redis_url(), prefix).expect("streams");
-            let handle = Subscription::new(store, "redis-publisher")
-                .start(Publisher::new().with_redis_streams(streams));
-            handle
-                .wait_until(|s| s.caught_up && s.delivered >= delivered)
-                .await
-                .expect("published");
-            let status = handle.status();
-            handle.stop().await.expect("stop");
-            status
-        }
-    };
-    publish(5).await;
+    let streams = || RedisStreams::new(&redis_url(), prefix.clone()).expect("streams");
+    publish_until(&store.store, streams(), |s| s.caught_up && s.delivered >= 5).await;
     // The crash: the checkpoint never moved past the start.
     store
         .store
@@ -230,7 +238,7 @@ async fn republished_events_are_not_duplicated_in_redis_streams() {
         .await
         .expect("rewind");
     let later = append(&*store.store, "user-9", "iam.user.registered", 2).await;
-    let status = publish(7).await;
+    let status = publish_until(&store.store, streams(), |s| s.caught_up && s.delivered >= 7).await;
     assert!(status.last_error.is_none(), "{status:?}");
     let entries = stream_entries(&redis_url(), &format!("{prefix}:events:user")).await;
     let expected: Vec<String> = first.iter().chain(&later).map(Uuid::to_string).collect();
@@ -241,9 +249,8 @@ async fn republished_events_are_not_duplicated_in_redis_streams() {
     );
 }
 
-/// A stream that holds entries Annals did not write (ids from `XADD *`), or
-/// the entries of another database's log under the same prefix, is an
-/// error naming it, never a silent skip of the events.
+/// A stream that holds entries Annals did not write (ids from `XADD *`) is
+/// an error naming it, never a silent skip of the events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_with_foreign_ids_is_an_error_not_a_skip() {
     let store = TestStore::sqlite().await;
@@ -264,25 +271,14 @@ async fn a_stream_with_foreign_ids_is_an_error_not_a_skip() {
         .await
         .expect("xadd");
     let streams = RedisStreams::new(&redis_url(), prefix).expect("streams");
-    let handle = Subscription::new(store.store.clone(), "redis-publisher")
-        .retry_delay(Duration::from_millis(20))
-        .start(Publisher::new().with_redis_streams(streams));
-    let failing = handle
-        .wait_until(|s| s.last_error.is_some())
-        .await
-        .expect("the failure shows");
+    let failing = publish_until(&store.store, streams, |s| s.last_error.is_some()).await;
     let error = failing.last_error.unwrap_or_default();
     assert!(
         error.contains(&key) && error.contains("publish to a new prefix"),
         "{error}"
     );
-    handle.stop().await.expect("stop");
     assert_eq!(
-        store
-            .store
-            .load_checkpoint("redis-publisher")
-            .await
-            .expect("load"),
+        publisher_checkpoint(&store.store).await,
         None,
         "the checkpoint does not move past an unpublished event"
     );
@@ -299,26 +295,12 @@ async fn an_entry_without_its_replicas_does_not_move_the_checkpoint() {
     let streams = RedisStreams::new(&redis_url(), prefix)
         .expect("streams")
         .wait_for_replicas(1, Duration::from_millis(50));
-    let handle = Subscription::new(store.store.clone(), "redis-publisher")
-        .retry_delay(Duration::from_millis(20))
-        .start(Publisher::new().with_redis_streams(streams));
     // Offered again and again (the entry is in Redis after the first try;
     // each retry still waits for the replica), never past it.
-    let failing = handle
-        .wait_until(|s| s.delivered >= 3)
-        .await
-        .expect("retried");
+    let failing = publish_until(&store.store, streams, |s| s.delivered >= 3).await;
     let error = failing.last_error.unwrap_or_default();
     assert!(error.contains("0 of 1 Redis replicas"), "{error}");
-    handle.stop().await.expect("stop");
-    assert_eq!(
-        store
-            .store
-            .load_checkpoint("redis-publisher")
-            .await
-            .expect("load"),
-        None
-    );
+    assert_eq!(publisher_checkpoint(&store.store).await, None);
 }
 
 /// Two logs under one prefix (a database recreated under a live Redis):
@@ -327,27 +309,19 @@ async fn an_entry_without_its_replicas_does_not_move_the_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_log_under_the_same_prefix_is_refused() {
     let prefix = format!("pub-{}", Uuid::now_v7().simple());
-    let run = |store: TestStore, delivered: u64| {
-        let prefix = prefix.clone();
-        async move {
-            let streams = RedisStreams::new(&redis_url(), prefix).expect("streams");
-            let handle = Subscription::new(store.store.clone(), "redis-publisher")
-                .retry_delay(Duration::from_millis(20))
-                .start(Publisher::new().with_redis_streams(streams));
-            let status = handle
-                .wait_until(|s| s.delivered >= delivered && (s.caught_up || s.last_error.is_some()))
-                .await
-                .expect("status");
-            handle.stop().await.expect("stop");
-            status
+    let streams = || RedisStreams::new(&redis_url(), prefix.clone()).expect("streams");
+    let settled = |delivered: u64| {
+        move |s: &SubscriptionStatus| {
+            s.delivered >= delivered && (s.caught_up || s.last_error.is_some())
         }
     };
     let first = TestStore::sqlite().await;
     append(&*first.store, "user-1", "iam.user.registered", 3).await;
-    assert!(run(first, 3).await.last_error.is_none());
+    let status = publish_until(&first.store, streams(), settled(3)).await;
+    assert!(status.last_error.is_none(), "{status:?}");
     let recreated = TestStore::sqlite().await;
     let lost = append(&*recreated.store, "user-1", "iam.user.registered", 1).await;
-    let status = run(recreated, 1).await;
+    let status = publish_until(&recreated.store, streams(), settled(1)).await;
     let error = status.last_error.unwrap_or_default();
     assert!(error.contains("publish to a new prefix"), "{error}");
     let entries = stream_entries(&redis_url(), &format!("{prefix}:events:user")).await;

@@ -239,22 +239,6 @@ fn payload_holds_nul(json: &str) -> bool {
         && serde_json::from_str::<serde_json::Value>(json).is_ok_and(|value| holds(&value))
 }
 
-/// Refuses a checkpoint position the SQL backends cannot store (their
-/// columns are signed 64-bit), on every backend alike, rather than saving
-/// a clamped one.
-pub(crate) fn check_checkpoint(name: &str, position: LogPosition) -> Result<()> {
-    if i64::try_from(position.commit).is_ok() && i64::try_from(position.sequence).is_ok() {
-        return Ok(());
-    }
-    Err(Error::invalid(
-        "checkpoint position",
-        format!(
-            "checkpoint `{name}` at {position:?} is beyond the largest storable position (each part at most {})",
-            i64::MAX
-        ),
-    ))
-}
-
 /// The version after appending `count` events to a stream at `current`,
 /// refusing to overflow the signed 64-bit column every backend stores.
 pub(crate) fn next_version(stream: &StreamId, current: u64, count: usize) -> Result<u64> {

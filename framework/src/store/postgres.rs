@@ -1310,7 +1310,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
-        super::append::check_checkpoint(name, position)?;
+        position.check_storable_checkpoint(name)?;
         let mut session = self.session().await?;
         sqlx::query(self.tables.sql(postgres_checkpoint::SAVE))
             .bind(name)

@@ -688,7 +688,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
-        super::append::check_checkpoint(name, position)?;
+        position.check_storable_checkpoint(name)?;
         sqlx::query(
             self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
