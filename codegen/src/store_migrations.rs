@@ -122,6 +122,11 @@ const POSTGRES: &[Step] = &[
         name: "tenant_log_order",
         template: include_str!("../templates/postgres/0014_tenant_log_order.sql"),
     },
+    Step {
+        version: 15,
+        name: "chain_coverage",
+        template: include_str!("../templates/postgres/0015_chain_coverage.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -164,6 +169,11 @@ const SQLITE: &[Step] = &[
         version: 8,
         name: "tenant_subject_keys",
         template: include_str!("../templates/sqlite/0008_tenant_subject_keys.sql"),
+    },
+    Step {
+        version: 9,
+        name: "chain_coverage",
+        template: include_str!("../templates/sqlite/0009_chain_coverage.sql"),
     },
 ];
 

@@ -204,6 +204,14 @@ pub enum Error {
         subject: String,
     },
 
+    /// The hash chain does not verify, so an operation that would vouch for
+    /// it (re-signing it with a key) refused and changed nothing.
+    #[error("the hash chain is broken ({first_break}); nothing was re-signed")]
+    ChainBroken {
+        /// The first broken link in log order.
+        first_break: Box<crate::hash_chain::ChainBreak>,
+    },
+
     /// Configuration is missing or malformed (a bad URL, an unknown scheme).
     #[error("configuration: {0}")]
     Config(String),

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use annals::store::{EventStore, InMemoryEventStore, PostgresEventStore, SqliteEventStore};
+use annals::store::{
+    EventStore, InMemoryEventStore, PostgresEventStore, PostgresStoreBuilder, SqliteEventStore,
+};
 use annals_codegen::{Dialect, Partitioning, StoreLayout, store_migrations};
 use sqlx::{PgPool, SqlitePool};
 use tempfile::TempDir;
@@ -51,6 +53,16 @@ pub fn postgres_url_as(role: &str) -> String {
 /// (`grant_tenant_access`), and a store on `owner`'s schema and prefix
 /// connected as it, not migrating.
 pub async fn application_role_store(owner: &PostgresEventStore) -> PostgresEventStore {
+    application_role_builder(owner)
+        .await
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect as the application role: {error:?}"))
+}
+
+/// [`application_role_store`]'s new role and grants, and the builder of
+/// its store, to add options (hash chain keys, say) before connecting.
+pub async fn application_role_builder(owner: &PostgresEventStore) -> PostgresStoreBuilder {
     let role = format!("app_{}", uuid::Uuid::now_v7().simple());
     let dba = PgPool::connect(&postgres_url())
         .await
@@ -73,9 +85,6 @@ pub async fn application_role_store(owner: &PostgresEventStore) -> PostgresEvent
         .table_prefix(owner.table_prefix())
         .migrate(false)
         .max_connections(12)
-        .connect()
-        .await
-        .unwrap_or_else(|error| panic!("cannot connect as the application role: {error:?}"))
 }
 
 /// Direct access to a backend's tables, bypassing the store's checks.
@@ -187,12 +196,26 @@ impl TestStore {
 
     /// A new PostgreSQL store in a schema of its own.
     pub async fn postgres() -> Self {
-        let store = fresh_postgres_store().await;
+        TestStore::from_postgres(fresh_postgres_store().await)
+    }
+
+    /// `store`, with its own pool as raw access.
+    pub fn from_postgres(store: PostgresEventStore) -> Self {
         TestStore {
             raw: RawAccess::Postgres(store.pool().clone()),
             table_prefix: store.table_prefix().to_owned(),
             store: Arc::new(store),
             _dir: None,
+        }
+    }
+
+    /// `store`, whose file is in `dir`, with its own pool as raw access.
+    pub fn from_sqlite(store: SqliteEventStore, dir: TempDir) -> Self {
+        TestStore {
+            raw: RawAccess::Sqlite(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
+            store: Arc::new(store),
+            _dir: Some(dir),
         }
     }
 

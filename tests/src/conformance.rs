@@ -1365,12 +1365,14 @@ pub async fn hash_chain_names_the_first_broken_link(t: &TestStore) {
     assert_eq!((broken.stream_id.as_str(), broken.version), ("chain-a", 2));
     assert!(broken.found.is_some());
     assert_ne!(Some(broken.expected), broken.found);
+    assert_eq!(broken.reason, annals::hash_chain::BreakReason::LinkMismatch);
     let log = t.store.verify_log().await.expect("verify the log again");
     assert_eq!(log.first_break.as_ref(), Some(&broken));
     assert!(
         broken
             .to_string()
-            .contains("stream chain-a version 2: expected hash ")
+            .contains("stream chain-a version 2: the stored link does not match: expected hash "),
+        "{broken}"
     );
     let b = t.store.verify_stream(&second).await.expect("verify b");
     assert!(b.is_intact(), "{:?}", b.first_break);

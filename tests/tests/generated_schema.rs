@@ -292,3 +292,90 @@ async fn sqlite_upgrades_from_the_first_migration_with_data_in_it() {
     )
     .await;
 }
+
+/// An application role granted its privileges before migration 15 (which
+/// has appends draw positions from the sequence themselves) still appends
+/// after the upgrade: the migration grants the sequence to every role that
+/// may insert events. Events written before it keep their links.
+#[tokio::test]
+async fn postgres_an_application_role_granted_before_chain_coverage_appends_after_it() {
+    let schema = format!("u_{}", uuid::Uuid::now_v7().simple());
+    let role = format!("app_{}", uuid::Uuid::now_v7().simple());
+    let options = sqlx::postgres::PgConnectOptions::from_str(&postgres_url())
+        .expect("test URL")
+        .options([("search_path", schema.as_str())]);
+    let pool = sqlx::PgPool::connect_with(options).await.expect("connect");
+    let mut setup = format!(
+        "CREATE SCHEMA {schema};
+         CREATE TABLE annals_schema_history (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);"
+    );
+    for migration in store_migrations::migrations(Dialect::Postgres, &StoreLayout::default())
+        .iter()
+        .filter(|migration| migration.version < 15)
+    {
+        setup.push_str(&migration.sql);
+        setup.push_str(&format!(
+            "\nINSERT INTO annals_schema_history VALUES ({}, '{}', 'long ago');\n",
+            migration.version, migration.name
+        ));
+    }
+    // What `grant_tenant_access` granted before migration 15.
+    setup.push_str(&format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT USAGE ON SCHEMA {schema} TO {role};
+         GRANT SELECT ON annals_schema_history TO {role};
+         GRANT SELECT, INSERT ON annals_events TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON annals_snapshots, annals_checkpoints,
+             annals_dead_letters, annals_subject_keys, annals_subject_streams TO {role};"
+    ));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+        .execute(&pool)
+        .await
+        .expect("a database at migration 14 with an application role");
+    let app = PostgresEventStore::builder(annals_tests::backends::postgres_url_as(&role))
+        .schema(&schema)
+        .migrate(false)
+        .connect()
+        .await
+        .expect("connect as the application role");
+    let acme = app.for_tenant("acme").await.expect("tenant handle");
+    let stream = StreamId::new("tenant-1").expect("stream id");
+    // An event as Annals appended it before the upgrade: its link in the
+    // old format, by the old SQL functions.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "WITH e AS (SELECT gen_random_uuid() AS id, now() AS at)
+         INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version,
+                                    payload, tenant_id, recorded_at, hash)
+         SELECT e.id, 'tenant-1', 1, 'test.tenant.created', 1, '{PLANTED_PAYLOAD}'::jsonb, 'acme',
+                e.at, sha256(decode(repeat('00', 32), 'hex') || annals_event_digest(e.id,
+                    'tenant-1', 1, 'test.tenant.created', 1, '{PLANTED_PAYLOAD}'::jsonb::text,
+                    'acme', NULL, NULL, NULL, NULL, '{{}}'::jsonb::text, e.at))
+         FROM e"
+    )))
+    .execute(&pool)
+    .await
+    .expect("an event from before the upgrade");
+
+    let owner = PostgresEventStore::builder(postgres_url())
+        .schema(&schema)
+        .connect()
+        .await
+        .expect("connect upgrades");
+    assert_eq!(owner.table_prefix(), "annals_");
+    acme.append(
+        &stream,
+        ExpectedVersion::Exact(1),
+        vec![NewEvent::from_event(&TenantSuspended).expect("event")],
+    )
+    .await
+    .expect("the application role appends after the upgrade");
+    let formats: Vec<Option<i16>> =
+        sqlx::query_scalar("SELECT chain_key FROM annals_events ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .expect("link formats");
+    assert_eq!(formats, [None, Some(0)], "an old link and a new one");
+    let chain = acme.verify_log().await.expect("verify");
+    assert!(chain.is_intact(), "{:?}", chain.first_break);
+    assert_eq!(chain.events_checked, 2);
+}

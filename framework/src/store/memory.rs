@@ -13,7 +13,9 @@ use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::hash_chain::{ChainReport, ChainVerifier, EventHash, StoredEvent};
+use crate::hash_chain::{
+    ChainReport, ChainSigner, ChainVerifier, EventHash, LinkFormat, StoredEvent,
+};
 use crate::metadata::headers_json;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
@@ -116,6 +118,8 @@ fn stored<'a>(event: &'a RecordedEvent, headers: &'a str) -> StoredEvent<'a> {
         trace_context: metadata.trace_context.as_deref(),
         headers,
         recorded_at_micros: event.recorded_at.timestamp_micros(),
+        position: event.position.sequence,
+        commit_id: event.position.commit,
     }
 }
 
@@ -123,7 +127,7 @@ impl MemoryLog {
     /// Recomputes the links of the given events (indexes into `events`, each
     /// stream in version order).
     fn verify(&self, indexes: impl Iterator<Item = usize>) -> ChainReport {
-        let mut verifier = ChainVerifier::default();
+        let mut verifier = ChainVerifier::new(None);
         for index in indexes {
             let event = &self.events[index];
             let headers = headers_json(&event.metadata.headers);
@@ -131,6 +135,7 @@ impl MemoryLog {
                 event.position.sequence,
                 &stored(event, &headers),
                 Some(self.links[index]),
+                LinkFormat::Unkeyed,
             );
         }
         verifier.finish()
@@ -206,7 +211,7 @@ impl InMemoryEventStore {
                     .map_or(EventHash::GENESIS, |&last| log.links[last]);
                 let headers = headers_json(&recorded.metadata.headers);
                 log.links
-                    .push(previous.next(&stored(&recorded, &headers).digest()));
+                    .push(ChainSigner::new(None).link(&previous, &stored(&recorded, &headers)));
                 log.events.push(recorded);
                 log.streams
                     .entry(append.stream_id.clone())

@@ -96,6 +96,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenant_log_order",
         sql: include_str!("../../../migrations/postgres/0014_tenant_log_order.sql"),
     },
+    Migration {
+        version: 15,
+        name: "chain_coverage",
+        sql: include_str!("../../../migrations/postgres/0015_chain_coverage.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -140,6 +145,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 8,
         name: "tenant_subject_keys",
         sql: include_str!("../../../migrations/sqlite/0008_tenant_subject_keys.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "chain_coverage",
+        sql: include_str!("../../../migrations/sqlite/0009_chain_coverage.sql"),
     },
 ];
 

@@ -68,7 +68,9 @@ use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::hash_chain::{ChainBreak, ChainReport, EventHash};
+use crate::hash_chain::{
+    ChainKeys, ChainReport, ChainResigner, ChainVerifier, EventHash, LinkFormat, StoredEvent,
+};
 use crate::metadata::headers_json;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
@@ -112,32 +114,43 @@ conflicts AS (
     WHERE NOT (expected = -1 OR (expected = -2 AND head > 0) OR expected = head)
 ),
 inserted AS (
-    INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload,
-                               tenant_id, correlation_id, causation_id, actor, trace_context, headers,
-                               recorded_at, hash)
-    SELECT r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload,
-           r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context, r.headers,
-           r.recorded_at,
-           annals_chain(r.head_link, annals_event_digest(
-               r.event_id, r.stream_id, r.version, r.event_type, r.schema_version, r.payload::text,
-               r.tenant_id, r.correlation_id, r.causation_id, r.actor, r.trace_context,
-               r.headers::text, r.recorded_at))
-               OVER (PARTITION BY r.stream_id ORDER BY r.version)
-    -- A fence (OFFSET 0): each payload is parsed once, not once per use.
+    INSERT INTO annals_events (position, transaction_id, event_id, stream_id, version, event_type,
+                               schema_version, payload, tenant_id, correlation_id, causation_id,
+                               actor, trace_context, headers, recorded_at, hash, chain_key)
+    OVERRIDING SYSTEM VALUE
+    SELECT n.position, n.transaction_id, n.event_id, n.stream_id, n.version, n.event_type,
+           n.schema_version, n.payload, n.tenant_id, n.correlation_id, n.causation_id, n.actor,
+           n.trace_context, n.headers, n.recorded_at,
+           annals_keyed_chain(n.head_link, annals_event_link_digest(
+               n.event_id, n.stream_id, n.version, n.event_type, n.schema_version, n.payload::text,
+               n.tenant_id, n.correlation_id, n.causation_id, n.actor, n.trace_context,
+               n.headers::text, n.recorded_at, n.position, n.transaction_id::text::int8),
+               $16::bytea, $17::bytea)
+               OVER (PARTITION BY n.stream_id ORDER BY n.version),
+           $18::int2
+    -- Positions are drawn in the callers' order, before the links that
+    -- cover them are computed.
     FROM (
-        SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type, i.schema_version,
-               i.payload::jsonb AS payload, i.tenant_id, i.correlation_id, i.causation_id, i.actor,
-               i.trace_context, i.headers::jsonb AS headers, now() AS recorded_at, x.head_link, i.ord
-        FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
-                    $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[])
-             WITH ORDINALITY
-             AS i(stream_id, idx, event_id, event_type, schema_version, payload,
-                  tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
-        JOIN expectations x ON x.stream_id = i.stream_id
-        WHERE x.grp NOT IN (SELECT grp FROM conflicts)
-        OFFSET 0
-    ) r
-    ORDER BY r.ord
+        SELECT r.*, nextval('annals_events_position_seq'::regclass) AS position,
+               pg_current_xact_id() AS transaction_id
+        -- A fence (OFFSET 0): each payload is parsed once, not once per use.
+        FROM (
+            SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type,
+                   i.schema_version, i.payload::jsonb AS payload, i.tenant_id, i.correlation_id,
+                   i.causation_id, i.actor, i.trace_context, i.headers::jsonb AS headers,
+                   now() AS recorded_at, x.head_link, i.ord
+            FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
+                        $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[])
+                 WITH ORDINALITY
+                 AS i(stream_id, idx, event_id, event_type, schema_version, payload,
+                      tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
+            JOIN expectations x ON x.stream_id = i.stream_id
+            WHERE x.grp NOT IN (SELECT grp FROM conflicts)
+            ORDER BY i.ord
+            OFFSET 0
+        ) r
+    ) n
+    ORDER BY n.ord
     RETURNING stream_id, version, position, transaction_id, recorded_at
 )
 SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id, recorded_at
@@ -145,28 +158,22 @@ FROM inserted
 UNION ALL
 SELECT true, stream_id, head, 0, 0, now() FROM conflicts";
 
-/// Recomputes every link of the selected rows (`$1`: one stream, or NULL for
-/// all) in the database, over what it stores: the first broken link in log
-/// order, then each stream's head link and event count.
-const VERIFY_SQL: &str = "
-WITH links AS MATERIALIZED (
-    SELECT transaction_id, position, stream_id, version, hash,
-           count(*) OVER (PARTITION BY stream_id) AS events,
-           sha256(COALESCE(lag(hash) OVER w,
-                           '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
-                  || annals_event_digest(event_id, stream_id, version, event_type, schema_version,
-                                         payload::text, tenant_id, correlation_id, causation_id,
-                                         actor, trace_context, headers::text, recorded_at)) AS expected
-    FROM annals_events
-    WHERE $1::text IS NULL OR stream_id = $1
-    WINDOW w AS (PARTITION BY stream_id ORDER BY version)
-)
-(SELECT true AS broken, stream_id, version, expected, hash, 0::int8 AS events FROM links
- WHERE hash IS DISTINCT FROM expected
- ORDER BY transaction_id, position LIMIT 1)
-UNION ALL
-(SELECT DISTINCT ON (stream_id) false, stream_id, version, NULL, hash, events FROM links
- ORDER BY stream_id, version DESC)";
+/// Every column a link covers, its stored link and how it was made, each
+/// stream in version order, followed by a clause. `recorded_at` comes as
+/// the microseconds the append hashed.
+macro_rules! chain_rows {
+    ($clause:literal) => {
+        concat!(
+            "SELECT position, transaction_id::text::int8, event_id, stream_id, version, \
+             event_type, schema_version, payload::text, tenant_id, correlation_id, \
+             causation_id, actor, trace_context, headers::text, \
+             (extract(epoch FROM recorded_at) * 1000000)::int8, hash, chain_key \
+             FROM annals_events ",
+            $clause,
+            " ORDER BY stream_id, version"
+        )
+    };
+}
 
 /// An event store in a PostgreSQL database.
 ///
@@ -198,6 +205,8 @@ pub struct PostgresEventStore {
     /// The tenant every statement is confined to (row-level security), for
     /// a handle from [`for_tenant`](Self::for_tenant).
     tenant: Option<Arc<str>>,
+    /// The keys new links are signed and verified with; `None`: unkeyed.
+    chain_keys: Option<Arc<ChainKeys>>,
     /// The pool's role and whether row-level security passes it by, read
     /// by the first `for_tenant` (handles are often made per request).
     role: Arc<tokio::sync::OnceCell<PoolRole>>,
@@ -213,6 +222,7 @@ pub struct PostgresStoreBuilder {
     migrate: bool,
     table_prefix: Option<String>,
     group_commit: Option<GroupCommitOptions>,
+    chain_keys: Option<ChainKeys>,
 }
 
 impl PostgresStoreBuilder {
@@ -279,6 +289,34 @@ impl PostgresStoreBuilder {
     /// Whether to create and upgrade Annals' tables on connect (default `true`).
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
+        self
+    }
+
+    /// Signs the hash chain's links with a key the database does not hold
+    /// (HMAC-SHA-256), and verifies with these keys only: an event the
+    /// application's database role writes past Annals, or any change to a
+    /// stored event, then shows up in [`verify_log`](EventStore::verify_log).
+    /// See [`hash_chain`](crate::hash_chain) for exactly what that detects.
+    ///
+    /// ```no_run
+    /// use annals::hash_chain::{ChainKey, ChainKeys};
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// // The secret comes from the environment or a secret manager, never the database.
+    /// let secret = std::env::var("ANNALS_CHAIN_KEY_2").unwrap_or_default();
+    /// let keys = ChainKeys::new(ChainKey::from_hex(2, &secret)?)
+    ///     // still verifies what the previous key signed
+    ///     .with_retired(ChainKey::from_hex(1, &std::env::var("ANNALS_CHAIN_KEY_1").unwrap_or_default())?)?;
+    /// let store = PostgresEventStore::builder("postgres://annals@localhost/annals")
+    ///     .chain_keys(keys)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn chain_keys(mut self, keys: ChainKeys) -> Self {
+        self.chain_keys = Some(keys);
         self
     }
 
@@ -362,6 +400,7 @@ impl PostgresStoreBuilder {
             group,
             tenant: None,
             role: Arc::default(),
+            chain_keys: self.chain_keys.map(Arc::new),
         };
         if self.migrate {
             store.migrate().await?;
@@ -399,6 +438,7 @@ impl PostgresEventStore {
             migrate: true,
             table_prefix: None,
             group_commit: Some(GroupCommitOptions::default()),
+            chain_keys: None,
         }
     }
 
@@ -707,46 +747,177 @@ async fn listen(
 }
 
 impl PostgresEventStore {
-    /// Runs `VERIFY_SQL` and reads its rows into a report.
+    /// Recomputes the links of one stream or of the whole log in the
+    /// application (the keys never reach the database), streaming the rows
+    /// of one statement: one consistent read.
     async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
         let mut session = self.session().await?;
-        let rows = sqlx::query(self.tables.sql(VERIFY_SQL))
-            .bind(stream.map(StreamId::as_str))
-            .fetch_all(session.connection())
-            .await
-            .map_err(failed("verify hash chain"))?;
-        session.finish().await?;
-        let read = |error: sqlx::Error| failed("read hash chain report")(error);
-        let mut report = ChainReport::default();
-        for row in rows {
-            let broken: bool = row.try_get(0).map_err(read)?;
-            let stream_id: String = row.try_get(1).map_err(read)?;
-            let version: i64 = row.try_get(2).map_err(read)?;
-            let expected: Option<Vec<u8>> = row.try_get(3).map_err(read)?;
-            let found: Option<Vec<u8>> = row.try_get(4).map_err(read)?;
-            let events: i64 = row.try_get(5).map_err(read)?;
-            // A link of the wrong length is as broken as a wrong link.
-            let found =
-                found.map(|bytes| EventHash::from_slice(&bytes).unwrap_or(EventHash::GENESIS));
-            if broken {
-                report.first_break = Some(ChainBreak {
-                    stream_id,
-                    version: u64::try_from(version).unwrap_or(0),
-                    expected: expected
-                        .as_deref()
-                        .and_then(EventHash::from_slice)
-                        .unwrap_or(EventHash::GENESIS),
-                    found,
-                });
-            } else {
-                report.events_checked += u64::try_from(events).unwrap_or(0);
-                if let Some(head) = found {
-                    report.heads.insert(stream_id, head);
-                }
+        let mut verifier = ChainVerifier::new(self.chain_keys.as_deref());
+        {
+            let mut rows = match stream {
+                Some(stream) => sqlx::query(self.tables.sql(chain_rows!("WHERE stream_id = $1")))
+                    .bind(stream.as_str())
+                    .fetch(session.connection()),
+                None => sqlx::query(self.tables.sql(chain_rows!(""))).fetch(session.connection()),
+            };
+            while let Some(row) = rows.try_next().await.map_err(failed("verify hash chain"))? {
+                let (event, found, format) = chain_row(&row)?;
+                verifier.check(event.position, &event, found, format);
             }
         }
-        Ok(report)
+        session.finish().await?;
+        Ok(verifier.finish())
     }
+}
+
+impl PostgresEventStore {
+    /// Re-signs every link of the log with the signing key of
+    /// [`chain_keys`](PostgresStoreBuilder::chain_keys): how a log written
+    /// before the store had keys comes under them, and how a retired key
+    /// stops being needed. Run it once, connected as the role that owns the
+    /// tables (it lifts the events' immutability trigger for the
+    /// transaction), not as the application role.
+    ///
+    /// It first verifies the whole log, accepting unkeyed links that match
+    /// and keyed links of known keys, and changes nothing when a link is
+    /// broken ([`Error::ChainBroken`] names it): re-signing vouches for what
+    /// the log holds. Appends wait until it commits; readers do not. Every
+    /// event's row is rewritten once. Returns the new chain's report.
+    ///
+    /// ```no_run
+    /// use annals::hash_chain::{ChainKey, ChainKeys};
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run(secret: &str) -> annals::Result<()> {
+    /// let owner = PostgresEventStore::builder("postgres://annals_owner@localhost/annals")
+    ///     .chain_keys(ChainKeys::new(ChainKey::from_hex(1, secret)?))
+    ///     .connect()
+    ///     .await?;
+    /// let report = owner.resign_chain().await?;
+    /// println!("{} events now signed with key 1", report.events_checked);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn resign_chain(&self) -> Result<ChainReport> {
+        let keys = self.chain_keys.as_deref().ok_or_else(|| {
+            Error::Config(
+                "re-signing the hash chain needs keys: build the store with `chain_keys`".into(),
+            )
+        })?;
+        if let Some(tenant) = &self.tenant {
+            return Err(Error::Config(format!(
+                "re-signing the hash chain covers every tenant: run it on the owner's store, \
+                 not on the handle of tenant {tenant:?}"
+            )));
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(failed("begin re-signing"))?;
+        // Takes a lock that holds appends back until the commit.
+        sqlx::query(
+            self.tables
+                .sql("ALTER TABLE annals_events DISABLE TRIGGER annals_events_immutable"),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => {
+                Error::Config(format!(
+                    "re-signing the hash chain must run as the role that owns Annals' tables: {db}"
+                ))
+            }
+            _ => failed("lift the immutability trigger")(error),
+        })?;
+        let mut verifier = ChainVerifier::accepting_unkeyed(keys);
+        let mut resigner = ChainResigner::new(keys);
+        let mut positions: Vec<i64> = Vec::new();
+        let mut links: Vec<Vec<u8>> = Vec::new();
+        {
+            let mut rows = sqlx::query(self.tables.sql(chain_rows!(""))).fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await.map_err(failed("read the chain"))? {
+                let (event, found, format) = chain_row(&row)?;
+                verifier.check(event.position, &event, found, format);
+                positions.push(to_i64(event.position));
+                links.push(resigner.link(&event).as_bytes().to_vec());
+            }
+        }
+        if let Some(first_break) = verifier.finish().first_break {
+            // Dropping `tx` rolls back: the trigger stays on.
+            return Err(Error::ChainBroken {
+                first_break: Box::new(first_break),
+            });
+        }
+        for (positions, links) in positions
+            .chunks(RESIGN_CHUNK)
+            .zip(links.chunks(RESIGN_CHUNK))
+        {
+            sqlx::query(self.tables.sql(
+                "UPDATE annals_events AS e SET hash = n.hash, chain_key = $3 \
+                 FROM unnest($1::int8[], $2::bytea[]) AS n(position, hash) \
+                 WHERE e.position = n.position",
+            ))
+            .bind(positions)
+            .bind(links)
+            .bind(resigner.key_column())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("re-sign links"))?;
+        }
+        sqlx::query(
+            self.tables
+                .sql("ALTER TABLE annals_events ENABLE TRIGGER annals_events_immutable"),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("restore the immutability trigger"))?;
+        tx.commit().await.map_err(failed("commit re-signing"))?;
+        self.verify(None).await
+    }
+}
+
+/// Links re-signed per `UPDATE` statement.
+const RESIGN_CHUNK: usize = 10_000;
+
+/// A `chain_rows!` row: the columns its link covers, its stored link and
+/// how it was made, or the error naming the unreadable column.
+fn chain_row(row: &PgRow) -> Result<(StoredEvent<'_>, Option<EventHash>, LinkFormat)> {
+    let unreadable = RowIdentity::unreadable();
+    let identity = RowIdentity {
+        stream_id: column(row, &unreadable, 3, "stream_id")?,
+        version: column(row, &unreadable, 4, "version")?,
+        event_type: column(row, &unreadable, 5, "event_type")?,
+    };
+    let number = |value: i64| u64::try_from(value).unwrap_or(0);
+    let version: i64 = column(row, &identity, 4, "version")?;
+    let schema_version: i32 = column(row, &identity, 6, "schema_version")?;
+    let hash: Option<&[u8]> = column(row, &identity, 15, "hash")?;
+    let chain_key: Option<i16> = column(row, &identity, 16, "chain_key")?;
+    let event = StoredEvent {
+        event_id: column(row, &identity, 2, "event_id")?,
+        stream_id: column(row, &identity, 3, "stream_id")?,
+        version: number(version),
+        event_type: column(row, &identity, 5, "event_type")?,
+        schema_version: u32::try_from(schema_version).unwrap_or(u32::MAX),
+        payload: column(row, &identity, 7, "payload")?,
+        tenant_id: column(row, &identity, 8, "tenant_id")?,
+        correlation_id: column(row, &identity, 9, "correlation_id")?,
+        causation_id: column(row, &identity, 10, "causation_id")?,
+        actor: column(row, &identity, 11, "actor")?,
+        trace_context: column(row, &identity, 12, "trace_context")?,
+        headers: column(row, &identity, 13, "headers")?,
+        recorded_at_micros: column(row, &identity, 14, "recorded_at")?,
+        position: number(column(row, &identity, 0, "position")?),
+        commit_id: number(column(row, &identity, 1, "transaction_id")?),
+    };
+    // A link of the wrong length is as broken as a wrong link.
+    let found = hash.map(|bytes| EventHash::from_slice(bytes).unwrap_or(EventHash::GENESIS));
+    Ok((
+        event,
+        found,
+        LinkFormat::from_column(chain_key.map(i64::from)),
+    ))
 }
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
@@ -1033,6 +1204,9 @@ impl PostgresEventStore {
         executor: impl sqlx::PgExecutor<'e>,
         columns: &AppendColumns<'_>,
     ) -> std::result::Result<Vec<PgRow>, sqlx::Error> {
+        // HMAC's padded keys, when the store signs: the statement keys the
+        // links with them, and they are never stored.
+        let pads = self.chain_keys.as_deref().map(|keys| keys.signing().pads());
         sqlx::query(self.tables.sql(APPEND_SQL))
             .bind(&columns.streams)
             .bind(&columns.expected)
@@ -1049,6 +1223,9 @@ impl PostgresEventStore {
             .bind(&columns.trace_contexts)
             .bind(&columns.headers)
             .bind(&columns.groups)
+            .bind(pads.as_ref().map(|(inner, _)| inner.as_slice()))
+            .bind(pads.as_ref().map(|(_, outer)| outer.as_slice()))
+            .bind(LinkFormat::signing(self.chain_keys.as_deref()).column())
             .fetch_all(executor)
             .await
     }

@@ -1,6 +1,5 @@
 //! The SQLite event store: the embedded default, one file on disk.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +27,10 @@ use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::{Error, Result};
-use crate::hash_chain::{ChainReport, ChainVerifier, EventHash, StoredEvent};
+use crate::hash_chain::{
+    ChainKeys, ChainReport, ChainResigner, ChainSigner, ChainVerifier, EventHash, LinkFormat,
+    StoredEvent,
+};
 use crate::metadata::headers_json;
 use crate::position::LogPosition;
 use crate::snapshot::{RetentionPolicy, Snapshot};
@@ -57,7 +59,7 @@ macro_rules! chain_rows {
         concat!(
             "SELECT position, event_id, stream_id, version, event_type, schema_version, \
              payload, tenant_id, correlation_id, causation_id, actor, trace_context, headers, \
-             recorded_at, hash FROM annals_events ",
+             recorded_at, hash, commit_id, chain_key FROM annals_events ",
             $clause
         )
     };
@@ -107,6 +109,8 @@ pub struct SqliteEventStore {
     /// Where concurrent small appends wait to share a transaction; `None`
     /// when group commit is off.
     group: Option<Arc<GroupCommit>>,
+    /// The keys new links are signed and verified with; `None`: unkeyed.
+    chain_keys: Option<Arc<ChainKeys>>,
 }
 
 /// Options for opening a [`SqliteEventStore`].
@@ -118,6 +122,7 @@ pub struct SqliteStoreBuilder {
     migrate: bool,
     table_prefix: Option<String>,
     group_commit: Option<GroupCommitOptions>,
+    chain_keys: Option<ChainKeys>,
 }
 
 impl SqliteStoreBuilder {
@@ -177,6 +182,30 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// Signs the hash chain's links with a key the database file does not
+    /// hold, and verifies with these keys only (see
+    /// [`hash_chain`](crate::hash_chain) for what that detects).
+    ///
+    /// ```
+    /// use annals::hash_chain::{ChainKey, ChainKeys};
+    /// use annals::store::{EventStore, SqliteEventStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let key = ChainKey::from_hex(1, &"5e".repeat(32))?; // from a secret store in real use
+    /// let store = SqliteEventStore::builder(dir.path().join("events.db"))
+    ///     .chain_keys(ChainKeys::new(key))
+    ///     .open()
+    ///     .await?;
+    /// assert!(store.verify_log().await?.is_intact());
+    /// # Ok::<(), annals::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn chain_keys(mut self, keys: ChainKeys) -> Self {
+        self.chain_keys = Some(keys);
+        self
+    }
+
     /// Whether to create and upgrade Annals' tables on open (default `true`).
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
@@ -222,6 +251,7 @@ impl SqliteStoreBuilder {
             appended: Arc::new(tokio::sync::Notify::new()),
             tables,
             group,
+            chain_keys: self.chain_keys.map(Arc::new),
         };
         if self.migrate {
             store.migrate().await?;
@@ -246,6 +276,7 @@ impl SqliteEventStore {
             migrate: true,
             table_prefix: None,
             group_commit: Some(GroupCommitOptions::default()),
+            chain_keys: None,
         }
     }
 
@@ -268,7 +299,7 @@ impl SqliteEventStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin append"))?;
-        let results = append_in(&self.tables, &mut tx, &batch).await?;
+        let results = append_in(&self.tables, self.chain_keys.as_deref(), &mut tx, &batch).await?;
         // On error `tx` is dropped: the append rolls back.
         apply_inline(
             projection,
@@ -325,14 +356,15 @@ impl SqliteEventStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(failed("read schema history"))?;
+        // Events stored before the hash chain get their links once every
+        // migration has run (the rows they read have every column then).
+        let mut sealing = false;
         for migration in migrations::pending(BACKEND, migrations::SQLITE, applied)? {
             sqlx::raw_sql(self.tables.sql(migration.sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("apply migration"))?;
-            if migration.name == "hash_chain" {
-                seal_unlinked_events(&self.tables, &mut tx).await?;
-            }
+            sealing |= migration.name == "hash_chain";
             sqlx::query(self.tables.sql(
                 "INSERT INTO annals_schema_history (version, name, applied_at) VALUES (?, ?, ?)",
             ))
@@ -343,7 +375,106 @@ impl SqliteEventStore {
             .await
             .map_err(failed("record migration"))?;
         }
+        if sealing {
+            seal_unlinked_events(&self.tables, &mut tx).await?;
+        }
         tx.commit().await.map_err(failed("commit migration"))
+    }
+
+    /// Re-signs every link of the log with the signing key of
+    /// [`chain_keys`](SqliteStoreBuilder::chain_keys): how a log written
+    /// before the store had keys comes under them, and how a retired key
+    /// stops being needed.
+    ///
+    /// It first verifies the whole log, accepting unkeyed links that match
+    /// and keyed links of known keys, and changes nothing when a link is
+    /// broken ([`Error::ChainBroken`] names it). In one write transaction,
+    /// with the update trigger lifted for it and put back as it was.
+    /// Returns the new chain's report.
+    ///
+    /// ```
+    /// use annals::hash_chain::{ChainKey, ChainKeys};
+    /// use annals::prelude::*;
+    /// use annals::store::SqliteEventStore;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("events.db");
+    /// let unkeyed = SqliteEventStore::open(&path).await?;
+    /// let event = NewEvent::json("iam.user.registered", &serde_json::json!({}))?;
+    /// unkeyed.append(&StreamId::new("user-1")?, ExpectedVersion::NoStream, vec![event]).await?;
+    ///
+    /// let keyed = SqliteEventStore::builder(&path)
+    ///     .chain_keys(ChainKeys::new(ChainKey::new(1, [42; 32])?))
+    ///     .open()
+    ///     .await?;
+    /// assert!(!keyed.verify_log().await?.is_intact(), "the old link is not keyed");
+    /// assert_eq!(keyed.resign_chain().await?.events_checked, 1);
+    /// assert!(keyed.verify_log().await?.is_intact());
+    /// # Ok::<(), annals::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn resign_chain(&self) -> Result<ChainReport> {
+        let keys = self.chain_keys.as_deref().ok_or_else(|| {
+            Error::Config(
+                "re-signing the hash chain needs keys: open the store with `chain_keys`".into(),
+            )
+        })?;
+        let writer = self.write_gate.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin re-signing"))?;
+        let trigger: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?")
+                .bind(self.tables.rename("annals_events_no_update").as_ref())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed("read the update trigger"))?;
+        sqlx::raw_sql(self.tables.sql("DROP TRIGGER annals_events_no_update"))
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("lift the update trigger"))?;
+        let mut verifier = ChainVerifier::accepting_unkeyed(keys);
+        let mut resigner = ChainResigner::new(keys);
+        let mut links: Vec<(i64, EventHash)> = Vec::new();
+        {
+            let mut rows = sqlx::query(self.tables.sql(chain_rows!("ORDER BY stream_id, version")))
+                .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await.map_err(failed("read the chain"))? {
+                let (event, found, format) = chain_row(&row)?;
+                verifier.check(event.position, &event, found, format);
+                links.push((to_i64(event.position), resigner.link(&event)));
+            }
+        }
+        if let Some(first_break) = verifier.finish().first_break {
+            // Dropping `tx` rolls back: the trigger stays.
+            return Err(Error::ChainBroken {
+                first_break: Box::new(first_break),
+            });
+        }
+        for (position, link) in links {
+            sqlx::query(
+                self.tables
+                    .sql("UPDATE annals_events SET hash = ?, chain_key = ? WHERE position = ?"),
+            )
+            .bind(link.as_bytes().as_slice())
+            .bind(resigner.key_column())
+            .bind(position)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("re-sign links"))?;
+        }
+        // The trigger as it was: its text from `sqlite_master` (already
+        // carrying this store's prefix).
+        sqlx::raw_sql(sqlx::AssertSqlSafe(trigger))
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("restore the update trigger"))?;
+        tx.commit().await.map_err(failed("commit re-signing"))?;
+        drop(writer);
+        self.verify(None).await
     }
 
     /// Recomputes the links of one stream or of the whole log, streaming
@@ -358,10 +489,10 @@ impl SqliteEventStore {
             None => sqlx::query(self.tables.sql(chain_rows!("ORDER BY stream_id, version")))
                 .fetch(&self.pool),
         };
-        let mut verifier = ChainVerifier::default();
+        let mut verifier = ChainVerifier::new(self.chain_keys.as_deref());
         while let Some(row) = rows.try_next().await.map_err(failed("verify hash chain"))? {
-            let (position, event, found) = chain_row(&row)?;
-            verifier.check(position, &event, found);
+            let (event, found, format) = chain_row(&row)?;
+            verifier.check(event.position, &event, found, format);
         }
         Ok(verifier.finish())
     }
@@ -403,6 +534,7 @@ fn new_row<'a>(
     event: &'a NewEvent,
     headers: &'a str,
     recorded_at: i64,
+    (commit, position): (i64, i64),
 ) -> StoredEvent<'a> {
     let metadata = &event.metadata;
     StoredEvent {
@@ -419,12 +551,14 @@ fn new_row<'a>(
         trace_context: metadata.trace_context.as_deref(),
         headers,
         recorded_at_micros: recorded_at,
+        position: u64::try_from(position).unwrap_or(0),
+        commit_id: u64::try_from(commit).unwrap_or(0),
     }
 }
 
-/// A `chain_rows!` row: its position, the columns its link covers and its
-/// stored link, or the error naming the unreadable column.
-fn chain_row(row: &SqliteRow) -> Result<(u64, StoredEvent<'_>, Option<EventHash>)> {
+/// A `chain_rows!` row: the columns its link covers, its stored link and
+/// how it was made, or the error naming the unreadable column.
+fn chain_row(row: &SqliteRow) -> Result<(StoredEvent<'_>, Option<EventHash>, LinkFormat)> {
     let unreadable = RowIdentity::unreadable();
     let identity = RowIdentity {
         stream_id: column(row, &unreadable, 2, "stream_id")?,
@@ -435,6 +569,7 @@ fn chain_row(row: &SqliteRow) -> Result<(u64, StoredEvent<'_>, Option<EventHash>
     let version: i64 = column(row, &identity, 3, "version")?;
     let schema_version: i64 = column(row, &identity, 5, "schema_version")?;
     let hash: Option<&[u8]> = column(row, &identity, 14, "hash")?;
+    let commit_id: i64 = column(row, &identity, 15, "commit_id")?;
     let event = StoredEvent {
         event_id: column(row, &identity, 1, "event_id")?,
         stream_id: column(row, &identity, 2, "stream_id")?,
@@ -449,14 +584,18 @@ fn chain_row(row: &SqliteRow) -> Result<(u64, StoredEvent<'_>, Option<EventHash>
         trace_context: column(row, &identity, 11, "trace_context")?,
         headers: column(row, &identity, 12, "headers")?,
         recorded_at_micros: column(row, &identity, 13, "recorded_at")?,
+        position: u64::try_from(position).unwrap_or(0),
+        commit_id: u64::try_from(commit_id).unwrap_or(0),
     };
     // A link of the wrong length is as broken as a wrong link.
     let found = hash.map(|bytes| EventHash::from_slice(bytes).unwrap_or(EventHash::GENESIS));
-    Ok((u64::try_from(position).unwrap_or(0), event, found))
+    let format = LinkFormat::from_column(column(row, &identity, 16, "chain_key")?);
+    Ok((event, found, format))
 }
 
 /// Gives every event stored before the hash chain existed its link, in the
-/// migration's transaction (the update trigger allows exactly this).
+/// migration's transaction (the update trigger allows exactly this), in the
+/// legacy format (`chain_key` NULL) its rows were written in.
 async fn seal_unlinked_events(
     tables: &TableNames,
     connection: &mut SqliteConnection,
@@ -468,13 +607,13 @@ async fn seal_unlinked_events(
     let mut links: Vec<(i64, EventHash)> = Vec::with_capacity(rows.len());
     let mut previous: Option<(String, EventHash)> = None;
     for row in &rows {
-        let (position, event, _) = chain_row(row)?;
+        let (event, _, _) = chain_row(row)?;
         let head = match &previous {
             Some((stream, link)) if stream == event.stream_id => *link,
             _ => EventHash::GENESIS,
         };
-        let link = head.next(&event.digest());
-        links.push((to_i64(position), link));
+        let link = head.next(&event.digest(LinkFormat::Legacy));
+        links.push((to_i64(event.position), link));
         previous = Some((event.stream_id.to_owned(), link));
     }
     for (position, link) in links {
@@ -526,7 +665,7 @@ impl FlightWriter for SqliteEventStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin append"))?;
-        let results = append_in(&self.tables, &mut tx, batch).await?;
+        let results = append_in(&self.tables, self.chain_keys.as_deref(), &mut tx, batch).await?;
         tx.commit().await.map_err(failed("commit append"))?;
         self.appended.notify_waiters();
         Ok(results)
@@ -551,7 +690,13 @@ impl FlightWriter for SqliteEventStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(failure)?;
-            let outcome = append_in(&self.tables, &mut tx, &queued.batch).await;
+            let outcome = append_in(
+                &self.tables,
+                self.chain_keys.as_deref(),
+                &mut tx,
+                &queued.batch,
+            )
+            .await;
             if outcome.is_err() {
                 sqlx::query("ROLLBACK TO SAVEPOINT annals_append")
                     .execute(&mut *tx)
@@ -865,6 +1010,7 @@ impl EventStore for SqliteEventStore {
 /// be rolled back.
 async fn append_in(
     tables: &TableNames,
+    keys: Option<&ChainKeys>,
     connection: &mut SqliteConnection,
     batch: &[StreamAppend],
 ) -> Result<Vec<AppendResult>> {
@@ -931,69 +1077,78 @@ async fn append_in(
     let recorded_at_time = Utc::now().trunc_subsecs(6);
     let recorded_at = micros(recorded_at_time);
     let commit_position = u64::try_from(commit).unwrap_or(0);
-    // Every row of the batch, in order, with its link, then inserted a chunk
-    // at a time with one multi-row statement each (positions come back by
-    // event id).
+    // Every row of the batch, in order, with its position and link, then
+    // inserted a chunk at a time with one multi-row statement each. The
+    // positions are given, not left to AUTOINCREMENT, because links cover
+    // them: the writer holds the write lock, and the log's head is `commit`.
+    let signer = ChainSigner::new(keys);
+    let chain_key = signer.format().column();
     let mut rows = Vec::new();
+    let mut position = commit;
     for (append, &(current, head_link)) in batch.iter().zip(&heads) {
         let mut link = head_link;
         for (offset, event) in append.events.iter().enumerate() {
             let version = current + 1 + offset as u64;
             let headers = headers_json(&event.metadata.headers);
-            link = link.next(&new_row(append, version, event, &headers, recorded_at).digest());
-            rows.push((append, version, event, headers, link));
+            let stored = new_row(
+                append,
+                version,
+                event,
+                &headers,
+                recorded_at,
+                (commit, position),
+            );
+            link = signer.link(&link, &stored);
+            rows.push((append, version, event, headers, link, position));
+            position += 1;
         }
     }
-    let mut positions: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut insert = QueryBuilder::<Sqlite>::new(tables.rename(
-            "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
-             schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
-             trace_context, headers, recorded_at, hash) ",
+            "INSERT INTO annals_events (position, commit_id, event_id, stream_id, version, \
+             event_type, schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
+             trace_context, headers, recorded_at, hash, chain_key) ",
         ));
-        insert.push_values(chunk, |mut row, (append, version, event, headers, link)| {
-            let metadata = &event.metadata;
-            row.push_bind(commit)
-                .push_bind(event.event_id)
-                .push_bind(append.stream_id.as_str())
-                .push_bind(to_i64(*version))
-                .push_bind(event.event_type.as_str())
-                .push_bind(i64::from(event.schema_version))
-                .push_bind(event.payload.as_json())
-                .push_bind(metadata.tenant_id.as_deref())
-                .push_bind(metadata.correlation_id)
-                .push_bind(metadata.causation_id)
-                .push_bind(metadata.actor.as_deref())
-                .push_bind(metadata.trace_context.as_deref())
-                .push_bind(headers.as_str())
-                .push_bind(recorded_at)
-                .push_bind(link.as_bytes().as_slice());
-        });
-        insert.push(" RETURNING event_id, position");
-        let inserted: Vec<(Uuid, i64)> =
-            match insert.build_query_as().fetch_all(&mut *connection).await {
-                Ok(inserted) => inserted,
-                Err(error) => {
-                    let stored = stored_event_id(
-                        tables,
-                        connection,
-                        chunk.iter().map(|(_, _, event, _, _)| event.event_id),
-                    )
-                    .await;
-                    return Err(insert_error(error, stored));
-                }
-            };
-        positions.extend(inserted);
+        insert.push_values(
+            chunk,
+            |mut row, (append, version, event, headers, link, position)| {
+                let metadata = &event.metadata;
+                row.push_bind(*position)
+                    .push_bind(commit)
+                    .push_bind(event.event_id)
+                    .push_bind(append.stream_id.as_str())
+                    .push_bind(to_i64(*version))
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(i64::from(event.schema_version))
+                    .push_bind(event.payload.as_json())
+                    .push_bind(metadata.tenant_id.as_deref())
+                    .push_bind(metadata.correlation_id)
+                    .push_bind(metadata.causation_id)
+                    .push_bind(metadata.actor.as_deref())
+                    .push_bind(metadata.trace_context.as_deref())
+                    .push_bind(headers.as_str())
+                    .push_bind(recorded_at)
+                    .push_bind(link.as_bytes().as_slice())
+                    .push_bind(chain_key);
+            },
+        );
+        if let Err(error) = insert.build().execute(&mut *connection).await {
+            let stored = stored_event_id(
+                tables,
+                connection,
+                chunk.iter().map(|(_, _, event, _, _, _)| event.event_id),
+            )
+            .await;
+            return Err(insert_error(error, stored));
+        }
     }
     let mut results = Vec::with_capacity(batch.len());
+    let mut row_positions = rows.iter().map(|(.., position)| *position);
     for (append, &(current, _)) in batch.iter().zip(&heads) {
-        let positions: Vec<LogPosition> = append
-            .events
-            .iter()
-            .map(|event| {
-                let position = positions.get(&event.event_id).copied().unwrap_or(0);
-                LogPosition::new(commit_position, u64::try_from(position).unwrap_or(0))
-            })
+        let positions: Vec<LogPosition> = row_positions
+            .by_ref()
+            .take(append.events.len())
+            .map(|position| LogPosition::new(commit_position, u64::try_from(position).unwrap_or(0)))
             .collect();
         results.push(AppendResult {
             first_version: current + 1,

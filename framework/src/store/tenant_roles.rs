@@ -108,7 +108,8 @@ pub(crate) fn application_grants(schema: &str, tables: &TableNames, role: &str) 
     let mut sql = format!(
         "GRANT USAGE ON SCHEMA {schema} TO {role};\n\
          GRANT SELECT ON {schema}.{prefix}schema_history TO {role};\n\
-         GRANT SELECT, INSERT ON {schema}.{prefix}events TO {role};\n"
+         GRANT SELECT, INSERT ON {schema}.{prefix}events TO {role};\n\
+         GRANT USAGE ON SEQUENCE {schema}.{prefix}events_position_seq TO {role};\n"
     );
     for table in TENANT_TABLES {
         sql.push_str(&format!(
@@ -127,6 +128,7 @@ mod tests {
         let tables = TableNames::new("iam_").expect("prefix");
         let sql = application_grants("app", &tables, "iam_app").expect("grants");
         assert!(sql.contains("GRANT SELECT, INSERT ON app.iam_events TO iam_app;"));
+        assert!(sql.contains("GRANT USAGE ON SEQUENCE app.iam_events_position_seq TO iam_app;"));
         assert!(sql.contains("ON app.iam_subject_streams TO iam_app;"));
         assert!(!sql.contains("event_keys"));
         assert!(application_grants("app", &tables, "x; DROP TABLE y").is_err());
