@@ -127,6 +127,11 @@ const POSTGRES: &[Step] = &[
         name: "chain_coverage",
         template: include_str!("../templates/postgres/0015_chain_coverage.sql"),
     },
+    Step {
+        version: 16,
+        name: "tenant_streams",
+        template: include_str!("../templates/postgres/0016_tenant_streams.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

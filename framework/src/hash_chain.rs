@@ -84,6 +84,7 @@
 //! assert_eq!(report.events_checked, 1);
 //! let whole_log = store.verify_log().await?;
 //! assert_eq!(whole_log.heads.len(), 1);
+//! assert!(whole_log.head("user-1").is_some());
 //! # Ok(())
 //! # }
 //! ```
@@ -377,9 +378,47 @@ impl fmt::Display for BreakReason {
     }
 }
 
+/// A stream as a chain report names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChainStream {
+    /// Its tenant, where stream ids belong to their tenant (PostgreSQL);
+    /// `None` for a stream without a tenant, and on SQLite and in memory,
+    /// whose stream ids are global.
+    pub tenant_id: Option<String>,
+    /// Its id.
+    pub stream_id: String,
+}
+
+impl ChainStream {
+    /// The key of `event`'s stream: with its tenant when stream ids are
+    /// per tenant.
+    fn of(event: &StoredEvent<'_>, per_tenant: bool) -> Self {
+        ChainStream {
+            tenant_id: event
+                .tenant_id
+                .filter(|tenant| per_tenant && !tenant.is_empty())
+                .map(str::to_owned),
+            stream_id: event.stream_id.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ChainStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream {}", self.stream_id)?;
+        match &self.tenant_id {
+            Some(tenant) => write!(f, " of tenant {tenant:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The first link of a chain that does not verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainBreak {
+    /// The tenant of the stream, where stream ids belong to their tenant
+    /// (see [`ChainStream::tenant_id`]).
+    pub tenant_id: Option<String>,
     /// The stream of the event whose link is wrong.
     pub stream_id: String,
     /// Its version.
@@ -396,10 +435,14 @@ pub struct ChainBreak {
 
 impl fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stream = ChainStream {
+            tenant_id: self.tenant_id.clone(),
+            stream_id: self.stream_id.clone(),
+        };
         write!(
             f,
-            "stream {} version {}: {}: expected hash {}, found ",
-            self.stream_id, self.version, self.reason, self.expected
+            "{stream} version {}: {}: expected hash {}, found ",
+            self.version, self.reason, self.expected
         )?;
         match &self.found {
             Some(found) => write!(f, "{found}"),
@@ -416,7 +459,7 @@ pub struct ChainReport {
     pub events_checked: u64,
     /// The stored link of each checked stream's newest event, by stream:
     /// record them elsewhere to notice a stream cut short later.
-    pub heads: BTreeMap<String, EventHash>,
+    pub heads: BTreeMap<ChainStream, EventHash>,
     /// The first broken link in log order, if any.
     pub first_break: Option<ChainBreak>,
 }
@@ -425,6 +468,18 @@ impl ChainReport {
     /// Whether every link verified.
     pub fn is_intact(&self) -> bool {
         self.first_break.is_none()
+    }
+
+    /// The head of the stream with this id, when exactly one checked stream
+    /// has it (on a tenant handle: its tenant's stream).
+    pub fn head(&self, stream_id: &str) -> Option<&EventHash> {
+        let mut heads = self
+            .heads
+            .iter()
+            .filter(|(stream, _)| stream.stream_id == stream_id)
+            .map(|(_, head)| head);
+        let head = heads.next()?;
+        heads.next().is_none().then_some(head)
     }
 }
 
@@ -535,7 +590,8 @@ impl<'a> ChainSigner<'a> {
 #[derive(Debug)]
 pub(crate) struct ChainResigner<'a> {
     signer: ChainSigner<'a>,
-    heads: BTreeMap<String, EventHash>,
+    heads: BTreeMap<ChainStream, EventHash>,
+    per_tenant: bool,
 }
 
 impl<'a> ChainResigner<'a> {
@@ -543,7 +599,14 @@ impl<'a> ChainResigner<'a> {
         ChainResigner {
             signer: ChainSigner::new(Some(keys)),
             heads: BTreeMap::new(),
+            per_tenant: false,
         }
+    }
+
+    /// Chains streams per tenant and id, as PostgreSQL identifies them.
+    pub(crate) fn per_tenant_streams(mut self) -> Self {
+        self.per_tenant = true;
+        self
     }
 
     /// The `chain_key` column of the new links.
@@ -553,13 +616,14 @@ impl<'a> ChainResigner<'a> {
 
     /// `event`'s new link, chained to its stream's previous new link.
     pub(crate) fn link(&mut self, event: &StoredEvent<'_>) -> EventHash {
+        let stream = ChainStream::of(event, self.per_tenant);
         let previous = self
             .heads
-            .get(event.stream_id)
+            .get(&stream)
             .copied()
             .unwrap_or(EventHash::GENESIS);
         let link = self.signer.link(&previous, event);
-        self.heads.insert(event.stream_id.to_owned(), link);
+        self.heads.insert(stream, link);
         link
     }
 }
@@ -573,8 +637,11 @@ pub(crate) struct ChainVerifier {
     /// Whether unkeyed links that match are accepted even with keys (when
     /// re-signing a log that predates them).
     accept_unkeyed: bool,
+    /// Whether streams are identified by tenant and id (PostgreSQL) rather
+    /// than by id alone.
+    per_tenant: bool,
     /// Per stream: the last version seen and its stored link.
-    last: BTreeMap<String, (u64, Option<EventHash>)>,
+    last: BTreeMap<ChainStream, (u64, Option<EventHash>)>,
     events_checked: u64,
     /// The first break so far and its log position, to report the earliest.
     first_break: Option<(u64, ChainBreak)>,
@@ -588,6 +655,12 @@ impl ChainVerifier {
             keys: keys.cloned(),
             ..ChainVerifier::default()
         }
+    }
+
+    /// Chains streams per tenant and id, as PostgreSQL identifies them.
+    pub(crate) fn per_tenant_streams(mut self) -> Self {
+        self.per_tenant = true;
+        self
     }
 
     /// A verifier that checks keyed links with `keys` and unkeyed links as
@@ -609,7 +682,8 @@ impl ChainVerifier {
         format: LinkFormat,
     ) {
         self.events_checked += 1;
-        let previous = match self.last.get(event.stream_id) {
+        let stream = ChainStream::of(event, self.per_tenant);
+        let previous = match self.last.get(&stream) {
             Some((_, Some(link))) => *link,
             // A predecessor without a hash was reported itself; chain on
             // from the start so that one bad row is not reported twice.
@@ -649,6 +723,7 @@ impl ChainVerifier {
             self.first_break = Some((
                 position,
                 ChainBreak {
+                    tenant_id: stream.tenant_id.clone(),
                     stream_id: event.stream_id.to_owned(),
                     version: event.version,
                     reason,
@@ -657,8 +732,7 @@ impl ChainVerifier {
                 },
             ));
         }
-        self.last
-            .insert(event.stream_id.to_owned(), (event.version, found));
+        self.last.insert(stream, (event.version, found));
     }
 
     /// The report over everything checked.
@@ -790,7 +864,7 @@ mod tests {
         intact.check(2, &two, Some(h2), format);
         let report = intact.finish();
         assert!(report.is_intact());
-        assert_eq!(report.heads.get("s"), Some(&h2));
+        assert_eq!(report.head("s"), Some(&h2));
 
         let tampered = event("s", 2, "{\"x\":1}");
         let mut broken = ChainVerifier::default();

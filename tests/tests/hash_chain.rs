@@ -25,8 +25,10 @@ fn numbered(n: u64) -> NewEvent {
 }
 
 /// Three streams with every kind of column: NULLs, unicode, headers,
-/// several events per append and a multi-stream batch.
+/// several events per append and a multi-stream batch. `chain-1` belongs
+/// to a tenant (all its events name it), the others to none.
 async fn fill(t: &TestStore) {
+    let in_tenant = || Metadata::new().with_tenant("tenant-🦀");
     let full = Metadata::new()
         .with_actor("Ørjan")
         .with_tenant("tenant-🦀")
@@ -40,14 +42,14 @@ async fn fill(t: &TestStore) {
             &stream("chain-1"),
             ExpectedVersion::NoStream,
             vec![
-                numbered(1),
+                numbered(1).with_metadata(in_tenant()),
                 NewEvent::json(
                     "test.unicode",
                     &json!({ "name": "Zoë \"q\" 李", "x": [1.5, null] }),
                 )
                 .expect("event")
                 .with_metadata(full),
-                numbered(3),
+                numbered(3).with_metadata(in_tenant()),
             ],
         )
         .await
@@ -57,7 +59,7 @@ async fn fill(t: &TestStore) {
             StreamAppend::new(
                 stream("chain-1"),
                 ExpectedVersion::Exact(3),
-                vec![numbered(4)],
+                vec![numbered(4).with_metadata(in_tenant())],
             ),
             StreamAppend::new(
                 stream("chain-2"),
@@ -222,9 +224,9 @@ async fn links_follow_the_documented_format(t: &TestStore) {
         );
         previous = Some((&row.stream_id, link));
     }
-    let heads = t.store.verify_log().await.expect("verify").heads;
+    let heads = t.store.verify_log().await.expect("verify");
     assert_eq!(
-        heads.get("chain-1").map(|head| head.as_bytes().to_vec()),
+        heads.head("chain-1").map(|head| head.as_bytes().to_vec()),
         rows.iter()
             .rfind(|row| row.stream_id == "chain-1")
             .and_then(|row| row.hash.clone())
@@ -543,11 +545,20 @@ async fn postgres_retired_keys_verify_and_unknown_keys_are_named() {
         .expect("schema");
     let after_rotation = PostgresEventStore::builder(postgres_url())
         .schema(schema.clone())
-        .chain_keys(rotated)
+        .chain_keys(rotated.clone())
         .connect()
         .await
         .expect("store with the new key");
-    append_numbered(&after_rotation, "rotated", 2).await;
+    let tenant_after_rotation = application_role_builder(&owner)
+        .await
+        .chain_keys(rotated)
+        .connect()
+        .await
+        .expect("application role store with the new key")
+        .for_tenant("acme")
+        .await
+        .expect("tenant handle");
+    append_numbered(&tenant_after_rotation, "rotated", 2).await;
     let keys_used: Vec<Option<i16>> =
         sqlx::query_scalar("SELECT chain_key FROM annals_events ORDER BY version")
             .fetch_all(owner.pool())
@@ -616,13 +627,13 @@ async fn postgres_retired_keys_verify_and_unknown_keys_are_named() {
 async fn postgres_a_cut_stream_verifies_but_its_head_moves() {
     let (owner, _tenant) = keyed_postgres(&ChainKeys::new(key(1, 0x41))).await;
     append_numbered(&owner, "cut", 3).await;
-    let before = owner.verify_log().await.expect("verify").heads;
+    let before = owner.verify_log().await.expect("verify");
     let t = TestStore::from_postgres(owner);
     t.tamper("DELETE FROM annals_events WHERE stream_id = 'cut' AND version = 3")
         .await;
     let after = t.store.verify_log().await.expect("verify");
     assert!(after.is_intact());
-    assert_ne!(after.heads.get("cut"), before.get("cut"));
+    assert_ne!(after.head("cut"), before.head("cut"));
 }
 
 /// SQLite with keys: the file's writer without the key cannot add an

@@ -267,26 +267,47 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
     ));
     let chain = globex.verify_log().await.expect("verify");
     assert!(chain.is_intact());
-    assert_eq!(chain.heads.keys().collect::<Vec<_>>(), vec!["tenant-g1"]);
+    assert_eq!(
+        chain
+            .heads
+            .keys()
+            .map(|stream| (stream.tenant_id.as_deref(), stream.stream_id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(Some("globex"), "tenant-g1")]
+    );
 
-    // Appends into acme's stream, or naming acme, are refused; nothing of
-    // them is written.
-    let into_theirs = globex
+    // The same stream id in globex is globex's own stream: no refusal, no
+    // sign of acme's, and acme's stream is untouched.
+    globex
         .append(
             &acme_stream,
-            ExpectedVersion::Any,
-            vec![created("Hijack", Uuid::now_v7())],
+            ExpectedVersion::NoStream,
+            vec![created("Globex's own", Uuid::now_v7())],
         )
-        .await;
-    match into_theirs {
-        Err(Error::InvalidInput { field, reason }) => {
-            assert_eq!(field, "stream id");
-            assert!(
-                reason.contains("tenant-a1") && reason.contains("globex"),
-                "{reason}"
-            );
+        .await
+        .expect("globex has a stream of the same id");
+    assert_eq!(
+        globex.stream_version(&acme_stream).await.expect("version"),
+        1
+    );
+    let globex_own = globex.read_stream(&acme_stream, 1, 10).await.expect("read");
+    assert_eq!(globex_own.len(), 1);
+    assert_eq!(globex_own[0].metadata.tenant_id.as_deref(), Some("globex"));
+    let acme_own = acme.read_stream(&acme_stream, 1, 10).await.expect("read");
+    assert_eq!(acme_own.len(), 1);
+    assert_eq!(acme_own[0].metadata.tenant_id.as_deref(), Some("acme"));
+    // The owner's unscoped store cannot tell which is meant.
+    for outcome in [
+        owner.read_stream(&acme_stream, 1, 10).await.map(drop),
+        owner.stream_version(&acme_stream).await.map(drop),
+    ] {
+        match outcome {
+            Err(Error::InvalidInput { field, reason }) => {
+                assert_eq!(field, "stream id");
+                assert!(reason.contains("2 tenants"), "{reason}");
+            }
+            other => panic!("expected an ambiguous stream id, got {other:?}"),
         }
-        other => panic!("expected a refusal, got {other:?}"),
     }
     let naming_acme = NewEvent::from_event(&TenantCreated { name: "x".into() })
         .expect("event")
@@ -314,9 +335,9 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
         0
     );
 
-    // The unscoped store of the owner sees both; the application role
-    // without a tenant sees nothing (fail-closed).
-    assert_eq!(read_log(&owner, 2).await.len(), 2);
+    // The unscoped store of the owner sees every event; the application
+    // role without a tenant sees nothing (fail-closed).
+    assert_eq!(read_log(&owner, 3).await.len(), 3);
     assert!(
         app.read_all(LogPosition::START, 1_000)
             .await
@@ -1190,6 +1211,144 @@ async fn per_tenant_subscriptions_deliver_each_of_their_events_once() {
                 .iter()
                 .all(|event| event.metadata.tenant_id.as_deref() == Some(*tenant)),
             "{tenant}"
+        );
+    }
+}
+
+/// Stream ids belong to their tenant, in every layout: acme and globex each
+/// have a `user-1` (its own versions, snapshots and chain), neither learns
+/// of the other's through an append, a conflict or a read, and the owner's
+/// unscoped store, which addresses streams by id alone, refuses to guess.
+#[tokio::test]
+async fn stream_ids_belong_to_their_tenant_in_every_layout() {
+    for layout in [
+        "embedded",
+        "schema and prefix",
+        "partitioned by stream",
+        "partitioned by tenant",
+    ] {
+        let owner = owner_in_layout(layout).await;
+        let app = application_role_store(&owner).await;
+        let acme = app.for_tenant("acme").await.expect("acme");
+        let globex = app.for_tenant("globex").await.expect("globex");
+        let user = stream("user-1");
+        acme.append(
+            &user,
+            ExpectedVersion::NoStream,
+            vec![
+                created("Ada", Uuid::now_v7()),
+                created("Ada L.", Uuid::now_v7()),
+            ],
+        )
+        .await
+        .expect("acme's user-1");
+        // Before stream ids were per tenant this was refused, naming the
+        // stream as another tenant's.
+        globex
+            .append(
+                &user,
+                ExpectedVersion::NoStream,
+                vec![created("Grace", Uuid::now_v7())],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{layout}: globex's own user-1: {error:?}"));
+
+        assert_eq!(
+            acme.stream_version(&user).await.expect("version"),
+            2,
+            "{layout}"
+        );
+        assert_eq!(
+            globex.stream_version(&user).await.expect("version"),
+            1,
+            "{layout}"
+        );
+        let theirs = globex.read_stream(&user, 1, 10).await.expect("read");
+        assert_eq!(theirs.len(), 1, "{layout}");
+        assert_eq!(theirs[0].metadata.tenant_id.as_deref(), Some("globex"));
+        // A conflict tells globex its own version, nothing of acme's.
+        match globex
+            .append(
+                &user,
+                ExpectedVersion::Exact(2),
+                vec![created("x", Uuid::now_v7())],
+            )
+            .await
+        {
+            Err(Error::VersionConflict { actual, .. }) => assert_eq!(actual, 1, "{layout}"),
+            other => panic!("{layout}: expected globex's own conflict, got {other:?}"),
+        }
+        // Within a tenant a stream is still one stream.
+        match acme
+            .append(
+                &user,
+                ExpectedVersion::NoStream,
+                vec![created("x", Uuid::now_v7())],
+            )
+            .await
+        {
+            Err(Error::VersionConflict { actual, .. }) => assert_eq!(actual, 2, "{layout}"),
+            other => panic!("{layout}: expected acme's conflict, got {other:?}"),
+        }
+
+        // Snapshots of the same stream id and version, one per tenant.
+        for (handle, name) in [(&acme, "acme"), (&globex, "globex")] {
+            let mut taken = snapshot(&user);
+            taken.data = name.as_bytes().to_vec();
+            handle.save_snapshot(taken).await.expect("snapshot");
+        }
+        for (handle, name) in [(&acme, "acme"), (&globex, "globex")] {
+            let loaded = handle
+                .load_snapshot(&user, None)
+                .await
+                .expect("load")
+                .expect("a snapshot");
+            assert_eq!(loaded.data, name.as_bytes(), "{layout}");
+        }
+
+        // The owner addresses a stream by id: an id two tenants use is
+        // refused rather than mixed; its appends go to the tenant the
+        // events name.
+        match owner.read_stream(&user, 1, 10).await {
+            Err(Error::InvalidInput { field, reason }) => {
+                assert_eq!(field, "stream id");
+                assert!(
+                    reason.contains("user-1") && reason.contains("2 tenants"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{layout}: expected an ambiguous id, got {other:?}"),
+        }
+        let initech = created("Initech's", Uuid::now_v7())
+            .with_metadata(Metadata::new().with_tenant("initech"));
+        owner
+            .append(&user, ExpectedVersion::NoStream, vec![initech])
+            .await
+            .expect("the owner appends to initech's user-1");
+        let initech_handle = app.for_tenant("initech").await.expect("initech");
+        assert_eq!(initech_handle.stream_version(&user).await.expect("v"), 1);
+
+        let chain = owner.verify_log().await.expect("verify");
+        assert!(chain.is_intact(), "{layout}: {:?}", chain.first_break);
+        let mut tenants: Vec<Option<&str>> = chain
+            .heads
+            .keys()
+            .filter(|stream| stream.stream_id == "user-1")
+            .map(|stream| stream.tenant_id.as_deref())
+            .collect();
+        tenants.sort();
+        assert_eq!(
+            tenants,
+            [Some("acme"), Some("globex"), Some("initech")],
+            "{layout}"
+        );
+        assert!(chain.head("user-1").is_none(), "three streams have that id");
+        assert!(
+            acme.verify_stream(&user)
+                .await
+                .expect("verify")
+                .head("user-1")
+                .is_some()
         );
     }
 }

@@ -101,6 +101,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "chain_coverage",
         sql: include_str!("../../../migrations/postgres/0015_chain_coverage.sql"),
     },
+    Migration {
+        version: 16,
+        name: "tenant_streams",
+        sql: include_str!("../../../migrations/postgres/0016_tenant_streams.sql"),
+    },
 ];
 
 /// SQLite migrations.

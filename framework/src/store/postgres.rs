@@ -96,6 +96,24 @@ macro_rules! select_events {
     };
 }
 
+/// `SELECT <every column>, holders FROM annals_events` and a clause, for a
+/// stream's events (`$1`): `holders` counts the tenants with a stream of
+/// that id (each has a version 1). More than one can only be seen by the
+/// unscoped store, which then cannot tell which stream is meant.
+macro_rules! stream_events {
+    ($clause:literal) => {
+        concat!(
+            "SELECT position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
+             version, event_type, schema_version, payload::text AS payload, tenant_id, \
+             correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
+             recorded_at, (SELECT count(*) FROM annals_events h \
+                           WHERE h.stream_id = $1 AND h.version = 1) AS holders \
+             FROM annals_events ",
+            $clause
+        )
+    };
+}
+
 /// The whole append in one statement; see the module docs. Each stream
 /// belongs to a group (`$15`): a group commit writes several callers' appends
 /// at once, and a conflict keeps only its own group's events out.
@@ -103,10 +121,11 @@ const APPEND_SQL: &str = "
 WITH expectations AS (
     SELECT s.stream_id, s.expected, s.grp, COALESCE(h.version, 0) AS head,
            COALESCE(h.hash, '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS head_link
-    FROM unnest($1::text[], $2::int8[], $15::int4[]) AS s(stream_id, expected, grp)
+    FROM unnest($1::text[], $2::int8[], $15::int4[], $19::text[]) AS s(stream_id, expected, grp, tenant_key)
     LEFT JOIN LATERAL (
         SELECT e.version, e.hash FROM annals_events e
-        WHERE e.stream_id = s.stream_id ORDER BY e.version DESC LIMIT 1
+        WHERE e.stream_id = s.stream_id AND coalesce(e.tenant_id, '') = s.tenant_key
+        ORDER BY e.version DESC LIMIT 1
     ) h ON true
 ),
 conflicts AS (
@@ -451,10 +470,17 @@ impl PostgresEventStore {
     /// to `tenant`'s rows, by row-level security on Annals' tables: each
     /// operation runs in a transaction that sets `annals.tenant` for itself
     /// alone. It reads, queries and replays only the tenant's events,
-    /// snapshots, checkpoints and dead letters (another tenant's stream reads
-    /// as empty), stamps the tenant on the events it appends (refusing
-    /// events that name another tenant) and cannot append to another
-    /// tenant's stream. The handle does not migrate and has no group commit.
+    /// snapshots, checkpoints and dead letters, and stamps the tenant on the
+    /// events it appends (refusing events that name another tenant).
+    /// Stream ids belong to their tenant: `acme`'s `user-1` and `globex`'s
+    /// `user-1` are two streams, each with its own versions, and neither
+    /// tenant's appends or errors reveal the other's. The handle does not
+    /// migrate and has no group commit.
+    ///
+    /// The unscoped store (the owner's cross-tenant path) addresses a stream
+    /// by its id alone: reading an id that several tenants use is refused
+    /// ([`Error::InvalidInput`], field `stream id`), and its appends go to
+    /// the stream of the tenant their events name.
     ///
     /// The pool must connect as the *application role*: a role granted
     /// access with [`grant_tenant_access`](Self::grant_tenant_access), which
@@ -473,8 +499,13 @@ impl PostgresEventStore {
     ///     .connect()
     ///     .await?;
     /// let acme = store.for_tenant("acme").await?;
-    /// let theirs = StreamId::new("user-of-globex")?;
-    /// assert!(acme.read_stream(&theirs, 1, 100).await?.is_empty());
+    /// let globex = store.for_tenant("globex").await?;
+    /// let user = StreamId::new("user-1")?;
+    /// let registered = || NewEvent::json("iam.user.registered", &serde_json::json!({}));
+    /// acme.append(&user, ExpectedVersion::NoStream, vec![registered()?]).await?;
+    /// // globex's `user-1` is another stream: it does not exist yet.
+    /// assert!(globex.read_stream(&user, 1, 100).await?.is_empty());
+    /// globex.append(&user, ExpectedVersion::NoStream, vec![registered()?]).await?;
     /// # Ok(())
     /// # }
     /// ```
@@ -688,6 +719,47 @@ impl PostgresEventStore {
 }
 
 impl PostgresEventStore {
+    /// [`fetch_events`](Self::fetch_events) for a `stream_events!` query,
+    /// refusing a stream id several tenants hold.
+    async fn fetch_stream_events(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+        stream: &StreamId,
+        operation: &'static str,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut session = self.session().await?;
+        let mut rows = query.fetch(session.connection());
+        let mut events = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(failed(operation))? {
+            if events.is_empty() {
+                let holders: i64 = row.try_get(15).map_err(|error| failed(operation)(error))?;
+                check_one_holder(stream, holders)?;
+            }
+            events.push(decode_row(&row)?);
+        }
+        drop(rows);
+        session.finish().await?;
+        Ok(events)
+    }
+}
+
+/// Refuses a stream id that `holders` tenants hold (only the unscoped store
+/// sees more than one): it cannot tell which stream is meant.
+fn check_one_holder(stream: &StreamId, holders: i64) -> Result<()> {
+    if holders > 1 {
+        return Err(Error::invalid(
+            "stream id",
+            format!(
+                "stream `{stream}` exists in {holders} tenants, and this store is not scoped to \
+                 one, so it cannot tell which is meant: read it through a tenant handle \
+                 (`for_tenant`)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl PostgresEventStore {
     /// The notifier woken by appends to this store's schema, starting the
     /// listening task on first use. `None` if listening cannot start (the
     /// caller then just polls).
@@ -752,7 +824,7 @@ impl PostgresEventStore {
     /// of one statement: one consistent read.
     async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
         let mut session = self.session().await?;
-        let mut verifier = ChainVerifier::new(self.chain_keys.as_deref());
+        let mut verifier = ChainVerifier::new(self.chain_keys.as_deref()).per_tenant_streams();
         {
             let mut rows = match stream {
                 Some(stream) => sqlx::query(self.tables.sql(chain_rows!("WHERE stream_id = $1")))
@@ -830,8 +902,8 @@ impl PostgresEventStore {
             }
             _ => failed("lift the immutability trigger")(error),
         })?;
-        let mut verifier = ChainVerifier::accepting_unkeyed(keys);
-        let mut resigner = ChainResigner::new(keys);
+        let mut verifier = ChainVerifier::accepting_unkeyed(keys).per_tenant_streams();
+        let mut resigner = ChainResigner::new(keys).per_tenant_streams();
         let mut positions: Vec<i64> = Vec::new();
         let mut links: Vec<Vec<u8>> = Vec::new();
         {
@@ -990,6 +1062,9 @@ struct AppendColumns<'a> {
     actors: Vec<Option<&'a str>>,
     trace_contexts: Vec<Option<&'a str>>,
     headers: Vec<String>,
+    /// Per stream: the tenant it belongs to (`''` for none), part of its
+    /// identity since migration 16.
+    stream_tenants: Vec<&'a str>,
 }
 
 impl<'a> AppendColumns<'a> {
@@ -1015,6 +1090,7 @@ impl<'a> AppendColumns<'a> {
             columns.streams.push(append.stream_id.as_str());
             columns.expected.push(encode_expected(append.expected));
             columns.groups.push(group);
+            columns.stream_tenants.push(stream_tenant(append)?);
             for (index, event) in append.events.iter().enumerate() {
                 let metadata = &event.metadata;
                 columns.stream_ids.push(append.stream_id.as_str());
@@ -1045,6 +1121,34 @@ impl<'a> AppendColumns<'a> {
         }
         Ok(())
     }
+}
+
+/// The tenant a stream append's events name (`""` for none): a stream
+/// belongs to one tenant, so they must all name the same one.
+fn stream_tenant(append: &StreamAppend) -> Result<&str> {
+    fn tenant_of(event: &crate::envelope::NewEvent) -> Option<&str> {
+        event.metadata.tenant_id.as_deref()
+    }
+    let first = append.events.first().and_then(tenant_of);
+    if let Some(other) = append
+        .events
+        .iter()
+        .map(tenant_of)
+        .find(|tenant| *tenant != first)
+    {
+        let show =
+            |tenant: Option<&str>| tenant.map_or_else(|| "none".to_owned(), |t| format!("{t:?}"));
+        return Err(Error::invalid(
+            "tenant id",
+            format!(
+                "the events of one append to stream `{}` name different tenants ({} and {}): a stream belongs to one tenant",
+                append.stream_id,
+                show(first),
+                show(other)
+            ),
+        ));
+    }
+    Ok(first.unwrap_or(""))
 }
 
 /// Per stream: (version, position) of every row written, and when.
@@ -1226,6 +1330,7 @@ impl PostgresEventStore {
             .bind(pads.as_ref().map(|(inner, _)| inner.as_slice()))
             .bind(pads.as_ref().map(|(_, outer)| outer.as_slice()))
             .bind(LinkFormat::signing(self.chain_keys.as_deref()).column())
+            .bind(&columns.stream_tenants)
             .fetch_all(executor)
             .await
     }
@@ -1255,22 +1360,6 @@ impl FlightWriter for PostgresEventStore {
                     last_collision = Some(error);
                 }
             }
-        }
-        if let Some(tenant) = &self.tenant {
-            // The stream's events are there, but row-level security hides
-            // them from this tenant: every attempt starts it afresh and hits
-            // the existing versions.
-            return Err(Error::invalid(
-                "stream id",
-                format!(
-                    "tenant {tenant:?} cannot append to {}: a stream of another tenant",
-                    batch
-                        .iter()
-                        .map(|append| format!("`{}`", append.stream_id))
-                        .collect::<Vec<_>>()
-                        .join(" or ")
-                ),
-            ));
         }
         Err(Error::Backend {
             backend: BACKEND,
@@ -1389,14 +1478,16 @@ impl EventStore for PostgresEventStore {
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let mut session = self.session().await?;
-        let version: i64 = sqlx::query_scalar(self.tables.sql(
-            "SELECT COALESCE(max(version), 0)::bigint FROM annals_events WHERE stream_id = $1",
+        let (version, holders): (i64, i64) = sqlx::query_as(self.tables.sql(
+            "SELECT COALESCE((SELECT max(version) FROM annals_events WHERE stream_id = $1), 0)::bigint, \
+                    (SELECT count(*) FROM annals_events WHERE stream_id = $1 AND version = 1)",
         ))
         .bind(stream.as_str())
         .fetch_one(session.connection())
         .await
         .map_err(failed("read stream version"))?;
         session.finish().await?;
+        check_one_holder(stream, holders)?;
         Ok(u64::try_from(version).unwrap_or(0))
     }
 
@@ -1408,12 +1499,12 @@ impl EventStore for PostgresEventStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
         const SQL: &str =
-            select_events!("WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3");
+            stream_events!("WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3");
         let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
             .bind(to_i64(from_version))
             .bind(limit(max_count));
-        self.fetch_events(query, "read stream").await
+        self.fetch_stream_events(query, stream, "read stream").await
     }
 
     #[tracing::instrument(name = "annals.store.read_stream_backward", skip_all, fields(backend = BACKEND, stream = %stream))]
@@ -1424,12 +1515,13 @@ impl EventStore for PostgresEventStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
         const SQL: &str =
-            select_events!("WHERE stream_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3");
+            stream_events!("WHERE stream_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3");
         let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
             .bind(before_version.map_or(i64::MAX, to_i64))
             .bind(limit(max_count));
-        self.fetch_events(query, "read stream backward").await
+        self.fetch_stream_events(query, stream, "read stream backward")
+            .await
     }
 
     #[tracing::instrument(name = "annals.store.read_all", skip_all, fields(backend = BACKEND, after = %after))]
