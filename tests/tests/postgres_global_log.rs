@@ -5,7 +5,8 @@
 //! `concurrent_writers_and_a_tailing_reader` proves it under load: 8 writers
 //! append to shared streams for several seconds while a reader tails the log
 //! from its saved position, and must see every committed event exactly once,
-//! each stream in version order.
+//! each stream in version order. Appends naming the same streams in
+//! opposite orders do not deadlock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,4 +294,68 @@ async fn concurrent_writers_and_a_tailing_reader() {
         streams.len(),
         seen.len(),
     );
+}
+
+/// Multi-stream appends that name the same streams in opposite orders do
+/// not deadlock: rows are inserted in one canonical order (by stream), so
+/// two appends never wait on each other's versions crosswise. Counted by
+/// PostgreSQL itself, in a database of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opposite_order_multi_stream_appends_do_not_deadlock() {
+    let url = annals_tests::backends::postgres_url();
+    let admin = PgPool::connect(&url).await.expect("connect");
+    let database = format!("deadlock_{}", Uuid::now_v7().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin)
+        .await
+        .expect("a database of its own");
+    let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+    let own_url = format!("{base}/{database}");
+    let store = annals::store::PostgresEventStore::builder(own_url)
+        .without_group_commit()
+        .max_connections(4)
+        .connect()
+        .await
+        .expect("store");
+    let writers: Vec<_> = [["left", "right"], ["right", "left"]]
+        .into_iter()
+        .map(|order| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..60u64 {
+                    let batch = order
+                        .iter()
+                        .map(|id| {
+                            StreamAppend::new(
+                                stream(id),
+                                ExpectedVersion::Any,
+                                vec![
+                                    NewEvent::json("test.numbered", &json!({ "n": n }))
+                                        .expect("event"),
+                                ],
+                            )
+                        })
+                        .collect();
+                    store.append_batch(batch).await.expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    assert_eq!(store.stream_version(&stream("left")).await.expect("v"), 120);
+    // Closing the pool ends its backends, which report their counters.
+    store.pool().close().await;
+    let deadlocks: i64 =
+        sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = $1")
+            .bind(&database)
+            .fetch_one(&admin)
+            .await
+            .expect("statistics");
+    assert_eq!(deadlocks, 0, "opposite orders deadlocked");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
+        .execute(&admin)
+        .await
+        .expect("drop the database");
 }

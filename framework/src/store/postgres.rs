@@ -169,7 +169,11 @@ inserted AS (
             OFFSET 0
         ) r
     ) n
-    ORDER BY n.ord
+    -- Rows go in by stream, whatever order the callers named the streams
+    -- in: two appends to the same streams then take their version keys in
+    -- the same order and never wait on each other crosswise (a deadlock).
+    -- Positions were drawn above, in the callers' order.
+    ORDER BY n.stream_id, n.version
     RETURNING stream_id, version, position, transaction_id, recorded_at
 )
 SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id, recorded_at
