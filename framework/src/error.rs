@@ -57,6 +57,25 @@ pub enum Error {
         actual: u64,
     },
 
+    /// The stream's newest event is not the one the append expected
+    /// ([`StreamAppend::with_expected_head`](crate::store::StreamAppend::with_expected_head)):
+    /// its history is another one than the caller decided on, even if its
+    /// version matches. Nothing of the append was written.
+    #[error(
+        "stream `{stream}` at version {version} ends with event {}, not {expected_event}: its history is not the one expected",
+        found_event.map_or_else(|| "none".to_owned(), |id| id.to_string())
+    )]
+    HistoryMismatch {
+        /// The stream.
+        stream: String,
+        /// Its version when the append was checked.
+        version: u64,
+        /// The newest event the caller expected.
+        expected_event: uuid::Uuid,
+        /// Its actual newest event (`None`: no stream).
+        found_event: Option<uuid::Uuid>,
+    },
+
     /// A stored event could not be read back: its payload or metadata is not
     /// valid JSON, or a column holds a value out of range.
     #[error(
@@ -232,9 +251,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// `true` for [`Error::VersionConflict`].
+    /// `true` for [`Error::VersionConflict`] and [`Error::HistoryMismatch`]:
+    /// the stream is not where the caller thought; reload and decide again.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::VersionConflict { .. })
+        matches!(
+            self,
+            Error::VersionConflict { .. } | Error::HistoryMismatch { .. }
+        )
     }
 
     /// Shorthand for an [`Error::InvalidInput`].

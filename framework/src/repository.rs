@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
+use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Handle};
 use crate::cache::{CacheKey, CacheValue, EventCache};
@@ -148,6 +149,54 @@ impl<A> std::fmt::Debug for Repository<A> {
 
 /// The cache key of an aggregate's state in `tenant`'s entries (also purged
 /// by [`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)).
+/// A state as the repository caches it: the state, its version, and the
+/// id of the event at that version, so that an entry is only used for the
+/// history it summarises (another database behind the same cache, or a
+/// restored one, has other event ids at the same versions).
+struct CachedState<A> {
+    state: A,
+    version: u64,
+    head: Uuid,
+}
+
+impl<A: Aggregate> CachedState<A> {
+    /// The first byte of every entry: the layout below. Entries of another
+    /// layout (an older Annals) do not decode and are dropped.
+    const FORMAT: u8 = 2;
+    /// Format byte, version, head event id.
+    const HEADER: usize = 1 + 8 + 16;
+
+    /// `FORMAT || version (big-endian) || head event id || state as JSON`.
+    fn encode(version: u64, head: Uuid, state: &A) -> Option<Vec<u8>> {
+        let mut value = Vec::with_capacity(Self::HEADER + 64);
+        value.push(Self::FORMAT);
+        value.extend_from_slice(&version.to_be_bytes());
+        value.extend_from_slice(head.as_bytes());
+        serde_json::to_writer(&mut value, state).ok()?;
+        Some(value)
+    }
+
+    /// The entry, or `None` for another layout, a version 0 (no history to
+    /// summarise) or a state that does not decode.
+    fn decode(value: &[u8]) -> Option<Self> {
+        let (&format, rest) = value.split_first()?;
+        if format != Self::FORMAT || rest.len() < Self::HEADER - 1 {
+            return None;
+        }
+        let (version, rest) = rest.split_at(8);
+        let (head, body) = rest.split_at(16);
+        let version = u64::from_be_bytes(version.try_into().ok()?);
+        if version == 0 {
+            return None;
+        }
+        Some(CachedState {
+            state: serde_json::from_slice(body).ok()?,
+            version,
+            head: Uuid::from_slice(head).ok()?,
+        })
+    }
+}
+
 pub(crate) fn state_key<A: Aggregate>(tenant: Option<&str>, stream_id: &StreamId) -> CacheKey {
     CacheKey::new(
         tenant,
@@ -181,6 +230,13 @@ impl<A: Aggregate> Repository<A> {
     /// A load then starts from the cached state and still reads any newer
     /// events from the store, so a stale entry costs a few more events, never
     /// a wrong answer; a failing cache is logged and bypassed.
+    ///
+    /// Each entry names the history it summarises (its version and the id
+    /// of the event at that version): a load checks that event, and a
+    /// command decided on a cached state appends only if the stream still
+    /// ends with it. An entry of another history (another database behind
+    /// the same cache, a restored one) is dropped and counted
+    /// (`annals_cached_states_dropped_total`), never used.
     pub fn with_cache(mut self, cache: Arc<dyn EventCache>) -> Self {
         self.cache = Some(cache);
         self
@@ -206,8 +262,10 @@ impl<A: Aggregate> Repository<A> {
         state_key::<A>(tenant, stream_id)
     }
 
-    /// The cached state of a stream, if a cache is set, holds it and it decodes.
-    async fn cached_state(&self, stream_id: &StreamId) -> Option<(A, u64)> {
+    /// The cached state of a stream, if a cache is set, holds it and it
+    /// decodes: the state, its version and the id of the event at that
+    /// version (the history it summarises).
+    async fn cached_state(&self, stream_id: &StreamId) -> Option<CachedState<A>> {
         let cache = self.cache.as_ref()?;
         let value = match cache.get(&self.state_key(stream_id)).await {
             Ok(value) => value?,
@@ -216,29 +274,30 @@ impl<A: Aggregate> Repository<A> {
                 return None;
             }
         };
-        let decoded = (value.len() >= 8)
-            .then(|| {
-                let (header, body) = value.split_at(8);
-                let version = u64::from_be_bytes(header.try_into().ok()?);
-                let state: A = serde_json::from_slice(body).ok()?;
-                Some((state, version))
-            })
-            .flatten();
+        let decoded = CachedState::decode(&value);
         if decoded.is_none() {
             tracing::warn!(stream = %stream_id, "dropping a cached state that does not decode");
-            let _ = cache.remove(&[self.state_key(stream_id)]).await;
+            self.drop_cached(stream_id, "undecodable").await;
         }
         decoded
     }
 
-    /// Writes a state through to the cache; failures are logged.
-    async fn cache_state(&self, stream_id: &StreamId, version: u64, state: &A) {
-        let Some(cache) = &self.cache else { return };
-        let mut value = version.to_be_bytes().to_vec();
-        if let Err(error) = serde_json::to_writer(&mut value, state) {
-            tracing::warn!(stream = %stream_id, %error, "state does not serialise for the cache");
-            return;
+    /// Removes a stream's cached state, counting why.
+    async fn drop_cached(&self, stream_id: &StreamId, reason: &'static str) {
+        crate::telemetry::cached_state_dropped(A::NAME, reason);
+        if let Some(cache) = &self.cache {
+            let _ = cache.remove(&[self.state_key(stream_id)]).await;
         }
+    }
+
+    /// Writes a state through to the cache, with the version and the id of
+    /// the event at that version; failures are logged.
+    async fn cache_state(&self, stream_id: &StreamId, version: u64, head: Uuid, state: &A) {
+        let Some(cache) = &self.cache else { return };
+        let Some(value) = CachedState::encode(version, head, state) else {
+            tracing::warn!(stream = %stream_id, "state does not serialise for the cache");
+            return;
+        };
         if let Err(error) = cache
             .put(&self.state_key(stream_id), CacheValue::from(value))
             .await
@@ -305,11 +364,11 @@ impl<A: Aggregate> Repository<A> {
     pub async fn load_cached(&self, id: impl Display) -> Result<Loaded<A>> {
         crate::registry::validate_once()?;
         let stream_id = A::stream_id(&id)?;
-        if let Some((state, version)) = self.cached_state(&stream_id).await {
+        if let Some(cached) = self.cached_state(&stream_id).await {
             return Ok(Loaded {
                 stream_id,
-                state,
-                version,
+                state: cached.state,
+                version: cached.version,
             });
         }
         self.load_stream(stream_id).await
@@ -348,23 +407,28 @@ impl<A: Aggregate> Repository<A> {
             None if use_cache => self.cached_state(stream_id).await,
             _ => None,
         };
-        let from_cache = cached.as_ref().map(|(_, version)| *version);
+        let from_cache = cached.as_ref().map(|cached| (cached.version, cached.head));
         let start = match cached {
-            Some(found) => Some(found),
+            Some(found) => Some((found.state, found.version)),
             None => self.restore_snapshot(stream_id, max_version).await,
         };
         let (mut state, mut version) = start.unwrap_or_else(|| (A::default(), 0));
         // A cached state is checked against the store: the event at its
-        // version must exist. Reading from that version (not after it)
-        // checks it in the same round trip.
-        let mut check_cached = from_cache.filter(|cached| *cached > 0);
+        // version must be the one it summarises (same id), not just exist.
+        // Reading from that version (not after it) checks it in the same
+        // round trip.
+        let mut check_cached = from_cache;
+        // The id of the event at `version`, once an event was read.
+        let mut head = None;
         let limit = max_version.unwrap_or(u64::MAX);
-        while version < limit {
+        // The cached entry is checked even when it claims the last version
+        // there is (`u64::MAX`).
+        while version < limit || check_cached.is_some() {
             let want = usize::try_from(limit - version)
                 .unwrap_or(usize::MAX)
                 .min(LOAD_PAGE);
             let (from, extra) = match check_cached {
-                Some(cached) => (cached, 1),
+                Some((cached, _)) => (cached, 1),
                 None => (version + 1, 0),
             };
             let page = self
@@ -372,13 +436,13 @@ impl<A: Aggregate> Repository<A> {
                 .read_stream(stream_id, from, want + extra)
                 .await?;
             let mut events = page.iter();
-            if let Some(cached) = check_cached.take()
-                && events.next().is_none_or(|first| first.version != cached)
+            if let Some((cached, cached_head)) = check_cached.take()
+                && events
+                    .next()
+                    .is_none_or(|first| first.version != cached || first.event_id != cached_head)
             {
-                tracing::warn!(stream = %stream_id, cached, "the cached state is ahead of the store; dropping it");
-                if let Some(cache) = &self.cache {
-                    let _ = cache.remove(&[self.state_key(stream_id)]).await;
-                }
+                tracing::warn!(stream = %stream_id, cached, "the cached state summarises another history than the store's; dropping it");
+                self.drop_cached(stream_id, "history").await;
                 return Ok(None);
             }
             let done = page.len() < want + extra;
@@ -386,13 +450,16 @@ impl<A: Aggregate> Repository<A> {
                 let event: A::Event = recorded.decode()?;
                 state.apply_event(&event);
                 version = recorded.version;
+                head = Some(recorded.event_id);
             }
             if done {
                 break;
             }
         }
-        if max_version.is_none() && version > 0 && from_cache != Some(version) {
-            self.cache_state(stream_id, version, &state).await;
+        if max_version.is_none()
+            && let Some(head) = head
+        {
+            self.cache_state(stream_id, version, head, &state).await;
         }
         Ok(Some(Loaded {
             stream_id: stream_id.clone(),
@@ -634,11 +701,11 @@ impl<A: Aggregate> Repository<A> {
             };
             let trusted_cache = cached.is_some();
             attempt += 1;
-            let (mut state, version) = match cached {
-                Some(found) => found,
+            let (mut state, version, cached_head) = match cached {
+                Some(found) => (found.state, found.version, Some(found.head)),
                 None => {
                     let loaded = self.load_stream(stream_id.clone()).await?;
-                    (loaded.state, loaded.version)
+                    (loaded.state, loaded.version, None)
                 }
             };
             let decided = state.handle(command);
@@ -658,16 +725,39 @@ impl<A: Aggregate> Repository<A> {
                 });
             }
             let new_events = to_new_events::<A>(&events, &metadata)?;
-            let expected = ExpectedVersion::Exact(version);
-            match self.store.append(&stream_id, expected, new_events).await {
+            let new_head = new_events.last().map(|event| event.event_id);
+            // Decided on a cached state: the append also requires the
+            // history it summarises, not only its length.
+            let mut append = StreamAppend::new(
+                stream_id.clone(),
+                ExpectedVersion::Exact(version),
+                new_events,
+            );
+            if let Some(head) = cached_head {
+                append = append.with_expected_head(head);
+            }
+            let appended = self
+                .store
+                .append_batch(vec![append])
+                .await
+                .and_then(|mut results| {
+                    results.pop().ok_or_else(|| Error::Backend {
+                        backend: self.store.backend(),
+                        operation: "append",
+                        source: "the store reported no result for the append".into(),
+                    })
+                });
+            match appended {
                 Ok(result) => {
                     for event in &events {
                         state.apply_event(event);
                     }
                     self.maybe_snapshot(&stream_id, version, result.last_version, &state)
                         .await;
-                    self.cache_state(&stream_id, result.last_version, &state)
-                        .await;
+                    if let Some(head) = new_head {
+                        self.cache_state(&stream_id, result.last_version, head, &state)
+                            .await;
+                    }
                     return Ok(Executed {
                         state,
                         version: result.last_version,
@@ -676,12 +766,16 @@ impl<A: Aggregate> Repository<A> {
                     });
                 }
                 // A conflict on a cached state is not a real attempt: the
-                // cache was behind; decide again on the store's state.
-                Err(Error::VersionConflict { .. }) if trusted_cache => {
+                // cache was behind, or summarised another history; decide
+                // again on the store's state.
+                Err(error) if trusted_cache && error.is_conflict() => {
                     attempt -= 1;
-                    if let Some(cache) = &self.cache {
-                        let _ = cache.remove(&[self.state_key(&stream_id)]).await;
-                    }
+                    let reason = if matches!(error, Error::HistoryMismatch { .. }) {
+                        "history"
+                    } else {
+                        "behind"
+                    };
+                    self.drop_cached(&stream_id, reason).await;
                 }
                 Err(conflict @ Error::VersionConflict { .. }) if attempt >= self.max_attempts => {
                     return Err(CommandError::Store(conflict));

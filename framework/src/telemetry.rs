@@ -9,6 +9,7 @@
 //! | `annals_append_failures_total` | counter | `backend` | appends refused or failed (conflicts included) |
 //! | `annals_cache_hits_total` | counter | `cache` | cache lookups that found a value |
 //! | `annals_cache_misses_total` | counter | `cache` | cache lookups that did not |
+//! | `annals_cached_states_dropped_total` | counter | `aggregate`, `reason` | repository cache entries dropped: `undecodable`, `history` (they summarise another history than the store's), `behind` (an append found the stream further on) |
 //! | `annals_handler_failures_total` | counter | `handler` | failed handler attempts |
 //! | `annals_dead_letters_total` | counter | `handler` | events given up on and dead-lettered |
 //! | `annals_projection_lag_events` | gauge | `projection` | events in the log the projection has not applied |
@@ -39,6 +40,8 @@ pub const APPEND_FAILURES: &str = "annals_append_failures_total";
 pub const CACHE_HITS: &str = "annals_cache_hits_total";
 /// Counter: cache misses (label `cache`).
 pub const CACHE_MISSES: &str = "annals_cache_misses_total";
+/// Counter: repository cache entries dropped (labels `aggregate`, `reason`).
+pub const CACHED_STATES_DROPPED: &str = "annals_cached_states_dropped_total";
 /// Counter: failed handler attempts (label `handler`).
 pub const HANDLER_FAILURES: &str = "annals_handler_failures_total";
 /// Counter: dead-lettered events (label `handler`).
@@ -80,6 +83,12 @@ fn append<T, E>(backend: &'static str, events: usize, took: Duration, outcome: &
 pub(crate) fn cache_lookup(cache: &'static str, hit: bool) {
     let name = if hit { CACHE_HITS } else { CACHE_MISSES };
     metrics::counter!(name, "cache" => cache).increment(1);
+}
+
+/// Records a repository cache entry dropped, and why.
+pub(crate) fn cached_state_dropped(aggregate: &'static str, reason: &'static str) {
+    metrics::counter!(CACHED_STATES_DROPPED, "aggregate" => aggregate, "reason" => reason)
+        .increment(1);
 }
 
 /// Records a failed handler attempt.

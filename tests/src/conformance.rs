@@ -23,6 +23,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $backend:
             round_trip_preserves_every_field,
             expected_version_rules,
+            an_expected_head_guards_the_history,
             concurrent_writers_with_the_same_expected_version_exactly_one_wins,
             multi_stream_append_is_all_or_nothing,
             bad_batches_are_rejected_before_anything_is_written,
@@ -202,6 +203,82 @@ pub async fn round_trip_preserves_every_field(t: &TestStore) {
             .expect("version"),
         0
     );
+}
+
+/// An append that names the stream's newest event (the history its caller
+/// decided on) is refused, writing nothing, when the stream ends with
+/// another event, even at the expected version; a new stream has no head.
+pub async fn an_expected_head_guards_the_history(t: &TestStore) {
+    let id = stream("user-head");
+    let first = event("test.user.registered", json!({ "n": 1 }));
+    let first_id = first.event_id;
+    append(t, &id, ExpectedVersion::NoStream, vec![first]).await;
+    let elsewhere = Uuid::now_v7();
+    let guarded = |head: Uuid, n: u64| {
+        StreamAppend::new(
+            id.clone(),
+            ExpectedVersion::Exact(1),
+            vec![event("test.user.renamed", json!({ "n": n }))],
+        )
+        .with_expected_head(head)
+    };
+    match t.store.append_batch(vec![guarded(elsewhere, 2)]).await {
+        Err(Error::HistoryMismatch {
+            stream,
+            version,
+            expected_event,
+            found_event,
+        }) => {
+            assert_eq!(
+                (stream.as_str(), version, expected_event, found_event),
+                ("user-head", 1, elsewhere, Some(first_id))
+            );
+        }
+        other => panic!("expected the other history to be refused, got {other:?}"),
+    }
+    assert!(
+        t.store
+            .append_batch(vec![guarded(elsewhere, 2)])
+            .await
+            .is_err_and(|error| error.is_conflict())
+    );
+    assert_eq!(t.store.stream_version(&id).await.expect("version"), 1);
+    // A batch with one stale stream writes nothing of the other.
+    let other = stream("user-head-other");
+    let batch = vec![
+        StreamAppend::new(
+            other.clone(),
+            ExpectedVersion::NoStream,
+            vec![event("test.user.registered", json!({}))],
+        ),
+        guarded(elsewhere, 2),
+    ];
+    assert!(t.store.append_batch(batch).await.is_err());
+    assert_eq!(t.store.stream_version(&other).await.expect("version"), 0);
+
+    let written = t
+        .store
+        .append_batch(vec![guarded(first_id, 2)])
+        .await
+        .expect("the right head");
+    assert_eq!(written[0].last_version, 2);
+    // No stream has no head.
+    let fresh = StreamAppend::new(
+        stream("user-head-new"),
+        ExpectedVersion::NoStream,
+        vec![event("test.user.registered", json!({}))],
+    )
+    .with_expected_head(first_id);
+    match t.store.append_batch(vec![fresh]).await {
+        Err(Error::HistoryMismatch {
+            found_event,
+            version,
+            ..
+        }) => {
+            assert_eq!((found_event, version), (None, 0));
+        }
+        other => panic!("expected no head, got {other:?}"),
+    }
 }
 
 /// `Any`, `NoStream`, `StreamExists` and `Exact` accept and refuse as

@@ -391,3 +391,145 @@ async fn repository_cache_entries_carry_the_tenant() {
         "another tenant does not read acme's entry"
     );
 }
+
+/// Two databases behind one cache (or a database restored under a live
+/// cache): at the same version their streams hold different histories. A
+/// cached state names the event it summarises, so neither a load nor a
+/// command decided on the cached state uses the other database's state.
+/// Before, renaming a suspended tenant was accepted on the other store's
+/// cached (active) state.
+#[tokio::test]
+async fn a_cached_state_is_only_used_for_the_history_it_summarises() {
+    use annals::prelude::*;
+    use annals_tests::domain::{CreateTenant, RenameTenant, SuspendTenant, Tenant, TenantError};
+
+    let cache = Arc::new(InProcessCache::new());
+    let first: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let second: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let on_first = Repository::<Tenant>::new(first).with_cache(cache.clone());
+    let on_second = Repository::<Tenant>::new(second).with_cache(cache.clone());
+    let create = CreateTenant {
+        name: "Acme".into(),
+    };
+    // The first database: created and renamed (active, version 2).
+    on_first
+        .execute("t1", &create, Metadata::new())
+        .await
+        .expect("create");
+    on_first
+        .execute(
+            "t1",
+            &RenameTenant {
+                name: "Acme Inc".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("rename");
+    // The second: created and suspended (version 2 too), without the cache
+    // seeing it last.
+    let plain_second = Repository::<Tenant>::new(on_second.store().clone());
+    plain_second
+        .execute("t1", &create, Metadata::new())
+        .await
+        .expect("create");
+    plain_second
+        .execute("t1", &SuspendTenant, Metadata::new())
+        .await
+        .expect("suspend");
+    on_first.load("t1").await.expect("cache the first's state");
+
+    let loaded = on_second.load("t1").await.expect("load");
+    assert!(loaded.state.suspended, "the second database's own state");
+    on_first
+        .load("t1")
+        .await
+        .expect("cache the first's state again");
+    match on_second
+        .execute(
+            "t1",
+            &RenameTenant {
+                name: "Hijack".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+    {
+        Err(CommandError::Rejected(TenantError::Suspended)) => {}
+        other => panic!("expected the suspended tenant's refusal, got {other:?}"),
+    }
+    assert_eq!(
+        on_second
+            .store()
+            .stream_version(&StreamId::new("tenant-t1").expect("id"))
+            .await
+            .expect("v"),
+        2,
+        "nothing was appended"
+    );
+}
+
+/// Cached states at the extreme versions: a version 0 entry summarises no
+/// history and is never used, one at `u64::MAX` names an event the store
+/// does not have; both are dropped, and loads and commands use the store.
+#[tokio::test]
+async fn cached_states_at_version_zero_and_the_largest_version_are_dropped() {
+    use annals::cache::CacheValue;
+    use annals::prelude::*;
+    use annals_tests::domain::{CreateTenant, RenameTenant, Tenant};
+
+    let cache = Arc::new(InProcessCache::new());
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let tenants = Repository::<Tenant>::new(store.clone()).with_cache(cache.clone());
+    tenants
+        .execute(
+            "t1",
+            &CreateTenant {
+                name: "Acme".into(),
+            },
+            Metadata::new(),
+        )
+        .await
+        .expect("create");
+    let head = store
+        .read_stream(&StreamId::new("tenant-t1").expect("id"), 1, 1)
+        .await
+        .expect("read")[0]
+        .event_id;
+    let key = CacheKey::new(None, "state", "tenant-t1@1");
+    // The entry layout: format 2, version, head event id, state as JSON.
+    let planted = |version: u64| {
+        let mut value = vec![2u8];
+        value.extend_from_slice(&version.to_be_bytes());
+        value.extend_from_slice(head.as_bytes());
+        value.extend_from_slice(br#"{"created":true,"name":"Forged","suspended":false}"#);
+        CacheValue::from(value)
+    };
+    let mut expected_version = 1;
+    for version in [0, u64::MAX] {
+        cache.put(&key, planted(version)).await.expect("plant");
+        let loaded = tenants.load("t1").await.expect("load");
+        assert_eq!(
+            loaded.version, expected_version,
+            "entry at version {version}"
+        );
+        assert_ne!(loaded.state.name, "Forged", "entry at version {version}");
+        // A command decided on the planted entry is decided again on the
+        // store's state.
+        cache.put(&key, planted(version)).await.expect("plant");
+        let renamed = tenants
+            .execute(
+                "t1",
+                &RenameTenant {
+                    name: format!("Acme {version}"),
+                },
+                Metadata::new(),
+            )
+            .await
+            .expect("rename");
+        expected_version += 1;
+        assert_eq!(renamed.version, expected_version);
+        assert_eq!(renamed.state.name, format!("Acme {version}"));
+        assert!(renamed.state.created);
+    }
+}

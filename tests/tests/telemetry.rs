@@ -17,7 +17,7 @@ use annals::prelude::*;
 use annals::projection_runner::{InMemory, ProjectionRunner, ProjectionState, ProjectionStatus};
 use annals::telemetry;
 use annals_tests::backends::{postgres_url, redis_url};
-use annals_tests::domain::{CreateTenant, RenameTenant, Tenant, TenantDirectory};
+use annals_tests::domain::{CreateTenant, RenameTenant, Tenant, TenantCreated, TenantDirectory};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Recorder, SharedString, Unit};
 use serde_json::json;
 
@@ -144,8 +144,8 @@ async fn the_documented_metrics_reach_the_recorder() {
     let hits = format!("{}{{cache=in_process}}", telemetry::CACHE_HITS);
     let misses = format!("{}{{cache=in_process}}", telemetry::CACHE_MISSES);
     let (hits_before, misses_before) = (counter(&hits), counter(&misses));
-    let repository =
-        Repository::<Tenant>::new(store.clone()).with_cache(Arc::new(InProcessCache::new()));
+    let cache = Arc::new(InProcessCache::new());
+    let repository = Repository::<Tenant>::new(store.clone()).with_cache(cache.clone());
     repository
         .execute(
             "metrics-tenant",
@@ -164,6 +164,29 @@ async fn the_documented_metrics_reach_the_recorder() {
         .expect("rename");
     assert!(counter(&misses) > misses_before, "the first load misses");
     assert!(counter(&hits) > hits_before, "the second load hits");
+
+    // A cached state of another history (another database behind the same
+    // cache) is dropped and counted.
+    let dropped = format!(
+        "{}{{aggregate=tenant,reason=history}}",
+        telemetry::CACHED_STATES_DROPPED
+    );
+    let dropped_before = counter(&dropped);
+    let other = Repository::<Tenant>::new(Arc::new(InMemoryEventStore::new())).with_cache(cache);
+    other
+        .store()
+        .append(
+            &stream("tenant-metrics-tenant"),
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::from_event(&TenantCreated { name: "A".into() }).expect("event"),
+                NewEvent::from_event(&TenantCreated { name: "B".into() }).expect("event"),
+            ],
+        )
+        .await
+        .expect("the other history");
+    assert_eq!(other.load("metrics-tenant").await.expect("load").version, 2);
+    assert_eq!(counter(&dropped), dropped_before + 1);
 
     // A handler that always fails: failed attempts, then a dead letter.
     let handler_failures = format!("{}{{handler=metrics_failing}}", telemetry::HANDLER_FAILURES);

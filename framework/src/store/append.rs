@@ -19,6 +19,10 @@ pub struct StreamAppend {
     pub expected: ExpectedVersion,
     /// The events, in order.
     pub events: Vec<NewEvent>,
+    /// The id the stream's newest event must have, if set: the history the
+    /// caller decided on, not only its length (see
+    /// [`with_expected_head`](Self::with_expected_head)).
+    pub expected_head: Option<uuid::Uuid>,
 }
 
 impl StreamAppend {
@@ -28,6 +32,57 @@ impl StreamAppend {
             stream_id,
             expected,
             events,
+            expected_head: None,
+        }
+    }
+
+    /// Also requires the stream's newest event to be `event_id`: a caller
+    /// that decided on state it holds (a cache, say) learns that the
+    /// stream's history is another one, even at the same version (another
+    /// database behind the same cache, a restored backup), and nothing is
+    /// written ([`Error::HistoryMismatch`]).
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let store = InMemoryEventStore::new();
+    /// let stream = StreamId::new("account-1")?;
+    /// let opened = NewEvent::json("bank.opened", &serde_json::json!({}))?;
+    /// let opened_id = opened.event_id;
+    /// store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await?;
+    ///
+    /// let next = || NewEvent::json("bank.deposited", &serde_json::json!({ "amount": 5 }));
+    /// let elsewhere = uuid::Uuid::now_v7(); // the head some other history had
+    /// let stale = StreamAppend::new(stream.clone(), ExpectedVersion::Exact(1), vec![next()?])
+    ///     .with_expected_head(elsewhere);
+    /// let refused = store.append_batch(vec![stale]).await;
+    /// assert!(matches!(refused, Err(annals::Error::HistoryMismatch { .. })));
+    ///
+    /// let current = StreamAppend::new(stream, ExpectedVersion::Exact(1), vec![next()?])
+    ///     .with_expected_head(opened_id);
+    /// assert_eq!(store.append_batch(vec![current]).await?[0].last_version, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_expected_head(mut self, event_id: uuid::Uuid) -> Self {
+        self.expected_head = Some(event_id);
+        self
+    }
+
+    /// The error for a head that is not the expected one (`found`: the
+    /// stream's newest event, `None` for no stream), or `Ok` when it is or
+    /// no head is expected.
+    pub(crate) fn check_head(&self, version: u64, found: Option<uuid::Uuid>) -> Result<()> {
+        match self.expected_head {
+            Some(expected) if found != Some(expected) => Err(Error::HistoryMismatch {
+                stream: self.stream_id.to_string(),
+                version,
+                expected_event: expected,
+                found_event: found,
+            }),
+            _ => Ok(()),
         }
     }
 }

@@ -167,6 +167,12 @@ impl InMemoryEventStore {
                     actual: current,
                 });
             }
+            let head = log
+                .streams
+                .get(&append.stream_id)
+                .and_then(|indexes| indexes.last())
+                .map(|&last| log.events[last].event_id);
+            append.check_head(current, head)?;
             next_version(&append.stream_id, current, append.events.len())?;
             currents.push(current);
         }

@@ -119,18 +119,21 @@ macro_rules! stream_events {
 /// at once, and a conflict keeps only its own group's events out.
 const APPEND_SQL: &str = "
 WITH expectations AS (
-    SELECT s.stream_id, s.expected, s.grp, COALESCE(h.version, 0) AS head,
+    SELECT s.stream_id, s.expected, s.grp, s.expected_head, COALESCE(h.version, 0) AS head,
+           h.event_id AS head_event,
            COALESCE(h.hash, '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS head_link
-    FROM unnest($1::text[], $2::int8[], $15::int4[], $19::text[]) AS s(stream_id, expected, grp, tenant_key)
+    FROM unnest($1::text[], $2::int8[], $15::int4[], $19::text[], $20::uuid[])
+         AS s(stream_id, expected, grp, tenant_key, expected_head)
     LEFT JOIN LATERAL (
-        SELECT e.version, e.hash FROM annals_events e
+        SELECT e.version, e.hash, e.event_id FROM annals_events e
         WHERE e.stream_id = s.stream_id AND coalesce(e.tenant_id, '') = s.tenant_key
         ORDER BY e.version DESC LIMIT 1
     ) h ON true
 ),
 conflicts AS (
-    SELECT stream_id, head, grp FROM expectations
+    SELECT stream_id, head, head_event, grp FROM expectations
     WHERE NOT (expected = -1 OR (expected = -2 AND head > 0) OR expected = head)
+       OR (expected_head IS NOT NULL AND expected_head IS DISTINCT FROM head_event)
 ),
 inserted AS (
     INSERT INTO annals_events (position, transaction_id, event_id, stream_id, version, event_type,
@@ -176,10 +179,11 @@ inserted AS (
     ORDER BY n.stream_id, n.version
     RETURNING stream_id, version, position, transaction_id, recorded_at
 )
-SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id, recorded_at
+SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id,
+       recorded_at, NULL::uuid AS head_event
 FROM inserted
 UNION ALL
-SELECT true, stream_id, head, 0, 0, now() FROM conflicts";
+SELECT true, stream_id, head, 0, 0, now(), head_event FROM conflicts";
 
 /// Every column a link covers, its stored link and how it was made, each
 /// stream in version order, followed by a clause. `recorded_at` comes as
@@ -1069,6 +1073,8 @@ struct AppendColumns<'a> {
     /// Per stream: the tenant it belongs to (`''` for none), part of its
     /// identity since migration 16.
     stream_tenants: Vec<&'a str>,
+    /// Per stream: the id its newest event must have, if any.
+    expected_heads: Vec<Option<uuid::Uuid>>,
 }
 
 impl<'a> AppendColumns<'a> {
@@ -1095,6 +1101,7 @@ impl<'a> AppendColumns<'a> {
             columns.expected.push(encode_expected(append.expected));
             columns.groups.push(group);
             columns.stream_tenants.push(stream_tenant(append)?);
+            columns.expected_heads.push(append.expected_head);
             for (index, event) in append.events.iter().enumerate() {
                 let metadata = &event.metadata;
                 columns.stream_ids.push(append.stream_id.as_str());
@@ -1162,7 +1169,7 @@ type WrittenRows = (Vec<(u64, LogPosition)>, DateTime<Utc>);
 enum StreamOutcome {
     Written(WrittenRows),
     /// The expected version did not hold; the stream's head.
-    Conflict(u64),
+    Conflict(u64, Option<uuid::Uuid>),
 }
 
 /// What one run of the append statement found.
@@ -1183,7 +1190,8 @@ fn stream_outcomes(rows: &[PgRow]) -> Result<HashMap<String, StreamOutcome>> {
         let version: i64 = row.try_get("version").map_err(read)?;
         let version = u64::try_from(version).unwrap_or(0);
         if conflict {
-            outcomes.insert(stream, StreamOutcome::Conflict(version));
+            let head_event: Option<uuid::Uuid> = row.try_get("head_event").map_err(read)?;
+            outcomes.insert(stream, StreamOutcome::Conflict(version, head_event));
             continue;
         }
         let commit: i64 = row.try_get("commit_id").map_err(read)?;
@@ -1211,12 +1219,17 @@ fn batch_results(
     outcomes: &mut HashMap<String, StreamOutcome>,
 ) -> Result<Vec<AppendResult>> {
     for append in batch {
-        if let Some(StreamOutcome::Conflict(head)) = outcomes.get(append.stream_id.as_str()) {
-            return Err(Error::VersionConflict {
-                stream: append.stream_id.as_str().to_owned(),
-                expected: append.expected,
-                actual: *head,
-            });
+        if let Some(StreamOutcome::Conflict(head, head_event)) =
+            outcomes.get(append.stream_id.as_str())
+        {
+            if !append.expected.accepts(*head) {
+                return Err(Error::VersionConflict {
+                    stream: append.stream_id.as_str().to_owned(),
+                    expected: append.expected,
+                    actual: *head,
+                });
+            }
+            append.check_head(*head, *head_event)?;
         }
     }
     batch
@@ -1335,6 +1348,7 @@ impl PostgresEventStore {
             .bind(pads.as_ref().map(|(_, outer)| outer.as_slice()))
             .bind(LinkFormat::signing(self.chain_keys.as_deref()).column())
             .bind(&columns.stream_tenants)
+            .bind(&columns.expected_heads)
             .fetch_all(executor)
             .await
     }

@@ -1019,30 +1019,37 @@ async fn append_in(
     // each statement is a round trip to SQLite's worker thread.
     let mut log_head: Option<i64> = None;
     for append in batch {
-        let (current, link): (Option<i64>, Option<Vec<u8>>) = if log_head.is_none() {
-            let (current, link, next_commit): (Option<i64>, Option<Vec<u8>>, i64) =
-                sqlx::query_as(tables.sql(
-                    "SELECT head.version, head.hash, \
-                            (SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events) \
-                     FROM (SELECT 1) LEFT JOIN (SELECT version, hash FROM annals_events \
-                         WHERE stream_id = ? ORDER BY version DESC LIMIT 1) AS head",
-                ))
-                .bind(append.stream_id.as_str())
-                .fetch_one(&mut *connection)
-                .await
-                .map_err(failed("read stream version"))?;
+        type Head = (Option<i64>, Option<Vec<u8>>, Option<Uuid>);
+        let (current, link, head_event): Head = if log_head.is_none() {
+            let (current, link, head_event, next_commit): (
+                Option<i64>,
+                Option<Vec<u8>>,
+                Option<Uuid>,
+                i64,
+            ) = sqlx::query_as(tables.sql(
+                "SELECT head.version, head.hash, head.event_id, \
+                        (SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events) \
+                 FROM (SELECT 1) LEFT JOIN (SELECT version, hash, event_id FROM annals_events \
+                     WHERE stream_id = ? ORDER BY version DESC LIMIT 1) AS head",
+            ))
+            .bind(append.stream_id.as_str())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(failed("read stream version"))?;
             log_head = Some(next_commit);
-            (current, link)
+            (current, link, head_event)
         } else {
             sqlx::query_as(tables.sql(
-                "SELECT version, hash FROM annals_events WHERE stream_id = ? \
+                "SELECT version, hash, event_id FROM annals_events WHERE stream_id = ? \
                  ORDER BY version DESC LIMIT 1",
             ))
             .bind(append.stream_id.as_str())
             .fetch_optional(&mut *connection)
             .await
             .map_err(failed("read stream version"))?
-            .map_or((None, None), |(version, hash)| (Some(version), hash))
+            .map_or((None, None, None), |(version, hash, event)| {
+                (Some(version), hash, Some(event))
+            })
         };
         let current = current
             .and_then(|version| u64::try_from(version).ok())
@@ -1055,6 +1062,7 @@ async fn append_in(
                 actual: current,
             });
         }
+        append.check_head(current, head_event)?;
         next_version(&append.stream_id, current, append.events.len())?;
         // A head without a link was written past Annals (and is reported by
         // verification); the chain goes on from the start.
