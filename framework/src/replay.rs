@@ -6,6 +6,13 @@
 //!
 //! Replay never runs handlers: it reads events and applies them to state and
 //! read models only, so no mail is sent twice.
+//!
+//! A replay reads the log in its gap-safe order, as
+//! [`read_all`](crate::store::EventStore::read_all) and the runners do, and
+//! keeps the events its selection matches: run while writers are busy, it
+//! applies a prefix of the log up to the point every earlier transaction
+//! has finished, and never an event without one committed before it (a
+//! replay that paged by position passed over an event that committed late).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +25,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
+use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::position::LogPosition;
 use crate::projection::Projection;
 use crate::repository::{Loaded, Repository};
 use crate::store::{EventQuery, EventStore};
@@ -271,7 +280,7 @@ impl Replays {
 
     /// Replays the events `selection` matches (by default every event type
     /// the projection handles; narrow it by tenant or time range) into
-    /// `projection`, in log order.
+    /// `projection`, in the log's gap-safe order.
     pub fn project<P>(
         &self,
         store: Arc<dyn EventStore>,
@@ -344,53 +353,120 @@ fn finish(tracker: &Tracker, outcome: Result<()>) -> Result<()> {
 async fn replay_into<P: Projection<Context = ()>>(
     store: &dyn EventStore,
     projection: &mut P,
-    mut query: EventQuery,
+    query: EventQuery,
     tracker: &Tracker,
 ) -> Result<()> {
-    let total = store.count(&query).await?;
-    let mut done = 0;
-    tracker.update(ReplayState::Running, done, total);
+    let mut reader = LogReader::start(store, query).await?;
+    tracker.update(ReplayState::Running, 0, reader.counted);
     loop {
         if tracker.cancelled() {
             return Ok(());
         }
-        let page = store.query(&query).await?;
-        for event in &page.events {
+        let Some(page) = reader.next_page(store).await? else {
+            return Ok(());
+        };
+        for event in &page {
             projection.apply(event, &mut ()).await?;
         }
         projection.flush(&mut ()).await?;
-        done += page.events.len() as u64;
-        tracker.update(ReplayState::Running, done, total.max(done));
-        match page.next_after {
-            Some(after) => query = query.after(after),
-            None => return Ok(()),
+        tracker.update(
+            ReplayState::Running,
+            reader.matched,
+            reader.counted.max(reader.matched),
+        );
+    }
+}
+
+/// How long a replay waits for the log's horizon to pass the events it
+/// counted at its start (a long transaction elsewhere holds it back).
+const HORIZON_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Reads the log for a replay in its gap-safe order (what `read_all` and
+/// the runners read: an event that commits late is never passed over),
+/// keeping the events a query selects, until it has seen every event the
+/// query counted when the replay started.
+struct LogReader {
+    query: EventQuery,
+    after: LogPosition,
+    /// Matching events committed when the replay started.
+    counted: u64,
+    /// Matching events read so far.
+    matched: u64,
+}
+
+impl LogReader {
+    async fn start(store: &dyn EventStore, query: EventQuery) -> Result<Self> {
+        let counted = store.count(&query).await?;
+        Ok(LogReader {
+            query,
+            after: LogPosition::START,
+            counted,
+            matched: 0,
+        })
+    }
+
+    /// The next page's matching events (possibly none), or `None` once the
+    /// log is read to its end and every counted event was seen. Waits (up
+    /// to [`HORIZON_PATIENCE`]) while the horizon is short of them.
+    async fn next_page(&mut self, store: &dyn EventStore) -> Result<Option<Vec<RecordedEvent>>> {
+        let waiting_since = Instant::now();
+        loop {
+            let page = store.read_all(self.after, self.query.limit.max(1)).await?;
+            if let Some(last) = page.last() {
+                self.after = last.position;
+                let matching: Vec<RecordedEvent> = page
+                    .into_iter()
+                    .filter(|event| {
+                        event.position.sequence > self.query.after_sequence
+                            && self.query.matches(event)
+                    })
+                    .collect();
+                self.matched += matching.len() as u64;
+                return Ok(Some(matching));
+            }
+            if self.matched >= self.counted {
+                return Ok(None);
+            }
+            if waiting_since.elapsed() > HORIZON_PATIENCE {
+                return Err(Error::Backend {
+                    backend: store.backend(),
+                    operation: "replay",
+                    source: format!(
+                        "read {} of the {} events counted at the start, and the log's horizon \
+                         has not moved for {} s: a long-running transaction holds it back",
+                        self.matched,
+                        self.counted,
+                        HORIZON_PATIENCE.as_secs()
+                    )
+                    .into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
 async fn rebuild_aggregates<A: Aggregate>(
     repository: &Repository<A>,
-    mut query: EventQuery,
+    query: EventQuery,
     concurrency: usize,
     tracker: &Tracker,
 ) -> std::result::Result<Vec<Loaded<A>>, (Vec<Loaded<A>>, Error)> {
     let store = repository.store().clone();
     let mut streams = BTreeSet::new();
-    loop {
-        let page = store
-            .query(&query)
-            .await
-            .map_err(|error| (Vec::new(), error))?;
+    let mut reader = LogReader::start(&*store, query)
+        .await
+        .map_err(|error| (Vec::new(), error))?;
+    while let Some(page) = reader
+        .next_page(&*store)
+        .await
+        .map_err(|error| (Vec::new(), error))?
+    {
         streams.extend(
-            page.events
-                .into_iter()
+            page.into_iter()
                 .filter(|event| event.stream_id.category() == A::NAME)
                 .map(|event| event.stream_id),
         );
-        match page.next_after {
-            Some(after) => query = query.after(after),
-            None => break,
-        }
     }
     let total = streams.len() as u64;
     tracker.update(ReplayState::Running, 0, total);

@@ -359,3 +359,56 @@ async fn opposite_order_multi_stream_appends_do_not_deadlock() {
         .await
         .expect("drop the database");
 }
+
+/// Records the ids of the events a replay applies, in order.
+#[derive(Default)]
+struct Seen(Vec<Uuid>);
+
+#[async_trait::async_trait]
+impl annals::projection::Projection for Seen {
+    const NAME: &'static str = "seen";
+    const VERSION: u32 = 1;
+    type Context = ();
+
+    fn event_types() -> Vec<&'static str> {
+        vec!["test.late", "test.early"]
+    }
+
+    async fn apply(&mut self, event: &RecordedEvent, _: &mut ()) -> annals::Result<()> {
+        self.0.push(event.event_id);
+        Ok(())
+    }
+}
+
+/// A replay run while a transaction that wrote an earlier position is still
+/// open waits for it instead of passing over its event for good (it used to
+/// page by position, and finished at once with only the later event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_never_passes_over_an_event_that_commits_late() {
+    let store = fresh_postgres_store().await;
+    let pool = store.pool().clone();
+    let late_id = Uuid::now_v7();
+    let mut late = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload) \
+         VALUES ($1, 'late-1', 1, 'test.late', 1, '{}')",
+    )
+    .bind(late_id)
+    .execute(&mut *late)
+    .await
+    .expect("late insert");
+    let early = NewEvent::json("test.early", &json!({})).expect("event");
+    let early_id = early.event_id;
+    store
+        .append(&stream("early-1"), ExpectedVersion::NoStream, vec![early])
+        .await
+        .expect("append");
+
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let replay = annals::replay::Replays::new().project(store, Seen::default(), EventQuery::new());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    late.commit().await.expect("commit");
+    let (seen, progress) = replay.finish().await.expect("replay");
+    assert_eq!(seen.0, [late_id, early_id], "both, in commit order");
+    assert_eq!(progress.done, 2);
+}
