@@ -606,9 +606,14 @@ impl<T> ProjectionRunner<T> {
                     );
                     continue 'lease;
                 }
-                let read = match prefetched.take() {
-                    Some(prefetch) if prefetch.from == position => prefetch.batch().await,
-                    _ => self.store.read_all(position, self.batch_size).await,
+                // A prefetched batch was read before the watch was armed: an
+                // empty one is read again rather than waited on.
+                let (read, prefetched_read) = match prefetched.take() {
+                    Some(prefetch) if prefetch.from == position => (prefetch.batch().await, true),
+                    _ => {
+                        idle.arm(&*self.store).await;
+                        (self.store.read_all(position, self.batch_size).await, false)
+                    }
                 };
                 let batch = match read {
                     Ok(batch) => batch,
@@ -627,7 +632,9 @@ impl<T> ProjectionRunner<T> {
                         s.state = ProjectionState::Running;
                         s.lag_events = 0;
                     });
-                    idle.wait(&*self.store, &mut stopped).await;
+                    if !prefetched_read {
+                        idle.wait(&mut stopped).await;
+                    }
                     continue;
                 };
                 idle.reset();

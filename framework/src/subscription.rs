@@ -104,7 +104,7 @@ impl Subscription {
 
     /// How long to wait when caught up before looking again if nothing wakes
     /// it (default 500 ms; appends wake it sooner, see
-    /// [`EventStore::wait_for_events`]).
+    /// [`EventStore::watch_log`]).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
@@ -175,6 +175,7 @@ impl Subscription {
         let mut idle = IdleBackoff::new(self.poll_interval);
         let mut lag = Duration::ZERO;
         while !stop_requested(&stopped) {
+            idle.arm(&*self.store).await;
             let batch = match self.store.read_all(position, self.batch_size).await {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -186,7 +187,7 @@ impl Subscription {
             };
             if batch.is_empty() {
                 status.send_modify(|s| s.caught_up = true);
-                idle.wait(&*self.store, &mut stopped).await;
+                idle.wait(&mut stopped).await;
                 continue;
             }
             idle.reset();
@@ -239,10 +240,15 @@ impl Subscription {
 /// How long a caught-up reader waits before reading again: short right
 /// after activity or a wake-up (the events may not be visible yet, e.g.
 /// behind PostgreSQL's visibility horizon), doubling up to the poll interval.
+/// It waits on a [`LogWatch`](crate::store::LogWatch) armed before each
+/// read, so an append that lands between an empty read and the wait still
+/// wakes it.
 #[derive(Debug)]
 pub(crate) struct IdleBackoff {
     next: Duration,
     max: Duration,
+    /// The store's appends, taken on the first read.
+    watch: Option<crate::store::LogWatch>,
 }
 
 impl IdleBackoff {
@@ -252,6 +258,18 @@ impl IdleBackoff {
         IdleBackoff {
             next: Self::SHORTEST.min(max),
             max,
+            watch: None,
+        }
+    }
+
+    /// Call just before reading the log: appends from now on wake the next
+    /// [`wait`](Self::wait).
+    pub(crate) async fn arm(&mut self, store: &dyn EventStore) {
+        if self.watch.is_none() {
+            self.watch = Some(store.watch_log().await);
+        }
+        if let Some(watch) = &mut self.watch {
+            watch.mark_seen();
         }
     }
 
@@ -260,15 +278,19 @@ impl IdleBackoff {
         self.next = Self::SHORTEST.min(self.max);
     }
 
-    /// Waits for new events (or stop); returns early on either.
-    pub(crate) async fn wait(
-        &mut self,
-        store: &dyn EventStore,
-        stopped: &mut watch::Receiver<bool>,
-    ) {
-        let woken = tokio::select! {
-            woken = store.wait_for_events(self.next) => woken,
-            _ = stopped.wait_for(|stop| *stop) => true,
+    /// Waits for an append since the last [`arm`](Self::arm) (or stop);
+    /// returns early on either.
+    pub(crate) async fn wait(&mut self, stopped: &mut watch::Receiver<bool>) {
+        let next = self.next;
+        let woken = match &mut self.watch {
+            Some(log) => tokio::select! {
+                woken = log.changed(next) => woken,
+                _ = stopped.wait_for(|stop| *stop) => true,
+            },
+            None => tokio::select! {
+                () = tokio::time::sleep(next) => false,
+                _ = stopped.wait_for(|stop| *stop) => true,
+            },
         };
         if woken {
             self.reset();

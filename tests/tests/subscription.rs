@@ -121,3 +121,68 @@ async fn the_listener_holds_no_pool_connection() {
     drop(both);
     handle.stop().await.expect("stop");
 }
+
+/// An append that lands after a reader's empty read and before its wait
+/// still wakes it, on every backend (PostgreSQL: appended through another
+/// pool, so the signal comes by NOTIFY). The old `wait_for_events` could
+/// only be called after the read, and such an append was lost until the
+/// poll interval ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_between_an_empty_read_and_the_wait_wakes_the_reader() {
+    use std::time::{Duration, Instant};
+
+    use annals::prelude::*;
+    use annals::store::PostgresEventStore;
+    use annals_tests::backends::{TestStore, postgres_url};
+
+    let postgres = TestStore::postgres().await;
+    let schema: String = match &postgres.raw {
+        annals_tests::backends::RawAccess::Postgres(pool) => {
+            sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(pool)
+                .await
+                .expect("schema")
+        }
+        _ => unreachable!("a PostgreSQL store"),
+    };
+    let other_pool = PostgresEventStore::builder(postgres_url())
+        .schema(schema)
+        .migrate(false)
+        .connect()
+        .await
+        .expect("a second pool");
+    let memory = TestStore::memory().await;
+    let sqlite = TestStore::sqlite().await;
+    let cases: [(&str, &TestStore, &dyn EventStore); 3] = [
+        ("memory", &memory, memory.store.as_ref()),
+        ("sqlite", &sqlite, sqlite.store.as_ref()),
+        ("postgres", &postgres, &other_pool),
+    ];
+    for (backend, reader, writer) in cases {
+        let mut watch = reader.store.watch_log().await;
+        watch.mark_seen();
+        assert!(
+            reader
+                .store
+                .read_all(LogPosition::START, 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        let event = NewEvent::json("test.woken", &serde_json::json!({})).expect("event");
+        writer
+            .append(
+                &StreamId::new("woken-1").expect("id"),
+                ExpectedVersion::NoStream,
+                vec![event],
+            )
+            .await
+            .expect("append");
+        let started = Instant::now();
+        assert!(
+            watch.changed(Duration::from_secs(20)).await,
+            "{backend}: the append was lost"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{backend}");
+    }
+}

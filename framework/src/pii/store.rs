@@ -748,7 +748,7 @@ impl EventStore for PiiEventStore {
         self.inner.delete_dead_letter(id).await
     }
 
-    async fn wait_for_events(&self, timeout: Duration) -> bool {
-        self.inner.wait_for_events(timeout).await
+    async fn watch_log(&self) -> crate::store::LogWatch {
+        self.inner.watch_log().await
     }
 }

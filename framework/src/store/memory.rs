@@ -38,7 +38,7 @@ const BACKEND: &str = "memory";
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryEventStore {
     log: Arc<RwLock<MemoryLog>>,
-    appended: Arc<tokio::sync::Notify>,
+    appended: Arc<super::AppendSignal>,
     /// The data subjects' keys ([`crate::pii::SubjectKeyStore`]).
     subject_keys: Arc<std::sync::Mutex<crate::pii::MemorySubjectKeys>>,
 }
@@ -234,7 +234,7 @@ impl InMemoryEventStore {
             });
         }
         drop(log);
-        self.appended.notify_waiters();
+        self.appended.signal();
         Ok(results)
     }
 }
@@ -250,10 +250,8 @@ impl EventStore for InMemoryEventStore {
         crate::telemetry::measured_append(BACKEND, batch, |batch| self.write_batch(batch)).await
     }
 
-    async fn wait_for_events(&self, timeout: std::time::Duration) -> bool {
-        tokio::time::timeout(timeout, self.appended.notified())
-            .await
-            .is_ok()
+    async fn watch_log(&self) -> super::LogWatch {
+        self.appended.watch()
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]

@@ -14,6 +14,7 @@ pub(crate) mod append;
 mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod group_commit;
+mod log_watch;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
@@ -42,6 +43,8 @@ pub use append::{
 pub use connect::{connect, redact_url};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use group_commit::{GroupCommitOptions, GroupCommitStatus};
+pub(crate) use log_watch::AppendSignal;
+pub use log_watch::LogWatch;
 pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -211,14 +214,14 @@ pub trait EventStore: Send + Sync {
     /// Deletes a dead letter; `false` if there was none with that id.
     async fn delete_dead_letter(&self, id: Uuid) -> Result<bool>;
 
-    /// Returns when new events may have been committed (`true`), or after
-    /// `timeout` (`false`). Readers of the log call it when caught up instead
-    /// of sleeping: PostgreSQL wakes them with `LISTEN`/`NOTIFY`, the
-    /// in-process stores when one of their own appends commits. A wake-up is
-    /// only a hint; the reader reads the log either way.
-    async fn wait_for_events(&self, timeout: std::time::Duration) -> bool {
-        tokio::time::sleep(timeout).await;
-        false
+    /// A watch over this store's appends, for a reader of the log to wait
+    /// on when caught up instead of sleeping, without losing an append that
+    /// lands between its last read and its wait (see [`LogWatch`]).
+    /// PostgreSQL signals every process's appends (`LISTEN`/`NOTIFY`), the
+    /// in-process stores their own; the default signals nothing, so readers
+    /// poll.
+    async fn watch_log(&self) -> LogWatch {
+        LogWatch::polling()
     }
 }
 

@@ -223,7 +223,7 @@ pub struct PostgresEventStore {
     pool: PgPool,
     /// Woken by `NOTIFY annals_events` for this store's schema; the
     /// listening task starts with the first reader that waits.
-    wake: Arc<tokio::sync::OnceCell<Arc<tokio::sync::Notify>>>,
+    wake: Arc<tokio::sync::OnceCell<Arc<super::AppendSignal>>>,
     /// The prefix of Annals' tables.
     tables: TableNames,
     /// Where concurrent small appends wait to be written together; `None`
@@ -771,7 +771,7 @@ impl PostgresEventStore {
     /// The notifier woken by appends to this store's schema, starting the
     /// listening task on first use. `None` if listening cannot start (the
     /// caller then just polls).
-    async fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+    async fn wake(&self) -> Option<Arc<super::AppendSignal>> {
         self.wake
             .get_or_try_init(|| async {
                 let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
@@ -787,7 +787,7 @@ impl PostgresEventStore {
                 listener
                     .listen(&self.tables.rename("annals_events"))
                     .await?;
-                let notify = Arc::new(tokio::sync::Notify::new());
+                let notify = Arc::new(super::AppendSignal::default());
                 tokio::spawn(listen(listener, schema, Arc::downgrade(&notify)));
                 Ok::<_, sqlx::Error>(notify)
             })
@@ -804,7 +804,7 @@ impl PostgresEventStore {
 async fn listen(
     mut listener: sqlx::postgres::PgListener,
     schema: String,
-    notify: Weak<tokio::sync::Notify>,
+    notify: Weak<super::AppendSignal>,
 ) {
     loop {
         let received = tokio::time::timeout(Duration::from_secs(1), listener.try_recv()).await;
@@ -812,14 +812,12 @@ async fn listen(
             return;
         };
         match received {
-            Ok(Ok(Some(notification))) if notification.payload() == schema => {
-                notify.notify_waiters()
-            }
+            Ok(Ok(Some(notification))) if notification.payload() == schema => notify.signal(),
             Ok(Ok(Some(_))) | Err(_) => {}
-            Ok(Ok(None)) => notify.notify_waiters(),
+            Ok(Ok(None)) => notify.signal(),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "LISTEN connection failed; retrying");
-                notify.notify_waiters();
+                notify.signal();
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -1684,13 +1682,10 @@ impl EventStore for PostgresEventStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn wait_for_events(&self, timeout: Duration) -> bool {
+    async fn watch_log(&self) -> super::LogWatch {
         match self.wake().await {
-            Some(wake) => tokio::time::timeout(timeout, wake.notified()).await.is_ok(),
-            None => {
-                tokio::time::sleep(timeout).await;
-                false
-            }
+            Some(signal) => signal.watch(),
+            None => super::LogWatch::polling(),
         }
     }
 

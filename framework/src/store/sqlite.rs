@@ -103,7 +103,7 @@ pub struct SqliteEventStore {
     write_gate: Arc<Mutex<()>>,
     /// Wakes this process's log readers after an append commits (other
     /// processes' appends are found by polling).
-    appended: Arc<tokio::sync::Notify>,
+    appended: Arc<super::AppendSignal>,
     /// The prefix of Annals' tables.
     tables: TableNames,
     /// Where concurrent small appends wait to share a transaction; `None`
@@ -248,7 +248,7 @@ impl SqliteStoreBuilder {
         let store = SqliteEventStore {
             pool,
             write_gate: Arc::new(Mutex::new(())),
-            appended: Arc::new(tokio::sync::Notify::new()),
+            appended: Arc::default(),
             tables,
             group,
             chain_keys: self.chain_keys.map(Arc::new),
@@ -309,7 +309,7 @@ impl SqliteEventStore {
         )
         .await?;
         tx.commit().await.map_err(failed("commit append"))?;
-        self.appended.notify_waiters();
+        self.appended.signal();
         Ok(results)
     }
 
@@ -667,7 +667,7 @@ impl FlightWriter for SqliteEventStore {
             .map_err(failed("begin append"))?;
         let results = append_in(&self.tables, self.chain_keys.as_deref(), &mut tx, batch).await?;
         tx.commit().await.map_err(failed("commit append"))?;
-        self.appended.notify_waiters();
+        self.appended.signal();
         Ok(results)
     }
 
@@ -710,7 +710,7 @@ impl FlightWriter for SqliteEventStore {
             outcomes.push(outcome);
         }
         tx.commit().await.map_err(failure)?;
-        self.appended.notify_waiters();
+        self.appended.signal();
         Ok(outcomes)
     }
 }
@@ -919,10 +919,8 @@ impl EventStore for SqliteEventStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn wait_for_events(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.appended.notified())
-            .await
-            .is_ok()
+    async fn watch_log(&self) -> super::LogWatch {
+        self.appended.watch()
     }
 
     #[tracing::instrument(name = "annals.store.verify_stream", skip_all, fields(backend = BACKEND, stream = %stream))]
