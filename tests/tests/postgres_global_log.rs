@@ -49,30 +49,50 @@ async fn read_until(
     }
 }
 
+/// A writer that took a position and stays in flight (`late`, with
+/// `late_id` written), while another append took a higher position and
+/// committed first (`early_id`).
+struct LateCommit {
+    late: sqlx::Transaction<'static, sqlx::Postgres>,
+    late_id: Uuid,
+    early_id: Uuid,
+}
+
+impl LateCommit {
+    async fn set_up(store: &PostgresEventStore) -> Self {
+        let late_id = Uuid::now_v7();
+        let mut late = store.pool().begin().await.expect("begin");
+        sqlx::query(
+            "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload) \
+             VALUES ($1, 'late-1', 1, 'test.late', 1, '{}')",
+        )
+        .bind(late_id)
+        .execute(&mut *late)
+        .await
+        .expect("late insert");
+        let early = NewEvent::json("test.early", &json!({})).expect("event");
+        let early_id = early.event_id;
+        store
+            .append(&stream("early-1"), ExpectedVersion::NoStream, vec![early])
+            .await
+            .expect("append");
+        LateCommit {
+            late,
+            late_id,
+            early_id,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_commit_is_skipped_by_a_naive_reader_but_not_by_annals() {
     let store = fresh_postgres_store().await;
     let pool = store.pool().clone();
-
-    // A writer takes a position and stays in flight...
-    let late_id = Uuid::now_v7();
-    let mut late = pool.begin().await.expect("begin");
-    sqlx::query(
-        "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload) \
-         VALUES ($1, 'late-1', 1, 'test.late', 1, '{}')",
-    )
-    .bind(late_id)
-    .execute(&mut *late)
-    .await
-    .expect("late insert");
-
-    // ...while another append takes a higher position and commits first.
-    let early = NewEvent::json("test.early", &json!({})).expect("event");
-    let early_id = early.event_id;
-    store
-        .append(&stream("early-1"), ExpectedVersion::NoStream, vec![early])
-        .await
-        .expect("append");
+    let LateCommit {
+        late,
+        late_id,
+        early_id,
+    } = LateCommit::set_up(&store).await;
 
     let naive = naive_read(&pool, 0).await;
     assert_eq!(
@@ -386,23 +406,11 @@ impl annals::projection::Projection for Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_never_passes_over_an_event_that_commits_late() {
     let store = fresh_postgres_store().await;
-    let pool = store.pool().clone();
-    let late_id = Uuid::now_v7();
-    let mut late = pool.begin().await.expect("begin");
-    sqlx::query(
-        "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload) \
-         VALUES ($1, 'late-1', 1, 'test.late', 1, '{}')",
-    )
-    .bind(late_id)
-    .execute(&mut *late)
-    .await
-    .expect("late insert");
-    let early = NewEvent::json("test.early", &json!({})).expect("event");
-    let early_id = early.event_id;
-    store
-        .append(&stream("early-1"), ExpectedVersion::NoStream, vec![early])
-        .await
-        .expect("append");
+    let LateCommit {
+        late,
+        late_id,
+        early_id,
+    } = LateCommit::set_up(&store).await;
 
     let store: Arc<dyn EventStore> = Arc::new(store);
     let replay = annals::replay::Replays::new().project(store, Seen::default(), EventQuery::new());
