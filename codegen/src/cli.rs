@@ -25,11 +25,12 @@ const USAGE: &str = "\
 Generates Annals' SQL migrations, JSON Schemas, read-model DDL and the event catalog.
 
 Usage:
-  schema [--root DIR] [--check]
+  schema [--root DIR] [--migrations DIR] [--check]
       Writes migrations/ and schema/ under DIR (default: the current folder)
-      for the types registered in this program. With --check, changes
-      nothing and exits with status 1, naming each stale file, if any file
-      is not what would be generated.
+      for the types registered in this program; --migrations puts the
+      migrations elsewhere. With --check, changes nothing and exits with
+      status 1, naming each stale file, if any file is not what would be
+      generated.
 
   schema migrations --dialect postgres|sqlite --out DIR
          [--schema NAME] [--table-prefix PREFIX] [--partition-by none|tenant:N|stream:N] [--check]
@@ -75,6 +76,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<ExitCode, CodegenEr
             "migrations" => custom_migrations = true,
             "--check" => options.check = true,
             "--root" => options.root = PathBuf::from(value("--root")?),
+            "--migrations" => {
+                options.migrations = Some(PathBuf::from(value("--migrations")?));
+            }
             "--out" => options.out = Some(PathBuf::from(value("--out")?)),
             "--dialect" => {
                 options.dialect = Some(match value("--dialect")?.as_str() {
@@ -126,7 +130,11 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<ExitCode, CodegenEr
                 reason: "--dialect, --out, --schema, --table-prefix and --partition-by belong to the `migrations` command".to_owned(),
             });
         }
-        workspace::run(&options.root, mode)?
+        let migrations = options
+            .migrations
+            .clone()
+            .unwrap_or_else(|| options.root.join("migrations"));
+        workspace::run_with_migrations_in(&options.root, &migrations, mode)?
     };
     Ok(report(&outcome, mode))
 }
@@ -165,6 +173,7 @@ fn report(outcome: &Outcome, mode: Mode) -> ExitCode {
 struct Options {
     check: bool,
     root: PathBuf,
+    migrations: Option<PathBuf>,
     out: Option<PathBuf>,
     dialect: Option<Dialect>,
     layout: StoreLayout,

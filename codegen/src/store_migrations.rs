@@ -3,8 +3,9 @@
 //!
 //! The history is defined here, in code: each entry has a number, a name and
 //! a SQL template per dialect (`codegen/templates/`). `cargo xtask schema`
-//! writes the default layout to `migrations/`, which the runtime embeds and
-//! applies on connect; a change to Annals' tables is a new entry, never an
+//! writes the default layout to `framework/migrations/`, which the runtime
+//! lists (build script), embeds and applies on connect; a change to Annals'
+//! tables is a new entry, never an
 //! edit of an old one (`cargo xtask schema` refuses to rewrite an existing
 //! file).
 //!

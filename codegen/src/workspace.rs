@@ -82,10 +82,21 @@ pub enum Mode {
 /// Generates (or checks) every artefact under `root` for the types
 /// registered in this program.
 pub fn run(root: &Path, mode: Mode) -> Result<Outcome, CodegenError> {
+    run_with_migrations_in(root, &root.join("migrations"), mode)
+}
+
+/// [`run`], with Annals' own migrations in `migrations` (a `postgres` and a
+/// `sqlite` folder) instead of `root/migrations`: the Annals workspace keeps
+/// them inside the runtime crate, which embeds them.
+pub fn run_with_migrations_in(
+    root: &Path,
+    migrations: &Path,
+    mode: Mode,
+) -> Result<Outcome, CodegenError> {
     registry::validate()?;
     let mut outcome = Outcome::default();
     for dialect in Dialect::ALL {
-        let folder = root.join("migrations").join(dialect.folder());
+        let folder = migrations.join(dialect.folder());
         migrations_into(
             &folder,
             root,

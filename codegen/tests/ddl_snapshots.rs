@@ -2,7 +2,7 @@
 //! read-model DDL of a sample projection, compared with reviewed files in
 //! `tests/snapshots/`. After an intended change, regenerate them with
 //! `UPDATE_SNAPSHOTS=1 cargo test -p annals-codegen --test ddl_snapshots`
-//! and review the diff. (The default layout is `migrations/` itself, which
+//! and review the diff. (The default layout is `framework/migrations/` itself, which
 //! `cargo xtask schema --check` compares.)
 
 use std::path::PathBuf;

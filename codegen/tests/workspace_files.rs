@@ -151,3 +151,24 @@ fn args(root: &Path, check: bool) -> Vec<String> {
     }
     args
 }
+
+/// `--migrations` puts Annals' own migrations in a folder of their own (the
+/// Annals workspace keeps them inside the runtime crate); the schemas stay
+/// under the root.
+#[test]
+fn the_migrations_folder_can_be_put_elsewhere() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let migrations = root.join("runtime").join("migrations");
+    let code = cli::run(
+        ["--root".to_owned(), root.display().to_string()]
+            .into_iter()
+            .chain(["--migrations".to_owned(), migrations.display().to_string()]),
+    )
+    .expect("runs");
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert!(migrations.join("postgres/0001_event_log.sql").is_file());
+    assert!(migrations.join("sqlite/0001_event_log.sql").is_file());
+    assert!(!root.join("migrations").exists());
+    assert!(root.join("schema/catalog.md").is_file());
+}

@@ -231,6 +231,7 @@ impl ChainKey {
     /// `SHA-256(outer || SHA-256(inner || message))` with them, which is
     /// HMAC-SHA-256 (RFC 2104) for a key no longer than SHA-256's 64-byte
     /// block.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn pads(&self) -> ([u8; 64], [u8; 64]) {
         let mut inner = [0x36u8; 64];
         let mut outer = [0x5cu8; 64];
@@ -314,6 +315,7 @@ pub(crate) enum LinkFormat {
     Keyed(u16),
 }
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 impl LinkFormat {
     /// The format a `chain_key` column value says.
     pub(crate) fn from_column(value: Option<i64>) -> Self {
@@ -587,6 +589,7 @@ impl<'a> ChainSigner<'a> {
 
 /// New links for a whole log, signed with one key: fed every event, each
 /// stream in version order, as [`ChainVerifier`] is.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct ChainResigner<'a> {
     signer: ChainSigner<'a>,
@@ -594,6 +597,7 @@ pub(crate) struct ChainResigner<'a> {
     per_tenant: bool,
 }
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 impl<'a> ChainResigner<'a> {
     pub(crate) fn new(keys: &'a ChainKeys) -> Self {
         ChainResigner {
@@ -604,6 +608,7 @@ impl<'a> ChainResigner<'a> {
     }
 
     /// Chains streams per tenant and id, as PostgreSQL identifies them.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn per_tenant_streams(mut self) -> Self {
         self.per_tenant = true;
         self
@@ -658,6 +663,7 @@ impl ChainVerifier {
     }
 
     /// Chains streams per tenant and id, as PostgreSQL identifies them.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn per_tenant_streams(mut self) -> Self {
         self.per_tenant = true;
         self
@@ -665,6 +671,7 @@ impl ChainVerifier {
 
     /// A verifier that checks keyed links with `keys` and unkeyed links as
     /// they are: the check before re-signing a log.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn accepting_unkeyed(keys: &ChainKeys) -> Self {
         ChainVerifier {
             accept_unkeyed: true,

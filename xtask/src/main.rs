@@ -3,7 +3,7 @@
 //! ```text
 //! cargo xtask test [-- <cargo test arguments>]   start throwaway PostgreSQL and Redis, run every suite, stop them
 //! cargo xtask bench [--quick]                    Annals against raw SQL and peer crates
-//! cargo xtask schema [--check]                   regenerate (or check) migrations/ and schema/
+//! cargo xtask schema [--check]                   regenerate (or check) framework/migrations/ and schema/
 //! cargo xtask services up|down|status            long-lived local servers for manual work
 //! ```
 
@@ -24,7 +24,7 @@ commands:
   bench [--quick]       run the workloads on Annals, raw sqlx/Redis and peer crates
                         against throwaway servers; print ratios and write
                         target/annals-bench/summary.json (--quick: small sizes)
-  schema [--check]      regenerate migrations/ and schema/ (SQL DDL, JSON Schemas,
+  schema [--check]      regenerate framework/migrations/ and schema/ (SQL DDL, JSON Schemas,
                         event catalog) from the registered types; with --check,
                         change nothing and fail naming each stale file
   services up           start PostgreSQL and Redis under target/annals-services and

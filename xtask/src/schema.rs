@@ -1,4 +1,4 @@
-//! `cargo xtask schema [--check]`: regenerates `migrations/` and `schema/`
+//! `cargo xtask schema [--check]`: regenerates `framework/migrations/` and `schema/`
 //! from the registry of the workspace's types, by running the IAM example's
 //! schema generator (`iam-schema`, `annals-codegen`'s command line linked
 //! with the IAM domain).
@@ -25,7 +25,11 @@ pub(crate) fn run(check: bool) -> Result<()> {
             "--",
         ])
         .arg("--root")
-        .arg(root);
+        .arg(root)
+        // Annals' own migrations live in the runtime crate, which embeds
+        // them (so that it can be packaged on its own).
+        .arg("--migrations")
+        .arg(root.join("framework").join("migrations"));
     if check {
         command.arg("--check");
     }

@@ -133,6 +133,7 @@ pub(crate) fn recorded_events(
 /// failed event, what the projection buffered is drained into the
 /// transaction before the error is returned: the caller drops the
 /// transaction, so nothing of it is written twice.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) async fn apply_inline<P: crate::projection::Projection>(
     projection: &mut P,
     batch: &[StreamAppend],

@@ -226,6 +226,8 @@ pub(crate) enum FlightFailure {
     /// The database refused the shared statement (a duplicate event id, a
     /// collision with a writer outside the flight): nothing was written,
     /// and writing each append alone gives each caller its own outcome.
+    /// (Only PostgreSQL's shared statement fails this way.)
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     WriteEachAlone,
     /// The connection or the commit failed: the outcome is the same for
     /// everyone, and may be unknown.
