@@ -147,8 +147,6 @@ impl<A> std::fmt::Debug for Repository<A> {
     }
 }
 
-/// The cache key of an aggregate's state in `tenant`'s entries (also purged
-/// by [`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)).
 /// A state as the repository caches it: the state, its version, and the
 /// id of the event at that version, so that an entry is only used for the
 /// history it summarises (another database behind the same cache, or a
@@ -197,6 +195,8 @@ impl<A: Aggregate> CachedState<A> {
     }
 }
 
+/// The cache key of an aggregate's state in `tenant`'s entries (also purged
+/// by [`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)).
 pub(crate) fn state_key<A: Aggregate>(tenant: Option<&str>, stream_id: &StreamId) -> CacheKey {
     CacheKey::new(
         tenant,
