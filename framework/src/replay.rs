@@ -130,9 +130,21 @@ impl ReplayProgress {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Replays {
     running: Arc<Mutex<HashMap<ReplayId, watch::Receiver<ReplayProgress>>>>,
+    /// How long a replay waits for the log's horizon to pass the events it
+    /// counted at its start.
+    horizon_patience: Duration,
+}
+
+impl Default for Replays {
+    fn default() -> Self {
+        Replays {
+            running: Arc::default(),
+            horizon_patience: DEFAULT_HORIZON_PATIENCE,
+        }
+    }
 }
 
 /// A replay running in the background.
@@ -233,6 +245,15 @@ impl Replays {
         Replays::default()
     }
 
+    /// How long a replay waits, at the end of the log, for the events it
+    /// counted when it started to become readable in the log's gap-safe
+    /// order (default 60 s). A transaction left open elsewhere holds them
+    /// back; past this the replay fails, saying so.
+    pub fn horizon_patience(mut self, patience: Duration) -> Self {
+        self.horizon_patience = patience;
+        self
+    }
+
     /// The progress of a replay started here (kept after it finishes).
     pub fn status(&self, id: ReplayId) -> Option<ReplayProgress> {
         let running = self.running.lock().ok()?;
@@ -294,9 +315,10 @@ impl Replays {
         if query.event_types.is_empty() {
             query.event_types = P::event_types().into_iter().map(str::to_owned).collect();
         }
+        let patience = self.horizon_patience;
         self.start(move |tracker| async move {
             let mut projection = projection;
-            let outcome = replay_into(&*store, &mut projection, query, &tracker).await;
+            let outcome = replay_into(&*store, &mut projection, query, patience, &tracker).await;
             finish(&tracker, outcome).map(|()| projection)
         })
     }
@@ -316,9 +338,11 @@ impl Replays {
             .map(|name| (*name).to_owned())
             .collect();
         let repository = repository.without_cache();
+        let patience = self.horizon_patience;
         self.start(move |tracker| async move {
             let outcome =
-                rebuild_aggregates(&repository, query, concurrency.max(1), &tracker).await;
+                rebuild_aggregates(&repository, query, concurrency.max(1), patience, &tracker)
+                    .await;
             let (loaded, result) = match outcome {
                 Ok(loaded) => (loaded, Ok(())),
                 Err((loaded, error)) => (loaded, Err(error)),
@@ -354,9 +378,10 @@ async fn replay_into<P: Projection<Context = ()>>(
     store: &dyn EventStore,
     projection: &mut P,
     query: EventQuery,
+    patience: Duration,
     tracker: &Tracker,
 ) -> Result<()> {
-    let mut reader = LogReader::start(store, query).await?;
+    let mut reader = LogReader::start(store, query, patience).await?;
     tracker.update(ReplayState::Running, 0, reader.counted);
     loop {
         if tracker.cancelled() {
@@ -377,9 +402,10 @@ async fn replay_into<P: Projection<Context = ()>>(
     }
 }
 
-/// How long a replay waits for the log's horizon to pass the events it
-/// counted at its start (a long transaction elsewhere holds it back).
-const HORIZON_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a replay waits by default for the log's horizon to pass the
+/// events it counted at its start (a long transaction elsewhere holds it
+/// back).
+const DEFAULT_HORIZON_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Reads the log for a replay in its gap-safe order (what `read_all` and
 /// the runners read: an event that commits late is never passed over),
@@ -392,22 +418,25 @@ struct LogReader {
     counted: u64,
     /// Matching events read so far.
     matched: u64,
+    /// How long to wait for the horizon to pass the counted events.
+    patience: Duration,
 }
 
 impl LogReader {
-    async fn start(store: &dyn EventStore, query: EventQuery) -> Result<Self> {
+    async fn start(store: &dyn EventStore, query: EventQuery, patience: Duration) -> Result<Self> {
         let counted = store.count(&query).await?;
         Ok(LogReader {
             query,
             after: LogPosition::START,
             counted,
             matched: 0,
+            patience,
         })
     }
 
     /// The next page's matching events (possibly none), or `None` once the
     /// log is read to its end and every counted event was seen. Waits (up
-    /// to [`HORIZON_PATIENCE`]) while the horizon is short of them.
+    /// to its patience) while the horizon is short of them.
     async fn next_page(&mut self, store: &dyn EventStore) -> Result<Option<Vec<RecordedEvent>>> {
         let waiting_since = Instant::now();
         loop {
@@ -427,7 +456,7 @@ impl LogReader {
             if self.matched >= self.counted {
                 return Ok(None);
             }
-            if waiting_since.elapsed() > HORIZON_PATIENCE {
+            if waiting_since.elapsed() > self.patience {
                 return Err(Error::Backend {
                     backend: store.backend(),
                     operation: "replay",
@@ -436,7 +465,7 @@ impl LogReader {
                          has not moved for {} s: a long-running transaction holds it back",
                         self.matched,
                         self.counted,
-                        HORIZON_PATIENCE.as_secs()
+                        self.patience.as_secs_f64()
                     )
                     .into(),
                 });
@@ -450,11 +479,12 @@ async fn rebuild_aggregates<A: Aggregate>(
     repository: &Repository<A>,
     query: EventQuery,
     concurrency: usize,
+    patience: Duration,
     tracker: &Tracker,
 ) -> std::result::Result<Vec<Loaded<A>>, (Vec<Loaded<A>>, Error)> {
     let store = repository.store().clone();
     let mut streams = BTreeSet::new();
-    let mut reader = LogReader::start(&*store, query)
+    let mut reader = LogReader::start(&*store, query, patience)
         .await
         .map_err(|error| (Vec::new(), error))?;
     while let Some(page) = reader

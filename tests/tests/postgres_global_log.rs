@@ -420,3 +420,29 @@ async fn a_replay_never_passes_over_an_event_that_commits_late() {
     assert_eq!(seen.0, [late_id, early_id], "both, in commit order");
     assert_eq!(progress.done, 2);
 }
+
+/// A replay whose counted events stay behind the horizon longer than its
+/// patience (a transaction left open) fails, saying why, rather than
+/// finishing without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_held_back_past_its_patience_fails_naming_the_horizon() {
+    let store = fresh_postgres_store().await;
+    let LateCommit { late, .. } = LateCommit::set_up(&store).await;
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let outcome = annals::replay::Replays::new()
+        .horizon_patience(Duration::from_millis(300))
+        .project(store, Seen::default(), EventQuery::new())
+        .finish()
+        .await;
+    match outcome {
+        Err(error) => assert!(
+            format!("{error:?}").contains("a long-running transaction holds it back"),
+            "{error:?}"
+        ),
+        Ok((seen, _)) => panic!(
+            "expected the held-back replay to fail, it applied {:?}",
+            seen.0
+        ),
+    }
+    late.rollback().await.expect("rollback");
+}

@@ -1352,3 +1352,85 @@ async fn stream_ids_belong_to_their_tenant_in_every_layout() {
         );
     }
 }
+
+/// A stream belongs to one tenant: one append whose events name two tenants
+/// is refused, naming both. A stream written before migration 0016 whose
+/// events name different tenants (planted here as the unscoped store could
+/// write it then) becomes one stream per tenant, and its hash chain reports
+/// the first event whose predecessor was another tenant's.
+#[tokio::test]
+async fn a_stream_belongs_to_one_tenant() {
+    let owner = fresh_postgres_store().await;
+    let mixed = stream("mixed-1");
+    let naming = |tenant: &str| {
+        created("x", Uuid::now_v7()).with_metadata(Metadata::new().with_tenant(tenant))
+    };
+    match owner
+        .append(
+            &mixed,
+            ExpectedVersion::NoStream,
+            vec![naming("acme"), naming("globex")],
+        )
+        .await
+    {
+        Err(Error::InvalidInput { field, reason }) => {
+            assert_eq!(field, "tenant id");
+            assert!(
+                reason.contains("\"acme\"") && reason.contains("\"globex\""),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        owner.stream_version(&mixed).await.expect("version"),
+        0,
+        "nothing was written"
+    );
+
+    // The old shape: version 1 without a tenant, version 2 of acme chained
+    // onto it, as the stream was one before migration 0016.
+    owner
+        .append(
+            &mixed,
+            ExpectedVersion::NoStream,
+            vec![created("old", Uuid::now_v7())],
+        )
+        .await
+        .expect("version 1");
+    sqlx::query(
+        "WITH head AS (SELECT version, hash FROM annals_events WHERE stream_id = 'mixed-1' \
+                       ORDER BY version DESC LIMIT 1), \
+              n AS (SELECT nextval('annals_events_position_seq'::regclass) AS position, \
+                           pg_current_xact_id() AS txid, gen_random_uuid() AS event_id, \
+                           now() AS at) \
+         INSERT INTO annals_events (position, transaction_id, event_id, stream_id, version, \
+                                    event_type, schema_version, payload, tenant_id, headers, \
+                                    recorded_at, hash, chain_key) \
+         OVERRIDING SYSTEM VALUE \
+         SELECT n.position, n.txid, n.event_id, 'mixed-1', head.version + 1, 'test.tenant.created', \
+                1, '{\"name\": \"y\"}'::jsonb, 'acme', '{}'::jsonb, n.at, \
+                annals_keyed_chain_step(NULL, head.hash, annals_event_link_digest( \
+                    n.event_id, 'mixed-1', head.version + 1, 'test.tenant.created', 1, \
+                    '{\"name\": \"y\"}'::jsonb::text, 'acme', NULL, NULL, NULL, NULL, \
+                    '{}'::jsonb::text, n.at, n.position, n.txid::text::int8), NULL, NULL), 0 \
+         FROM head, n",
+    )
+    .execute(owner.pool())
+    .await
+    .expect("the old shape");
+    let broken = owner
+        .verify_log()
+        .await
+        .expect("verify")
+        .first_break
+        .expect("a break");
+    assert_eq!(
+        (
+            broken.tenant_id.as_deref(),
+            broken.stream_id.as_str(),
+            broken.version
+        ),
+        (Some("acme"), "mixed-1", 2)
+    );
+}

@@ -86,13 +86,20 @@ const APPEND_ATTEMPTS: usize = 16;
 /// `SELECT <every column> FROM annals_events`, optionally followed by a clause.
 macro_rules! select_events {
     () => {
-        "SELECT position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
-         version, event_type, schema_version, payload::text AS payload, tenant_id, \
-         correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
-         recorded_at FROM annals_events"
+        concat!("SELECT ", event_columns!(), " FROM annals_events")
     };
     ($clause:literal) => {
         concat!(select_events!(), " ", $clause)
+    };
+}
+
+/// Every column of an event, in the order `decode_row` reads them.
+macro_rules! event_columns {
+    () => {
+        "position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
+         version, event_type, schema_version, payload::text AS payload, tenant_id, \
+         correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
+         recorded_at"
     };
 }
 
@@ -103,11 +110,10 @@ macro_rules! select_events {
 macro_rules! stream_events {
     ($clause:literal) => {
         concat!(
-            "SELECT position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
-             version, event_type, schema_version, payload::text AS payload, tenant_id, \
-             correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
-             recorded_at, (SELECT count(*) FROM annals_events h \
-                           WHERE h.stream_id = $1 AND h.version = 1) AS holders \
+            "SELECT ",
+            event_columns!(),
+            ", (SELECT count(*) FROM annals_events h \
+                WHERE h.stream_id = $1 AND h.version = 1) AS holders \
              FROM annals_events ",
             $clause
         )
