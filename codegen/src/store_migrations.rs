@@ -133,6 +133,11 @@ const POSTGRES: &[Step] = &[
         name: "tenant_streams",
         template: include_str!("../templates/postgres/0016_tenant_streams.sql"),
     },
+    Step {
+        version: 17,
+        name: "checkpoint_leases",
+        template: include_str!("../templates/postgres/0017_checkpoint_leases.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -180,6 +185,11 @@ const SQLITE: &[Step] = &[
         version: 9,
         name: "chain_coverage",
         template: include_str!("../templates/sqlite/0009_chain_coverage.sql"),
+    },
+    Step {
+        version: 10,
+        name: "checkpoint_leases",
+        template: include_str!("../templates/sqlite/0010_checkpoint_leases.sql"),
     },
 ];
 

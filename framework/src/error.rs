@@ -231,6 +231,39 @@ pub enum Error {
         first_break: Box<crate::hash_chain::ChainBreak>,
     },
 
+    /// A reader's worker lost its lease: another worker took the reader over
+    /// (the lease expired while this one was stalled, cut off or paused), so
+    /// its checkpoint write, and the read-model batch or side effects
+    /// committed with it, were refused. Nothing of it was stored; the worker
+    /// stands by.
+    #[error(
+        "reader `{reader}` lost its lease: generation {generation} was taken over{}; nothing was written",
+        current_generation.map(|g| format!(" (now generation {g})")).unwrap_or_default()
+    )]
+    LeaseLost {
+        /// The reader (its checkpoint name).
+        reader: String,
+        /// The generation the refused write was made under.
+        generation: u64,
+        /// The row's generation now (`None`: the row is gone).
+        current_generation: Option<u64>,
+    },
+
+    /// A reader's checkpoint is not where its worker left it: an operator
+    /// reset or rewound it. The write was refused; the worker resumes from
+    /// `found`.
+    #[error(
+        "the checkpoint of reader `{reader}` is at {found}, not {expected}: it was moved; nothing was written"
+    )]
+    CheckpointMoved {
+        /// The reader (its checkpoint name).
+        reader: String,
+        /// Where the worker thought it was.
+        expected: crate::position::LogPosition,
+        /// Where it is.
+        found: crate::position::LogPosition,
+    },
+
     /// Configuration is missing or malformed (a bad URL, an unknown scheme).
     #[error("configuration: {0}")]
     Config(String),

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod cache;
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;

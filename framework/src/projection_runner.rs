@@ -1,6 +1,13 @@
 //! Running projections from the log: an in-memory read model rebuilt on
 //! start, or a SQL read model whose checkpoint is committed in the same
 //! transaction as its writes, so it sees every event exactly once.
+//!
+//! A SQL read model has one owner however many instances run it: the runner
+//! takes the projection's lease (see [`checkpoint`](crate::checkpoint))
+//! before it applies anything, the others stand by
+//! ([`ProjectionState::Standby`]), and each batch commits only if its
+//! lease's generation is still current, so a worker that lost the lease
+//! (paused, cut off) cannot commit a late batch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +18,7 @@ use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+use crate::checkpoint::{CheckpointStore, Lease, LeaseSettings, OwnershipStatus};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
@@ -36,7 +44,8 @@ pub enum ProjectionState {
     Failed,
     /// Stopped by its handle.
     Stopped,
-    /// Waiting for the lease another process holds.
+    /// Waiting for the lease another worker holds (see
+    /// [`ProjectionStatus::ownership`] for who).
     Standby,
     /// Building the read model from the start of the log (first run, new
     /// version, or after a reset).
@@ -63,28 +72,43 @@ pub struct ProjectionStatus {
     pub per_second: f64,
     /// The last error, cleared by a successful batch.
     pub last_error: Option<String>,
+    /// Who owns the projection: this worker (`held`) or another one it
+    /// stands by for. `None` for an in-memory read model, which every
+    /// instance builds for itself.
+    pub ownership: Option<OwnershipStatus>,
 }
 
 /// Where a projection's read model and checkpoint live.
 #[async_trait]
 pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
-    /// The saved checkpoint, if any (`None`: start from the beginning).
-    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
+    /// Where the checkpoint and the projection's lease are kept; `None` for
+    /// a target that keeps neither (an in-memory read model, rebuilt from
+    /// the start of the log by every instance).
+    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>>;
 
-    /// Applies a batch and moves the checkpoint from `previous` to
-    /// `checkpoint`, atomically where the target can. SQL targets check that
-    /// the stored checkpoint is still `previous` (another worker may have
-    /// moved it) and apply nothing if not. On failure it reports how many of
-    /// `events` stay applied (0 for a rolled-back transaction), so the runner
-    /// retries only the rest.
-    async fn apply(
-        &self,
-        projection: &mut P,
-        name: &str,
-        events: &[RecordedEvent],
-        previous: LogPosition,
-        checkpoint: LogPosition,
-    ) -> Result<(), BatchFailure>;
+    /// Applies a batch and moves the checkpoint from `batch.previous` to
+    /// `batch.next`, atomically where the target can. SQL targets commit
+    /// only under the batch's lease ([`Error::LeaseLost`] if it was taken
+    /// over) and only if the stored checkpoint is still `previous`
+    /// ([`Error::CheckpointMoved`] if not), and then apply nothing. On
+    /// failure it reports how many of the events stay applied (0 for a
+    /// rolled-back transaction), so the runner retries only the rest.
+    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure>;
+}
+
+/// One batch for a [`ProjectionTarget`].
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The events the projection handles (others of the log's range are
+    /// left out, and the checkpoint still moves past them).
+    pub events: &'a [RecordedEvent],
+    /// The checkpoint before the batch.
+    pub previous: LogPosition,
+    /// The checkpoint after it.
+    pub next: LogPosition,
+    /// The lease the batch is committed under (`None` for targets without
+    /// [`checkpoints`](ProjectionTarget::checkpoints)).
+    pub lease: Option<&'a Lease>,
 }
 
 /// A batch that failed part-way.
@@ -92,38 +116,25 @@ pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
 pub struct BatchFailure {
     /// Events of the batch that remain applied.
     pub applied: usize,
-    /// What went wrong.
+    /// What went wrong: [`Error::LeaseLost`] and [`Error::CheckpointMoved`]
+    /// mean another worker or an operator got there first.
     pub error: Error,
-    /// Set when another worker had moved the checkpoint: where it is now.
-    pub checkpoint_moved: Option<LogPosition>,
 }
 
 impl From<Error> for BatchFailure {
     fn from(error: Error) -> Self {
-        BatchFailure {
-            applied: 0,
-            error,
-            checkpoint_moved: None,
-        }
+        BatchFailure { applied: 0, error }
     }
 }
 
-impl BatchFailure {
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    fn moved(name: &str, expected: LogPosition, found: LogPosition) -> Self {
-        BatchFailure {
-            applied: 0,
-            error: Error::Backend {
-                backend: "projection",
-                operation: "apply batch",
-                source: format!(
-                    "checkpoint `{name}` is at {found}, not {expected}: another worker moved it"
-                )
-                .into(),
-            },
-            checkpoint_moved: Some(found),
-        }
-    }
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn lease_required<'a>(batch: &Batch<'a>) -> Result<&'a Lease> {
+    batch.lease.ok_or_else(|| {
+        Error::invalid(
+            "batch",
+            "a SQL read model commits a batch only under its projection's lease",
+        )
+    })
 }
 
 /// An in-memory read model: rebuilt from the log on every start.
@@ -132,35 +143,23 @@ pub struct InMemory;
 
 #[async_trait]
 impl<P: Projection<Context = ()>> ProjectionTarget<P> for InMemory {
-    async fn checkpoint(&self, _name: &str) -> Result<Option<LogPosition>> {
-        Ok(None)
+    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
+        None
     }
 
-    async fn apply(
-        &self,
-        projection: &mut P,
-        _name: &str,
-        events: &[RecordedEvent],
-        _previous: LogPosition,
-        _checkpoint: LogPosition,
-    ) -> Result<(), BatchFailure> {
-        for (applied, event) in events.iter().enumerate() {
+    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
+        for (applied, event) in batch.events.iter().enumerate() {
             projection
                 .apply(event, &mut ())
                 .await
-                .map_err(|error| BatchFailure {
-                    applied,
-                    error,
-                    checkpoint_moved: None,
-                })?;
+                .map_err(|error| BatchFailure { applied, error })?;
         }
         projection
             .flush(&mut ())
             .await
             .map_err(|error| BatchFailure {
-                applied: events.len(),
+                applied: batch.events.len(),
                 error,
-                checkpoint_moved: None,
             })
     }
 }
@@ -208,45 +207,22 @@ where
     P: Projection,
     P::Context: crate::sql_read_model::SqliteContext,
 {
-    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            self.tables
-                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?"),
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sql_failed("load projection checkpoint"))?;
-        Ok(row.map(position_from_row))
+    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
+        Some(Arc::new(crate::checkpoint::sqlite::SqliteCheckpoints::new(
+            self.pool.clone(),
+            self.tables.clone(),
+        )))
     }
 
-    async fn apply(
-        &self,
-        projection: &mut P,
-        name: &str,
-        events: &[RecordedEvent],
-        previous: LogPosition,
-        checkpoint: LogPosition,
-    ) -> Result<(), BatchFailure> {
+    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
+        let lease = lease_required(&batch)?;
         // BEGIN IMMEDIATE: one writer at a time, across processes too.
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sql_failed("begin projection batch"))?;
-        let stored: Option<(i64, i64)> = sqlx::query_as(
-            self.tables
-                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?"),
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(sql_failed("read projection checkpoint"))?;
-        let stored = stored.map(position_from_row).unwrap_or_default();
-        if stored != previous {
-            return Err(BatchFailure::moved(name, previous, stored));
-        }
-        for event in events {
+        for event in batch.events {
             if let Err(error) = projection
                 .apply(event, P::Context::from_sqlite(&mut tx))
                 .await
@@ -258,18 +234,14 @@ where
             }
         }
         projection.flush(P::Context::from_sqlite(&mut tx)).await?;
-        sqlx::query(
-            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at"),
+        crate::checkpoint::sqlite::commit_in(
+            &mut tx,
+            &self.tables,
+            lease,
+            batch.previous,
+            batch.next,
         )
-        .bind(name)
-        .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))
-        .bind(i64::try_from(checkpoint.sequence).unwrap_or(i64::MAX))
-        .bind(Utc::now().timestamp_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_failed("save projection checkpoint"))?;
+        .await?;
         tx.commit()
             .await
             .map_err(sql_failed("commit projection batch"))?;
@@ -335,46 +307,31 @@ where
     P: Projection,
     P::Context: crate::sql_read_model::PostgresContext,
 {
-    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let mut tx = self.begin().await?;
-        let row: Option<(i64, i64)> =
-            sqlx::query_as(self.tables.sql(crate::store::postgres_checkpoint::LOAD))
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(sql_failed("load projection checkpoint"))?;
-        tx.commit()
-            .await
-            .map_err(sql_failed("end projection checkpoint read"))?;
-        Ok(row.map(position_from_row))
+    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
+        Some(Arc::new(
+            crate::checkpoint::postgres::PostgresCheckpoints::new(
+                self.pool.clone(),
+                self.tables.clone(),
+                self.tenant.clone(),
+            ),
+        ))
     }
 
-    async fn apply(
-        &self,
-        projection: &mut P,
-        name: &str,
-        events: &[RecordedEvent],
-        previous: LogPosition,
-        checkpoint: LogPosition,
-    ) -> Result<(), BatchFailure> {
+    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
+        let lease = lease_required(&batch)?;
         let mut tx = self.begin().await?;
-        // One batch of this projection at a time, whichever worker runs it.
-        sqlx::query(self.tables.sql(crate::store::postgres_checkpoint::LOCK))
-            .bind(name)
+        // A worker stalled inside the batch (paused, cut off) must not hold
+        // its row locks past its lease: the server ends its session then,
+        // and the worker that took over is not kept waiting.
+        let ttl = (lease.expires_at - lease.renewed_at)
+            .num_milliseconds()
+            .max(1000);
+        sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+            .bind(ttl.to_string())
             .execute(&mut *tx)
             .await
-            .map_err(sql_failed("lock projection checkpoint"))?;
-        let stored: Option<(i64, i64)> =
-            sqlx::query_as(self.tables.sql(crate::store::postgres_checkpoint::LOAD))
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(sql_failed("read projection checkpoint"))?;
-        let stored = stored.map(position_from_row).unwrap_or_default();
-        if stored != previous {
-            return Err(BatchFailure::moved(name, previous, stored));
-        }
-        for event in events {
+            .map_err(sql_failed("bound the batch's idle time"))?;
+        for event in batch.events {
             if let Err(error) = projection
                 .apply(event, P::Context::from_postgres(&mut tx))
                 .await
@@ -386,13 +343,14 @@ where
             }
         }
         projection.flush(P::Context::from_postgres(&mut tx)).await?;
-        sqlx::query(self.tables.sql(crate::store::postgres_checkpoint::SAVE))
-            .bind(name)
-            .bind(i64::try_from(checkpoint.commit).unwrap_or(i64::MAX))
-            .bind(i64::try_from(checkpoint.sequence).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_failed("save projection checkpoint"))?;
+        crate::checkpoint::postgres::commit_in(
+            &mut tx,
+            &self.tables,
+            lease,
+            batch.previous,
+            batch.next,
+        )
+        .await?;
         tx.commit()
             .await
             .map_err(sql_failed("commit projection batch"))?;
@@ -407,11 +365,6 @@ fn sql_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
         operation,
         source: Box::new(error),
     }
-}
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn position_from_row((commit, sequence): (i64, i64)) -> LogPosition {
-    crate::store::row::position_from_columns(commit, sequence)
 }
 
 /// Runs a projection from the log into a [`ProjectionTarget`].
@@ -449,8 +402,8 @@ pub struct ProjectionRunner<T> {
     batch_size: usize,
     poll_interval: Duration,
     retry_delay: Duration,
-    #[cfg(feature = "postgres")]
-    lease: Option<sqlx::PgPool>,
+    lease: LeaseSettings,
+    worker: String,
 }
 
 impl<T> std::fmt::Debug for ProjectionRunner<T> {
@@ -470,21 +423,24 @@ impl<T> ProjectionRunner<T> {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
             retry_delay: Duration::from_millis(200),
-            #[cfg(feature = "postgres")]
-            lease: None,
+            lease: LeaseSettings::default(),
+            worker: crate::checkpoint::default_owner_name(),
         }
     }
 
-    /// Runs only while holding a PostgreSQL advisory lock named after the
-    /// projection (and its version), so that of several processes running
-    /// the same projection exactly one is active. The lock lives on a
-    /// connection of its own: when the holder dies, PostgreSQL releases it
-    /// and a standby takes over within a poll interval, from the committed
-    /// checkpoint.
-    #[cfg(feature = "postgres")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub fn with_postgres_lease(mut self, pool: sqlx::PgPool) -> Self {
-        self.lease = Some(pool);
+    /// The lease's length and timing for a SQL read model (default 15 s,
+    /// so another instance takes over at most 18 s after the owner goes
+    /// quiet). A PostgreSQL batch that sits idle inside its transaction for
+    /// longer than the lease is ended by the server.
+    pub fn lease(mut self, settings: LeaseSettings) -> Self {
+        self.lease = settings;
+        self
+    }
+
+    /// The name this worker holds leases under (default
+    /// [`default_owner_name`](crate::checkpoint::default_owner_name)).
+    pub fn worker_name(mut self, worker: impl Into<String>) -> Self {
+        self.worker = worker.into();
         self
     }
 
@@ -557,53 +513,53 @@ impl<T> ProjectionRunner<T> {
         let mut applied = 0_u64;
         let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
         let mut lag_sampled: Option<Instant> = None;
-        let mut prefetched: Option<Prefetch> = None;
+        let status = Arc::new(status);
+        let ownership = self.target.checkpoints().map(|checkpoints| {
+            let status = Arc::clone(&status);
+            crate::checkpoint::Ownership::new(
+                checkpoints,
+                name.clone(),
+                self.worker.clone(),
+                self.lease,
+                Arc::new(move |ownership: OwnershipStatus, error: Option<String>| {
+                    status.send_modify(|s| {
+                        if !ownership.held {
+                            s.state = ProjectionState::Standby;
+                        }
+                        s.ownership = Some(ownership);
+                        if error.is_some() {
+                            s.last_error = error;
+                        }
+                    });
+                }),
+            )
+        });
         'lease: while !crate::subscription::stop_requested(&stopped) {
-            #[cfg(feature = "postgres")]
-            let mut lease = match &self.lease {
-                Some(pool) => {
-                    match acquire_lease(pool, &name, &status, &mut stopped, self.poll_interval)
-                        .await
-                    {
-                        Some(connection) => Some(connection),
-                        None => break 'lease,
-                    }
-                }
+            // Take the lease (standing by while another worker has it) and
+            // start from the checkpoint it was taken at.
+            let held = match &ownership {
+                Some(ownership) => match ownership.acquire(&mut stopped).await {
+                    Some(held) => Some(held),
+                    None => break 'lease,
+                },
                 None => None,
             };
-            // (Re)load the checkpoint: another process may have moved it.
-            let mut position = loop {
-                match self.target.checkpoint(&name).await {
-                    Ok(position) => break position.unwrap_or_default(),
-                    Err(error) => {
-                        status.send_modify(|s| {
-                            s.state = ProjectionState::Failed;
-                            s.last_error = Some(error.to_string());
-                        });
-                        if wait(&mut stopped, self.retry_delay).await {
-                            break 'lease;
-                        }
-                    }
-                }
-            };
+            let mut position = held
+                .as_ref()
+                .map_or(LogPosition::START, |held| held.lease().position);
+            let mut prefetched: Option<Prefetch> = None;
             let catching_up = if position == LogPosition::START {
                 ProjectionState::Rebuilding
             } else {
                 ProjectionState::CatchingUp
             };
-            status.send_modify(|s| s.state = catching_up.clone());
+            status.send_modify(|s| {
+                s.state = catching_up.clone();
+                s.position = position;
+            });
             while !crate::subscription::stop_requested(&stopped) {
-                #[cfg(feature = "postgres")]
-                if let Some(connection) = &mut lease
-                    && sqlx::query("SELECT 1")
-                        .execute(&mut *connection)
-                        .await
-                        .is_err()
-                {
-                    tracing::warn!(
-                        projection = P::NAME,
-                        "lost the lease connection; standing by"
-                    );
+                if held.as_ref().is_some_and(|held| held.is_lost()) {
+                    tracing::warn!(projection = P::NAME, "lost the lease; standing by");
                     continue 'lease;
                 }
                 // A prefetched batch was read before the watch was armed: an
@@ -651,8 +607,14 @@ impl<T> ProjectionRunner<T> {
                     .collect();
                 let outcome = {
                     let mut projection = model.write().await;
+                    let batch = Batch {
+                        events: &relevant,
+                        previous: position,
+                        next,
+                        lease: held.as_ref().map(|held| held.lease()),
+                    };
                     self.target
-                        .apply(&mut projection, &name, &relevant, position, next)
+                        .apply(&mut projection, batch)
                         .instrument(tracing::info_span!(
                             "annals.projection.batch",
                             projection = P::NAME,
@@ -688,18 +650,27 @@ impl<T> ProjectionRunner<T> {
                         });
                     }
                     Err(BatchFailure {
-                        checkpoint_moved: Some(found),
+                        error: Error::LeaseLost { .. },
                         ..
                     }) => {
-                        // Another worker got there first: carry on from its
-                        // checkpoint (nothing of this batch was applied).
-                        tracing::info!(projection = P::NAME, %found, "checkpoint moved by another worker");
+                        // Another worker took over: nothing of this batch
+                        // was committed; stand by.
+                        tracing::warn!(projection = P::NAME, "lost the lease; standing by");
+                        continue 'lease;
+                    }
+                    Err(BatchFailure {
+                        error: Error::CheckpointMoved { found, .. },
+                        ..
+                    }) => {
+                        // An operator moved the checkpoint: carry on from
+                        // there (nothing of this batch was applied).
+                        tracing::info!(projection = P::NAME, %found, "the checkpoint was moved; resuming there");
                         position = found;
+                        prefetched = None;
                     }
                     Err(BatchFailure {
                         applied: kept,
                         error,
-                        ..
                     }) => {
                         // Only what the target kept counts (nothing of a rolled
                         // back transaction); the rest of the batch is retried.
@@ -717,6 +688,9 @@ impl<T> ProjectionRunner<T> {
                         wait(&mut stopped, self.retry_delay).await;
                     }
                 }
+            }
+            if let Some(held) = held {
+                held.release().await;
             }
         }
         status.send_modify(|s| s.state = ProjectionState::Stopped);
@@ -755,39 +729,6 @@ impl Prefetch {
 impl Drop for Prefetch {
     fn drop(&mut self) {
         self.read.abort();
-    }
-}
-
-/// Waits for the projection's advisory lock on a dedicated connection;
-/// `None` if the runner is stopped first.
-#[cfg(feature = "postgres")]
-async fn acquire_lease(
-    pool: &sqlx::PgPool,
-    name: &str,
-    status: &watch::Sender<ProjectionStatus>,
-    stopped: &mut watch::Receiver<bool>,
-    poll_interval: Duration,
-) -> Option<sqlx::PgConnection> {
-    loop {
-        if crate::subscription::stop_requested(stopped) {
-            return None;
-        }
-        status.send_modify(|s| s.state = ProjectionState::Standby);
-        if let Ok(mut connection) = pool.acquire().await {
-            let locked: std::result::Result<bool, sqlx::Error> = sqlx::query_scalar(
-                "SELECT pg_try_advisory_lock(hashtextextended('annals.lease.' || $1, 0))",
-            )
-            .bind(name)
-            .fetch_one(&mut *connection)
-            .await;
-            if matches!(locked, Ok(true)) {
-                // Detached: the lock lives as long as this connection.
-                return Some(connection.detach());
-            }
-        }
-        if wait(stopped, poll_interval).await {
-            return None;
-        }
     }
 }
 

@@ -3,6 +3,12 @@
 //! committed. Delivery is at least once: the checkpoint moves only past
 //! events the sink handled, so a crash or an error means redelivery, never
 //! a gap. (The log is the outbox: there is nothing to publish separately.)
+//!
+//! A subscription has one owner however many instances run it: each takes
+//! the reader's lease before it delivers anything (see
+//! [`checkpoint`](crate::checkpoint)), the others stand by, and one of them
+//! takes over within [`LeaseSettings::takeover_bound`] of the owner going
+//! quiet. A worker that lost the lease cannot move the checkpoint.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +17,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::checkpoint::{LeaseSettings, OwnershipStatus, default_owner_name};
 use crate::envelope::RecordedEvent;
 use crate::error::{BoxError, Error, Result};
 use crate::position::LogPosition;
@@ -37,6 +44,10 @@ pub struct SubscriptionStatus {
     pub lag: Duration,
     /// The last failure (of the sink or the store), cleared by success.
     pub last_error: Option<String>,
+    /// Who owns the subscription: this worker (`held`) or another one it
+    /// stands by for. `None` for a subscription run
+    /// [`without_lease`](Subscription::without_lease).
+    pub ownership: Option<OwnershipStatus>,
 }
 
 /// A named, checkpointed reader of the global log.
@@ -81,6 +92,9 @@ pub struct Subscription {
     poll_interval: Duration,
     retry_delay: Duration,
     event_types: Option<Vec<String>>,
+    /// `None`: every instance delivers (no lease).
+    lease: Option<LeaseSettings>,
+    worker: String,
 }
 
 impl Subscription {
@@ -93,7 +107,32 @@ impl Subscription {
             poll_interval: Duration::from_millis(500),
             retry_delay: Duration::from_millis(200),
             event_types: None,
+            lease: Some(LeaseSettings::default()),
+            worker: default_owner_name(),
         }
+    }
+
+    /// The lease's length and timing (default 15 s, so another instance
+    /// takes over at most 18 s after the owner goes quiet).
+    pub fn lease(mut self, settings: LeaseSettings) -> Self {
+        self.lease = Some(settings);
+        self
+    }
+
+    /// Delivers in every instance that runs it, with no lease: for
+    /// per-instance side effects (dropping this process's cached state).
+    /// Its checkpoint writes are not fenced, so give each instance's
+    /// subscription its own name.
+    pub fn without_lease(mut self) -> Self {
+        self.lease = None;
+        self
+    }
+
+    /// The name this worker holds leases under (default
+    /// [`default_owner_name`]: host, process id and a random suffix).
+    pub fn worker_name(mut self, worker: impl Into<String>) -> Self {
+        self.worker = worker.into();
+        self
     }
 
     /// Events read per round trip (default 500).
@@ -148,92 +187,160 @@ impl Subscription {
     where
         Sink: EventSink,
     {
-        // A failure here (a database blip at start-up) is retried with
-        // backoff and shown in the status, never the end of the reader.
+        let status = Arc::new(status);
+        let checkpoints = self.store.checkpoints();
+        let ownership = self.lease.map(|settings| {
+            let status = Arc::clone(&status);
+            crate::checkpoint::Ownership::new(
+                Arc::clone(&checkpoints),
+                self.name.clone(),
+                self.worker.clone(),
+                settings,
+                Arc::new(move |ownership: OwnershipStatus, error: Option<String>| {
+                    status.send_modify(|s| {
+                        if !ownership.held {
+                            s.caught_up = false;
+                        }
+                        s.ownership = Some(ownership);
+                        if error.is_some() {
+                            s.last_error = error;
+                        }
+                    });
+                }),
+            )
+        });
+        let mut delivered = 0_u64;
+        let mut idle = IdleBackoff::new(self.poll_interval);
+        let mut lag = Duration::ZERO;
+        'lease: while !stop_requested(&stopped) {
+            let held = match &ownership {
+                Some(ownership) => match ownership.acquire(&mut stopped).await {
+                    Some(held) => Some(held),
+                    None => break 'lease,
+                },
+                None => None,
+            };
+            let mut position = match &held {
+                Some(held) => held.lease().position,
+                None => match self.load_position(&status, &mut stopped).await {
+                    Some(position) => position,
+                    None => break 'lease,
+                },
+            };
+            status.send_modify(|s| {
+                s.position = position;
+                s.last_error = None;
+            });
+            while !stop_requested(&stopped) {
+                if held.as_ref().is_some_and(|held| held.is_lost()) {
+                    tracing::warn!(subscription = %self.name, "lost the lease; standing by");
+                    continue 'lease;
+                }
+                idle.arm(&*self.store).await;
+                let batch = match self.store.read_all(position, self.batch_size).await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::warn!(subscription = %self.name, %error, "cannot read the log; retrying");
+                        status.send_modify(|s| s.last_error = Some(error.to_string()));
+                        pause(&mut stopped, self.retry_delay).await;
+                        continue;
+                    }
+                };
+                if batch.is_empty() {
+                    status.send_modify(|s| s.caught_up = true);
+                    idle.wait(&mut stopped).await;
+                    continue;
+                }
+                idle.reset();
+                let start = position;
+                let mut failure = None;
+                for event in &batch {
+                    let wanted = self
+                        .event_types
+                        .as_ref()
+                        .is_none_or(|types| types.contains(&event.event_type));
+                    if wanted {
+                        delivered += 1;
+                        if let Err(error) = sink.handle(event).await {
+                            failure = Some(format!(
+                                "event {} of `{}` ({}): {error}",
+                                event.version, event.stream_id, event.event_type
+                            ));
+                            break;
+                        }
+                    }
+                    position = event.position;
+                    lag = (chrono::Utc::now() - event.recorded_at)
+                        .to_std()
+                        .unwrap_or_default();
+                }
+                // If the checkpoint is not saved, the events since the saved
+                // one come again later: at least once, never lost.
+                if position != start {
+                    let saved = match &held {
+                        Some(held) => checkpoints.commit(held.lease(), start, position).await,
+                        None => checkpoints.save(&self.name, position).await,
+                    };
+                    match saved {
+                        Ok(()) => {}
+                        Err(Error::LeaseLost { .. }) => {
+                            tracing::warn!(subscription = %self.name, "lost the lease; standing by");
+                            continue 'lease;
+                        }
+                        Err(Error::CheckpointMoved { found, .. }) => {
+                            tracing::info!(subscription = %self.name, %found, "the checkpoint was moved; resuming there");
+                            position = found;
+                        }
+                        Err(error) => {
+                            tracing::warn!(subscription = %self.name, %error, "cannot save the checkpoint");
+                        }
+                    }
+                }
+                let caught_up = failure.is_none() && batch.len() < self.batch_size;
+                status.send_modify(|s| {
+                    s.position = position;
+                    s.lag = lag;
+                    s.delivered = delivered;
+                    s.caught_up = caught_up;
+                    s.last_error.clone_from(&failure);
+                });
+                if let Some(failure) = failure {
+                    tracing::warn!(subscription = %self.name, %failure, "the sink failed; retrying the event");
+                    pause(&mut stopped, self.retry_delay).await;
+                }
+            }
+            if let Some(held) = held {
+                held.release().await;
+            }
+        }
+        Ok(sink)
+    }
+
+    /// The saved position of a subscription without a lease. A failure here
+    /// (a database blip at start-up) is retried with backoff and shown in
+    /// the status, never the end of the reader; `None` if stopped first.
+    async fn load_position(
+        &self,
+        status: &watch::Sender<SubscriptionStatus>,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Option<LogPosition> {
         let mut delay = self.retry_delay;
-        let mut position = loop {
+        loop {
             match self.store.load_checkpoint(&self.name).await {
-                Ok(position) => break position.unwrap_or_default(),
+                Ok(position) => return Some(position.unwrap_or_default()),
                 Err(error) => {
                     tracing::warn!(subscription = %self.name, %error, "cannot load the checkpoint; retrying");
                     status.send_modify(|s| {
                         s.last_error = Some(format!("cannot load the checkpoint: {error}"));
                     });
-                    if stop_requested(&stopped) {
-                        return Ok(sink);
+                    if stop_requested(stopped) {
+                        return None;
                     }
-                    pause(&mut stopped, delay).await;
+                    pause(stopped, delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
             }
-        };
-        status.send_modify(|s| {
-            s.position = position;
-            s.last_error = None;
-        });
-        let mut delivered = 0_u64;
-        let mut idle = IdleBackoff::new(self.poll_interval);
-        let mut lag = Duration::ZERO;
-        while !stop_requested(&stopped) {
-            idle.arm(&*self.store).await;
-            let batch = match self.store.read_all(position, self.batch_size).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(subscription = %self.name, %error, "cannot read the log; retrying");
-                    status.send_modify(|s| s.last_error = Some(error.to_string()));
-                    pause(&mut stopped, self.retry_delay).await;
-                    continue;
-                }
-            };
-            if batch.is_empty() {
-                status.send_modify(|s| s.caught_up = true);
-                idle.wait(&mut stopped).await;
-                continue;
-            }
-            idle.reset();
-            let start = position;
-            let mut failure = None;
-            for event in &batch {
-                let wanted = self
-                    .event_types
-                    .as_ref()
-                    .is_none_or(|types| types.contains(&event.event_type));
-                if wanted {
-                    delivered += 1;
-                    if let Err(error) = sink.handle(event).await {
-                        failure = Some(format!(
-                            "event {} of `{}` ({}): {error}",
-                            event.version, event.stream_id, event.event_type
-                        ));
-                        break;
-                    }
-                }
-                position = event.position;
-                lag = (chrono::Utc::now() - event.recorded_at)
-                    .to_std()
-                    .unwrap_or_default();
-            }
-            // If the checkpoint is not saved, the events since the saved one
-            // come again later: at least once, never lost.
-            if position != start
-                && let Err(error) = self.store.save_checkpoint(&self.name, position).await
-            {
-                tracing::warn!(subscription = %self.name, %error, "cannot save the checkpoint");
-            }
-            let caught_up = failure.is_none() && batch.len() < self.batch_size;
-            status.send_modify(|s| {
-                s.position = position;
-                s.lag = lag;
-                s.delivered = delivered;
-                s.caught_up = caught_up;
-                s.last_error.clone_from(&failure);
-            });
-            if let Some(failure) = failure {
-                tracing::warn!(subscription = %self.name, %failure, "the sink failed; retrying the event");
-                pause(&mut stopped, self.retry_delay).await;
-            }
         }
-        Ok(sink)
     }
 }
 

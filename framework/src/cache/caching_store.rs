@@ -297,12 +297,8 @@ impl EventStore for CachingEventStore {
         self.inner.delete_snapshots(stream).await
     }
 
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        self.inner.load_checkpoint(name).await
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
-        self.inner.save_checkpoint(name, position).await
+    fn checkpoints(&self) -> std::sync::Arc<dyn crate::checkpoint::CheckpointStore> {
+        self.inner.checkpoints()
     }
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {

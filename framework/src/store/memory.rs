@@ -41,6 +41,8 @@ pub struct InMemoryEventStore {
     appended: Arc<super::AppendSignal>,
     /// The data subjects' keys ([`crate::pii::SubjectKeyStore`]).
     subject_keys: Arc<std::sync::Mutex<crate::pii::MemorySubjectKeys>>,
+    /// Readers' checkpoints and leases.
+    checkpoints: crate::checkpoint::MemoryCheckpoints,
 }
 
 #[derive(Debug, Default)]
@@ -55,8 +57,6 @@ struct MemoryLog {
     event_ids: HashSet<Uuid>,
     /// Snapshots per stream, by version.
     snapshots: HashMap<StreamId, BTreeMap<u64, Snapshot>>,
-    /// Subscription checkpoints by name.
-    checkpoints: HashMap<String, LogPosition>,
     /// Dead letters, oldest first.
     dead_letters: Vec<DeadLetter>,
 }
@@ -399,14 +399,8 @@ impl EventStore for InMemoryEventStore {
         Ok(deleted)
     }
 
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        Ok(self.read()?.checkpoints.get(name).copied())
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
-        position.check_storable_checkpoint(name)?;
-        self.write()?.checkpoints.insert(name.to_owned(), position);
-        Ok(())
+    fn checkpoints(&self) -> Arc<dyn crate::checkpoint::CheckpointStore> {
+        Arc::new(self.checkpoints.clone())
     }
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {

@@ -20,8 +20,6 @@ mod memory;
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(feature = "postgres")]
-pub(crate) mod postgres_checkpoint;
 mod query;
 mod read_all;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -199,11 +197,24 @@ pub trait EventStore: Send + Sync {
     /// events.
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64>;
 
-    /// The saved position of a named subscription, if any.
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
+    /// Where this store's readers keep their checkpoints and leases (in
+    /// its schema, table prefix and, for a tenant handle, tenant).
+    fn checkpoints(&self) -> std::sync::Arc<dyn crate::checkpoint::CheckpointStore>;
 
-    /// Saves the position of a named subscription.
-    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()>;
+    /// The saved position of a named reader, if any.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        Ok(self
+            .checkpoints()
+            .load(name)
+            .await?
+            .map(|checkpoint| checkpoint.position))
+    }
+
+    /// Sets the position of a named reader, whoever holds its lease (a
+    /// reset or rewind; a running owner resumes from here).
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
+        self.checkpoints().save(name, position).await
+    }
 
     /// Records a dead letter.
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()>;

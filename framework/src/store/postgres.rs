@@ -59,8 +59,7 @@ use super::group_commit::{
     submit,
 };
 use super::migrations::{self, HISTORY_TABLE};
-use super::postgres_checkpoint;
-use super::row::{RowIdentity, StoredRow, limit, position_from_columns, to_i64};
+use super::row::{RowIdentity, StoredRow, limit, to_i64};
 use super::table_names::{TableNames, is_plain_identifier};
 use super::tenant_roles::{self, PoolRole};
 use super::tenant_session::{self, Session};
@@ -1589,29 +1588,12 @@ impl EventStore for PostgresEventStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let mut session = self.session().await?;
-        let row: Option<(i64, i64)> = sqlx::query_as(self.tables.sql(postgres_checkpoint::LOAD))
-            .bind(name)
-            .fetch_optional(session.connection())
-            .await
-            .map_err(failed("load checkpoint"))?;
-        session.finish().await?;
-        Ok(row.map(|(commit, sequence)| position_from_columns(commit, sequence)))
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
-        position.check_storable_checkpoint(name)?;
-        let mut session = self.session().await?;
-        sqlx::query(self.tables.sql(postgres_checkpoint::SAVE))
-            .bind(name)
-            .bind(to_i64(position.commit))
-            .bind(to_i64(position.sequence))
-            .execute(session.connection())
-            .await
-            .map_err(failed("save checkpoint"))?;
-        session.finish().await?;
-        Ok(())
+    fn checkpoints(&self) -> Arc<dyn crate::checkpoint::CheckpointStore> {
+        Arc::new(crate::checkpoint::postgres::PostgresCheckpoints::new(
+            self.pool.clone(),
+            self.tables.clone(),
+            self.tenant.clone(),
+        ))
     }
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {

@@ -21,7 +21,7 @@ use super::group_commit::{
     submit,
 };
 use super::migrations::{self, HISTORY_TABLE};
-use super::row::{RowIdentity, StoredRow, limit, position_from_columns, to_i64};
+use super::row::{RowIdentity, StoredRow, limit, to_i64};
 use super::table_names::TableNames;
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::dead_letter::DeadLetter;
@@ -820,33 +820,11 @@ impl EventStore for SqliteEventStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            self.tables
-                .sql("SELECT commit_id, sequence FROM annals_checkpoints WHERE name = ?"),
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(failed("load checkpoint"))?;
-        Ok(row.map(|(commit, sequence)| position_from_columns(commit, sequence)))
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
-        position.check_storable_checkpoint(name)?;
-        sqlx::query(
-            self.tables.sql("INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-             updated_at = excluded.updated_at"),
-        )
-        .bind(name)
-        .bind(to_i64(position.commit))
-        .bind(to_i64(position.sequence))
-        .bind(micros(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(failed("save checkpoint"))?;
-        Ok(())
+    fn checkpoints(&self) -> Arc<dyn crate::checkpoint::CheckpointStore> {
+        Arc::new(crate::checkpoint::sqlite::SqliteCheckpoints::new(
+            self.pool.clone(),
+            self.tables.clone(),
+        ))
     }
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use annals::checkpoint::LeaseSettings;
 use annals::projection_runner::{PostgresReadModel, ProjectionRunner};
 use annals::store::PostgresEventStore;
 use annals_tests::backends::postgres_url;
@@ -24,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let running = ProjectionRunner::new(Arc::new(store), PostgresReadModel::new(pool.clone()))
         .batch_size(5)
         .poll_interval(Duration::from_millis(20))
-        .with_postgres_lease(pool.clone())
+        .lease(LeaseSettings::new(Duration::from_secs(2)))
         .start(FlakyPostgresRoleCounts::default());
     // Only the lease holder ever applies anything.
     running.wait_until(|status| status.applied > 0).await?;

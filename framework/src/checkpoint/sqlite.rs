@@ -1,0 +1,229 @@
+//! SQLite checkpoints and leases: the only place their SQL is written. The
+//! store's `load_checkpoint`/`save_checkpoint`, the runners' leases and the
+//! SQLite read model's batch commits all use it. Every process on a SQLite
+//! file shares one machine's clock, which judges expiry; times are
+//! microseconds since the Unix epoch.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+use sqlx::sqlite::SqlitePool;
+
+use super::{Checkpoint, CheckpointStore, Lease};
+use crate::error::Result;
+use crate::position::LogPosition;
+use crate::store::row::{position_from_columns, to_i64};
+use crate::store::table_names::TableNames;
+
+const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
+     FROM annals_checkpoints WHERE name = ?";
+
+const SAVE: &str = "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
+     ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
+     updated_at = excluded.updated_at";
+
+/// `?1` name, `?2` owner, `?3` now, `?4` expiry.
+const ACQUIRE: &str = "INSERT INTO annals_checkpoints \
+     (name, commit_id, sequence, updated_at, owner, generation, lease_expires_at, renewed_at) \
+     VALUES (?1, 0, 0, ?3, ?2, 1, ?4, ?3) \
+     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+         generation = annals_checkpoints.generation + 1, \
+         lease_expires_at = excluded.lease_expires_at, renewed_at = excluded.renewed_at \
+     WHERE annals_checkpoints.owner IS NULL OR annals_checkpoints.lease_expires_at IS NULL \
+         OR annals_checkpoints.lease_expires_at <= ?3 OR annals_checkpoints.owner = excluded.owner \
+     RETURNING generation, commit_id, sequence";
+
+/// `?1` name, `?2` owner, `?3` generation, `?4` now, `?5` expiry.
+const RENEW: &str = "UPDATE annals_checkpoints SET lease_expires_at = ?5, renewed_at = ?4 \
+     WHERE name = ?1 AND owner = ?2 AND generation = ?3";
+
+const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires_at = NULL \
+     WHERE name = ? AND owner = ? AND generation = ?";
+
+/// `?1` name, `?2` generation, `?3`/`?4` previous, `?5`/`?6` next, `?7` now.
+const COMMIT: &str = "UPDATE annals_checkpoints SET commit_id = ?5, sequence = ?6, updated_at = ?7 \
+     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4";
+
+fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> crate::Error {
+    crate::store::row::failed("sqlite", operation)
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn time(micros: Option<i64>) -> Option<DateTime<Utc>> {
+    micros.and_then(DateTime::from_timestamp_micros)
+}
+
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+type Row = (
+    String,
+    i64,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// The row of reader `name`, inside the caller's transaction.
+pub(crate) async fn load_in(
+    connection: &mut SqliteConnection,
+    tables: &TableNames,
+    name: &str,
+) -> Result<Option<Checkpoint>> {
+    let row: Option<Row> = sqlx::query_as(tables.sql(LOAD))
+        .bind(name)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(failed("load checkpoint"))?;
+    Ok(row.map(
+        |(name, commit, sequence, owner, generation, renewed_at, lease_expires_at)| Checkpoint {
+            name,
+            position: position_from_columns(commit, sequence),
+            owner,
+            generation: u64::try_from(generation).unwrap_or(0),
+            renewed_at: time(renewed_at),
+            lease_expires_at: time(lease_expires_at),
+        },
+    ))
+}
+
+/// Moves the checkpoint under `lease`, inside the caller's transaction (a
+/// read model's batch): refused with [`crate::Error::LeaseLost`] or
+/// [`crate::Error::CheckpointMoved`], and then the caller rolls back.
+pub(crate) async fn commit_in(
+    connection: &mut SqliteConnection,
+    tables: &TableNames,
+    lease: &Lease,
+    previous: LogPosition,
+    next: LogPosition,
+) -> Result<()> {
+    next.check_storable_checkpoint(&lease.name)?;
+    let moved = sqlx::query(tables.sql(COMMIT))
+        .bind(&lease.name)
+        .bind(to_i64(lease.generation))
+        .bind(to_i64(previous.commit))
+        .bind(to_i64(previous.sequence))
+        .bind(to_i64(next.commit))
+        .bind(to_i64(next.sequence))
+        .bind(micros(Utc::now()))
+        .execute(&mut *connection)
+        .await
+        .map_err(failed("commit checkpoint"))?
+        .rows_affected();
+    if moved == 1 {
+        return Ok(());
+    }
+    let found = load_in(connection, tables, &lease.name).await?;
+    Err(super::refusal(
+        lease,
+        previous,
+        found.map(|row| (row.generation, row.position)),
+    ))
+}
+
+/// The checkpoints of a SQLite store (or read model).
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteCheckpoints {
+    pool: SqlitePool,
+    tables: TableNames,
+}
+
+impl SqliteCheckpoints {
+    pub(crate) fn new(pool: SqlitePool, tables: TableNames) -> Self {
+        SqliteCheckpoints { pool, tables }
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for SqliteCheckpoints {
+    async fn load(&self, name: &str) -> Result<Option<Checkpoint>> {
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(failed("acquire connection"))?;
+        load_in(&mut connection, &self.tables, name).await
+    }
+
+    async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
+        position.check_storable_checkpoint(name)?;
+        sqlx::query(self.tables.sql(SAVE))
+            .bind(name)
+            .bind(to_i64(position.commit))
+            .bind(to_i64(position.sequence))
+            .bind(micros(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(failed("save checkpoint"))?;
+        Ok(())
+    }
+
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        let now = Utc::now();
+        let expires_at = expiry(now, ttl);
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(self.tables.sql(ACQUIRE))
+            .bind(name)
+            .bind(owner)
+            .bind(micros(now))
+            .bind(micros(expires_at))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed("take lease"))?;
+        Ok(row.map(|(generation, commit, sequence)| Lease {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            generation: u64::try_from(generation).unwrap_or(0),
+            position: position_from_columns(commit, sequence),
+            renewed_at: now,
+            expires_at,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        let now = Utc::now();
+        let expires_at = expiry(now, ttl);
+        let renewed = sqlx::query(self.tables.sql(RENEW))
+            .bind(&lease.name)
+            .bind(&lease.owner)
+            .bind(to_i64(lease.generation))
+            .bind(micros(now))
+            .bind(micros(expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(failed("renew lease"))?
+            .rows_affected();
+        Ok((renewed == 1).then(|| Lease {
+            renewed_at: now,
+            expires_at,
+            ..lease.clone()
+        }))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        sqlx::query(self.tables.sql(RELEASE))
+            .bind(&lease.name)
+            .bind(&lease.owner)
+            .bind(to_i64(lease.generation))
+            .execute(&self.pool)
+            .await
+            .map_err(failed("release lease"))?;
+        Ok(())
+    }
+
+    async fn commit(&self, lease: &Lease, previous: LogPosition, next: LogPosition) -> Result<()> {
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(failed("acquire connection"))?;
+        commit_in(&mut connection, &self.tables, lease, previous, next).await
+    }
+}
