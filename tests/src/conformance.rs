@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             hash_chain_names_the_first_broken_link,
             nul_characters_are_refused_naming_the_field,
             checkpoints_refuse_positions_they_cannot_store,
+            leases_give_each_reader_one_owner_and_fence_the_last,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1466,4 +1467,134 @@ pub async fn hash_chain_names_the_first_broken_link(t: &TestStore) {
     );
     let b = t.store.verify_stream(&second).await.expect("verify b");
     assert!(b.is_intact(), "{:?}", b.first_break);
+}
+
+/// A reader's lease: one owner at a time, taken over after it expires or is
+/// released under a new generation, and the old owner's late checkpoint
+/// write is refused with a typed error naming the reader and generations;
+/// an operator's reset is noticed by the owner's next commit.
+pub async fn leases_give_each_reader_one_owner_and_fence_the_last(t: &TestStore) {
+    use std::time::Duration as StdDuration;
+
+    let checkpoints = t.store.checkpoints();
+    let ttl = StdDuration::from_secs(30);
+    let a = checkpoints
+        .acquire("mailer", "worker-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("a free reader's lease is taken");
+    assert_eq!(a.position, LogPosition::START);
+    assert!(
+        checkpoints
+            .acquire("mailer", "worker-b", ttl)
+            .await
+            .expect("acquire")
+            .is_none(),
+        "a live lease is not taken by another worker"
+    );
+    let row = checkpoints
+        .load("mailer")
+        .await
+        .expect("load")
+        .expect("row");
+    assert_eq!(row.owner.as_deref(), Some("worker-a"));
+    assert_eq!(row.generation, a.generation);
+    assert!(row.lease_expires_at > row.renewed_at);
+    checkpoints
+        .commit(&a, LogPosition::START, LogPosition::new(3, 3))
+        .await
+        .expect("the owner commits");
+    let renewed = checkpoints
+        .renew(&a, ttl)
+        .await
+        .expect("renew")
+        .expect("the owner renews");
+    assert_eq!(renewed.generation, a.generation);
+
+    // Released: b takes over at once, from a's checkpoint, one generation on.
+    checkpoints.release(&a).await.expect("release");
+    let b = checkpoints
+        .acquire("mailer", "worker-b", ttl)
+        .await
+        .expect("acquire")
+        .expect("a released lease is free");
+    assert_eq!(b.generation, a.generation + 1);
+    assert_eq!(b.position, LogPosition::new(3, 3));
+    match checkpoints
+        .commit(&a, LogPosition::new(3, 3), LogPosition::new(4, 4))
+        .await
+    {
+        Err(Error::LeaseLost {
+            reader,
+            generation,
+            current_generation,
+        }) => {
+            assert_eq!(reader, "mailer");
+            assert_eq!(generation, a.generation);
+            assert_eq!(current_generation, Some(b.generation));
+        }
+        other => panic!("a lost lease's write must be refused, got {other:?}"),
+    }
+    assert!(checkpoints.renew(&a, ttl).await.expect("renew").is_none());
+    checkpoints
+        .release(&a)
+        .await
+        .expect("releasing a lost lease does nothing");
+    assert_eq!(
+        t.store.load_checkpoint("mailer").await.expect("load"),
+        Some(LogPosition::new(3, 3)),
+        "the refused write changed nothing"
+    );
+
+    // An operator's reset: the owner's next commit names where it is now.
+    t.store
+        .save_checkpoint("mailer", LogPosition::START)
+        .await
+        .expect("reset");
+    match checkpoints
+        .commit(&b, LogPosition::new(3, 3), LogPosition::new(5, 5))
+        .await
+    {
+        Err(Error::CheckpointMoved {
+            reader,
+            expected,
+            found,
+        }) => {
+            assert_eq!(reader, "mailer");
+            assert_eq!(expected, LogPosition::new(3, 3));
+            assert_eq!(found, LogPosition::START);
+        }
+        other => panic!("a moved checkpoint must be reported, got {other:?}"),
+    }
+    checkpoints
+        .commit(&b, LogPosition::START, LogPosition::new(5, 5))
+        .await
+        .expect("the owner resumes from the reset");
+
+    // Expiry: a lease nobody renews is taken over once it runs out.
+    let short = checkpoints
+        .acquire("indexer", "worker-a", StdDuration::from_millis(200))
+        .await
+        .expect("acquire")
+        .expect("free");
+    assert!(
+        checkpoints
+            .acquire("indexer", "worker-b", ttl)
+            .await
+            .expect("acquire")
+            .is_none()
+    );
+    tokio::time::sleep(StdDuration::from_millis(400)).await;
+    let taken = checkpoints
+        .acquire("indexer", "worker-b", ttl)
+        .await
+        .expect("acquire")
+        .expect("an expired lease is taken over");
+    assert_eq!(taken.generation, short.generation + 1);
+    assert!(matches!(
+        checkpoints
+            .commit(&short, LogPosition::START, LogPosition::new(1, 1))
+            .await,
+        Err(Error::LeaseLost { .. })
+    ));
 }

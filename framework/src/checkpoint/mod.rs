@@ -122,9 +122,10 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// fails with [`Error::CheckpointMoved`], and resumes from here.
     async fn save(&self, name: &str, position: LogPosition) -> Result<()>;
 
-    /// Takes the reader's lease for `owner` for `ttl`, if nobody else holds
-    /// a live one (or `owner` itself does); `None` if another worker does.
-    /// Each taking bumps the generation.
+    /// Takes the reader's lease for `owner` for `ttl` if nobody holds a live
+    /// one; `None` if someone does (a worker of the same name too: two
+    /// runners of one reader in one process do not both own it). Each
+    /// taking bumps the generation.
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
 
     /// Extends a held lease by `ttl` from now; `None` if it was taken over

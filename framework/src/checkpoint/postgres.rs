@@ -32,8 +32,8 @@ const SAVE: &str = "INSERT INTO annals_checkpoints (name, commit_id, sequence, u
      ON CONFLICT (tenant_id, name) DO UPDATE SET commit_id = excluded.commit_id, \
      sequence = excluded.sequence, updated_at = excluded.updated_at";
 
-/// Takes `$1`'s lease for owner `$2` for `$3` seconds unless another owner
-/// holds a live one; a new row starts at the beginning of the log.
+/// Takes `$1`'s lease for owner `$2` for `$3` seconds unless anyone holds a
+/// live one; a new row starts at the beginning of the log.
 const ACQUIRE: &str = "INSERT INTO annals_checkpoints AS c \
      (name, commit_id, sequence, updated_at, owner, generation, lease_expires_at, renewed_at) \
      VALUES ($1, 0, 0, now(), $2, 1, now() + make_interval(secs => $3), now()) \
@@ -41,7 +41,6 @@ const ACQUIRE: &str = "INSERT INTO annals_checkpoints AS c \
          generation = c.generation + 1, lease_expires_at = excluded.lease_expires_at, \
          renewed_at = excluded.renewed_at \
      WHERE c.owner IS NULL OR c.lease_expires_at IS NULL OR c.lease_expires_at <= now() \
-         OR c.owner = excluded.owner \
      RETURNING generation, commit_id, sequence, renewed_at, lease_expires_at";
 
 /// Extends the lease of `$1` held by `$2` under generation `$3` by `$4` s.

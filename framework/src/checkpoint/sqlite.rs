@@ -32,7 +32,7 @@ const ACQUIRE: &str = "INSERT INTO annals_checkpoints \
          generation = annals_checkpoints.generation + 1, \
          lease_expires_at = excluded.lease_expires_at, renewed_at = excluded.renewed_at \
      WHERE annals_checkpoints.owner IS NULL OR annals_checkpoints.lease_expires_at IS NULL \
-         OR annals_checkpoints.lease_expires_at <= ?3 OR annals_checkpoints.owner = excluded.owner \
+         OR annals_checkpoints.lease_expires_at <= ?3 \
      RETURNING generation, commit_id, sequence";
 
 /// `?1` name, `?2` owner, `?3` generation, `?4` now, `?5` expiry.

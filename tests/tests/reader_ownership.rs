@@ -1,0 +1,337 @@
+//! One owner per reader (issue 15): several instances of one subscription
+//! or SQL projection deliver each event once between them, the standbys
+//! show who owns the reader, a worker that lost its lease cannot commit,
+//! and two deployments in two schemas of one database both run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use annals::checkpoint::{CheckpointStore, LeaseSettings};
+use annals::prelude::*;
+use annals::projection_runner::{
+    Batch, PostgresReadModel, ProjectionRunner, ProjectionState, ProjectionTarget, SqliteReadModel,
+};
+use annals::subscription::{EventSink, Subscription, SubscriptionHandle};
+use annals_tests::backends::{TestStore, fresh_postgres_store};
+use annals_tests::domain::{FlakyPostgresRoleCounts, RoleCounts, UserEvent};
+
+const LEASE: Duration = Duration::from_secs(1);
+
+/// Counts deliveries per event, across every instance.
+#[derive(Clone, Default)]
+struct Deliveries(Arc<Mutex<HashMap<uuid::Uuid, u32>>>);
+
+impl Deliveries {
+    fn snapshot(&self) -> HashMap<uuid::Uuid, u32> {
+        self.0.lock().expect("deliveries").clone()
+    }
+}
+
+#[annals::async_trait]
+impl EventSink for Deliveries {
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+        *self
+            .0
+            .lock()
+            .map_err(|_| "poisoned")?
+            .entry(event.event_id)
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+async fn assign_roles(store: &dyn EventStore, prefix: &str, count: usize) {
+    for n in 0..count {
+        let role = ["admin", "auditor", "viewer"][n % 3];
+        let event =
+            NewEvent::from_event(&UserEvent::RoleAssigned { role: role.into() }).expect("encode");
+        let stream = StreamId::new(format!("user-{prefix}-{n}")).expect("stream id");
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .expect("append");
+    }
+}
+
+async fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !check() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn instance(
+    store: &Arc<dyn EventStore>,
+    n: usize,
+    sink: &Deliveries,
+) -> SubscriptionHandle<Deliveries> {
+    Subscription::new(store.clone(), "mailer")
+        .poll_interval(Duration::from_millis(20))
+        .lease(LeaseSettings::new(LEASE))
+        .worker_name(format!("instance-{n}"))
+        .start(sink.clone())
+}
+
+/// Three instances of one subscription on one PostgreSQL store: each event
+/// is delivered once between them (before, every instance delivered every
+/// event); the standbys name the owner; when the owner stops, a standby
+/// takes over from its checkpoint and still nothing is delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_run_by_several_instances_delivers_each_event_once() {
+    let t = TestStore::postgres().await;
+    let sink = Deliveries::default();
+    let mut handles: Vec<_> = (0..3).map(|n| instance(&t.store, n, &sink)).collect();
+    assign_roles(&*t.store, "a", 30).await;
+    wait_for("30 deliveries", Duration::from_secs(20), || {
+        sink.snapshot().len() == 30
+    })
+    .await;
+    // Time for a second owner, if there were one, to deliver again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = sink.snapshot();
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "every event once, got {:?}",
+        counts.values().collect::<Vec<_>>()
+    );
+
+    let statuses: Vec<_> = handles.iter().map(|h| h.status()).collect();
+    let owners: Vec<_> = statuses
+        .iter()
+        .filter_map(|s| s.ownership.as_ref())
+        .filter(|o| o.held)
+        .collect();
+    assert_eq!(owners.len(), 1, "one owner: {statuses:#?}");
+    let owner = owners[0].clone();
+    assert!(owner.generation >= 1 && owner.renewed_at.is_some() && owner.expires_at.is_some());
+    for status in &statuses {
+        let ownership = status.ownership.as_ref().expect("owned reader");
+        if !ownership.held {
+            assert_eq!(
+                ownership.owner, owner.owner,
+                "a standby names the owner: {status:#?}"
+            );
+            assert_eq!(status.delivered, 0, "a standby delivers nothing");
+        }
+    }
+
+    // The owner stops (releasing its lease): a standby takes over.
+    let index = statuses
+        .iter()
+        .position(|s| s.ownership.as_ref().is_some_and(|o| o.held))
+        .expect("owner");
+    handles.remove(index).stop().await.expect("stop the owner");
+    assign_roles(&*t.store, "b", 20).await;
+    wait_for("50 deliveries", Duration::from_secs(20), || {
+        sink.snapshot().len() == 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.snapshot().values().all(|&n| n == 1));
+    let new_owner = handles
+        .iter()
+        .filter_map(|h| h.status().ownership)
+        .find(|o| o.held)
+        .expect("a standby took over");
+    assert!(new_owner.generation > owner.generation);
+    for handle in handles {
+        handle.stop().await.expect("stop");
+    }
+}
+
+/// A worker whose lease was taken over (it stalled past the expiry) cannot
+/// commit a read-model batch: the batch's writes and its checkpoint are
+/// refused together, on both SQL read models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_its_lease_commits_nothing() {
+    let name = ProjectionRunner::<PostgresReadModel>::checkpoint_name::<FlakyPostgresRoleCounts>();
+
+    let t = TestStore::postgres().await;
+    let pool = match &t.raw {
+        annals_tests::backends::RawAccess::Postgres(pool) => pool.clone(),
+        _ => unreachable!("a PostgreSQL test store"),
+    };
+    sqlx::query("CREATE TABLE role_counts (role text PRIMARY KEY, users bigint NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    assign_roles(&*t.store, "f", 4).await;
+    let events = t
+        .store
+        .read_all(LogPosition::START, 10)
+        .await
+        .expect("read");
+    let target = PostgresReadModel::new(pool.clone());
+    let checkpoints = ProjectionTarget::<FlakyPostgresRoleCounts>::checkpoints(&target)
+        .expect("a SQL read model keeps its checkpoint");
+    let stalled = checkpoints
+        .acquire(&name, "stalled", Duration::from_millis(200))
+        .await
+        .expect("acquire")
+        .expect("free");
+    let mut projection = FlakyPostgresRoleCounts::default();
+    let first = Batch {
+        events: &events[..2],
+        previous: LogPosition::START,
+        next: events[1].position,
+        lease: Some(&stalled),
+    };
+    target
+        .apply(&mut projection, first)
+        .await
+        .expect("the owner commits");
+
+    // It stalls past its lease; another worker takes over.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let successor = checkpoints
+        .acquire(&name, "successor", Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("the expired lease is taken over");
+    let late = Batch {
+        events: &events[2..],
+        previous: events[1].position,
+        next: events[3].position,
+        lease: Some(&stalled),
+    };
+    let refused = target
+        .apply(&mut projection, late)
+        .await
+        .expect_err("a late batch is refused");
+    assert!(
+        matches!(refused.error, Error::LeaseLost { generation, current_generation, .. }
+            if generation == stalled.generation && current_generation == Some(successor.generation)),
+        "{:?}",
+        refused.error
+    );
+    assert_eq!(refused.applied, 0);
+    let total: i64 = sqlx::query_scalar("SELECT COALESCE(sum(users), 0)::bigint FROM role_counts")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(total, 2, "the late batch's writes were rolled back");
+    assert_eq!(
+        checkpoints
+            .load(&name)
+            .await
+            .expect("load")
+            .map(|c| c.position),
+        Some(events[1].position)
+    );
+
+    // The same on SQLite.
+    let t = TestStore::sqlite().await;
+    let annals_tests::backends::RawAccess::Sqlite(sqlite) = &t.raw else {
+        unreachable!("a SQLite test store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)")
+        .execute(sqlite)
+        .await
+        .expect("table");
+    assign_roles(&*t.store, "s", 2).await;
+    let events = t
+        .store
+        .read_all(LogPosition::START, 10)
+        .await
+        .expect("read");
+    let target = SqliteReadModel::new(sqlite.clone());
+    let name = ProjectionRunner::<SqliteReadModel>::checkpoint_name::<RoleCounts>();
+    let checkpoints: Arc<dyn CheckpointStore> =
+        ProjectionTarget::<RoleCounts>::checkpoints(&target).expect("checkpoints");
+    let stalled = checkpoints
+        .acquire(&name, "stalled", Duration::from_millis(100))
+        .await
+        .expect("acquire")
+        .expect("free");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    checkpoints
+        .acquire(&name, "successor", Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("taken over");
+    let late = Batch {
+        events: &events,
+        previous: LogPosition::START,
+        next: events[1].position,
+        lease: Some(&stalled),
+    };
+    let refused = target
+        .apply(&mut RoleCounts::default(), late)
+        .await
+        .expect_err("refused");
+    assert!(matches!(refused.error, Error::LeaseLost { .. }));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM role_counts")
+        .fetch_one(sqlite)
+        .await
+        .expect("count");
+    assert_eq!(rows, 0, "nothing of the late batch stayed");
+}
+
+/// Two deployments of one service in two schemas of one database run the
+/// same projection: both own their own lease and build their own read
+/// model (before, the lease was keyed by the projection's name alone and
+/// one stayed in standby with an empty read model). Two runners in one
+/// schema share one: the second stands by and names the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deployments_in_two_schemas_both_run() {
+    let mut deployments = Vec::new();
+    for (n, events) in [(0, 6), (1, 9)] {
+        let store = fresh_postgres_store().await;
+        sqlx::query("CREATE TABLE role_counts (role text PRIMARY KEY, users bigint NOT NULL)")
+            .execute(store.pool())
+            .await
+            .expect("table");
+        assign_roles(&store, "d", events).await;
+        let model = PostgresReadModel::for_store(&store);
+        let store: Arc<dyn EventStore> = Arc::new(store);
+        let running = ProjectionRunner::new(store.clone(), model.clone())
+            .poll_interval(Duration::from_millis(20))
+            .lease(LeaseSettings::new(LEASE))
+            .worker_name(format!("deployment-{n}"))
+            .start(FlakyPostgresRoleCounts::default());
+        deployments.push((store, model, running, events));
+    }
+    for (_, model, running, events) in &deployments {
+        let status = tokio::time::timeout(
+            Duration::from_secs(20),
+            running.wait_until(|s| s.state == ProjectionState::Running),
+        )
+        .await
+        .expect("each deployment runs")
+        .expect("status");
+        assert!(status.ownership.as_ref().is_some_and(|o| o.held));
+        let total: i64 =
+            sqlx::query_scalar("SELECT COALESCE(sum(users), 0)::bigint FROM role_counts")
+                .fetch_one(model.pool())
+                .await
+                .expect("count");
+        assert_eq!(total, *events as i64);
+    }
+
+    // A second runner in the first deployment's schema stands by.
+    let (store, model, first, _) = deployments.remove(0);
+    let second = ProjectionRunner::new(store, model)
+        .poll_interval(Duration::from_millis(20))
+        .lease(LeaseSettings::new(LEASE))
+        .worker_name("deployment-0-b")
+        .start(FlakyPostgresRoleCounts::default());
+    let standby = tokio::time::timeout(
+        Duration::from_secs(20),
+        second.wait_until(|s| s.ownership.is_some()),
+    )
+    .await
+    .expect("standing by")
+    .expect("status");
+    assert_eq!(standby.state, ProjectionState::Standby);
+    let ownership = standby.ownership.expect("ownership");
+    assert!(!ownership.held);
+    assert_eq!(ownership.owner.as_deref(), Some("deployment-0"));
+    assert_eq!(standby.applied, 0);
+    first.stop().await.expect("stop");
+    second.stop().await.expect("stop");
+    for (_, _, running, _) in deployments {
+        running.stop().await.expect("stop");
+    }
+}
