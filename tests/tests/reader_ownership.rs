@@ -258,7 +258,7 @@ async fn a_worker_that_lost_its_lease_commits_nothing() {
         lease: Some(&stalled),
     };
     let refused = target
-        .apply(&mut RoleCounts::default(), late)
+        .apply(&mut RoleCounts, late)
         .await
         .expect_err("refused");
     assert!(matches!(refused.error, Error::LeaseLost { .. }));
