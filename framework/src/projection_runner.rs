@@ -30,6 +30,7 @@ use crate::sql_read_model::SqliteContext;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::store::table_names::TableNames;
 use crate::store::{EventQuery, EventStore};
+use crate::subscription::TransactionalSink;
 
 /// What a projection runner is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -94,6 +95,26 @@ pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
     /// failure it reports how many of the events stay applied (0 for a
     /// rolled-back transaction), so the runner retries only the rest.
     async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure>;
+}
+
+/// A database in which a subscription's [`TransactionalSink`] writes, and
+/// whose transaction also moves the subscription's checkpoint under its
+/// lease: the sink's writes for a batch happen exactly once, and not at all
+/// from a worker that lost the lease. The SQL read models are such targets
+/// ([`Subscription::start_transactional`](crate::subscription::Subscription::start_transactional)).
+#[async_trait]
+pub trait TransactionalTarget: Send + Sync + 'static {
+    /// Where the subscription's checkpoint and lease are kept.
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore>;
+
+    /// Hands `batch.events` to `sink` inside one transaction that also
+    /// moves the checkpoint from `batch.previous` to `batch.next` under
+    /// `batch.lease`; on any failure nothing of the batch stays.
+    async fn deliver(
+        &self,
+        sink: &mut dyn TransactionalSink,
+        batch: Batch<'_>,
+    ) -> Result<(), BatchFailure>;
 }
 
 /// One batch for a [`ProjectionTarget`].
@@ -201,20 +222,13 @@ impl SqliteReadModel {
 }
 
 #[cfg(feature = "sqlite")]
-#[async_trait]
-impl<P> ProjectionTarget<P> for SqliteReadModel
-where
-    P: Projection,
-    P::Context: crate::sql_read_model::SqliteContext,
-{
-    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
-        Some(Arc::new(crate::checkpoint::sqlite::SqliteCheckpoints::new(
-            self.pool.clone(),
-            self.tables.clone(),
-        )))
-    }
-
-    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
+impl SqliteReadModel {
+    /// Runs `work` on `batch.events` and moves the checkpoint under the
+    /// batch's lease, in one transaction.
+    async fn commit_batch<W>(&self, work: &mut W, batch: Batch<'_>) -> Result<(), BatchFailure>
+    where
+        W: BatchWork<sqlx::SqliteConnection> + ?Sized,
+    {
         let lease = lease_required(&batch)?;
         // BEGIN IMMEDIATE: one writer at a time, across processes too.
         let mut tx = self
@@ -222,18 +236,7 @@ where
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sql_failed("begin projection batch"))?;
-        for event in batch.events {
-            if let Err(error) = projection
-                .apply(event, P::Context::from_sqlite(&mut tx))
-                .await
-            {
-                // Drain what the projection buffered into the transaction
-                // that is about to roll back: the retry starts clean.
-                let _ = projection.flush(P::Context::from_sqlite(&mut tx)).await;
-                return Err(error.into());
-            }
-        }
-        projection.flush(P::Context::from_sqlite(&mut tx)).await?;
+        work.run(batch.events, &mut tx).await?;
         crate::checkpoint::sqlite::commit_in(
             &mut tx,
             &self.tables,
@@ -246,6 +249,42 @@ where
             .await
             .map_err(sql_failed("commit projection batch"))?;
         Ok(())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[async_trait]
+impl<P> ProjectionTarget<P> for SqliteReadModel
+where
+    P: Projection,
+    P::Context: crate::sql_read_model::SqliteContext,
+{
+    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
+        Some(TransactionalTarget::checkpoints(self))
+    }
+
+    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
+        self.commit_batch(&mut ProjectionWork(projection), batch)
+            .await
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[async_trait]
+impl TransactionalTarget for SqliteReadModel {
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        Arc::new(crate::checkpoint::sqlite::SqliteCheckpoints::new(
+            self.pool.clone(),
+            self.tables.clone(),
+        ))
+    }
+
+    async fn deliver(
+        &self,
+        sink: &mut dyn TransactionalSink,
+        batch: Batch<'_>,
+    ) -> Result<(), BatchFailure> {
+        self.commit_batch(&mut SinkWork(sink), batch).await
     }
 }
 
@@ -301,23 +340,13 @@ impl PostgresReadModel {
 }
 
 #[cfg(feature = "postgres")]
-#[async_trait]
-impl<P> ProjectionTarget<P> for PostgresReadModel
-where
-    P: Projection,
-    P::Context: crate::sql_read_model::PostgresContext,
-{
-    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
-        Some(Arc::new(
-            crate::checkpoint::postgres::PostgresCheckpoints::new(
-                self.pool.clone(),
-                self.tables.clone(),
-                self.tenant.clone(),
-            ),
-        ))
-    }
-
-    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
+impl PostgresReadModel {
+    /// Runs `work` on `batch.events` and moves the checkpoint under the
+    /// batch's lease, in one transaction.
+    async fn commit_batch<W>(&self, work: &mut W, batch: Batch<'_>) -> Result<(), BatchFailure>
+    where
+        W: BatchWork<sqlx::PgConnection> + ?Sized,
+    {
         let lease = lease_required(&batch)?;
         let mut tx = self.begin().await?;
         // A worker stalled inside the batch (paused, cut off) must not hold
@@ -331,18 +360,7 @@ where
             .execute(&mut *tx)
             .await
             .map_err(sql_failed("bound the batch's idle time"))?;
-        for event in batch.events {
-            if let Err(error) = projection
-                .apply(event, P::Context::from_postgres(&mut tx))
-                .await
-            {
-                // Drain what the projection buffered into the transaction
-                // that is about to roll back: the retry starts clean.
-                let _ = projection.flush(P::Context::from_postgres(&mut tx)).await;
-                return Err(error.into());
-            }
-        }
-        projection.flush(P::Context::from_postgres(&mut tx)).await?;
+        work.run(batch.events, &mut tx).await?;
         crate::checkpoint::postgres::commit_in(
             &mut tx,
             &self.tables,
@@ -354,6 +372,139 @@ where
         tx.commit()
             .await
             .map_err(sql_failed("commit projection batch"))?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl<P> ProjectionTarget<P> for PostgresReadModel
+where
+    P: Projection,
+    P::Context: crate::sql_read_model::PostgresContext,
+{
+    fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
+        Some(TransactionalTarget::checkpoints(self))
+    }
+
+    async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
+        self.commit_batch(&mut ProjectionWork(projection), batch)
+            .await
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl TransactionalTarget for PostgresReadModel {
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        Arc::new(crate::checkpoint::postgres::PostgresCheckpoints::new(
+            self.pool.clone(),
+            self.tables.clone(),
+            self.tenant.clone(),
+        ))
+    }
+
+    async fn deliver(
+        &self,
+        sink: &mut dyn TransactionalSink,
+        batch: Batch<'_>,
+    ) -> Result<(), BatchFailure> {
+        self.commit_batch(&mut SinkWork(sink), batch).await
+    }
+}
+
+/// What a SQL target runs inside a batch's transaction, before the
+/// checkpoint moves in it: a projection's handlers, or a transactional
+/// sink's.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[async_trait]
+trait BatchWork<C: ?Sized + Send>: Send {
+    async fn run(&mut self, events: &[RecordedEvent], connection: &mut C) -> Result<()>;
+}
+
+/// A projection's handlers as a batch's work.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+struct ProjectionWork<'p, P>(&'p mut P);
+
+#[cfg(feature = "sqlite")]
+#[async_trait]
+impl<P> BatchWork<sqlx::SqliteConnection> for ProjectionWork<'_, P>
+where
+    P: Projection,
+    P::Context: crate::sql_read_model::SqliteContext,
+{
+    async fn run(
+        &mut self,
+        events: &[RecordedEvent],
+        connection: &mut sqlx::SqliteConnection,
+    ) -> Result<()> {
+        for event in events {
+            if let Err(error) = self
+                .0
+                .apply(event, P::Context::from_sqlite(connection))
+                .await
+            {
+                // Drain what the projection buffered into the transaction
+                // that is about to roll back: the retry starts clean.
+                let _ = self.0.flush(P::Context::from_sqlite(connection)).await;
+                return Err(error);
+            }
+        }
+        self.0.flush(P::Context::from_sqlite(connection)).await
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl<P> BatchWork<sqlx::PgConnection> for ProjectionWork<'_, P>
+where
+    P: Projection,
+    P::Context: crate::sql_read_model::PostgresContext,
+{
+    async fn run(
+        &mut self,
+        events: &[RecordedEvent],
+        connection: &mut sqlx::PgConnection,
+    ) -> Result<()> {
+        for event in events {
+            if let Err(error) = self
+                .0
+                .apply(event, P::Context::from_postgres(connection))
+                .await
+            {
+                // Drain what the projection buffered into the transaction
+                // that is about to roll back: the retry starts clean.
+                let _ = self.0.flush(P::Context::from_postgres(connection)).await;
+                return Err(error);
+            }
+        }
+        self.0.flush(P::Context::from_postgres(connection)).await
+    }
+}
+
+/// A transactional sink's handler as a batch's work.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+struct SinkWork<'s>(&'s mut dyn TransactionalSink);
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[async_trait]
+impl<C> BatchWork<C> for SinkWork<'_>
+where
+    C: crate::sql_read_model::SqlConnection + Send,
+{
+    async fn run(&mut self, events: &[RecordedEvent], connection: &mut C) -> Result<()> {
+        for event in events {
+            self.0
+                .handle(event, connection)
+                .await
+                .map_err(|source| Error::Projection {
+                    projection: "transactional sink",
+                    stream: event.stream_id.to_string(),
+                    version: event.version,
+                    event_type: event.event_type.clone(),
+                    source,
+                })?;
+        }
         Ok(())
     }
 }

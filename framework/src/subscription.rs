@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::checkpoint::{LeaseSettings, OwnershipStatus, default_owner_name};
+use crate::checkpoint::{
+    CheckpointStore, Lease, LeaseSettings, OwnershipStatus, default_owner_name,
+};
 use crate::envelope::RecordedEvent;
 use crate::error::{BoxError, Error, Result};
 use crate::position::LogPosition;
@@ -29,6 +31,24 @@ pub trait EventSink: Send {
     /// Handles one event. An error stops delivery at this event; it is
     /// offered again after the subscription's retry delay.
     async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError>;
+}
+
+/// Where a subscription's events go when their effects are rows in a SQL
+/// database: each batch's handling commits in one transaction with the
+/// subscription's checkpoint, under its lease
+/// ([`Subscription::start_transactional`]). The effects then happen exactly
+/// once per event, even across crashes and takeovers: a batch that fails,
+/// or whose worker lost the lease, rolls back whole.
+#[async_trait]
+pub trait TransactionalSink: Send {
+    /// Handles one event, writing through `db` (the batch's transaction).
+    /// An error rolls the batch back; it is offered again after the
+    /// subscription's retry delay.
+    async fn handle(
+        &mut self,
+        event: &RecordedEvent,
+        db: &mut dyn crate::sql_read_model::SqlConnection,
+    ) -> Result<(), BoxError>;
 }
 
 /// A subscription's state, as its handle reports it.
@@ -168,9 +188,82 @@ impl Subscription {
 
     /// Starts delivering to `sink` in a background task.
     pub fn start<S: EventSink + 'static>(self, sink: S) -> SubscriptionHandle<S> {
+        let checkpoints = self.store.checkpoints();
+        self.spawn(checkpoints, PlainDelivery(sink), |delivery| delivery.0)
+    }
+
+    /// Starts delivering to a sink whose effects are rows in `target`'s
+    /// database, each batch in one transaction with the checkpoint (kept in
+    /// that database too), so each event's effects happen exactly once. It
+    /// always runs under a lease (the default one if
+    /// [`without_lease`](Self::without_lease) was set).
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    /// use annals::projection_runner::SqliteReadModel;
+    /// use annals::sql_read_model::SqlConnection;
+    /// use annals::subscription::{Subscription, TransactionalSink};
+    /// use std::sync::Arc;
+    ///
+    /// struct Outbox;
+    ///
+    /// #[annals::async_trait]
+    /// impl TransactionalSink for Outbox {
+    ///     async fn handle(
+    ///         &mut self,
+    ///         event: &RecordedEvent,
+    ///         db: &mut dyn SqlConnection,
+    ///     ) -> Result<(), annals::error::BoxError> {
+    ///         db.execute("INSERT INTO outbox (event_id) VALUES ($1)", &[event.event_id.into()]).await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = SqliteEventStore::open(dir.path().join("doc.db")).await?;
+    /// sqlx::query("CREATE TABLE outbox (event_id TEXT PRIMARY KEY)").execute(store.pool()).await.unwrap();
+    /// let target = SqliteReadModel::for_store(&store);
+    /// let store = Arc::new(store);
+    /// store.append(&StreamId::new("user-1")?, ExpectedVersion::Any, vec![NewEvent::json("registered", &1)?]).await?;
+    ///
+    /// let handle = Subscription::new(store.clone(), "outbox").start_transactional(target, Outbox);
+    /// handle.wait_until(|status| status.caught_up && status.delivered == 1).await?;
+    /// handle.stop().await?;
+    /// # Ok::<(), annals::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn start_transactional<T, S>(mut self, target: T, sink: S) -> SubscriptionHandle<S>
+    where
+        T: crate::projection_runner::TransactionalTarget,
+        S: TransactionalSink + 'static,
+    {
+        self.lease = Some(self.lease.unwrap_or_default());
+        let checkpoints = target.checkpoints();
+        self.spawn(
+            checkpoints,
+            TransactionalDelivery { target, sink },
+            |delivery| delivery.sink,
+        )
+    }
+
+    fn spawn<D, S>(
+        self,
+        checkpoints: Arc<dyn CheckpointStore>,
+        delivery: D,
+        into_sink: fn(D) -> S,
+    ) -> SubscriptionHandle<S>
+    where
+        D: Delivery + 'static,
+        S: Send + 'static,
+    {
         let (status, receiver) = watch::channel(SubscriptionStatus::default());
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(self.run(sink, status, stopped));
+        let task = tokio::spawn(async move {
+            self.run(checkpoints, delivery, status, stopped)
+                .await
+                .map(into_sink)
+        });
         SubscriptionHandle {
             status: receiver,
             stop,
@@ -178,17 +271,14 @@ impl Subscription {
         }
     }
 
-    async fn run<Sink>(
+    async fn run<D: Delivery>(
         self,
-        mut sink: Sink,
+        checkpoints: Arc<dyn CheckpointStore>,
+        mut delivery: D,
         status: watch::Sender<SubscriptionStatus>,
         mut stopped: watch::Receiver<bool>,
-    ) -> Result<Sink>
-    where
-        Sink: EventSink,
-    {
+    ) -> Result<D> {
         let status = Arc::new(status);
-        let checkpoints = self.store.checkpoints();
         let ownership = self.lease.map(|settings| {
             let status = Arc::clone(&status);
             crate::checkpoint::Ownership::new(
@@ -253,49 +343,24 @@ impl Subscription {
                 }
                 idle.reset();
                 let start = position;
-                let mut failure = None;
-                for event in &batch {
-                    let wanted = self
-                        .event_types
-                        .as_ref()
-                        .is_none_or(|types| types.contains(&event.event_type));
-                    if wanted {
-                        delivered += 1;
-                        if let Err(error) = sink.handle(event).await {
-                            failure = Some(format!(
-                                "event {} of `{}` ({}): {error}",
-                                event.version, event.stream_id, event.event_type
-                            ));
-                            break;
-                        }
-                    }
-                    position = event.position;
-                    lag = (chrono::Utc::now() - event.recorded_at)
+                let lease = held.as_ref().map(|held| held.lease());
+                let outcome = delivery
+                    .deliver(&self, &batch, start, lease, &*checkpoints)
+                    .await;
+                delivered += outcome.handed;
+                if outcome.failure.is_none()
+                    && let Some(last) = batch.last()
+                {
+                    lag = (chrono::Utc::now() - last.recorded_at)
                         .to_std()
                         .unwrap_or_default();
                 }
-                // If the checkpoint is not saved, the events since the saved
-                // one come again later: at least once, never lost.
-                if position != start {
-                    let saved = match &held {
-                        Some(held) => checkpoints.commit(held.lease(), start, position).await,
-                        None => checkpoints.save(&self.name, position).await,
-                    };
-                    match saved {
-                        Ok(()) => {}
-                        Err(Error::LeaseLost { .. }) => {
-                            tracing::warn!(subscription = %self.name, "lost the lease; standing by");
-                            continue 'lease;
-                        }
-                        Err(Error::CheckpointMoved { found, .. }) => {
-                            tracing::info!(subscription = %self.name, %found, "the checkpoint was moved; resuming there");
-                            position = found;
-                        }
-                        Err(error) => {
-                            tracing::warn!(subscription = %self.name, %error, "cannot save the checkpoint");
-                        }
-                    }
+                if outcome.lease_lost {
+                    tracing::warn!(subscription = %self.name, "lost the lease; standing by");
+                    continue 'lease;
                 }
+                position = outcome.position;
+                let failure = outcome.failure;
                 let caught_up = failure.is_none() && batch.len() < self.batch_size;
                 status.send_modify(|s| {
                     s.position = position;
@@ -313,7 +378,13 @@ impl Subscription {
                 held.release().await;
             }
         }
-        Ok(sink)
+        Ok(delivery)
+    }
+
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|types| types.contains(&event.event_type))
     }
 
     /// The saved position of a subscription without a lease. A failure here
@@ -340,6 +411,146 @@ impl Subscription {
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
             }
+        }
+    }
+}
+
+/// What became of one batch.
+struct Delivered {
+    /// Where the subscription now stands.
+    position: LogPosition,
+    /// Events handed to the sink (redeliveries included).
+    handed: u64,
+    /// The sink's failure, if it failed.
+    failure: Option<String>,
+    /// The lease was taken over: stand by.
+    lease_lost: bool,
+}
+
+/// How a subscription hands a batch to its sink and moves its checkpoint.
+#[async_trait]
+trait Delivery: Send {
+    async fn deliver(
+        &mut self,
+        subscription: &Subscription,
+        batch: &[RecordedEvent],
+        start: LogPosition,
+        lease: Option<&Lease>,
+        checkpoints: &dyn CheckpointStore,
+    ) -> Delivered;
+}
+
+/// An [`EventSink`]: event by event, then the checkpoint (at least once).
+struct PlainDelivery<S>(S);
+
+#[async_trait]
+impl<S: EventSink> Delivery for PlainDelivery<S> {
+    async fn deliver(
+        &mut self,
+        subscription: &Subscription,
+        batch: &[RecordedEvent],
+        start: LogPosition,
+        lease: Option<&Lease>,
+        checkpoints: &dyn CheckpointStore,
+    ) -> Delivered {
+        let mut position = start;
+        let mut handed = 0;
+        let mut failure = None;
+        for event in batch {
+            if subscription.wants(event) {
+                handed += 1;
+                if let Err(error) = self.0.handle(event).await {
+                    failure = Some(format!(
+                        "event {} of `{}` ({}): {error}",
+                        event.version, event.stream_id, event.event_type
+                    ));
+                    break;
+                }
+            }
+            position = event.position;
+        }
+        // If the checkpoint is not saved, the events since the saved one
+        // come again later: at least once, never lost.
+        let mut lease_lost = false;
+        if position != start {
+            let saved = match lease {
+                Some(lease) => checkpoints.commit(lease, start, position).await,
+                None => checkpoints.save(&subscription.name, position).await,
+            };
+            match saved {
+                Ok(()) => {}
+                Err(Error::LeaseLost { .. }) => lease_lost = true,
+                Err(Error::CheckpointMoved { found, .. }) => {
+                    tracing::info!(subscription = %subscription.name, %found, "the checkpoint was moved; resuming there");
+                    position = found;
+                }
+                Err(error) => {
+                    tracing::warn!(subscription = %subscription.name, %error, "cannot save the checkpoint");
+                }
+            }
+        }
+        Delivered {
+            position,
+            handed,
+            failure,
+            lease_lost,
+        }
+    }
+}
+
+/// A [`TransactionalSink`]: the whole batch and the checkpoint in one
+/// transaction of the target's database (exactly once).
+struct TransactionalDelivery<T, S> {
+    target: T,
+    sink: S,
+}
+
+#[async_trait]
+impl<T, S> Delivery for TransactionalDelivery<T, S>
+where
+    T: crate::projection_runner::TransactionalTarget,
+    S: TransactionalSink,
+{
+    async fn deliver(
+        &mut self,
+        subscription: &Subscription,
+        batch: &[RecordedEvent],
+        start: LogPosition,
+        lease: Option<&Lease>,
+        _checkpoints: &dyn CheckpointStore,
+    ) -> Delivered {
+        let wanted: Vec<RecordedEvent> = batch
+            .iter()
+            .filter(|event| subscription.wants(event))
+            .cloned()
+            .collect();
+        let next = batch.last().map_or(start, |last| last.position);
+        let handed = wanted.len() as u64;
+        let outcome = self
+            .target
+            .deliver(
+                &mut self.sink,
+                crate::projection_runner::Batch {
+                    events: &wanted,
+                    previous: start,
+                    next,
+                    lease,
+                },
+            )
+            .await;
+        let (position, failure, lease_lost) = match outcome {
+            Ok(()) => (next, None, false),
+            Err(failure) => match failure.error {
+                Error::LeaseLost { .. } => (start, None, true),
+                Error::CheckpointMoved { found, .. } => (found, None, false),
+                error => (start, Some(error.to_string()), false),
+            },
+        };
+        Delivered {
+            position,
+            handed,
+            failure,
+            lease_lost,
         }
     }
 }

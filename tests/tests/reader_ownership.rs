@@ -12,7 +12,8 @@ use annals::prelude::*;
 use annals::projection_runner::{
     Batch, PostgresReadModel, ProjectionRunner, ProjectionState, ProjectionTarget, SqliteReadModel,
 };
-use annals::subscription::{EventSink, Subscription, SubscriptionHandle};
+use annals::sql_read_model::SqlConnection;
+use annals::subscription::{EventSink, Subscription, SubscriptionHandle, TransactionalSink};
 use annals_tests::backends::{TestStore, fresh_postgres_store};
 use annals_tests::domain::{FlakyPostgresRoleCounts, RoleCounts, UserEvent};
 
@@ -58,6 +59,27 @@ async fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> boo
     let until = Instant::now() + deadline;
     while !check() {
         assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The first `count` events of the log, once all are visible (a gap-safe
+/// read holds back events behind transactions still in flight, other
+/// tests' included).
+async fn read_log(store: &dyn EventStore, count: usize) -> Vec<RecordedEvent> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = store
+            .read_all(LogPosition::START, count)
+            .await
+            .expect("read");
+        if events.len() == count {
+            return events;
+        }
+        assert!(
+            Instant::now() < until,
+            "{count} events never became visible"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -158,11 +180,7 @@ async fn a_worker_that_lost_its_lease_commits_nothing() {
         .await
         .expect("table");
     assign_roles(&*t.store, "f", 4).await;
-    let events = t
-        .store
-        .read_all(LogPosition::START, 10)
-        .await
-        .expect("read");
+    let events = read_log(&*t.store, 4).await;
     let target = PostgresReadModel::new(pool.clone());
     let checkpoints = ProjectionTarget::<FlakyPostgresRoleCounts>::checkpoints(&target)
         .expect("a SQL read model keeps its checkpoint");
@@ -231,11 +249,7 @@ async fn a_worker_that_lost_its_lease_commits_nothing() {
         .await
         .expect("table");
     assign_roles(&*t.store, "s", 2).await;
-    let events = t
-        .store
-        .read_all(LogPosition::START, 10)
-        .await
-        .expect("read");
+    let events = read_log(&*t.store, 2).await;
     let target = SqliteReadModel::new(sqlite.clone());
     let name = ProjectionRunner::<SqliteReadModel>::checkpoint_name::<RoleCounts>();
     let checkpoints: Arc<dyn CheckpointStore> =
@@ -333,5 +347,99 @@ async fn two_deployments_in_two_schemas_both_run() {
     second.stop().await.expect("stop");
     for (_, _, running, _) in deployments {
         running.stop().await.expect("stop");
+    }
+}
+
+/// Counts each event into `effects` inside the subscription's transaction;
+/// fails once, after writing, on its `fail_on`th event.
+struct CountEffects {
+    seen: u64,
+    fail_on: Option<u64>,
+}
+
+#[annals::async_trait]
+impl TransactionalSink for CountEffects {
+    async fn handle(
+        &mut self,
+        event: &RecordedEvent,
+        db: &mut dyn SqlConnection,
+    ) -> Result<(), annals::error::BoxError> {
+        db.execute(
+            "INSERT INTO effects (event_id) VALUES ($1)",
+            &[event.event_id.into()],
+        )
+        .await?;
+        self.seen += 1;
+        if self.fail_on == Some(self.seen) {
+            self.fail_on = None;
+            return Err("injected failure after the write".into());
+        }
+        Ok(())
+    }
+}
+
+/// A transactional subscription run by two instances: each event's effect
+/// is written exactly once, a batch that fails after writing leaves none of
+/// its effects behind, and the checkpoint lives in the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_subscription_takes_effect_once_per_event() {
+    let store = fresh_postgres_store().await;
+    sqlx::query("CREATE TABLE effects (event_id uuid NOT NULL)")
+        .execute(store.pool())
+        .await
+        .expect("table");
+    let target = PostgresReadModel::for_store(&store);
+    let pool = store.pool().clone();
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let handles: Vec<_> = (0..2)
+        .map(|n| {
+            Subscription::new(store.clone(), "effects")
+                .poll_interval(Duration::from_millis(20))
+                .retry_delay(Duration::from_millis(20))
+                .batch_size(7)
+                .lease(LeaseSettings::new(LEASE))
+                .worker_name(format!("instance-{n}"))
+                .start_transactional(
+                    target.clone(),
+                    CountEffects {
+                        seen: 0,
+                        fail_on: Some(5),
+                    },
+                )
+        })
+        .collect();
+    assign_roles(&*store, "t", 40).await;
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (rows, distinct): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM effects")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        assert_eq!(rows, distinct, "an effect written twice");
+        if rows == 40 {
+            break;
+        }
+        assert!(Instant::now() < until, "only {rows} of 40 effects");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let statuses: Vec<_> = handles.iter().map(|h| h.status()).collect();
+    let owner = statuses
+        .iter()
+        .find(|s| s.ownership.as_ref().is_some_and(|o| o.held))
+        .expect("an owner");
+    assert!(
+        owner.delivered > 40,
+        "the failed batch was offered again: {owner:?}"
+    );
+    let checkpoint = store
+        .load_checkpoint("effects")
+        .await
+        .expect("load")
+        .expect("saved with the effects");
+    let last = read_log(&*store, 40).await.pop().expect("events");
+    assert_eq!(checkpoint, last.position);
+    for handle in handles {
+        handle.stop().await.expect("stop");
     }
 }
