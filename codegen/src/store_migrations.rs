@@ -138,6 +138,11 @@ const POSTGRES: &[Step] = &[
         name: "checkpoint_leases",
         template: include_str!("../templates/postgres/0017_checkpoint_leases.sql"),
     },
+    Step {
+        version: 18,
+        name: "forgotten_subjects",
+        template: include_str!("../templates/postgres/0018_forgotten_subjects.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -190,6 +195,11 @@ const SQLITE: &[Step] = &[
         version: 10,
         name: "checkpoint_leases",
         template: include_str!("../templates/sqlite/0010_checkpoint_leases.sql"),
+    },
+    Step {
+        version: 11,
+        name: "forgotten_subjects",
+        template: include_str!("../templates/sqlite/0011_forgotten_subjects.sql"),
     },
 ];
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::cache::{CacheKey, CachingEventStore, EventCache, InProcessCache, RedisCache};
-use annals::pii::{MasterKey, PiiEventStore};
+use annals::pii::{DEFAULT_FORGET_WATCH, MasterKey, NotReached, PiiEventStore};
 use annals::prelude::*;
 use annals::projection_runner::{InMemory, ProjectionRunner, ProjectionState};
 use annals::snapshot::SnapshotSettings;
@@ -334,4 +334,69 @@ async fn two_subjects_in_one_stream_are_forgotten_independently() {
     let read = b.pii.read_stream(&stream, 1, 10).await.expect("read");
     let first: annals_tests::pii::MemberJoined = read[0].decode().expect("decode");
     assert_eq!(first.email, "[redacted]");
+}
+
+/// Two instances of a service over one PostgreSQL database, each with its
+/// own in-process state cache: a forget in one reaches the other's cache
+/// and key cache through its forget watch (before, the other kept serving
+/// the plaintext state from its cache, with no time limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_in_one_instance_reaches_the_others_caches() {
+    let (backend, keys) = TestStore::postgres_with_keys().await;
+    let master = MasterKey::generate();
+    let instance = || {
+        let states = Arc::new(InProcessCache::new());
+        let pii = Arc::new(
+            PiiEventStore::new(backend.store.clone(), keys.clone(), master.clone())
+                .purge_state_cache::<Member>(states.clone(), None),
+        );
+        let members = Repository::<Member>::new(pii.clone()).with_cache(states);
+        (pii, members)
+    };
+    let (_one, members_one) = instance();
+    let (two, members_two) = instance();
+    join_both(&members_one).await;
+    for members in [&members_one, &members_two] {
+        assert_eq!(
+            members.load_cached("ada").await.expect("load").state.email,
+            ADA_EMAIL
+        );
+    }
+
+    let forgotten = two.forget("ada").await.expect("forget");
+    assert_eq!(forgotten.caches_purged, 1);
+    assert!(forgotten.not_reached.contains(&NotReached::OtherProcesses {
+        within: Some(DEFAULT_FORGET_WATCH)
+    }));
+    assert_eq!(
+        members_two
+            .load_cached("ada")
+            .await
+            .expect("load")
+            .state
+            .email,
+        "[redacted]"
+    );
+    // The other instance drops it within its watch interval.
+    let until = std::time::Instant::now() + DEFAULT_FORGET_WATCH * 5;
+    loop {
+        let state = members_one.load_cached("ada").await.expect("load").state;
+        if state.email == "[redacted]" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the other instance still serves the forgotten subject's plaintext"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        members_one
+            .load_cached("bob")
+            .await
+            .expect("load")
+            .state
+            .email,
+        BOB_EMAIL
+    );
 }

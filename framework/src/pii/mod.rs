@@ -48,6 +48,7 @@
 //! # }
 //! ```
 
+mod forget_watch;
 mod key_store;
 mod master_key;
 mod redact;
@@ -56,7 +57,10 @@ mod store;
 
 pub use crate::registry::PiiField;
 pub(crate) use key_store::MemorySubjectKeys;
-pub use key_store::{StoredSubjectKey, SubjectKeyStore};
+pub use key_store::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
 pub use master_key::{MASTER_KEY_VAR, MasterKey, MasterKeyError};
 pub use redact::{REDACTED_TEXT, Redact};
-pub use store::{DEFAULT_KEY_CACHE_SUBJECTS, DEFAULT_KEY_CACHE_TTL, Forgotten, PiiEventStore};
+pub use store::{
+    DEFAULT_FORGET_WATCH, DEFAULT_KEY_CACHE_SUBJECTS, DEFAULT_KEY_CACHE_TTL, Forgotten, NotReached,
+    PiiEventStore,
+};

@@ -31,19 +31,24 @@ use crate::stream::StreamId;
 /// Subjects whose unwrapped keys are kept in memory by default.
 pub const DEFAULT_KEY_CACHE_SUBJECTS: u64 = 10_000;
 /// How long an unwrapped key (or a tombstone) is trusted in memory by
-/// default; another process's `forget` is seen by this one within it.
+/// default; with the forget watch off, another process's `forget` is seen
+/// by this one within it.
 pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// How often a store looks for subjects forgotten by other instances, by
+/// default (see [`PiiEventStore::forget_watch`]).
+pub const DEFAULT_FORGET_WATCH: Duration = Duration::from_secs(1);
 
 /// A subject's key as this process knows it.
 #[derive(Clone)]
-enum SubjectCipher {
+pub(super) enum SubjectCipher {
     Live(Arc<Aes256Gcm>),
     Forgotten,
 }
 
 /// A cache whose entries for a forgotten subject's streams are dropped.
 #[derive(Clone)]
-struct CachePurge {
+pub(super) struct CachePurge {
     cache: Arc<dyn EventCache>,
     key: Arc<dyn Fn(&StreamId) -> CacheKey + Send + Sync>,
 }
@@ -77,6 +82,31 @@ pub struct Forgotten {
     pub streams: Vec<StreamId>,
     /// How many snapshots of those streams were deleted.
     pub snapshots_deleted: u64,
+    /// How many registered caches were purged of those streams (every one
+    /// registered, or the forget failed).
+    pub caches_purged: usize,
+    /// What this call could not reach itself.
+    pub not_reached: Vec<NotReached>,
+}
+
+/// What a [`PiiEventStore::forget`] leaves to others, as its report says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotReached {
+    /// Other processes' key caches and registered caches: each drops the
+    /// subject within its [`forget_watch`](PiiEventStore::forget_watch)
+    /// interval (`within`), or, with the watch off, trusts its cached key
+    /// until the key cache's time to live and keeps cached state until it
+    /// is evicted.
+    OtherProcesses {
+        /// The interval of this process's forget watch (`None`: off here),
+        /// which other processes are assumed to share.
+        within: Option<Duration>,
+    },
+    /// SQL read models and published messages (Redis Streams, brokers)
+    /// written before the forget keep what they were given: rebuild or
+    /// update the ones that hold personal data.
+    ReadModelsAndPublications,
 }
 
 /// An [`EventStore`] that crypto-shreds personal data: fields marked
@@ -153,6 +183,10 @@ pub struct PiiEventStore {
     ciphers: moka::future::Cache<SubjectId, SubjectCipher>,
     recorded: moka::future::Cache<(SubjectId, StreamId), ()>,
     purges: Vec<CachePurge>,
+    /// How often to look for other instances' forgets (`None`: never).
+    forget_every: Option<Duration>,
+    /// The watch, started with the first use of a subject's key.
+    forget_watch: Arc<OnceLock<super::forget_watch::ForgetWatch>>,
 }
 
 impl fmt::Debug for PiiEventStore {
@@ -168,10 +202,35 @@ impl fmt::Debug for PiiEventStore {
 
 /// A data subject's identity: its tenant (`None`: events without one) and
 /// its id within the tenant.
-type SubjectId = (Option<String>, String);
+pub(super) type SubjectId = (Option<String>, String);
 
 fn subject_id(tenant: Option<&str>, subject: &str) -> SubjectId {
     (tenant.map(str::to_owned), subject.to_owned())
+}
+
+/// Drops the entries of `streams` from every registered cache. The entries
+/// hold plaintext: a failure must not pass silently.
+pub(super) async fn purge_caches(
+    purges: &[CachePurge],
+    streams: &[StreamId],
+    backend: &'static str,
+) -> Result<()> {
+    for purge in purges {
+        let keys: Vec<CacheKey> = streams.iter().map(|stream| (purge.key)(stream)).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        purge
+            .cache
+            .remove(&keys)
+            .await
+            .map_err(|error| Error::Backend {
+                backend,
+                operation: "purge the caches of a forgotten subject",
+                source: Box::new(error),
+            })?;
+    }
+    Ok(())
 }
 
 fn cipher_cache(subjects: u64, ttl: Duration) -> moka::future::Cache<SubjectId, SubjectCipher> {
@@ -200,12 +259,81 @@ impl PiiEventStore {
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             purges: Vec::new(),
+            forget_every: Some(DEFAULT_FORGET_WATCH),
+            forget_watch: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// How often this process looks for subjects forgotten by other
+    /// processes (default [`DEFAULT_FORGET_WATCH`], 1 s; `None`: never, and
+    /// then another process's forget is seen only when the key cache
+    /// expires, and cached state is kept until evicted). Each look is one
+    /// indexed query for recent tombstones. The watch starts in the
+    /// background with the first use of a subject's key and stops with the
+    /// last clone of this store; on each subject forgotten elsewhere it
+    /// marks the key forgotten here (fields read as redacted at once) and
+    /// purges the registered caches of the subject's streams.
+    ///
+    /// ```
+    /// use annals::pii::{MasterKey, PiiEventStore};
+    /// use annals::prelude::*;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// #[annals::event(name = "doc.pii.signed_up")]
+    /// struct SignedUp { user_id: String, #[pii(subject = user_id)] email: String }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let backend = Arc::new(InMemoryEventStore::new());
+    /// let master = MasterKey::generate();
+    /// // Two instances over one database.
+    /// let one = PiiEventStore::new(backend.clone(), backend.clone(), master.clone())
+    ///     .forget_watch(Some(Duration::from_millis(20)));
+    /// let two = PiiEventStore::new(backend.clone(), backend.clone(), master);
+    /// let stream = StreamId::new("user-9")?;
+    /// let event = SignedUp { user_id: "9".into(), email: "ada@example.test".into() };
+    /// one.append(&stream, ExpectedVersion::Any, vec![NewEvent::from_event(&event)?]).await?;
+    /// let read: SignedUp = one.read_stream(&stream, 1, 1).await?[0].decode()?;
+    /// assert_eq!(read.email, "ada@example.test"); // its key is cached in `one`
+    ///
+    /// two.forget("9").await?;
+    /// tokio::time::sleep(Duration::from_millis(200)).await;
+    /// let read: SignedUp = one.read_stream(&stream, 1, 1).await?[0].decode()?;
+    /// assert_eq!(read.email, "[redacted]");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn forget_watch(mut self, every: Option<Duration>) -> Self {
+        self.forget_every = every;
+        self
+    }
+
+    /// Starts the forget watch, once, if it is on.
+    fn ensure_forget_watch(&self) {
+        let Some(every) = self.forget_every else {
+            return;
+        };
+        if self.forget_watch.get().is_some() {
+            return;
+        }
+        let _ = self.forget_watch.get_or_init(|| {
+            super::forget_watch::ForgetWatch::start(
+                super::forget_watch::Watched {
+                    keys: Arc::clone(&self.keys),
+                    ciphers: self.ciphers.clone(),
+                    purges: self.purges.clone(),
+                    backend: self.inner.backend(),
+                },
+                every,
+            )
+        });
     }
 
     /// Keeps at most `subjects` unwrapped keys in memory, each for at most
     /// `time_to_live` (defaults: [`DEFAULT_KEY_CACHE_SUBJECTS`],
     /// [`DEFAULT_KEY_CACHE_TTL`]). A `forget` in another process is seen here
+    /// by the [`forget_watch`](Self::forget_watch), or, with the watch off,
     /// once the entry expires.
     pub fn key_cache(mut self, subjects: u64, time_to_live: Duration) -> Self {
         self.ciphers = cipher_cache(subjects, time_to_live);
@@ -301,13 +429,16 @@ impl PiiEventStore {
     /// then on, on every read path. Another tenant's subject of the same id
     /// is untouched. Idempotent: if it fails part way, call it again.
     ///
-    /// What it cannot reach: a load that was already running when the
-    /// subject was forgotten may still cache its (plaintext) state or save a
-    /// snapshot after the purge; SQL read models and published messages
-    /// written before the forget keep what they were given; and other
-    /// processes trust their cached key until it expires
-    /// ([`key_cache`](Self::key_cache)). Forget when the subject is quiet,
-    /// and rebuild or update read models that hold personal data.
+    /// Other processes learn of it through their
+    /// [`forget_watch`](Self::forget_watch) (within 1 s by default): they
+    /// mark the key forgotten and purge their own registered caches. The
+    /// report lists what the call left to others
+    /// ([`Forgotten::not_reached`]). What it cannot reach: a load that was
+    /// already running when the subject was forgotten may still cache its
+    /// (plaintext) state or save a snapshot after the purge; SQL read models
+    /// and published messages written before the forget keep what they were
+    /// given. Forget when the subject is quiet, and rebuild or update read
+    /// models that hold personal data.
     pub async fn forget(&self, subject: &str) -> Result<Forgotten> {
         self.forget_in_tenant(self.inner.tenant(), subject).await
     }
@@ -350,20 +481,7 @@ impl PiiEventStore {
         for stream in &streams {
             snapshots_deleted += self.inner.delete_snapshots(stream).await?;
         }
-        for purge in &self.purges {
-            let keys: Vec<CacheKey> = streams.iter().map(|stream| (purge.key)(stream)).collect();
-            if keys.is_empty() {
-                continue;
-            }
-            if let Err(error) = purge.cache.remove(&keys).await {
-                // The entries hold plaintext: this must not pass silently.
-                return Err(Error::Backend {
-                    backend: self.inner.backend(),
-                    operation: "purge the caches of a forgotten subject",
-                    source: Box::new(error),
-                });
-            }
-        }
+        purge_caches(&self.purges, &streams, self.inner.backend()).await?;
         tracing::info!(
             streams = streams.len(),
             snapshots_deleted,
@@ -374,6 +492,13 @@ impl PiiEventStore {
             subject: subject.to_owned(),
             streams,
             snapshots_deleted,
+            caches_purged: self.purges.len(),
+            not_reached: vec![
+                NotReached::OtherProcesses {
+                    within: self.forget_every,
+                },
+                NotReached::ReadModelsAndPublications,
+            ],
         })
     }
 
@@ -384,6 +509,7 @@ impl PiiEventStore {
         subject: &str,
         event_type: &str,
     ) -> Result<Arc<Aes256Gcm>> {
+        self.ensure_forget_watch();
         let cipher = match self.ciphers.get(&subject_id(tenant, subject)).await {
             Some(cipher) => cipher,
             None => {
@@ -421,6 +547,7 @@ impl PiiEventStore {
         tenant: Option<&str>,
         subject: &str,
     ) -> Result<Option<SubjectCipher>> {
+        self.ensure_forget_watch();
         if let Some(cipher) = self.ciphers.get(&subject_id(tenant, subject)).await {
             return Ok(Some(cipher));
         }

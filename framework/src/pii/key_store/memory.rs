@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::{StoredSubjectKey, SubjectKeyStore};
+use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
 use crate::error::Result;
 use crate::store::InMemoryEventStore;
 use crate::stream::StreamId;
@@ -87,5 +87,32 @@ impl SubjectKeyStore for InMemoryEventStore {
             .get(&subject_id(tenant, subject))
             .map(|streams| streams.iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn forgotten_since(
+        &self,
+        since: chrono::DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ForgottenSubject>> {
+        let tables = self.subject_keys()?;
+        let mut forgotten: Vec<ForgottenSubject> = tables
+            .keys
+            .iter()
+            .filter_map(|((tenant, subject), key)| match key {
+                StoredSubjectKey::Forgotten { forgotten_at } if *forgotten_at >= since => {
+                    Some(ForgottenSubject {
+                        tenant: tenant.clone(),
+                        subject: subject.clone(),
+                        forgotten_at: *forgotten_at,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        forgotten.sort_by(|a, b| {
+            (a.forgotten_at, &a.tenant, &a.subject).cmp(&(b.forgotten_at, &b.tenant, &b.subject))
+        });
+        forgotten.truncate(limit);
+        Ok(forgotten)
     }
 }

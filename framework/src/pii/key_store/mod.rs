@@ -136,6 +136,26 @@ pub trait SubjectKeyStore: Send + Sync {
 
     /// The streams recorded for `subject`, in stream id order.
     async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>>;
+
+    /// Up to `limit` subjects forgotten at or after `since` (this store's
+    /// tenant's, on a tenant handle), oldest first: how other instances
+    /// learn of a forget ([`PiiEventStore::forget_watch`](crate::pii::PiiEventStore::forget_watch)).
+    async fn forgotten_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ForgottenSubject>>;
+}
+
+/// A subject's tombstone, as [`SubjectKeyStore::forgotten_since`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgottenSubject {
+    /// The subject's tenant (`None`: events without one).
+    pub tenant: Option<String>,
+    /// The subject.
+    pub subject: String,
+    /// When it was forgotten.
+    pub forgotten_at: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for dyn SubjectKeyStore {

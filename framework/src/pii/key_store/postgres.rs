@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{StoredSubjectKey, SubjectKeyStore};
+use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
 use crate::error::{Error, Result};
 use crate::store::PostgresEventStore;
 use crate::stream::StreamId;
@@ -126,5 +126,31 @@ impl SubjectKeyStore for PostgresEventStore {
         .map_err(failed("list subject streams"))?;
         session.finish().await?;
         ids.into_iter().map(StreamId::new).collect()
+    }
+
+    async fn forgotten_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ForgottenSubject>> {
+        let mut session = self.session().await?;
+        let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(self.table_names().sql(
+            "SELECT tenant_id, subject, forgotten_at FROM annals_subject_keys \
+             WHERE forgotten_at >= $1 ORDER BY forgotten_at, tenant_id, subject LIMIT $2",
+        ))
+        .bind(since)
+        .bind(crate::store::row::limit(limit))
+        .fetch_all(session.connection())
+        .await
+        .map_err(failed("list forgotten subjects"))?;
+        session.finish().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, subject, forgotten_at)| ForgottenSubject {
+                tenant: Some(tenant).filter(|tenant| !tenant.is_empty()),
+                subject,
+                forgotten_at,
+            })
+            .collect())
     }
 }

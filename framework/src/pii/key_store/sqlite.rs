@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{StoredSubjectKey, SubjectKeyStore};
+use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
 use crate::error::{Error, Result};
 use crate::store::SqliteEventStore;
 use crate::stream::StreamId;
@@ -125,5 +125,31 @@ impl SubjectKeyStore for SqliteEventStore {
         .await
         .map_err(failed("list subject streams"))?;
         ids.into_iter().map(StreamId::new).collect()
+    }
+
+    async fn forgotten_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ForgottenSubject>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(self.table_names().sql(
+            "SELECT tenant_id, subject, forgotten_at FROM annals_subject_keys \
+             WHERE forgotten_at >= ? ORDER BY forgotten_at, tenant_id, subject LIMIT ?",
+        ))
+        .bind(since.timestamp_micros())
+        .bind(crate::store::row::limit(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(failed("list forgotten subjects"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(tenant, subject, micros)| {
+                Some(ForgottenSubject {
+                    tenant: Some(tenant).filter(|tenant| !tenant.is_empty()),
+                    subject,
+                    forgotten_at: DateTime::from_timestamp_micros(micros)?,
+                })
+            })
+            .collect())
     }
 }
