@@ -30,6 +30,7 @@ use crate::sql_read_model::SqliteContext;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::store::table_names::TableNames;
 use crate::store::{EventQuery, EventStore};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::subscription::TransactionalSink;
 
 /// What a projection runner is doing.
@@ -102,6 +103,8 @@ pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
 /// lease: the sink's writes for a batch happen exactly once, and not at all
 /// from a worker that lost the lease. The SQL read models are such targets
 /// ([`Subscription::start_transactional`](crate::subscription::Subscription::start_transactional)).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 #[async_trait]
 pub trait TransactionalTarget: Send + Sync + 'static {
     /// Where the subscription's checkpoint and lease are kept.

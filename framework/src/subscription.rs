@@ -39,6 +39,8 @@ pub trait EventSink: Send {
 /// ([`Subscription::start_transactional`]). The effects then happen exactly
 /// once per event, even across crashes and takeovers: a batch that fails,
 /// or whose worker lost the lease, rolls back whole.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 #[async_trait]
 pub trait TransactionalSink: Send {
     /// Handles one event, writing through `db` (the batch's transaction).
@@ -233,6 +235,8 @@ impl Subscription {
     /// # Ok::<(), annals::Error>(())
     /// # }).unwrap();
     /// ```
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
     pub fn start_transactional<T, S>(mut self, target: T, sink: S) -> SubscriptionHandle<S>
     where
         T: crate::projection_runner::TransactionalTarget,
@@ -498,6 +502,7 @@ impl<S: EventSink> Delivery for PlainDelivery<S> {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// A [`TransactionalSink`]: the whole batch and the checkpoint in one
 /// transaction of the target's database (exactly once).
 struct TransactionalDelivery<T, S> {
@@ -505,6 +510,7 @@ struct TransactionalDelivery<T, S> {
     sink: S,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[async_trait]
 impl<T, S> Delivery for TransactionalDelivery<T, S>
 where
