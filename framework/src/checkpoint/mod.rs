@@ -20,9 +20,11 @@
 //! of it is stored.
 //!
 //! Expiry is judged by the database's clock on PostgreSQL, so instances'
-//! clocks need not agree, and a lease is plain row state: it needs no
-//! session (advisory locks, `LISTEN`) and works behind a transaction-mode
-//! pooler.
+//! clocks need not agree, and a lease is plain row state, taken, renewed
+//! and fenced in single short transactions: it needs no session state (no
+//! advisory lock, no `LISTEN`), which a transaction-mode pooler would not
+//! keep. (The store as a whole is not yet tested behind one: the driver
+//! names its prepared statements, which PgBouncer before 1.21 refuses.)
 //!
 //! ```
 //! use annals::checkpoint::CheckpointStore;
