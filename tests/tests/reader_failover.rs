@@ -1,4 +1,4 @@
-//! Four worker processes run the same two owned readers (a SQL projection
+//! Five worker processes run the same two owned readers (a SQL projection
 //! and a transactional subscription) against a PostgreSQL server this test
 //! owns, while events keep arriving. The test kills a holder with SIGKILL,
 //! pauses the holders with SIGSTOP past their leases and lets them go on
@@ -15,7 +15,9 @@ use annals::prelude::*;
 use annals_tests::backends::{DATABASE_URL_VAR, OwnPostgres};
 use annals_tests::domain::UserEvent;
 
-const WORKERS: usize = 4;
+/// Each reader's holder may be another process: SIGKILL takes up to two,
+/// SIGSTOP up to two more, and one must be left to take over.
+const WORKERS: usize = 5;
 const ROLES: [&str; 3] = ["admin", "auditor", "viewer"];
 const ROUNDS: usize = 80;
 const PER_ROUND: usize = 10;

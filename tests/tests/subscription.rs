@@ -53,6 +53,9 @@ async fn a_failing_start_is_retried_and_shown_in_the_status() {
     .expect("append");
 
     let handle = Subscription::new(acme, "late")
+        .lease(annals::checkpoint::LeaseSettings::new(
+            std::time::Duration::from_millis(500),
+        ))
         .retry_delay(std::time::Duration::from_millis(20))
         .poll_interval(std::time::Duration::from_millis(20))
         .start(Count::default());
@@ -61,7 +64,10 @@ async fn a_failing_start_is_retried_and_shown_in_the_status() {
         .await
         .expect("the failure shows");
     let error = failing.last_error.unwrap_or_default();
-    assert!(error.contains("cannot load the checkpoint"), "{error}");
+    assert!(
+        error.contains("cannot take the lease") && error.contains("permission denied"),
+        "{error}"
+    );
     let grant = format!("GRANT SELECT ON annals_checkpoints TO {role}");
     sqlx::raw_sql(sqlx::AssertSqlSafe(grant))
         .execute(owner.pool())

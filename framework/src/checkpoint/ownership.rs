@@ -117,6 +117,18 @@ pub fn default_owner_name() -> String {
     .clone()
 }
 
+/// An error and its causes, for a status line an operator reads.
+fn with_sources(error: &crate::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Reports ownership changes (and lease errors) to a reader's status.
 pub(crate) type Report = Arc<dyn Fn(OwnershipStatus, Option<String>) + Send + Sync>;
 
@@ -193,6 +205,7 @@ impl Ownership {
                     (self.report)(self.standby_status(row.as_ref()), None);
                 }
                 Ok(Err(error)) => {
+                    let error = with_sources(&error);
                     tracing::warn!(reader = %self.name, %error, "cannot take the lease; retrying");
                     (self.report)(
                         self.standby_status(None),
@@ -264,7 +277,7 @@ impl HeldLease {
                         }
                         failed => {
                             let error = match failed {
-                                Ok(Err(error)) => error.to_string(),
+                                Ok(Err(error)) => with_sources(&error),
                                 _ => format!("no answer within {:?}", settings.renew_every),
                             };
                             tracing::warn!(reader = %lease.name, %error, "cannot renew the lease");
