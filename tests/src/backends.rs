@@ -6,6 +6,7 @@ use std::sync::Arc;
 use annals::store::{
     EventStore, InMemoryEventStore, PostgresEventStore, PostgresStoreBuilder, SqliteEventStore,
 };
+use annals::{ExpectedVersion, NewEvent, StreamId};
 use annals_codegen::{Dialect, Partitioning, StoreLayout, store_migrations};
 use sqlx::{PgPool, SqlitePool};
 use tempfile::TempDir;
@@ -109,11 +110,50 @@ pub struct TestStore {
     _dir: Option<TempDir>,
 }
 
+/// Events, a snapshot, a checkpoint and a dead letter of tenant `intruder`,
+/// under names the conformance suite also uses, written through an unscoped
+/// store: a tenant handle over the same store must see none of them.
+pub async fn plant_another_tenant(store: &dyn EventStore) {
+    let intruder = |n: u64| {
+        let mut event = NewEvent::json("test.numbered", &serde_json::json!({ "n": n }))
+            .unwrap_or_else(|error| panic!("event: {error}"));
+        event.metadata.tenant_id = Some("intruder".to_owned());
+        event
+    };
+    for stream in ["user-1", "user-2", "a", "b"] {
+        let id = StreamId::new(stream).unwrap_or_else(|error| panic!("stream id: {error}"));
+        store
+            .append(
+                &id,
+                ExpectedVersion::NoStream,
+                vec![intruder(1), intruder(2)],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("plant {stream}: {error}"));
+    }
+}
+
 impl TestStore {
     /// A new in-memory store.
     pub async fn memory() -> Self {
         TestStore {
             store: Arc::new(InMemoryEventStore::new()),
+            raw: RawAccess::Memory,
+            table_prefix: String::new(),
+            _dir: None,
+        }
+    }
+
+    /// A tenant handle (`for_tenant("acme")`) on a new in-memory store
+    /// that already holds another tenant's events, so any leak shows.
+    pub async fn memory_tenant_handle() -> Self {
+        let store = InMemoryEventStore::new();
+        plant_another_tenant(&store).await;
+        let handle = store
+            .for_tenant("acme")
+            .unwrap_or_else(|error| panic!("cannot make a tenant handle: {error:?}"));
+        TestStore {
+            store: Arc::new(handle),
             raw: RawAccess::Memory,
             table_prefix: String::new(),
             _dir: None,

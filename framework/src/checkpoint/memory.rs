@@ -11,10 +11,12 @@ use super::{Checkpoint, CheckpointStore, Lease, refusal};
 use crate::error::{Error, Result};
 use crate::position::LogPosition;
 
-/// Checkpoints and leases by reader name, in this process.
+/// Checkpoints and leases by tenant and reader name, in this process; a
+/// handle sees its own tenant's (`""`: the unscoped store's).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MemoryCheckpoints {
-    rows: Arc<Mutex<HashMap<String, Checkpoint>>>,
+    rows: Arc<Mutex<HashMap<(String, String), Checkpoint>>>,
+    tenant: String,
 }
 
 fn expiry(ttl: Duration, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -22,7 +24,19 @@ fn expiry(ttl: Duration, now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl MemoryCheckpoints {
-    fn rows(&self) -> Result<MutexGuard<'_, HashMap<String, Checkpoint>>> {
+    /// The same rows, seen as `tenant`'s.
+    pub(crate) fn for_tenant(&self, tenant: &str) -> Self {
+        MemoryCheckpoints {
+            rows: Arc::clone(&self.rows),
+            tenant: tenant.to_owned(),
+        }
+    }
+
+    fn key(&self, name: &str) -> (String, String) {
+        (self.tenant.clone(), name.to_owned())
+    }
+
+    fn rows(&self) -> Result<MutexGuard<'_, HashMap<(String, String), Checkpoint>>> {
         self.rows.lock().map_err(|_| Error::Backend {
             backend: "memory",
             operation: "checkpoints",
@@ -45,13 +59,13 @@ fn lease_of(row: &Checkpoint, owner: &str) -> Lease {
 #[async_trait]
 impl CheckpointStore for MemoryCheckpoints {
     async fn load(&self, name: &str) -> Result<Option<Checkpoint>> {
-        Ok(self.rows()?.get(name).cloned())
+        Ok(self.rows()?.get(&self.key(name)).cloned())
     }
 
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
         position.check_storable_checkpoint(name)?;
         let mut rows = self.rows()?;
-        rows.entry(name.to_owned())
+        rows.entry(self.key(name))
             .or_insert_with(|| Checkpoint {
                 name: name.to_owned(),
                 position,
@@ -67,7 +81,7 @@ impl CheckpointStore for MemoryCheckpoints {
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let now = Utc::now();
         let mut rows = self.rows()?;
-        let row = rows.entry(name.to_owned()).or_insert_with(|| Checkpoint {
+        let row = rows.entry(self.key(name)).or_insert_with(|| Checkpoint {
             name: name.to_owned(),
             position: LogPosition::START,
             owner: None,
@@ -92,7 +106,7 @@ impl CheckpointStore for MemoryCheckpoints {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let now = Utc::now();
         let mut rows = self.rows()?;
-        let Some(row) = rows.get_mut(&lease.name) else {
+        let Some(row) = rows.get_mut(&self.key(&lease.name)) else {
             return Ok(None);
         };
         if row.generation != lease.generation || row.owner.as_deref() != Some(&lease.owner) {
@@ -109,7 +123,7 @@ impl CheckpointStore for MemoryCheckpoints {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut rows = self.rows()?;
-        if let Some(row) = rows.get_mut(&lease.name)
+        if let Some(row) = rows.get_mut(&self.key(&lease.name))
             && row.generation == lease.generation
             && row.owner.as_deref() == Some(&lease.owner)
         {
@@ -122,7 +136,7 @@ impl CheckpointStore for MemoryCheckpoints {
     async fn commit(&self, lease: &Lease, previous: LogPosition, next: LogPosition) -> Result<()> {
         next.check_storable_checkpoint(&lease.name)?;
         let mut rows = self.rows()?;
-        let row = rows.get_mut(&lease.name);
+        let row = rows.get_mut(&self.key(&lease.name));
         match row {
             Some(row) if row.generation == lease.generation && row.position == previous => {
                 row.position = next;

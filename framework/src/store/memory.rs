@@ -29,6 +29,11 @@ const BACKEND: &str = "memory";
 /// Appends are serialised, so the log is in commit order and every read sees a
 /// consistent state.
 ///
+/// [`for_tenant`](Self::for_tenant) gives a handle scoped to one tenant, with
+/// the same identities as PostgreSQL's: a stream, snapshot, checkpoint and
+/// dead letter belongs to its tenant. The scoping is this process's code;
+/// there is no row-level security to fall back on.
+///
 /// ```
 /// use annals::store::{EventStore, InMemoryEventStore};
 ///
@@ -41,9 +46,15 @@ pub struct InMemoryEventStore {
     appended: Arc<super::AppendSignal>,
     /// The data subjects' keys ([`crate::pii::SubjectKeyStore`]).
     subject_keys: Arc<std::sync::Mutex<crate::pii::MemorySubjectKeys>>,
-    /// Readers' checkpoints and leases.
+    /// Readers' checkpoints and leases, this handle's tenant's.
     checkpoints: crate::checkpoint::MemoryCheckpoints,
+    /// The tenant this handle is scoped to (`None`: every tenant's events,
+    /// and `''`'s snapshots, checkpoints and dead letters).
+    tenant: Option<Arc<str>>,
 }
+
+/// A stream's identity: its tenant (`""`: none) and its id.
+type StreamKey = (String, StreamId);
 
 #[derive(Debug, Default)]
 struct MemoryLog {
@@ -52,35 +63,105 @@ struct MemoryLog {
     /// The hash chain link of each event, `links[i]` for `events[i]`.
     links: Vec<EventHash>,
     /// Indexes into `events` per stream, in version order.
-    streams: HashMap<StreamId, Vec<usize>>,
+    streams: HashMap<StreamKey, Vec<usize>>,
+    /// The tenants holding each stream id.
+    holders: HashMap<StreamId, std::collections::BTreeSet<String>>,
     /// Every stored event id: ids are unique, as on the SQL backends.
     event_ids: HashSet<Uuid>,
-    /// Snapshots per stream, by version.
-    snapshots: HashMap<StreamId, BTreeMap<u64, Snapshot>>,
-    /// Dead letters, oldest first.
-    dead_letters: Vec<DeadLetter>,
+    /// Snapshots per (saving handle's tenant, stream), by version.
+    snapshots: HashMap<StreamKey, BTreeMap<u64, Snapshot>>,
+    /// Dead letters with the saving handle's tenant, oldest first.
+    dead_letters: Vec<(String, DeadLetter)>,
 }
 
 impl MemoryLog {
-    fn version_of(&self, stream: &StreamId) -> u64 {
+    fn version_of(&self, stream: &StreamKey) -> u64 {
         self.streams
             .get(stream)
             .map_or(0, |indexes| indexes.len() as u64)
     }
 
-    fn stream_events(&self, stream: &StreamId) -> impl DoubleEndedIterator<Item = &RecordedEvent> {
+    fn stream_events(&self, stream: &StreamKey) -> impl DoubleEndedIterator<Item = &RecordedEvent> {
         self.streams
             .get(stream)
             .into_iter()
             .flatten()
             .map(|&index| &self.events[index])
     }
+
+    /// The stream a handle scoped to `scope` means by `stream`: its
+    /// tenant's, or for an unscoped handle the one tenant holding the id
+    /// (refused when several do).
+    fn resolve(&self, scope: Option<&str>, stream: &StreamId) -> Result<StreamKey> {
+        if let Some(tenant) = scope {
+            return Ok((tenant.to_owned(), stream.clone()));
+        }
+        let holders = self.holders.get(stream);
+        super::tenancy::check_one_holder(stream, holders.map_or(0, |h| h.len()))?;
+        let tenant = holders
+            .and_then(|holders| holders.iter().next())
+            .cloned()
+            .unwrap_or_default();
+        Ok((tenant, stream.clone()))
+    }
+}
+
+/// Whether `event` is visible to a handle scoped to `scope`.
+fn visible(scope: Option<&str>, event: &RecordedEvent) -> bool {
+    scope.is_none_or(|tenant| event.metadata.tenant_id.as_deref() == Some(tenant))
 }
 
 impl InMemoryEventStore {
     /// An empty store.
     pub fn new() -> Self {
         InMemoryEventStore::default()
+    }
+
+    /// A handle on the same events scoped to `tenant`: it reads, queries and
+    /// replays only the tenant's events, snapshots, checkpoints and dead
+    /// letters, and stamps the tenant on the events it appends (refusing
+    /// events that name another tenant). Stream ids belong to their tenant,
+    /// as on PostgreSQL: `acme`'s `user-1` and `globex`'s `user-1` are two
+    /// streams. The unscoped store addresses a stream by its id alone, and
+    /// refuses an id several tenants hold ([`Error::InvalidInput`], field
+    /// `stream id`). The scoping is this code's, not a database's.
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let store = InMemoryEventStore::new();
+    /// let acme = store.for_tenant("acme")?;
+    /// let globex = store.for_tenant("globex")?;
+    /// let user = StreamId::new("user-1")?;
+    /// let registered = || NewEvent::json("iam.user.registered", &serde_json::json!({}));
+    /// acme.append(&user, ExpectedVersion::NoStream, vec![registered()?]).await?;
+    /// assert!(globex.read_stream(&user, 1, 100).await?.is_empty());
+    /// globex.append(&user, ExpectedVersion::NoStream, vec![registered()?]).await?;
+    /// assert!(matches!(store.read_stream(&user, 1, 100).await, Err(Error::InvalidInput { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn for_tenant(&self, tenant: impl Into<String>) -> Result<InMemoryEventStore> {
+        let tenant = tenant.into();
+        super::tenancy::validate_tenant_id(&tenant)?;
+        Ok(InMemoryEventStore {
+            log: Arc::clone(&self.log),
+            appended: Arc::clone(&self.appended),
+            subject_keys: Arc::clone(&self.subject_keys),
+            checkpoints: self.checkpoints.for_tenant(&tenant),
+            tenant: Some(Arc::from(tenant)),
+        })
+    }
+
+    fn scope(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The tenant this handle keeps its own rows under (`""` unscoped).
+    fn own_tenant(&self) -> String {
+        self.tenant.as_deref().unwrap_or("").to_owned()
     }
 
     fn read(&self) -> Result<RwLockReadGuard<'_, MemoryLog>> {
@@ -152,14 +233,27 @@ fn poisoned(operation: &'static str) -> Error {
 
 impl InMemoryEventStore {
     /// The append itself (`append_batch` adds its metrics).
-    async fn write_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    async fn write_batch(&self, mut batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         validate_batch(&batch)?;
+        // Each stream's tenant: the handle's (stamped on its events), or
+        // the one its events name.
+        let mut keys = Vec::with_capacity(batch.len());
+        for append in &mut batch {
+            let tenant = match self.scope() {
+                Some(tenant) => {
+                    super::tenancy::stamp_tenant(tenant, &mut append.events)?;
+                    tenant.to_owned()
+                }
+                None => super::tenancy::stream_tenant(&append.stream_id, &append.events)?,
+            };
+            keys.push((tenant, append.stream_id.clone()));
+        }
         let mut log = self.write()?;
 
         // Check every expectation before touching anything: all or nothing.
         let mut currents = Vec::with_capacity(batch.len());
-        for append in &batch {
-            let current = log.version_of(&append.stream_id);
+        for (append, key) in batch.iter().zip(&keys) {
+            let current = log.version_of(key);
             if !append.expected.accepts(current) {
                 return Err(Error::VersionConflict {
                     stream: append.stream_id.to_string(),
@@ -169,7 +263,7 @@ impl InMemoryEventStore {
             }
             let head = log
                 .streams
-                .get(&append.stream_id)
+                .get(key)
                 .and_then(|indexes| indexes.last())
                 .map(|&last| log.events[last].event_id);
             append.check_head(current, head)?;
@@ -193,7 +287,7 @@ impl InMemoryEventStore {
         let recorded_at = Utc::now().trunc_subsecs(6);
         let commit = log.events.len() as u64 + 1;
         let mut results = Vec::with_capacity(batch.len());
-        for (append, current) in batch.into_iter().zip(currents) {
+        for ((append, current), key) in batch.into_iter().zip(currents).zip(keys) {
             let mut version = current;
             let mut positions = Vec::with_capacity(append.events.len());
             for event in append.events {
@@ -212,17 +306,18 @@ impl InMemoryEventStore {
                 };
                 let previous = log
                     .streams
-                    .get(&append.stream_id)
+                    .get(&key)
                     .and_then(|indexes| indexes.last())
                     .map_or(EventHash::GENESIS, |&last| log.links[last]);
                 let headers = headers_json(&recorded.metadata.headers);
                 log.links
                     .push(ChainSigner::new(None).link(&previous, &stored(&recorded, &headers)));
                 log.events.push(recorded);
-                log.streams
-                    .entry(append.stream_id.clone())
+                log.streams.entry(key.clone()).or_default().push(index);
+                log.holders
+                    .entry(key.1.clone())
                     .or_default()
-                    .push(index);
+                    .insert(key.0.clone());
                 positions.push(LogPosition::new(commit, index as u64 + 1));
             }
             results.push(AppendResult {
@@ -256,7 +351,13 @@ impl EventStore for InMemoryEventStore {
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        Ok(self.read()?.version_of(stream))
+        let log = self.read()?;
+        let key = log.resolve(self.scope(), stream)?;
+        Ok(log.version_of(&key))
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        self.scope()
     }
 
     #[tracing::instrument(name = "annals.store.read_stream", skip_all, fields(backend = BACKEND, stream = %stream, from_version))]
@@ -267,8 +368,9 @@ impl EventStore for InMemoryEventStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let log = self.read()?;
+        let key = log.resolve(self.scope(), stream)?;
         Ok(log
-            .stream_events(stream)
+            .stream_events(&key)
             .filter(|event| event.version >= from_version)
             .take(max_count)
             .cloned()
@@ -283,8 +385,9 @@ impl EventStore for InMemoryEventStore {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let log = self.read()?;
+        let key = log.resolve(self.scope(), stream)?;
         Ok(log
-            .stream_events(stream)
+            .stream_events(&key)
             .rev()
             .filter(|event| before_version.is_none_or(|before| event.version < before))
             .take(max_count)
@@ -302,6 +405,7 @@ impl EventStore for InMemoryEventStore {
             .min(log.events.len());
         Ok(log.events[start..]
             .iter()
+            .filter(|event| visible(self.scope(), event))
             .take(max_count)
             .cloned()
             .collect())
@@ -315,7 +419,7 @@ impl EventStore for InMemoryEventStore {
             .min(log.events.len());
         let events = log.events[start..]
             .iter()
-            .filter(|event| query.matches(event))
+            .filter(|event| visible(self.scope(), event) && query.matches(event))
             .take(query.limit.saturating_add(1))
             .cloned()
             .collect();
@@ -327,27 +431,29 @@ impl EventStore for InMemoryEventStore {
         Ok(log
             .events
             .iter()
-            .filter(|event| query.matches(event))
+            .filter(|event| visible(self.scope(), event) && query.matches(event))
             .count() as u64)
     }
 
     #[tracing::instrument(name = "annals.store.verify_stream", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
         let log = self.read()?;
-        let indexes = log.streams.get(stream).into_iter().flatten().copied();
+        let key = log.resolve(self.scope(), stream)?;
+        let indexes = log.streams.get(&key).into_iter().flatten().copied();
         Ok(log.verify(indexes))
     }
 
     #[tracing::instrument(name = "annals.store.verify_log", skip_all, fields(backend = BACKEND))]
     async fn verify_log(&self) -> Result<ChainReport> {
         let log = self.read()?;
-        Ok(log.verify(0..log.events.len()))
+        let scope = self.scope();
+        Ok(log.verify((0..log.events.len()).filter(|&index| visible(scope, &log.events[index]))))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         let mut log = self.write()?;
         log.snapshots
-            .entry(snapshot.stream_id.clone())
+            .entry((self.own_tenant(), snapshot.stream_id.clone()))
             .or_default()
             .insert(snapshot.version, snapshot);
         Ok(())
@@ -359,7 +465,8 @@ impl EventStore for InMemoryEventStore {
         max_version: Option<u64>,
     ) -> Result<Option<Snapshot>> {
         let log = self.read()?;
-        Ok(log.snapshots.get(stream).and_then(|by_version| {
+        let key = (self.own_tenant(), stream.clone());
+        Ok(log.snapshots.get(&key).and_then(|by_version| {
             by_version
                 .range(..=max_version.unwrap_or(u64::MAX))
                 .next_back()
@@ -371,7 +478,7 @@ impl EventStore for InMemoryEventStore {
         let mut log = self.write()?;
         Ok(log
             .snapshots
-            .remove(stream)
+            .remove(&(self.own_tenant(), stream.clone()))
             .map_or(0, |by_version| by_version.len() as u64))
     }
 
@@ -379,7 +486,12 @@ impl EventStore for InMemoryEventStore {
         let cutoff = policy.cutoff();
         let mut log = self.write()?;
         let mut deleted = 0;
-        for by_version in log.snapshots.values_mut() {
+        let scope = self.scope();
+        for ((tenant, _), by_version) in log.snapshots.iter_mut() {
+            // A tenant handle prunes its own; the unscoped store, every one.
+            if scope.is_some_and(|scope| scope != tenant) {
+                continue;
+            }
             let keep_from = policy
                 .keep_last
                 .map_or(0, |keep| by_version.len().saturating_sub(keep));
@@ -404,7 +516,8 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
-        self.write()?.dead_letters.push(letter);
+        let tenant = self.own_tenant();
+        self.write()?.dead_letters.push((tenant, letter));
         Ok(())
     }
 
@@ -413,15 +526,19 @@ impl EventStore for InMemoryEventStore {
             .read()?
             .dead_letters
             .iter()
+            .filter(|(tenant, _)| self.scope().is_none_or(|scope| scope == tenant))
             .take(limit)
-            .cloned()
+            .map(|(_, letter)| letter.clone())
             .collect())
     }
 
     async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
         let mut log = self.write()?;
         let before = log.dead_letters.len();
-        log.dead_letters.retain(|letter| letter.id != id);
+        let scope = self.scope();
+        log.dead_letters.retain(|(tenant, letter)| {
+            letter.id != id || scope.is_some_and(|scope| scope != tenant)
+        });
         Ok(log.dead_letters.len() < before)
     }
 }

@@ -28,6 +28,7 @@ pub(crate) mod row;
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod table_names;
+pub(crate) mod tenancy;
 #[cfg(feature = "postgres")]
 mod tenant_roles;
 #[cfg(feature = "postgres")]

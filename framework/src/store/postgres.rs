@@ -61,6 +61,7 @@ use super::group_commit::{
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, limit, to_i64};
 use super::table_names::{TableNames, is_plain_identifier};
+use super::tenancy::{check_one_holder, stream_tenant};
 use super::tenant_roles::{self, PoolRole};
 use super::tenant_session::{self, Session};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
@@ -441,9 +442,6 @@ impl PostgresStoreBuilder {
     }
 }
 
-/// The longest tenant id a scoped handle takes, in bytes.
-const MAX_TENANT_ID_LEN: usize = 128;
-
 fn validate_schema_name(schema: &str) -> Result<()> {
     if is_plain_identifier(schema, 63) {
         Ok(())
@@ -524,17 +522,7 @@ impl PostgresEventStore {
     /// ```
     pub async fn for_tenant(&self, tenant: impl Into<String>) -> Result<PostgresEventStore> {
         let tenant = tenant.into();
-        if tenant.is_empty()
-            || tenant.len() > MAX_TENANT_ID_LEN
-            || tenant.chars().any(char::is_control)
-        {
-            return Err(Error::invalid(
-                "tenant id",
-                format!(
-                    "{tenant:?} must be 1 to {MAX_TENANT_ID_LEN} bytes without control characters"
-                ),
-            ));
-        }
+        super::tenancy::validate_tenant_id(&tenant)?;
         let role = self
             .role
             .get_or_try_init(|| PoolRole::read(&self.pool, &self.tables))
@@ -746,7 +734,7 @@ impl PostgresEventStore {
         while let Some(row) = rows.try_next().await.map_err(failed(operation))? {
             if events.is_empty() {
                 let holders: i64 = row.try_get(15).map_err(|error| failed(operation)(error))?;
-                check_one_holder(stream, holders)?;
+                check_one_holder(stream, usize::try_from(holders).unwrap_or(usize::MAX))?;
             }
             events.push(decode_row(&row)?);
         }
@@ -754,22 +742,6 @@ impl PostgresEventStore {
         session.finish().await?;
         Ok(events)
     }
-}
-
-/// Refuses a stream id that `holders` tenants hold (only the unscoped store
-/// sees more than one): it cannot tell which stream is meant.
-fn check_one_holder(stream: &StreamId, holders: i64) -> Result<()> {
-    if holders > 1 {
-        return Err(Error::invalid(
-            "stream id",
-            format!(
-                "stream `{stream}` exists in {holders} tenants, and this store is not scoped to \
-                 one, so it cannot tell which is meant: read it through a tenant handle \
-                 (`for_tenant`)"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 impl PostgresEventStore {
@@ -1075,7 +1047,7 @@ struct AppendColumns<'a> {
     headers: Vec<String>,
     /// Per stream: the tenant it belongs to (`''` for none), part of its
     /// identity since migration 16.
-    stream_tenants: Vec<&'a str>,
+    stream_tenants: Vec<String>,
     /// Per stream: the id its newest event must have, if any.
     expected_heads: Vec<Option<uuid::Uuid>>,
 }
@@ -1103,7 +1075,9 @@ impl<'a> AppendColumns<'a> {
             columns.streams.push(append.stream_id.as_str());
             columns.expected.push(encode_expected(append.expected));
             columns.groups.push(group);
-            columns.stream_tenants.push(stream_tenant(append)?);
+            columns
+                .stream_tenants
+                .push(stream_tenant(&append.stream_id, &append.events)?);
             columns.expected_heads.push(append.expected_head);
             for (index, event) in append.events.iter().enumerate() {
                 let metadata = &event.metadata;
@@ -1135,34 +1109,6 @@ impl<'a> AppendColumns<'a> {
         }
         Ok(())
     }
-}
-
-/// The tenant a stream append's events name (`""` for none): a stream
-/// belongs to one tenant, so they must all name the same one.
-fn stream_tenant(append: &StreamAppend) -> Result<&str> {
-    fn tenant_of(event: &crate::envelope::NewEvent) -> Option<&str> {
-        event.metadata.tenant_id.as_deref()
-    }
-    let first = append.events.first().and_then(tenant_of);
-    if let Some(other) = append
-        .events
-        .iter()
-        .map(tenant_of)
-        .find(|tenant| *tenant != first)
-    {
-        let show =
-            |tenant: Option<&str>| tenant.map_or_else(|| "none".to_owned(), |t| format!("{t:?}"));
-        return Err(Error::invalid(
-            "tenant id",
-            format!(
-                "the events of one append to stream `{}` name different tenants ({} and {}): a stream belongs to one tenant",
-                append.stream_id,
-                show(first),
-                show(other)
-            ),
-        ));
-    }
-    Ok(first.unwrap_or(""))
 }
 
 /// Per stream: (version, position) of every row written, and when.
@@ -1508,7 +1454,7 @@ impl EventStore for PostgresEventStore {
         .await
         .map_err(failed("read stream version"))?;
         session.finish().await?;
-        check_one_holder(stream, holders)?;
+        check_one_holder(stream, usize::try_from(holders).unwrap_or(usize::MAX))?;
         Ok(u64::try_from(version).unwrap_or(0))
     }
 

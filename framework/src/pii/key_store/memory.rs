@@ -24,6 +24,27 @@ pub(crate) struct MemorySubjectKeys {
     streams: HashMap<SubjectId, BTreeSet<StreamId>>,
 }
 
+impl InMemoryEventStore {
+    /// Whether this handle may see `tenant`'s subjects: a tenant handle its
+    /// own tenant's alone, as row-level security confines PostgreSQL's.
+    fn sees_subjects_of(&self, tenant: Option<&str>) -> bool {
+        crate::store::EventStore::tenant(self).is_none_or(|scope| tenant == Some(scope))
+    }
+
+    fn refuse_other_tenant(&self, tenant: Option<&str>) -> Result<()> {
+        if self.sees_subjects_of(tenant) {
+            return Ok(());
+        }
+        Err(crate::Error::invalid(
+            "tenant id",
+            format!(
+                "a store scoped to tenant {:?} keeps only that tenant's subjects, not {tenant:?}'s",
+                crate::store::EventStore::tenant(self).unwrap_or_default()
+            ),
+        ))
+    }
+}
+
 #[async_trait]
 impl SubjectKeyStore for InMemoryEventStore {
     async fn load_subject_key(
@@ -31,6 +52,9 @@ impl SubjectKeyStore for InMemoryEventStore {
         tenant: Option<&str>,
         subject: &str,
     ) -> Result<Option<StoredSubjectKey>> {
+        if !self.sees_subjects_of(tenant) {
+            return Ok(None);
+        }
         Ok(self
             .subject_keys()?
             .keys
@@ -44,6 +68,7 @@ impl SubjectKeyStore for InMemoryEventStore {
         subject: &str,
         wrapped: Vec<u8>,
     ) -> Result<StoredSubjectKey> {
+        self.refuse_other_tenant(tenant)?;
         Ok(self
             .subject_keys()?
             .keys
@@ -53,6 +78,7 @@ impl SubjectKeyStore for InMemoryEventStore {
     }
 
     async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {
+        self.refuse_other_tenant(tenant)?;
         let mut tables = self.subject_keys()?;
         let entry = tables.keys.entry(subject_id(tenant, subject));
         let now = Utc::now();
@@ -72,6 +98,7 @@ impl SubjectKeyStore for InMemoryEventStore {
         subject: &str,
         stream: &StreamId,
     ) -> Result<()> {
+        self.refuse_other_tenant(tenant)?;
         self.subject_keys()?
             .streams
             .entry(subject_id(tenant, subject))
@@ -81,6 +108,9 @@ impl SubjectKeyStore for InMemoryEventStore {
     }
 
     async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>> {
+        if !self.sees_subjects_of(tenant) {
+            return Ok(Vec::new());
+        }
         Ok(self
             .subject_keys()?
             .streams
@@ -98,6 +128,7 @@ impl SubjectKeyStore for InMemoryEventStore {
         let mut forgotten: Vec<ForgottenSubject> = tables
             .keys
             .iter()
+            .filter(|((tenant, _), _)| self.sees_subjects_of(tenant.as_deref()))
             .filter_map(|((tenant, subject), key)| match key {
                 StoredSubjectKey::Forgotten { forgotten_at } if *forgotten_at >= since => {
                     Some(ForgottenSubject {
