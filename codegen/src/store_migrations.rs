@@ -201,6 +201,11 @@ const SQLITE: &[Step] = &[
         name: "forgotten_subjects",
         template: include_str!("../templates/sqlite/0011_forgotten_subjects.sql"),
     },
+    Step {
+        version: 12,
+        name: "tenant_streams",
+        template: include_str!("../templates/sqlite/0012_tenant_streams.sql"),
+    },
 ];
 
 fn steps(dialect: Dialect) -> &'static [Step] {

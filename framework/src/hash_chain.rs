@@ -383,22 +383,20 @@ impl fmt::Display for BreakReason {
 /// A stream as a chain report names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChainStream {
-    /// Its tenant, where stream ids belong to their tenant (PostgreSQL);
-    /// `None` for a stream without a tenant, and on SQLite and in memory,
-    /// whose stream ids are global.
+    /// Its tenant (stream ids belong to their tenant on every backend);
+    /// `None` for a stream without a tenant.
     pub tenant_id: Option<String>,
     /// Its id.
     pub stream_id: String,
 }
 
 impl ChainStream {
-    /// The key of `event`'s stream: with its tenant when stream ids are
-    /// per tenant.
-    fn of(event: &StoredEvent<'_>, per_tenant: bool) -> Self {
+    /// The key of `event`'s stream: its tenant and id.
+    fn of(event: &StoredEvent<'_>) -> Self {
         ChainStream {
             tenant_id: event
                 .tenant_id
-                .filter(|tenant| per_tenant && !tenant.is_empty())
+                .filter(|tenant| !tenant.is_empty())
                 .map(str::to_owned),
             stream_id: event.stream_id.to_owned(),
         }
@@ -594,7 +592,6 @@ impl<'a> ChainSigner<'a> {
 pub(crate) struct ChainResigner<'a> {
     signer: ChainSigner<'a>,
     heads: BTreeMap<ChainStream, EventHash>,
-    per_tenant: bool,
 }
 
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
@@ -603,15 +600,7 @@ impl<'a> ChainResigner<'a> {
         ChainResigner {
             signer: ChainSigner::new(Some(keys)),
             heads: BTreeMap::new(),
-            per_tenant: false,
         }
-    }
-
-    /// Chains streams per tenant and id, as PostgreSQL identifies them.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn per_tenant_streams(mut self) -> Self {
-        self.per_tenant = true;
-        self
     }
 
     /// The `chain_key` column of the new links.
@@ -621,7 +610,7 @@ impl<'a> ChainResigner<'a> {
 
     /// `event`'s new link, chained to its stream's previous new link.
     pub(crate) fn link(&mut self, event: &StoredEvent<'_>) -> EventHash {
-        let stream = ChainStream::of(event, self.per_tenant);
+        let stream = ChainStream::of(event);
         let previous = self
             .heads
             .get(&stream)
@@ -642,9 +631,6 @@ pub(crate) struct ChainVerifier {
     /// Whether unkeyed links that match are accepted even with keys (when
     /// re-signing a log that predates them).
     accept_unkeyed: bool,
-    /// Whether streams are identified by tenant and id (PostgreSQL) rather
-    /// than by id alone.
-    per_tenant: bool,
     /// Per stream: the last version seen and its stored link.
     last: BTreeMap<ChainStream, (u64, Option<EventHash>)>,
     events_checked: u64,
@@ -660,13 +646,6 @@ impl ChainVerifier {
             keys: keys.cloned(),
             ..ChainVerifier::default()
         }
-    }
-
-    /// Chains streams per tenant and id, as PostgreSQL identifies them.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn per_tenant_streams(mut self) -> Self {
-        self.per_tenant = true;
-        self
     }
 
     /// A verifier that checks keyed links with `keys` and unkeyed links as
@@ -689,7 +668,7 @@ impl ChainVerifier {
         format: LinkFormat,
     ) {
         self.events_checked += 1;
-        let stream = ChainStream::of(event, self.per_tenant);
+        let stream = ChainStream::of(event);
         let previous = match self.last.get(&stream) {
             Some((_, Some(link))) => *link,
             // A predecessor without a hash was reported itself; chain on

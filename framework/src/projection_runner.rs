@@ -196,6 +196,8 @@ impl<P: Projection<Context = ()>> ProjectionTarget<P> for InMemory {
 pub struct SqliteReadModel {
     pool: sqlx::SqlitePool,
     tables: TableNames,
+    /// The tenant whose checkpoints it keeps (`""`: the unscoped store's).
+    tenant: String,
 }
 
 #[cfg(feature = "sqlite")]
@@ -206,6 +208,7 @@ impl SqliteReadModel {
         SqliteReadModel {
             pool: store.pool().clone(),
             tables: store.table_names().clone(),
+            tenant: store.tenant().unwrap_or_default().to_owned(),
         }
     }
 
@@ -215,6 +218,7 @@ impl SqliteReadModel {
         SqliteReadModel {
             pool,
             tables: TableNames::default(),
+            tenant: String::new(),
         }
     }
 
@@ -243,6 +247,7 @@ impl SqliteReadModel {
         crate::checkpoint::sqlite::commit_in(
             &mut tx,
             &self.tables,
+            &self.tenant,
             lease,
             batch.previous,
             batch.next,
@@ -279,6 +284,7 @@ impl TransactionalTarget for SqliteReadModel {
         Arc::new(crate::checkpoint::sqlite::SqliteCheckpoints::new(
             self.pool.clone(),
             self.tables.clone(),
+            &self.tenant,
         ))
     }
 

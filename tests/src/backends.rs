@@ -174,6 +174,25 @@ impl TestStore {
         }
     }
 
+    /// A tenant handle (`for_tenant("acme")`) on a new SQLite file that
+    /// already holds another tenant's events, so any leak shows.
+    pub async fn sqlite_tenant_handle() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let store = SqliteEventStore::open(dir.path().join("events.db"))
+            .await
+            .unwrap_or_else(|error| panic!("cannot open the SQLite store: {error:?}"));
+        plant_another_tenant(&store).await;
+        let handle = store
+            .for_tenant("acme")
+            .unwrap_or_else(|error| panic!("cannot make a tenant handle: {error:?}"));
+        TestStore {
+            raw: RawAccess::Sqlite(store.pool().clone()),
+            table_prefix: store.table_prefix().to_owned(),
+            store: Arc::new(handle),
+            _dir: Some(dir),
+        }
+    }
+
     /// A new SQLite store in a temporary file, and the same store as a
     /// subject-key store.
     pub async fn sqlite_with_keys() -> (Self, Arc<dyn annals::pii::SubjectKeyStore>) {
@@ -408,10 +427,11 @@ impl TestStore {
         let event_id = uuid::Uuid::now_v7();
         match &self.raw {
             RawAccess::Memory => Err("the in-memory store only holds validated JSON".to_owned()),
+            // In the store's tenant, so a tenant handle reads it.
             RawAccess::Sqlite(pool) => sqlx::query(self.sql(
                 "INSERT INTO annals_events (commit_id, event_id, stream_id, version, event_type, \
-                 schema_version, payload, headers, recorded_at) \
-                 VALUES ((SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events), ?, ?, ?, ?, 1, ?, '{}', ?)",
+                 schema_version, payload, headers, recorded_at, tenant_id) \
+                 VALUES ((SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events), ?, ?, ?, ?, 1, ?, '{}', ?, ?)",
             ))
             .bind(event_id)
             .bind(stream)
@@ -419,6 +439,7 @@ impl TestStore {
             .bind(event_type)
             .bind(payload)
             .bind(chrono::Utc::now().timestamp_micros())
+            .bind(self.store.tenant())
             .execute(pool)
             .await
             .map(drop)

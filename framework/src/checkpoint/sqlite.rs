@@ -17,34 +17,39 @@ use crate::position::LogPosition;
 use crate::store::row::{position_from_columns, to_i64};
 use crate::store::table_names::TableNames;
 
+/// `?1` name, `?2` tenant.
 const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
-     FROM annals_checkpoints WHERE name = ?";
+     FROM annals_checkpoints WHERE name = ?1 AND tenant_id = ?2";
 
-const SAVE: &str = "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) VALUES (?, ?, ?, ?) \
-     ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, sequence = excluded.sequence, \
-     updated_at = excluded.updated_at";
+/// `?1` name, `?2` commit, `?3` sequence, `?4` now, `?5` tenant.
+const SAVE: &str = "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at, tenant_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (tenant_id, name) DO UPDATE SET commit_id = excluded.commit_id, \
+     sequence = excluded.sequence, updated_at = excluded.updated_at";
 
-/// `?1` name, `?2` owner, `?3` now, `?4` expiry.
+/// `?1` name, `?2` owner, `?3` now, `?4` expiry, `?5` tenant.
 const ACQUIRE: &str = "INSERT INTO annals_checkpoints \
-     (name, commit_id, sequence, updated_at, owner, generation, lease_expires_at, renewed_at) \
-     VALUES (?1, 0, 0, ?3, ?2, 1, ?4, ?3) \
-     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+     (name, commit_id, sequence, updated_at, owner, generation, lease_expires_at, renewed_at, tenant_id) \
+     VALUES (?1, 0, 0, ?3, ?2, 1, ?4, ?3, ?5) \
+     ON CONFLICT (tenant_id, name) DO UPDATE SET owner = excluded.owner, \
          generation = annals_checkpoints.generation + 1, \
          lease_expires_at = excluded.lease_expires_at, renewed_at = excluded.renewed_at \
      WHERE annals_checkpoints.owner IS NULL OR annals_checkpoints.lease_expires_at IS NULL \
          OR annals_checkpoints.lease_expires_at <= ?3 \
      RETURNING generation, commit_id, sequence";
 
-/// `?1` name, `?2` owner, `?3` generation, `?4` now, `?5` expiry.
+/// `?1` name, `?2` owner, `?3` generation, `?4` now, `?5` expiry, `?6` tenant.
 const RENEW: &str = "UPDATE annals_checkpoints SET lease_expires_at = ?5, renewed_at = ?4 \
-     WHERE name = ?1 AND owner = ?2 AND generation = ?3";
+     WHERE name = ?1 AND owner = ?2 AND generation = ?3 AND tenant_id = ?6";
 
+/// `?1` name, `?2` owner, `?3` generation, `?4` tenant.
 const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires_at = NULL \
-     WHERE name = ? AND owner = ? AND generation = ?";
+     WHERE name = ?1 AND owner = ?2 AND generation = ?3 AND tenant_id = ?4";
 
-/// `?1` name, `?2` generation, `?3`/`?4` previous, `?5`/`?6` next, `?7` now.
+/// `?1` name, `?2` generation, `?3`/`?4` previous, `?5`/`?6` next, `?7` now,
+/// `?8` tenant.
 const COMMIT: &str = "UPDATE annals_checkpoints SET commit_id = ?5, sequence = ?6, updated_at = ?7 \
-     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4";
+     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4 AND tenant_id = ?8";
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> crate::Error {
     crate::store::row::failed("sqlite", operation)
@@ -76,10 +81,12 @@ type Row = (
 pub(crate) async fn load_in(
     connection: &mut SqliteConnection,
     tables: &TableNames,
+    tenant: &str,
     name: &str,
 ) -> Result<Option<Checkpoint>> {
     let row: Option<Row> = sqlx::query_as(tables.sql(LOAD))
         .bind(name)
+        .bind(tenant)
         .fetch_optional(&mut *connection)
         .await
         .map_err(failed("load checkpoint"))?;
@@ -101,6 +108,7 @@ pub(crate) async fn load_in(
 pub(crate) async fn commit_in(
     connection: &mut SqliteConnection,
     tables: &TableNames,
+    tenant: &str,
     lease: &Lease,
     previous: LogPosition,
     next: LogPosition,
@@ -114,6 +122,7 @@ pub(crate) async fn commit_in(
         .bind(to_i64(next.commit))
         .bind(to_i64(next.sequence))
         .bind(micros(Utc::now()))
+        .bind(tenant)
         .execute(&mut *connection)
         .await
         .map_err(failed("commit checkpoint"))?
@@ -121,7 +130,7 @@ pub(crate) async fn commit_in(
     if moved == 1 {
         return Ok(());
     }
-    let found = load_in(connection, tables, &lease.name).await?;
+    let found = load_in(connection, tables, tenant, &lease.name).await?;
     Err(super::refusal(
         lease,
         previous,
@@ -129,16 +138,22 @@ pub(crate) async fn commit_in(
     ))
 }
 
-/// The checkpoints of a SQLite store (or read model).
+/// The checkpoints of a SQLite store (or read model), in one tenant (`""`:
+/// the unscoped store's).
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteCheckpoints {
     pool: SqlitePool,
     tables: TableNames,
+    tenant: String,
 }
 
 impl SqliteCheckpoints {
-    pub(crate) fn new(pool: SqlitePool, tables: TableNames) -> Self {
-        SqliteCheckpoints { pool, tables }
+    pub(crate) fn new(pool: SqlitePool, tables: TableNames, tenant: &str) -> Self {
+        SqliteCheckpoints {
+            pool,
+            tables,
+            tenant: tenant.to_owned(),
+        }
     }
 }
 
@@ -150,7 +165,7 @@ impl CheckpointStore for SqliteCheckpoints {
             .acquire()
             .await
             .map_err(failed("acquire connection"))?;
-        load_in(&mut connection, &self.tables, name).await
+        load_in(&mut connection, &self.tables, &self.tenant, name).await
     }
 
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
@@ -160,6 +175,7 @@ impl CheckpointStore for SqliteCheckpoints {
             .bind(to_i64(position.commit))
             .bind(to_i64(position.sequence))
             .bind(micros(Utc::now()))
+            .bind(&self.tenant)
             .execute(&self.pool)
             .await
             .map_err(failed("save checkpoint"))?;
@@ -174,6 +190,7 @@ impl CheckpointStore for SqliteCheckpoints {
             .bind(owner)
             .bind(micros(now))
             .bind(micros(expires_at))
+            .bind(&self.tenant)
             .fetch_optional(&self.pool)
             .await
             .map_err(failed("take lease"))?;
@@ -196,6 +213,7 @@ impl CheckpointStore for SqliteCheckpoints {
             .bind(to_i64(lease.generation))
             .bind(micros(now))
             .bind(micros(expires_at))
+            .bind(&self.tenant)
             .execute(&self.pool)
             .await
             .map_err(failed("renew lease"))?
@@ -212,6 +230,7 @@ impl CheckpointStore for SqliteCheckpoints {
             .bind(&lease.name)
             .bind(&lease.owner)
             .bind(to_i64(lease.generation))
+            .bind(&self.tenant)
             .execute(&self.pool)
             .await
             .map_err(failed("release lease"))?;
@@ -224,6 +243,14 @@ impl CheckpointStore for SqliteCheckpoints {
             .acquire()
             .await
             .map_err(failed("acquire connection"))?;
-        commit_in(&mut connection, &self.tables, lease, previous, next).await
+        commit_in(
+            &mut connection,
+            &self.tables,
+            &self.tenant,
+            lease,
+            previous,
+            next,
+        )
+        .await
     }
 }

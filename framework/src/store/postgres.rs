@@ -807,7 +807,7 @@ impl PostgresEventStore {
     /// of one statement: one consistent read.
     async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
         let mut session = self.session().await?;
-        let mut verifier = ChainVerifier::new(self.chain_keys.as_deref()).per_tenant_streams();
+        let mut verifier = ChainVerifier::new(self.chain_keys.as_deref());
         {
             let mut rows = match stream {
                 Some(stream) => sqlx::query(self.tables.sql(chain_rows!("WHERE stream_id = $1")))
@@ -885,8 +885,8 @@ impl PostgresEventStore {
             }
             _ => failed("lift the immutability trigger")(error),
         })?;
-        let mut verifier = ChainVerifier::accepting_unkeyed(keys).per_tenant_streams();
-        let mut resigner = ChainResigner::new(keys).per_tenant_streams();
+        let mut verifier = ChainVerifier::accepting_unkeyed(keys);
+        let mut resigner = ChainResigner::new(keys);
         let mut positions: Vec<i64> = Vec::new();
         let mut links: Vec<Vec<u8>> = Vec::new();
         {

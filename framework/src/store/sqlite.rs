@@ -111,6 +111,8 @@ pub struct SqliteEventStore {
     group: Option<Arc<GroupCommit>>,
     /// The keys new links are signed and verified with; `None`: unkeyed.
     chain_keys: Option<Arc<ChainKeys>>,
+    /// The tenant this handle is scoped to ([`for_tenant`](Self::for_tenant)).
+    tenant: Option<Arc<str>>,
 }
 
 /// Options for opening a [`SqliteEventStore`].
@@ -252,6 +254,7 @@ impl SqliteStoreBuilder {
             tables,
             group,
             chain_keys: self.chain_keys.map(Arc::new),
+            tenant: None,
         };
         if self.migrate {
             store.migrate().await?;
@@ -280,12 +283,95 @@ impl SqliteEventStore {
         }
     }
 
+    /// A handle on the same file scoped to `tenant`: it reads, queries and
+    /// replays only the tenant's events, snapshots, checkpoints, dead letters
+    /// and data subjects, and stamps the tenant on the events it appends
+    /// (refusing events that name another tenant). Stream ids belong to
+    /// their tenant, as on PostgreSQL: `acme`'s `user-1` and `globex`'s
+    /// `user-1` are two streams. The unscoped store addresses a stream by its
+    /// id alone, and refuses an id several tenants hold
+    /// ([`Error::InvalidInput`], field `stream id`).
+    ///
+    /// SQLite has no row-level security: the scoping is this code's, and
+    /// anything with the file (or the pool) reads every tenant.
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = SqliteEventStore::open(dir.path().join("tenants.db")).await?;
+    /// let acme = store.for_tenant("acme")?;
+    /// let globex = store.for_tenant("globex")?;
+    /// let user = StreamId::new("user-1")?;
+    /// let registered = || NewEvent::json("iam.user.registered", &serde_json::json!({}));
+    /// acme.append(&user, ExpectedVersion::NoStream, vec![registered()?]).await?;
+    /// assert!(globex.read_stream(&user, 1, 100).await?.is_empty());
+    /// globex.append(&user, ExpectedVersion::NoStream, vec![registered()?]).await?;
+    /// assert!(matches!(store.read_stream(&user, 1, 100).await, Err(Error::InvalidInput { .. })));
+    /// # Ok::<(), annals::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn for_tenant(&self, tenant: impl Into<String>) -> Result<SqliteEventStore> {
+        let tenant = tenant.into();
+        super::tenancy::validate_tenant_id(&tenant)?;
+        Ok(SqliteEventStore {
+            tenant: Some(Arc::from(tenant)),
+            ..self.clone()
+        })
+    }
+
+    /// The tenant this handle is scoped to, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The tenant this handle keeps its own rows under (`""` unscoped).
+    fn own_tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or("")
+    }
+
+    /// A tenant handle's condition on events, after the query's first one.
+    fn push_scope(&self, sql: &mut QueryBuilder<Sqlite>) {
+        if let Some(tenant) = self.tenant.as_deref() {
+            sql.push(" AND tenant_id = ").push_bind(tenant.to_owned());
+        }
+    }
+
+    /// A tenant handle's appends carry its tenant.
+    fn stamp(&self, batch: &mut [StreamAppend]) -> Result<()> {
+        if let Some(tenant) = self.tenant.as_deref() {
+            for append in batch {
+                super::tenancy::stamp_tenant(tenant, &mut append.events)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant whose stream `stream` means: this handle's, or for the
+    /// unscoped store the one tenant holding the id (refused when several
+    /// do; `""` when none does).
+    async fn stream_owner(&self, stream: &StreamId) -> Result<String> {
+        if let Some(tenant) = self.tenant.as_deref() {
+            return Ok(tenant.to_owned());
+        }
+        let holders: Vec<String> = sqlx::query_scalar(self.tables.sql(
+            "SELECT COALESCE(tenant_id, '') FROM annals_events WHERE stream_id = ? AND version = 1",
+        ))
+        .bind(stream.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed("find the stream's tenant"))?;
+        super::tenancy::check_one_holder(stream, holders.len())?;
+        Ok(holders.into_iter().next().unwrap_or_default())
+    }
+
     /// Appends and applies an inline `projection` to the new events in the
     /// same transaction: the read model changes exactly when the events are
     /// stored, and a projection failure aborts the append (nothing written).
     pub async fn append_inline<P>(
         &self,
-        batch: Vec<StreamAppend>,
+        mut batch: Vec<StreamAppend>,
         projection: &mut P,
     ) -> Result<Vec<AppendResult>>
     where
@@ -293,6 +379,7 @@ impl SqliteEventStore {
         P::Context: crate::sql_read_model::SqliteContext,
     {
         validate_batch(&batch)?;
+        self.stamp(&mut batch)?;
         let _writer = self.write_gate.lock().await;
         let mut tx = self
             .pool
@@ -415,6 +502,11 @@ impl SqliteEventStore {
     /// # }).unwrap();
     /// ```
     pub async fn resign_chain(&self) -> Result<ChainReport> {
+        if let Some(tenant) = self.tenant.as_deref() {
+            return Err(Error::Config(format!(
+                "re-signing rewrites every tenant's links: a handle scoped to tenant {tenant:?} cannot; use the unscoped store"
+            )));
+        }
         let keys = self.chain_keys.as_deref().ok_or_else(|| {
             Error::Config(
                 "re-signing the hash chain needs keys: open the store with `chain_keys`".into(),
@@ -440,8 +532,10 @@ impl SqliteEventStore {
         let mut resigner = ChainResigner::new(keys);
         let mut links: Vec<(i64, EventHash)> = Vec::new();
         {
-            let mut rows = sqlx::query(self.tables.sql(chain_rows!("ORDER BY stream_id, version")))
-                .fetch(&mut *tx);
+            let mut rows = sqlx::query(self.tables.sql(chain_rows!(
+                "ORDER BY stream_id, COALESCE(tenant_id, ''), version"
+            )))
+            .fetch(&mut *tx);
             while let Some(row) = rows.try_next().await.map_err(failed("read the chain"))? {
                 let (event, found, format) = chain_row(&row)?;
                 verifier.check(event.position, &event, found, format);
@@ -480,14 +574,23 @@ impl SqliteEventStore {
     /// Recomputes the links of one stream or of the whole log, streaming
     /// the rows (one statement: one consistent read).
     async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
-        let mut rows = match stream {
-            Some(stream) => sqlx::query(self.tables.sql(chain_rows!(
-                "WHERE stream_id = ? ORDER BY stream_id, version"
+        let owner = match stream {
+            Some(stream) => Some(self.stream_owner(stream).await?),
+            None => None,
+        };
+        let mut rows = match (stream, owner) {
+            (Some(stream), Some(owner)) => sqlx::query(self.tables.sql(chain_rows!(
+                "WHERE stream_id = ? AND COALESCE(tenant_id, '') = ? ORDER BY version"
             )))
             .bind(stream.as_str())
+            .bind(owner)
             .fetch(&self.pool),
-            None => sqlx::query(self.tables.sql(chain_rows!("ORDER BY stream_id, version")))
-                .fetch(&self.pool),
+            _ => sqlx::query(self.tables.sql(chain_rows!(
+                "WHERE ?1 IS NULL OR tenant_id = ?1 \
+                 ORDER BY stream_id, COALESCE(tenant_id, ''), version"
+            )))
+            .bind(self.tenant.as_deref())
+            .fetch(&self.pool),
         };
         let mut verifier = ChainVerifier::new(self.chain_keys.as_deref());
         while let Some(row) = rows.try_next().await.map_err(failed("verify hash chain"))? {
@@ -717,8 +820,9 @@ impl FlightWriter for SqliteEventStore {
 
 impl SqliteEventStore {
     /// The append itself (`append_batch` adds its metrics).
-    async fn write_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    async fn write_batch(&self, mut batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         validate_batch(&batch)?;
+        self.stamp(&mut batch)?;
         if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
             return submit(group, self, batch).await;
         }
@@ -732,6 +836,10 @@ impl EventStore for SqliteEventStore {
         BACKEND
     }
 
+    fn tenant(&self) -> Option<&str> {
+        SqliteEventStore::tenant(self)
+    }
+
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         crate::telemetry::measured_append(BACKEND, batch, |batch| self.write_batch(batch)).await
@@ -739,11 +847,13 @@ impl EventStore for SqliteEventStore {
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        let version: i64 = sqlx::query_scalar(
-            self.tables
-                .sql("SELECT COALESCE(MAX(version), 0) FROM annals_events WHERE stream_id = ?"),
-        )
+        let owner = self.stream_owner(stream).await?;
+        let version: i64 = sqlx::query_scalar(self.tables.sql(
+            "SELECT COALESCE(MAX(version), 0) FROM annals_events \
+             WHERE stream_id = ? AND COALESCE(tenant_id, '') = ?",
+        ))
         .bind(stream.as_str())
+        .bind(owner)
         .fetch_one(&self.pool)
         .await
         .map_err(failed("read stream version"))?;
@@ -757,10 +867,13 @@ impl EventStore for SqliteEventStore {
         from_version: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        const SQL: &str =
-            select_events!("WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?");
+        const SQL: &str = select_events!(
+            "WHERE stream_id = ? AND COALESCE(tenant_id, '') = ? AND version >= ? ORDER BY version LIMIT ?"
+        );
+        let owner = self.stream_owner(stream).await?;
         let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
+            .bind(owner)
             .bind(to_i64(from_version))
             .bind(limit(max_count));
         self.fetch_events(query, "read stream").await
@@ -773,10 +886,13 @@ impl EventStore for SqliteEventStore {
         before_version: Option<u64>,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        const SQL: &str =
-            select_events!("WHERE stream_id = ? AND version < ? ORDER BY version DESC LIMIT ?");
+        const SQL: &str = select_events!(
+            "WHERE stream_id = ? AND COALESCE(tenant_id, '') = ? AND version < ? ORDER BY version DESC LIMIT ?"
+        );
+        let owner = self.stream_owner(stream).await?;
         let query = sqlx::query(self.tables.sql(SQL))
             .bind(stream.as_str())
+            .bind(owner)
             .bind(before_version.map_or(i64::MAX, to_i64))
             .bind(limit(max_count));
         self.fetch_events(query, "read stream backward").await
@@ -787,9 +903,14 @@ impl EventStore for SqliteEventStore {
         // Writers are serialised, so sequence order is commit order and the
         // sequence alone locates a position.
         const SQL: &str = select_events!("WHERE position > ? ORDER BY position LIMIT ?");
-        let query = sqlx::query(self.tables.sql(SQL))
-            .bind(to_i64(after.sequence))
-            .bind(limit(max_count));
+        const TENANT_SQL: &str =
+            select_events!("WHERE tenant_id = ? AND position > ? ORDER BY position LIMIT ?");
+        let query = match self.tenant.as_deref() {
+            None => sqlx::query(self.tables.sql(SQL)),
+            Some(tenant) => sqlx::query(self.tables.sql(TENANT_SQL)).bind(tenant),
+        }
+        .bind(to_i64(after.sequence))
+        .bind(limit(max_count));
         self.fetch_events(query, "read log").await
     }
 
@@ -798,6 +919,7 @@ impl EventStore for SqliteEventStore {
         let mut sql = QueryBuilder::<Sqlite>::new(self.tables.rename(select_events!()));
         sql.push(" WHERE position > ")
             .push_bind(to_i64(query.after_sequence));
+        self.push_scope(&mut sql);
         push_filters(&mut sql, query);
         sql.push(" ORDER BY position LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
@@ -811,6 +933,7 @@ impl EventStore for SqliteEventStore {
                 .rename("SELECT COUNT(*) FROM annals_events WHERE position > "),
         );
         sql.push_bind(to_i64(query.after_sequence));
+        self.push_scope(&mut sql);
         push_filters(&mut sql, query);
         let count: i64 = sql
             .build_query_scalar()
@@ -824,13 +947,14 @@ impl EventStore for SqliteEventStore {
         Arc::new(crate::checkpoint::sqlite::SqliteCheckpoints::new(
             self.pool.clone(),
             self.tables.clone(),
+            self.own_tenant(),
         ))
     }
 
     async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
         sqlx::query(
-            self.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            self.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at, tenant_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         )
         .bind(letter.id)
         .bind(&letter.handler)
@@ -841,6 +965,7 @@ impl EventStore for SqliteEventStore {
         .bind(&letter.error)
         .bind(i64::from(letter.attempts))
         .bind(micros(letter.failed_at))
+        .bind(self.own_tenant())
         .execute(&self.pool)
         .await
         .map_err(failed("save dead letter"))?;
@@ -850,8 +975,9 @@ impl EventStore for SqliteEventStore {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(
             self.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
-             FROM annals_dead_letters ORDER BY failed_at, id LIMIT ?"),
+             FROM annals_dead_letters WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY failed_at, id LIMIT ?2"),
         )
+        .bind(self.tenant.as_deref())
         .bind(self::limit(limit))
         .fetch_all(&self.pool)
         .await
@@ -886,11 +1012,11 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
-        let result = sqlx::query(
-            self.tables
-                .sql("DELETE FROM annals_dead_letters WHERE id = ?"),
-        )
+        let result = sqlx::query(self.tables.sql(
+            "DELETE FROM annals_dead_letters WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+        ))
         .bind(id)
+        .bind(self.tenant.as_deref())
         .execute(&self.pool)
         .await
         .map_err(failed("delete dead letter"))?;
@@ -913,11 +1039,12 @@ impl EventStore for SqliteEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         sqlx::query(
-            self.tables.sql("INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
+            self.tables.sql("INSERT INTO annals_snapshots (tenant_id, stream_id, version, snapshot_version, encoding, data, taken_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
              encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at"),
         )
+        .bind(self.own_tenant())
         .bind(snapshot.stream_id.as_str())
         .bind(to_i64(snapshot.version))
         .bind(i64::from(snapshot.snapshot_version))
@@ -937,8 +1064,9 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Option<Snapshot>> {
         let row = sqlx::query(self.tables.sql(
             "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
-             WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
+             WHERE tenant_id = ? AND stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
         ))
+        .bind(self.own_tenant())
         .bind(stream.as_str())
         .bind(max_version.map_or(i64::MAX, to_i64))
         .fetch_optional(&self.pool)
@@ -950,8 +1078,9 @@ impl EventStore for SqliteEventStore {
     async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
         let result = sqlx::query(
             self.tables
-                .sql("DELETE FROM annals_snapshots WHERE stream_id = ?"),
+                .sql("DELETE FROM annals_snapshots WHERE tenant_id = ? AND stream_id = ?"),
         )
+        .bind(self.own_tenant())
         .bind(stream.as_str())
         .execute(&self.pool)
         .await
@@ -965,15 +1094,16 @@ impl EventStore for SqliteEventStore {
             .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
         let cutoff = policy.cutoff().map(micros);
         let result = sqlx::query(
-            self.tables.sql("DELETE FROM annals_snapshots WHERE (stream_id, version) IN ( \
-                SELECT stream_id, version FROM ( \
-                    SELECT stream_id, version, taken_at, \
-                           row_number() OVER (PARTITION BY stream_id ORDER BY version DESC) AS rank \
-                    FROM annals_snapshots) \
+            self.tables.sql("DELETE FROM annals_snapshots WHERE (tenant_id, stream_id, version) IN ( \
+                SELECT tenant_id, stream_id, version FROM ( \
+                    SELECT tenant_id, stream_id, version, taken_at, \
+                           row_number() OVER (PARTITION BY tenant_id, stream_id ORDER BY version DESC) AS rank \
+                    FROM annals_snapshots WHERE ?3 IS NULL OR tenant_id = ?3) \
                 WHERE (?1 IS NOT NULL AND rank > ?1) OR (?2 IS NOT NULL AND taken_at < ?2))"),
         )
         .bind(keep_last)
         .bind(cutoff)
+        .bind(self.tenant.as_deref())
         .execute(&self.pool)
         .await
         .map_err(failed("prune snapshots"))?;
@@ -995,6 +1125,9 @@ async fn append_in(
     // each statement is a round trip to SQLite's worker thread.
     let mut log_head: Option<i64> = None;
     for append in batch {
+        // A stream belongs to the tenant its events name (a tenant handle
+        // stamped its own on them).
+        let tenant = super::tenancy::stream_tenant(&append.stream_id, &append.events)?;
         type Head = (Option<i64>, Option<Vec<u8>>, Option<Uuid>);
         let (current, link, head_event): Head = if log_head.is_none() {
             let (current, link, head_event, next_commit): (
@@ -1006,9 +1139,11 @@ async fn append_in(
                 "SELECT head.version, head.hash, head.event_id, \
                         (SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events) \
                  FROM (SELECT 1) LEFT JOIN (SELECT version, hash, event_id FROM annals_events \
-                     WHERE stream_id = ? ORDER BY version DESC LIMIT 1) AS head",
+                     WHERE stream_id = ? AND COALESCE(tenant_id, '') = ? \
+                     ORDER BY version DESC LIMIT 1) AS head",
             ))
             .bind(append.stream_id.as_str())
+            .bind(&tenant)
             .fetch_one(&mut *connection)
             .await
             .map_err(failed("read stream version"))?;
@@ -1016,10 +1151,11 @@ async fn append_in(
             (current, link, head_event)
         } else {
             sqlx::query_as(tables.sql(
-                "SELECT version, hash, event_id FROM annals_events WHERE stream_id = ? \
-                 ORDER BY version DESC LIMIT 1",
+                "SELECT version, hash, event_id FROM annals_events \
+                 WHERE stream_id = ? AND COALESCE(tenant_id, '') = ? ORDER BY version DESC LIMIT 1",
             ))
             .bind(append.stream_id.as_str())
+            .bind(&tenant)
             .fetch_optional(&mut *connection)
             .await
             .map_err(failed("read stream version"))?

@@ -25,23 +25,12 @@ pub(crate) struct MemorySubjectKeys {
 }
 
 impl InMemoryEventStore {
-    /// Whether this handle may see `tenant`'s subjects: a tenant handle its
-    /// own tenant's alone, as row-level security confines PostgreSQL's.
     fn sees_subjects_of(&self, tenant: Option<&str>) -> bool {
-        crate::store::EventStore::tenant(self).is_none_or(|scope| tenant == Some(scope))
+        super::sees(crate::store::EventStore::tenant(self), tenant)
     }
 
     fn refuse_other_tenant(&self, tenant: Option<&str>) -> Result<()> {
-        if self.sees_subjects_of(tenant) {
-            return Ok(());
-        }
-        Err(crate::Error::invalid(
-            "tenant id",
-            format!(
-                "a store scoped to tenant {:?} keeps only that tenant's subjects, not {tenant:?}'s",
-                crate::store::EventStore::tenant(self).unwrap_or_default()
-            ),
-        ))
+        super::refuse_other_tenant(crate::store::EventStore::tenant(self), tenant)
     }
 }
 

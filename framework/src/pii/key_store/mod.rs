@@ -147,6 +147,29 @@ pub trait SubjectKeyStore: Send + Sync {
     ) -> Result<Vec<ForgottenSubject>>;
 }
 
+/// Whether a store scoped to `scope` sees `tenant`'s subjects: a tenant
+/// handle its own tenant's alone (row-level security does this on
+/// PostgreSQL; SQLite and the in-memory store check here).
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(super) fn sees(scope: Option<&str>, tenant: Option<&str>) -> bool {
+    scope.is_none_or(|scope| tenant == Some(scope))
+}
+
+/// Refuses a write of another tenant's subject through a tenant handle.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(super) fn refuse_other_tenant(scope: Option<&str>, tenant: Option<&str>) -> Result<()> {
+    if sees(scope, tenant) {
+        return Ok(());
+    }
+    Err(crate::Error::invalid(
+        "tenant id",
+        format!(
+            "a store scoped to tenant {:?} keeps only that tenant's subjects, not {tenant:?}'s",
+            scope.unwrap_or_default()
+        ),
+    ))
+}
+
 /// A subject's tombstone, as [`SubjectKeyStore::forgotten_since`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForgottenSubject {

@@ -33,6 +33,16 @@ fn decode_key(subject: &str, row: &SqliteRow) -> Result<StoredSubjectKey> {
     StoredSubjectKey::from_columns(wrapped, forgotten_at).map_err(|reason| bad(reason.to_owned()))
 }
 
+impl SqliteEventStore {
+    fn sees_subjects_of(&self, tenant: Option<&str>) -> bool {
+        super::sees(self.tenant(), tenant)
+    }
+
+    fn refuse_other_tenant(&self, tenant: Option<&str>) -> Result<()> {
+        super::refuse_other_tenant(self.tenant(), tenant)
+    }
+}
+
 #[async_trait]
 impl SubjectKeyStore for SqliteEventStore {
     async fn load_subject_key(
@@ -40,6 +50,9 @@ impl SubjectKeyStore for SqliteEventStore {
         tenant: Option<&str>,
         subject: &str,
     ) -> Result<Option<StoredSubjectKey>> {
+        if !self.sees_subjects_of(tenant) {
+            return Ok(None);
+        }
         let row = sqlx::query(self.table_names().sql(
             "SELECT wrapped_key, forgotten_at FROM annals_subject_keys \
              WHERE tenant_id = COALESCE(?, '') AND subject = ?",
@@ -58,6 +71,7 @@ impl SubjectKeyStore for SqliteEventStore {
         subject: &str,
         wrapped: Vec<u8>,
     ) -> Result<StoredSubjectKey> {
+        self.refuse_other_tenant(tenant)?;
         sqlx::query(self.table_names().sql(
             "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key, created_at) \
              VALUES (COALESCE(?, ''), ?, ?, ?) ON CONFLICT (tenant_id, subject) DO NOTHING",
@@ -79,6 +93,7 @@ impl SubjectKeyStore for SqliteEventStore {
     }
 
     async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {
+        self.refuse_other_tenant(tenant)?;
         let now = Utc::now().timestamp_micros();
         sqlx::query(self.table_names().sql(
             "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key, created_at, forgotten_at) \
@@ -101,6 +116,7 @@ impl SubjectKeyStore for SqliteEventStore {
         subject: &str,
         stream: &StreamId,
     ) -> Result<()> {
+        self.refuse_other_tenant(tenant)?;
         sqlx::query(self.table_names().sql(
             "INSERT INTO annals_subject_streams (tenant_id, subject, stream_id) \
              VALUES (COALESCE(?, ''), ?, ?) ON CONFLICT DO NOTHING",
@@ -115,6 +131,9 @@ impl SubjectKeyStore for SqliteEventStore {
     }
 
     async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>> {
+        if !self.sees_subjects_of(tenant) {
+            return Ok(Vec::new());
+        }
         let ids: Vec<String> = sqlx::query_scalar(self.table_names().sql(
             "SELECT stream_id FROM annals_subject_streams \
              WHERE tenant_id = COALESCE(?, '') AND subject = ? ORDER BY stream_id",
@@ -134,10 +153,12 @@ impl SubjectKeyStore for SqliteEventStore {
     ) -> Result<Vec<ForgottenSubject>> {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(self.table_names().sql(
             "SELECT tenant_id, subject, forgotten_at FROM annals_subject_keys \
-             WHERE forgotten_at >= ? ORDER BY forgotten_at, tenant_id, subject LIMIT ?",
+             WHERE forgotten_at >= ?1 AND (?3 IS NULL OR tenant_id = ?3) \
+             ORDER BY forgotten_at, tenant_id, subject LIMIT ?2",
         ))
         .bind(since.timestamp_micros())
         .bind(crate::store::row::limit(limit))
+        .bind(self.tenant())
         .fetch_all(self.pool())
         .await
         .map_err(failed("list forgotten subjects"))?;
