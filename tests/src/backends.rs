@@ -1,6 +1,7 @@
 //! A fresh, isolated store per test: memory, a SQLite file in a temporary
 //! directory, or a new schema in the test PostgreSQL database.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use annals::store::{
@@ -794,5 +795,116 @@ impl Drop for OwnPostgres {
             .args(["-m", "immediate", "-w", "stop"])
             .stdin(std::process::Stdio::null())
             .output();
+    }
+}
+
+/// A PgBouncer in transaction pooling mode in front of the test PostgreSQL
+/// server, logging every client in as one role over at most
+/// `server_connections` server connections: each transaction may run on
+/// any of them, so nothing that needs session state survives it.
+pub struct OwnPgBouncer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl OwnPgBouncer {
+    /// Starts one in front of `postgres_url()`'s server and database, as
+    /// `role`. Panics with instructions when PgBouncer is missing.
+    pub async fn start(role: &str, server_connections: u32) -> Self {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| {
+                panic!("PgBouncer is not installed; `cargo xtask test` installs it (apt-get install pgbouncer)")
+            });
+        let server = sqlx::postgres::PgConnectOptions::from_str(&postgres_url())
+            .unwrap_or_else(|error| panic!("bad {DATABASE_URL_VAR}: {error}"));
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap_or_else(|error| panic!("no free port: {error}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let config = format!(
+            "[databases]\n\
+             * = host={host} port={server_port} user={role}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = any\n\
+             pool_mode = transaction\n\
+             default_pool_size = {server_connections}\n\
+             max_client_conn = 100\n\
+             ignore_startup_parameters = extra_float_digits\n\
+             logfile = {dir}/pgbouncer.log\n\
+             pidfile = {dir}/pgbouncer.pid\n",
+            host = server.get_host(),
+            server_port = server.get_port(),
+            dir = dir.path().display(),
+        );
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(&ini, config)
+            .unwrap_or_else(|error| panic!("cannot write {ini:?}: {error}"));
+        let as_root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+        // PgBouncer refuses to run as root.
+        let mut command = if as_root {
+            let _ = std::process::Command::new("chmod")
+                .arg("0777")
+                .arg(dir.path())
+                .status();
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            std::process::Command::new(&binary)
+        };
+        let output = command
+            .arg("-d")
+            .arg(&ini)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {binary:?}: {error}"));
+        assert!(
+            output.status.success(),
+            "PgBouncer did not start: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bouncer = OwnPgBouncer { port, dir };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "PgBouncer is not listening on {port}: {}",
+                std::fs::read_to_string(bouncer.dir.path().join("pgbouncer.log"))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        bouncer
+    }
+
+    /// A URL through it to the test database.
+    pub fn url(&self) -> String {
+        let server = sqlx::postgres::PgConnectOptions::from_str(&postgres_url())
+            .unwrap_or_else(|error| panic!("bad {DATABASE_URL_VAR}: {error}"));
+        format!(
+            "postgres://pooled@127.0.0.1:{}/{}",
+            self.port,
+            server.get_database().unwrap_or("annals")
+        )
+    }
+}
+
+impl Drop for OwnPgBouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pgbouncer.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
     }
 }

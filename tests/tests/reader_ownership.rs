@@ -13,6 +13,7 @@ use annals::projection_runner::{
     Batch, PostgresReadModel, ProjectionRunner, ProjectionState, ProjectionTarget, SqliteReadModel,
 };
 use annals::sql_read_model::SqlConnection;
+use annals::store::PostgresEventStore;
 use annals::subscription::{EventSink, Subscription, SubscriptionHandle, TransactionalSink};
 use annals_tests::backends::{TestStore, fresh_postgres_store};
 use annals_tests::domain::{FlakyPostgresRoleCounts, RoleCounts, UserEvent};
@@ -442,4 +443,129 @@ async fn a_transactional_subscription_takes_effect_once_per_event() {
     for handle in handles {
         handle.stop().await.expect("stop");
     }
+}
+
+/// The lease protocol keeps no session state, so it holds through a
+/// transaction-mode pooler: three instances, each with its own pool through
+/// one PgBouncer whose clients share a single server connection, contend
+/// for a reader's lease; each owner's writes are fenced as directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_hold_through_a_transaction_mode_pooler() {
+    use annals_tests::backends::OwnPgBouncer;
+
+    let owner = fresh_postgres_store().await;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(owner.pool())
+        .await
+        .expect("schema");
+    let role = format!(
+        "pooled_{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN SUPERUSER; ALTER ROLE {role} SET search_path = {schema}"
+    )))
+    .execute(owner.pool())
+    .await
+    .expect("a role for the pooler");
+    let bouncer = OwnPgBouncer::start(&role, 1).await;
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        let store = PostgresEventStore::builder(bouncer.url())
+            .migrate(false)
+            .max_connections(2)
+            .connect()
+            .await
+            .expect("connect through the pooler");
+        instances.push(store.checkpoints());
+    }
+    let ttl = Duration::from_secs(30);
+
+    let a = instances[0]
+        .acquire("pooled", "a", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    for other in &instances[1..] {
+        assert!(
+            other
+                .acquire("pooled", "b", ttl)
+                .await
+                .expect("acquire")
+                .is_none()
+        );
+    }
+    instances[0]
+        .commit(&a, LogPosition::START, LogPosition::new(1, 1))
+        .await
+        .expect("commit");
+    assert!(instances[0].renew(&a, ttl).await.expect("renew").is_some());
+    instances[0].release(&a).await.expect("release");
+    let b = instances[1]
+        .acquire("pooled", "b", ttl)
+        .await
+        .expect("acquire")
+        .expect("released");
+    assert_eq!(
+        (b.generation, b.position),
+        (a.generation + 1, LogPosition::new(1, 1))
+    );
+    assert!(matches!(
+        instances[0]
+            .commit(&a, LogPosition::new(1, 1), LogPosition::new(2, 2))
+            .await,
+        Err(Error::LeaseLost { .. })
+    ));
+    instances[1].release(&b).await.expect("release");
+
+    // Contention: each instance takes the lease, moves the checkpoint one
+    // step and gives it up, 20 times; every step lands exactly once.
+    let steps = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (n, checkpoints) in instances.iter().enumerate() {
+        let checkpoints = Arc::clone(checkpoints);
+        let steps = Arc::clone(&steps);
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("instance-{n}");
+            let mut done = 0;
+            while done < 20 {
+                let Some(lease) = checkpoints
+                    .acquire("contended", &worker, Duration::from_secs(30))
+                    .await
+                    .expect("acquire")
+                else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                };
+                let next = LogPosition::new(lease.position.commit + 1, lease.position.sequence + 1);
+                checkpoints
+                    .commit(&lease, lease.position, next)
+                    .await
+                    .expect("the owner's step");
+                checkpoints.release(&lease).await.expect("release");
+                steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                done += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("instance");
+    }
+    let row = instances[2]
+        .load("contended")
+        .await
+        .expect("load")
+        .expect("row");
+    assert_eq!(row.position, LogPosition::new(60, 60));
+    assert_eq!(row.generation, 60);
+    let servers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&role)
+            .fetch_one(owner.pool())
+            .await
+            .expect("server connections");
+    assert!(
+        servers <= 1,
+        "every instance ran on one server connection: {servers}"
+    );
 }

@@ -2,8 +2,9 @@
 //!
 //! PostgreSQL comes from the system's `initdb`/`pg_ctl` (found with
 //! `pg_config --bindir` or under `/usr/lib/postgresql/*/bin`), Redis from
-//! `redis-server` on the PATH. Missing ones are installed with apt-get when
-//! running as root, unless `ANNALS_NO_INSTALL=1`.
+//! `redis-server` on the PATH. PgBouncer, which the tests start themselves
+//! in front of PostgreSQL, must be installed too. Missing ones are installed
+//! with apt-get when running as root, unless `ANNALS_NO_INSTALL=1`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -36,6 +37,7 @@ impl Services {
     pub(crate) fn start(dir: &Path) -> Result<Services> {
         let pg_bin = find_postgres()?;
         let redis = find_redis()?;
+        find_pgbouncer()?;
         if dir.exists() {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
@@ -284,6 +286,23 @@ fn find_redis() -> Result<PathBuf> {
     }
     install("redis-server", &["redis-server"])?;
     on_path("redis-server").context("redis-server was installed but is still not on the PATH")
+}
+
+/// The tests run their own PgBouncer (transaction pooling) in front of the
+/// test server; it only needs to be installed.
+fn find_pgbouncer() -> Result<PathBuf> {
+    if let Some(path) = on_path("pgbouncer") {
+        return Ok(path);
+    }
+    install("pgbouncer", &["pgbouncer"])?;
+    // The package starts a system-wide instance on port 6432; the tests do
+    // not use it.
+    let _ = Command::new("service")
+        .args(["pgbouncer", "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    on_path("pgbouncer").context("pgbouncer was installed but is still not on the PATH")
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {

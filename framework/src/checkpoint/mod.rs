@@ -23,8 +23,10 @@
 //! clocks need not agree, and a lease is plain row state, taken, renewed
 //! and fenced in single short transactions: it needs no session state (no
 //! advisory lock, no `LISTEN`), which a transaction-mode pooler would not
-//! keep. (The store as a whole is not yet tested behind one: the driver
-//! names its prepared statements, which PgBouncer before 1.21 refuses.)
+//! keep, and its statements are sent unnamed: the leases hold through
+//! PgBouncer in transaction mode. (The rest of the store is not yet
+//! pooler-safe: the driver names its prepared statements, which PgBouncer
+//! before 1.21 refuses.)
 //!
 //! ```
 //! use annals::checkpoint::CheckpointStore;

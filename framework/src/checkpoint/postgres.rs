@@ -7,6 +7,12 @@
 //! `annals.tenant` (set by a tenant handle's session), or `''` for the
 //! unscoped store, so two tenants' readers of one name never share a row.
 //! Lease expiry is judged by the database's clock (`now()`).
+//!
+//! Every statement here is sent unnamed (`persistent(false)`): a
+//! transaction-mode pooler (PgBouncer) hands each transaction to any server
+//! connection, where a statement prepared under a name by another client
+//! would collide or be missing. Each lease operation is one short
+//! transaction with no session state, so the leases work through one.
 
 use std::time::Duration;
 
@@ -98,6 +104,7 @@ pub(crate) async fn load_in(
     name: &str,
 ) -> Result<Option<Checkpoint>> {
     let row: Option<Row> = sqlx::query_as(tables.sql(LOAD))
+        .persistent(false)
         .bind(name)
         .fetch_optional(&mut *connection)
         .await
@@ -117,6 +124,7 @@ pub(crate) async fn commit_in(
 ) -> Result<()> {
     next.check_storable_checkpoint(&lease.name)?;
     let moved = sqlx::query(tables.sql(COMMIT))
+        .persistent(false)
         .bind(&lease.name)
         .bind(to_i64(lease.generation))
         .bind(to_i64(previous.commit))
@@ -164,6 +172,7 @@ impl PostgresCheckpoints {
         let mut transaction =
             crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
         sqlx::query(LOCK_TIMEOUT)
+            .persistent(false)
             .execute(&mut *transaction)
             .await
             .map_err(failed("set the lock timeout"))?;
@@ -189,6 +198,7 @@ impl CheckpointStore for PostgresCheckpoints {
         let mut transaction =
             crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
         sqlx::query(self.tables.sql(SAVE))
+            .persistent(false)
             .bind(name)
             .bind(to_i64(position.commit))
             .bind(to_i64(position.sequence))
@@ -206,6 +216,7 @@ impl CheckpointStore for PostgresCheckpoints {
         let mut transaction = self.begin().await?;
         let row: Option<(i64, i64, i64, DateTime<Utc>, DateTime<Utc>)> =
             sqlx::query_as(self.tables.sql(ACQUIRE))
+                .persistent(false)
                 .bind(name)
                 .bind(owner)
                 .bind(ttl_seconds(ttl))
@@ -228,6 +239,7 @@ impl CheckpointStore for PostgresCheckpoints {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let mut transaction = self.begin().await?;
         let row: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(self.tables.sql(RENEW))
+            .persistent(false)
             .bind(&lease.name)
             .bind(&lease.owner)
             .bind(to_i64(lease.generation))
@@ -249,6 +261,7 @@ impl CheckpointStore for PostgresCheckpoints {
     async fn release(&self, lease: &Lease) -> Result<()> {
         let mut transaction = self.begin().await?;
         sqlx::query(self.tables.sql(RELEASE))
+            .persistent(false)
             .bind(&lease.name)
             .bind(&lease.owner)
             .bind(to_i64(lease.generation))
