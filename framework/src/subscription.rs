@@ -642,8 +642,10 @@ async fn pause(stopped: &mut watch::Receiver<bool>, duration: Duration) {
 
 /// A running subscription. [`stop`](Self::stop) ends it and returns the
 /// sink; dropping the handle ends it too, after the batch in hand, without
-/// waiting. A checkpoint that cannot be loaded at start-up is retried with
-/// backoff (up to 30 s apart) and shown in [`SubscriptionStatus::last_error`].
+/// waiting, and gives its lease up. A lease or checkpoint that cannot be
+/// loaded at start-up (the database is away) is retried with backoff, up to
+/// the lease's retry interval apart (30 s without a lease), and shown in
+/// [`SubscriptionStatus::last_error`].
 #[derive(Debug)]
 pub struct SubscriptionHandle<S> {
     status: watch::Receiver<SubscriptionStatus>,

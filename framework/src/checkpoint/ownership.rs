@@ -184,6 +184,9 @@ impl Ownership {
     /// another worker has it; `None` if the reader is stopped first.
     pub(crate) async fn acquire(&self, stopped: &mut watch::Receiver<bool>) -> Option<HeldLease> {
         let bound = self.settings.ttl;
+        // After a failure (the store unreachable at start-up, say), retry
+        // soon and then less often, up to the standby's interval.
+        let mut backoff = Duration::from_millis(50).min(self.settings.retry_every);
         loop {
             if stop_requested(stopped) {
                 return None;
@@ -203,6 +206,7 @@ impl Ownership {
                     let row = tokio::time::timeout(bound, self.store.load(&self.name)).await;
                     let row = row.ok().and_then(Result::ok).flatten();
                     (self.report)(self.standby_status(row.as_ref()), None);
+                    backoff = self.settings.retry_every;
                 }
                 Ok(Err(error)) => {
                     let error = with_sources(&error);
@@ -219,7 +223,8 @@ impl Ownership {
                     );
                 }
             }
-            let pause = self.settings.retry_every;
+            let pause = backoff;
+            backoff = (backoff * 2).min(self.settings.retry_every);
             if tokio::time::timeout(pause, stopped.wait_for(|stop| *stop))
                 .await
                 .is_ok()
