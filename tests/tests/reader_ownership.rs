@@ -569,3 +569,67 @@ async fn leases_hold_through_a_transaction_mode_pooler() {
         "every instance ran on one server connection: {servers}"
     );
 }
+
+/// Writes one row, then stalls longer than its lease inside the batch's
+/// transaction (as a paused worker would).
+struct StallingSink;
+
+#[annals::async_trait]
+impl TransactionalSink for StallingSink {
+    async fn handle(
+        &mut self,
+        event: &RecordedEvent,
+        db: &mut dyn SqlConnection,
+    ) -> Result<(), annals::error::BoxError> {
+        db.execute(
+            "INSERT INTO effects (event_id) VALUES ($1)",
+            &[event.event_id.into()],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        Ok(())
+    }
+}
+
+/// On PostgreSQL a batch left idle inside its transaction for longer than
+/// its lease is ended by the server: it commits nothing and holds no locks
+/// over the worker that takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_idle_past_its_lease_is_ended_by_the_server() {
+    use annals::projection_runner::TransactionalTarget;
+
+    let store = fresh_postgres_store().await;
+    sqlx::query("CREATE TABLE effects (event_id uuid NOT NULL)")
+        .execute(store.pool())
+        .await
+        .expect("table");
+    assign_roles(&store, "i", 1).await;
+    let events = read_log(&store, 1).await;
+    let target = PostgresReadModel::for_store(&store);
+    let checkpoints = TransactionalTarget::checkpoints(&target);
+    let lease = checkpoints
+        .acquire("stalling", "stalled", Duration::from_secs(1))
+        .await
+        .expect("acquire")
+        .expect("free");
+    let batch = Batch {
+        events: &events,
+        previous: LogPosition::START,
+        next: events[0].position,
+        lease: Some(&lease),
+    };
+    let failed = target
+        .deliver(&mut StallingSink, batch)
+        .await
+        .expect_err("the server ends the stalled batch");
+    assert_eq!(failed.applied, 0);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(rows, 0, "nothing of the stalled batch was committed");
+    assert_eq!(
+        store.load_checkpoint("stalling").await.expect("load"),
+        Some(LogPosition::START)
+    );
+}
