@@ -633,3 +633,34 @@ async fn a_batch_idle_past_its_lease_is_ended_by_the_server() {
         Some(LogPosition::START)
     );
 }
+
+/// A subscription run without a lease delivers in every instance: two of
+/// them, each under its own name, both see every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_without_a_lease_deliver_in_every_instance() {
+    let t = TestStore::postgres().await;
+    let sinks = [Deliveries::default(), Deliveries::default()];
+    let handles: Vec<_> = sinks
+        .iter()
+        .enumerate()
+        .map(|(n, sink)| {
+            Subscription::new(t.store.clone(), format!("cache-drop-{n}"))
+                .poll_interval(Duration::from_millis(20))
+                .without_lease()
+                .start(sink.clone())
+        })
+        .collect();
+    assign_roles(&*t.store, "w", 10).await;
+    for sink in &sinks {
+        wait_for(
+            "every event in each instance",
+            Duration::from_secs(20),
+            || sink.snapshot().len() == 10,
+        )
+        .await;
+    }
+    for handle in handles {
+        assert!(handle.status().ownership.is_none());
+        handle.stop().await.expect("stop");
+    }
+}
