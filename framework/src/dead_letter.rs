@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::error::Result;
 use crate::stream::StreamId;
 
 /// One event a handler could not process.
@@ -28,4 +29,46 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// When it was given up on (microsecond precision, UTC).
     pub failed_at: DateTime<Utc>,
+}
+
+/// Where a store keeps its dead letters (in its schema, table prefix and,
+/// for a tenant handle, tenant). Reach it through
+/// [`EventStore::dead_letters`](crate::store::EventStore::dead_letters);
+/// subscriptions write to it when a handler gives up.
+///
+/// ```
+/// use annals::dead_letter::DeadLetter;
+/// use annals::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let store = InMemoryEventStore::new();
+/// let letter = DeadLetter {
+///     id: uuid::Uuid::new_v4(),
+///     handler: "mailer".into(),
+///     event_id: uuid::Uuid::new_v4(),
+///     stream_id: StreamId::new("user-1")?,
+///     version: 1,
+///     event_type: "iam.user.registered".into(),
+///     error: "smtp: connection refused".into(),
+///     attempts: 5,
+///     failed_at: chrono::Utc::now(),
+/// };
+/// store.dead_letters().save(letter.clone()).await?;
+/// assert_eq!(store.dead_letters().list(10).await?, vec![letter.clone()]);
+/// assert!(store.dead_letters().delete(letter.id).await?);
+/// assert!(!store.dead_letters().delete(letter.id).await?, "already gone");
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait::async_trait]
+pub trait DeadLetterStore: Send + Sync {
+    /// Records a dead letter.
+    async fn save(&self, letter: DeadLetter) -> Result<()>;
+
+    /// Up to `limit` dead letters, oldest first.
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Deletes a dead letter; `false` if there was none with that id.
+    async fn delete(&self, id: Uuid) -> Result<bool>;
 }

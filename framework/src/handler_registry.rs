@@ -412,7 +412,8 @@ impl HandlerRegistry {
         self.record(&handler.name, |s| s.dead_lettered += 1);
         crate::telemetry::dead_lettered(&handler.name);
         self.store
-            .save_dead_letter(DeadLetter {
+            .dead_letters()
+            .save(DeadLetter {
                 id: Uuid::now_v7(),
                 handler: handler.name.clone(),
                 event_id: event.event_id,
@@ -428,7 +429,7 @@ impl HandlerRegistry {
 
     /// Dead letters, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.store.dead_letters(limit).await
+        self.store.dead_letters().list(limit).await
     }
 
     /// Runs a dead letter's handler on its event again (one round of
@@ -459,7 +460,7 @@ impl HandlerRegistry {
             Ok(()) => {
                 self.circuit_result(&handler.name, true);
                 self.record(&handler.name, |s| s.succeeded += 1);
-                self.store.delete_dead_letter(letter.id).await
+                self.store.dead_letters().delete(letter.id).await
             }
             Err(_) => Ok(false),
         }

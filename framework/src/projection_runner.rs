@@ -632,7 +632,8 @@ impl<T> ProjectionRunner<T> {
     /// rebuilds it from the beginning (reset its read model first).
     pub async fn reset<P: Projection>(store: &dyn EventStore) -> Result<()> {
         store
-            .save_checkpoint(&Self::checkpoint_name::<P>(), LogPosition::START)
+            .checkpoints()
+            .save(&Self::checkpoint_name::<P>(), LogPosition::START)
             .await
     }
 

@@ -476,7 +476,7 @@ impl<A: Aggregate> Repository<A> {
         max_version: Option<u64>,
     ) -> Option<(A, u64)> {
         let settings = self.snapshots.as_ref()?;
-        let snapshot = match self.store.load_snapshot(stream_id, max_version).await {
+        let snapshot = match self.store.snapshots().load(stream_id, max_version).await {
             Ok(found) => found?,
             Err(error) => {
                 tracing::warn!(stream = %stream_id, %error, "cannot read snapshots; loading from events");
@@ -532,7 +532,7 @@ impl<A: Aggregate> Repository<A> {
         let mut ceiling = None;
         let mut start = None;
         if self.snapshots.is_some() {
-            while let Ok(Some(snapshot)) = self.store.load_snapshot(&stream_id, ceiling).await {
+            while let Ok(Some(snapshot)) = self.store.snapshots().load(&stream_id, ceiling).await {
                 let reached = self
                     .store
                     .read_stream(&stream_id, snapshot.version, 1)
@@ -633,7 +633,8 @@ impl<A: Aggregate> Repository<A> {
                 .codec
                 .encode(stream_id, version, A::SNAPSHOT_VERSION, &payload)?;
         self.store
-            .save_snapshot(Snapshot {
+            .snapshots()
+            .save(Snapshot {
                 stream_id: stream_id.clone(),
                 version,
                 snapshot_version: A::SNAPSHOT_VERSION,

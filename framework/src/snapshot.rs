@@ -295,7 +295,7 @@ impl SnapshotSettings {
     }
 }
 
-/// Which snapshots [`EventStore::prune_snapshots`](crate::store::EventStore::prune_snapshots)
+/// Which snapshots [`SnapshotStore::prune`]
 /// deletes: those beyond the newest `keep_last` of each stream, and those
 /// taken longer than `max_age` ago. Unset limits delete nothing.
 ///
@@ -325,6 +325,59 @@ impl RetentionPolicy {
             .and_then(|age| chrono::Duration::from_std(age).ok())
             .map(|age| Utc::now() - age)
     }
+}
+
+/// Where a store keeps its aggregates' snapshots: one per stream and
+/// version, in the store's schema, table prefix and (for a tenant handle)
+/// tenant. Reach it through [`EventStore::snapshots`](crate::store::EventStore::snapshots);
+/// the [`Repository`](crate::repository::Repository) takes and loads
+/// snapshots itself, so most code never calls it.
+///
+/// ```
+/// use annals::prelude::*;
+/// use annals::snapshot::{RetentionPolicy, Snapshot};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::new("user-1")?;
+/// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::json("registered", &json!({}))?]).await?;
+///
+/// let snapshots = store.snapshots();
+/// snapshots.save(Snapshot {
+///     stream_id: stream.clone(),
+///     version: 1,
+///     snapshot_version: 1,
+///     encoding: 0,
+///     data: b"{}".to_vec(),
+///     taken_at: chrono::Utc::now(),
+/// }).await?;
+/// assert_eq!(snapshots.load(&stream, None).await?.map(|s| s.version), Some(1));
+/// assert_eq!(snapshots.load(&stream, Some(0)).await?, None);
+/// assert_eq!(snapshots.prune(&RetentionPolicy { keep_last: Some(1), max_age: None }).await?, 0);
+/// assert_eq!(snapshots.delete_stream(&stream).await?, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait::async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Stores a snapshot, replacing one of the same stream and version.
+    async fn save(&self, snapshot: Snapshot) -> Result<()>;
+
+    /// The newest snapshot of a stream with a version `<= max_version` (any
+    /// version when `None`).
+    async fn load(&self, stream: &StreamId, max_version: Option<u64>) -> Result<Option<Snapshot>>;
+
+    /// Deletes the snapshots the policy does not keep; returns how many.
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64>;
+
+    /// Deletes every snapshot of a stream; returns how many. Crypto-shredding
+    /// ([`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)) calls it
+    /// for the streams of a forgotten subject, whose snapshots may hold the
+    /// subject's personal data in plaintext; the next load rebuilds from
+    /// events.
+    async fn delete_stream(&self, stream: &StreamId) -> Result<u64>;
 }
 
 #[cfg(test)]

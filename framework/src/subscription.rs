@@ -401,7 +401,7 @@ impl Subscription {
     ) -> Option<LogPosition> {
         let mut delay = self.retry_delay;
         loop {
-            match self.store.load_checkpoint(&self.name).await {
+            match crate::store::EventStoreExt::load_checkpoint(&*self.store, &self.name).await {
                 Ok(position) => return Some(position.unwrap_or_default()),
                 Err(error) => {
                     tracing::warn!(subscription = %self.name, %error, "cannot load the checkpoint; retrying");

@@ -1006,34 +1006,48 @@ fn snapshot(stream: &str, version: u64, data: &[u8], age_hours: i64) -> Snapshot
     }
 }
 
-/// `delete_snapshots` removes every snapshot of one stream (what
+/// `SnapshotStore::delete_stream` removes every snapshot of one stream (what
 /// crypto-shredding does on forget) and no other stream's.
 pub async fn a_streams_snapshots_are_deleted_together(t: &TestStore) {
     with_events(t, "user-del-a", 6).await;
     with_events(t, "user-del-b", 1).await;
     for version in [2, 4, 6] {
         t.store
-            .save_snapshot(snapshot("user-del-a", version, b"a", 0))
+            .snapshots()
+            .save(snapshot("user-del-a", version, b"a", 0))
             .await
             .expect("save");
     }
     t.store
-        .save_snapshot(snapshot("user-del-b", 1, b"b", 0))
+        .snapshots()
+        .save(snapshot("user-del-b", 1, b"b", 0))
         .await
         .expect("save");
     let a = stream("user-del-a");
-    assert_eq!(t.store.delete_snapshots(&a).await.expect("delete"), 3);
+    assert_eq!(
+        t.store.snapshots().delete_stream(&a).await.expect("delete"),
+        3
+    );
     assert!(
         t.store
-            .load_snapshot(&a, None)
+            .snapshots()
+            .load(&a, None)
             .await
             .expect("load")
             .is_none()
     );
-    assert_eq!(t.store.delete_snapshots(&a).await.expect("delete again"), 0);
+    assert_eq!(
+        t.store
+            .snapshots()
+            .delete_stream(&a)
+            .await
+            .expect("delete again"),
+        0
+    );
     let b = t
         .store
-        .load_snapshot(&stream("user-del-b"), None)
+        .snapshots()
+        .load(&stream("user-del-b"), None)
         .await
         .expect("load")
         .expect("the other stream's snapshot stays");
@@ -1054,20 +1068,23 @@ pub async fn snapshots_are_stored_found_and_pruned(t: &TestStore) {
             format!("state at {version}").as_bytes(),
             0,
         );
-        t.store.save_snapshot(saved).await.expect("save");
+        t.store.snapshots().save(saved).await.expect("save");
     }
     t.store
-        .save_snapshot(snapshot("user-snap-b", 3, b"old b", 72))
+        .snapshots()
+        .save(snapshot("user-snap-b", 3, b"old b", 72))
         .await
         .expect("save");
     t.store
-        .save_snapshot(snapshot("user-snap-b", 4, b"new b", 0))
+        .snapshots()
+        .save(snapshot("user-snap-b", 4, b"new b", 0))
         .await
         .expect("save");
 
     let newest = t
         .store
-        .load_snapshot(&a, None)
+        .snapshots()
+        .load(&a, None)
         .await
         .expect("load")
         .expect("found");
@@ -1077,7 +1094,8 @@ pub async fn snapshots_are_stored_found_and_pruned(t: &TestStore) {
     );
     let at_12 = t
         .store
-        .load_snapshot(&a, Some(12))
+        .snapshots()
+        .load(&a, Some(12))
         .await
         .expect("load")
         .expect("found");
@@ -1087,24 +1105,31 @@ pub async fn snapshots_are_stored_found_and_pruned(t: &TestStore) {
     );
     assert!(
         t.store
-            .load_snapshot(&a, Some(4))
+            .snapshots()
+            .load(&a, Some(4))
             .await
             .expect("load")
             .is_none()
     );
     assert!(
         t.store
-            .load_snapshot(&stream("user-none"), None)
+            .snapshots()
+            .load(&stream("user-none"), None)
             .await
             .expect("load")
             .is_none()
     );
 
     let replacement = snapshot("user-snap-a", 10, b"retaken", 0);
-    t.store.save_snapshot(replacement).await.expect("replace");
+    t.store
+        .snapshots()
+        .save(replacement)
+        .await
+        .expect("replace");
     let at_12 = t
         .store
-        .load_snapshot(&a, Some(12))
+        .snapshots()
+        .load(&a, Some(12))
         .await
         .expect("load")
         .expect("found");
@@ -1115,20 +1140,22 @@ pub async fn snapshots_are_stored_found_and_pruned(t: &TestStore) {
         max_age: None,
     };
     assert_eq!(
-        t.store.prune_snapshots(&keep_two).await.expect("prune"),
+        t.store.snapshots().prune(&keep_two).await.expect("prune"),
         1,
         "a@5 goes"
     );
     assert!(
         t.store
-            .load_snapshot(&a, Some(9))
+            .snapshots()
+            .load(&a, Some(9))
             .await
             .expect("load")
             .is_none()
     );
     assert_eq!(
         t.store
-            .load_snapshot(&a, Some(10))
+            .snapshots()
+            .load(&a, Some(10))
             .await
             .expect("load")
             .map(|s| s.version),
@@ -1140,18 +1167,19 @@ pub async fn snapshots_are_stored_found_and_pruned(t: &TestStore) {
         max_age: Some(std::time::Duration::from_secs(86_400)),
     };
     assert_eq!(
-        t.store.prune_snapshots(&one_day).await.expect("prune"),
+        t.store.snapshots().prune(&one_day).await.expect("prune"),
         1,
         "b@3 is three days old"
     );
     let b = stream("user-snap-b");
     assert_eq!(
-        t.store.load_snapshot(&b, Some(3)).await.expect("load"),
+        t.store.snapshots().load(&b, Some(3)).await.expect("load"),
         None
     );
     assert_eq!(
         t.store
-            .load_snapshot(&b, None)
+            .snapshots()
+            .load(&b, None)
             .await
             .expect("load")
             .map(|s| s.version),
@@ -1159,7 +1187,8 @@ pub async fn snapshots_are_stored_found_and_pruned(t: &TestStore) {
     );
     assert_eq!(
         t.store
-            .prune_snapshots(&RetentionPolicy::default())
+            .snapshots()
+            .prune(&RetentionPolicy::default())
             .await
             .expect("prune"),
         0
@@ -1296,27 +1325,42 @@ pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
         failed_at: (Utc::now() + Duration::milliseconds(n as i64)).trunc_subsecs(6),
     };
     let (first, second) = (letter(1), letter(2));
-    t.store.save_dead_letter(first.clone()).await.expect("save");
     t.store
-        .save_dead_letter(second.clone())
+        .dead_letters()
+        .save(first.clone())
+        .await
+        .expect("save");
+    t.store
+        .dead_letters()
+        .save(second.clone())
         .await
         .expect("save");
     assert_eq!(
-        t.store.dead_letters(10).await.expect("list"),
+        t.store.dead_letters().list(10).await.expect("list"),
         [first.clone(), second.clone()]
     );
     assert_eq!(
-        t.store.dead_letters(1).await.expect("list"),
+        t.store.dead_letters().list(1).await.expect("list"),
         std::slice::from_ref(&first)
     );
-    assert!(t.store.delete_dead_letter(first.id).await.expect("delete"));
+    assert!(
+        t.store
+            .dead_letters()
+            .delete(first.id)
+            .await
+            .expect("delete")
+    );
     assert!(
         !t.store
-            .delete_dead_letter(first.id)
+            .dead_letters()
+            .delete(first.id)
             .await
             .expect("delete again")
     );
-    assert_eq!(t.store.dead_letters(10).await.expect("list"), [second]);
+    assert_eq!(
+        t.store.dead_letters().list(10).await.expect("list"),
+        [second]
+    );
 }
 
 /// Appends over the size limits are refused with the limit and the value

@@ -484,7 +484,8 @@ async fn plant_snapshot(
         taken_at,
     };
     t.store
-        .save_snapshot(snapshot)
+        .snapshots()
+        .save(snapshot)
         .await
         .expect("plant snapshot");
 }
@@ -497,14 +498,16 @@ pub async fn snapshots_are_taken_every_n_events_and_used_on_load(t: &TestStore) 
     let stream = StreamId::new("user-snappy").expect("stream id");
     let newest = t
         .store
-        .load_snapshot(&stream, None)
+        .snapshots()
+        .load(&stream, None)
         .await
         .expect("load")
         .expect("a snapshot");
     assert_eq!(newest.version, 6, "taken at 3 and 6");
     assert_eq!(
         t.store
-            .load_snapshot(&stream, Some(5))
+            .snapshots()
+            .load(&stream, Some(5))
             .await
             .expect("load")
             .map(|s| s.version),
@@ -586,7 +589,7 @@ pub async fn unusable_snapshots_are_skipped(t: &TestStore) {
         data: b"not zstd at all".to_vec(),
         taken_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
     };
-    t.store.save_snapshot(garbage).await.expect("plant");
+    t.store.snapshots().save(garbage).await.expect("plant");
     let loaded = repo.load("wary").await.expect("load");
     assert_eq!(
         (
@@ -607,7 +610,8 @@ pub async fn encrypted_snapshots_hide_the_state(t: &TestStore) {
     let stream = StreamId::new("user-secretive").expect("stream id");
     let stored = t
         .store
-        .load_snapshot(&stream, None)
+        .snapshots()
+        .load(&stream, None)
         .await
         .expect("load")
         .expect("found");

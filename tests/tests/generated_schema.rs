@@ -189,7 +189,8 @@ async fn assert_upgraded(store: &dyn EventStore, history: i64, migrations: usize
     assert_eq!(chain.events_checked, 2);
     assert!(chain.head("tenant-old").is_some());
     store
-        .save_snapshot(Snapshot {
+        .snapshots()
+        .save(Snapshot {
             stream_id: stream.clone(),
             version: 2,
             snapshot_version: 1,

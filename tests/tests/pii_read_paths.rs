@@ -100,7 +100,8 @@ async fn snapshots_are_deleted_and_rebuilt_redacted(b: PiiBackend) {
     let before = b
         .backend
         .store
-        .load_snapshot(&ada, None)
+        .snapshots()
+        .load(&ada, None)
         .await
         .expect("load snapshot")
         .expect("a snapshot before forget");
@@ -111,7 +112,8 @@ async fn snapshots_are_deleted_and_rebuilt_redacted(b: PiiBackend) {
     assert!(
         b.backend
             .store
-            .load_snapshot(&ada, None)
+            .snapshots()
+            .load(&ada, None)
             .await
             .expect("load snapshot")
             .is_none(),
@@ -120,7 +122,8 @@ async fn snapshots_are_deleted_and_rebuilt_redacted(b: PiiBackend) {
     assert!(
         b.backend
             .store
-            .load_snapshot(&bob, None)
+            .snapshots()
+            .load(&bob, None)
             .await
             .expect("load snapshot")
             .is_some(),

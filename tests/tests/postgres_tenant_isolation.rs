@@ -102,14 +102,16 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
     )
     .await
     .expect("acme appends");
-    acme.save_snapshot(snapshot(&acme_stream))
+    acme.snapshots()
+        .save(snapshot(&acme_stream))
         .await
         .expect("acme snapshot");
     acme.save_checkpoint("directory", LogPosition::new(1, 1))
         .await
         .expect("acme checkpoint");
     let acme_letter = dead_letter(&acme_stream);
-    acme.save_dead_letter(acme_letter.clone())
+    acme.dead_letters()
+        .save(acme_letter.clone())
         .await
         .expect("acme dead letter");
     acme.create_subject_key(Some("acme"), "user-1", vec![7; 60])
@@ -208,17 +210,23 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
     // Snapshots, checkpoints, dead letters, keys, verification.
     assert!(
         globex
-            .load_snapshot(&acme_stream, None)
+            .snapshots()
+            .load(&acme_stream, None)
             .await
             .expect("snapshot")
             .is_none()
     );
     assert_eq!(
-        globex.delete_snapshots(&acme_stream).await.expect("delete"),
+        globex
+            .snapshots()
+            .delete_stream(&acme_stream)
+            .await
+            .expect("delete"),
         0
     );
     assert!(
-        acme.load_snapshot(&acme_stream, None)
+        acme.snapshots()
+            .load(&acme_stream, None)
             .await
             .expect("snapshot")
             .is_some()
@@ -232,18 +240,27 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
     );
     assert!(
         globex
-            .dead_letters(10)
+            .dead_letters()
+            .list(10)
             .await
             .expect("dead letters")
             .is_empty()
     );
     assert!(
         !globex
-            .delete_dead_letter(acme_letter.id)
+            .dead_letters()
+            .delete(acme_letter.id)
             .await
             .expect("delete")
     );
-    assert_eq!(acme.dead_letters(10).await.expect("dead letters").len(), 1);
+    assert_eq!(
+        acme.dead_letters()
+            .list(10)
+            .await
+            .expect("dead letters")
+            .len(),
+        1
+    );
     // Not even by naming acme: row-level security hides acme's keys.
     assert_eq!(
         globex
@@ -593,7 +610,8 @@ async fn the_application_role_sees_and_writes_nothing_without_a_tenant_in_every_
                 .await
                 .expect("append");
             handle
-                .save_snapshot(snapshot(&stream_id))
+                .snapshots()
+                .save(snapshot(&stream_id))
                 .await
                 .expect("snapshot");
             handle
@@ -601,7 +619,8 @@ async fn the_application_role_sees_and_writes_nothing_without_a_tenant_in_every_
                 .await
                 .expect("checkpoint");
             handle
-                .save_dead_letter(dead_letter(&stream_id))
+                .dead_letters()
+                .save(dead_letter(&stream_id))
                 .await
                 .expect("dead letter");
             handle
@@ -1008,7 +1027,7 @@ async fn a_tenant_cannot_forge_or_block_another_tenants_snapshot() {
         data: br#"{"created":true,"name":"Forged","suspended":false}"#.to_vec(),
         ..snapshot(&victim)
     };
-    match globex.save_snapshot(forged.clone()).await {
+    match globex.snapshots().save(forged.clone()).await {
         Err(Error::InvalidInput { field, reason }) => {
             assert_eq!(field, "stream id");
             assert!(
@@ -1038,24 +1057,28 @@ async fn a_tenant_cannot_forge_or_block_another_tenants_snapshot() {
     // The unscoped store and acme never load it; acme snapshots version 1.
     assert!(
         owner
-            .load_snapshot(&victim, None)
+            .snapshots()
+            .load(&victim, None)
             .await
             .expect("load")
             .is_none()
     );
     assert!(
-        acme.load_snapshot(&victim, None)
+        acme.snapshots()
+            .load(&victim, None)
             .await
             .expect("load")
             .is_none()
     );
     let tenants: Repository<Tenant> = Repository::new(Arc::new(owner.clone()));
     assert_eq!(tenants.load("a1").await.expect("load").state.name, "Acme");
-    acme.save_snapshot(snapshot(&victim))
+    acme.snapshots()
+        .save(snapshot(&victim))
         .await
         .expect("acme snapshots the version the plant names");
     let mine = acme
-        .load_snapshot(&victim, None)
+        .snapshots()
+        .load(&victim, None)
         .await
         .expect("load")
         .expect("acme's snapshot");
@@ -1063,7 +1086,8 @@ async fn a_tenant_cannot_forge_or_block_another_tenants_snapshot() {
     // Each namespace is its own: globex's plant stays globex's alone.
     assert_eq!(
         globex
-            .load_snapshot(&victim, None)
+            .snapshots()
+            .load(&victim, None)
             .await
             .expect("load")
             .map(|s| s.data),
@@ -1295,11 +1319,12 @@ async fn stream_ids_belong_to_their_tenant_in_every_layout() {
         for (handle, name) in [(&acme, "acme"), (&globex, "globex")] {
             let mut taken = snapshot(&user);
             taken.data = name.as_bytes().to_vec();
-            handle.save_snapshot(taken).await.expect("snapshot");
+            handle.snapshots().save(taken).await.expect("snapshot");
         }
         for (handle, name) in [(&acme, "acme"), (&globex, "globex")] {
             let loaded = handle
-                .load_snapshot(&user, None)
+                .snapshots()
+                .load(&user, None)
                 .await
                 .expect("load")
                 .expect("a snapshot");

@@ -224,16 +224,18 @@ async fn snapshots_checkpoints_dead_letters_and_subjects_belong_to_their_tenant(
             data: b"acme's state".to_vec(),
             taken_at: chrono::Utc::now(),
         };
-        acme.save_snapshot(snapshot).await.expect("snapshot");
+        acme.snapshots().save(snapshot).await.expect("snapshot");
         assert!(
-            acme.load_snapshot(&user, None)
+            acme.snapshots()
+                .load(&user, None)
                 .await
                 .expect("load")
                 .is_some()
         );
         assert!(
             globex
-                .load_snapshot(&user, None)
+                .snapshots()
+                .load(&user, None)
                 .await
                 .expect("load")
                 .is_none(),
@@ -241,12 +243,20 @@ async fn snapshots_checkpoints_dead_letters_and_subjects_belong_to_their_tenant(
         );
         assert!(
             t.store
-                .load_snapshot(&user, None)
+                .snapshots()
+                .load(&user, None)
                 .await
                 .expect("load")
                 .is_none()
         );
-        assert_eq!(globex.delete_snapshots(&user).await.expect("delete"), 0);
+        assert_eq!(
+            globex
+                .snapshots()
+                .delete_stream(&user)
+                .await
+                .expect("delete"),
+            0
+        );
 
         acme.save_checkpoint("directory", LogPosition::new(5, 1))
             .await
@@ -279,16 +289,31 @@ async fn snapshots_checkpoints_dead_letters_and_subjects_belong_to_their_tenant(
             attempts: 3,
             failed_at: chrono::Utc::now(),
         };
-        acme.save_dead_letter(letter.clone())
+        acme.dead_letters()
+            .save(letter.clone())
             .await
             .expect("dead letter");
         assert!(
-            globex.dead_letters(10).await.expect("list").is_empty(),
+            globex
+                .dead_letters()
+                .list(10)
+                .await
+                .expect("list")
+                .is_empty(),
             "{backend}"
         );
-        assert!(!globex.delete_dead_letter(letter.id).await.expect("delete"));
-        assert_eq!(acme.dead_letters(10).await.expect("list").len(), 1);
-        assert_eq!(t.store.dead_letters(10).await.expect("list").len(), 1);
+        assert!(
+            !globex
+                .dead_letters()
+                .delete(letter.id)
+                .await
+                .expect("delete")
+        );
+        assert_eq!(acme.dead_letters().list(10).await.expect("list").len(), 1);
+        assert_eq!(
+            t.store.dead_letters().list(10).await.expect("list").len(),
+            1
+        );
     }
 
     // Data subjects: a tenant handle keeps its own tenant's alone.
@@ -430,7 +455,8 @@ async fn a_sqlite_file_from_before_keeps_its_rows() {
     );
     assert!(
         store
-            .load_snapshot(&stream("user-2"), None)
+            .snapshots()
+            .load(&stream("user-2"), None)
             .await
             .expect("load")
             .is_some()
@@ -439,7 +465,7 @@ async fn a_sqlite_file_from_before_keeps_its_rows() {
         store.load_checkpoint("directory").await.expect("load"),
         Some(LogPosition::new(3, 4))
     );
-    assert_eq!(store.dead_letters(10).await.expect("list").len(), 1);
+    assert_eq!(store.dead_letters().list(10).await.expect("list").len(), 1);
     // It goes on: positions continue, and globex may now have a user-1.
     let globex = store.for_tenant("globex").expect("globex");
     let appended = globex

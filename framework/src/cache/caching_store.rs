@@ -8,12 +8,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{CacheKey, CacheValue, EventCache};
-use crate::dead_letter::DeadLetter;
 use crate::envelope::RecordedEvent;
 use crate::error::Result;
 use crate::hash_chain::ChainReport;
 use crate::position::LogPosition;
-use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::store::append::recorded_events;
 use crate::store::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::stream::StreamId;
@@ -277,40 +275,16 @@ impl EventStore for CachingEventStore {
         self.inner.verify_log().await
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>> {
-        self.inner.load_snapshot(stream, max_version).await
-    }
-
-    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
-        self.inner.prune_snapshots(policy).await
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
-        self.inner.delete_snapshots(stream).await
+    fn snapshots(&self) -> std::sync::Arc<dyn crate::snapshot::SnapshotStore> {
+        self.inner.snapshots()
     }
 
     fn checkpoints(&self) -> std::sync::Arc<dyn crate::checkpoint::CheckpointStore> {
         self.inner.checkpoints()
     }
 
-    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
-        self.inner.save_dead_letter(letter).await
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(limit).await
-    }
-
-    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
-        self.inner.delete_dead_letter(id).await
+    fn dead_letters(&self) -> std::sync::Arc<dyn crate::dead_letter::DeadLetterStore> {
+        self.inner.dead_letters()
     }
 
     async fn watch_log(&self) -> crate::store::LogWatch {

@@ -10,21 +10,18 @@ use aes_gcm::aead::Generate;
 use aes_gcm::{Aes256Gcm, Key};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::key_store::{StoredSubjectKey, SubjectKeyStore};
 use super::master_key::MasterKey;
 use super::sealed_field::{self, may_hold_sealed_fields, sealed_text, subject_of};
 use crate::aggregate::Aggregate;
 use crate::cache::{CacheKey, EventCache};
-use crate::dead_letter::DeadLetter;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::hash_chain::ChainReport;
 use crate::payload::Payload;
 use crate::position::LogPosition;
 use crate::registry::PiiField;
-use crate::snapshot::{RetentionPolicy, Snapshot};
 use crate::store::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::stream::StreamId;
 
@@ -479,7 +476,7 @@ impl PiiEventStore {
         let streams = self.keys.subject_streams(tenant, subject).await?;
         let mut snapshots_deleted = 0;
         for stream in &streams {
-            snapshots_deleted += self.inner.delete_snapshots(stream).await?;
+            snapshots_deleted += self.inner.snapshots().delete_stream(stream).await?;
         }
         purge_caches(&self.purges, &streams, self.inner.backend()).await?;
         tracing::info!(
@@ -835,40 +832,16 @@ impl EventStore for PiiEventStore {
         self.inner.verify_log().await
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>> {
-        self.inner.load_snapshot(stream, max_version).await
-    }
-
-    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
-        self.inner.prune_snapshots(policy).await
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
-        self.inner.delete_snapshots(stream).await
+    fn snapshots(&self) -> std::sync::Arc<dyn crate::snapshot::SnapshotStore> {
+        self.inner.snapshots()
     }
 
     fn checkpoints(&self) -> std::sync::Arc<dyn crate::checkpoint::CheckpointStore> {
         self.inner.checkpoints()
     }
 
-    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
-        self.inner.save_dead_letter(letter).await
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(limit).await
-    }
-
-    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
-        self.inner.delete_dead_letter(id).await
+    fn dead_letters(&self) -> std::sync::Arc<dyn crate::dead_letter::DeadLetterStore> {
+        self.inner.dead_letters()
     }
 
     async fn watch_log(&self) -> crate::store::LogWatch {

@@ -56,20 +56,31 @@ pub use sqlite::{SqliteEventStore, SqliteStoreBuilder};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use table_names::DEFAULT_TABLE_PREFIX;
 
-use uuid::Uuid;
+use std::sync::Arc;
 
-use crate::dead_letter::DeadLetter;
+use crate::checkpoint::CheckpointStore;
+use crate::dead_letter::DeadLetterStore;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Result;
 use crate::hash_chain::ChainReport;
 use crate::position::LogPosition;
-use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::snapshot::SnapshotStore;
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// Storage of event streams and the global log.
 ///
 /// Events are immutable: there is no update or delete. Every method is safe
 /// to call concurrently from many tasks and processes.
+///
+/// The trait holds the events (append, read, query, verify) and hands out
+/// the store's other tables through three accessors:
+/// [`snapshots`](Self::snapshots), [`checkpoints`](Self::checkpoints) and
+/// [`dead_letters`](Self::dead_letters). Every method but
+/// [`append`](Self::append) (a one-stream [`append_batch`](Self::append_batch))
+/// is required, so a wrapper around a store (a cache, the personal-data
+/// store) cannot forget to forward one: it forwards what it does not change,
+/// and the compiler lists what it missed. Conveniences built on these
+/// methods are in [`EventStoreExt`].
 ///
 /// ```
 /// use annals::prelude::*;
@@ -102,9 +113,7 @@ pub trait EventStore: Send + Sync {
     /// PostgreSQL handle from
     /// [`PostgresEventStore::for_tenant`](crate::store::PostgresEventStore::for_tenant)).
     /// Caches in front of the store put it in their keys.
-    fn tenant(&self) -> Option<&str> {
-        None
-    }
+    fn tenant(&self) -> Option<&str>;
 
     /// Appends events to several streams in one transaction, each stream with
     /// its own expected version. Either every stream's events are written or
@@ -177,64 +186,23 @@ pub trait EventStore: Send + Sync {
     /// path.
     async fn verify_log(&self) -> Result<ChainReport>;
 
-    /// Stores a snapshot, replacing one of the same stream and version.
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+    /// Where this store keeps its aggregates' snapshots (in its schema,
+    /// table prefix and, for a tenant handle, tenant).
+    fn snapshots(&self) -> Arc<dyn SnapshotStore>;
 
-    /// The newest snapshot of a stream with a version `<= max_version` (any
-    /// version when `None`).
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>>;
+    /// Where this store's readers keep their checkpoints and leases.
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore>;
 
-    /// Deletes the snapshots the policy does not keep; returns how many.
-    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64>;
-
-    /// Deletes every snapshot of a stream; returns how many. Crypto-shredding
-    /// ([`PiiEventStore::forget`](crate::pii::PiiEventStore::forget)) calls it
-    /// for the streams of a forgotten subject, whose snapshots may hold the
-    /// subject's personal data in plaintext; the next load rebuilds from
-    /// events.
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64>;
-
-    /// Where this store's readers keep their checkpoints and leases (in
-    /// its schema, table prefix and, for a tenant handle, tenant).
-    fn checkpoints(&self) -> std::sync::Arc<dyn crate::checkpoint::CheckpointStore>;
-
-    /// The saved position of a named reader, if any.
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        Ok(self
-            .checkpoints()
-            .load(name)
-            .await?
-            .map(|checkpoint| checkpoint.position))
-    }
-
-    /// Sets the position of a named reader, whoever holds its lease (a
-    /// reset or rewind; a running owner resumes from here).
-    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> Result<()> {
-        self.checkpoints().save(name, position).await
-    }
-
-    /// Records a dead letter.
-    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()>;
-
-    /// Up to `limit` dead letters, oldest first.
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
-
-    /// Deletes a dead letter; `false` if there was none with that id.
-    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool>;
+    /// Where this store keeps the events its handlers gave up on.
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore>;
 
     /// A watch over this store's appends, for a reader of the log to wait
     /// on when caught up instead of sleeping, without losing an append that
     /// lands between its last read and its wait (see [`LogWatch`]).
     /// PostgreSQL signals every process's appends (`LISTEN`/`NOTIFY`), the
-    /// in-process stores their own; the default signals nothing, so readers
-    /// poll.
-    async fn watch_log(&self) -> LogWatch {
-        LogWatch::polling()
-    }
+    /// in-process stores their own; a store that cannot signal returns
+    /// [`LogWatch::polling`], and its readers poll.
+    async fn watch_log(&self) -> LogWatch;
 }
 
 impl std::fmt::Debug for dyn EventStore {

@@ -1,5 +1,5 @@
 //! Conveniences every store gets: the global log as an async stream with
-//! bounded memory, and whole-stream loads.
+//! bounded memory, whole-stream loads, and a reader's checkpoint by name.
 
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
@@ -74,6 +74,32 @@ pub trait EventStoreExt: EventStore {
                 }
             }
         })
+    }
+
+    /// The saved position of a named reader, if any (its
+    /// [`Checkpoint`](crate::checkpoint::Checkpoint) from
+    /// [`checkpoints`](EventStore::checkpoints) has its lease too).
+    fn load_checkpoint<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<LogPosition>>> {
+        Box::pin(async move {
+            Ok(self
+                .checkpoints()
+                .load(name)
+                .await?
+                .map(|checkpoint| checkpoint.position))
+        })
+    }
+
+    /// Sets the position of a named reader, whoever holds its lease (a
+    /// reset or rewind; a running owner resumes from here).
+    fn save_checkpoint<'a>(
+        &'a self,
+        name: &'a str,
+        position: LogPosition,
+    ) -> futures_util::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.checkpoints().save(name, position).await })
     }
 }
 

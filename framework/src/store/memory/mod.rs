@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::append::{next_version, validate_batch};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::hash_chain::{
@@ -18,8 +18,14 @@ use crate::hash_chain::{
 };
 use crate::metadata::headers_json;
 use crate::position::LogPosition;
-use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::stream::StreamId;
+
+mod dead_letters;
+mod snapshots;
+
+use dead_letters::MemoryDeadLetters;
+use snapshots::MemorySnapshots;
 
 const BACKEND: &str = "memory";
 
@@ -450,95 +456,15 @@ impl EventStore for InMemoryEventStore {
         Ok(log.verify((0..log.events.len()).filter(|&index| visible(scope, &log.events[index]))))
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        let mut log = self.write()?;
-        log.snapshots
-            .entry((self.own_tenant(), snapshot.stream_id.clone()))
-            .or_default()
-            .insert(snapshot.version, snapshot);
-        Ok(())
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>> {
-        let log = self.read()?;
-        let key = (self.own_tenant(), stream.clone());
-        Ok(log.snapshots.get(&key).and_then(|by_version| {
-            by_version
-                .range(..=max_version.unwrap_or(u64::MAX))
-                .next_back()
-                .map(|(_, snapshot)| snapshot.clone())
-        }))
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
-        let mut log = self.write()?;
-        Ok(log
-            .snapshots
-            .remove(&(self.own_tenant(), stream.clone()))
-            .map_or(0, |by_version| by_version.len() as u64))
-    }
-
-    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
-        let cutoff = policy.cutoff();
-        let mut log = self.write()?;
-        let mut deleted = 0;
-        let scope = self.scope();
-        for ((tenant, _), by_version) in log.snapshots.iter_mut() {
-            // A tenant handle prunes its own; the unscoped store, every one.
-            if scope.is_some_and(|scope| scope != tenant) {
-                continue;
-            }
-            let keep_from = policy
-                .keep_last
-                .map_or(0, |keep| by_version.len().saturating_sub(keep));
-            let doomed: Vec<u64> = by_version
-                .values()
-                .enumerate()
-                .filter(|(rank, snapshot)| {
-                    *rank < keep_from || cutoff.is_some_and(|at| snapshot.taken_at < at)
-                })
-                .map(|(_, snapshot)| snapshot.version)
-                .collect();
-            for version in doomed {
-                by_version.remove(&version);
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(MemorySnapshots(self.clone()))
     }
 
     fn checkpoints(&self) -> Arc<dyn crate::checkpoint::CheckpointStore> {
         Arc::new(self.checkpoints.clone())
     }
 
-    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
-        let tenant = self.own_tenant();
-        self.write()?.dead_letters.push((tenant, letter));
-        Ok(())
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        Ok(self
-            .read()?
-            .dead_letters
-            .iter()
-            .filter(|(tenant, _)| self.scope().is_none_or(|scope| scope == tenant))
-            .take(limit)
-            .map(|(_, letter)| letter.clone())
-            .collect())
-    }
-
-    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
-        let mut log = self.write()?;
-        let before = log.dead_letters.len();
-        let scope = self.scope();
-        log.dead_letters.retain(|(tenant, letter)| {
-            letter.id != id || scope.is_some_and(|scope| scope != tenant)
-        });
-        Ok(log.dead_letters.len() < before)
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        Arc::new(MemoryDeadLetters(self.clone()))
     }
 }

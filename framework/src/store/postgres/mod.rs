@@ -65,7 +65,7 @@ use super::tenancy::{check_one_holder, stream_tenant};
 use super::tenant_roles::{self, PoolRole};
 use super::tenant_session::{self, Session};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::DeadLetterStore;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::hash_chain::{
@@ -73,9 +73,15 @@ use crate::hash_chain::{
 };
 use crate::metadata::headers_json;
 use crate::position::LogPosition;
-use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::snapshot::SnapshotStore;
 use crate::sql_read_model::PostgresContext as _;
 use crate::stream::{ExpectedVersion, StreamId};
+
+mod dead_letters;
+mod snapshots;
+
+use dead_letters::PostgresDeadLetters;
+use snapshots::PostgresSnapshots;
 
 const BACKEND: &str = "postgres";
 
@@ -1534,6 +1540,10 @@ impl EventStore for PostgresEventStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(PostgresSnapshots(self.clone()))
+    }
+
     fn checkpoints(&self) -> Arc<dyn crate::checkpoint::CheckpointStore> {
         Arc::new(crate::checkpoint::postgres::PostgresCheckpoints::new(
             self.pool.clone(),
@@ -1542,78 +1552,8 @@ impl EventStore for PostgresEventStore {
         ))
     }
 
-    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
-        let mut session = self.session().await?;
-        sqlx::query(
-            self.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-        )
-        .bind(letter.id)
-        .bind(&letter.handler)
-        .bind(letter.event_id)
-        .bind(letter.stream_id.as_str())
-        .bind(to_i64(letter.version))
-        .bind(&letter.event_type)
-        .bind(&letter.error)
-        .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
-        .bind(letter.failed_at)
-        .execute(session.connection())
-        .await
-        .map_err(failed("save dead letter"))?;
-        session.finish().await?;
-        Ok(())
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        let mut session = self.session().await?;
-        let rows = sqlx::query(
-            self.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
-             FROM annals_dead_letters ORDER BY failed_at, id LIMIT $1"),
-        )
-        .bind(self::limit(limit))
-        .fetch_all(session.connection())
-        .await
-        .map_err(failed("list dead letters"))?;
-        session.finish().await?;
-        rows.iter()
-            .map(|row| {
-                let bad = |column: &str, error: String| Error::Backend {
-                    backend: BACKEND,
-                    operation: "list dead letters",
-                    source: format!("column `{column}`: {error}").into(),
-                };
-                let version: i64 = field(row, "version", &bad)?;
-                let attempts: i32 = field(row, "attempts", &bad)?;
-                let stream: String = field(row, "stream_id", &bad)?;
-                let failed_at: DateTime<Utc> = field(row, "failed_at", &bad)?;
-                Ok(DeadLetter {
-                    id: field(row, "id", &bad)?,
-                    handler: field(row, "handler", &bad)?,
-                    event_id: field(row, "event_id", &bad)?,
-                    stream_id: StreamId::from_stored(stream),
-                    version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
-                    event_type: field(row, "event_type", &bad)?,
-                    error: field(row, "error", &bad)?,
-                    attempts: u32::try_from(attempts)
-                        .map_err(|e| bad("attempts", e.to_string()))?,
-                    failed_at,
-                })
-            })
-            .collect()
-    }
-
-    async fn delete_dead_letter(&self, id: uuid::Uuid) -> Result<bool> {
-        let mut session = self.session().await?;
-        let result = sqlx::query(
-            self.tables
-                .sql("DELETE FROM annals_dead_letters WHERE id = $1"),
-        )
-        .bind(id)
-        .execute(session.connection())
-        .await
-        .map_err(failed("delete dead letter"))?;
-        session.finish().await?;
-        Ok(result.rows_affected() > 0)
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        Arc::new(PostgresDeadLetters(self.clone()))
     }
 
     async fn watch_log(&self) -> super::LogWatch {
@@ -1621,43 +1561,6 @@ impl EventStore for PostgresEventStore {
             Some(signal) => signal.watch(),
             None => super::LogWatch::polling(),
         }
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        let mut session = self.session().await?;
-        // The snapshot is the transaction's tenant's ('' unscoped). A tenant
-        // handle snapshots only a version its tenant has an event at: the
-        // row-level security of the events table answers for it.
-        let saved = sqlx::query(
-            self.tables.sql("INSERT INTO annals_snapshots (stream_id, version, snapshot_version, encoding, data, taken_at) \
-             SELECT $1, $2, $3, $4, $5, $6 \
-             WHERE NOT $7 OR EXISTS (SELECT 1 FROM annals_events WHERE stream_id = $1 AND version = $2) \
-             ON CONFLICT (tenant_id, stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
-             encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at"),
-        )
-        .bind(snapshot.stream_id.as_str())
-        .bind(to_i64(snapshot.version))
-        .bind(i32::try_from(snapshot.snapshot_version).unwrap_or(i32::MAX))
-        .bind(i16::from(snapshot.encoding))
-        .bind(&snapshot.data)
-        .bind(snapshot.taken_at)
-        .bind(self.tenant.is_some())
-        .execute(session.connection())
-        .await
-        .map_err(failed("save snapshot"))?;
-        if saved.rows_affected() == 0
-            && let Some(tenant) = &self.tenant
-        {
-            return Err(Error::invalid(
-                "stream id",
-                format!(
-                    "tenant {tenant:?} has no event at version {} of stream `{}` to snapshot",
-                    snapshot.version, snapshot.stream_id
-                ),
-            ));
-        }
-        session.finish().await?;
-        Ok(())
     }
 
     #[tracing::instrument(name = "annals.store.verify_stream", skip_all, fields(backend = BACKEND, stream = %stream))]
@@ -1669,92 +1572,6 @@ impl EventStore for PostgresEventStore {
     async fn verify_log(&self) -> Result<ChainReport> {
         self.verify(None).await
     }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>> {
-        let mut session = self.session().await?;
-        let row = sqlx::query(self.tables.sql(
-            "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
-             WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
-               AND stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
-        ))
-        .bind(stream.as_str())
-        .bind(max_version.map_or(i64::MAX, to_i64))
-        .fetch_optional(session.connection())
-        .await
-        .map_err(failed("load snapshot"))?;
-        session.finish().await?;
-        row.map(|row| decode_snapshot_row(stream, &row)).transpose()
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
-        let mut session = self.session().await?;
-        let result = sqlx::query(
-            self.tables
-                .sql("DELETE FROM annals_snapshots WHERE stream_id = $1"),
-        )
-        .bind(stream.as_str())
-        .execute(session.connection())
-        .await
-        .map_err(failed("delete snapshots"))?;
-        session.finish().await?;
-        Ok(result.rows_affected())
-    }
-
-    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
-        let mut session = self.session().await?;
-        let keep_last = policy
-            .keep_last
-            .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
-        let result = sqlx::query(
-            self.tables.sql("DELETE FROM annals_snapshots WHERE (tenant_id, stream_id, version) IN ( \
-                SELECT tenant_id, stream_id, version FROM ( \
-                    SELECT tenant_id, stream_id, version, taken_at, \
-                           row_number() OVER (PARTITION BY tenant_id, stream_id ORDER BY version DESC) AS rank \
-                    FROM annals_snapshots) ranked \
-                WHERE ($1::bigint IS NOT NULL AND rank > $1) OR ($2::timestamptz IS NOT NULL AND taken_at < $2))"),
-        )
-        .bind(keep_last)
-        .bind(policy.cutoff())
-        .execute(session.connection())
-        .await
-        .map_err(failed("prune snapshots"))?;
-        session.finish().await?;
-        Ok(result.rows_affected())
-    }
-}
-
-/// A column of a non-event row (snapshot, dead letter), or the error `bad`
-/// builds naming it.
-fn field<'r, T>(row: &'r PgRow, name: &str, bad: &impl Fn(&str, String) -> Error) -> Result<T>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    row.try_get(name)
-        .map_err(|error| bad(name, error.to_string()))
-}
-
-fn decode_snapshot_row(stream: &StreamId, row: &PgRow) -> Result<Snapshot> {
-    let bad = |column: &str, error: String| Error::Backend {
-        backend: BACKEND,
-        operation: "load snapshot",
-        source: format!("snapshot of `{stream}`: column `{column}`: {error}").into(),
-    };
-    let version: i64 = field(row, "version", &bad)?;
-    let snapshot_version: i32 = field(row, "snapshot_version", &bad)?;
-    let encoding: i16 = field(row, "encoding", &bad)?;
-    Ok(Snapshot {
-        stream_id: stream.clone(),
-        version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
-        snapshot_version: u32::try_from(snapshot_version)
-            .map_err(|e| bad("snapshot_version", e.to_string()))?,
-        encoding: u8::try_from(encoding).map_err(|e| bad("encoding", e.to_string()))?,
-        data: field(row, "data", &bad)?,
-        taken_at: field(row, "taken_at", &bad)?,
-    })
 }
 
 /// The conditions of a query, after `WHERE position > ?`; shared by

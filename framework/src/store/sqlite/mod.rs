@@ -24,7 +24,7 @@ use super::migrations::{self, HISTORY_TABLE};
 use super::row::{RowIdentity, StoredRow, limit, to_i64};
 use super::table_names::TableNames;
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::DeadLetterStore;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::hash_chain::{
@@ -33,9 +33,15 @@ use crate::hash_chain::{
 };
 use crate::metadata::headers_json;
 use crate::position::LogPosition;
-use crate::snapshot::{RetentionPolicy, Snapshot};
+use crate::snapshot::SnapshotStore;
 use crate::sql_read_model::SqliteContext as _;
 use crate::stream::StreamId;
+
+mod dead_letters;
+mod snapshots;
+
+use dead_letters::SqliteDeadLetters;
+use snapshots::SqliteSnapshots;
 
 const BACKEND: &str = "sqlite";
 
@@ -943,6 +949,10 @@ impl EventStore for SqliteEventStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(SqliteSnapshots(self.clone()))
+    }
+
     fn checkpoints(&self) -> Arc<dyn crate::checkpoint::CheckpointStore> {
         Arc::new(crate::checkpoint::sqlite::SqliteCheckpoints::new(
             self.pool.clone(),
@@ -951,76 +961,8 @@ impl EventStore for SqliteEventStore {
         ))
     }
 
-    async fn save_dead_letter(&self, letter: DeadLetter) -> Result<()> {
-        sqlx::query(
-            self.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at, tenant_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-        )
-        .bind(letter.id)
-        .bind(&letter.handler)
-        .bind(letter.event_id)
-        .bind(letter.stream_id.as_str())
-        .bind(to_i64(letter.version))
-        .bind(&letter.event_type)
-        .bind(&letter.error)
-        .bind(i64::from(letter.attempts))
-        .bind(micros(letter.failed_at))
-        .bind(self.own_tenant())
-        .execute(&self.pool)
-        .await
-        .map_err(failed("save dead letter"))?;
-        Ok(())
-    }
-
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(
-            self.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
-             FROM annals_dead_letters WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY failed_at, id LIMIT ?2"),
-        )
-        .bind(self.tenant.as_deref())
-        .bind(self::limit(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(failed("list dead letters"))?;
-        rows.iter()
-            .map(|row| {
-                let bad = |column: &str, error: String| Error::Backend {
-                    backend: BACKEND,
-                    operation: "list dead letters",
-                    source: format!("column `{column}`: {error}").into(),
-                };
-                let version: i64 = field(row, "version", &bad)?;
-                let attempts: i64 = field(row, "attempts", &bad)?;
-                let stream: String = field(row, "stream_id", &bad)?;
-                let failed_at: i64 = field(row, "failed_at", &bad)?;
-                let failed_at = DateTime::from_timestamp_micros(failed_at)
-                    .ok_or_else(|| bad("failed_at", format!("{failed_at} is out of range")))?;
-                Ok(DeadLetter {
-                    id: field(row, "id", &bad)?,
-                    handler: field(row, "handler", &bad)?,
-                    event_id: field(row, "event_id", &bad)?,
-                    stream_id: StreamId::from_stored(stream),
-                    version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
-                    event_type: field(row, "event_type", &bad)?,
-                    error: field(row, "error", &bad)?,
-                    attempts: u32::try_from(attempts)
-                        .map_err(|e| bad("attempts", e.to_string()))?,
-                    failed_at,
-                })
-            })
-            .collect()
-    }
-
-    async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
-        let result = sqlx::query(self.tables.sql(
-            "DELETE FROM annals_dead_letters WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-        ))
-        .bind(id)
-        .bind(self.tenant.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(failed("delete dead letter"))?;
-        Ok(result.rows_affected() > 0)
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        Arc::new(SqliteDeadLetters(self.clone()))
     }
 
     async fn watch_log(&self) -> super::LogWatch {
@@ -1035,79 +977,6 @@ impl EventStore for SqliteEventStore {
     #[tracing::instrument(name = "annals.store.verify_log", skip_all, fields(backend = BACKEND))]
     async fn verify_log(&self) -> Result<ChainReport> {
         self.verify(None).await
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        sqlx::query(
-            self.tables.sql("INSERT INTO annals_snapshots (tenant_id, stream_id, version, snapshot_version, encoding, data, taken_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (tenant_id, stream_id, version) DO UPDATE SET snapshot_version = excluded.snapshot_version, \
-             encoding = excluded.encoding, data = excluded.data, taken_at = excluded.taken_at"),
-        )
-        .bind(self.own_tenant())
-        .bind(snapshot.stream_id.as_str())
-        .bind(to_i64(snapshot.version))
-        .bind(i64::from(snapshot.snapshot_version))
-        .bind(i64::from(snapshot.encoding))
-        .bind(&snapshot.data)
-        .bind(micros(snapshot.taken_at))
-        .execute(&self.pool)
-        .await
-        .map_err(failed("save snapshot"))?;
-        Ok(())
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(self.tables.sql(
-            "SELECT version, snapshot_version, encoding, data, taken_at FROM annals_snapshots \
-             WHERE tenant_id = ? AND stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
-        ))
-        .bind(self.own_tenant())
-        .bind(stream.as_str())
-        .bind(max_version.map_or(i64::MAX, to_i64))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(failed("load snapshot"))?;
-        row.map(|row| decode_snapshot_row(stream, &row)).transpose()
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId) -> Result<u64> {
-        let result = sqlx::query(
-            self.tables
-                .sql("DELETE FROM annals_snapshots WHERE tenant_id = ? AND stream_id = ?"),
-        )
-        .bind(self.own_tenant())
-        .bind(stream.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(failed("delete snapshots"))?;
-        Ok(result.rows_affected())
-    }
-
-    async fn prune_snapshots(&self, policy: &RetentionPolicy) -> Result<u64> {
-        let keep_last = policy
-            .keep_last
-            .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
-        let cutoff = policy.cutoff().map(micros);
-        let result = sqlx::query(
-            self.tables.sql("DELETE FROM annals_snapshots WHERE (tenant_id, stream_id, version) IN ( \
-                SELECT tenant_id, stream_id, version FROM ( \
-                    SELECT tenant_id, stream_id, version, taken_at, \
-                           row_number() OVER (PARTITION BY tenant_id, stream_id ORDER BY version DESC) AS rank \
-                    FROM annals_snapshots WHERE ?3 IS NULL OR tenant_id = ?3) \
-                WHERE (?1 IS NOT NULL AND rank > ?1) OR (?2 IS NOT NULL AND taken_at < ?2))"),
-        )
-        .bind(keep_last)
-        .bind(cutoff)
-        .bind(self.tenant.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(failed("prune snapshots"))?;
-        Ok(result.rows_affected())
     }
 }
 
@@ -1279,38 +1148,6 @@ async fn append_in(
         });
     }
     Ok(results)
-}
-
-/// A column of a non-event row (snapshot, dead letter), or the error `bad`
-/// builds naming it.
-fn field<'r, T>(row: &'r SqliteRow, name: &str, bad: &impl Fn(&str, String) -> Error) -> Result<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name)
-        .map_err(|error| bad(name, error.to_string()))
-}
-
-fn decode_snapshot_row(stream: &StreamId, row: &SqliteRow) -> Result<Snapshot> {
-    let bad = |column: &str, error: String| Error::Backend {
-        backend: BACKEND,
-        operation: "load snapshot",
-        source: format!("snapshot of `{stream}`: column `{column}`: {error}").into(),
-    };
-    let version: i64 = field(row, "version", &bad)?;
-    let snapshot_version: i64 = field(row, "snapshot_version", &bad)?;
-    let encoding: i64 = field(row, "encoding", &bad)?;
-    let taken_at: i64 = field(row, "taken_at", &bad)?;
-    Ok(Snapshot {
-        stream_id: stream.clone(),
-        version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
-        snapshot_version: u32::try_from(snapshot_version)
-            .map_err(|e| bad("snapshot_version", e.to_string()))?,
-        encoding: u8::try_from(encoding).map_err(|e| bad("encoding", e.to_string()))?,
-        data: field(row, "data", &bad)?,
-        taken_at: DateTime::from_timestamp_micros(taken_at)
-            .ok_or_else(|| bad("taken_at", format!("{taken_at} is out of range")))?,
-    })
 }
 
 /// Events per multi-row insert: 14 parameters each, well below SQLite's

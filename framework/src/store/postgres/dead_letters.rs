@@ -1,0 +1,92 @@
+//! The Postgres store's dead letters table.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::snapshots::field;
+use super::{BACKEND, PostgresEventStore, failed};
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::error::{Error, Result};
+use crate::store::row::to_i64;
+use crate::stream::StreamId;
+
+/// The dead letters of a [`PostgresEventStore`] handle (its tenant's).
+pub(super) struct PostgresDeadLetters(pub(super) PostgresEventStore);
+
+#[async_trait]
+impl DeadLetterStore for PostgresDeadLetters {
+    async fn save(&self, letter: DeadLetter) -> Result<()> {
+        let mut session = self.0.session().await?;
+        sqlx::query(
+            self.0.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+        )
+        .bind(letter.id)
+        .bind(&letter.handler)
+        .bind(letter.event_id)
+        .bind(letter.stream_id.as_str())
+        .bind(to_i64(letter.version))
+        .bind(&letter.event_type)
+        .bind(&letter.error)
+        .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
+        .bind(letter.failed_at)
+        .execute(session.connection())
+        .await
+        .map_err(failed("save dead letter"))?;
+        session.finish().await?;
+        Ok(())
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let mut session = self.0.session().await?;
+        let rows = sqlx::query(
+            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+             FROM annals_dead_letters ORDER BY failed_at, id LIMIT $1"),
+        )
+        .bind(crate::store::row::limit(limit))
+        .fetch_all(session.connection())
+        .await
+        .map_err(failed("list dead letters"))?;
+        session.finish().await?;
+        rows.iter()
+            .map(|row| {
+                let bad = |column: &str, error: String| Error::Backend {
+                    backend: BACKEND,
+                    operation: "list dead letters",
+                    source: format!("column `{column}`: {error}").into(),
+                };
+                let version: i64 = field(row, "version", &bad)?;
+                let attempts: i32 = field(row, "attempts", &bad)?;
+                let stream: String = field(row, "stream_id", &bad)?;
+                let failed_at: DateTime<Utc> = field(row, "failed_at", &bad)?;
+                Ok(DeadLetter {
+                    id: field(row, "id", &bad)?,
+                    handler: field(row, "handler", &bad)?,
+                    event_id: field(row, "event_id", &bad)?,
+                    stream_id: StreamId::from_stored(stream),
+                    version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
+                    event_type: field(row, "event_type", &bad)?,
+                    error: field(row, "error", &bad)?,
+                    attempts: u32::try_from(attempts)
+                        .map_err(|e| bad("attempts", e.to_string()))?,
+                    failed_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete(&self, id: uuid::Uuid) -> Result<bool> {
+        let mut session = self.0.session().await?;
+        let result = sqlx::query(
+            self.0
+                .tables
+                .sql("DELETE FROM annals_dead_letters WHERE id = $1"),
+        )
+        .bind(id)
+        .execute(session.connection())
+        .await
+        .map_err(failed("delete dead letter"))?;
+        session.finish().await?;
+        Ok(result.rows_affected() > 0)
+    }
+}

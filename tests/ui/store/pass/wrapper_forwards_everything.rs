@@ -1,0 +1,63 @@
+// A wrapper around a store that forwards every method: it compiles, and its
+// readers wait on the inner store's log watch.
+use std::sync::Arc;
+
+use annals::checkpoint::CheckpointStore;
+use annals::dead_letter::DeadLetterStore;
+use annals::hash_chain::ChainReport;
+use annals::snapshot::SnapshotStore;
+use annals::store::{AppendResult, EventQuery, QueryPage};
+use annals::prelude::*;
+
+struct Audited(Arc<dyn EventStore>);
+
+#[async_trait::async_trait]
+impl EventStore for Audited {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    fn tenant(&self) -> Option<&str> {
+        self.0.tenant()
+    }
+    async fn append_batch(&self, batch: Vec<StreamAppend>) -> annals::Result<Vec<AppendResult>> {
+        self.0.append_batch(batch).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> annals::Result<u64> {
+        self.0.stream_version(stream).await
+    }
+    async fn read_stream(&self, stream: &StreamId, from: u64, max: usize) -> annals::Result<Vec<RecordedEvent>> {
+        self.0.read_stream(stream, from, max).await
+    }
+    async fn read_stream_backward(&self, stream: &StreamId, before: Option<u64>, max: usize) -> annals::Result<Vec<RecordedEvent>> {
+        self.0.read_stream_backward(stream, before, max).await
+    }
+    async fn read_all(&self, after: LogPosition, max: usize) -> annals::Result<Vec<RecordedEvent>> {
+        self.0.read_all(after, max).await
+    }
+    async fn query(&self, query: &EventQuery) -> annals::Result<QueryPage> {
+        self.0.query(query).await
+    }
+    async fn count(&self, query: &EventQuery) -> annals::Result<u64> {
+        self.0.count(query).await
+    }
+    async fn verify_stream(&self, stream: &StreamId) -> annals::Result<ChainReport> {
+        self.0.verify_stream(stream).await
+    }
+    async fn verify_log(&self) -> annals::Result<ChainReport> {
+        self.0.verify_log().await
+    }
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        self.0.snapshots()
+    }
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        self.0.checkpoints()
+    }
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        self.0.dead_letters()
+    }
+    async fn watch_log(&self) -> annals::store::LogWatch {
+        self.0.watch_log().await
+    }
+}
+
+fn main() {}
