@@ -1,0 +1,511 @@
+//! The append statement, its column arrays and outcomes, and group commit's
+//! writer.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::error::{Error, Result};
+use crate::hash_chain::LinkFormat;
+use crate::metadata::headers_json;
+use crate::position::LogPosition;
+use crate::sql_read_model::PostgresContext as _;
+use crate::store::append::{apply_inline, next_version, validate_batch};
+use crate::store::group_commit::{FlightFailure, FlightWriter, QueuedAppend, submit};
+use crate::store::row::to_i64;
+use crate::store::table_names::TableNames;
+use crate::store::tenancy::stream_tenant;
+use crate::store::{AppendResult, StreamAppend};
+use crate::stream::ExpectedVersion;
+
+use super::{BACKEND, PostgresEventStore, failed};
+
+/// How often an append is re-run after colliding with a concurrent writer
+/// before giving up.
+pub(super) const APPEND_ATTEMPTS: usize = 16;
+
+/// The whole append in one statement; see the module docs. Each stream
+/// belongs to a group (`$15`): a group commit writes several callers' appends
+/// at once, and a conflict keeps only its own group's events out.
+pub(super) const APPEND_SQL: &str = "
+WITH expectations AS (
+    SELECT s.stream_id, s.expected, s.grp, s.expected_head, COALESCE(h.version, 0) AS head,
+           h.event_id AS head_event,
+           COALESCE(h.hash, '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS head_link
+    FROM unnest($1::text[], $2::int8[], $15::int4[], $19::text[], $20::uuid[])
+         AS s(stream_id, expected, grp, tenant_key, expected_head)
+    LEFT JOIN LATERAL (
+        SELECT e.version, e.hash, e.event_id FROM annals_events e
+        WHERE e.stream_id = s.stream_id AND coalesce(e.tenant_id, '') = s.tenant_key
+        ORDER BY e.version DESC LIMIT 1
+    ) h ON true
+),
+conflicts AS (
+    SELECT stream_id, head, head_event, grp FROM expectations
+    WHERE NOT (expected = -1 OR (expected = -2 AND head > 0) OR expected = head)
+       OR (expected_head IS NOT NULL AND expected_head IS DISTINCT FROM head_event)
+),
+inserted AS (
+    INSERT INTO annals_events (position, transaction_id, event_id, stream_id, version, event_type,
+                               schema_version, payload, tenant_id, correlation_id, causation_id,
+                               actor, trace_context, headers, recorded_at, hash, chain_key)
+    OVERRIDING SYSTEM VALUE
+    SELECT n.position, n.transaction_id, n.event_id, n.stream_id, n.version, n.event_type,
+           n.schema_version, n.payload, n.tenant_id, n.correlation_id, n.causation_id, n.actor,
+           n.trace_context, n.headers, n.recorded_at,
+           annals_keyed_chain(n.head_link, annals_event_link_digest(
+               n.event_id, n.stream_id, n.version, n.event_type, n.schema_version, n.payload::text,
+               n.tenant_id, n.correlation_id, n.causation_id, n.actor, n.trace_context,
+               n.headers::text, n.recorded_at, n.position, n.transaction_id::text::int8),
+               $16::bytea, $17::bytea)
+               OVER (PARTITION BY n.stream_id ORDER BY n.version),
+           $18::int2
+    -- Positions are drawn in the callers' order, before the links that
+    -- cover them are computed.
+    FROM (
+        SELECT r.*, nextval('annals_events_position_seq'::regclass) AS position,
+               pg_current_xact_id() AS transaction_id
+        -- A fence (OFFSET 0): each payload is parsed once, not once per use.
+        FROM (
+            SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type,
+                   i.schema_version, i.payload::jsonb AS payload, i.tenant_id, i.correlation_id,
+                   i.causation_id, i.actor, i.trace_context, i.headers::jsonb AS headers,
+                   now() AS recorded_at, x.head_link, i.ord
+            FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
+                        $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[])
+                 WITH ORDINALITY
+                 AS i(stream_id, idx, event_id, event_type, schema_version, payload,
+                      tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
+            JOIN expectations x ON x.stream_id = i.stream_id
+            WHERE x.grp NOT IN (SELECT grp FROM conflicts)
+            ORDER BY i.ord
+            OFFSET 0
+        ) r
+    ) n
+    -- Rows go in by stream, whatever order the callers named the streams
+    -- in: two appends to the same streams then take their version keys in
+    -- the same order and never wait on each other crosswise (a deadlock).
+    -- Positions were drawn above, in the callers' order.
+    ORDER BY n.stream_id, n.version
+    RETURNING stream_id, version, position, transaction_id, recorded_at
+)
+SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id,
+       recorded_at, NULL::uuid AS head_event
+FROM inserted
+UNION ALL
+SELECT true, stream_id, head, 0, 0, now(), head_event FROM conflicts";
+
+/// `expected` as the number the append statement compares with the head.
+pub(super) fn encode_expected(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::StreamExists => -2,
+        ExpectedVersion::NoStream => 0,
+        ExpectedVersion::Exact(version) => to_i64(version),
+    }
+}
+
+/// The append's arguments as column arrays for `UNNEST`.
+#[derive(Default)]
+pub(super) struct AppendColumns<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    groups: Vec<i32>,
+    stream_ids: Vec<&'a str>,
+    indexes: Vec<i64>,
+    event_ids: Vec<uuid::Uuid>,
+    event_types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    tenant_ids: Vec<Option<&'a str>>,
+    correlation_ids: Vec<Option<uuid::Uuid>>,
+    causation_ids: Vec<Option<uuid::Uuid>>,
+    actors: Vec<Option<&'a str>>,
+    trace_contexts: Vec<Option<&'a str>>,
+    headers: Vec<String>,
+    /// Per stream: the tenant it belongs to (`''` for none), part of its
+    /// identity since migration 16.
+    stream_tenants: Vec<String>,
+    /// Per stream: the id its newest event must have, if any.
+    expected_heads: Vec<Option<uuid::Uuid>>,
+}
+
+impl<'a> AppendColumns<'a> {
+    /// One caller's batch: a single group.
+    pub(super) fn new(batch: &'a [StreamAppend]) -> Result<Self> {
+        let mut columns = AppendColumns::default();
+        columns.push_group(0, batch)?;
+        Ok(columns)
+    }
+
+    /// Several callers' batches, each its own group.
+    pub(super) fn grouped(batches: impl IntoIterator<Item = &'a [StreamAppend]>) -> Result<Self> {
+        let mut columns = AppendColumns::default();
+        for (group, batch) in (0..).zip(batches) {
+            columns.push_group(group, batch)?;
+        }
+        Ok(columns)
+    }
+
+    pub(super) fn push_group(&mut self, group: i32, batch: &'a [StreamAppend]) -> Result<()> {
+        let columns = self;
+        for append in batch {
+            columns.streams.push(append.stream_id.as_str());
+            columns.expected.push(encode_expected(append.expected));
+            columns.groups.push(group);
+            columns
+                .stream_tenants
+                .push(stream_tenant(&append.stream_id, &append.events)?);
+            columns.expected_heads.push(append.expected_head);
+            for (index, event) in append.events.iter().enumerate() {
+                let metadata = &event.metadata;
+                columns.stream_ids.push(append.stream_id.as_str());
+                columns.indexes.push(to_i64(index as u64 + 1));
+                columns.event_ids.push(event.event_id);
+                columns.event_types.push(&event.event_type);
+                columns
+                    .schema_versions
+                    .push(i32::try_from(event.schema_version).map_err(|_| {
+                        Error::invalid(
+                            "schema version",
+                            format!(
+                                "schema version {} of `{}` is too large",
+                                event.schema_version, event.event_type
+                            ),
+                        )
+                    })?);
+                columns.payloads.push(event.payload.as_json());
+                columns.tenant_ids.push(metadata.tenant_id.as_deref());
+                columns.correlation_ids.push(metadata.correlation_id);
+                columns.causation_ids.push(metadata.causation_id);
+                columns.actors.push(metadata.actor.as_deref());
+                columns
+                    .trace_contexts
+                    .push(metadata.trace_context.as_deref());
+                columns.headers.push(headers_json(&metadata.headers));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per stream: (version, position) of every row written, and when.
+pub(super) type WrittenRows = (Vec<(u64, LogPosition)>, DateTime<Utc>);
+
+/// What the append statement reported for one stream.
+pub(super) enum StreamOutcome {
+    Written(WrittenRows),
+    /// The expected version did not hold; the stream's head.
+    Conflict(u64, Option<uuid::Uuid>),
+}
+
+/// What one run of the append statement found.
+pub(super) enum AppendOutcome {
+    Written(Vec<AppendResult>),
+    /// Lost a race with a concurrent writer (unique violation, deadlock):
+    /// run again on a fresh snapshot.
+    Collided(sqlx::Error),
+}
+
+/// The append statement's rows, per stream.
+pub(super) fn stream_outcomes(rows: &[PgRow]) -> Result<HashMap<String, StreamOutcome>> {
+    let read = |error: sqlx::Error| failed("read append result")(error);
+    let mut outcomes: HashMap<String, StreamOutcome> = HashMap::new();
+    for row in rows {
+        let conflict: bool = row.try_get("conflict").map_err(read)?;
+        let stream: String = row.try_get("stream_id").map_err(read)?;
+        let version: i64 = row.try_get("version").map_err(read)?;
+        let version = u64::try_from(version).unwrap_or(0);
+        if conflict {
+            let head_event: Option<uuid::Uuid> = row.try_get("head_event").map_err(read)?;
+            outcomes.insert(stream, StreamOutcome::Conflict(version, head_event));
+            continue;
+        }
+        let commit: i64 = row.try_get("commit_id").map_err(read)?;
+        let position: i64 = row.try_get("position").map_err(read)?;
+        let position = LogPosition::new(
+            u64::try_from(commit).unwrap_or(0),
+            u64::try_from(position).unwrap_or(0),
+        );
+        let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(read)?;
+        if let StreamOutcome::Written((rows, _)) = outcomes
+            .entry(stream)
+            .or_insert_with(|| StreamOutcome::Written((Vec::new(), recorded_at)))
+        {
+            rows.push((version, position));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// One caller's result out of the statement's outcomes: its own version
+/// conflict if any of its streams had one (then none of them was written),
+/// else each stream's versions and positions.
+pub(super) fn batch_results(
+    batch: &[StreamAppend],
+    outcomes: &mut HashMap<String, StreamOutcome>,
+) -> Result<Vec<AppendResult>> {
+    for append in batch {
+        if let Some(StreamOutcome::Conflict(head, head_event)) =
+            outcomes.get(append.stream_id.as_str())
+        {
+            if !append.expected.accepts(*head) {
+                return Err(Error::VersionConflict {
+                    stream: append.stream_id.as_str().to_owned(),
+                    expected: append.expected,
+                    actual: *head,
+                });
+            }
+            append.check_head(*head, *head_event)?;
+        }
+    }
+    batch
+        .iter()
+        .map(|append| {
+            let Some(StreamOutcome::Written((mut rows, recorded_at))) =
+                outcomes.remove(append.stream_id.as_str())
+            else {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    operation: "append",
+                    source: format!("no rows were reported for stream `{}`", append.stream_id)
+                        .into(),
+                });
+            };
+            rows.sort_unstable();
+            let last_version = rows.last().map_or(0, |(version, _)| *version);
+            let positions: Vec<LogPosition> = rows.iter().map(|(_, position)| *position).collect();
+            Ok(AppendResult {
+                first_version: last_version + 1 - append.events.len() as u64,
+                last_version,
+                position: positions.last().copied().unwrap_or_default(),
+                positions,
+                recorded_at,
+            })
+        })
+        .collect()
+}
+
+impl PostgresEventStore {
+    /// Appends and applies an inline `projection` to the new events in the
+    /// same transaction: the read model changes exactly when the events are
+    /// stored, and a projection failure aborts the append (nothing written).
+    /// Keep inline projections quick: the open transaction holds back the
+    /// log's visibility horizon for every reader.
+    pub async fn append_inline<P>(
+        &self,
+        mut batch: Vec<StreamAppend>,
+        projection: &mut P,
+    ) -> Result<Vec<AppendResult>>
+    where
+        P: crate::projection::Projection,
+        P::Context: crate::sql_read_model::PostgresContext,
+    {
+        self.stamp_tenant(&mut batch)?;
+        validate_batch(&batch)?;
+        for append in &batch {
+            next_version(&append.stream_id, 0, append.events.len())?;
+        }
+        let columns = AppendColumns::new(&batch)?;
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut tx = self.begin().await?;
+            match self.try_append(&mut *tx, &batch, &columns).await? {
+                AppendOutcome::Written(results) => {
+                    // On error `tx` is dropped: the append rolls back.
+                    apply_inline(
+                        projection,
+                        &batch,
+                        &results,
+                        P::Context::from_postgres(&mut tx),
+                    )
+                    .await?;
+                    tx.commit().await.map_err(failed("commit append"))?;
+                    return Ok(results);
+                }
+                AppendOutcome::Collided(_) => continue,
+            }
+        }
+        Err(Error::Backend {
+            backend: BACKEND,
+            operation: "append",
+            source: format!("the append collided with concurrent writers {APPEND_ATTEMPTS} times")
+                .into(),
+        })
+    }
+
+    pub(super) async fn try_append<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        batch: &[StreamAppend],
+        columns: &AppendColumns<'_>,
+    ) -> Result<AppendOutcome> {
+        match self.run_append(executor, columns).await {
+            Ok(rows) => {
+                batch_results(batch, &mut stream_outcomes(&rows)?).map(AppendOutcome::Written)
+            }
+            Err(error) => classify_append_error(&self.tables, error, batch),
+        }
+    }
+
+    pub(super) async fn run_append<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        columns: &AppendColumns<'_>,
+    ) -> std::result::Result<Vec<PgRow>, sqlx::Error> {
+        // HMAC's padded keys, when the store signs: the statement keys the
+        // links with them, and they are never stored.
+        let pads = self.chain_keys.as_deref().map(|keys| keys.signing().pads());
+        sqlx::query(self.tables.sql(APPEND_SQL))
+            .bind(&columns.streams)
+            .bind(&columns.expected)
+            .bind(&columns.stream_ids)
+            .bind(&columns.indexes)
+            .bind(&columns.event_ids)
+            .bind(&columns.event_types)
+            .bind(&columns.schema_versions)
+            .bind(&columns.payloads)
+            .bind(&columns.tenant_ids)
+            .bind(&columns.correlation_ids)
+            .bind(&columns.causation_ids)
+            .bind(&columns.actors)
+            .bind(&columns.trace_contexts)
+            .bind(&columns.headers)
+            .bind(&columns.groups)
+            .bind(pads.as_ref().map(|(inner, _)| inner.as_slice()))
+            .bind(pads.as_ref().map(|(_, outer)| outer.as_slice()))
+            .bind(LinkFormat::signing(self.chain_keys.as_deref()).column())
+            .bind(&columns.stream_tenants)
+            .bind(&columns.expected_heads)
+            .fetch_all(executor)
+            .await
+    }
+}
+
+impl FlightWriter for PostgresEventStore {
+    const BACKEND: &'static str = BACKEND;
+
+    /// One append as its own statement, re-run after collisions.
+    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        let columns = AppendColumns::new(batch)?;
+        let mut last_collision = None;
+        for attempt in 0..APPEND_ATTEMPTS {
+            // A collision aborts a tenant's transaction: each attempt gets
+            // a session of its own.
+            let mut session = self.session().await?;
+            match self
+                .try_append(session.connection(), batch, &columns)
+                .await?
+            {
+                AppendOutcome::Written(results) => {
+                    session.finish().await?;
+                    return Ok(results);
+                }
+                AppendOutcome::Collided(error) => {
+                    tracing::debug!(attempt, %error, "append collided with a concurrent writer; re-running");
+                    last_collision = Some(error);
+                }
+            }
+        }
+        Err(Error::Backend {
+            backend: BACKEND,
+            operation: "append",
+            source: format!(
+                "the append collided with concurrent writers {APPEND_ATTEMPTS} times; last error: {}",
+                last_collision.map_or_else(String::new, |error| error.to_string())
+            )
+            .into(),
+        })
+    }
+
+    /// One statement for the whole flight; a conflict keeps only its own
+    /// caller's events out (each caller's streams are a group of their own).
+    async fn write_together(
+        &self,
+        flight: &[QueuedAppend],
+    ) -> std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure> {
+        let columns = AppendColumns::grouped(flight.iter().map(|q| q.batch.as_slice()))
+            .map_err(|_| FlightFailure::WriteEachAlone)?;
+        match self.run_append(&self.pool, &columns).await {
+            Ok(rows) => {
+                let mut outcomes = stream_outcomes(&rows)
+                    .map_err(|error| FlightFailure::Failed(error.to_string()))?;
+                Ok(flight
+                    .iter()
+                    .map(|queued| batch_results(&queued.batch, &mut outcomes))
+                    .collect())
+            }
+            // The statement failed and rolled back.
+            Err(sqlx::Error::Database(_)) => Err(FlightFailure::WriteEachAlone),
+            Err(error) => Err(FlightFailure::Failed(format!("append failed: {error}"))),
+        }
+    }
+}
+
+pub(super) fn classify_append_error(
+    tables: &TableNames,
+    error: sqlx::Error,
+    batch: &[StreamAppend],
+) -> Result<AppendOutcome> {
+    if let sqlx::Error::Database(db) = &error {
+        // Constraint names carry the table prefix (`annals_events_event_id`).
+        let constraint = db
+            .constraint()
+            .and_then(|name| name.strip_prefix(tables.prefix()));
+        match (db.code().as_deref(), constraint) {
+            (Some("23505"), Some("events_event_id")) => {
+                // PostgreSQL names the key in the error's detail:
+                // "Key (event_id)=(...) already exists."
+                let detail = db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.detail())
+                    .unwrap_or_default();
+                let ids: Vec<String> = batch
+                    .iter()
+                    .flat_map(|append| &append.events)
+                    .map(|event| event.event_id.to_string())
+                    .collect();
+                let reason = match ids.iter().find(|id| detail.contains(id.as_str())) {
+                    Some(id) => {
+                        format!("an event with id {id} is already stored; event ids must be unique")
+                    }
+                    // Under row-level security PostgreSQL withholds the key
+                    // from the detail: name the batch's ids instead.
+                    None => format!(
+                        "one of this batch's event ids ({}{}) is already stored; event ids must be unique",
+                        ids.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                        if ids.len() > 10 { ", ..." } else { "" }
+                    ),
+                };
+                return Err(Error::invalid("event id", reason));
+            }
+            // Another writer took the version first, or two multi-stream
+            // appends waited on each other: re-run on a fresh snapshot.
+            (Some("23505"), Some("events_stream_version"))
+            | (Some("40P01"), _)
+            | (Some("40001"), _) => return Ok(AppendOutcome::Collided(error)),
+            _ => {}
+        }
+    }
+    Err(failed("append")(error))
+}
+
+impl PostgresEventStore {
+    /// The append itself (`append_batch` adds its metrics).
+    pub(super) async fn write_batch(
+        &self,
+        mut batch: Vec<StreamAppend>,
+    ) -> Result<Vec<AppendResult>> {
+        self.stamp_tenant(&mut batch)?;
+        validate_batch(&batch)?;
+        for append in &batch {
+            // Only checks that the largest possible version fits the column.
+            next_version(&append.stream_id, 0, append.events.len())?;
+        }
+        if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
+            return submit(group, self, batch).await;
+        }
+        self.append_alone(&batch).await
+    }
+}

@@ -1,0 +1,239 @@
+//! The options a PostgreSQL store is connected with.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::error::{Error, Result};
+use crate::hash_chain::ChainKeys;
+use crate::store::connect::redact_url;
+use crate::store::group_commit::{GroupCommit, GroupCommitOptions};
+use crate::store::table_names::{TableNames, is_plain_identifier};
+
+use super::{BACKEND, PostgresEventStore, failed};
+
+impl PostgresEventStore {
+    /// Options for connecting to `url` (`postgres://user:password@host:port/db`).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            migrate: true,
+            table_prefix: None,
+            group_commit: Some(GroupCommitOptions::default()),
+            chain_keys: None,
+        }
+    }
+}
+
+/// Options for connecting a [`PostgresEventStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: Option<String>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    migrate: bool,
+    table_prefix: Option<String>,
+    group_commit: Option<GroupCommitOptions>,
+    chain_keys: Option<ChainKeys>,
+}
+
+impl PostgresStoreBuilder {
+    /// Names Annals' tables `{prefix}events`, `{prefix}snapshots`, ...
+    /// instead of `annals_events`, ... (1 to 32 lowercase letters, digits or
+    /// underscores). Tables made by `annals-codegen` with the same prefix
+    /// (and any partitioning) are used as they are.
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.table_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Keeps Annals' tables in this schema (created if missing) instead of
+    /// the connection's default search path.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Most connections in the pool (default 10).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long to wait for a pooled connection (default 10 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How concurrent small appends share a statement and a commit (on by
+    /// default with [`GroupCommitOptions::default`]).
+    ///
+    /// While `flights` appends are being written, further small appends
+    /// queue and are written together next, each caller still getting its
+    /// own result: its events, or its own version conflict (the others in
+    /// the flight are written regardless). A lone writer never waits: with
+    /// a free flight its append is written at once. An append whose caller
+    /// stops waiting (its future dropped) is still written.
+    ///
+    /// ```no_run
+    /// use annals::store::{GroupCommitOptions, PostgresEventStore};
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// let store = PostgresEventStore::builder("postgres://annals@localhost/annals")
+    ///     .group_commit(GroupCommitOptions { flights: 4, ..GroupCommitOptions::default() })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn group_commit(mut self, options: GroupCommitOptions) -> Self {
+        self.group_commit = Some(options);
+        self
+    }
+
+    /// Writes every append with its own statement and commit.
+    pub fn without_group_commit(mut self) -> Self {
+        self.group_commit = None;
+        self
+    }
+
+    /// Whether to create and upgrade Annals' tables on connect (default `true`).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Signs the hash chain's links with a key the database does not hold
+    /// (HMAC-SHA-256), and verifies with these keys only: an event the
+    /// application's database role writes past Annals, or any change to a
+    /// stored event, then shows up in [`verify_log`](crate::store::EventStore::verify_log).
+    /// See [`hash_chain`](crate::hash_chain) for exactly what that detects.
+    ///
+    /// ```no_run
+    /// use annals::hash_chain::{ChainKey, ChainKeys};
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// // The secret comes from the environment or a secret manager, never the database.
+    /// let secret = std::env::var("ANNALS_CHAIN_KEY_2").unwrap_or_default();
+    /// let keys = ChainKeys::new(ChainKey::from_hex(2, &secret)?)
+    ///     // still verifies what the previous key signed
+    ///     .with_retired(ChainKey::from_hex(1, &std::env::var("ANNALS_CHAIN_KEY_1").unwrap_or_default())?)?;
+    /// let store = PostgresEventStore::builder("postgres://annals@localhost/annals")
+    ///     .chain_keys(keys)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn chain_keys(mut self, keys: ChainKeys) -> Self {
+        self.chain_keys = Some(keys);
+        self
+    }
+
+    /// Connects, and migrates unless turned off.
+    pub async fn connect(self) -> Result<PostgresEventStore> {
+        let group = match self.group_commit {
+            Some(options) => Some(Arc::new(GroupCommit::new(options)?)),
+            None => None,
+        };
+        let tables = match &self.table_prefix {
+            Some(prefix) => TableNames::new(prefix)?,
+            None => TableNames::default(),
+        };
+        let shown = redact_url(&self.url);
+        let mut options = PgConnectOptions::from_str(&self.url)
+            .map_err(|error| Error::Config(format!("invalid PostgreSQL URL {shown}: {error}")))?;
+        if let Some(schema) = &self.schema {
+            validate_schema_name(schema)?;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        // One direct connection first: a pool reports an unreachable server as
+        // "timed out", this says "connection refused" or "password failed".
+        let probe = tokio::time::timeout(self.acquire_timeout, options.connect())
+            .await
+            .map_err(|_| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("no answer from {shown} within {:?}", self.acquire_timeout).into(),
+            })?
+            .map_err(|error| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("cannot connect to {shown}: {error}").into(),
+            })?;
+        drop(probe);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|error| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("cannot connect to {shown}: {error}").into(),
+            })?;
+        let schema_missing = match &self.schema {
+            // An application role may lack CREATE on the database, which
+            // `CREATE SCHEMA IF NOT EXISTS` checks even when the schema is
+            // there: only try when it is not.
+            Some(schema) => !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            )
+            .bind(schema)
+            .fetch_one(&pool)
+            .await
+            .map_err(failed("look up schema"))?,
+            None => false,
+        };
+        if let Some(schema) = self.schema.as_ref().filter(|_| schema_missing) {
+            // Validated above: lowercase letters, digits and underscores only.
+            let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&pool)
+            .await;
+            // `IF NOT EXISTS` is not safe against a concurrent create: the
+            // loser of that race sees a unique violation, and the schema is
+            // there all the same.
+            match created {
+                Err(sqlx::Error::Database(db))
+                    if matches!(db.code().as_deref(), Some("23505" | "42P06")) => {}
+                other => {
+                    other.map_err(failed("create schema"))?;
+                }
+            }
+        }
+        let store = PostgresEventStore {
+            pool,
+            wake: Arc::default(),
+            tables,
+            group,
+            tenant: None,
+            role: Arc::default(),
+            chain_keys: self.chain_keys.map(Arc::new),
+        };
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+pub(super) fn validate_schema_name(schema: &str) -> Result<()> {
+    if is_plain_identifier(schema, 63) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "PostgreSQL schema name {schema:?} must be 1 to 63 lowercase letters, digits or underscores, not starting with a digit"
+        )))
+    }
+}

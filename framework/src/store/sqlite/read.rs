@@ -1,0 +1,103 @@
+//! Reading events: decoding rows by column position, and the query filters.
+
+use chrono::DateTime;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::envelope::RecordedEvent;
+use crate::error::Result;
+use crate::store::EventQuery;
+use crate::store::row::{RowIdentity, StoredRow};
+
+use super::{SqliteEventStore, failed, micros};
+
+impl SqliteEventStore {
+    pub(super) async fn fetch_events(
+        &self,
+        query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
+        operation: &'static str,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed(operation))?;
+        rows.iter().map(decode_row).collect()
+    }
+}
+
+/// Column `index` of a `select_events!` row (`name` for the error).
+pub(super) fn column<'r, T>(
+    row: &'r SqliteRow,
+    identity: &RowIdentity,
+    index: usize,
+    name: &str,
+) -> Result<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(index)
+        .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
+}
+
+pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
+    let unreadable = RowIdentity::unreadable();
+    let identity = RowIdentity {
+        stream_id: column(row, &unreadable, 3, "stream_id")?,
+        version: column(row, &unreadable, 4, "version")?,
+        event_type: column(row, &unreadable, 5, "event_type")?,
+    };
+    let recorded_at: i64 = column(row, &identity, 14, "recorded_at")?;
+    let recorded_at = DateTime::from_timestamp_micros(recorded_at)
+        .ok_or_else(|| identity.corrupt(format!("recorded_at {recorded_at} is out of range")))?;
+    StoredRow {
+        commit: column(row, &identity, 1, "commit_id")?,
+        position: column(row, &identity, 0, "position")?,
+        event_id: column(row, &identity, 2, "event_id")?,
+        schema_version: column(row, &identity, 6, "schema_version")?,
+        payload: column(row, &identity, 7, "payload")?,
+        tenant_id: column(row, &identity, 8, "tenant_id")?,
+        correlation_id: column(row, &identity, 9, "correlation_id")?,
+        causation_id: column(row, &identity, 10, "causation_id")?,
+        actor: column(row, &identity, 11, "actor")?,
+        trace_context: column(row, &identity, 12, "trace_context")?,
+        headers: column(row, &identity, 13, "headers")?,
+        recorded_at,
+        identity,
+    }
+    .into_recorded()
+}
+
+/// The conditions of a query, after `WHERE position > ?`; shared by
+/// `query` and `count` so they always agree.
+pub(super) fn push_filters(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
+    if !query.event_types.is_empty() {
+        sql.push(" AND event_type IN (");
+        let mut types = sql.separated(", ");
+        for event_type in &query.event_types {
+            types.push_bind(event_type.clone());
+        }
+        sql.push(")");
+    }
+    if let Some(from) = query.recorded_from {
+        sql.push(" AND recorded_at >= ").push_bind(micros(from));
+    }
+    if let Some(until) = query.recorded_until {
+        sql.push(" AND recorded_at < ").push_bind(micros(until));
+    }
+    if let Some(tenant) = &query.tenant_id {
+        sql.push(" AND tenant_id = ").push_bind(tenant.clone());
+    }
+    if let Some(correlation) = query.correlation_id {
+        sql.push(" AND correlation_id = ").push_bind(correlation);
+    }
+    if let Some(event_id) = query.event_id {
+        sql.push(" AND event_id = ").push_bind(event_id);
+    }
+    if let Some((key, value)) = &query.header {
+        sql.push(" AND EXISTS (SELECT 1 FROM json_each(headers) WHERE json_each.key = ")
+            .push_bind(key.clone())
+            .push(" AND json_each.value = ")
+            .push_bind(value.clone())
+            .push(")");
+    }
+}
