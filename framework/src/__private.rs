@@ -11,17 +11,17 @@ pub use serde;
 pub use serde_json;
 
 pub use crate::aggregate::{Aggregate, Apply};
-pub use crate::envelope::RecordedEvent;
 pub use crate::error::{BoxError, Error, Result};
+pub use crate::event::envelope::RecordedEvent;
+pub use crate::event::payload::Payload;
+pub use crate::event::upcast::{IntoUpcastResult, Upcaster, decode_old, decode_versioned};
 pub use crate::event::{DecodeError, Event};
-pub use crate::handler::{IntoHandlerResult, RetryPolicy};
-pub use crate::payload::Payload;
 pub use crate::projection::Projection;
 pub use crate::registry::{
     AggregateDescriptor, ColumnType, EventDescriptor, HandlerDescriptor, PiiField,
     ProjectionDescriptor, ReadModelColumn, ReadModelTable,
 };
-pub use crate::upcast::{IntoUpcastResult, Upcaster, decode_old, decode_versioned};
+pub use crate::subscription::handler::{IntoHandlerResult, RetryPolicy};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

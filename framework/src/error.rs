@@ -1,7 +1,7 @@
 //! The one error type of the runtime, with distinct variants for a version
 //! conflict, bad stored data, bad input and infrastructure failure.
 
-use crate::stream::ExpectedVersion;
+use crate::store::stream::ExpectedVersion;
 
 /// A boxed error from a lower layer (a database driver, an I/O call).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -259,9 +259,9 @@ pub enum Error {
         /// The reader (its checkpoint name).
         reader: String,
         /// Where the worker thought it was.
-        expected: crate::position::LogPosition,
+        expected: crate::store::position::LogPosition,
         /// Where it is.
-        found: crate::position::LogPosition,
+        found: crate::store::position::LogPosition,
     },
 
     /// Configuration is missing or malformed (a bad URL, an unknown scheme).

@@ -4,52 +4,33 @@
 pub mod aggregate;
 pub mod cache;
 pub mod checkpoint;
-pub mod dead_letter;
-pub mod envelope;
 pub mod error;
 pub mod event;
-pub mod handler;
-pub mod handler_registry;
 pub mod hash_chain;
-pub mod health;
-pub mod metadata;
-pub mod payload;
+pub mod observability;
 pub mod pii;
-pub mod position;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub mod postgres_copy;
 pub mod prelude;
 pub mod projection;
-pub mod projection_runner;
 pub mod publisher;
 pub mod registry;
 pub mod replay;
-pub mod repository;
-pub mod snapshot;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
-pub mod sql_read_model;
 pub mod store;
-pub mod stream;
 pub mod subscription;
-pub mod telemetry;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
-pub mod upcast;
 
 pub use aggregate::{Aggregate, Apply, Handle};
 
-pub use envelope::{NewEvent, RecordedEvent};
+pub use aggregate::repository::{CommandError, Repository, UnitOfWork};
 pub use error::{Error, Result};
+pub use event::envelope::{NewEvent, RecordedEvent};
+pub use event::metadata::Metadata;
+pub use event::payload::Payload;
 pub use event::{DecodeError, Event};
-pub use metadata::Metadata;
-pub use payload::Payload;
-pub use position::LogPosition;
 pub use projection::Projection;
-pub use repository::{CommandError, Repository, UnitOfWork};
-pub use stream::{ExpectedVersion, StreamId};
+pub use store::position::LogPosition;
+pub use store::stream::{ExpectedVersion, StreamId};
 
 /// Implement async traits of Annals (such as
 /// [`subscription::EventSink`]) without depending on `async-trait` yourself.

@@ -13,8 +13,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::envelope::RecordedEvent;
 use crate::error::BoxError;
+use crate::event::envelope::RecordedEvent;
 use crate::subscription::EventSink;
 
 /// Identifies an in-process subscriber, to unsubscribe it.
@@ -197,8 +197,8 @@ mod redis_streams {
 
     use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-    use crate::envelope::RecordedEvent;
     use crate::error::{BoxError, Error, Result};
+    use crate::event::envelope::RecordedEvent;
     use crate::store::redact_url;
 
     /// Writes events to Redis Streams with `XADD`: one stream per aggregate

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::handler::{HandlerFn, RetryPolicy};
+use crate::subscription::handler::{HandlerFn, RetryPolicy};
 
 /// One event type name at one schema version, as `#[event]` registered it.
 #[derive(Debug)]

@@ -25,12 +25,12 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::envelope::RecordedEvent;
+use crate::aggregate::repository::{Loaded, Repository};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::position::LogPosition;
+use crate::event::envelope::RecordedEvent;
 use crate::projection::Projection;
-use crate::repository::{Loaded, Repository};
+use crate::store::position::LogPosition;
 use crate::store::{EventQuery, EventStore};
 
 /// Identifies one replay.

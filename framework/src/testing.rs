@@ -38,12 +38,12 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Handle};
-use crate::envelope::RecordedEvent;
 use crate::event::Event;
-use crate::metadata::Metadata;
-use crate::position::LogPosition;
+use crate::event::envelope::RecordedEvent;
+use crate::event::metadata::Metadata;
 use crate::projection::{Projection, project};
-use crate::stream::StreamId;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
 
 /// An aggregate test: past events, then a command, then what must follow.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use annals::aggregate::snapshot::{RetentionPolicy, Snapshot};
 use annals::prelude::*;
-use annals::snapshot::{RetentionPolicy, Snapshot};
 use annals::store::AppendResult;
 use chrono::{Duration, Utc};
 use futures_util::TryStreamExt;
@@ -1289,7 +1289,7 @@ pub async fn checkpoints_refuse_positions_they_cannot_store(t: &TestStore) {
 
 /// Subscription checkpoints and dead letters survive in the store.
 pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
-    use annals::dead_letter::DeadLetter;
+    use annals::subscription::dead_letter::DeadLetter;
     use chrono::SubsecRound;
 
     assert_eq!(

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use annals::aggregate::snapshot::{Snapshot, SnapshotCodec, SnapshotSettings};
 use annals::cache::{CacheKey, EventCache, InProcessCache};
 use annals::prelude::*;
-use annals::snapshot::{Snapshot, SnapshotCodec, SnapshotSettings};
 use annals::{Aggregate, Handle, StreamId};
 use serde_json::json;
 use uuid::Uuid;
@@ -585,7 +585,7 @@ pub async fn unusable_snapshots_are_skipped(t: &TestStore) {
         stream_id: StreamId::new("user-wary").expect("stream id"),
         version: 3,
         snapshot_version: User::SNAPSHOT_VERSION,
-        encoding: annals::snapshot::COMPRESSED,
+        encoding: annals::aggregate::snapshot::COMPRESSED,
         data: b"not zstd at all".to_vec(),
         taken_at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
     };
@@ -617,7 +617,7 @@ pub async fn encrypted_snapshots_hide_the_state(t: &TestStore) {
         .expect("found");
     assert_eq!(
         stored.encoding,
-        annals::snapshot::COMPRESSED | annals::snapshot::ENCRYPTED
+        annals::aggregate::snapshot::COMPRESSED | annals::aggregate::snapshot::ENCRYPTED
     );
     let raw = String::from_utf8_lossy(&stored.data);
     assert!(!raw.contains("secretive@acme.test") && !raw.contains("role-0"));

@@ -5,9 +5,9 @@
 
 use std::str::FromStr;
 
+use annals::aggregate::snapshot::Snapshot;
 use annals::prelude::*;
 use annals::registry;
-use annals::snapshot::Snapshot;
 use annals::store::{EventStore, PostgresEventStore, SqliteEventStore};
 use annals_codegen::{Dialect, StoreLayout, store_migrations};
 use annals_tests::backends::{RawAccess, TestStore, postgres_url};

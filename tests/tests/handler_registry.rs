@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use annals::handler::RetryPolicy;
-use annals::handler_registry::{HandlerRegistry, HandlerSpec};
 use annals::prelude::*;
 use annals::subscription::Subscription;
+use annals::subscription::handler::RetryPolicy;
+use annals::subscription::handler_registry::{HandlerRegistry, HandlerSpec};
 use annals_tests::domain::{UserEvent, WELCOMED};
 use serde_json::json;
 

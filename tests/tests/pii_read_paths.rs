@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use annals::aggregate::snapshot::SnapshotSettings;
 use annals::cache::{CacheKey, CachingEventStore, EventCache, InProcessCache, RedisCache};
 use annals::pii::{DEFAULT_FORGET_WATCH, MasterKey, NotReached, PiiEventStore};
 use annals::prelude::*;
-use annals::projection_runner::{InMemory, ProjectionRunner, ProjectionState};
-use annals::snapshot::SnapshotSettings;
+use annals::projection::runner::{InMemory, ProjectionRunner, ProjectionState};
 use annals_tests::backends::{TestStore, redis_url};
 use annals_tests::pii::{Join, Member, MemberEmails, PiiBackend, joined};
 

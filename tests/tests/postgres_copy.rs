@@ -1,9 +1,9 @@
 //! `CopyRows` against a real PostgreSQL: every value type round-trips
 //! through COPY's text format, and a failing COPY keeps nothing.
 
-use annals::postgres_copy::CopyRows;
 use annals::prelude::*;
-use annals::sql_read_model::SqlValue;
+use annals::projection::postgres_copy::CopyRows;
+use annals::projection::sql_read_model::SqlValue;
 use annals_tests::backends::fresh_postgres_store;
 use chrono::{TimeZone, Utc};
 use serde_json::json;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use annals::error::BoxError;
 use annals::prelude::*;
-use annals::projection_runner::{PostgresReadModel, ProjectionRunner, ProjectionState};
+use annals::projection::runner::{PostgresReadModel, ProjectionRunner, ProjectionState};
 use annals::subscription::{EventSink, Subscription};
 use annals_tests::backends::OwnPostgres;
 use annals_tests::domain::{FlakyPostgresRoleCounts, UserEvent};

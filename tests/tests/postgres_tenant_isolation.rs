@@ -9,13 +9,13 @@
 use std::sync::Arc;
 
 use annals::Error;
+use annals::aggregate::snapshot::Snapshot;
 use annals::cache::{CachingEventStore, InProcessCache};
-use annals::dead_letter::DeadLetter;
 use annals::pii::{StoredSubjectKey, SubjectKeyStore};
 use annals::prelude::*;
 use annals::replay::Replays;
-use annals::snapshot::Snapshot;
 use annals::store::PostgresEventStore;
+use annals::subscription::dead_letter::DeadLetter;
 use annals_codegen::{Dialect, Partitioning, StoreLayout, store_migrations};
 use annals_tests::backends::{
     application_role_store, fresh_postgres_store, postgres_url, postgres_url_as,
@@ -931,7 +931,7 @@ impl TenantLedger {
 /// part of their events while reporting no error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_tenant_projection_runners_see_each_of_their_events_once() {
-    use annals::projection_runner::{PostgresReadModel, ProjectionRunner};
+    use annals::projection::runner::{PostgresReadModel, ProjectionRunner};
     let (owner, app) = app_store().await;
     let app_role: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(app.pool())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::prelude::*;
-use annals::projection_runner::{
+use annals::projection::runner::{
     InMemory, PostgresReadModel, ProjectionRunner, ProjectionState, SqliteReadModel,
 };
 use annals_tests::backends::{RawAccess, TestStore};
@@ -29,7 +29,7 @@ async fn assign_roles(store: &dyn EventStore, roles: &[&str]) {
 }
 
 async fn wait_caught_up<P>(
-    running: &annals::projection_runner::RunningProjection<P>,
+    running: &annals::projection::runner::RunningProjection<P>,
     applied: u64,
 ) {
     tokio::time::timeout(
@@ -460,7 +460,7 @@ impl BufferedRoleCounts {
     fn assigned(
         &mut self,
         event: &UserEvent,
-        _db: &mut dyn annals::sql_read_model::SqlConnection,
+        _db: &mut dyn annals::projection::sql_read_model::SqlConnection,
     ) -> annals::Result<()> {
         self.applied += 1;
         if self.fail_apply_at == Some(self.applied) {
@@ -480,7 +480,7 @@ impl BufferedRoleCounts {
 impl BufferedRoleCounts {
     async fn write(
         &mut self,
-        db: &mut dyn annals::sql_read_model::SqlConnection,
+        db: &mut dyn annals::projection::sql_read_model::SqlConnection,
     ) -> annals::Result<()> {
         let pending = std::mem::take(&mut self.pending);
         if std::mem::take(&mut self.fail_next_flush) {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use annals::checkpoint::{CheckpointStore, LeaseSettings};
 use annals::prelude::*;
-use annals::projection_runner::{
+use annals::projection::runner::{
     Batch, PostgresReadModel, ProjectionRunner, ProjectionState, ProjectionTarget, SqliteReadModel,
 };
-use annals::sql_read_model::SqlConnection;
+use annals::projection::sql_read_model::SqlConnection;
 use annals::store::PostgresEventStore;
 use annals::subscription::{EventSink, Subscription, SubscriptionHandle, TransactionalSink};
 use annals_tests::backends::{TestStore, fresh_postgres_store};
@@ -596,7 +596,7 @@ impl TransactionalSink for StallingSink {
 /// over the worker that takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_idle_past_its_lease_is_ended_by_the_server() {
-    use annals::projection_runner::TransactionalTarget;
+    use annals::projection::runner::TransactionalTarget;
 
     let store = fresh_postgres_store().await;
     sqlx::query("CREATE TABLE effects (event_id uuid NOT NULL)")

@@ -2,8 +2,8 @@
 //! column type round-trips, `None` of any type binds as a NULL the column
 //! accepts, and `$N` placeholders work on both backends, in any order.
 
+use annals::projection::sql_read_model::{SqlConnection, SqlValue};
 use annals::registry::ColumnType;
-use annals::sql_read_model::{SqlConnection, SqlValue};
 use annals_tests::backends::{RawAccess, TestStore};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;

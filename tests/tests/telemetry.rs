@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use annals::cache::{InProcessCache, RedisCache};
-use annals::handler::RetryPolicy;
-use annals::handler_registry::{HandlerRegistry, HandlerSpec};
-use annals::health::{Check, HealthReport};
+use annals::observability::health::{Check, HealthReport};
+use annals::observability::telemetry;
 use annals::prelude::*;
-use annals::projection_runner::{InMemory, ProjectionRunner, ProjectionState, ProjectionStatus};
-use annals::telemetry;
+use annals::projection::runner::{InMemory, ProjectionRunner, ProjectionState, ProjectionStatus};
+use annals::subscription::handler::RetryPolicy;
+use annals::subscription::handler_registry::{HandlerRegistry, HandlerSpec};
 use annals_tests::backends::{postgres_url, redis_url};
 use annals_tests::domain::{CreateTenant, RenameTenant, Tenant, TenantCreated, TenantDirectory};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Recorder, SharedString, Unit};

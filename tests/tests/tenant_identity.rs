@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use annals::dead_letter::DeadLetter;
+use annals::aggregate::snapshot::Snapshot;
 use annals::pii::SubjectKeyStore;
 use annals::prelude::*;
-use annals::snapshot::Snapshot;
+use annals::subscription::dead_letter::DeadLetter;
 use annals_codegen::{Dialect, StoreLayout, store_migrations};
 use annals_tests::backends::TestStore;
 use serde_json::json;

@@ -4,8 +4,8 @@
 
 use annals::RecordedEvent;
 use annals::prelude::*;
+use annals::projection::sql_read_model::{SqlConnection, SqlValue};
 use annals::registry::ColumnType;
-use annals::sql_read_model::{SqlConnection, SqlValue};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 

@@ -9,8 +9,8 @@
 
 use annals::RecordedEvent;
 use annals::prelude::*;
+use annals::projection::sql_read_model::{SqlConnection, SqlValue};
 use annals::registry::ColumnType;
-use annals::sql_read_model::{SqlConnection, SqlValue};
 
 use crate::ids::aggregate_id;
 use crate::role::RoleEvent;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use annals::cache::{EventCache, InProcessCache, RedisCache, TwoLevelCache};
 use annals::pii::{MasterKey, PiiEventStore, SubjectKeyStore};
 use annals::projection::Projection;
-use annals::projection_runner::{
+use annals::projection::runner::{
     PostgresReadModel, ProjectionRunner, RunningProjection, SqliteReadModel,
 };
-use annals::sql_read_model::SqlConnection;
+use annals::projection::sql_read_model::SqlConnection;
 use annals::store::{EventStore, InMemoryEventStore, PostgresEventStore, SqliteEventStore};
 use anyhow::{Context, Result};
 

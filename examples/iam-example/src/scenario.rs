@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use annals::cache::{CacheStats, EventCache};
-use annals::handler_registry::HandlerRegistry;
 use annals::prelude::*;
-use annals::projection_runner::ProjectionStatus;
+use annals::projection::runner::ProjectionStatus;
 use annals::subscription::Subscription;
+use annals::subscription::handler_registry::HandlerRegistry;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use iam_domain::audit::{AuditEntry, AuditTrail};
@@ -129,7 +129,7 @@ pub struct Report {
     /// Projection status at the end.
     pub projections: Vec<ProjectionStatus>,
     /// The health report (store, cache, projections) at the end.
-    pub health: annals::health::HealthReport,
+    pub health: annals::observability::health::HealthReport,
     /// The audit trail of the scripted request.
     pub audit_of_request: Vec<AuditEntry>,
     /// The newest audit entries of the on-call rota's actor.
@@ -503,7 +503,7 @@ pub async fn run(config: &Config) -> Result<Report> {
         None => backend.near.as_ref(),
     };
     let health = projections.iter().fold(
-        annals::health::HealthReport::check(&*backend.store, Some(cache)).await,
+        annals::observability::health::HealthReport::check(&*backend.store, Some(cache)).await,
         |report, status| report.with_projection(status),
     );
     directory.stop().await?;

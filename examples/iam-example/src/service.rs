@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use annals::CommandError;
+use annals::aggregate::repository::Executed;
+use annals::aggregate::snapshot::SnapshotSettings;
 use annals::cache::EventCache;
 use annals::prelude::*;
-use annals::repository::Executed;
-use annals::snapshot::SnapshotSettings;
 use anyhow::Result;
 use iam_domain::IamError;
 use iam_domain::role::{GrantPermission, RevokePermission, Role};

@@ -8,13 +8,13 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{CacheKey, CacheValue, EventCache};
-use crate::envelope::RecordedEvent;
 use crate::error::Result;
+use crate::event::envelope::RecordedEvent;
 use crate::hash_chain::ChainReport;
-use crate::position::LogPosition;
 use crate::store::append::recorded_events;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
 use crate::store::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
-use crate::stream::StreamId;
 
 /// Streams longer than this are not cached whole by default.
 pub const DEFAULT_MAX_CACHED_EVENTS: usize = 10_000;
@@ -275,7 +275,7 @@ impl EventStore for CachingEventStore {
         self.inner.verify_log().await
     }
 
-    fn snapshots(&self) -> std::sync::Arc<dyn crate::snapshot::SnapshotStore> {
+    fn snapshots(&self) -> std::sync::Arc<dyn crate::aggregate::snapshot::SnapshotStore> {
         self.inner.snapshots()
     }
 
@@ -283,7 +283,9 @@ impl EventStore for CachingEventStore {
         self.inner.checkpoints()
     }
 
-    fn dead_letters(&self) -> std::sync::Arc<dyn crate::dead_letter::DeadLetterStore> {
+    fn dead_letters(
+        &self,
+    ) -> std::sync::Arc<dyn crate::subscription::dead_letter::DeadLetterStore> {
         self.inner.dead_letters()
     }
 

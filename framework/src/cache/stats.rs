@@ -48,7 +48,7 @@ impl CacheStats {
 #[derive(Debug, Default)]
 pub struct StatsRecorder {
     /// The `cache` label of the lookups reported to `metrics` (see
-    /// [`telemetry`](crate::telemetry)); empty reports nothing.
+    /// [`telemetry`](crate::observability::telemetry)); empty reports nothing.
     cache: &'static str,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -73,7 +73,7 @@ impl StatsRecorder {
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         if !self.cache.is_empty() {
-            crate::telemetry::cache_lookup(self.cache, hit);
+            crate::observability::telemetry::cache_lookup(self.cache, hit);
         }
     }
 

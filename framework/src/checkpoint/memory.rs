@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Checkpoint, CheckpointStore, Lease, refusal};
 use crate::error::{Error, Result};
-use crate::position::LogPosition;
+use crate::store::position::LogPosition;
 
 /// Checkpoints and leases by tenant and reader name, in this process; a
 /// handle sees its own tenant's (`""`: the unscoped store's).

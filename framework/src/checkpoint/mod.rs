@@ -2,7 +2,7 @@
 //!
 //! Every long-running reader of the log that keeps its place in the store
 //! (a [`Subscription`](crate::subscription::Subscription), a SQL
-//! [`ProjectionRunner`](crate::projection_runner::ProjectionRunner), a
+//! [`ProjectionRunner`](crate::projection::runner::ProjectionRunner), a
 //! publisher behind a subscription) keeps it here, in one row per reader.
 //! The row is keyed like everything else of a store: by its schema and
 //! table prefix (it lives in the store's `checkpoints` table), by its tenant
@@ -69,7 +69,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
-use crate::position::LogPosition;
+use crate::store::position::LogPosition;
 
 pub(crate) use memory::MemoryCheckpoints;
 pub(crate) use ownership::Ownership;

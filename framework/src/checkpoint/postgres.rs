@@ -23,7 +23,7 @@ use sqlx::postgres::PgPool;
 
 use super::{Checkpoint, CheckpointStore, Lease, refusal, ttl_seconds};
 use crate::error::Result;
-use crate::position::LogPosition;
+use crate::store::position::LogPosition;
 use crate::store::row::{position_from_columns, to_i64};
 use crate::store::table_names::TableNames;
 

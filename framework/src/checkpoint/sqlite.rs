@@ -13,7 +13,7 @@ use sqlx::sqlite::SqlitePool;
 
 use super::{Checkpoint, CheckpointStore, Lease};
 use crate::error::Result;
-use crate::position::LogPosition;
+use crate::store::position::LogPosition;
 use crate::store::row::{position_from_columns, to_i64};
 use crate::store::table_names::TableNames;
 

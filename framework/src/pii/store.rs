@@ -16,14 +16,14 @@ use super::master_key::MasterKey;
 use super::sealed_field::{self, may_hold_sealed_fields, sealed_text, subject_of};
 use crate::aggregate::Aggregate;
 use crate::cache::{CacheKey, EventCache};
-use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::{Error, Result};
+use crate::event::envelope::{NewEvent, RecordedEvent};
+use crate::event::payload::Payload;
 use crate::hash_chain::ChainReport;
-use crate::payload::Payload;
-use crate::position::LogPosition;
 use crate::registry::PiiField;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
 use crate::store::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
-use crate::stream::StreamId;
 
 /// Subjects whose unwrapped keys are kept in memory by default.
 pub const DEFAULT_KEY_CACHE_SUBJECTS: u64 = 10_000;
@@ -407,7 +407,7 @@ impl PiiEventStore {
         self.purges.push(CachePurge {
             cache,
             key: Arc::new(move |stream| {
-                crate::repository::state_key::<A>(tenant.as_deref(), stream)
+                crate::aggregate::repository::state_key::<A>(tenant.as_deref(), stream)
             }),
         });
         self
@@ -832,7 +832,7 @@ impl EventStore for PiiEventStore {
         self.inner.verify_log().await
     }
 
-    fn snapshots(&self) -> std::sync::Arc<dyn crate::snapshot::SnapshotStore> {
+    fn snapshots(&self) -> std::sync::Arc<dyn crate::aggregate::snapshot::SnapshotStore> {
         self.inner.snapshots()
     }
 
@@ -840,7 +840,9 @@ impl EventStore for PiiEventStore {
         self.inner.checkpoints()
     }
 
-    fn dead_letters(&self) -> std::sync::Arc<dyn crate::dead_letter::DeadLetterStore> {
+    fn dead_letters(
+        &self,
+    ) -> std::sync::Arc<dyn crate::subscription::dead_letter::DeadLetterStore> {
         self.inner.dead_letters()
     }
 

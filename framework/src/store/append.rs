@@ -5,10 +5,10 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::envelope::NewEvent;
 use crate::error::{Error, Result};
-use crate::position::LogPosition;
-use crate::stream::{ExpectedVersion, StreamId};
+use crate::event::envelope::NewEvent;
+use crate::store::position::LogPosition;
+use crate::store::stream::{ExpectedVersion, StreamId};
 
 /// The events for one stream within an [`EventStore::append_batch`](super::EventStore::append_batch).
 #[derive(Debug, Clone)]
@@ -108,11 +108,11 @@ pub struct AppendResult {
 pub(crate) fn recorded_events(
     batch: &[StreamAppend],
     results: &[AppendResult],
-) -> Vec<crate::envelope::RecordedEvent> {
+) -> Vec<crate::event::envelope::RecordedEvent> {
     let mut recorded = Vec::new();
     for (append, result) in batch.iter().zip(results) {
         for ((offset, event), position) in append.events.iter().enumerate().zip(&result.positions) {
-            recorded.push(crate::envelope::RecordedEvent {
+            recorded.push(crate::event::envelope::RecordedEvent {
                 event_id: event.event_id,
                 stream_id: append.stream_id.clone(),
                 version: result.first_version + offset as u64,
@@ -313,7 +313,7 @@ pub(crate) fn next_version(stream: &StreamId, current: u64, count: usize) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::Payload;
+    use crate::event::payload::Payload;
 
     fn event(name: &str) -> NewEvent {
         NewEvent::new(

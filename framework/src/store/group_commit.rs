@@ -322,8 +322,8 @@ async fn write_flight<W: FlightWriter>(writer: &W, mut flight: Vec<QueuedAppend>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::NewEvent;
-    use crate::stream::{ExpectedVersion, StreamId};
+    use crate::event::envelope::NewEvent;
+    use crate::store::stream::{ExpectedVersion, StreamId};
 
     fn append(stream: &str, events: usize) -> Vec<StreamAppend> {
         let events = (0..events)

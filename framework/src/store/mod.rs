@@ -18,6 +18,7 @@ mod log_watch;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
+pub mod position;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;
@@ -26,6 +27,7 @@ mod read_all;
 pub(crate) mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+pub mod stream;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod table_names;
 pub(crate) mod tenancy;
@@ -45,6 +47,7 @@ pub use group_commit::{GroupCommitOptions, GroupCommitStatus};
 pub(crate) use log_watch::AppendSignal;
 pub use log_watch::LogWatch;
 pub use memory::InMemoryEventStore;
+pub use position::LogPosition;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresEventStore, PostgresStoreBuilder};
@@ -53,19 +56,18 @@ pub use read_all::EventStoreExt;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteEventStore, SqliteStoreBuilder};
+pub use stream::{ExpectedVersion, StreamId};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use table_names::DEFAULT_TABLE_PREFIX;
 
 use std::sync::Arc;
 
+use crate::aggregate::snapshot::SnapshotStore;
 use crate::checkpoint::CheckpointStore;
-use crate::dead_letter::DeadLetterStore;
-use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Result;
+use crate::event::envelope::{NewEvent, RecordedEvent};
 use crate::hash_chain::ChainReport;
-use crate::position::LogPosition;
-use crate::snapshot::SnapshotStore;
-use crate::stream::{ExpectedVersion, StreamId};
+use crate::subscription::dead_letter::DeadLetterStore;
 
 /// Storage of event streams and the global log.
 ///

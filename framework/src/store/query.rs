@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::envelope::RecordedEvent;
+use crate::event::envelope::RecordedEvent;
 
 /// Default page size of an [`EventQuery`].
 pub const DEFAULT_QUERY_LIMIT: usize = 100;

@@ -4,10 +4,10 @@
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::EventStore;
-use crate::envelope::RecordedEvent;
 use crate::error::Result;
-use crate::position::LogPosition;
-use crate::stream::StreamId;
+use crate::event::envelope::RecordedEvent;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
 
 /// Page size used by [`EventStoreExt::load_stream`].
 const LOAD_PAGE: usize = 1024;

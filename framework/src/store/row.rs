@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::metadata::Metadata;
-use crate::payload::Payload;
-use crate::position::LogPosition;
-use crate::stream::StreamId;
+use crate::event::envelope::RecordedEvent;
+use crate::event::metadata::Metadata;
+use crate::event::payload::Payload;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
 
 /// The identifying columns of a row, read first so every later error can
 /// name the event.

@@ -4,9 +4,9 @@
 //! hold. PostgreSQL enforces the scoping with row-level security; SQLite
 //! and the in-memory store filter by tenant in their own code.
 
-use crate::envelope::NewEvent;
 use crate::error::{Error, Result};
-use crate::stream::StreamId;
+use crate::event::envelope::NewEvent;
+use crate::store::stream::StreamId;
 
 /// The longest tenant id, in bytes.
 pub(crate) const MAX_TENANT_ID_LEN: usize = 128;

@@ -1,8 +1,8 @@
 //! The benchmark's event: an order line of about 350 bytes of JSON, with
 //! metadata (correlation id, actor, tenant) like an IAM or commerce event.
 
-use annals::postgres_copy::CopyRows;
 use annals::prelude::*;
+use annals::projection::postgres_copy::CopyRows;
 use serde_json::json;
 
 /// An order line was added.

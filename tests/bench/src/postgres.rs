@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use annals::aggregate::snapshot::SnapshotSettings;
 use annals::cache::{InProcessCache, RedisCache};
 use annals::prelude::*;
-use annals::projection_runner::{InMemory, PostgresReadModel, ProjectionRunner};
-use annals::snapshot::SnapshotSettings;
+use annals::projection::runner::{InMemory, PostgresReadModel, ProjectionRunner};
 use annals::store::StreamAppend;
 use anyhow::{Context as _, Result};
 use futures_util::TryStreamExt;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use annals::checkpoint::LeaseSettings;
 use annals::prelude::*;
-use annals::projection_runner::{PostgresReadModel, ProjectionRunner};
-use annals::sql_read_model::SqlConnection;
+use annals::projection::runner::{PostgresReadModel, ProjectionRunner};
+use annals::projection::sql_read_model::SqlConnection;
 use annals::store::PostgresEventStore;
 use annals::subscription::{Subscription, TransactionalSink};
 use annals_tests::backends::postgres_url;

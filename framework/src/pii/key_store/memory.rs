@@ -8,7 +8,7 @@ use chrono::Utc;
 use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
 use crate::error::Result;
 use crate::store::InMemoryEventStore;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 /// A subject's identity: its tenant (`None`: events without one) and name.
 type SubjectId = (Option<String>, String);

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 pub(crate) use memory::MemorySubjectKeys;
 

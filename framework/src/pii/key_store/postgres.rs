@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
 use crate::error::{Error, Result};
 use crate::store::PostgresEventStore;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     crate::store::row::failed("postgres", operation)

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::InMemoryEventStore;
-use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::Result;
+use crate::subscription::dead_letter::{DeadLetter, DeadLetterStore};
 
 /// The dead letters of an [`InMemoryEventStore`] handle (its tenant's).
 pub(super) struct MemoryDeadLetters(pub(super) InMemoryEventStore);

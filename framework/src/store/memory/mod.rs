@@ -10,16 +10,16 @@ use uuid::Uuid;
 
 use super::append::{next_version, validate_batch};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
-use crate::dead_letter::{DeadLetter, DeadLetterStore};
-use crate::envelope::RecordedEvent;
+use crate::aggregate::snapshot::{Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
+use crate::event::envelope::RecordedEvent;
+use crate::event::metadata::headers_json;
 use crate::hash_chain::{
     ChainReport, ChainSigner, ChainVerifier, EventHash, LinkFormat, StoredEvent,
 };
-use crate::metadata::headers_json;
-use crate::position::LogPosition;
-use crate::snapshot::{Snapshot, SnapshotStore};
-use crate::stream::StreamId;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
+use crate::subscription::dead_letter::{DeadLetter, DeadLetterStore};
 
 mod dead_letters;
 mod snapshots;
@@ -348,7 +348,10 @@ impl EventStore for InMemoryEventStore {
 
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        crate::telemetry::measured_append(BACKEND, batch, |batch| self.write_batch(batch)).await
+        crate::observability::telemetry::measured_append(BACKEND, batch, |batch| {
+            self.write_batch(batch)
+        })
+        .await
     }
 
     async fn watch_log(&self) -> super::LogWatch {

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 
 use super::InMemoryEventStore;
+use crate::aggregate::snapshot::{RetentionPolicy, Snapshot, SnapshotStore};
 use crate::error::Result;
-use crate::snapshot::{RetentionPolicy, Snapshot, SnapshotStore};
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 /// The snapshots of an [`InMemoryEventStore`] handle (its tenant's).
 pub(super) struct MemorySnapshots(pub(super) InMemoryEventStore);

@@ -8,17 +8,17 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::error::{Error, Result};
+use crate::event::metadata::headers_json;
 use crate::hash_chain::LinkFormat;
-use crate::metadata::headers_json;
-use crate::position::LogPosition;
-use crate::sql_read_model::PostgresContext as _;
+use crate::projection::sql_read_model::PostgresContext as _;
 use crate::store::append::{apply_inline, next_version, validate_batch};
 use crate::store::group_commit::{FlightFailure, FlightWriter, QueuedAppend, submit};
+use crate::store::position::LogPosition;
 use crate::store::row::to_i64;
+use crate::store::stream::ExpectedVersion;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::stream_tenant;
 use crate::store::{AppendResult, StreamAppend};
-use crate::stream::ExpectedVersion;
 
 use super::{BACKEND, PostgresEventStore, failed};
 
@@ -301,7 +301,7 @@ impl PostgresEventStore {
     ) -> Result<Vec<AppendResult>>
     where
         P: crate::projection::Projection,
-        P::Context: crate::sql_read_model::PostgresContext,
+        P::Context: crate::projection::sql_read_model::PostgresContext,
     {
         self.stamp_tenant(&mut batch)?;
         validate_batch(&batch)?;

@@ -9,7 +9,7 @@ use crate::hash_chain::{
     ChainReport, ChainResigner, ChainVerifier, EventHash, LinkFormat, StoredEvent,
 };
 use crate::store::row::{RowIdentity, to_i64};
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 use super::{PostgresEventStore, column, failed};
 

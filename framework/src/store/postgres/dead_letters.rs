@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 
 use super::snapshots::field;
 use super::{BACKEND, PostgresEventStore, failed};
-use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::{Error, Result};
 use crate::store::row::to_i64;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
+use crate::subscription::dead_letter::{DeadLetter, DeadLetterStore};
 
 /// The dead letters of a [`PostgresEventStore`] handle (its tenant's).
 pub(super) struct PostgresDeadLetters(pub(super) PostgresEventStore);

@@ -56,13 +56,13 @@ use super::tenancy::check_one_holder;
 use super::tenant_roles::PoolRole;
 use super::tenant_session::{self, Session};
 use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
-use crate::dead_letter::DeadLetterStore;
-use crate::envelope::RecordedEvent;
+use crate::aggregate::snapshot::SnapshotStore;
 use crate::error::{Error, Result};
+use crate::event::envelope::RecordedEvent;
 use crate::hash_chain::{ChainKeys, ChainReport};
-use crate::position::LogPosition;
-use crate::snapshot::SnapshotStore;
-use crate::stream::StreamId;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
+use crate::subscription::dead_letter::DeadLetterStore;
 
 use dead_letters::PostgresDeadLetters;
 use snapshots::PostgresSnapshots;
@@ -256,7 +256,10 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "annals.store.append", skip_all, fields(backend = BACKEND, streams = batch.len()))]
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        crate::telemetry::measured_append(BACKEND, batch, |batch| self.write_batch(batch)).await
+        crate::observability::telemetry::measured_append(BACKEND, batch, |batch| {
+            self.write_batch(batch)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]

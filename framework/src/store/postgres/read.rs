@@ -6,12 +6,12 @@ use futures_util::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::envelope::RecordedEvent;
 use crate::error::Result;
+use crate::event::envelope::RecordedEvent;
 use crate::store::EventQuery;
 use crate::store::row::{RowIdentity, StoredRow};
+use crate::store::stream::StreamId;
 use crate::store::tenancy::check_one_holder;
-use crate::stream::StreamId;
 
 use super::{PostgresEventStore, failed};
 

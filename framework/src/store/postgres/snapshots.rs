@@ -5,10 +5,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row};
 
 use super::{BACKEND, PostgresEventStore, failed};
+use crate::aggregate::snapshot::{RetentionPolicy, Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
-use crate::snapshot::{RetentionPolicy, Snapshot, SnapshotStore};
 use crate::store::row::to_i64;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 /// The snapshots of a [`PostgresEventStore`] handle (its tenant's).
 pub(super) struct PostgresSnapshots(pub(super) PostgresEventStore);

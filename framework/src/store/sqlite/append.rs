@@ -5,14 +5,14 @@ use chrono::{SubsecRound, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use crate::envelope::NewEvent;
 use crate::error::{Error, Result};
+use crate::event::envelope::NewEvent;
+use crate::event::metadata::headers_json;
 use crate::hash_chain::{ChainKeys, ChainSigner, EventHash, StoredEvent};
-use crate::metadata::headers_json;
-use crate::position::LogPosition;
-use crate::sql_read_model::SqliteContext as _;
+use crate::projection::sql_read_model::SqliteContext as _;
 use crate::store::append::{apply_inline, next_version, validate_batch};
 use crate::store::group_commit::{FlightFailure, FlightWriter, QueuedAppend, submit};
+use crate::store::position::LogPosition;
 use crate::store::row::to_i64;
 use crate::store::table_names::TableNames;
 use crate::store::{AppendResult, StreamAppend};
@@ -30,7 +30,7 @@ impl SqliteEventStore {
     ) -> Result<Vec<AppendResult>>
     where
         P: crate::projection::Projection,
-        P::Context: crate::sql_read_model::SqliteContext,
+        P::Context: crate::projection::sql_read_model::SqliteContext,
     {
         validate_batch(&batch)?;
         self.stamp(&mut batch)?;

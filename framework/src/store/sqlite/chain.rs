@@ -10,8 +10,8 @@ use crate::hash_chain::{
     ChainReport, ChainResigner, ChainVerifier, EventHash, LinkFormat, StoredEvent,
 };
 use crate::store::row::{RowIdentity, to_i64};
+use crate::store::stream::StreamId;
 use crate::store::table_names::TableNames;
-use crate::stream::StreamId;
 
 use super::{SqliteEventStore, column, failed};
 

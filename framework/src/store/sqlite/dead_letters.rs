@@ -6,10 +6,10 @@ use uuid::Uuid;
 
 use super::snapshots::field;
 use super::{BACKEND, SqliteEventStore, failed, micros};
-use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::{Error, Result};
 use crate::store::row::to_i64;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
+use crate::subscription::dead_letter::{DeadLetter, DeadLetterStore};
 
 /// The dead letters of a [`SqliteEventStore`] handle (its tenant's).
 pub(super) struct SqliteDeadLetters(pub(super) SqliteEventStore);

@@ -4,8 +4,8 @@ use chrono::DateTime;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::envelope::RecordedEvent;
 use crate::error::Result;
+use crate::event::envelope::RecordedEvent;
 use crate::store::EventQuery;
 use crate::store::row::{RowIdentity, StoredRow};
 

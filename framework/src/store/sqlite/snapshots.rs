@@ -6,10 +6,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite};
 
 use super::{BACKEND, SqliteEventStore, failed, micros};
+use crate::aggregate::snapshot::{RetentionPolicy, Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
-use crate::snapshot::{RetentionPolicy, Snapshot, SnapshotStore};
 use crate::store::row::to_i64;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 /// The snapshots of a [`SqliteEventStore`] handle (its tenant's).
 pub(super) struct SqliteSnapshots(pub(super) SqliteEventStore);

@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::error::Result;
 use crate::store::StreamAppend;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 use super::{SqliteEventStore, failed};
 

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use annals::checkpoint::CheckpointStore;
-use annals::dead_letter::DeadLetterStore;
+use annals::subscription::dead_letter::DeadLetterStore;
 use annals::hash_chain::ChainReport;
-use annals::snapshot::SnapshotStore;
+use annals::aggregate::snapshot::SnapshotStore;
 use annals::store::{AppendResult, EventQuery, QueryPage};
 use annals::prelude::*;
 

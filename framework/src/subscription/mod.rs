@@ -10,6 +10,10 @@
 //! takes over within [`LeaseSettings::takeover_bound`] of the owner going
 //! quiet. A worker that lost the lease cannot move the checkpoint.
 
+pub mod dead_letter;
+pub mod handler;
+pub mod handler_registry;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +24,10 @@ use tokio::task::JoinHandle;
 use crate::checkpoint::{
     CheckpointStore, Lease, LeaseSettings, OwnershipStatus, default_owner_name,
 };
-use crate::envelope::RecordedEvent;
 use crate::error::{BoxError, Error, Result};
-use crate::position::LogPosition;
+use crate::event::envelope::RecordedEvent;
 use crate::store::EventStore;
+use crate::store::position::LogPosition;
 
 /// Where a subscription's events go.
 #[async_trait]
@@ -49,7 +53,7 @@ pub trait TransactionalSink: Send {
     async fn handle(
         &mut self,
         event: &RecordedEvent,
-        db: &mut dyn crate::sql_read_model::SqlConnection,
+        db: &mut dyn crate::projection::sql_read_model::SqlConnection,
     ) -> Result<(), BoxError>;
 }
 
@@ -202,8 +206,8 @@ impl Subscription {
     ///
     /// ```
     /// use annals::prelude::*;
-    /// use annals::projection_runner::SqliteReadModel;
-    /// use annals::sql_read_model::SqlConnection;
+    /// use annals::projection::runner::SqliteReadModel;
+    /// use annals::projection::sql_read_model::SqlConnection;
     /// use annals::subscription::{Subscription, TransactionalSink};
     /// use std::sync::Arc;
     ///
@@ -239,7 +243,7 @@ impl Subscription {
     #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
     pub fn start_transactional<T, S>(mut self, target: T, sink: S) -> SubscriptionHandle<S>
     where
-        T: crate::projection_runner::TransactionalTarget,
+        T: crate::projection::runner::TransactionalTarget,
         S: TransactionalSink + 'static,
     {
         self.lease = Some(self.lease.unwrap_or_default());
@@ -514,7 +518,7 @@ struct TransactionalDelivery<T, S> {
 #[async_trait]
 impl<T, S> Delivery for TransactionalDelivery<T, S>
 where
-    T: crate::projection_runner::TransactionalTarget,
+    T: crate::projection::runner::TransactionalTarget,
     S: TransactionalSink,
 {
     async fn deliver(
@@ -536,7 +540,7 @@ where
             .target
             .deliver(
                 &mut self.sink,
-                crate::projection_runner::Batch {
+                crate::projection::runner::Batch {
                     events: &wanted,
                     previous: start,
                     next,

@@ -1,7 +1,14 @@
 //! The contract between a Rust event type and the store: a stable wire name,
 //! a schema version, and encoding to and from a [`Payload`].
 
-use crate::payload::Payload;
+pub mod envelope;
+pub mod metadata;
+pub mod payload;
+pub mod upcast;
+
+pub use envelope::{NewEvent, RecordedEvent};
+pub use metadata::Metadata;
+pub use payload::Payload;
 
 /// A domain event type that Annals can store and read back.
 ///

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::event::DecodeError;
-use crate::payload::Payload;
+use crate::event::payload::Payload;
 
 /// One declared upcast of an event type.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +32,7 @@ pub enum Upcaster<T> {
 /// the current version.
 ///
 /// ```
-/// use annals::upcast::{decode_versioned, Upcaster};
+/// use annals::event::upcast::{decode_versioned, Upcaster};
 /// use annals::Payload;
 /// use serde_json::{json, Value};
 ///

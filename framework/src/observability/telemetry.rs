@@ -25,7 +25,7 @@
 //! are likewise names, counts and stream ids, never payloads.
 //!
 //! ```
-//! assert_eq!(annals::telemetry::EVENTS_APPENDED, "annals_events_appended_total");
+//! assert_eq!(annals::observability::telemetry::EVENTS_APPENDED, "annals_events_appended_total");
 //! ```
 
 use std::time::Duration;

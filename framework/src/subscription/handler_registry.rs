@@ -19,13 +19,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::dead_letter::DeadLetter;
-use crate::envelope::RecordedEvent;
 use crate::error::{BoxError, Error, Result};
-use crate::handler::RetryPolicy;
+use crate::event::envelope::RecordedEvent;
 use crate::registry::{self, HandlerDescriptor};
 use crate::store::{EventQuery, EventStore};
 use crate::subscription::EventSink;
+use crate::subscription::dead_letter::DeadLetter;
+use crate::subscription::handler::RetryPolicy;
 
 /// Calls a handler registered at run time.
 pub type DynHandler =
@@ -157,7 +157,7 @@ pub struct DispatchReport {
 /// Runs handlers; see the module docs.
 ///
 /// ```
-/// use annals::handler_registry::{HandlerRegistry, HandlerSpec};
+/// use annals::subscription::handler_registry::{HandlerRegistry, HandlerSpec};
 /// use annals::prelude::*;
 /// use std::sync::Arc;
 ///
@@ -387,7 +387,7 @@ impl HandlerRegistry {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     self.record(&handler.name, |s| s.failed_attempts += 1);
-                    crate::telemetry::handler_failed(&handler.name);
+                    crate::observability::telemetry::handler_failed(&handler.name);
                     tracing::warn!(handler = %handler.name, attempt, %error, event = %event.event_id, "handler failed");
                     if attempt == attempts {
                         return Err((error, attempts));
@@ -410,7 +410,7 @@ impl HandlerRegistry {
         attempts: u32,
     ) -> Result<()> {
         self.record(&handler.name, |s| s.dead_lettered += 1);
-        crate::telemetry::dead_lettered(&handler.name);
+        crate::observability::telemetry::dead_lettered(&handler.name);
         self.store
             .dead_letters()
             .save(DeadLetter {

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use sqlx::PgConnection;
 
 use crate::error::{Error, Result};
-use crate::sql_read_model::SqlValue;
+use crate::projection::sql_read_model::SqlValue;
 use crate::store::table_names::is_plain_identifier;
 
 /// Largest piece of COPY data sent in one message.
@@ -23,8 +23,8 @@ const SEND_CHUNK: usize = 1 << 20;
 /// Rows waiting to be copied into one table.
 ///
 /// ```no_run
-/// use annals::postgres_copy::CopyRows;
-/// use annals::sql_read_model::SqlValue;
+/// use annals::projection::postgres_copy::CopyRows;
+/// use annals::projection::sql_read_model::SqlValue;
 ///
 /// # async fn run(db: &mut sqlx::PgConnection) -> annals::Result<()> {
 /// let mut rows = CopyRows::new("audit_lines", &["event_id", "actor", "note"])?;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 /// One event a handler could not process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct DeadLetter {
 /// subscriptions write to it when a handler gives up.
 ///
 /// ```
-/// use annals::dead_letter::DeadLetter;
+/// use annals::subscription::dead_letter::DeadLetter;
 /// use annals::prelude::*;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

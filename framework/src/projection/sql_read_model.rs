@@ -1,8 +1,8 @@
 //! SQL read models written once for SQLite and PostgreSQL.
 //!
 //! A projection whose handlers take `&mut dyn SqlConnection` runs on
-//! [`SqliteReadModel`](crate::projection_runner::SqliteReadModel) and on
-//! [`PostgresReadModel`](crate::projection_runner::PostgresReadModel) alike
+//! [`SqliteReadModel`](crate::projection::runner::SqliteReadModel) and on
+//! [`PostgresReadModel`](crate::projection::runner::PostgresReadModel) alike
 //! (and inline in either store's append): statements use `$1`, `$2`, ...
 //! placeholders on both backends, and values are the portable
 //! [`SqlValue`]s, stored with the column types `annals-codegen` uses for
@@ -13,7 +13,7 @@
 //! ```
 //! use annals::prelude::*;
 //! use annals::registry::ColumnType;
-//! use annals::sql_read_model::{SqlConnection, SqlValue};
+//! use annals::projection::sql_read_model::{SqlConnection, SqlValue};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let dir = tempfile::tempdir().unwrap();

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
+use crate::aggregate::snapshot::{Snapshot, SnapshotSettings};
 use crate::aggregate::{Aggregate, Handle};
 use crate::cache::{CacheKey, CacheValue, EventCache};
-use crate::envelope::NewEvent;
 use crate::error::{Error, Result};
-use crate::metadata::Metadata;
-use crate::snapshot::{Snapshot, SnapshotSettings};
+use crate::event::envelope::NewEvent;
+use crate::event::metadata::Metadata;
+use crate::store::stream::{ExpectedVersion, StreamId};
 use crate::store::{AppendResult, EventStore, StreamAppend};
-use crate::stream::{ExpectedVersion, StreamId};
 
 /// How often [`Repository::execute`] tries a command by default before
 /// giving up on version conflicts.
@@ -284,7 +284,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// Removes a stream's cached state, counting why.
     async fn drop_cached(&self, stream_id: &StreamId, reason: &'static str) {
-        crate::telemetry::cached_state_dropped(A::NAME, reason);
+        crate::observability::telemetry::cached_state_dropped(A::NAME, reason);
         if let Some(cache) = &self.cache {
             let _ = cache.remove(&[self.state_key(stream_id)]).await;
         }

@@ -15,8 +15,8 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
-use crate::payload::Payload;
-use crate::stream::StreamId;
+use crate::event::payload::Payload;
+use crate::store::stream::StreamId;
 
 /// Encoding flag: the data is zstd-compressed.
 pub const COMPRESSED: u8 = 1;
@@ -75,7 +75,7 @@ pub enum SnapshotDecodeError {
 /// decrypt.
 ///
 /// ```
-/// use annals::snapshot::SnapshotCodec;
+/// use annals::aggregate::snapshot::SnapshotCodec;
 /// use annals::{Payload, StreamId};
 ///
 /// let codec = SnapshotCodec::new().with_key(&[7u8; 32])?;
@@ -132,7 +132,7 @@ impl SnapshotCodec {
     /// limit.
     ///
     /// ```
-    /// use annals::snapshot::{SnapshotCodec, SnapshotDecodeError};
+    /// use annals::aggregate::snapshot::{SnapshotCodec, SnapshotDecodeError};
     /// use annals::{Payload, StreamId};
     ///
     /// let stream = StreamId::new("user-1")?;
@@ -261,7 +261,7 @@ impl SnapshotCodec {
 /// When the repository takes snapshots, and how it encodes them.
 ///
 /// ```
-/// use annals::snapshot::{SnapshotCodec, SnapshotSettings};
+/// use annals::aggregate::snapshot::{SnapshotCodec, SnapshotSettings};
 ///
 /// // Every 200 events whatever the aggregate declares, encrypted.
 /// let settings = SnapshotSettings::new()
@@ -300,7 +300,7 @@ impl SnapshotSettings {
 /// taken longer than `max_age` ago. Unset limits delete nothing.
 ///
 /// ```
-/// use annals::snapshot::RetentionPolicy;
+/// use annals::aggregate::snapshot::RetentionPolicy;
 /// use std::time::Duration;
 ///
 /// // Keep the three newest per stream, and nothing older than a week.
@@ -330,12 +330,12 @@ impl RetentionPolicy {
 /// Where a store keeps its aggregates' snapshots: one per stream and
 /// version, in the store's schema, table prefix and (for a tenant handle)
 /// tenant. Reach it through [`EventStore::snapshots`](crate::store::EventStore::snapshots);
-/// the [`Repository`](crate::repository::Repository) takes and loads
+/// the [`Repository`](crate::aggregate::repository::Repository) takes and loads
 /// snapshots itself, so most code never calls it.
 ///
 /// ```
 /// use annals::prelude::*;
-/// use annals::snapshot::{RetentionPolicy, Snapshot};
+/// use annals::aggregate::snapshot::{RetentionPolicy, Snapshot};
 /// use serde_json::json;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -8,9 +8,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::cache::{CacheKey, EventCache};
-use crate::projection_runner::{ProjectionState, ProjectionStatus};
+use crate::projection::runner::{ProjectionState, ProjectionStatus};
 use crate::store::EventStore;
-use crate::stream::StreamId;
+use crate::store::stream::StreamId;
 
 /// The outcome of reaching one component.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +63,7 @@ pub struct ProjectionHealth {
 /// Store, cache and projections at one moment.
 ///
 /// ```
-/// use annals::health::HealthReport;
+/// use annals::observability::health::HealthReport;
 /// use annals::store::InMemoryEventStore;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -126,7 +126,7 @@ impl HealthReport {
     }
 
     /// Adds a projection's status (from its runner's
-    /// [`status`](crate::projection_runner::RunningProjection::status)).
+    /// [`status`](crate::projection::runner::RunningProjection::status)).
     pub fn with_projection(mut self, status: &ProjectionStatus) -> Self {
         self.projections.push(ProjectionHealth {
             name: status.name,

@@ -19,14 +19,14 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::checkpoint::{CheckpointStore, Lease, LeaseSettings, OwnershipStatus};
-use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::position::LogPosition;
+use crate::event::envelope::RecordedEvent;
 use crate::projection::Projection;
 #[cfg(feature = "postgres")]
-use crate::sql_read_model::PostgresContext;
+use crate::projection::sql_read_model::PostgresContext;
 #[cfg(feature = "sqlite")]
-use crate::sql_read_model::SqliteContext;
+use crate::projection::sql_read_model::SqliteContext;
+use crate::store::position::LogPosition;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::store::table_names::TableNames;
 use crate::store::{EventQuery, EventStore};
@@ -265,7 +265,7 @@ impl SqliteReadModel {
 impl<P> ProjectionTarget<P> for SqliteReadModel
 where
     P: Projection,
-    P::Context: crate::sql_read_model::SqliteContext,
+    P::Context: crate::projection::sql_read_model::SqliteContext,
 {
     fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
         Some(TransactionalTarget::checkpoints(self))
@@ -390,7 +390,7 @@ impl PostgresReadModel {
 impl<P> ProjectionTarget<P> for PostgresReadModel
 where
     P: Projection,
-    P::Context: crate::sql_read_model::PostgresContext,
+    P::Context: crate::projection::sql_read_model::PostgresContext,
 {
     fn checkpoints(&self) -> Option<Arc<dyn CheckpointStore>> {
         Some(TransactionalTarget::checkpoints(self))
@@ -440,7 +440,7 @@ struct ProjectionWork<'p, P>(&'p mut P);
 impl<P> BatchWork<sqlx::SqliteConnection> for ProjectionWork<'_, P>
 where
     P: Projection,
-    P::Context: crate::sql_read_model::SqliteContext,
+    P::Context: crate::projection::sql_read_model::SqliteContext,
 {
     async fn run(
         &mut self,
@@ -468,7 +468,7 @@ where
 impl<P> BatchWork<sqlx::PgConnection> for ProjectionWork<'_, P>
 where
     P: Projection,
-    P::Context: crate::sql_read_model::PostgresContext,
+    P::Context: crate::projection::sql_read_model::PostgresContext,
 {
     async fn run(
         &mut self,
@@ -499,7 +499,7 @@ struct SinkWork<'s>(&'s mut dyn TransactionalSink);
 #[async_trait]
 impl<C> BatchWork<C> for SinkWork<'_>
 where
-    C: crate::sql_read_model::SqlConnection + Send,
+    C: crate::projection::sql_read_model::SqlConnection + Send,
 {
     async fn run(&mut self, events: &[RecordedEvent], connection: &mut C) -> Result<()> {
         for event in events {
@@ -531,7 +531,7 @@ fn sql_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
 ///
 /// ```
 /// use annals::prelude::*;
-/// use annals::projection_runner::{InMemory, ProjectionRunner};
+/// use annals::projection::runner::{InMemory, ProjectionRunner};
 ///
 /// #[event(name = "doc.tenant.created")]
 /// struct TenantCreated { name: String }
@@ -744,7 +744,7 @@ impl<T> ProjectionRunner<T> {
                     }
                 };
                 let Some(last) = batch.last() else {
-                    crate::telemetry::projection_caught_up(P::NAME);
+                    crate::observability::telemetry::projection_caught_up(P::NAME);
                     status.send_modify(|s| {
                         s.state = ProjectionState::Running;
                         s.lag_events = 0;
@@ -794,7 +794,7 @@ impl<T> ProjectionRunner<T> {
                             if let Some(count) = count {
                                 status.send_modify(|s| s.lag_events = count);
                             }
-                            crate::telemetry::projection_lag(P::NAME, count, lag);
+                            crate::observability::telemetry::projection_lag(P::NAME, count, lag);
                         }
                         let elapsed = started.elapsed().as_secs_f64();
                         status.send_modify(|s| {

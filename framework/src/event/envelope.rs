@@ -5,11 +5,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::event::metadata::Metadata;
+use crate::event::payload::Payload;
 use crate::event::{DecodeError, Event};
-use crate::metadata::Metadata;
-use crate::payload::Payload;
-use crate::position::LogPosition;
-use crate::stream::StreamId;
+use crate::store::position::LogPosition;
+use crate::store::stream::StreamId;
 
 /// Longest accepted event type name, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;

@@ -4,10 +4,20 @@
 //! [`Projection`]: every method of the block handles the event type of its
 //! first parameter. Bumping `version` means "rebuild me".
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres_copy;
+pub mod runner;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod sql_read_model;
+
+pub use runner::ProjectionRunner;
+
 use async_trait::async_trait;
 
-use crate::envelope::RecordedEvent;
 use crate::error::Result;
+use crate::event::envelope::RecordedEvent;
 
 /// A read model fed by events. Implemented by `#[projection]`.
 #[diagnostic::on_unimplemented(

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::envelope::RecordedEvent;
 use crate::error::BoxError;
+use crate::event::envelope::RecordedEvent;
 
 /// Calls a handler with a stored event (decoding it first).
 pub type HandlerFn = for<'a> fn(&'a RecordedEvent) -> BoxFuture<'a, Result<(), BoxError>>;

@@ -5,6 +5,11 @@
 //! [`Handle`] per command (which events a command produces, or why it is
 //! rejected).
 
+pub mod repository;
+pub mod snapshot;
+
+pub use repository::{CommandError, Repository, UnitOfWork};
+
 use std::fmt::Display;
 
 use serde::Serialize;
@@ -12,8 +17,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 use crate::event::Event;
-use crate::payload::Payload;
-use crate::stream::StreamId;
+use crate::event::payload::Payload;
+use crate::store::stream::StreamId;
 
 /// An aggregate's state. Implemented by `#[aggregate]`.
 ///
