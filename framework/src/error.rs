@@ -264,6 +264,34 @@ pub enum Error {
         found: crate::store::position::LogPosition,
     },
 
+    /// A background task (a subscription, a projection, a replay) ended
+    /// while its handle was waiting for a status it never reached
+    /// ([`TaskHandle::wait_until`](crate::task::TaskHandle::wait_until)).
+    /// Its own error, if any, is in its last status and in what
+    /// [`stop`](crate::task::TaskHandle::stop) returns.
+    #[error("the {task} `{name}` has stopped")]
+    TaskStopped {
+        /// `subscription`, `projection` or `replay`.
+        task: &'static str,
+        /// Its name (a replay's id).
+        name: String,
+    },
+
+    /// A background task did not end normally: it panicked, or its runtime
+    /// shut down under it. Nothing after its last committed batch was
+    /// stored.
+    #[error("the {task} `{name}` failed")]
+    TaskFailed {
+        /// `subscription`, `projection`, `replay` (or `projection prefetch`,
+        /// the read-ahead of a projection).
+        task: &'static str,
+        /// Its name (a replay's id).
+        name: String,
+        /// The join error (the panic's message).
+        #[source]
+        source: BoxError,
+    },
+
     /// Configuration is missing or malformed (a bad URL, an unknown scheme).
     #[error("configuration: {0}")]
     Config(String),
@@ -273,7 +301,7 @@ pub enum Error {
     /// batch behind.
     #[error("{backend} store: {operation} failed")]
     Backend {
-        /// `memory`, `sqlite` or `postgres`.
+        /// `memory`, `sqlite`, `postgres` or `redis`: the engine that failed.
         backend: &'static str,
         /// What Annals was doing.
         operation: &'static str,

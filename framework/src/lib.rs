@@ -16,6 +16,7 @@ pub mod registry;
 pub mod replay;
 pub mod store;
 pub mod subscription;
+pub mod task;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -15,13 +15,11 @@
 //! replay that paged by position passed over an event that committed late).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
@@ -32,6 +30,7 @@ use crate::event::envelope::RecordedEvent;
 use crate::projection::Projection;
 use crate::store::position::LogPosition;
 use crate::store::{EventQuery, EventStore};
+use crate::task::TaskHandle;
 
 /// Identifies one replay.
 pub type ReplayId = Uuid;
@@ -49,7 +48,7 @@ pub enum ReplayState {
     Running,
     /// Everything was replayed.
     Completed,
-    /// Stopped by [`ReplayHandle::cancel`].
+    /// Stopped by [`TaskHandle::request_stop`].
     Cancelled,
     /// Stopped by an error.
     Failed(String),
@@ -147,63 +146,19 @@ impl Default for Replays {
     }
 }
 
-/// A replay running in the background.
-#[derive(Debug)]
-pub struct ReplayHandle<T> {
-    id: ReplayId,
-    progress: watch::Receiver<ReplayProgress>,
-    cancelled: Arc<AtomicBool>,
-    task: JoinHandle<Result<T>>,
-}
+/// A replay running in the background: a [`TaskHandle`] whose status is
+/// its [`ReplayProgress`] and whose [`finish`](TaskHandle::finish) returns
+/// what it built with its final progress.
+/// [`request_stop`](TaskHandle::request_stop) cancels it after the item in
+/// hand (`finish` then returns what was built so far, with
+/// [`ReplayState::Cancelled`]); dropping the handle does not: the replay
+/// runs on, and [`Replays::status`] tells its progress.
+pub type ReplayHandle<T> = TaskHandle<ReplayProgress, (T, ReplayProgress)>;
 
-impl<T> ReplayHandle<T> {
+impl<T> TaskHandle<ReplayProgress, T> {
     /// The replay's id.
     pub fn id(&self) -> ReplayId {
-        self.id
-    }
-
-    /// The latest progress.
-    pub fn progress(&self) -> ReplayProgress {
-        self.progress.borrow().clone()
-    }
-
-    /// The current progress, then every update until the replay finishes.
-    pub fn updates(&self) -> BoxStream<'static, ReplayProgress> {
-        let receiver = self.progress.clone();
-        stream::unfold(
-            (receiver, true, false),
-            |(mut receiver, first, finished)| async move {
-                if finished {
-                    return None;
-                }
-                // After the first item, wait for a change; a closed channel with
-                // nothing new means the replay task is gone.
-                if !first && receiver.changed().await.is_err() {
-                    return None;
-                }
-                let current = receiver.borrow_and_update().clone();
-                let finished = current.is_finished();
-                Some((current, (receiver, false, finished)))
-            },
-        )
-        .boxed()
-    }
-
-    /// Asks the replay to stop after the item in hand; [`finish`](Self::finish)
-    /// then returns what was built so far with [`ReplayState::Cancelled`].
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
-    }
-
-    /// Waits for the end; returns the result and the final progress.
-    pub async fn finish(self) -> Result<(T, ReplayProgress)> {
-        let outcome = self.task.await.map_err(|error| Error::Backend {
-            backend: "replay",
-            operation: "join",
-            source: Box::new(error),
-        })?;
-        let summary = self.progress.borrow().clone();
-        outcome.map(|result| (result, summary))
+        self.status().id
     }
 }
 
@@ -211,7 +166,9 @@ impl<T> ReplayHandle<T> {
 struct Tracker {
     started: Instant,
     sender: watch::Sender<ReplayProgress>,
-    cancelled: Arc<AtomicBool>,
+    /// Set by the handle's `request_stop`; a dropped handle leaves it as
+    /// it was.
+    stop: watch::Receiver<bool>,
 }
 
 impl Tracker {
@@ -235,7 +192,7 @@ impl Tracker {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        *self.stop.borrow()
     }
 }
 
@@ -284,19 +241,20 @@ impl Replays {
         if let Ok(mut running) = self.running.lock() {
             running.insert(id, progress.clone());
         }
-        let cancelled = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = watch::channel(false);
         let tracker = Tracker {
             started: Instant::now(),
             sender,
-            cancelled: cancelled.clone(),
+            stop: stopped,
         };
-        let task = tokio::spawn(work(tracker));
-        ReplayHandle {
-            id,
-            progress,
-            cancelled,
-            task,
-        }
+        let last = progress.clone();
+        let work = work(tracker);
+        let task = tokio::spawn(async move {
+            let result = work.await?;
+            let summary = last.borrow().clone();
+            Ok((result, summary))
+        });
+        TaskHandle::new("replay", id.to_string(), progress, stop, task)
     }
 
     /// Replays the events `selection` matches (by default every event type

@@ -1015,7 +1015,7 @@ pub async fn a_replay_can_be_cancelled(t: &TestStore) {
             break;
         }
     }
-    handle.cancel();
+    handle.request_stop();
     let (counter, summary) = handle.finish().await.expect("replay");
     assert_eq!(summary.state, annals::replay::ReplayState::Cancelled);
     assert!(

@@ -192,3 +192,97 @@ async fn an_append_between_an_empty_read_and_the_wait_wakes_the_reader() {
         assert!(started.elapsed() < Duration::from_secs(10), "{backend}");
     }
 }
+
+/// Every runner (a subscription, a projection, a replay) returns the same
+/// handle: a wait for a status the task never reaches ends, once the task
+/// stops, with `Error::TaskStopped` naming the runner (it used to be a
+/// `Backend` error labelled with the runner's kind), and `stop`/`finish`
+/// return the task's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_runner_speaks_the_task_handle_vocabulary() {
+    use annals::prelude::*;
+    use annals::projection::ProjectionRunner;
+    use annals::projection::runner::InMemory;
+    use annals::replay::{ReplayState, Replays};
+    use annals::subscription::{EventSink, Subscription};
+    use annals_tests::domain::{TenantCreated, TenantDirectory};
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct Count(usize);
+    #[annals::async_trait]
+    impl EventSink for Count {
+        async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    let store = Arc::new(InMemoryEventStore::new());
+    store
+        .append(
+            &StreamId::new("tenant-1").expect("stream"),
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::from_event(&TenantCreated {
+                    name: "Acme".into(),
+                })
+                .expect("event"),
+            ],
+        )
+        .await
+        .expect("append");
+    let never = Duration::from_secs(30);
+
+    let subscription = Subscription::new(store.clone(), "counter").start(Count(0));
+    assert_eq!(subscription.name(), "counter");
+    subscription
+        .wait_until(|status| status.delivered == 1)
+        .await
+        .expect("delivered");
+    subscription.request_stop();
+    let stopped = tokio::time::timeout(never, subscription.wait_until(|_| false))
+        .await
+        .expect("the wait ends when the task does");
+    assert!(
+        matches!(&stopped, Err(Error::TaskStopped { task: "subscription", name }) if name == "counter"),
+        "{stopped:?}"
+    );
+    assert_eq!(subscription.stop().await.expect("the sink").0, 1);
+
+    let projection =
+        ProjectionRunner::new(store.clone(), InMemory).start(TenantDirectory::default());
+    projection
+        .wait_until(|status| status.applied == 1)
+        .await
+        .expect("caught up");
+    assert_eq!(projection.read().await.names.len(), 1);
+    projection.request_stop();
+    let stopped = tokio::time::timeout(never, projection.wait_until(|_| false))
+        .await
+        .expect("the wait ends when the task does");
+    assert!(
+        matches!(&stopped, Err(Error::TaskStopped { task: "projection", name }) if name == "test_tenant_directory"),
+        "{stopped:?}"
+    );
+    projection.stop().await.expect("stopped cleanly");
+
+    let replay =
+        Replays::new().project(store.clone(), TenantDirectory::default(), EventQuery::new());
+    let id = replay.id();
+    let updates: Vec<_> = replay.updates().collect().await;
+    assert!(
+        updates
+            .last()
+            .is_some_and(|progress| progress.is_finished()),
+        "{updates:?}"
+    );
+    let after_end = replay.wait_until(|_| false).await;
+    assert!(
+        matches!(&after_end, Err(Error::TaskStopped { task: "replay", name }) if *name == id.to_string()),
+        "{after_end:?}"
+    );
+    let (_, summary) = replay.finish().await.expect("the replay's output");
+    assert_eq!(summary.state, ReplayState::Completed);
+}

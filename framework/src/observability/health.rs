@@ -126,7 +126,7 @@ impl HealthReport {
     }
 
     /// Adds a projection's status (from its runner's
-    /// [`status`](crate::projection::runner::RunningProjection::status)).
+    /// [`status`](crate::task::TaskHandle::status)).
     pub fn with_projection(mut self, status: &ProjectionStatus) -> Self {
         self.projections.push(ProjectionHealth {
             name: status.name,

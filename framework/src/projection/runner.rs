@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{RwLock, watch};
-use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::checkpoint::{CheckpointStore, Lease, LeaseSettings, OwnershipStatus};
@@ -32,6 +31,7 @@ use crate::store::table_names::TableNames;
 use crate::store::{EventQuery, EventStore};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::subscription::TransactionalSink;
+use crate::task::TaskHandle;
 
 /// What a projection runner is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -242,7 +242,7 @@ impl SqliteReadModel {
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(sql_failed("begin projection batch"))?;
+            .map_err(sql_failed("sqlite", "begin projection batch"))?;
         work.run(batch.events, &mut tx).await?;
         crate::checkpoint::sqlite::commit_in(
             &mut tx,
@@ -255,7 +255,7 @@ impl SqliteReadModel {
         .await?;
         tx.commit()
             .await
-            .map_err(sql_failed("commit projection batch"))?;
+            .map_err(sql_failed("sqlite", "commit projection batch"))?;
         Ok(())
     }
 }
@@ -368,7 +368,7 @@ impl PostgresReadModel {
             .bind(ttl.to_string())
             .execute(&mut *tx)
             .await
-            .map_err(sql_failed("bound the batch's idle time"))?;
+            .map_err(sql_failed("postgres", "bound the batch's idle time"))?;
         work.run(batch.events, &mut tx).await?;
         crate::checkpoint::postgres::commit_in(
             &mut tx,
@@ -380,7 +380,7 @@ impl PostgresReadModel {
         .await?;
         tx.commit()
             .await
-            .map_err(sql_failed("commit projection batch"))?;
+            .map_err(sql_failed("postgres", "commit projection batch"))?;
         Ok(())
     }
 }
@@ -519,9 +519,9 @@ where
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn sql_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+fn sql_failed(backend: &'static str, operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |error| Error::Backend {
-        backend: "projection",
+        backend,
         operation,
         source: Box::new(error),
     }
@@ -652,9 +652,7 @@ impl<T> ProjectionRunner<T> {
         let task = tokio::spawn(self.run(model.clone(), status, stopped));
         RunningProjection {
             model,
-            status: receiver,
-            stop,
-            task,
+            task: TaskHandle::new("projection", P::NAME, receiver, stop, task),
         }
     }
 
@@ -878,9 +876,9 @@ impl Prefetch {
 
     async fn batch(mut self) -> Result<Vec<RecordedEvent>> {
         (&mut self.read).await.unwrap_or_else(|error| {
-            Err(crate::Error::Backend {
-                backend: "projection runner",
-                operation: "read the next batch",
+            Err(crate::Error::TaskFailed {
+                task: "projection prefetch",
+                name: format!("read after {}", self.from),
                 source: Box::new(error),
             })
         })
@@ -900,43 +898,29 @@ async fn wait(stopped: &mut watch::Receiver<bool>, duration: Duration) -> bool {
         .is_ok()
 }
 
-/// A projection running in the background; query its read model with
-/// [`read`](Self::read). [`stop`](Self::stop) ends it and waits; dropping
-/// the handle ends it too, after the batch in hand, without waiting.
+/// A projection running in the background: its read model
+/// ([`read`](Self::read)) and its [`TaskHandle`], whose methods it has too
+/// (`status`, `updates`, `wait_until`, `request_stop`).
+/// [`stop`](Self::stop) ends it and waits; dropping it ends it too, after
+/// the batch in hand, without waiting, and gives its lease up.
 #[derive(Debug)]
 pub struct RunningProjection<P> {
     model: Arc<RwLock<P>>,
-    status: watch::Receiver<ProjectionStatus>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<()>>,
+    task: TaskHandle<ProjectionStatus, ()>,
+}
+
+impl<P> std::ops::Deref for RunningProjection<P> {
+    type Target = TaskHandle<ProjectionStatus, ()>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.task
+    }
 }
 
 impl<P> RunningProjection<P> {
-    /// The latest status.
-    pub fn status(&self) -> ProjectionStatus {
-        self.status.borrow().clone()
-    }
-
     /// Read access to the read model (held between batches).
     pub async fn read(&self) -> tokio::sync::RwLockReadGuard<'_, P> {
         self.model.read().await
-    }
-
-    /// Waits until the status satisfies `condition`.
-    pub async fn wait_until(
-        &self,
-        condition: impl FnMut(&ProjectionStatus) -> bool,
-    ) -> Result<ProjectionStatus> {
-        let mut receiver = self.status.clone();
-        receiver
-            .wait_for(condition)
-            .await
-            .map(|s| s.clone())
-            .map_err(|_| Error::Backend {
-                backend: "projection",
-                operation: "wait",
-                source: "the projection has stopped".into(),
-            })
     }
 
     /// Blue/green switch: keeps this (live) version running while `next` (a
@@ -953,13 +937,8 @@ impl<P> RunningProjection<P> {
         Ok(next)
     }
 
-    /// Stops after the batch in hand.
+    /// Stops after the batch in hand ([`TaskHandle::stop`]).
     pub async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(true);
-        self.task.await.map_err(|error| Error::Backend {
-            backend: "projection",
-            operation: "join",
-            source: Box::new(error),
-        })?
+        self.task.stop().await
     }
 }

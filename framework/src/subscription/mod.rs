@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::checkpoint::{
     CheckpointStore, Lease, LeaseSettings, OwnershipStatus, default_owner_name,
@@ -28,6 +27,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::event::envelope::RecordedEvent;
 use crate::store::EventStore;
 use crate::store::position::LogPosition;
+use crate::task::TaskHandle;
 
 /// Where a subscription's events go.
 #[async_trait]
@@ -267,16 +267,13 @@ impl Subscription {
     {
         let (status, receiver) = watch::channel(SubscriptionStatus::default());
         let (stop, stopped) = watch::channel(false);
+        let name = self.name.clone();
         let task = tokio::spawn(async move {
             self.run(checkpoints, delivery, status, stopped)
                 .await
                 .map(into_sink)
         });
-        SubscriptionHandle {
-            status: receiver,
-            stop,
-            task,
-        }
+        TaskHandle::new("subscription", name, receiver, stop, task)
     }
 
     async fn run<D: Delivery>(
@@ -644,49 +641,11 @@ async fn pause(stopped: &mut watch::Receiver<bool>, duration: Duration) {
     let _ = tokio::time::timeout(duration, stopped.wait_for(|stop| *stop)).await;
 }
 
-/// A running subscription. [`stop`](Self::stop) ends it and returns the
-/// sink; dropping the handle ends it too, after the batch in hand, without
-/// waiting, and gives its lease up. A lease or checkpoint that cannot be
-/// loaded at start-up (the database is away) is retried with backoff, up to
-/// the lease's retry interval apart (30 s without a lease), and shown in
-/// [`SubscriptionStatus::last_error`].
-#[derive(Debug)]
-pub struct SubscriptionHandle<S> {
-    status: watch::Receiver<SubscriptionStatus>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<S>>,
-}
-
-impl<S> SubscriptionHandle<S> {
-    /// The latest status.
-    pub fn status(&self) -> SubscriptionStatus {
-        self.status.borrow().clone()
-    }
-
-    /// Waits until the status satisfies `condition` (or the subscription ends).
-    pub async fn wait_until(
-        &self,
-        condition: impl FnMut(&SubscriptionStatus) -> bool,
-    ) -> Result<SubscriptionStatus> {
-        let mut receiver = self.status.clone();
-        receiver
-            .wait_for(condition)
-            .await
-            .map(|status| status.clone())
-            .map_err(|_| Error::Backend {
-                backend: "subscription",
-                operation: "wait",
-                source: "the subscription has stopped".into(),
-            })
-    }
-
-    /// Stops after the event in hand and returns the sink.
-    pub async fn stop(self) -> Result<S> {
-        let _ = self.stop.send(true);
-        self.task.await.map_err(|error| Error::Backend {
-            backend: "subscription",
-            operation: "join",
-            source: Box::new(error),
-        })?
-    }
-}
+/// A running subscription: a [`TaskHandle`] whose status is a
+/// [`SubscriptionStatus`] and whose [`stop`](TaskHandle::stop) returns the
+/// sink. Dropping it ends the subscription too, after the batch in hand,
+/// without waiting, and gives its lease up. A lease or checkpoint that
+/// cannot be loaded at start-up (the database is away) is retried with
+/// backoff, up to the lease's retry interval apart (30 s without a lease),
+/// and shown in [`SubscriptionStatus::last_error`].
+pub type SubscriptionHandle<S> = TaskHandle<SubscriptionStatus, S>;

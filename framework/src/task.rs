@@ -1,0 +1,169 @@
+//! Background tasks: the one handle every runner Annals starts returns.
+//!
+//! A [`Subscription`](crate::subscription::Subscription), a
+//! [`ProjectionRunner`](crate::projection::ProjectionRunner) and a
+//! [`Replays`](crate::replay::Replays) replay each run in a Tokio task and
+//! hand back a [`TaskHandle`]: the same methods, the same meaning, the same
+//! errors, whatever runs behind it.
+//!
+//! | method | what it does |
+//! | --- | --- |
+//! | [`status`](TaskHandle::status) | the latest status (a [`SubscriptionStatus`](crate::subscription::SubscriptionStatus), [`ProjectionStatus`](crate::projection::runner::ProjectionStatus) or [`ReplayProgress`](crate::replay::ReplayProgress)) |
+//! | [`updates`](TaskHandle::updates) | the status now, then every change until the task ends |
+//! | [`wait_until`](TaskHandle::wait_until) | waits for a status; [`Error::TaskStopped`] if the task ends first |
+//! | [`request_stop`](TaskHandle::request_stop) | asks the task to stop after the item in hand, without waiting |
+//! | [`stop`](TaskHandle::stop) | asks, then waits for the end and returns the task's output |
+//! | [`finish`](TaskHandle::finish) | waits for the end without asking (a replay that runs to completion) |
+//!
+//! A task that ends in a panic (or whose runtime shut down) reports
+//! [`Error::TaskFailed`] from `stop` and `finish`. Dropping the handle of a
+//! subscription or a projection stops it after the item in hand; a replay
+//! runs on, and [`Replays::status`](crate::replay::Replays::status) still
+//! tells its progress.
+//!
+//! ```
+//! use annals::prelude::*;
+//! use annals::subscription::{EventSink, Subscription};
+//! use std::sync::Arc;
+//!
+//! struct Ignore;
+//!
+//! #[annals::async_trait]
+//! impl EventSink for Ignore {
+//!     async fn handle(&mut self, _: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> annals::Result<()> {
+//! let store = Arc::new(InMemoryEventStore::new());
+//! let handle = Subscription::new(store, "ignore").without_lease().start(Ignore);
+//! assert_eq!(handle.name(), "ignore");
+//! handle.wait_until(|status| status.caught_up).await?;
+//! handle.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use futures_util::StreamExt;
+use futures_util::stream::{self, BoxStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// A runner working in the background: a subscription, a projection or a
+/// replay. See the [module docs](self) for the vocabulary.
+#[derive(Debug)]
+pub struct TaskHandle<S, O> {
+    /// `subscription`, `projection` or `replay`, for errors.
+    kind: &'static str,
+    /// The runner's name (a subscription's or projection's, a replay's id).
+    name: String,
+    status: watch::Receiver<S>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<O>>,
+}
+
+impl<S, O> TaskHandle<S, O>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    /// A handle over a spawned task that publishes its status on `status`
+    /// and watches `stop` (its sender dropped with the handle).
+    pub(crate) fn new(
+        kind: &'static str,
+        name: impl Into<String>,
+        status: watch::Receiver<S>,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<Result<O>>,
+    ) -> Self {
+        TaskHandle {
+            kind,
+            name: name.into(),
+            status,
+            stop,
+            task,
+        }
+    }
+
+    /// The runner's name: a subscription's or a projection's, or a replay's
+    /// id.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> S {
+        self.status.borrow().clone()
+    }
+
+    /// Whether the task has ended (stopped, finished or failed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// The current status, then every change, until the task ends.
+    pub fn updates(&self) -> BoxStream<'static, S> {
+        let receiver = self.status.clone();
+        stream::unfold((receiver, true), |(mut receiver, first)| async move {
+            // After the first item, wait for a change; a closed channel with
+            // nothing new means the task is gone.
+            if !first && receiver.changed().await.is_err() {
+                return None;
+            }
+            let current = receiver.borrow_and_update().clone();
+            Some((current, (receiver, false)))
+        })
+        .boxed()
+    }
+
+    /// Waits until the status satisfies `condition`, and returns it. Fails
+    /// with [`Error::TaskStopped`] if the task ends first. To bound the
+    /// wait, wrap it in [`tokio::time::timeout`].
+    pub async fn wait_until(&self, condition: impl FnMut(&S) -> bool) -> Result<S> {
+        let mut receiver = self.status.clone();
+        receiver
+            .wait_for(condition)
+            .await
+            .map(|status| status.clone())
+            .map_err(|_| Error::TaskStopped {
+                task: self.kind,
+                name: self.name.clone(),
+            })
+    }
+
+    /// Asks the task to stop after the item in hand; returns at once.
+    pub fn request_stop(&self) {
+        // No receiver: the task has ended already.
+        let _ = self.stop.send(true);
+    }
+
+    /// Asks the task to stop after the item in hand, waits for it to end,
+    /// and returns its output (a subscription's sink, a replay's result so
+    /// far).
+    pub async fn stop(self) -> Result<O> {
+        self.request_stop();
+        self.finish().await
+    }
+
+    /// Waits for the task to end on its own (a replay's completion) and
+    /// returns its output.
+    pub async fn finish(self) -> Result<O> {
+        let TaskHandle {
+            kind,
+            name,
+            task,
+            stop,
+            ..
+        } = self;
+        let outcome = task.await;
+        drop(stop);
+        outcome.map_err(|error| Error::TaskFailed {
+            task: kind,
+            name,
+            source: Box::new(error),
+        })?
+    }
+}
