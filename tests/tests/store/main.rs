@@ -1,0 +1,21 @@
+//! The event store on every backend: the conformance suite over each store
+//! setup, properties, migrations, the gap-safe global log, group commit,
+//! COPY, restarts and crashes, the hash chain, and decoding fuzzed rows.
+//!
+//! One test binary per area: linking is most of a cold build's time.
+
+mod conformance_cached;
+mod conformance_generated;
+mod conformance_memory;
+mod conformance_postgres;
+mod conformance_sqlite;
+mod crash_safety;
+mod decode_fuzz;
+mod hash_chain;
+mod migrations;
+mod postgres_copy;
+mod postgres_global_log;
+mod postgres_group_commit;
+mod postgres_restart;
+mod properties;
+mod sqlite_group_commit;
