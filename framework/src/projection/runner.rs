@@ -656,6 +656,9 @@ impl<T> ProjectionRunner<T> {
         }
     }
 
+    /// The runner's loop: take the lease (standing by while another worker
+    /// has it), then read, apply and checkpoint batch after batch until
+    /// stopped or the lease is lost.
     async fn run<P>(
         self,
         model: Arc<RwLock<P>>,
@@ -666,36 +669,18 @@ impl<T> ProjectionRunner<T> {
         P: Projection + Send + Sync + 'static,
         T: ProjectionTarget<P>,
     {
-        let name = Self::checkpoint_name::<P>();
-        let started = Instant::now();
         let handled = P::event_types();
-        let mut applied = 0_u64;
-        let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
-        let mut lag_sampled: Option<Instant> = None;
         let status = Arc::new(status);
-        let ownership = self.target.checkpoints().map(|checkpoints| {
-            let status = Arc::clone(&status);
-            crate::checkpoint::Ownership::new(
-                checkpoints,
-                name.clone(),
-                self.worker.clone(),
-                self.lease,
-                Arc::new(move |ownership: OwnershipStatus, error: Option<String>| {
-                    status.send_modify(|s| {
-                        if !ownership.held {
-                            s.state = ProjectionState::Standby;
-                        }
-                        s.ownership = Some(ownership);
-                        if error.is_some() {
-                            s.last_error = error;
-                        }
-                    });
-                }),
-            )
-        });
+        let ownership = self.ownership::<P>(&status);
+        let mut progress = Progress {
+            status: &status,
+            started: Instant::now(),
+            applied: 0,
+            lag_sampled: None,
+        };
+        let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
         'lease: while !crate::subscription::stop_requested(&stopped) {
-            // Take the lease (standing by while another worker has it) and
-            // start from the checkpoint it was taken at.
+            // Take the lease and start from the checkpoint it was taken at.
             let held = match &ownership {
                 Some(ownership) => match ownership.acquire(&mut stopped).await {
                     Some(held) => Some(held),
@@ -721,38 +706,15 @@ impl<T> ProjectionRunner<T> {
                     tracing::warn!(projection = P::NAME, "lost the lease; standing by");
                     continue 'lease;
                 }
-                // A prefetched batch was read before the watch was armed: an
-                // empty one is read again rather than waited on.
-                let (read, prefetched_read) = match prefetched.take() {
-                    Some(prefetch) if prefetch.from == position => (prefetch.batch().await, true),
-                    _ => {
-                        idle.arm(&*self.store).await;
-                        (self.store.read_all(position, self.batch_size).await, false)
-                    }
-                };
-                let batch = match read {
-                    Ok(batch) => batch,
-                    Err(error) => {
-                        status.send_modify(|s| {
-                            s.state = ProjectionState::Failed;
-                            s.last_error = Some(error.to_string());
-                        });
-                        wait(&mut stopped, self.retry_delay).await;
-                        continue;
-                    }
-                };
-                let Some(last) = batch.last() else {
-                    crate::observability::telemetry::projection_caught_up(P::NAME);
-                    status.send_modify(|s| {
-                        s.state = ProjectionState::Running;
-                        s.lag_events = 0;
-                    });
-                    if !prefetched_read {
-                        idle.wait(&mut stopped).await;
-                    }
+                let Some(batch) = self
+                    .next_batch::<P>(position, &mut prefetched, &mut idle, &mut stopped, &status)
+                    .await
+                else {
                     continue;
                 };
-                idle.reset();
+                let Some(last) = batch.last() else {
+                    continue;
+                };
                 let next = last.position;
                 if batch.len() >= self.batch_size {
                     // Catching up: read the next batch while this one is
@@ -784,67 +746,23 @@ impl<T> ProjectionRunner<T> {
                 match outcome {
                     Ok(()) => {
                         position = next;
-                        applied += relevant.len() as u64;
-                        if lag_sampled.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                            lag_sampled = Some(Instant::now());
-                            let behind = EventQuery::new().after(position.sequence);
-                            let count = self.store.count(&behind).await.ok();
-                            if let Some(count) = count {
-                                status.send_modify(|s| s.lag_events = count);
+                        progress.applied += relevant.len() as u64;
+                        self.sample_lag::<P>(&mut progress, position, lag).await;
+                        progress.report(&catching_up, position, lag);
+                    }
+                    Err(failure) => {
+                        match self.after_failure::<P>(
+                            failure,
+                            &relevant,
+                            &mut progress,
+                            &mut position,
+                        ) {
+                            AfterFailure::StandBy => continue 'lease,
+                            AfterFailure::Resume => prefetched = None,
+                            AfterFailure::Retry => {
+                                wait(&mut stopped, self.retry_delay).await;
                             }
-                            crate::observability::telemetry::projection_lag(P::NAME, count, lag);
                         }
-                        let elapsed = started.elapsed().as_secs_f64();
-                        status.send_modify(|s| {
-                            s.state = catching_up.clone();
-                            s.position = position;
-                            s.applied = applied;
-                            s.lag = lag;
-                            s.per_second = if elapsed > 0.0 {
-                                applied as f64 / elapsed
-                            } else {
-                                0.0
-                            };
-                            s.last_error = None;
-                        });
-                    }
-                    Err(BatchFailure {
-                        error: Error::LeaseLost { .. },
-                        ..
-                    }) => {
-                        // Another worker took over: nothing of this batch
-                        // was committed; stand by.
-                        tracing::warn!(projection = P::NAME, "lost the lease; standing by");
-                        continue 'lease;
-                    }
-                    Err(BatchFailure {
-                        error: Error::CheckpointMoved { found, .. },
-                        ..
-                    }) => {
-                        // An operator moved the checkpoint: carry on from
-                        // there (nothing of this batch was applied).
-                        tracing::info!(projection = P::NAME, %found, "the checkpoint was moved; resuming there");
-                        position = found;
-                        prefetched = None;
-                    }
-                    Err(BatchFailure {
-                        applied: kept,
-                        error,
-                    }) => {
-                        // Only what the target kept counts (nothing of a rolled
-                        // back transaction); the rest of the batch is retried.
-                        if let Some(last_kept) = kept.checked_sub(1).and_then(|i| relevant.get(i)) {
-                            position = last_kept.position;
-                            applied += kept as u64;
-                        }
-                        tracing::warn!(projection = P::NAME, %error, "projection batch failed; retrying");
-                        status.send_modify(|s| {
-                            s.state = ProjectionState::Failed;
-                            s.position = position;
-                            s.applied = applied;
-                            s.last_error = Some(error.to_string());
-                        });
-                        wait(&mut stopped, self.retry_delay).await;
                     }
                 }
             }
@@ -855,6 +773,199 @@ impl<T> ProjectionRunner<T> {
         status.send_modify(|s| s.state = ProjectionState::Stopped);
         Ok(())
     }
+
+    /// The lease this runner works under, if its target keeps checkpoints;
+    /// its changes show in the status.
+    fn ownership<P: Projection>(
+        &self,
+        status: &Arc<watch::Sender<ProjectionStatus>>,
+    ) -> Option<crate::checkpoint::Ownership>
+    where
+        T: ProjectionTarget<P>,
+    {
+        let checkpoints = self.target.checkpoints()?;
+        let status = Arc::clone(status);
+        Some(crate::checkpoint::Ownership::new(
+            checkpoints,
+            Self::checkpoint_name::<P>(),
+            self.worker.clone(),
+            self.lease,
+            Arc::new(move |ownership: OwnershipStatus, error: Option<String>| {
+                status.send_modify(|s| {
+                    if !ownership.held {
+                        s.state = ProjectionState::Standby;
+                    }
+                    s.ownership = Some(ownership);
+                    if error.is_some() {
+                        s.last_error = error;
+                    }
+                });
+            }),
+        ))
+    }
+
+    /// The batch after `position` (the prefetched one if it starts there),
+    /// or `None` when there is nothing to apply yet: the read failed (shown
+    /// in the status; retried after the retry delay) or the log is read to
+    /// its end (the projection is running; it waits for an append).
+    async fn next_batch<P: Projection>(
+        &self,
+        position: LogPosition,
+        prefetched: &mut Option<Prefetch>,
+        idle: &mut crate::subscription::IdleBackoff,
+        stopped: &mut watch::Receiver<bool>,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Option<Vec<RecordedEvent>> {
+        // A prefetched batch was read before the watch was armed: an empty
+        // one is read again rather than waited on.
+        let (read, prefetched_read) = match prefetched.take() {
+            Some(prefetch) if prefetch.from == position => (prefetch.batch().await, true),
+            _ => {
+                idle.arm(&*self.store).await;
+                (self.store.read_all(position, self.batch_size).await, false)
+            }
+        };
+        match read {
+            Err(error) => {
+                status.send_modify(|s| {
+                    s.state = ProjectionState::Failed;
+                    s.last_error = Some(error.to_string());
+                });
+                wait(stopped, self.retry_delay).await;
+                None
+            }
+            Ok(batch) if batch.is_empty() => {
+                crate::observability::telemetry::projection_caught_up(P::NAME);
+                status.send_modify(|s| {
+                    s.state = ProjectionState::Running;
+                    s.lag_events = 0;
+                });
+                if !prefetched_read {
+                    idle.wait(stopped).await;
+                }
+                None
+            }
+            Ok(batch) => {
+                idle.reset();
+                Some(batch)
+            }
+        }
+    }
+
+    /// Counts the events beyond `position` for the status and the metrics,
+    /// at most once a second.
+    async fn sample_lag<P: Projection>(
+        &self,
+        progress: &mut Progress<'_>,
+        position: LogPosition,
+        lag: Duration,
+    ) {
+        if progress
+            .lag_sampled
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        progress.lag_sampled = Some(Instant::now());
+        let behind = EventQuery::new().after(position.sequence);
+        let count = self.store.count(&behind).await.ok();
+        if let Some(count) = count {
+            progress.status.send_modify(|s| s.lag_events = count);
+        }
+        crate::observability::telemetry::projection_lag(P::NAME, count, lag);
+    }
+
+    /// What a failed batch means for the loop, with the position moved to
+    /// what the target kept.
+    fn after_failure<P: Projection>(
+        &self,
+        failure: BatchFailure,
+        relevant: &[RecordedEvent],
+        progress: &mut Progress<'_>,
+        position: &mut LogPosition,
+    ) -> AfterFailure {
+        match failure {
+            BatchFailure {
+                error: Error::LeaseLost { .. },
+                ..
+            } => {
+                // Another worker took over: nothing of this batch was
+                // committed; stand by.
+                tracing::warn!(projection = P::NAME, "lost the lease; standing by");
+                AfterFailure::StandBy
+            }
+            BatchFailure {
+                error: Error::CheckpointMoved { found, .. },
+                ..
+            } => {
+                // An operator moved the checkpoint: carry on from there
+                // (nothing of this batch was applied).
+                tracing::info!(projection = P::NAME, %found, "the checkpoint was moved; resuming there");
+                *position = found;
+                AfterFailure::Resume
+            }
+            BatchFailure {
+                applied: kept,
+                error,
+            } => {
+                // Only what the target kept counts (nothing of a rolled back
+                // transaction); the rest of the batch is retried.
+                if let Some(last_kept) = kept.checked_sub(1).and_then(|i| relevant.get(i)) {
+                    *position = last_kept.position;
+                    progress.applied += kept as u64;
+                }
+                tracing::warn!(projection = P::NAME, %error, "projection batch failed; retrying");
+                let (position, applied) = (*position, progress.applied);
+                progress.status.send_modify(|s| {
+                    s.state = ProjectionState::Failed;
+                    s.position = position;
+                    s.applied = applied;
+                    s.last_error = Some(error.to_string());
+                });
+                AfterFailure::Retry
+            }
+        }
+    }
+}
+
+/// A run's counters, reported in its status.
+struct Progress<'a> {
+    status: &'a watch::Sender<ProjectionStatus>,
+    started: Instant,
+    /// Events applied since the start.
+    applied: u64,
+    /// When the lag was last counted.
+    lag_sampled: Option<Instant>,
+}
+
+impl Progress<'_> {
+    /// Reports a batch applied: the position, the counts, the rate.
+    fn report(&self, state: &ProjectionState, position: LogPosition, lag: Duration) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let applied = self.applied;
+        self.status.send_modify(|s| {
+            s.state = state.clone();
+            s.position = position;
+            s.applied = applied;
+            s.lag = lag;
+            s.per_second = if elapsed > 0.0 {
+                applied as f64 / elapsed
+            } else {
+                0.0
+            };
+            s.last_error = None;
+        });
+    }
+}
+
+/// What the loop does after a failed batch.
+enum AfterFailure {
+    /// The lease was lost: stand by for it.
+    StandBy,
+    /// The checkpoint was moved: go on from there.
+    Resume,
+    /// Retry the rest of the batch after the retry delay.
+    Retry,
 }
 
 /// The next batch of the log, being read while the current one is applied.

@@ -168,9 +168,59 @@ pub(super) async fn append_in(
     connection: &mut SqliteConnection,
     batch: &[StreamAppend],
 ) -> Result<Vec<AppendResult>> {
+    let (heads, log_head) = check_heads(tables, connection, batch).await?;
+    let commit: i64 = match log_head {
+        Some(commit) => commit,
+        None => sqlx::query_scalar(
+            tables.sql("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events"),
+        )
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(failed("read log head"))?,
+    };
+    let recorded_at_time = Utc::now().trunc_subsecs(6);
+    let recorded_at = micros(recorded_at_time);
+    let commit_position = u64::try_from(commit).unwrap_or(0);
+    let signer = ChainSigner::new(keys);
+    let rows = chained_rows(&signer, batch, &heads, commit, recorded_at);
+    insert_rows(
+        tables,
+        connection,
+        &rows,
+        commit,
+        recorded_at,
+        signer.format().column(),
+    )
+    .await?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut row_positions = rows.iter().map(|(.., position)| *position);
+    for (append, &(current, _)) in batch.iter().zip(&heads) {
+        let positions: Vec<LogPosition> = row_positions
+            .by_ref()
+            .take(append.events.len())
+            .map(|position| LogPosition::new(commit_position, u64::try_from(position).unwrap_or(0)))
+            .collect();
+        results.push(AppendResult {
+            first_version: current + 1,
+            last_version: current + append.events.len() as u64,
+            position: positions.last().copied().unwrap_or_default(),
+            positions,
+            recorded_at: recorded_at_time,
+        });
+    }
+    Ok(results)
+}
+
+/// Each stream's head (version and link), checked against the append's
+/// expectations; and the log's next position when the first stream's read
+/// could bring it along (each statement is a round trip to SQLite's worker
+/// thread).
+async fn check_heads(
+    tables: &TableNames,
+    connection: &mut SqliteConnection,
+    batch: &[StreamAppend],
+) -> Result<(Vec<(u64, EventHash)>, Option<i64>)> {
     let mut heads = Vec::with_capacity(batch.len());
-    // The first stream's head and the log's head come in one statement:
-    // each statement is a round trip to SQLite's worker thread.
     let mut log_head: Option<i64> = None;
     for append in batch {
         // A stream belongs to the tenant its events name (a tenant handle
@@ -233,27 +283,26 @@ pub(super) async fn append_in(
         heads.push((current, link));
     }
 
-    let commit: i64 = match log_head {
-        Some(commit) => commit,
-        None => sqlx::query_scalar(
-            tables.sql("SELECT COALESCE(MAX(position), 0) + 1 FROM annals_events"),
-        )
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(failed("read log head"))?,
-    };
-    let recorded_at_time = Utc::now().trunc_subsecs(6);
-    let recorded_at = micros(recorded_at_time);
-    let commit_position = u64::try_from(commit).unwrap_or(0);
-    // Every row of the batch, in order, with its position and link, then
-    // inserted a chunk at a time with one multi-row statement each. The
-    // positions are given, not left to AUTOINCREMENT, because links cover
-    // them: the writer holds the write lock, and the log's head is `commit`.
-    let signer = ChainSigner::new(keys);
-    let chain_key = signer.format().column();
+    Ok((heads, log_head))
+}
+
+/// A row to insert: its stream's append, version, event, headers JSON,
+/// link and position.
+type ChainedRow<'a> = (&'a StreamAppend, u64, &'a NewEvent, String, EventHash, i64);
+
+/// Every row of the batch, in order, with its position and link. The
+/// positions are given, not left to AUTOINCREMENT, because links cover
+/// them: the writer holds the write lock, and the log's head is `commit`.
+fn chained_rows<'a>(
+    signer: &ChainSigner<'_>,
+    batch: &'a [StreamAppend],
+    heads: &[(u64, EventHash)],
+    commit: i64,
+    recorded_at: i64,
+) -> Vec<ChainedRow<'a>> {
     let mut rows = Vec::new();
     let mut position = commit;
-    for (append, &(current, head_link)) in batch.iter().zip(&heads) {
+    for (append, &(current, head_link)) in batch.iter().zip(heads) {
         let mut link = head_link;
         for (offset, event) in append.events.iter().enumerate() {
             let version = current + 1 + offset as u64;
@@ -271,6 +320,19 @@ pub(super) async fn append_in(
             position += 1;
         }
     }
+    rows
+}
+
+/// Inserts the rows a chunk at a time, one multi-row statement each; a
+/// failure names the event id already stored, if that was the cause.
+async fn insert_rows(
+    tables: &TableNames,
+    connection: &mut SqliteConnection,
+    rows: &[ChainedRow<'_>],
+    commit: i64,
+    recorded_at: i64,
+    chain_key: Option<i16>,
+) -> Result<()> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut insert = QueryBuilder::<Sqlite>::new(tables.rename(
             "INSERT INTO annals_events (position, commit_id, event_id, stream_id, version, \
@@ -310,23 +372,7 @@ pub(super) async fn append_in(
             return Err(insert_error(error, stored));
         }
     }
-    let mut results = Vec::with_capacity(batch.len());
-    let mut row_positions = rows.iter().map(|(.., position)| *position);
-    for (append, &(current, _)) in batch.iter().zip(&heads) {
-        let positions: Vec<LogPosition> = row_positions
-            .by_ref()
-            .take(append.events.len())
-            .map(|position| LogPosition::new(commit_position, u64::try_from(position).unwrap_or(0)))
-            .collect();
-        results.push(AppendResult {
-            first_version: current + 1,
-            last_version: current + append.events.len() as u64,
-            position: positions.last().copied().unwrap_or_default(),
-            positions,
-            recorded_at: recorded_at_time,
-        });
-    }
-    Ok(results)
+    Ok(())
 }
 
 /// Events per multi-row insert: 14 parameters each, well below SQLite's
