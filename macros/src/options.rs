@@ -68,7 +68,28 @@ pub(crate) fn parse(
         };
         if let Some(problem) = problem {
             errors.error_at(&meta.path, problem);
-            return skip_value(meta.input);
+            // `annals::events(...)` for `events(...)`: reported, then read
+            // as what it plainly means, so the option's absence does not
+            // cause a second error.
+            let meant = meta
+                .path
+                .segments
+                .last()
+                .map(|segment| segment.ident.to_string());
+            match meant {
+                Some(meant)
+                    if key.is_none()
+                        && site.accepted.contains(&meant.as_str())
+                        && !seen.contains(&meant) =>
+                {
+                    seen.push(meant.clone());
+                    if on_option(&meant, &meta).is_err() {
+                        return skip_value(meta.input);
+                    }
+                    return Ok(());
+                }
+                _ => return skip_value(meta.input),
+            }
         }
         let key = key.unwrap_or_default();
         seen.push(key.clone());
@@ -87,7 +108,7 @@ pub(crate) fn parse(
 }
 
 /// Skips the rest of one option's tokens, up to the next top-level comma.
-fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
+pub(crate) fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
     while !input.is_empty() && !input.peek(Token![,]) {
         input.parse::<proc_macro2::TokenTree>()?;
     }

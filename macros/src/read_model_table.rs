@@ -66,12 +66,15 @@ pub(crate) fn parse(
             diagnostics.push(meta.error(
                 "`table` takes a parenthesised list, like `table(name = \"users\", columns(id = \"text\"), primary_key(id))`",
             ));
+            // The rest of the option is not read as further options.
+            let _ = options::skip_value(meta.input);
             return None;
         }
     };
     let mut name: Option<LitStr> = None;
     let mut columns: Vec<Column> = Vec::new();
     let mut primary_key: Vec<Ident> = Vec::new();
+    let mut primary_key_given = false;
     let mut indexes: Vec<Vec<Ident>> = Vec::new();
     let mut declared: Vec<Ident> = Vec::new();
     let mut column_errors: Vec<syn::Error> = Vec::new();
@@ -90,9 +93,20 @@ pub(crate) fn parse(
             }
             "columns" => {
                 meta.parse_nested_meta(|column| {
-                    let ident = column.path.get_ident().cloned().ok_or_else(|| {
-                        column.error("a column is a plain name, like `user_id = \"text\"`")
-                    })?;
+                    // A path is reported and read as its last name, so the
+                    // column still counts as declared.
+                    let ident = match column.path.get_ident() {
+                        Some(ident) => ident.clone(),
+                        None => {
+                            column_errors.push(
+                                column.error("a column is a plain name, like `user_id = \"text\"`"),
+                            );
+                            match column.path.segments.last() {
+                                Some(segment) => segment.ident.clone(),
+                                None => return options::skip_value(column.input),
+                            }
+                        }
+                    };
                     let literal =
                         options::string(&column, &ident.to_string(), "user_id = \"text\"")?;
                     // A bad type is reported and the column still counts as
@@ -115,7 +129,10 @@ pub(crate) fn parse(
                     Ok(())
                 })?;
             }
-            "primary_key" => primary_key = column_list(meta)?,
+            "primary_key" => {
+                primary_key_given = true;
+                primary_key = column_list(meta)?;
+            }
             _ => indexes.push(column_list(meta)?),
         }
         Ok(())
@@ -123,13 +140,16 @@ pub(crate) fn parse(
     for error in column_errors {
         problems.push(error);
     }
-    let known = |ident: &Ident| declared.contains(ident);
-    for ident in primary_key.iter().chain(indexes.iter().flatten()) {
-        if !known(ident) {
-            problems.error_at(
-                ident,
-                format!("`{ident}` is not one of this table's columns"),
-            );
+    // With no columns declared, that is the one error: every key and index
+    // column would be unknown too.
+    if !declared.is_empty() {
+        for ident in primary_key.iter().chain(indexes.iter().flatten()) {
+            if !declared.contains(ident) {
+                problems.error_at(
+                    ident,
+                    format!("`{ident}` is not one of this table's columns"),
+                );
+            }
         }
     }
     for ident in &primary_key {
@@ -149,7 +169,7 @@ pub(crate) fn parse(
             "`table` needs `columns(name = \"type\", ...)`",
         ));
     }
-    if primary_key.is_empty() {
+    if !primary_key_given {
         problems.push(syn::Error::new(
             span,
             "`table` needs `primary_key(...)`: read models are upserted by key",
@@ -195,6 +215,14 @@ fn column_type(literal: &LitStr) -> syn::Result<(&'static str, bool)> {
 
 fn column_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<Ident>> {
     let mut idents = Vec::new();
+    // `primary_key()`: said plainly, rather than the parser's "unexpected
+    // end of input".
+    if let Ok(group) = meta.input.fork().parse::<proc_macro2::Group>()
+        && group.stream().is_empty()
+    {
+        meta.input.parse::<proc_macro2::Group>()?;
+        return Err(meta.error("name at least one column"));
+    }
     meta.parse_nested_meta(|column| {
         let ident = column
             .path

@@ -1,0 +1,18 @@
+#![allow(dead_code, unused_variables)]
+
+#[annals::event(name = "iam.tenant.created")]
+struct TenantCreated {
+    name: String,
+}
+
+struct Directory;
+
+#[annals::projection(
+    name = "directory",
+    table(name = "tenant_directory", columns(id = "text"), primary_key(id), index(sql::id)),
+)]
+impl Directory {
+    fn created(&mut self, event: &TenantCreated) {}
+}
+
+fn main() {}
