@@ -75,35 +75,52 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     })
 }
 
+/// The options as written, before any check.
+#[derive(Default)]
+struct AggregateOptions {
+    name: Option<LitStr>,
+    /// The listed event types and the span of `events`.
+    events: Option<(Vec<Type>, Span)>,
+    /// `events` was written, even if malformed (and reported).
+    events_given: bool,
+    snapshot_every: Option<(u64, Span)>,
+    snapshot_version: Option<(u32, Span)>,
+    event_enum: Option<Ident>,
+}
+
+/// The aggregate's options, parsed and then checked.
 fn parse_model(
     args: TokenStream,
     ident: &Ident,
     diagnostics: &mut Diagnostics,
 ) -> Option<AggregateModel> {
-    let mut name: Option<LitStr> = None;
-    let mut events: Option<(Vec<Type>, Span)> = None;
-    let mut events_given = false;
-    let mut snapshot_every = None;
-    let mut snapshot_version = None;
-    let mut event_enum = None;
+    let written = parse_options(args, diagnostics);
+    check_options(written, ident, diagnostics)
+}
+
+/// Reads the options into their typed values; syntax errors are recorded.
+fn parse_options(args: TokenStream, diagnostics: &mut Diagnostics) -> AggregateOptions {
+    let mut written = AggregateOptions::default();
     options::parse(args, SITE, diagnostics, |key, meta| {
         match key {
-            "name" => name = Some(options::string(meta, key, "name = \"user\"")?),
+            "name" => written.name = Some(options::string(meta, key, "name = \"user\"")?),
             "snapshot_every" => {
-                snapshot_every = Some(options::integer::<u64>(meta, key, "snapshot_every = 100")?)
+                written.snapshot_every =
+                    Some(options::integer::<u64>(meta, key, "snapshot_every = 100")?)
             }
             "snapshot_version" => {
-                snapshot_version = Some(options::integer::<u32>(meta, key, "snapshot_version = 2")?)
+                written.snapshot_version =
+                    Some(options::integer::<u32>(meta, key, "snapshot_version = 2")?)
             }
             "event_enum" => {
                 let path = options::path(meta, key, "event_enum = UserEvents")?;
                 let enum_ident = path.get_ident().cloned().ok_or_else(|| {
                     syn::Error::new_spanned(&path, "`event_enum` takes a plain name")
                 })?;
-                event_enum = Some(enum_ident);
+                written.event_enum = Some(enum_ident);
             }
             _ => {
-                events_given = true;
+                written.events_given = true;
                 let span = meta.path.span();
                 if !meta.input.peek(syn::token::Paren) {
                     return Err(meta.error(
@@ -113,12 +130,30 @@ fn parse_model(
                 let content;
                 syn::parenthesized!(content in meta.input);
                 let list = content.parse_terminated(Type::parse_event_type, Token![,])?;
-                events = Some((list.into_iter().collect(), span));
+                written.events = Some((list.into_iter().collect(), span));
             }
         }
         Ok(())
     });
+    written
+}
 
+/// Checks the written options against the rules (names, a non-empty list
+/// of distinct events, versions from 1) and fills in the defaults; `None`
+/// when there is nothing to generate.
+fn check_options(
+    written: AggregateOptions,
+    ident: &Ident,
+    diagnostics: &mut Diagnostics,
+) -> Option<AggregateModel> {
+    let AggregateOptions {
+        name,
+        events,
+        events_given,
+        snapshot_every,
+        snapshot_version,
+        event_enum,
+    } = written;
     let name = match &name {
         Some(literal) => {
             let value = literal.value();

@@ -195,6 +195,8 @@ fn take_event_attrs(attrs: &mut Vec<Attribute>, diagnostics: &mut Diagnostics) -
     args
 }
 
+/// The `#[event(...)]` options of a type or variant, parsed and then
+/// checked; `default_name` (at `default_span`) when none is given.
 fn parse_identity(
     args: TokenStream,
     site: Site,
@@ -202,9 +204,30 @@ fn parse_identity(
     default_span: Span,
     diagnostics: &mut Diagnostics,
 ) -> EventIdentity {
+    let (name, version, upcasts) = parse_identity_options(args, site, diagnostics);
+    check_identity(
+        name,
+        version,
+        upcasts,
+        default_name,
+        default_span,
+        diagnostics,
+    )
+}
+
+/// An upcast as written, with the span of its `upcast` keyword.
+type WrittenUpcast = (Upcast, Span);
+
+/// Reads the name, version and upcasts as written; syntax errors (and an
+/// upcast missing a part) are recorded.
+fn parse_identity_options(
+    args: TokenStream,
+    site: Site,
+    diagnostics: &mut Diagnostics,
+) -> (Option<LitStr>, Option<(u32, Span)>, Vec<WrittenUpcast>) {
     let mut name: Option<LitStr> = None;
     let mut version: Option<(u32, Span)> = None;
-    let mut upcasts: Vec<(Upcast, Span)> = Vec::new();
+    let mut upcasts: Vec<WrittenUpcast> = Vec::new();
     let mut nested = Diagnostics::default();
     options::parse(args, site, diagnostics, |key, meta| {
         match key {
@@ -216,55 +239,78 @@ fn parse_identity(
                 )?)
             }
             "version" => version = Some(options::integer(meta, key, "version = 2")?),
-            _ => {
-                let span = meta.path.span();
-                let mut from = None;
-                let mut kind = None;
-                let content;
-                syn::parenthesized!(content in meta.input);
-                let tokens: TokenStream = content.parse()?;
-                let mut own = Diagnostics::default();
-                options::parse(tokens, UPCAST_SITE, &mut own, |key, meta| {
-                    match key {
-                        "from" => from = Some(options::integer::<u32>(meta, key, "from = 1")?.0),
-                        "json" => {
-                            kind = Some(UpcastKind::Json(options::path(
-                                meta,
-                                key,
-                                "json = upcast_v1",
-                            )?))
-                        }
-                        _ => {
-                            kind = Some(UpcastKind::Typed(options::path(
-                                meta,
-                                key,
-                                "typed = from_v1",
-                            )?))
-                        }
-                    }
-                    Ok(())
-                });
-                if let Some(error) = own.into_error() {
-                    // Its own errors say enough; do not add "needs ..." on top.
-                    nested.push(error);
-                    return Ok(());
-                }
-                match (from, kind) {
-                    (Some(from), Some(kind)) => upcasts.push((Upcast { from, kind }, span)),
-                    (None, _) => nested.push(syn::Error::new(span, "`upcast` needs `from = <older version>`")),
-                    (_, None) => nested.push(syn::Error::new(
-                        span,
-                        "`upcast` needs `json = <fn(Value) -> Value>` or `typed = <fn(OldType) -> Self>`",
-                    )),
-                }
-            }
+            _ => parse_upcast(meta, &mut upcasts, &mut nested)?,
         }
         Ok(())
     });
     if let Some(error) = nested.into_error() {
         diagnostics.push(error);
     }
+    (name, version, upcasts)
+}
 
+/// One `upcast(from = N, json = f)` / `upcast(from = N, typed = f)`.
+fn parse_upcast(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    upcasts: &mut Vec<WrittenUpcast>,
+    nested: &mut Diagnostics,
+) -> syn::Result<()> {
+    let span = meta.path.span();
+    let mut from = None;
+    let mut kind = None;
+    let content;
+    syn::parenthesized!(content in meta.input);
+    let tokens: TokenStream = content.parse()?;
+    let mut own = Diagnostics::default();
+    options::parse(tokens, UPCAST_SITE, &mut own, |key, meta| {
+        match key {
+            "from" => from = Some(options::integer::<u32>(meta, key, "from = 1")?.0),
+            "json" => {
+                kind = Some(UpcastKind::Json(options::path(
+                    meta,
+                    key,
+                    "json = upcast_v1",
+                )?))
+            }
+            _ => {
+                kind = Some(UpcastKind::Typed(options::path(
+                    meta,
+                    key,
+                    "typed = from_v1",
+                )?))
+            }
+        }
+        Ok(())
+    });
+    if let Some(error) = own.into_error() {
+        // Its own errors say enough; do not add "needs ..." on top.
+        nested.push(error);
+        return Ok(());
+    }
+    match (from, kind) {
+        (Some(from), Some(kind)) => upcasts.push((Upcast { from, kind }, span)),
+        (None, _) => nested.push(syn::Error::new(
+            span,
+            "`upcast` needs `from = <older version>`",
+        )),
+        (_, None) => nested.push(syn::Error::new(
+            span,
+            "`upcast` needs `json = <fn(Value) -> Value>` or `typed = <fn(OldType) -> Self>`",
+        )),
+    }
+    Ok(())
+}
+
+/// Checks the name (the runtime's rules), the version (from 1) and the
+/// upcasts (older than the version, one per version read).
+fn check_identity(
+    name: Option<LitStr>,
+    version: Option<(u32, Span)>,
+    upcasts: Vec<WrittenUpcast>,
+    default_name: &str,
+    default_span: Span,
+    diagnostics: &mut Diagnostics,
+) -> EventIdentity {
     let (name, name_span) = match &name {
         Some(literal) => (literal.value(), literal.span()),
         None => (default_name.to_owned(), default_span),

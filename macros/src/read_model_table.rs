@@ -71,6 +71,27 @@ pub(crate) fn parse(
             return None;
         }
     };
+    let written = parse_table_options(content);
+    check_table(written, span, diagnostics)
+}
+
+/// A `table(...)` as written, before the checks that span its options.
+struct WrittenTable {
+    name: Option<LitStr>,
+    /// The columns whose type is known.
+    columns: Vec<Column>,
+    /// Every column named, whatever its type.
+    declared: Vec<Ident>,
+    primary_key: Vec<Ident>,
+    /// `primary_key(...)` was written, even if empty (and reported).
+    primary_key_given: bool,
+    indexes: Vec<Vec<Ident>>,
+    /// Problems found while reading: syntax, names, types, duplicates.
+    problems: Diagnostics,
+}
+
+/// Reads the table's options into their typed values.
+fn parse_table_options(content: proc_macro2::TokenStream) -> WrittenTable {
     let mut name: Option<LitStr> = None;
     let mut columns: Vec<Column> = Vec::new();
     let mut primary_key: Vec<Ident> = Vec::new();
@@ -140,6 +161,34 @@ pub(crate) fn parse(
     for error in column_errors {
         problems.push(error);
     }
+    WrittenTable {
+        name,
+        columns,
+        declared,
+        primary_key,
+        primary_key_given,
+        indexes,
+        problems,
+    }
+}
+
+/// Checks what spans the options (keys and indexes name declared columns,
+/// keys are not nullable, the required options are there) and builds the
+/// model; `None`, with the problems recorded, when the table is wrong.
+fn check_table(
+    written: WrittenTable,
+    span: proc_macro2::Span,
+    diagnostics: &mut Diagnostics,
+) -> Option<TableModel> {
+    let WrittenTable {
+        name,
+        columns,
+        declared,
+        primary_key,
+        primary_key_given,
+        indexes,
+        mut problems,
+    } = written;
     // With no columns declared, that is the one error: every key and index
     // column would be unknown too.
     if !declared.is_empty() {
