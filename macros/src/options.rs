@@ -83,7 +83,8 @@ pub(crate) fn parse(
                         && !seen.contains(&meant) =>
                 {
                     seen.push(meant.clone());
-                    if on_option(&meant, &meta).is_err() {
+                    if let Err(error) = on_option(&meant, &meta) {
+                        errors.push(error);
                         return skip_value(meta.input);
                     }
                     return Ok(());
