@@ -55,10 +55,6 @@ fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> crate::Error {
     crate::store::row::failed("sqlite", operation)
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
 fn time(micros: Option<i64>) -> Option<DateTime<Utc>> {
     micros.and_then(DateTime::from_timestamp_micros)
 }
@@ -121,7 +117,7 @@ pub(crate) async fn commit_in(
         .bind(to_i64(previous.sequence))
         .bind(to_i64(next.commit))
         .bind(to_i64(next.sequence))
-        .bind(micros(Utc::now()))
+        .bind(Utc::now().timestamp_micros())
         .bind(tenant)
         .execute(&mut *connection)
         .await
@@ -174,7 +170,7 @@ impl CheckpointStore for SqliteCheckpoints {
             .bind(name)
             .bind(to_i64(position.commit))
             .bind(to_i64(position.sequence))
-            .bind(micros(Utc::now()))
+            .bind(Utc::now().timestamp_micros())
             .bind(&self.tenant)
             .execute(&self.pool)
             .await
@@ -188,8 +184,8 @@ impl CheckpointStore for SqliteCheckpoints {
         let row: Option<(i64, i64, i64)> = sqlx::query_as(self.tables.sql(ACQUIRE))
             .bind(name)
             .bind(owner)
-            .bind(micros(now))
-            .bind(micros(expires_at))
+            .bind(now.timestamp_micros())
+            .bind(expires_at.timestamp_micros())
             .bind(&self.tenant)
             .fetch_optional(&self.pool)
             .await
@@ -211,8 +207,8 @@ impl CheckpointStore for SqliteCheckpoints {
             .bind(&lease.name)
             .bind(&lease.owner)
             .bind(to_i64(lease.generation))
-            .bind(micros(now))
-            .bind(micros(expires_at))
+            .bind(now.timestamp_micros())
+            .bind(expires_at.timestamp_micros())
             .bind(&self.tenant)
             .execute(&self.pool)
             .await

@@ -17,7 +17,7 @@ use crate::store::row::to_i64;
 use crate::store::table_names::TableNames;
 use crate::store::{AppendResult, StreamAppend};
 
-use super::{BACKEND, SqliteEventStore, failed, micros};
+use super::{BACKEND, SqliteEventStore, failed};
 
 impl SqliteEventStore {
     /// Appends and applies an inline `projection` to the new events in the
@@ -179,7 +179,7 @@ pub(super) async fn append_in(
         .map_err(failed("read log head"))?,
     };
     let recorded_at_time = Utc::now().trunc_subsecs(6);
-    let recorded_at = micros(recorded_at_time);
+    let recorded_at = recorded_at_time.timestamp_micros();
     let commit_position = u64::try_from(commit).unwrap_or(0);
     let signer = ChainSigner::new(keys);
     let rows = chained_rows(&signer, batch, &heads, commit, recorded_at);

@@ -5,7 +5,7 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use super::snapshots::field;
-use super::{BACKEND, SqliteEventStore, failed, micros};
+use super::{BACKEND, SqliteEventStore, failed};
 use crate::error::{Error, Result};
 use crate::store::row::to_i64;
 use crate::store::stream::StreamId;
@@ -29,7 +29,7 @@ impl DeadLetterStore for SqliteDeadLetters {
         .bind(&letter.event_type)
         .bind(&letter.error)
         .bind(i64::from(letter.attempts))
-        .bind(micros(letter.failed_at))
+        .bind(letter.failed_at.timestamp_micros())
         .bind(self.0.own_tenant())
         .execute(&self.0.pool)
         .await

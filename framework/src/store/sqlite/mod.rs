@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::Mutex;
@@ -184,10 +184,6 @@ impl SqliteEventStore {
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     super::row::failed(BACKEND, operation)
-}
-
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
 }
 
 #[async_trait]

@@ -9,7 +9,7 @@ use crate::event::envelope::RecordedEvent;
 use crate::store::EventQuery;
 use crate::store::row::{RowIdentity, StoredRow};
 
-use super::{SqliteEventStore, failed, micros};
+use super::{SqliteEventStore, failed};
 
 impl SqliteEventStore {
     pub(super) async fn fetch_events(
@@ -79,10 +79,12 @@ pub(super) fn push_filters(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
         sql.push(")");
     }
     if let Some(from) = query.recorded_from {
-        sql.push(" AND recorded_at >= ").push_bind(micros(from));
+        sql.push(" AND recorded_at >= ")
+            .push_bind(from.timestamp_micros());
     }
     if let Some(until) = query.recorded_until {
-        sql.push(" AND recorded_at < ").push_bind(micros(until));
+        sql.push(" AND recorded_at < ")
+            .push_bind(until.timestamp_micros());
     }
     if let Some(tenant) = &query.tenant_id {
         sql.push(" AND tenant_id = ").push_bind(tenant.clone());

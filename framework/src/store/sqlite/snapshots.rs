@@ -5,7 +5,7 @@ use chrono::DateTime;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite};
 
-use super::{BACKEND, SqliteEventStore, failed, micros};
+use super::{BACKEND, SqliteEventStore, failed};
 use crate::aggregate::snapshot::{RetentionPolicy, Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
 use crate::store::row::to_i64;
@@ -29,7 +29,7 @@ impl SnapshotStore for SqliteSnapshots {
         .bind(i64::from(snapshot.snapshot_version))
         .bind(i64::from(snapshot.encoding))
         .bind(&snapshot.data)
-        .bind(micros(snapshot.taken_at))
+        .bind(snapshot.taken_at.timestamp_micros())
         .execute(&self.0.pool)
         .await
         .map_err(failed("save snapshot"))?;
@@ -54,7 +54,7 @@ impl SnapshotStore for SqliteSnapshots {
         let keep_last = policy
             .keep_last
             .map(|keep| i64::try_from(keep).unwrap_or(i64::MAX));
-        let cutoff = policy.cutoff().map(micros);
+        let cutoff = policy.cutoff().map(|at| at.timestamp_micros());
         let result = sqlx::query(
             self.0.tables.sql("DELETE FROM annals_snapshots WHERE (tenant_id, stream_id, version) IN ( \
                 SELECT tenant_id, stream_id, version FROM ( \
