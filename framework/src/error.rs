@@ -278,8 +278,7 @@ pub enum Error {
     },
 
     /// A background task did not end normally: it panicked, or its runtime
-    /// shut down under it. Nothing after its last committed batch was
-    /// stored.
+    /// shut down under it.
     #[error("the {task} `{name}` failed")]
     TaskFailed {
         /// `subscription`, `projection`, `replay` (or `projection prefetch`,

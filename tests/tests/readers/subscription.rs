@@ -286,3 +286,67 @@ async fn every_runner_speaks_the_task_handle_vocabulary() {
     let (_, summary) = replay.finish().await.expect("the replay's output");
     assert_eq!(summary.state, ReplayState::Completed);
 }
+
+/// A runner whose task panics reports `Error::TaskFailed` naming it from
+/// `stop`; a replay whose handle is dropped runs on to its end, and
+/// `Replays::status` tells it (the task module's docs say both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_task_is_task_failed_and_a_dropped_replay_runs_on() {
+    use annals::prelude::*;
+    use annals::replay::{ReplayState, Replays};
+    use annals::subscription::{EventSink, Subscription};
+    use annals_tests::domain::{TenantCreated, TenantDirectory};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    struct Panics;
+    #[annals::async_trait]
+    impl EventSink for Panics {
+        async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+            panic!("the sink panicked");
+        }
+    }
+
+    let store = Arc::new(InMemoryEventStore::new());
+    store
+        .append(
+            &StreamId::new("tenant-1").expect("stream"),
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::from_event(&TenantCreated {
+                    name: "Acme".into(),
+                })
+                .expect("event"),
+            ],
+        )
+        .await
+        .expect("append");
+
+    let subscription = Subscription::new(store.clone(), "panicky").start(Panics);
+    let ended = tokio::time::timeout(Duration::from_secs(30), subscription.wait_until(|_| false))
+        .await
+        .expect("the task ends when its sink panics");
+    assert!(matches!(ended, Err(Error::TaskStopped { .. })), "{ended:?}");
+    let stopped = subscription.stop().await;
+    assert!(
+        matches!(&stopped, Err(Error::TaskFailed { task: "subscription", name, .. }) if name == "panicky"),
+        "{stopped:?}"
+    );
+
+    let replays = Replays::new();
+    let handle = replays.project(store.clone(), TenantDirectory::default(), EventQuery::new());
+    let id = handle.id();
+    drop(handle);
+    let finished = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(progress) = replays.status(id).filter(|p| p.is_finished()) {
+                return progress;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the replay finishes without its handle");
+    assert_eq!((finished.state, finished.done), (ReplayState::Completed, 1));
+}
