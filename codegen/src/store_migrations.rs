@@ -143,6 +143,11 @@ const POSTGRES: &[Step] = &[
         name: "forgotten_subjects",
         template: include_str!("../templates/postgres/0018_forgotten_subjects.sql"),
     },
+    Step {
+        version: 19,
+        name: "event_tags",
+        template: include_str!("../templates/postgres/0019_event_tags.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -205,6 +210,11 @@ const SQLITE: &[Step] = &[
         version: 12,
         name: "tenant_streams",
         template: include_str!("../templates/sqlite/0012_tenant_streams.sql"),
+    },
+    Step {
+        version: 13,
+        name: "event_tags",
+        template: include_str!("../templates/sqlite/0013_event_tags.sql"),
     },
 ];
 

@@ -76,6 +76,24 @@ pub enum Error {
         found_event: Option<uuid::Uuid>,
     },
 
+    /// An append's condition did not hold: an event matching one of its
+    /// criteria was recorded after the position the caller decided at.
+    /// Nothing of the append was written; read again and decide again.
+    #[error(
+        "the append to stream `{stream}` was refused: an event {criterion} was recorded at {found}, after {}",
+        after.map_or_else(|| "the start of the log".to_owned(), |position| position.to_string())
+    )]
+    AppendConditionFailed {
+        /// The stream whose append carried the condition.
+        stream: String,
+        /// The criterion the event matched.
+        criterion: String,
+        /// The position the condition counted from.
+        after: Option<crate::store::position::LogPosition>,
+        /// The matching event's position (in the stream's tenant).
+        found: crate::store::position::LogPosition,
+    },
+
     /// A stored event could not be read back: its payload or metadata is not
     /// valid JSON, or a column holds a value out of range.
     #[error(
@@ -311,12 +329,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// `true` for [`Error::VersionConflict`] and [`Error::HistoryMismatch`]:
-    /// the stream is not where the caller thought; reload and decide again.
+    /// `true` for [`Error::VersionConflict`], [`Error::HistoryMismatch`]
+    /// and [`Error::AppendConditionFailed`]: the store is not where the
+    /// caller thought; reload and decide again.
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            Error::VersionConflict { .. } | Error::HistoryMismatch { .. }
+            Error::VersionConflict { .. }
+                | Error::HistoryMismatch { .. }
+                | Error::AppendConditionFailed { .. }
         )
     }
 

@@ -221,6 +221,7 @@ pub fn recorded<E: Event>(event: &E, version: u64, metadata: Metadata) -> Record
         payload,
         metadata,
         recorded_at: Utc::now(),
+        tags: event.tags(),
     }
 }
 

@@ -43,6 +43,9 @@ macro_rules! conformance_suite {
             nul_characters_are_refused_naming_the_field,
             checkpoints_refuse_positions_they_cannot_store,
             leases_give_each_reader_one_owner_and_fence_the_last,
+            tags_are_stored_read_and_queried,
+            append_conditions_refuse_what_the_caller_decided_against,
+            racing_conditional_appends_exactly_one_wins,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1641,6 +1644,293 @@ pub async fn leases_give_each_reader_one_owner_and_fence_the_last(t: &TestStore)
             .await,
         Err(Error::LeaseLost { .. })
     ));
+}
+
+/// Events keep their tags, in order, and queries find them by tag (with
+/// other conditions, and within their tenant).
+pub async fn tags_are_stored_read_and_queried(t: &TestStore) {
+    let acme = tenant_for(t, "acme");
+    let tagged = |n: usize, tags: &[&str]| {
+        numbered(n)
+            .with_tags(tags.iter().copied())
+            .with_metadata(Metadata::new().with_tenant(acme))
+    };
+    let id = stream("tagged-1");
+    append(
+        t,
+        &id,
+        ExpectedVersion::NoStream,
+        vec![
+            tagged(1, &["email:ada@example.test", "role:admin"]),
+            tagged(2, &[]),
+            tagged(3, &["role:admin"]),
+        ],
+    )
+    .await;
+    let stored = t.store.load_stream(&id).await.expect("read");
+    let tags: Vec<Vec<String>> = stored.iter().map(|event| event.tags.clone()).collect();
+    assert_eq!(
+        tags,
+        [
+            vec!["email:ada@example.test".to_owned(), "role:admin".to_owned()],
+            vec![],
+            vec!["role:admin".to_owned()],
+        ]
+    );
+    let from_log = read_all_in_batches(t, LogPosition::START, 10, 3).await;
+    assert!(
+        from_log.iter().any(|event| event.tags == stored[0].tags),
+        "the global log carries tags"
+    );
+
+    let admins = t
+        .store
+        .query(&EventQuery::new().tag("role:admin"))
+        .await
+        .expect("query by tag");
+    let numbers: Vec<u64> = admins.events.iter().map(|event| event.version).collect();
+    assert_eq!(numbers, [1, 3]);
+    let both = EventQuery::new()
+        .tag("role:admin")
+        .tag("email:ada@example.test");
+    assert_eq!(t.store.count(&both).await.expect("count"), 1);
+    let none = EventQuery::new().tag("role:admin").event_type("test.other");
+    assert_eq!(t.store.count(&none).await.expect("count"), 0);
+
+    if t.store.tenant().is_none() {
+        // Another tenant's event with the same tag is found by a query for
+        // its tenant only.
+        let globex = numbered(9)
+            .with_tags(["role:admin"])
+            .with_metadata(Metadata::new().with_tenant("globex"));
+        append(
+            t,
+            &stream("tagged-2"),
+            ExpectedVersion::NoStream,
+            vec![globex],
+        )
+        .await;
+        let query = EventQuery::new().tag("role:admin").tenant("acme");
+        assert_eq!(t.store.count(&query).await.expect("count"), 2);
+    }
+
+    for bad in ["", "line\nbreak", &"t".repeat(257)] {
+        let refused = t
+            .store
+            .append(
+                &stream("tagged-3"),
+                ExpectedVersion::Any,
+                vec![numbered(1).with_tags([bad])],
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(Error::InvalidInput { field: "tag", .. })),
+            "{bad:?}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        t.store
+            .stream_version(&stream("tagged-3"))
+            .await
+            .expect("version"),
+        0
+    );
+}
+
+/// An append with a condition writes nothing when an event matching it was
+/// recorded after the caller's position, and names the criterion; events
+/// up to the position, of other types, missing a tag, or of another tenant
+/// do not count.
+pub async fn append_conditions_refuse_what_the_caller_decided_against(t: &TestStore) {
+    use annals::store::{AppendCondition, Criterion};
+    let acme = tenant_for(t, "acme");
+    let registered = |email: &str| {
+        event("iam.user.registered", json!({ "email": email }))
+            .with_tags([format!("email:{email}"), "kind:user".to_owned()])
+            .with_metadata(Metadata::new().with_tenant(acme))
+    };
+    let unique = |email: &str| {
+        AppendCondition::none_match(
+            Criterion::tagged([format!("email:{email}")]).of_types(["iam.user.registered"]),
+        )
+    };
+    let conditional = |id: &str, email: &str, condition: AppendCondition| {
+        StreamAppend::new(
+            stream(id),
+            ExpectedVersion::NoStream,
+            vec![registered(email)],
+        )
+        .with_condition(condition)
+    };
+
+    // Nothing matches yet: written.
+    let first = t
+        .store
+        .append_batch(vec![conditional(
+            "cond-1",
+            "ada@x.test",
+            unique("ada@x.test"),
+        )])
+        .await
+        .expect("no matching event yet");
+    let first_position = first[0].position;
+
+    // From the start of the log, the first registration counts: refused,
+    // naming the stream, the criterion and where the event is; the other
+    // stream of the batch is not written either.
+    let refused = t
+        .store
+        .append_batch(vec![
+            StreamAppend::new(
+                stream("cond-side"),
+                ExpectedVersion::NoStream,
+                vec![numbered(1)],
+            ),
+            conditional("cond-2", "ada@x.test", unique("ada@x.test")),
+        ])
+        .await;
+    match refused {
+        Err(Error::AppendConditionFailed {
+            stream: failed,
+            criterion,
+            after,
+            found,
+        }) => {
+            assert_eq!(failed, "cond-2");
+            assert!(criterion.contains("email:ada@x.test"), "{criterion}");
+            assert!(criterion.contains("iam.user.registered"), "{criterion}");
+            assert_eq!(after, None);
+            assert_eq!(found, first_position);
+        }
+        other => panic!("expected AppendConditionFailed, got {other:?}"),
+    }
+    for id in ["cond-2", "cond-side"] {
+        assert_eq!(
+            t.store.stream_version(&stream(id)).await.expect("version"),
+            0,
+            "{id}"
+        );
+    }
+
+    // Decided after the first registration: it no longer counts.
+    t.store
+        .append_batch(vec![conditional(
+            "cond-3",
+            "ada@x.test",
+            unique("ada@x.test").after(Some(first_position)),
+        )])
+        .await
+        .expect("the match is at or before the position");
+
+    // Other types, or events missing one of the criterion's tags, do not count.
+    let other_type = AppendCondition::none_match(
+        Criterion::tagged(["email:ada@x.test"]).of_types(["iam.user.removed"]),
+    );
+    let missing_tag =
+        AppendCondition::none_match(Criterion::tagged(["email:ada@x.test", "kind:robot"]));
+    for (id, condition) in [("cond-4", other_type), ("cond-5", missing_tag)] {
+        t.store
+            .append_batch(vec![conditional(id, "bob@x.test", condition)])
+            .await
+            .unwrap_or_else(|error| panic!("{id}: {error:?}"));
+    }
+    // Any of several criteria counts.
+    let either = AppendCondition::none_match(
+        annals::store::EventCriteria::new()
+            .or(Criterion::tagged(["email:nobody@x.test"]))
+            .or(Criterion::tagged(["email:bob@x.test", "kind:user"])),
+    );
+    let refused = t
+        .store
+        .append_batch(vec![conditional("cond-6", "carol@x.test", either)])
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::AppendConditionFailed { criterion, .. }) if criterion.contains("bob@x.test")),
+        "{refused:?}"
+    );
+
+    if t.store.tenant().is_none() {
+        // Another tenant's registration of the same address does not count.
+        let globex = event("iam.user.registered", json!({}))
+            .with_tags(["email:dan@x.test"])
+            .with_metadata(Metadata::new().with_tenant("globex"));
+        append(
+            t,
+            &stream("cond-globex"),
+            ExpectedVersion::NoStream,
+            vec![globex],
+        )
+        .await;
+        t.store
+            .append_batch(vec![conditional(
+                "cond-7",
+                "dan@x.test",
+                unique("dan@x.test"),
+            )])
+            .await
+            .expect("globex's event is not acme's");
+    }
+
+    // A condition no backend can lock on is refused before anything is
+    // written.
+    let untagged =
+        AppendCondition::none_match(Criterion::tagged(Vec::<String>::new()).of_types(["x"]));
+    let refused = t
+        .store
+        .append_batch(vec![conditional("cond-8", "erin@x.test", untagged)])
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::InvalidInput {
+                field: "append condition",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
+/// Sixteen writers register one address at once, each in its own stream,
+/// each on the condition that nobody has: exactly one wins, every round.
+pub async fn racing_conditional_appends_exactly_one_wins(t: &TestStore) {
+    use annals::store::{AppendCondition, Criterion};
+    let acme = tenant_for(t, "acme").to_owned();
+    for round in 0..5 {
+        let email = format!("email:race-{round}@x.test");
+        let writers = (0..16).map(|writer| {
+            let store = t.store.clone();
+            let email = email.clone();
+            let acme = acme.clone();
+            tokio::spawn(async move {
+                let registered = event("iam.user.registered", json!({ "writer": writer }))
+                    .with_tags([email.clone()])
+                    .with_metadata(Metadata::new().with_tenant(acme));
+                let append = StreamAppend::new(
+                    stream(&format!("racer-{round}-{writer}")),
+                    ExpectedVersion::NoStream,
+                    vec![registered],
+                )
+                .with_condition(AppendCondition::none_match(Criterion::tagged([email])));
+                store.append_batch(vec![append]).await
+            })
+        });
+        let mut wins = 0;
+        for outcome in futures_util::future::join_all(writers).await {
+            match outcome.expect("writer task") {
+                Ok(_) => wins += 1,
+                Err(Error::AppendConditionFailed { .. }) => {}
+                Err(other) => panic!("round {round}: unexpected error: {other:?}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one registration wins");
+        let stored = t
+            .store
+            .count(&EventQuery::new().tag(email.as_str()))
+            .await
+            .expect("count");
+        assert_eq!(stored, 1, "round {round}: one event carries the address");
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::event::metadata::Metadata;
 use crate::event::payload::Payload;
 use crate::event::{DecodeError, Event};
+use crate::store::condition::{MAX_TAGS_PER_EVENT, validate_tag};
 use crate::store::position::LogPosition;
 use crate::store::stream::StreamId;
 
@@ -38,6 +39,10 @@ pub struct NewEvent {
     pub payload: Payload,
     /// Context: correlation, causation, actor, tenant, trace, headers.
     pub metadata: Metadata,
+    /// What the event is about, for queries and append conditions
+    /// (`email:ada@example.test`); see [`crate::store::condition`].
+    /// `#[event(tags(...))]` fills them from the event's fields.
+    pub tags: Vec<String>,
 }
 
 impl NewEvent {
@@ -49,6 +54,7 @@ impl NewEvent {
             schema_version: 1,
             payload,
             metadata: Metadata::default(),
+            tags: Vec::new(),
         }
     }
 
@@ -75,7 +81,29 @@ impl NewEvent {
                 format!("cannot serialise `{}`: {error}", event.event_type()),
             )
         })?;
-        Ok(NewEvent::new(event.event_type(), payload).with_schema_version(event.schema_version()))
+        Ok(NewEvent::new(event.event_type(), payload)
+            .with_schema_version(event.schema_version())
+            .with_tags(event.tags()))
+    }
+
+    /// Adds tags (each kept once, in the order first given).
+    ///
+    /// ```
+    /// use annals::NewEvent;
+    ///
+    /// let event = NewEvent::json("iam.user.registered", &serde_json::json!({}))?
+    ///     .with_tags(["email:ada@example.test", "tenant:acme", "email:ada@example.test"]);
+    /// assert_eq!(event.tags, ["email:ada@example.test", "tenant:acme"]);
+    /// # Ok::<(), annals::Error>(())
+    /// ```
+    pub fn with_tags<T: Into<String>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
+        for tag in tags {
+            let tag = tag.into();
+            if !self.tags.contains(&tag) {
+                self.tags.push(tag);
+            }
+        }
+        self
     }
 
     /// Replaces the metadata.
@@ -96,33 +124,58 @@ impl NewEvent {
         self
     }
 
-    /// Checks the parts a store cannot repair: the type name.
+    /// Checks the parts a store cannot repair: the type name and the tags.
     pub(crate) fn validate(&self) -> Result<()> {
-        let name = &self.event_type;
-        if name.is_empty() {
+        validate_event_type(&self.event_type)?;
+        if self.tags.len() > MAX_TAGS_PER_EVENT {
             return Err(Error::invalid(
-                "event type",
-                "an event type name may not be empty",
-            ));
-        }
-        if name.len() > MAX_EVENT_TYPE_LEN {
-            return Err(Error::invalid(
-                "event type",
+                "tag",
                 format!(
-                    "event type `{}…` is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
-                    name.chars().take(32).collect::<String>(),
-                    name.len()
+                    "the `{}` event has {} tags; the limit is {MAX_TAGS_PER_EVENT}",
+                    self.event_type,
+                    self.tags.len()
                 ),
             ));
         }
-        if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Error::invalid(
-                "event type",
-                format!("event type {name:?} contains whitespace or a control character"),
-            ));
+        for (index, tag) in self.tags.iter().enumerate() {
+            validate_tag(tag)?;
+            if self.tags[..index].contains(tag) {
+                return Err(Error::invalid(
+                    "tag",
+                    format!("the `{}` event carries tag `{tag}` twice", self.event_type),
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// Checks an event type name: not empty, at most [`MAX_EVENT_TYPE_LEN`]
+/// bytes, no whitespace or control characters.
+pub(crate) fn validate_event_type(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(
+            "event type",
+            "an event type name may not be empty",
+        ));
+    }
+    if name.len() > MAX_EVENT_TYPE_LEN {
+        return Err(Error::invalid(
+            "event type",
+            format!(
+                "event type `{}…` is {} bytes long; the limit is {MAX_EVENT_TYPE_LEN}",
+                name.chars().take(32).collect::<String>(),
+                name.len()
+            ),
+        ));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid(
+            "event type",
+            format!("event type {name:?} contains whitespace or a control character"),
+        ));
+    }
+    Ok(())
 }
 
 /// An event as stored: the [`NewEvent`] plus where and when it was written.
@@ -146,6 +199,9 @@ pub struct RecordedEvent {
     pub metadata: Metadata,
     /// When the store recorded it (microsecond precision, UTC).
     pub recorded_at: DateTime<Utc>,
+    /// Its tags, as appended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl RecordedEvent {

@@ -61,6 +61,13 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Encodes the value as JSON.
     fn to_payload(&self) -> Result<Payload, serde_json::Error>;
 
+    /// The value's tags, for queries and append conditions (see
+    /// [`crate::store::condition`]); `#[event(tags(...))]` derives them
+    /// from fields. None by default.
+    fn tags(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Decodes a stored payload of the given type name and schema version,
     /// upcasting older versions.
     fn from_payload(

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::event::envelope::NewEvent;
+use crate::store::condition::AppendCondition;
 use crate::store::position::LogPosition;
 use crate::store::stream::{ExpectedVersion, StreamId};
 
@@ -23,6 +24,10 @@ pub struct StreamAppend {
     /// caller decided on, not only its length (see
     /// [`with_expected_head`](Self::with_expected_head)).
     pub expected_head: Option<uuid::Uuid>,
+    /// What must not have been recorded since the caller decided, checked
+    /// in the stream's tenant atomically with the append (see
+    /// [`with_condition`](Self::with_condition)).
+    pub condition: Option<AppendCondition>,
 }
 
 impl StreamAppend {
@@ -33,7 +38,18 @@ impl StreamAppend {
             expected,
             events,
             expected_head: None,
+            condition: None,
         }
+    }
+
+    /// Also requires that no event matching `condition`'s criteria was
+    /// recorded after its position, in this stream's tenant: checked
+    /// atomically with the append, which otherwise writes nothing and fails
+    /// with [`Error::AppendConditionFailed`]. See
+    /// [`condition`](crate::store::condition) for an example.
+    pub fn with_condition(mut self, condition: AppendCondition) -> Self {
+        self.condition = Some(condition);
+        self
     }
 
     /// Also requires the stream's newest event to be `event_id`: a caller
@@ -122,6 +138,7 @@ pub(crate) fn recorded_events(
                 payload: event.payload.clone(),
                 metadata: event.metadata.clone(),
                 recorded_at: result.recorded_at,
+                tags: event.tags.clone(),
             });
         }
     }
@@ -180,6 +197,9 @@ pub(crate) fn validate_batch(batch: &[StreamAppend]) -> Result<()> {
                     append.stream_id
                 ),
             ));
+        }
+        if let Some(condition) = &append.condition {
+            condition.validate()?;
         }
         if append.events.is_empty() {
             return Err(Error::invalid(

@@ -73,6 +73,22 @@ impl QueuedAppend {
     fn event_count(&self) -> usize {
         self.batch.iter().map(|append| append.events.len()).sum()
     }
+
+    /// The tags its events carry.
+    fn written_tags(&self) -> impl Iterator<Item = &str> {
+        self.batch
+            .iter()
+            .flat_map(|append| &append.events)
+            .flat_map(|event| event.tags.iter().map(String::as_str))
+    }
+
+    /// The tags its conditions name.
+    fn condition_tags(&self) -> impl Iterator<Item = &str> {
+        self.batch
+            .iter()
+            .filter_map(|append| append.condition.as_ref())
+            .flat_map(|condition| condition.fail_if_events_match.tags())
+    }
 }
 
 /// The queue and the flight slots of one store (shared by its clones).
@@ -181,10 +197,18 @@ impl GroupCommit {
         }
     }
 
+    /// The oldest queued appends that fit in a flight, at most one per
+    /// stream, and never an append whose condition names a tag another one
+    /// writes, or that writes a tag another one's condition names: the
+    /// flight's appends are checked together, before any is written, so
+    /// neither would see the other (the later one waits for the next
+    /// flight, and sees the first).
     fn take_flight(&self) -> Vec<QueuedAppend> {
         let mut queue = self.lock();
         let mut flight = Vec::new();
         let mut streams: HashSet<String> = HashSet::new();
+        let mut written: HashSet<String> = HashSet::new();
+        let mut conditioned: HashSet<String> = HashSet::new();
         let mut events = 0;
         let mut index = 0;
         while index < queue.len() {
@@ -193,7 +217,11 @@ impl GroupCommit {
             let overlaps = candidate
                 .batch
                 .iter()
-                .any(|append| streams.contains(append.stream_id.as_str()));
+                .any(|append| streams.contains(append.stream_id.as_str()))
+                || candidate.condition_tags().any(|tag| written.contains(tag))
+                || candidate
+                    .written_tags()
+                    .any(|tag| conditioned.contains(tag));
             if overlaps || (!flight.is_empty() && events + size > self.options.max_flight_events) {
                 index += 1;
                 continue;
@@ -205,6 +233,8 @@ impl GroupCommit {
                         .iter()
                         .map(|append| append.stream_id.as_str().to_owned()),
                 );
+                written.extend(taken.written_tags().map(str::to_owned));
+                conditioned.extend(taken.condition_tags().map(str::to_owned));
                 events += size;
                 flight.push(taken);
             }
@@ -377,6 +407,40 @@ mod tests {
         let mut slot = slot;
         assert_eq!(streams(&group.next_flight(&mut slot).expect("x")), ["x"]);
         assert_eq!(streams(&group.next_flight(&mut slot).expect("y")), ["y"]);
+    }
+
+    #[tokio::test]
+    async fn an_append_conditioned_on_a_tag_another_writes_waits_for_the_next_flight() {
+        use crate::store::condition::{AppendCondition, Criterion};
+        let tagged = |stream: &str, tag: &str| {
+            let mut batch = append(stream, 1);
+            batch[0].events[0].tags.push(tag.to_owned());
+            batch
+        };
+        let conditioned = |stream: &str, tag: &str| {
+            let mut batch = tagged(stream, tag);
+            batch[0].condition = Some(AppendCondition::none_match(Criterion::tagged([tag])));
+            batch
+        };
+        let group = GroupCommit::new(GroupCommitOptions::default()).expect("valid options");
+        let (_a, slot) = group.enqueue(conditioned("a", "email:x"));
+        let (_b, _) = group.enqueue(conditioned("b", "email:x"));
+        let (_c, _) = group.enqueue(tagged("c", "email:y"));
+        let (_d, _) = group.enqueue(tagged("d", "email:x"));
+        let (_e, _) = group.enqueue(conditioned("e", "email:y"));
+        let mut slot = slot;
+        assert_eq!(
+            streams(&group.next_flight(&mut slot).expect("first")),
+            ["a", "c"]
+        );
+        assert_eq!(
+            streams(&group.next_flight(&mut slot).expect("second")),
+            ["b", "e"]
+        );
+        assert_eq!(
+            streams(&group.next_flight(&mut slot).expect("third")),
+            ["d"]
+        );
     }
 
     #[test]

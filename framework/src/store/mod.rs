@@ -11,6 +11,7 @@
 //! stream reads both ways, a gap-free global log, and queries.
 
 pub(crate) mod append;
+pub mod condition;
 mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod group_commit;
@@ -41,6 +42,7 @@ use async_trait::async_trait;
 pub use append::{
     AppendResult, MAX_EVENTS_PER_APPEND, MAX_METADATA_BYTES, MAX_PAYLOAD_BYTES, StreamAppend,
 };
+pub use condition::{AppendCondition, Criterion, EventCriteria};
 pub use connect::{connect, redact_url};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use group_commit::{GroupCommitOptions, GroupCommitStatus};

@@ -1,4 +1,5 @@
-//! Queries over stored events by type, time, tenant, correlation id and header.
+//! Queries over stored events by type, time, tenant, correlation id, header
+//! and tag.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -20,6 +21,7 @@ pub const DEFAULT_QUERY_LIMIT: usize = 100;
 ///     .event_type("iam.user.registered")
 ///     .tenant("acme")
 ///     .correlation_id(request)
+///     .tag("email:ada@example.test")
 ///     .limit(50);
 /// assert_eq!(query.event_types, ["iam.user.registered"]);
 /// ```
@@ -40,6 +42,8 @@ pub struct EventQuery {
     pub header: Option<(String, String)>,
     /// One event, by id.
     pub event_id: Option<Uuid>,
+    /// Tags the events carry, all of them.
+    pub tags: Vec<String>,
     /// Only events with a global sequence greater than this (paging cursor).
     pub after_sequence: u64,
     /// Page size.
@@ -56,6 +60,7 @@ impl Default for EventQuery {
             correlation_id: None,
             header: None,
             event_id: None,
+            tags: Vec::new(),
             after_sequence: 0,
             limit: DEFAULT_QUERY_LIMIT,
         }
@@ -117,6 +122,12 @@ impl EventQuery {
         self
     }
 
+    /// Carrying this tag (with every other tag added).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
     /// Starts after this global sequence (from [`QueryPage::next_after`]).
     pub fn after(mut self, sequence: u64) -> Self {
         self.after_sequence = sequence;
@@ -153,6 +164,7 @@ impl EventQuery {
                 .as_ref()
                 .is_none_or(|(key, value)| metadata.headers.get(key) == Some(value))
             && self.event_id.is_none_or(|id| event.event_id == id)
+            && self.tags.iter().all(|tag| event.tags.contains(tag))
     }
 }
 

@@ -59,6 +59,7 @@ pub(crate) struct StoredRow {
     pub(crate) trace_context: Option<String>,
     pub(crate) headers: String,
     pub(crate) recorded_at: DateTime<Utc>,
+    pub(crate) tags: Vec<String>,
 }
 
 impl StoredRow {
@@ -101,8 +102,23 @@ impl StoredRow {
             payload,
             metadata,
             recorded_at: self.recorded_at,
+            tags: self.tags,
         })
     }
+}
+
+/// Tags stored as a JSON array of strings (SQLite), `None` for none.
+pub(crate) fn tags_from_json(identity: &RowIdentity, json: Option<&str>) -> Result<Vec<String>> {
+    json.map_or(Ok(Vec::new()), |json| {
+        serde_json::from_str(json).map_err(|error| {
+            identity.corrupt(format!("tags are not a JSON array of strings: {error}"))
+        })
+    })
+}
+
+/// Tags as the SQL backends store them: a JSON array, `None` for none.
+pub(crate) fn tags_json(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::Value::from(tags.to_vec()).to_string())
 }
 
 /// The error for a failed database call: `backend` and `operation` named,

@@ -109,6 +109,7 @@ pub(crate) fn application_grants(schema: &str, tables: &TableNames, role: &str) 
         "GRANT USAGE ON SCHEMA {schema} TO {role};\n\
          GRANT SELECT ON {schema}.{prefix}schema_history TO {role};\n\
          GRANT SELECT, INSERT ON {schema}.{prefix}events TO {role};\n\
+         GRANT SELECT, INSERT ON {schema}.{prefix}event_tags TO {role};\n\
          GRANT USAGE ON SEQUENCE {schema}.{prefix}events_position_seq TO {role};\n"
     );
     for table in TENANT_TABLES {
@@ -128,6 +129,7 @@ mod tests {
         let tables = TableNames::new("iam_").expect("prefix");
         let sql = application_grants("app", &tables, "iam_app").expect("grants");
         assert!(sql.contains("GRANT SELECT, INSERT ON app.iam_events TO iam_app;"));
+        assert!(sql.contains("GRANT SELECT, INSERT ON app.iam_event_tags TO iam_app;"));
         assert!(sql.contains("GRANT USAGE ON SEQUENCE app.iam_events_position_seq TO iam_app;"));
         assert!(sql.contains("ON app.iam_subject_streams TO iam_app;"));
         assert!(!sql.contains("event_keys"));

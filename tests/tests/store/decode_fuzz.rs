@@ -118,6 +118,7 @@ fn recorded(event_type: String, schema_version: u32, payload: Payload) -> Record
         payload,
         metadata: Metadata::new(),
         recorded_at: chrono::Utc::now(),
+        tags: Vec::new(),
     }
 }
 

@@ -326,3 +326,95 @@ async fn group_commit_can_be_turned_off() {
         .expect_err("zero flights");
     assert!(matches!(refused, Error::Config(_)), "{refused:?}");
 }
+
+/// One event tagged `tag` for stream `id`, on the condition (when
+/// `conditioned`) that no event carries `tag` yet.
+fn tagged(id: &str, tag: &str, conditioned: bool) -> Vec<StreamAppend> {
+    use annals::store::{AppendCondition, Criterion};
+    let append = StreamAppend::new(
+        stream(id),
+        ExpectedVersion::NoStream,
+        vec![event(1).with_tags([tag])],
+    );
+    vec![if conditioned {
+        append.with_condition(AppendCondition::none_match(Criterion::tagged([tag])))
+    } else {
+        append
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_condition_in_a_flight_keeps_out_only_its_own_events() {
+    let store = one_flight_store().await;
+    store
+        .append_batch(tagged("seed", "email:taken", false))
+        .await
+        .expect("seed a tagged event");
+
+    let lock = hold_inserts(store.pool()).await;
+    let first = spawn_append(&store, single("first", ExpectedVersion::NoStream, 1));
+    until_a_statement_waits(store.pool()).await;
+    // Queued behind the blocked flight: a condition broken by a stored
+    // event, a writer of a fresh tag and a condition on that same tag (which
+    // must not share its flight, or it could not see it), and a bystander.
+    let broken = spawn_append(&store, tagged("broken", "email:taken", true));
+    let writer = spawn_append(&store, tagged("writer", "email:fresh", false));
+    let late = spawn_append(&store, tagged("late", "email:fresh", true));
+    let bystander = spawn_append(&store, single("bystander", ExpectedVersion::NoStream, 2));
+    until_queued(&store, 4).await;
+    lock.commit().await.expect("release the log");
+
+    first.await.expect("join").expect("the blocked append");
+    let broken = broken.await.expect("join");
+    assert!(
+        matches!(&broken, Err(Error::AppendConditionFailed { stream, .. }) if stream == "broken"),
+        "{broken:?}"
+    );
+    let writer = writer
+        .await
+        .expect("join")
+        .expect("the writer of a fresh tag");
+    let late = late.await.expect("join");
+    match &late {
+        Err(Error::AppendConditionFailed { found, .. }) => {
+            assert_eq!(*found, writer[0].position, "the writer's event broke it")
+        }
+        other => panic!("the condition on the writer's tag held: {other:?}"),
+    }
+    bystander.await.expect("join").expect("the bystander");
+    for (id, version) in [("broken", 0), ("late", 0), ("writer", 1), ("bystander", 1)] {
+        assert_eq!(
+            store.stream_version(&stream(id)).await.expect("version"),
+            version,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_appends_over_four_flights_exactly_one_wins() {
+    let store = PostgresEventStore::builder(postgres_url())
+        .schema(format!("t_{}", uuid::Uuid::now_v7().simple()))
+        .group_commit(GroupCommitOptions {
+            flights: 4,
+            ..GroupCommitOptions::default()
+        })
+        .connect()
+        .await
+        .expect("connect");
+    for round in 0..10 {
+        let tag = format!("email:race-{round}");
+        let racers: Vec<_> = (0..16)
+            .map(|n| spawn_append(&store, tagged(&format!("racer-{round}-{n}"), &tag, true)))
+            .collect();
+        let mut wins = 0;
+        for racer in racers {
+            match racer.await.expect("join") {
+                Ok(_) => wins += 1,
+                Err(Error::AppendConditionFailed { .. }) => {}
+                Err(other) => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+}

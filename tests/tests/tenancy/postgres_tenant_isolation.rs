@@ -399,6 +399,73 @@ async fn row_level_security_is_enforced_by_postgresql() {
     );
 }
 
+/// Tags and append conditions keep to their tenant. Through the API,
+/// globex registering the address acme registered is not refused. As an
+/// attacker in a SQL session of the application role with globex set, the
+/// tag index shows none of acme's tags, the condition check run by hand
+/// with acme's tenant finds nothing, and a tag row forged in acme's name is
+/// refused.
+#[tokio::test]
+async fn tags_and_conditions_tell_no_tenant_of_another() {
+    use annals::store::{AppendCondition, Criterion};
+    let (_owner, app) = app_store().await;
+    let registration = |id: &str| {
+        StreamAppend::new(
+            stream(id),
+            ExpectedVersion::NoStream,
+            vec![created("Ada", Uuid::now_v7()).with_tags(["email:ada@example.test"])],
+        )
+        .with_condition(AppendCondition::none_match(Criterion::tagged([
+            "email:ada@example.test",
+        ])))
+    };
+    let acme = app.for_tenant("acme").await.expect("acme handle");
+    let globex = app.for_tenant("globex").await.expect("globex handle");
+    acme.append_batch(vec![registration("user-a")])
+        .await
+        .expect("acme registers");
+    globex
+        .append_batch(vec![registration("user-g")])
+        .await
+        .expect("acme's registration does not count for globex");
+    assert!(matches!(
+        acme.append_batch(vec![registration("user-a2")]).await,
+        Err(Error::AppendConditionFailed { .. })
+    ));
+
+    let mut tx = app.pool().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('annals.tenant', 'globex', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("set the tenant");
+    let tenants: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT tenant_key FROM annals_event_tags")
+            .fetch_all(&mut *tx)
+            .await
+            .expect("read the tag index");
+    assert_eq!(tenants, ["globex"]);
+    let probe: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM annals_check_append_conditions(\
+             ARRAY[1]::int8[], ARRAY[false], ARRAY[0], ARRAY['x'], ARRAY[0], ARRAY['acme'], \
+             ARRAY['[\"email:ada@example.test\"]'], ARRAY['[]'], ARRAY[0]::int8[], ARRAY[0]::int8[])",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("run the check by hand");
+    assert_eq!(probe, 0, "the check sees no other tenant's event");
+    let forged = sqlx::query(
+        "INSERT INTO annals_event_tags (tag, tenant_id, transaction_id, position, event_type) \
+         VALUES ('email:bob@example.test', 'acme', pg_current_xact_id(), 1, 't')",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect_err("a tag row for another tenant is refused");
+    assert!(
+        forged.to_string().contains("row-level security"),
+        "{forged}"
+    );
+}
+
 /// Handles for superusers would not be confined, so there are none; a bad
 /// tenant id is refused too.
 #[tokio::test]

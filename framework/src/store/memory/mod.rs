@@ -9,7 +9,7 @@ use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
 use super::append::{next_version, validate_batch};
-use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use super::{AppendCondition, AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
 use crate::aggregate::snapshot::{Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
 use crate::event::envelope::RecordedEvent;
@@ -74,6 +74,8 @@ struct MemoryLog {
     holders: HashMap<StreamId, std::collections::BTreeSet<String>>,
     /// Every stored event id: ids are unique, as on the SQL backends.
     event_ids: HashSet<Uuid>,
+    /// Indexes into `events` per (tenant, tag), in log order.
+    tagged: HashMap<(String, String), Vec<usize>>,
     /// Snapshots per (saving handle's tenant, stream), by version.
     snapshots: HashMap<StreamKey, BTreeMap<u64, Snapshot>>,
     /// Dead letters with the saving handle's tenant, oldest first.
@@ -81,6 +83,35 @@ struct MemoryLog {
 }
 
 impl MemoryLog {
+    /// The first event in `tenant` after the condition's position that
+    /// breaks it, with the criterion it matches.
+    fn breaking_event<'c>(
+        &self,
+        tenant: &str,
+        condition: &'c AppendCondition,
+    ) -> Option<(&'c crate::store::Criterion, LogPosition)> {
+        let after = condition.after_or_start();
+        condition
+            .fail_if_events_match
+            .criteria
+            .iter()
+            .filter_map(|criterion| {
+                let indexes = self
+                    .tagged
+                    .get(&(tenant.to_owned(), criterion.lock_tag().to_owned()))?;
+                // Sequences are dense and in commit order here.
+                // `events[i]` has sequence `i + 1`.
+                let start = indexes.partition_point(|&index| (index as u64) < after.sequence);
+                indexes[start..].iter().find_map(|&index| {
+                    let event = &self.events[index];
+                    criterion
+                        .matches(&event.event_type, &event.tags)
+                        .then_some((criterion, event.position))
+                })
+            })
+            .min_by_key(|(_, position)| *position)
+    }
+
     fn version_of(&self, stream: &StreamKey) -> u64 {
         self.streams
             .get(stream)
@@ -274,6 +305,11 @@ impl InMemoryEventStore {
                 .map(|&last| log.events[last].event_id);
             append.check_head(current, head)?;
             next_version(&append.stream_id, current, append.events.len())?;
+            if let Some(condition) = &append.condition
+                && let Some((criterion, found)) = log.breaking_event(&key.0, condition)
+            {
+                return Err(condition.failed(append.stream_id.as_str(), criterion, found));
+            }
             currents.push(current);
         }
         let mut new_ids = HashSet::new();
@@ -309,6 +345,7 @@ impl InMemoryEventStore {
                     payload: event.payload,
                     metadata: event.metadata,
                     recorded_at,
+                    tags: event.tags,
                 };
                 let previous = log
                     .streams
@@ -318,6 +355,12 @@ impl InMemoryEventStore {
                 let headers = headers_json(&recorded.metadata.headers);
                 log.links
                     .push(ChainSigner::new(None).link(&previous, &stored(&recorded, &headers)));
+                for tag in &recorded.tags {
+                    log.tagged
+                        .entry((key.0.clone(), tag.clone()))
+                        .or_default()
+                        .push(index);
+                }
                 log.events.push(recorded);
                 log.streams.entry(key.clone()).or_default().push(index);
                 log.holders

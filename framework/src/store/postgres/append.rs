@@ -12,9 +12,10 @@ use crate::event::metadata::headers_json;
 use crate::hash_chain::LinkFormat;
 use crate::projection::sql_read_model::PostgresContext as _;
 use crate::store::append::{apply_inline, next_version, validate_batch};
+use crate::store::condition::AppendCondition;
 use crate::store::group_commit::{FlightFailure, FlightWriter, QueuedAppend, submit};
 use crate::store::position::LogPosition;
-use crate::store::row::to_i64;
+use crate::store::row::{position_from_columns, tags_json, to_i64};
 use crate::store::stream::ExpectedVersion;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::stream_tenant;
@@ -47,14 +48,27 @@ conflicts AS (
     WHERE NOT (expected = -1 OR (expected = -2 AND head > 0) OR expected = head)
        OR (expected_head IS NOT NULL AND expected_head IS DISTINCT FROM head_event)
 ),
+-- Locks the tags written and conditioned on, then checks the conditions
+-- on a fresh snapshot (see migration 0019); skipped when the flight has
+-- neither tags nor conditions. It runs before any row is written: the rows
+-- below are filtered by its result.
+condition_failures AS (
+    SELECT f.* FROM annals_check_append_conditions(
+        $22::int8[], $23::bool[], $24::int4[], $25::text[], $26::int4[], $27::text[], $28::text[],
+        $29::text[], $30::int8[], $31::int8[]) AS f
+    WHERE cardinality($22::int8[]) > 0
+),
+refused AS (
+    SELECT grp FROM conflicts UNION SELECT failed_group FROM condition_failures
+),
 inserted AS (
     INSERT INTO annals_events (position, transaction_id, event_id, stream_id, version, event_type,
                                schema_version, payload, tenant_id, correlation_id, causation_id,
-                               actor, trace_context, headers, recorded_at, hash, chain_key)
+                               actor, trace_context, headers, recorded_at, tags, hash, chain_key)
     OVERRIDING SYSTEM VALUE
     SELECT n.position, n.transaction_id, n.event_id, n.stream_id, n.version, n.event_type,
            n.schema_version, n.payload, n.tenant_id, n.correlation_id, n.causation_id, n.actor,
-           n.trace_context, n.headers, n.recorded_at,
+           n.trace_context, n.headers, n.recorded_at, n.tags,
            annals_keyed_chain(n.head_link, annals_event_link_digest(
                n.event_id, n.stream_id, n.version, n.event_type, n.schema_version, n.payload::text,
                n.tenant_id, n.correlation_id, n.causation_id, n.actor, n.trace_context,
@@ -72,14 +86,18 @@ inserted AS (
             SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type,
                    i.schema_version, i.payload::jsonb AS payload, i.tenant_id, i.correlation_id,
                    i.causation_id, i.actor, i.trace_context, i.headers::jsonb AS headers,
-                   now() AS recorded_at, x.head_link, i.ord
+                   now() AS recorded_at, x.head_link, i.ord,
+                   CASE WHEN i.tags IS NOT NULL
+                        THEN ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)) END AS tags
             FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
-                        $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[])
+                        $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::text[],
+                        $21::text[])
                  WITH ORDINALITY
                  AS i(stream_id, idx, event_id, event_type, schema_version, payload,
-                      tenant_id, correlation_id, causation_id, actor, trace_context, headers, ord)
+                      tenant_id, correlation_id, causation_id, actor, trace_context, headers, tags,
+                      ord)
             JOIN expectations x ON x.stream_id = i.stream_id
-            WHERE x.grp NOT IN (SELECT grp FROM conflicts)
+            WHERE x.grp NOT IN (SELECT grp FROM refused)
             ORDER BY i.ord
             OFFSET 0
         ) r
@@ -89,13 +107,21 @@ inserted AS (
     -- the same order and never wait on each other crosswise (a deadlock).
     -- Positions were drawn above, in the callers' order.
     ORDER BY n.stream_id, n.version
-    RETURNING stream_id, version, position, transaction_id, recorded_at
+    RETURNING stream_id, version, position, transaction_id, recorded_at, tenant_id, event_type, tags
+),
+tagged AS (
+    INSERT INTO annals_event_tags (tag, tenant_id, transaction_id, position, event_type)
+    SELECT t.tag, i.tenant_id, i.transaction_id, i.position, i.event_type
+    FROM inserted i CROSS JOIN LATERAL unnest(i.tags) AS t(tag)
 )
 SELECT false AS conflict, stream_id, version, position, transaction_id::text::bigint AS commit_id,
-       recorded_at, NULL::uuid AS head_event
+       recorded_at, NULL::uuid AS head_event, NULL::int4 AS criterion
 FROM inserted
 UNION ALL
-SELECT true, stream_id, head, 0, 0, now(), head_event FROM conflicts";
+SELECT true, stream_id, head, 0, 0, now(), head_event, NULL FROM conflicts
+UNION ALL
+SELECT true, failed_stream, 0, found_sequence, found_commit, now(), NULL, failed_criterion
+FROM condition_failures";
 
 /// `expected` as the number the append statement compares with the head.
 pub(super) fn encode_expected(expected: ExpectedVersion) -> i64 {
@@ -130,23 +156,77 @@ pub(super) struct AppendColumns<'a> {
     stream_tenants: Vec<String>,
     /// Per stream: the id its newest event must have, if any.
     expected_heads: Vec<Option<uuid::Uuid>>,
+    /// The table prefix, part of every lock key.
+    prefix: &'a str,
+    /// Per event: its tags as a JSON array, `None` for none.
+    tags: Vec<Option<String>>,
+    /// The advisory locks to take, by key: exclusive (a condition's) or
+    /// shared (a written tag's).
+    locks: std::collections::BTreeMap<i64, bool>,
+    /// Per criterion of a condition: its group, stream, index, tenant,
+    /// tags and types (JSON arrays) and position.
+    conditions: ConditionColumns<'a>,
+}
+
+/// The conditions' criteria as column arrays.
+#[derive(Default)]
+struct ConditionColumns<'a> {
+    groups: Vec<i32>,
+    streams: Vec<&'a str>,
+    criteria: Vec<i32>,
+    tenants: Vec<String>,
+    tags: Vec<String>,
+    types: Vec<String>,
+    after_commits: Vec<i64>,
+    after_sequences: Vec<i64>,
 }
 
 impl<'a> AppendColumns<'a> {
     /// One caller's batch: a single group.
-    pub(super) fn new(batch: &'a [StreamAppend]) -> Result<Self> {
-        let mut columns = AppendColumns::default();
-        columns.push_group(0, batch)?;
-        Ok(columns)
+    pub(super) fn new(tables: &'a TableNames, batch: &'a [StreamAppend]) -> Result<Self> {
+        Self::grouped(tables, [batch])
     }
 
     /// Several callers' batches, each its own group.
-    pub(super) fn grouped(batches: impl IntoIterator<Item = &'a [StreamAppend]>) -> Result<Self> {
-        let mut columns = AppendColumns::default();
+    pub(super) fn grouped(
+        tables: &'a TableNames,
+        batches: impl IntoIterator<Item = &'a [StreamAppend]>,
+    ) -> Result<Self> {
+        let mut columns = AppendColumns {
+            prefix: tables.prefix(),
+            ..AppendColumns::default()
+        };
         for (group, batch) in (0..).zip(batches) {
             columns.push_group(group, batch)?;
         }
         Ok(columns)
+    }
+
+    fn push_condition(
+        &mut self,
+        group: i32,
+        append: &'a StreamAppend,
+        tenant: &str,
+        condition: &AppendCondition,
+    ) {
+        let after = condition.after_or_start();
+        for (index, criterion) in (0..).zip(&condition.fail_if_events_match.criteria) {
+            self.locks.insert(
+                tag_lock_key(self.prefix, tenant, criterion.lock_tag()),
+                true,
+            );
+            let rows = &mut self.conditions;
+            rows.groups.push(group);
+            rows.streams.push(append.stream_id.as_str());
+            rows.criteria.push(index);
+            rows.tenants.push(tenant.to_owned());
+            rows.tags
+                .push(serde_json::Value::from(criterion.tags.clone()).to_string());
+            rows.types
+                .push(serde_json::Value::from(criterion.event_types.clone()).to_string());
+            rows.after_commits.push(to_i64(after.commit));
+            rows.after_sequences.push(to_i64(after.sequence));
+        }
     }
 
     pub(super) fn push_group(&mut self, group: i32, batch: &'a [StreamAppend]) -> Result<()> {
@@ -155,11 +235,19 @@ impl<'a> AppendColumns<'a> {
             columns.streams.push(append.stream_id.as_str());
             columns.expected.push(encode_expected(append.expected));
             columns.groups.push(group);
-            columns
-                .stream_tenants
-                .push(stream_tenant(&append.stream_id, &append.events)?);
+            let tenant = stream_tenant(&append.stream_id, &append.events)?;
             columns.expected_heads.push(append.expected_head);
+            if let Some(condition) = &append.condition {
+                columns.push_condition(group, append, &tenant, condition);
+            }
             for (index, event) in append.events.iter().enumerate() {
+                for tag in &event.tags {
+                    columns
+                        .locks
+                        .entry(tag_lock_key(columns.prefix, &tenant, tag))
+                        .or_insert(false);
+                }
+                columns.tags.push(tags_json(&event.tags));
                 let metadata = &event.metadata;
                 columns.stream_ids.push(append.stream_id.as_str());
                 columns.indexes.push(to_i64(index as u64 + 1));
@@ -186,9 +274,26 @@ impl<'a> AppendColumns<'a> {
                     .push(metadata.trace_context.as_deref());
                 columns.headers.push(headers_json(&metadata.headers));
             }
+            columns.stream_tenants.push(tenant);
         }
         Ok(())
     }
+}
+
+/// The advisory lock key of `tag` in `tenant` for tables with `prefix`:
+/// the first 8 bytes of a SHA-256 of the three (two keys colliding only
+/// makes their appends wait for each other).
+fn tag_lock_key(prefix: &str, tenant: &str, tag: &str) -> i64 {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for part in [prefix, tenant, tag] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
 }
 
 /// Per stream: (version, position) of every row written, and when.
@@ -197,8 +302,14 @@ pub(super) type WrittenRows = (Vec<(u64, LogPosition)>, DateTime<Utc>);
 /// What the append statement reported for one stream.
 pub(super) enum StreamOutcome {
     Written(WrittenRows),
-    /// The expected version did not hold; the stream's head.
-    Conflict(u64, Option<uuid::Uuid>),
+    /// Its group wrote nothing because of this stream.
+    Refused {
+        /// The expected version or head did not hold: the stream's head.
+        head: Option<(u64, Option<uuid::Uuid>)>,
+        /// A criterion of its condition was broken: its index, and the
+        /// first matching event's position.
+        condition: Option<(usize, LogPosition)>,
+    },
 }
 
 /// What one run of the append statement found.
@@ -218,17 +329,29 @@ pub(super) fn stream_outcomes(rows: &[PgRow]) -> Result<HashMap<String, StreamOu
         let stream: String = row.try_get("stream_id").map_err(read)?;
         let version: i64 = row.try_get("version").map_err(read)?;
         let version = u64::try_from(version).unwrap_or(0);
-        if conflict {
-            let head_event: Option<uuid::Uuid> = row.try_get("head_event").map_err(read)?;
-            outcomes.insert(stream, StreamOutcome::Conflict(version, head_event));
-            continue;
-        }
         let commit: i64 = row.try_get("commit_id").map_err(read)?;
         let position: i64 = row.try_get("position").map_err(read)?;
-        let position = LogPosition::new(
-            u64::try_from(commit).unwrap_or(0),
-            u64::try_from(position).unwrap_or(0),
-        );
+        let position = position_from_columns(commit, position);
+        if conflict {
+            let criterion: Option<i32> = row.try_get("criterion").map_err(read)?;
+            let head_event: Option<uuid::Uuid> = row.try_get("head_event").map_err(read)?;
+            let entry = outcomes.entry(stream).or_insert(StreamOutcome::Refused {
+                head: None,
+                condition: None,
+            });
+            if let StreamOutcome::Refused { head, condition } = entry {
+                match criterion {
+                    None => *head = Some((version, head_event)),
+                    Some(criterion) => {
+                        let criterion = usize::try_from(criterion).unwrap_or(0);
+                        if condition.is_none_or(|(_, found)| position < found) {
+                            *condition = Some((criterion, position));
+                        }
+                    }
+                }
+            }
+            continue;
+        }
         let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(read)?;
         if let StreamOutcome::Written((rows, _)) = outcomes
             .entry(stream)
@@ -241,15 +364,17 @@ pub(super) fn stream_outcomes(rows: &[PgRow]) -> Result<HashMap<String, StreamOu
 }
 
 /// One caller's result out of the statement's outcomes: its own version
-/// conflict if any of its streams had one (then none of them was written),
-/// else each stream's versions and positions.
+/// conflict or broken condition if any of its streams had one (then none
+/// of them was written), else each stream's versions and positions.
 pub(super) fn batch_results(
     batch: &[StreamAppend],
     outcomes: &mut HashMap<String, StreamOutcome>,
 ) -> Result<Vec<AppendResult>> {
     for append in batch {
-        if let Some(StreamOutcome::Conflict(head, head_event)) =
-            outcomes.get(append.stream_id.as_str())
+        if let Some(StreamOutcome::Refused {
+            head: Some((head, head_event)),
+            ..
+        }) = outcomes.get(append.stream_id.as_str())
         {
             if !append.expected.accepts(*head) {
                 return Err(Error::VersionConflict {
@@ -259,6 +384,19 @@ pub(super) fn batch_results(
                 });
             }
             append.check_head(*head, *head_event)?;
+        }
+    }
+    for append in batch {
+        if let (
+            Some(StreamOutcome::Refused {
+                condition: Some((index, found)),
+                ..
+            }),
+            Some(condition),
+        ) = (outcomes.get(append.stream_id.as_str()), &append.condition)
+            && let Some(criterion) = condition.fail_if_events_match.criteria.get(*index)
+        {
+            return Err(condition.failed(append.stream_id.as_str(), criterion, *found));
         }
     }
     batch
@@ -308,7 +446,7 @@ impl PostgresEventStore {
         for append in &batch {
             next_version(&append.stream_id, 0, append.events.len())?;
         }
-        let columns = AppendColumns::new(&batch)?;
+        let columns = AppendColumns::new(&self.tables, &batch)?;
         for _ in 0..APPEND_ATTEMPTS {
             let mut tx = self.begin().await?;
             match self.try_append(&mut *tx, &batch, &columns).await? {
@@ -378,6 +516,17 @@ impl PostgresEventStore {
             .bind(LinkFormat::signing(self.chain_keys.as_deref()).column())
             .bind(&columns.stream_tenants)
             .bind(&columns.expected_heads)
+            .bind(&columns.tags)
+            .bind(columns.locks.keys().copied().collect::<Vec<i64>>())
+            .bind(columns.locks.values().copied().collect::<Vec<bool>>())
+            .bind(&columns.conditions.groups)
+            .bind(&columns.conditions.streams)
+            .bind(&columns.conditions.criteria)
+            .bind(&columns.conditions.tenants)
+            .bind(&columns.conditions.tags)
+            .bind(&columns.conditions.types)
+            .bind(&columns.conditions.after_commits)
+            .bind(&columns.conditions.after_sequences)
             .fetch_all(executor)
             .await
     }
@@ -388,7 +537,7 @@ impl FlightWriter for PostgresEventStore {
 
     /// One append as its own statement, re-run after collisions.
     async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
-        let columns = AppendColumns::new(batch)?;
+        let columns = AppendColumns::new(&self.tables, batch)?;
         let mut last_collision = None;
         for attempt in 0..APPEND_ATTEMPTS {
             // A collision aborts a tenant's transaction: each attempt gets
@@ -425,8 +574,9 @@ impl FlightWriter for PostgresEventStore {
         &self,
         flight: &[QueuedAppend],
     ) -> std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure> {
-        let columns = AppendColumns::grouped(flight.iter().map(|q| q.batch.as_slice()))
-            .map_err(|_| FlightFailure::WriteEachAlone)?;
+        let columns =
+            AppendColumns::grouped(&self.tables, flight.iter().map(|q| q.batch.as_slice()))
+                .map_err(|_| FlightFailure::WriteEachAlone)?;
         match self.run_append(&self.pool, &columns).await {
             Ok(rows) => {
                 let mut outcomes = stream_outcomes(&rows)

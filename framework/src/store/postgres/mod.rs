@@ -85,7 +85,7 @@ macro_rules! event_columns {
         "position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
          version, event_type, schema_version, payload::text AS payload, tenant_id, \
          correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
-         recorded_at"
+         recorded_at, tags"
     };
 }
 
@@ -330,7 +330,7 @@ impl EventStore for PostgresEventStore {
         let mut sql = QueryBuilder::<Postgres>::new(self.tables.rename(select_events!()));
         sql.push(" WHERE position > ")
             .push_bind(to_i64(query.after_sequence));
-        push_filters(&mut sql, query);
+        push_filters(&mut sql, query, &self.tables);
         sql.push(" ORDER BY position LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;
@@ -344,7 +344,7 @@ impl EventStore for PostgresEventStore {
                 .rename("SELECT COUNT(*) FROM annals_events WHERE position > "),
         );
         sql.push_bind(to_i64(query.after_sequence));
-        push_filters(&mut sql, query);
+        push_filters(&mut sql, query, &self.tables);
         let count: i64 = sql
             .build_query_scalar()
             .fetch_one(session.connection())

@@ -11,6 +11,7 @@ use crate::event::envelope::RecordedEvent;
 use crate::store::EventQuery;
 use crate::store::row::{RowIdentity, StoredRow};
 use crate::store::stream::StreamId;
+use crate::store::table_names::TableNames;
 use crate::store::tenancy::check_one_holder;
 
 use super::{PostgresEventStore, failed};
@@ -49,7 +50,7 @@ impl PostgresEventStore {
         let mut events = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(failed(operation))? {
             if events.is_empty() {
-                let holders: i64 = row.try_get(15).map_err(|error| failed(operation)(error))?;
+                let holders: i64 = row.try_get(16).map_err(|error| failed(operation)(error))?;
                 check_one_holder(stream, usize::try_from(holders).unwrap_or(usize::MAX))?;
             }
             events.push(decode_row(&row)?);
@@ -98,6 +99,7 @@ pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
         trace_context: column(row, &identity, 12, "trace_context")?,
         headers: column(row, &identity, 13, "headers")?,
         recorded_at,
+        tags: column::<Option<Vec<String>>>(row, &identity, 15, "tags")?.unwrap_or_default(),
         identity,
     }
     .into_recorded()
@@ -105,7 +107,11 @@ pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
 
 /// The conditions of a query, after `WHERE position > ?`; shared by
 /// `query` and `count` so they always agree.
-pub(super) fn push_filters(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
+pub(super) fn push_filters(
+    sql: &mut QueryBuilder<Postgres>,
+    query: &EventQuery,
+    tables: &TableNames,
+) {
     if !query.event_types.is_empty() {
         sql.push(" AND event_type = ANY(")
             .push_bind(query.event_types.clone())
@@ -125,6 +131,13 @@ pub(super) fn push_filters(sql: &mut QueryBuilder<Postgres>, query: &EventQuery)
     }
     if let Some(event_id) = query.event_id {
         sql.push(" AND event_id = ").push_bind(event_id);
+    }
+    for tag in &query.tags {
+        sql.push(
+            tables.rename(" AND position IN (SELECT position FROM annals_event_tags WHERE tag = "),
+        )
+        .push_bind(tag.clone())
+        .push(")");
     }
     if let Some((key, value)) = &query.header {
         sql.push(" AND headers @> jsonb_build_object(")

@@ -11,9 +11,10 @@ use crate::event::metadata::headers_json;
 use crate::hash_chain::{ChainKeys, ChainSigner, EventHash, StoredEvent};
 use crate::projection::sql_read_model::SqliteContext as _;
 use crate::store::append::{apply_inline, next_version, validate_batch};
+use crate::store::condition::{AppendCondition, Criterion};
 use crate::store::group_commit::{FlightFailure, FlightWriter, QueuedAppend, submit};
 use crate::store::position::LogPosition;
-use crate::store::row::to_i64;
+use crate::store::row::{position_from_columns, tags_json, to_i64};
 use crate::store::table_names::TableNames;
 use crate::store::{AppendResult, StreamAppend};
 
@@ -274,6 +275,9 @@ async fn check_heads(
         }
         append.check_head(current, head_event)?;
         next_version(&append.stream_id, current, append.events.len())?;
+        if let Some(condition) = &append.condition {
+            check_condition(tables, connection, append, &tenant, condition).await?;
+        }
         // A head without a link was written past Annals (and is reported by
         // verification); the chain goes on from the start.
         let link = link
@@ -284,6 +288,65 @@ async fn check_heads(
     }
 
     Ok((heads, log_head))
+}
+
+/// Refuses the append if an event in `tenant` after the condition's
+/// position matches one of its criteria. The caller holds SQLite's write
+/// lock, so nothing can be appended between this check and the insert.
+async fn check_condition(
+    tables: &TableNames,
+    connection: &mut SqliteConnection,
+    append: &StreamAppend,
+    tenant: &str,
+    condition: &AppendCondition,
+) -> Result<()> {
+    let after = to_i64(condition.after_or_start().sequence);
+    let mut first: Option<(&Criterion, LogPosition)> = None;
+    for criterion in &condition.fail_if_events_match.criteria {
+        let mut sql = QueryBuilder::<Sqlite>::new(tables.rename(
+            "SELECT e.commit_id, t.position FROM annals_event_tags t \
+             JOIN annals_events e ON e.position = t.position WHERE t.tag = ",
+        ));
+        sql.push_bind(criterion.lock_tag())
+            .push(" AND t.tenant_key = ")
+            .push_bind(tenant)
+            .push(" AND t.position > ")
+            .push_bind(after);
+        if !criterion.event_types.is_empty() {
+            sql.push(" AND t.event_type IN (");
+            let mut types = sql.separated(", ");
+            for event_type in &criterion.event_types {
+                types.push_bind(event_type.as_str());
+            }
+            sql.push(")");
+        }
+        for tag in criterion.tags.iter().skip(1) {
+            sql.push(tables.rename(
+                " AND EXISTS (SELECT 1 FROM annals_event_tags o \
+                 WHERE o.tenant_key = t.tenant_key AND o.position = t.position AND o.tag = ",
+            ))
+            .push_bind(tag.as_str())
+            .push(")");
+        }
+        sql.push(" ORDER BY t.position LIMIT 1");
+        let found: Option<(i64, i64)> = sql
+            .build_query_as()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(failed("check append condition"))?;
+        if let Some((commit, sequence)) = found {
+            let found = position_from_columns(commit, sequence);
+            if first.is_none_or(|(_, earliest)| found < earliest) {
+                first = Some((criterion, found));
+            }
+        }
+    }
+    match first {
+        Some((criterion, found)) => {
+            Err(condition.failed(append.stream_id.as_str(), criterion, found))
+        }
+        None => Ok(()),
+    }
 }
 
 /// A row to insert: its stream's append, version, event, headers JSON,
@@ -337,7 +400,7 @@ async fn insert_rows(
         let mut insert = QueryBuilder::<Sqlite>::new(tables.rename(
             "INSERT INTO annals_events (position, commit_id, event_id, stream_id, version, \
              event_type, schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
-             trace_context, headers, recorded_at, hash, chain_key) ",
+             trace_context, headers, recorded_at, hash, chain_key, tags) ",
         ));
         insert.push_values(
             chunk,
@@ -359,7 +422,8 @@ async fn insert_rows(
                     .push_bind(headers.as_str())
                     .push_bind(recorded_at)
                     .push_bind(link.as_bytes().as_slice())
-                    .push_bind(chain_key);
+                    .push_bind(chain_key)
+                    .push_bind(tags_json(&event.tags));
             },
         );
         if let Err(error) = insert.build().execute(&mut *connection).await {
@@ -371,6 +435,41 @@ async fn insert_rows(
             .await;
             return Err(insert_error(error, stored));
         }
+    }
+    insert_tags(tables, connection, rows).await
+}
+
+/// Indexes the rows' tags in `annals_event_tags`.
+async fn insert_tags(
+    tables: &TableNames,
+    connection: &mut SqliteConnection,
+    rows: &[ChainedRow<'_>],
+) -> Result<()> {
+    let tags: Vec<(&str, &str, i64, &str)> = rows
+        .iter()
+        .flat_map(|(_, _, event, _, _, position)| {
+            let tenant = event.metadata.tenant_id.as_deref().unwrap_or("");
+            event
+                .tags
+                .iter()
+                .map(move |tag| (tag.as_str(), tenant, *position, event.event_type.as_str()))
+        })
+        .collect();
+    for chunk in tags.chunks(INSERT_CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            tables.rename("INSERT INTO annals_event_tags (tag, tenant_key, position, event_type) "),
+        );
+        insert.push_values(chunk, |mut row, (tag, tenant, position, event_type)| {
+            row.push_bind(*tag)
+                .push_bind(*tenant)
+                .push_bind(*position)
+                .push_bind(*event_type);
+        });
+        insert
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(failed("index tags"))?;
     }
     Ok(())
 }

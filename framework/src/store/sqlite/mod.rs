@@ -32,7 +32,7 @@ macro_rules! select_events {
     () => {
         "SELECT position, commit_id, event_id, stream_id, version, event_type, schema_version, \
          payload, tenant_id, correlation_id, causation_id, actor, trace_context, headers, \
-         recorded_at FROM annals_events"
+         recorded_at, tags FROM annals_events"
     };
     ($clause:literal) => {
         concat!(select_events!(), " ", $clause)
@@ -279,7 +279,7 @@ impl EventStore for SqliteEventStore {
         sql.push(" WHERE position > ")
             .push_bind(to_i64(query.after_sequence));
         self.push_scope(&mut sql);
-        push_filters(&mut sql, query);
+        push_filters(&mut sql, query, &self.tables);
         sql.push(" ORDER BY position LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;
@@ -293,7 +293,7 @@ impl EventStore for SqliteEventStore {
         );
         sql.push_bind(to_i64(query.after_sequence));
         self.push_scope(&mut sql);
-        push_filters(&mut sql, query);
+        push_filters(&mut sql, query, &self.tables);
         let count: i64 = sql
             .build_query_scalar()
             .fetch_one(&self.pool)

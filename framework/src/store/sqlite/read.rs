@@ -7,7 +7,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use crate::error::Result;
 use crate::event::envelope::RecordedEvent;
 use crate::store::EventQuery;
-use crate::store::row::{RowIdentity, StoredRow};
+use crate::store::row::{RowIdentity, StoredRow, tags_from_json};
+use crate::store::table_names::TableNames;
 
 use super::{SqliteEventStore, failed};
 
@@ -49,6 +50,8 @@ pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
     let recorded_at: i64 = column(row, &identity, 14, "recorded_at")?;
     let recorded_at = DateTime::from_timestamp_micros(recorded_at)
         .ok_or_else(|| identity.corrupt(format!("recorded_at {recorded_at} is out of range")))?;
+    let tags: Option<String> = column(row, &identity, 15, "tags")?;
+    let tags = tags_from_json(&identity, tags.as_deref())?;
     StoredRow {
         commit: column(row, &identity, 1, "commit_id")?,
         position: column(row, &identity, 0, "position")?,
@@ -62,6 +65,7 @@ pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
         trace_context: column(row, &identity, 12, "trace_context")?,
         headers: column(row, &identity, 13, "headers")?,
         recorded_at,
+        tags,
         identity,
     }
     .into_recorded()
@@ -69,7 +73,11 @@ pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
 
 /// The conditions of a query, after `WHERE position > ?`; shared by
 /// `query` and `count` so they always agree.
-pub(super) fn push_filters(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
+pub(super) fn push_filters(
+    sql: &mut QueryBuilder<Sqlite>,
+    query: &EventQuery,
+    tables: &TableNames,
+) {
     if !query.event_types.is_empty() {
         sql.push(" AND event_type IN (");
         let mut types = sql.separated(", ");
@@ -94,6 +102,13 @@ pub(super) fn push_filters(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
     }
     if let Some(event_id) = query.event_id {
         sql.push(" AND event_id = ").push_bind(event_id);
+    }
+    for tag in &query.tags {
+        sql.push(
+            tables.rename(" AND position IN (SELECT position FROM annals_event_tags WHERE tag = "),
+        )
+        .push_bind(tag.clone())
+        .push(")");
     }
     if let Some((key, value)) = &query.header {
         sql.push(" AND EXISTS (SELECT 1 FROM json_each(headers) WHERE json_each.key = ")
