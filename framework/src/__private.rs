@@ -177,3 +177,9 @@ fn label_schema(schema: &mut Value, name: &str, version: u32) {
         object.insert("x-annals-schema-version".to_owned(), Value::from(version));
     }
 }
+
+/// One tag from `#[event(tags(...))]`: `label:value`, the value as its
+/// type displays it.
+pub fn tag<T: std::fmt::Display + ?Sized>(label: &str, value: &T) -> String {
+    format!("{label}:{value}")
+}

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod cache;
 pub mod checkpoint;
+pub mod decision;
 pub mod error;
 pub mod event;
 pub mod hash_chain;

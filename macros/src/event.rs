@@ -12,7 +12,7 @@ use crate::pii::{self, PiiField};
 
 const STRUCT_SITE: Site = Site {
     macro_name: "event",
-    accepted: &["name", "version", "upcast"],
+    accepted: &["name", "version", "upcast", "tags"],
     repeatable: &["upcast"],
 };
 const ENUM_SITE: Site = Site {
@@ -22,7 +22,7 @@ const ENUM_SITE: Site = Site {
 };
 const VARIANT_SITE: Site = Site {
     macro_name: "event",
-    accepted: &["name", "version", "upcast"],
+    accepted: &["name", "version", "upcast", "tags"],
     repeatable: &["upcast"],
 };
 const UPCAST_SITE: Site = Site {
@@ -37,6 +37,14 @@ struct EventIdentity {
     name_span: Span,
     version: u32,
     upcasts: Vec<Upcast>,
+    /// `tags(email, tenant = tenant_id)`: each tag's label and field.
+    tags: Vec<Tag>,
+}
+
+/// One declared tag: `label:<field's value>`.
+struct Tag {
+    label: String,
+    field: Ident,
 }
 
 /// One declared upcast.
@@ -78,7 +86,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 &mut diagnostics,
             );
             check_serde_attrs(&item.attrs, false, &mut diagnostics);
+            let mut identity = identity;
+            check_tag_fields(&mut identity.tags, &item.fields, &mut diagnostics);
             let pii_fields = pii::take_struct_fields(&mut item.fields, &mut diagnostics);
+            refuse_personal_tags(&mut identity.tags, &pii_fields, &mut diagnostics);
             add_derives(&mut item.attrs);
             let impls = (!generic).then(|| struct_impl(&item.ident, &identity, &pii_fields));
             quote! { #item #impls }
@@ -104,6 +115,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                     variant.ident.span(),
                     &mut diagnostics,
                 );
+                let mut identity = identity;
+                check_tag_fields(&mut identity.tags, &variant.fields, &mut diagnostics);
+                refuse_personal_tags(&mut identity.tags, &pii_fields, &mut diagnostics);
                 variants.push(VariantModel {
                     ident: variant.ident.clone(),
                     unit: matches!(variant.fields, Fields::Unit),
@@ -204,15 +218,17 @@ fn parse_identity(
     default_span: Span,
     diagnostics: &mut Diagnostics,
 ) -> EventIdentity {
-    let (name, version, upcasts) = parse_identity_options(args, site, diagnostics);
-    check_identity(
-        name,
-        version,
-        upcasts,
+    let written = parse_identity_options(args, site, diagnostics);
+    let mut identity = check_identity(
+        written.name,
+        written.version,
+        written.upcasts,
         default_name,
         default_span,
         diagnostics,
-    )
+    );
+    identity.tags = written.tags;
+    identity
 }
 
 /// An upcast as written, with the span of its `upcast` keyword.
@@ -224,10 +240,11 @@ fn parse_identity_options(
     args: TokenStream,
     site: Site,
     diagnostics: &mut Diagnostics,
-) -> (Option<LitStr>, Option<(u32, Span)>, Vec<WrittenUpcast>) {
+) -> WrittenIdentity {
     let mut name: Option<LitStr> = None;
     let mut version: Option<(u32, Span)> = None;
     let mut upcasts: Vec<WrittenUpcast> = Vec::new();
+    let mut tags: Vec<Tag> = Vec::new();
     let mut nested = Diagnostics::default();
     options::parse(args, site, diagnostics, |key, meta| {
         match key {
@@ -239,6 +256,7 @@ fn parse_identity_options(
                 )?)
             }
             "version" => version = Some(options::integer(meta, key, "version = 2")?),
+            "tags" => tags = parse_tags(meta)?,
             _ => parse_upcast(meta, &mut upcasts, &mut nested)?,
         }
         Ok(())
@@ -246,7 +264,157 @@ fn parse_identity_options(
     if let Some(error) = nested.into_error() {
         diagnostics.push(error);
     }
-    (name, version, upcasts)
+    WrittenIdentity {
+        name,
+        version,
+        upcasts,
+        tags,
+    }
+}
+
+/// An event's options as written, before they are checked.
+struct WrittenIdentity {
+    name: Option<LitStr>,
+    version: Option<(u32, Span)>,
+    upcasts: Vec<WrittenUpcast>,
+    tags: Vec<Tag>,
+}
+
+/// `tags(email, tenant = tenant_id)`: a field tags the event with
+/// `email:<value>`, or with a label of its own, `tenant:<value>`.
+fn parse_tags(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Vec<Tag>> {
+    const EXAMPLE: &str =
+        "write `tags(email, tenant = tenant_id)`: fields, each optionally labelled";
+    let content;
+    syn::parenthesized!(content in meta.input);
+    // Taken whole, so that a mistake inside is one error, not two.
+    let tokens: TokenStream = content.parse()?;
+    let entry = |input: syn::parse::ParseStream<'_>| {
+        let first: Ident = input
+            .parse()
+            .map_err(|error| syn::Error::new(error.span(), EXAMPLE))?;
+        if input.peek(syn::Token![=]) {
+            input.parse::<syn::Token![=]>()?;
+            let field: Ident = input
+                .parse()
+                .map_err(|error| syn::Error::new(error.span(), EXAMPLE))?;
+            Ok(Tag {
+                label: first.to_string(),
+                field,
+            })
+        } else {
+            Ok(Tag {
+                label: first.to_string(),
+                field: first,
+            })
+        }
+    };
+    let entries = syn::parse::Parser::parse2(
+        |input: syn::parse::ParseStream<'_>| {
+            syn::punctuated::Punctuated::<Tag, syn::Token![,]>::parse_terminated_with(input, entry)
+        },
+        tokens,
+    )?;
+    let tags: Vec<Tag> = entries.into_iter().collect();
+    if tags.is_empty() {
+        return Err(meta.error(format!("`tags()` names no field; {EXAMPLE}")));
+    }
+    for (index, tag) in tags.iter().enumerate() {
+        if tags[..index]
+            .iter()
+            .any(|earlier| earlier.label == tag.label)
+        {
+            return Err(syn::Error::new(
+                tag.field.span(),
+                format!(
+                    "two tags are labelled `{}`; give one another label",
+                    tag.label
+                ),
+            ));
+        }
+    }
+    Ok(tags)
+}
+
+/// Every tag names a named field of the event; when one does not, the
+/// error is recorded and no tags are generated (one mistake, one error).
+fn check_tag_fields(tags: &mut Vec<Tag>, fields: &Fields, diagnostics: &mut Diagnostics) {
+    let mut sound = true;
+    for tag in tags.iter() {
+        let Fields::Named(named) = fields else {
+            diagnostics.push(syn::Error::new(
+                tag.field.span(),
+                "tags are taken from named fields; this event has none",
+            ));
+            tags.clear();
+            return;
+        };
+        if !named
+            .named
+            .iter()
+            .any(|field| field.ident.as_ref() == Some(&tag.field))
+        {
+            let known: Vec<String> = named
+                .named
+                .iter()
+                .filter_map(|field| field.ident.as_ref().map(Ident::to_string))
+                .collect();
+            diagnostics.push(syn::Error::new(
+                tag.field.span(),
+                format!(
+                    "`tags({})`: no field `{}` here (fields: {})",
+                    tag.field,
+                    tag.field,
+                    known.join(", ")
+                ),
+            ));
+            sound = false;
+        }
+    }
+    if !sound {
+        tags.clear();
+    }
+}
+
+/// Tags are stored in the clear and outlive a forget: a `#[pii]` field
+/// cannot be one.
+fn refuse_personal_tags(
+    tags: &mut Vec<Tag>,
+    pii_fields: &[PiiField],
+    diagnostics: &mut Diagnostics,
+) {
+    let before = tags.len();
+    tags.retain(|tag| {
+        let personal = pii_fields.iter().any(|field| tag.field == field.key());
+        if personal {
+            diagnostics.push(syn::Error::new(
+                tag.field.span(),
+                format!(
+                    "`{}` is personal data (`#[pii]`): tags are stored in the clear and outlive \
+                     forgetting the subject; tag a value that is not personal (an id), or a \
+                     keyed digest of this one held in a field of its own",
+                    tag.field
+                ),
+            ));
+        }
+        !personal
+    });
+    if tags.len() != before {
+        tags.clear();
+    }
+}
+
+/// The expressions of an event's tags, from its fields reached as `field`.
+fn tag_values(tags: &[Tag], field: impl Fn(&Ident) -> TokenStream) -> Vec<TokenStream> {
+    tags.iter()
+        .map(|tag| {
+            let label = &tag.label;
+            let value = field(&tag.field);
+            quote_spanned! {tag.field.span()=>
+                ::annals::__private::tag(#label, &(#value))
+            }
+        })
+        .collect()
 }
 
 /// One `upcast(from = N, json = f)` / `upcast(from = N, typed = f)`.
@@ -350,6 +518,7 @@ fn check_identity(
         name_span,
         version: version_number,
         upcasts: upcasts.into_iter().map(|(upcast, _)| upcast).collect(),
+        tags: Vec::new(),
     }
 }
 
@@ -498,10 +667,23 @@ fn struct_impl(ident: &Ident, identity: &EventIdentity, pii_fields: &[PiiField])
     };
     let pii = pii::descriptor_entries(pii_fields);
     let descriptor = descriptor(identity, &ident.to_string(), &json_schema, &pii);
+    let tags = (!identity.tags.is_empty()).then(|| {
+        let values = tag_values(
+            &identity.tags,
+            |field| quote_spanned! {field.span()=> self.#field },
+        );
+        quote! {
+            fn tags(&self) -> ::std::vec::Vec<::std::string::String> {
+                ::std::vec![#(#values),*]
+            }
+        }
+    });
     quote! {
         const _: () = {
             impl ::annals::__private::Event for #ident {
                 const EVENT_TYPES: &'static [&'static str] = &[#name];
+
+                #tags
 
                 fn event_type(&self) -> &'static str {
                     #name
@@ -581,10 +763,45 @@ fn enum_impl(ident: &Ident, variants: &[VariantModel]) -> TokenStream {
             &pii::descriptor_entries(&variant.pii_fields),
         )
     });
+    let tags = variants
+        .iter()
+        .any(|variant| !variant.identity.tags.is_empty())
+        .then(|| {
+            let arms = variants
+                .iter()
+                .filter(|variant| !variant.identity.tags.is_empty())
+                .map(|variant| {
+                    let variant_ident = &variant.ident;
+                    let mut fields: Vec<&Ident> = Vec::new();
+                    for tag in &variant.identity.tags {
+                        if !fields.contains(&&tag.field) {
+                            fields.push(&tag.field);
+                        }
+                    }
+                    let values = tag_values(
+                        &variant.identity.tags,
+                        |field| quote_spanned! {field.span()=> *#field },
+                    );
+                    quote! {
+                        Self::#variant_ident { #(#fields,)* .. } => ::std::vec![#(#values),*],
+                    }
+                });
+            quote! {
+                fn tags(&self) -> ::std::vec::Vec<::std::string::String> {
+                    #[allow(unreachable_patterns)]
+                    match self {
+                        #(#arms)*
+                        _ => ::std::vec::Vec::new(),
+                    }
+                }
+            }
+        });
     quote! {
         const _: () = {
             impl ::annals::__private::Event for #ident {
                 const EVENT_TYPES: &'static [&'static str] = &[#(#names),*];
+
+                #tags
 
                 fn event_type(&self) -> &'static str {
                     match self {

@@ -28,6 +28,13 @@ pub(crate) struct PiiField {
     ty: Type,
 }
 
+impl PiiField {
+    /// The field's JSON key (its name).
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 /// A named field of the struct, as the checks need it.
 struct FieldInfo {
     ident: Ident,

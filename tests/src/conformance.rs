@@ -46,6 +46,8 @@ macro_rules! conformance_suite {
             tags_are_stored_read_and_queried,
             append_conditions_refuse_what_the_caller_decided_against,
             racing_conditional_appends_exactly_one_wins,
+            read_matching_returns_the_tenants_matching_events_in_order,
+            racing_decisions_register_an_address_once,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1930,6 +1932,156 @@ pub async fn racing_conditional_appends_exactly_one_wins(t: &TestStore) {
             .await
             .expect("count");
         assert_eq!(stored, 1, "round {round}: one event carries the address");
+    }
+}
+
+/// `read_matching` returns the events of the tenant matching any
+/// criterion, in log order, after the position given, a page at a time.
+pub async fn read_matching_returns_the_tenants_matching_events_in_order(t: &TestStore) {
+    use annals::store::{Criterion, EventCriteria};
+    let acme = tenant_for(t, "acme");
+    let tagged = |event_type: &str, tags: &[&str]| {
+        event(event_type, json!({}))
+            .with_tags(tags.iter().copied())
+            .with_metadata(Metadata::new().with_tenant(acme))
+    };
+    append(
+        t,
+        &stream("matching-1"),
+        ExpectedVersion::NoStream,
+        vec![
+            tagged("role.granted", &["role:admin", "user:1"]),
+            tagged("role.granted", &["role:viewer", "user:1"]),
+            tagged("role.revoked", &["role:admin", "user:1"]),
+            tagged("role.granted", &["role:admin", "user:2"]),
+        ],
+    )
+    .await;
+    let criteria = EventCriteria::new()
+        .or(Criterion::tagged(["user:1", "role:admin"]).of_types(["role.granted"]))
+        .or(Criterion::tagged(["user:2"]));
+    let tenant = t.store.tenant().is_none().then_some(acme);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let matching = loop {
+        let events = t
+            .store
+            .read_matching(tenant, &criteria, None, 10)
+            .await
+            .expect("read matching");
+        if events.len() >= 2 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let versions: Vec<u64> = matching.iter().map(|event| event.version).collect();
+    assert_eq!(versions, [1, 4], "matching events, in log order");
+    let rest = t
+        .store
+        .read_matching(tenant, &criteria, Some(matching[0].position), 1)
+        .await
+        .expect("read after");
+    assert_eq!(rest.len(), 1, "a page of one");
+    assert_eq!(rest[0].version, 4);
+    if t.store.tenant().is_none() {
+        let globex = t
+            .store
+            .read_matching(Some("globex"), &criteria, None, 10)
+            .await
+            .expect("read globex");
+        assert!(globex.is_empty(), "acme's events are not globex's");
+    } else {
+        let refused = t
+            .store
+            .read_matching(Some("globex"), &criteria, None, 10)
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::InvalidInput {
+                    field: "tenant id",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    let refused = t
+        .store
+        .read_matching(tenant, &EventCriteria::new(), None, 10)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput { .. })),
+        "{refused:?}"
+    );
+}
+
+/// A decision that an address is free, raced by sixteen registrations of
+/// it: one registers, the fifteen others are refused by the rule (after
+/// deciding again on the winner's event), every round.
+pub async fn racing_decisions_register_an_address_once(t: &TestStore) {
+    use annals::store::{Criterion, EventCriteria};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("taken")]
+    struct Taken;
+
+    struct Register {
+        writer: usize,
+        round: usize,
+    }
+
+    impl Decision for Register {
+        type State = bool;
+        type Error = Taken;
+
+        fn criteria(&self) -> EventCriteria {
+            Criterion::tagged([format!("email:decided-{}@x.test", self.round)]).into()
+        }
+
+        fn evolve(&self, taken: &mut bool, _event: &RecordedEvent) -> annals::Result<()> {
+            *taken = true;
+            Ok(())
+        }
+
+        fn decide(&self, taken: &bool) -> Result<Vec<StreamAppend>, Taken> {
+            if *taken {
+                return Err(Taken);
+            }
+            let registered = event("iam.user.registered", json!({ "writer": self.writer }))
+                .with_tags([format!("email:decided-{}@x.test", self.round)]);
+            Ok(vec![StreamAppend::new(
+                stream(&format!("decider-{}-{}", self.round, self.writer)),
+                ExpectedVersion::NoStream,
+                vec![registered],
+            )])
+        }
+    }
+
+    let decisions = match t.store.tenant() {
+        Some(_) => Decisions::new(t.store.clone()),
+        None => Decisions::new(t.store.clone()).for_tenant("acme"),
+    };
+    for round in 0..5 {
+        let racers = (0..16).map(|writer| {
+            let decisions = decisions.clone();
+            tokio::spawn(async move {
+                decisions
+                    .execute(&Register { writer, round }, Metadata::new())
+                    .await
+            })
+        });
+        let mut wins = 0;
+        for outcome in futures_util::future::join_all(racers).await {
+            match outcome.expect("racer task") {
+                Ok(decided) => {
+                    wins += 1;
+                    assert!(decided.position.is_some());
+                }
+                Err(CommandError::Rejected(Taken)) => {}
+                Err(other) => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: one registration");
     }
 }
 

@@ -15,6 +15,7 @@ use crate::cache::{CacheKey, CacheValue, EventCache};
 use crate::error::{Error, Result};
 use crate::event::envelope::NewEvent;
 use crate::event::metadata::Metadata;
+use crate::store::position::LogPosition;
 use crate::store::stream::{ExpectedVersion, StreamId};
 use crate::store::{AppendResult, EventStore, StreamAppend};
 
@@ -44,6 +45,10 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
     /// How many times the command was decided (1 unless it hit conflicts).
     pub attempts: usize,
+    /// The log position of the last event appended (`None`: the command
+    /// appended nothing), for waiting until a projection or subscription
+    /// has seen it (read-your-writes).
+    pub position: Option<LogPosition>,
 }
 
 /// Why a command did not go through.
@@ -101,12 +106,16 @@ impl<E> CommandError<E> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let counters = Repository::<Counter>::new(std::sync::Arc::new(InMemoryEventStore::new()));
+/// let store = std::sync::Arc::new(InMemoryEventStore::new());
+/// let counters = Repository::<Counter>::new(store.clone());
 /// counters.execute("a", &Increment(3), Metadata::new()).await?;
-/// counters.execute("a", &Increment(4), Metadata::new()).await?;
+/// let executed = counters.execute("a", &Increment(4), Metadata::new()).await?;
 /// assert!(counters.execute("a", &Increment(40), Metadata::new()).await.is_err());
 /// let loaded = counters.load("a").await?;
 /// assert_eq!((loaded.state.total, loaded.version), (7, 2));
+/// // Where the last event went in the log, to wait for readers to see it.
+/// let last = store.read_all(LogPosition::START, 10).await?.pop().map(|event| event.position);
+/// assert_eq!(executed.position, last);
 /// # Ok(())
 /// # }
 /// ```
@@ -723,6 +732,7 @@ impl<A: Aggregate> Repository<A> {
                     version,
                     events,
                     attempts: attempt,
+                    position: None,
                 });
             }
             let new_events = to_new_events::<A>(&events, &metadata)?;
@@ -764,6 +774,7 @@ impl<A: Aggregate> Repository<A> {
                         version: result.last_version,
                         events,
                         attempts: attempt,
+                        position: Some(result.position),
                     });
                 }
                 // A conflict on a cached state is not a real attempt: the

@@ -267,6 +267,18 @@ impl EventStore for CachingEventStore {
         self.inner.count(query).await
     }
 
+    async fn read_matching(
+        &self,
+        tenant: Option<&str>,
+        criteria: &crate::store::EventCriteria,
+        after: Option<LogPosition>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.inner
+            .read_matching(tenant, criteria, after, max_count)
+            .await
+    }
+
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
         self.inner.verify_stream(stream).await
     }

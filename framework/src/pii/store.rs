@@ -822,6 +822,20 @@ impl EventStore for PiiEventStore {
         self.inner.count(query).await
     }
 
+    async fn read_matching(
+        &self,
+        tenant: Option<&str>,
+        criteria: &crate::store::EventCriteria,
+        after: Option<LogPosition>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let events = self
+            .inner
+            .read_matching(tenant, criteria, after, max_count)
+            .await?;
+        self.reveal(events).await
+    }
+
     /// The chain covers the stored ciphertext, which a forget leaves as it
     /// is: a log with forgotten subjects still verifies.
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {

@@ -110,7 +110,7 @@ impl Criterion {
         self.tags.first().map_or("", String::as_str)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.tags.is_empty() {
             return Err(Error::invalid(
                 "append condition",
@@ -164,6 +164,25 @@ impl EventCriteria {
         self.criteria
             .iter()
             .any(|criterion| criterion.matches(event_type, tags))
+    }
+
+    /// Refuses criteria no backend can read or lock on: none at all, a
+    /// criterion without tags, bad tags or type names.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let count = self.criteria.len();
+        if count == 0 {
+            return Err(Error::invalid(
+                "append condition",
+                "no criteria: they would match nothing",
+            ));
+        }
+        if count > MAX_CRITERIA {
+            return Err(Error::invalid(
+                "append condition",
+                format!("{count} criteria; the limit is {MAX_CRITERIA}"),
+            ));
+        }
+        self.criteria.iter().try_for_each(Criterion::validate)
     }
 
     /// Every tag the criteria name.
@@ -228,23 +247,7 @@ impl AppendCondition {
     /// Refuses conditions no backend can check: no criteria, a criterion
     /// without tags, bad tags or type names.
     pub(crate) fn validate(&self) -> Result<()> {
-        let count = self.fail_if_events_match.criteria.len();
-        if count == 0 {
-            return Err(Error::invalid(
-                "append condition",
-                "the condition has no criteria; it would never fail (leave it out instead)",
-            ));
-        }
-        if count > MAX_CRITERIA {
-            return Err(Error::invalid(
-                "append condition",
-                format!("the condition has {count} criteria; the limit is {MAX_CRITERIA}"),
-            ));
-        }
-        self.fail_if_events_match
-            .criteria
-            .iter()
-            .try_for_each(Criterion::validate)
+        self.fail_if_events_match.validate()
     }
 
     /// The error for an event at `found` matching `criterion`, for an
@@ -282,6 +285,20 @@ pub(crate) fn validate_tag(tag: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The tenant whose events a read by criteria on a handle scoped to
+/// `scope` counts (`""`: events without a tenant): the handle's own; a
+/// handle refuses to read another's.
+pub(crate) fn criteria_tenant(scope: Option<&str>, tenant: Option<&str>) -> Result<String> {
+    match (scope, tenant) {
+        (Some(own), Some(asked)) if own != asked => Err(Error::invalid(
+            "tenant id",
+            format!("a handle scoped to tenant `{own}` reads only its own events, not `{asked}`'s"),
+        )),
+        (Some(own), _) => Ok(own.to_owned()),
+        (None, asked) => Ok(asked.unwrap_or("").to_owned()),
+    }
 }
 
 #[cfg(test)]

@@ -180,6 +180,23 @@ pub trait EventStore: Send + Sync {
     /// How many events match a query's conditions (its paging is ignored).
     async fn count(&self, query: &EventQuery) -> Result<u64>;
 
+    /// Up to `max_count` events of `tenant` (`None`: events without a
+    /// tenant; a tenant handle reads its own) matching any of `criteria`,
+    /// ordered after `after` in log order: what a decision reads before it
+    /// appends with an [`AppendCondition`] after the last event returned.
+    ///
+    /// Gap-safe, like [`read_all`](Self::read_all): every event ordered
+    /// before the last one returned is committed and was returned if it
+    /// matched, so a condition after that position misses nothing. Every
+    /// criterion names at least one tag.
+    async fn read_matching(
+        &self,
+        tenant: Option<&str>,
+        criteria: &EventCriteria,
+        after: Option<LogPosition>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
     /// Recomputes the hash chain of one stream from its stored events and
     /// reports the first broken link (see [`hash_chain`](crate::hash_chain)).
     /// A stream with no events is intact.

@@ -9,7 +9,10 @@ use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
 use super::append::{next_version, validate_batch};
-use super::{AppendCondition, AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use super::condition::criteria_tenant;
+use super::{
+    AppendCondition, AppendResult, EventCriteria, EventQuery, EventStore, QueryPage, StreamAppend,
+};
 use crate::aggregate::snapshot::{Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
 use crate::event::envelope::RecordedEvent;
@@ -476,6 +479,44 @@ impl EventStore for InMemoryEventStore {
             .cloned()
             .collect();
         Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+
+    async fn read_matching(
+        &self,
+        tenant: Option<&str>,
+        criteria: &EventCriteria,
+        after: Option<LogPosition>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        criteria.validate()?;
+        let tenant = criteria_tenant(self.scope(), tenant)?;
+        let after = after.unwrap_or(LogPosition::START);
+        let log = self.read()?;
+        let mut indexes: Vec<usize> = criteria
+            .criteria
+            .iter()
+            .filter_map(|criterion| {
+                log.tagged
+                    .get(&(tenant.clone(), criterion.lock_tag().to_owned()))
+                    .map(|indexes| (criterion, indexes))
+            })
+            .flat_map(|(criterion, indexes)| {
+                // `events[i]` has sequence `i + 1`.
+                let start = indexes.partition_point(|&index| (index as u64) < after.sequence);
+                let log = &log;
+                indexes[start..].iter().copied().filter(move |&index| {
+                    let event = &log.events[index];
+                    criterion.matches(&event.event_type, &event.tags)
+                })
+            })
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        Ok(indexes
+            .into_iter()
+            .take(max_count)
+            .map(|index| log.events[index].clone())
+            .collect())
     }
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {

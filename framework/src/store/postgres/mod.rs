@@ -115,8 +115,10 @@ mod read;
 mod snapshots;
 mod tenancy;
 
+use crate::store::EventCriteria;
+use crate::store::condition::criteria_tenant;
 pub use builder::PostgresStoreBuilder;
-use read::{column, push_filters};
+use read::{column, push_criteria, push_filters};
 
 /// An event store in a PostgreSQL database.
 ///
@@ -335,6 +337,34 @@ impl EventStore for PostgresEventStore {
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;
         Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+
+    async fn read_matching(
+        &self,
+        tenant: Option<&str>,
+        criteria: &EventCriteria,
+        after: Option<LogPosition>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        criteria.validate()?;
+        let tenant = criteria_tenant(self.tenant(), tenant)?;
+        let mut sql = QueryBuilder::<Postgres>::new(self.tables.rename(select_events!()));
+        sql.push(" WHERE ");
+        push_criteria(
+            &mut sql,
+            &self.tables,
+            &tenant,
+            criteria,
+            after.unwrap_or(LogPosition::START),
+        );
+        // Gap-safe, as `read_all`: only transactions that can no longer
+        // commit late.
+        sql.push(
+            " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id, position LIMIT ",
+        )
+        .push_bind(limit(max_count));
+        self.fetch_events(sql.build(), "read matching events").await
     }
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {

@@ -8,11 +8,13 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::error::Result;
 use crate::event::envelope::RecordedEvent;
-use crate::store::EventQuery;
+use crate::store::position::LogPosition;
+use crate::store::row::to_i64;
 use crate::store::row::{RowIdentity, StoredRow};
 use crate::store::stream::StreamId;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::check_one_holder;
+use crate::store::{EventCriteria, EventQuery};
 
 use super::{PostgresEventStore, failed};
 
@@ -146,4 +148,47 @@ pub(super) fn push_filters(
             .push_bind(value.clone())
             .push("::text)");
     }
+}
+
+/// `position IN (...)`: the positions of `tenant`'s events ordered after
+/// `after` matching any of `criteria`, from the tag index.
+pub(super) fn push_criteria(
+    sql: &mut QueryBuilder<Postgres>,
+    tables: &TableNames,
+    tenant: &str,
+    criteria: &EventCriteria,
+    after: LogPosition,
+) {
+    sql.push("position IN (");
+    for (index, criterion) in criteria.criteria.iter().enumerate() {
+        if index > 0 {
+            sql.push(" UNION ");
+        }
+        sql.push(tables.rename("SELECT t.position FROM annals_event_tags t WHERE t.tag = "))
+            .push_bind(criterion.lock_tag().to_owned())
+            .push(" AND t.tenant_key = ")
+            .push_bind(tenant.to_owned())
+            .push(" AND (t.transaction_id, t.position) > (")
+            .push_bind(after.commit.to_string())
+            .push("::xid8, ")
+            .push_bind(to_i64(after.sequence))
+            .push(")");
+        if !criterion.event_types.is_empty() {
+            sql.push(" AND t.event_type = ANY(")
+                .push_bind(criterion.event_types.clone())
+                .push(")");
+        }
+        for tag in criterion.tags.iter().skip(1) {
+            sql.push(tables.rename(
+                " AND EXISTS (SELECT 1 FROM annals_event_tags o \
+                 WHERE o.tag = ",
+            ))
+            .push_bind(tag.clone())
+            .push(
+                " AND o.tenant_key = t.tenant_key AND o.transaction_id = t.transaction_id \
+                 AND o.position = t.position)",
+            );
+        }
+    }
+    sql.push(")");
 }

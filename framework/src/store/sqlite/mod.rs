@@ -47,9 +47,11 @@ mod read;
 mod snapshots;
 mod tenancy;
 
+use crate::store::EventCriteria;
+use crate::store::condition::criteria_tenant;
 pub use builder::SqliteStoreBuilder;
 use chain::seal_unlinked_events;
-use read::{column, push_filters};
+use read::{column, push_criteria, push_filters};
 
 /// An event store in a SQLite database file.
 ///
@@ -284,6 +286,24 @@ impl EventStore for SqliteEventStore {
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;
         Ok(QueryPage::from_overfetch(events, query.limit))
+    }
+
+    async fn read_matching(
+        &self,
+        tenant: Option<&str>,
+        criteria: &EventCriteria,
+        after: Option<LogPosition>,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        criteria.validate()?;
+        let tenant = criteria_tenant(self.tenant(), tenant)?;
+        let after = to_i64(after.unwrap_or(LogPosition::START).sequence);
+        let mut sql = QueryBuilder::<Sqlite>::new(self.tables.rename(select_events!()));
+        sql.push(" WHERE ");
+        push_criteria(&mut sql, &self.tables, &tenant, criteria, after);
+        sql.push(" ORDER BY position LIMIT ")
+            .push_bind(limit(max_count));
+        self.fetch_events(sql.build(), "read matching events").await
     }
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {

@@ -6,9 +6,9 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::error::Result;
 use crate::event::envelope::RecordedEvent;
-use crate::store::EventQuery;
 use crate::store::row::{RowIdentity, StoredRow, tags_from_json};
 use crate::store::table_names::TableNames;
+use crate::store::{EventCriteria, EventQuery};
 
 use super::{SqliteEventStore, failed};
 
@@ -117,4 +117,44 @@ pub(super) fn push_filters(
             .push_bind(value.clone())
             .push(")");
     }
+}
+
+/// `position IN (...)`: the positions of `tenant`'s events after `after`
+/// matching any of `criteria`, from the tag index.
+pub(super) fn push_criteria(
+    sql: &mut QueryBuilder<Sqlite>,
+    tables: &TableNames,
+    tenant: &str,
+    criteria: &EventCriteria,
+    after: i64,
+) {
+    sql.push("position IN (");
+    for (index, criterion) in criteria.criteria.iter().enumerate() {
+        if index > 0 {
+            sql.push(" UNION ");
+        }
+        sql.push(tables.rename("SELECT t.position FROM annals_event_tags t WHERE t.tag = "))
+            .push_bind(criterion.lock_tag().to_owned())
+            .push(" AND t.tenant_key = ")
+            .push_bind(tenant.to_owned())
+            .push(" AND t.position > ")
+            .push_bind(after);
+        if !criterion.event_types.is_empty() {
+            sql.push(" AND t.event_type IN (");
+            let mut types = sql.separated(", ");
+            for event_type in &criterion.event_types {
+                types.push_bind(event_type.clone());
+            }
+            sql.push(")");
+        }
+        for tag in criterion.tags.iter().skip(1) {
+            sql.push(tables.rename(
+                " AND EXISTS (SELECT 1 FROM annals_event_tags o \
+                 WHERE o.tenant_key = t.tenant_key AND o.position = t.position AND o.tag = ",
+            ))
+            .push_bind(tag.clone())
+            .push(")");
+        }
+    }
+    sql.push(")");
 }

@@ -6,7 +6,7 @@ use annals::checkpoint::CheckpointStore;
 use annals::subscription::dead_letter::DeadLetterStore;
 use annals::hash_chain::ChainReport;
 use annals::aggregate::snapshot::SnapshotStore;
-use annals::store::{AppendResult, EventQuery, QueryPage};
+use annals::store::{AppendResult, EventCriteria, EventQuery, QueryPage};
 use annals::prelude::*;
 
 struct Audited(Arc<dyn EventStore>);
@@ -39,6 +39,15 @@ impl EventStore for Audited {
     }
     async fn count(&self, query: &EventQuery) -> annals::Result<u64> {
         self.0.count(query).await
+    }
+    async fn read_matching(
+        &self,
+        tenant: Option<&str>,
+        criteria: &EventCriteria,
+        after: Option<LogPosition>,
+        max: usize,
+    ) -> annals::Result<Vec<RecordedEvent>> {
+        self.0.read_matching(tenant, criteria, after, max).await
     }
     async fn verify_stream(&self, stream: &StreamId) -> annals::Result<ChainReport> {
         self.0.verify_stream(stream).await

@@ -1,0 +1,265 @@
+//! Decisions: commands that span aggregates or belong to no single stream.
+//!
+//! A [`Decision`] declares the events it depends on (by types and tags:
+//! [`EventCriteria`]), folds them into a state, and decides what to append.
+//! [`Decisions::execute`] reads the matching events (gap-safe, in the
+//! tenant's log), decides, and appends with an [`AppendCondition`] that no
+//! matching event was recorded after the last one it read, so the decision
+//! is still true when its events are stored. When another writer recorded
+//! such an event first, it reads again and decides again, up to a number of
+//! attempts, as [`Repository::execute`](crate::Repository::execute) does
+//! for one aggregate.
+//!
+//! The rule "an email is registered at most once per tenant" in a few lines:
+//!
+//! ```
+//! use annals::decision::{Decision, Decisions};
+//! use annals::prelude::*;
+//! use annals::store::{Criterion, EventCriteria};
+//!
+//! #[annals::event(name = "iam.user.registered", tags(email))]
+//! struct UserRegistered {
+//!     user_id: String,
+//!     email: String,
+//! }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("{0} is already registered")]
+//! struct EmailTaken(String);
+//!
+//! struct Register {
+//!     user_id: String,
+//!     email: String,
+//! }
+//!
+//! impl Decision for Register {
+//!     type State = bool; // taken?
+//!     type Error = EmailTaken;
+//!
+//!     fn criteria(&self) -> EventCriteria {
+//!         Criterion::tagged([format!("email:{}", self.email)])
+//!             .of_types(["iam.user.registered"])
+//!             .into()
+//!     }
+//!
+//!     fn evolve(&self, taken: &mut bool, _event: &RecordedEvent) -> annals::Result<()> {
+//!         *taken = true;
+//!         Ok(())
+//!     }
+//!
+//!     fn decide(&self, taken: &bool) -> Result<Vec<StreamAppend>, EmailTaken> {
+//!         if *taken {
+//!             return Err(EmailTaken(self.email.clone()));
+//!         }
+//!         let registered = UserRegistered { user_id: self.user_id.clone(), email: self.email.clone() };
+//!         Ok(vec![StreamAppend::new(
+//!             StreamId::new(format!("user-{}", self.user_id)).expect("a valid id"),
+//!             ExpectedVersion::NoStream,
+//!             vec![NewEvent::from_event(&registered).expect("encodes")],
+//!         )])
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = std::sync::Arc::new(InMemoryEventStore::new());
+//! let decisions = Decisions::new(store);
+//! let ada = Register { user_id: "1".into(), email: "ada@example.test".into() };
+//! let decided = decisions.execute(&ada, Metadata::new()).await?;
+//! assert_eq!(decided.results.len(), 1);
+//!
+//! let again = Register { user_id: "2".into(), email: "ada@example.test".into() };
+//! let refused = decisions.execute(&again, Metadata::new()).await;
+//! assert!(matches!(refused, Err(CommandError::Rejected(EmailTaken(_)))));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use crate::aggregate::repository::CommandError;
+use crate::error::Result;
+use crate::event::envelope::RecordedEvent;
+use crate::event::metadata::Metadata;
+use crate::store::position::LogPosition;
+use crate::store::{AppendCondition, AppendResult, EventCriteria, EventStore, StreamAppend};
+
+/// How many times [`Decisions::execute`] decides before giving up on
+/// conflicts, unless set with [`Decisions::with_max_attempts`].
+pub const DEFAULT_MAX_ATTEMPTS: usize = 16;
+
+/// Events read per round trip while a decision builds its state.
+const READ_BATCH: usize = 500;
+
+/// A command decided on the events of several streams (see the
+/// [module docs](self)).
+pub trait Decision: Send + Sync {
+    /// What the decision knows, built from the events it reads.
+    type State: Default + Send;
+    /// Why it refuses.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The events it depends on. Every criterion names at least one tag:
+    /// the narrowest first (appends lock on it).
+    fn criteria(&self) -> EventCriteria;
+
+    /// Folds one matching event, in log order, into the state.
+    fn evolve(&self, state: &mut Self::State, event: &RecordedEvent) -> Result<()>;
+
+    /// Decides on the state: the appends to make (none: nothing to do), or
+    /// a refusal. Every event gets the metadata given to
+    /// [`Decisions::execute`] where it has none of its own.
+    fn decide(&self, state: &Self::State) -> std::result::Result<Vec<StreamAppend>, Self::Error>;
+}
+
+/// What an executed decision appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// Each stream's outcome, in the order the decision gave them (empty:
+    /// the decision appended nothing).
+    pub results: Vec<AppendResult>,
+    /// The log position of the last event appended (`None` when nothing
+    /// was), for waiting until a reader has seen it.
+    pub position: Option<LogPosition>,
+    /// How many times the decision was made (1 unless it hit conflicts).
+    pub attempts: usize,
+}
+
+/// Runs [`Decision`]s against a store, within one tenant.
+#[derive(Debug, Clone)]
+pub struct Decisions {
+    store: Arc<dyn EventStore>,
+    tenant: Option<String>,
+    max_attempts: usize,
+}
+
+impl Decisions {
+    /// Decisions over `store`'s events: a tenant handle's own tenant, the
+    /// unscoped store's events without a tenant (see
+    /// [`for_tenant`](Self::for_tenant)).
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Decisions {
+            store,
+            tenant: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Decides within `tenant` on an unscoped store: reads its events and
+    /// stamps it on the events appended.
+    pub fn for_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Decides at most `attempts` times (at least 1) before returning the
+    /// last conflict.
+    pub fn with_max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Reads, decides and appends, deciding again after a conflict (see
+    /// the [module docs](self)). A refusal is [`CommandError::Rejected`];
+    /// conflicts that outlast every attempt are [`CommandError::Store`]
+    /// with the last one ([`Error::AppendConditionFailed`] or
+    /// [`Error::VersionConflict`]).
+    pub async fn execute<D: Decision>(
+        &self,
+        decision: &D,
+        metadata: Metadata,
+    ) -> std::result::Result<Decided, CommandError<D::Error>> {
+        let criteria = decision.criteria();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (state, read_up_to) = self.read_state(decision, &criteria).await?;
+            let mut appends = decision.decide(&state).map_err(CommandError::Rejected)?;
+            if appends.is_empty() {
+                return Ok(Decided {
+                    results: Vec::new(),
+                    position: None,
+                    attempts: attempt,
+                });
+            }
+            let condition = AppendCondition {
+                fail_if_events_match: criteria.clone(),
+                after: read_up_to,
+            };
+            for append in &mut appends {
+                for event in &mut append.events {
+                    stamp(&mut event.metadata, &metadata, self.tenant.as_deref());
+                }
+                append.condition = Some(condition.clone());
+            }
+            match self.store.append_batch(appends).await {
+                Ok(results) => {
+                    return Ok(Decided {
+                        position: results.iter().map(|result| result.position).max(),
+                        results,
+                        attempts: attempt,
+                    });
+                }
+                Err(conflict) if conflict.is_conflict() && attempt < self.max_attempts => {
+                    tracing::debug!(attempt, %conflict, "decision conflicted; deciding again");
+                }
+                Err(other) => return Err(CommandError::Store(other)),
+            }
+        }
+    }
+
+    /// The decision's state from every matching event, and the position
+    /// of the last one (`None`: none matched).
+    async fn read_state<D: Decision>(
+        &self,
+        decision: &D,
+        criteria: &EventCriteria,
+    ) -> Result<(D::State, Option<LogPosition>)> {
+        let mut state = D::State::default();
+        let mut after = None;
+        loop {
+            let events = self
+                .store
+                .read_matching(self.tenant.as_deref(), criteria, after, READ_BATCH)
+                .await?;
+            let Some(last) = events.last().map(|event| event.position) else {
+                return Ok((state, after));
+            };
+            for event in &events {
+                decision.evolve(&mut state, event)?;
+            }
+            after = Some(last);
+            if events.len() < READ_BATCH {
+                return Ok((state, after));
+            }
+        }
+    }
+}
+
+/// Fills what an event's metadata leaves out from the execution's, and the
+/// tenant decided in.
+fn stamp(event: &mut Metadata, given: &Metadata, tenant: Option<&str>) {
+    if event.correlation_id.is_none() {
+        event.correlation_id = given.correlation_id;
+    }
+    if event.causation_id.is_none() {
+        event.causation_id = given.causation_id;
+    }
+    if event.actor.is_none() {
+        event.actor.clone_from(&given.actor);
+    }
+    if event.trace_context.is_none() {
+        event.trace_context.clone_from(&given.trace_context);
+    }
+    if event.tenant_id.is_none() {
+        event.tenant_id = tenant
+            .map(str::to_owned)
+            .or_else(|| given.tenant_id.clone());
+    }
+    for (key, value) in &given.headers {
+        event
+            .headers
+            .entry(key.clone())
+            .or_insert_with(|| value.clone());
+    }
+}
