@@ -82,7 +82,10 @@ use crate::error::Result;
 use crate::event::envelope::RecordedEvent;
 use crate::event::metadata::Metadata;
 use crate::store::position::LogPosition;
-use crate::store::{AppendCondition, AppendResult, EventCriteria, EventStore, StreamAppend};
+use crate::store::stream::{ExpectedVersion, StreamId};
+use crate::store::{
+    AppendCondition, AppendResult, EventCriteria, EventStore, EventStoreExt, StreamAppend,
+};
 
 /// How many times [`Decisions::execute`] decides before giving up on
 /// conflicts, unless set with [`Decisions::with_max_attempts`].
@@ -103,7 +106,19 @@ pub trait Decision: Send + Sync {
     /// the narrowest first (appends lock on it).
     fn criteria(&self) -> EventCriteria;
 
-    /// Folds one matching event, in log order, into the state.
+    /// Streams whose whole history it also reads: other aggregates' state
+    /// (none by default). Their events are folded with
+    /// [`evolve`](Self::evolve) first, stream by stream in the order
+    /// given, before the matching events (each event once, even if it
+    /// also matches the criteria); an append to one of them expects
+    /// the version read, so it too is still current when the decision's
+    /// events are stored.
+    fn streams(&self) -> Vec<StreamId> {
+        Vec::new()
+    }
+
+    /// Folds one event (of a stream it reads, or matching its criteria, in
+    /// log order) into the state.
     fn evolve(&self, state: &mut Self::State, event: &RecordedEvent) -> Result<()>;
 
     /// Decides on the state: the appends to make (none: nothing to do), or
@@ -173,7 +188,7 @@ impl Decisions {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (state, read_up_to) = self.read_state(decision, &criteria).await?;
+            let (state, read_up_to, versions) = self.read_state(decision, &criteria).await?;
             let mut appends = decision.decide(&state).map_err(CommandError::Rejected)?;
             if appends.is_empty() {
                 return Ok(Decided {
@@ -187,6 +202,10 @@ impl Decisions {
                 after: read_up_to,
             };
             for append in &mut appends {
+                if let Some((_, version)) = versions.iter().find(|(id, _)| *id == append.stream_id)
+                {
+                    append.expected = ExpectedVersion::Exact(*version);
+                }
                 for event in &mut append.events {
                     stamp(&mut event.metadata, &metadata, self.tenant.as_deref());
                 }
@@ -208,14 +227,23 @@ impl Decisions {
         }
     }
 
-    /// The decision's state from every matching event, and the position
-    /// of the last one (`None`: none matched).
+    /// The decision's state from the streams it reads and every matching
+    /// event; the position of the last matching one (`None`: none
+    /// matched), and the version of each stream read.
     async fn read_state<D: Decision>(
         &self,
         decision: &D,
         criteria: &EventCriteria,
-    ) -> Result<(D::State, Option<LogPosition>)> {
+    ) -> Result<(D::State, Option<LogPosition>, Vec<(StreamId, u64)>)> {
         let mut state = D::State::default();
+        let mut versions = Vec::new();
+        for stream in decision.streams() {
+            let events = self.store.load_stream(&stream).await?;
+            for event in &events {
+                decision.evolve(&mut state, event)?;
+            }
+            versions.push((stream, events.last().map_or(0, |event| event.version)));
+        }
         let mut after = None;
         loop {
             let events = self
@@ -223,14 +251,20 @@ impl Decisions {
                 .read_matching(self.tenant.as_deref(), criteria, after, READ_BATCH)
                 .await?;
             let Some(last) = events.last().map(|event| event.position) else {
-                return Ok((state, after));
+                return Ok((state, after, versions));
             };
-            for event in &events {
+            // An event of a stream read above was folded there already.
+            let fresh = events.iter().filter(|event| {
+                !versions
+                    .iter()
+                    .any(|(id, version)| *id == event.stream_id && event.version <= *version)
+            });
+            for event in fresh {
                 decision.evolve(&mut state, event)?;
             }
             after = Some(last);
             if events.len() < READ_BATCH {
-                return Ok((state, after));
+                return Ok((state, after, versions));
             }
         }
     }

@@ -43,6 +43,10 @@ pub use async_trait::async_trait;
 /// events.
 pub use schemars;
 
+/// `uuid`, the type of event ids and correlation ids, so that code naming
+/// them needs no dependency of its own: `annals::uuid::Uuid`.
+pub use uuid;
+
 /// Marks an event type: a stable wire name and schema version, serde
 /// (de)serialisation, upcasting of older versions, and registration.
 /// See the [crate docs](crate#events).

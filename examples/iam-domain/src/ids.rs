@@ -4,6 +4,6 @@ use annals::RecordedEvent;
 
 /// The aggregate id of the event's stream (the part after the category).
 pub(crate) fn aggregate_id(envelope: &RecordedEvent) -> &str {
-    let stream = envelope.stream_id.as_str();
-    stream.split_once('-').map_or(stream, |(_, id)| id)
+    let stream = &envelope.stream_id;
+    stream.aggregate_id().unwrap_or(stream.as_str())
 }

@@ -86,6 +86,23 @@ impl StreamId {
             .split_once('-')
             .map_or(self.0.as_str(), |(category, _)| category)
     }
+
+    /// The part after the first `-`: for a stream named by
+    /// [`for_aggregate`](Self::for_aggregate), the aggregate's id (`None`
+    /// when the id has no `-`).
+    ///
+    /// ```
+    /// use annals::StreamId;
+    ///
+    /// let stream = StreamId::for_aggregate("user", "t001-u0042")?;
+    /// assert_eq!(stream.category(), "user");
+    /// assert_eq!(stream.aggregate_id(), Some("t001-u0042"));
+    /// assert_eq!(StreamId::new("ledger")?.aggregate_id(), None);
+    /// # Ok::<(), annals::Error>(())
+    /// ```
+    pub fn aggregate_id(&self) -> Option<&str> {
+        self.0.split_once('-').map(|(_, id)| id)
+    }
 }
 
 impl fmt::Display for StreamId {
