@@ -103,7 +103,8 @@ pub trait Decision: Send + Sync {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The events it depends on. Every criterion names at least one tag:
-    /// the narrowest first (appends lock on it).
+    /// the narrowest first (appends lock on it). None: the decision reads
+    /// only [`streams`](Self::streams), whose versions guard it.
     fn criteria(&self) -> EventCriteria;
 
     /// Streams whose whole history it also reads: other aggregates' state
@@ -149,9 +150,10 @@ pub struct Decisions {
 }
 
 impl Decisions {
-    /// Decisions over `store`'s events: a tenant handle's own tenant, the
-    /// unscoped store's events without a tenant (see
-    /// [`for_tenant`](Self::for_tenant)).
+    /// Decisions over `store`'s events: a tenant handle's own tenant; on
+    /// the unscoped store, the tenant of the metadata each execution is
+    /// given (events without a tenant when it names none), unless
+    /// [`for_tenant`](Self::for_tenant) says otherwise.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         Decisions {
             store,
@@ -185,10 +187,13 @@ impl Decisions {
         metadata: Metadata,
     ) -> std::result::Result<Decided, CommandError<D::Error>> {
         let criteria = decision.criteria();
+        let tenant = self.tenant.clone().or_else(|| metadata.tenant_id.clone());
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (state, read_up_to, versions) = self.read_state(decision, &criteria).await?;
+            let (state, read_up_to, versions) = self
+                .read_state(decision, tenant.as_deref(), &criteria)
+                .await?;
             let mut appends = decision.decide(&state).map_err(CommandError::Rejected)?;
             if appends.is_empty() {
                 return Ok(Decided {
@@ -197,19 +202,20 @@ impl Decisions {
                     attempts: attempt,
                 });
             }
-            let condition = AppendCondition {
+            // A decision on streams alone is guarded by their versions.
+            let condition = (!criteria.criteria.is_empty()).then(|| AppendCondition {
                 fail_if_events_match: criteria.clone(),
                 after: read_up_to,
-            };
+            });
             for append in &mut appends {
                 if let Some((_, version)) = versions.iter().find(|(id, _)| *id == append.stream_id)
                 {
                     append.expected = ExpectedVersion::Exact(*version);
                 }
                 for event in &mut append.events {
-                    stamp(&mut event.metadata, &metadata, self.tenant.as_deref());
+                    stamp(&mut event.metadata, &metadata, tenant.as_deref());
                 }
-                append.condition = Some(condition.clone());
+                append.condition.clone_from(&condition);
             }
             match self.store.append_batch(appends).await {
                 Ok(results) => {
@@ -233,6 +239,7 @@ impl Decisions {
     async fn read_state<D: Decision>(
         &self,
         decision: &D,
+        tenant: Option<&str>,
         criteria: &EventCriteria,
     ) -> Result<(D::State, Option<LogPosition>, Vec<(StreamId, u64)>)> {
         let mut state = D::State::default();
@@ -245,10 +252,13 @@ impl Decisions {
             versions.push((stream, events.last().map_or(0, |event| event.version)));
         }
         let mut after = None;
+        if criteria.criteria.is_empty() {
+            return Ok((state, after, versions));
+        }
         loop {
             let events = self
                 .store
-                .read_matching(self.tenant.as_deref(), criteria, after, READ_BATCH)
+                .read_matching(tenant, criteria, after, READ_BATCH)
                 .await?;
             let Some(last) = events.last().map(|event| event.position) else {
                 return Ok((state, after, versions));

@@ -37,23 +37,6 @@ CREATE TABLE IF NOT EXISTS iam_users (
 );
 CREATE INDEX IF NOT EXISTS iam_users_by_tenant_id ON iam_users (tenant_id);
 
--- Read model of projection `iam_tenant_directory` v1 (iam_domain::directory::TenantDirectory).
-CREATE TABLE IF NOT EXISTS iam_user_emails (
-    tenant_id TEXT NOT NULL,
-    email TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, email)
-);
-
--- Read model of projection `iam_tenant_directory` v1 (iam_domain::directory::TenantDirectory).
-CREATE TABLE IF NOT EXISTS iam_email_conflicts (
-    tenant_id TEXT NOT NULL,
-    email TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    detected_at TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, email, user_id)
-);
-
 -- Read model of projection `iam_user_permissions` v1 (iam_domain::permissions::UserPermissions).
 CREATE TABLE IF NOT EXISTS iam_perm_roles (
     role_id TEXT NOT NULL,

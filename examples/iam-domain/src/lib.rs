@@ -5,12 +5,12 @@
 //! handlers ([`notifications`]). The application (`iam-example`) and the
 //! schema generator (`iam-schema`) link it.
 //!
-//! Invariants that span aggregates are carried by types: a command on a role
-//! or user takes an [`ActiveTenant`](tenant::ActiveTenant), which only an
-//! active tenant's state hands out, and role assignment takes the role's own
-//! [`RoleRef`](role::RoleRef), so a role of another tenant is refused by the
-//! user aggregate. Email uniqueness is checked against the directory read
-//! model; [`directory`] documents the remaining race and how it is surfaced.
+//! Invariants that span aggregates are carried by types and decisions: a
+//! command on a role or user takes an [`ActiveTenant`](tenant::ActiveTenant),
+//! which only an active tenant's state hands out; role assignment reads the
+//! role's own state, so a role of another tenant is refused by the user
+//! aggregate; and an email address is registered once per tenant, decided
+//! on the events tagged with it ([`registration`]).
 
 pub mod audit;
 pub mod directory;
@@ -18,6 +18,7 @@ mod error;
 mod ids;
 pub mod notifications;
 pub mod permissions;
+pub mod registration;
 pub mod role;
 pub mod tenant;
 pub mod user;

@@ -8,14 +8,17 @@ use std::collections::BTreeSet;
 use annals::prelude::*;
 
 use crate::error::IamError;
+use crate::registration::EmailClaim;
 use crate::role::RoleRef;
 use crate::tenant::ActiveTenant;
 
 /// Everything that happens to a user.
 #[event]
 pub enum UserEvent {
-    /// Registered in a tenant. `email` and `display_name` are personal data.
-    #[event(name = "iam.user.registered")]
+    /// Registered in a tenant. `email` and `display_name` are personal data;
+    /// the event is tagged with the address's claim key (see
+    /// [`crate::registration`]).
+    #[event(name = "iam.user.registered", tags(email = email_key))]
     Registered {
         /// The tenant.
         tenant: String,
@@ -28,9 +31,17 @@ pub enum UserEvent {
         /// Display name. Personal data.
         #[pii(subject = user_id)]
         display_name: String,
+        /// The address's claim key: a keyed digest, not personal data by
+        /// itself, that survives forgetting the user.
+        #[serde(default)]
+        email_key: String,
     },
-    /// The email address changed. Personal data.
-    #[event(name = "iam.user.email_changed")]
+    /// The email address changed. Personal data. Tagged with the new
+    /// address's claim key and the released one's.
+    #[event(
+        name = "iam.user.email_changed",
+        tags(email = email_key, released = previous_key)
+    )]
     EmailChanged {
         /// The user: the data subject.
         #[serde(default)]
@@ -38,6 +49,12 @@ pub enum UserEvent {
         /// The new address (lowercase).
         #[pii(subject = user_id)]
         email: String,
+        /// The new address's claim key.
+        #[serde(default)]
+        email_key: String,
+        /// The claim key of the address it replaces.
+        #[serde(default)]
+        previous_key: String,
     },
     /// A role of the user's tenant was assigned.
     #[event(name = "iam.user.role_assigned")]
@@ -64,6 +81,9 @@ pub struct User {
     pub tenant: Option<String>,
     /// Email address.
     pub email: String,
+    /// Its claim key.
+    #[serde(default)]
+    pub email_key: String,
     /// Display name.
     pub display_name: String,
     /// Assigned role ids.
@@ -79,13 +99,20 @@ impl Apply<UserEvent> for User {
                 tenant,
                 email,
                 display_name,
+                email_key,
                 ..
             } => {
                 self.tenant = Some(tenant.clone());
                 self.email = email.clone();
+                self.email_key = email_key.clone();
                 self.display_name = display_name.clone();
             }
-            UserEvent::EmailChanged { email, .. } => self.email = email.clone(),
+            UserEvent::EmailChanged {
+                email, email_key, ..
+            } => {
+                self.email = email.clone();
+                self.email_key = email_key.clone();
+            }
             UserEvent::RoleAssigned { role } => {
                 self.roles.insert(role.clone());
             }
@@ -100,21 +127,24 @@ impl Apply<UserEvent> for User {
     }
 }
 
-/// Register a user in an active tenant. The application checks the email
-/// against the tenant directory first (see `crate::directory`).
+/// Register a user in an active tenant. The address is unique in the
+/// tenant when registered through [`crate::registration::Registration`].
 #[derive(Debug, Clone)]
 pub struct RegisterUser {
     /// The tenant.
     pub tenant: ActiveTenant,
     /// The user's id (the subject of its personal data).
     pub user_id: String,
-    /// Email address.
-    pub email: String,
+    /// Email address, normalised (see [`EmailClaim::new`](crate::registration::EmailClaim::new)).
+    pub email: EmailClaim,
     /// Display name.
     pub display_name: String,
 }
 
-/// Change a user's email address.
+/// Change a user's email address. The events carry the claim keys of the
+/// new and the released address, so registrations decided later see both;
+/// the example changes addresses only in its bulk import, whose addresses
+/// are unique by construction.
 #[derive(Debug, Clone)]
 pub struct ChangeEmail {
     /// The user's tenant, active.
@@ -122,7 +152,7 @@ pub struct ChangeEmail {
     /// The user's id (the subject of its personal data).
     pub user_id: String,
     /// The new address.
-    pub email: String,
+    pub email: EmailClaim,
 }
 
 /// Assign a role.
@@ -199,8 +229,9 @@ impl Handle<RegisterUser> for User {
         Ok(vec![UserEvent::Registered {
             tenant: command.tenant.id().to_owned(),
             user_id: command.user_id.clone(),
-            email: normalise_email(&command.email)?,
+            email: command.email.address().to_owned(),
             display_name: command.display_name.clone(),
+            email_key: command.email.key().to_owned(),
         }])
     }
 }
@@ -209,13 +240,14 @@ impl Handle<ChangeEmail> for User {
     type Error = IamError;
     fn handle(&self, command: &ChangeEmail) -> Result<Vec<UserEvent>, IamError> {
         self.active_in(&command.tenant)?;
-        let email = normalise_email(&command.email)?;
-        if email == self.email {
+        if command.email.address() == self.email {
             return Ok(vec![]);
         }
         Ok(vec![UserEvent::EmailChanged {
             user_id: command.user_id.clone(),
-            email,
+            email: command.email.address().to_owned(),
+            email_key: command.email.key().to_owned(),
+            previous_key: self.email_key.clone(),
         }])
     }
 }

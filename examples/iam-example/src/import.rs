@@ -8,8 +8,9 @@ use annals::prelude::*;
 use annals::{Handle, UnitOfWork};
 use anyhow::{Context, Result};
 use iam_domain::IamError;
+use iam_domain::registration::{EmailClaim, EmailKeys};
 use iam_domain::role::{DefineRole, GrantPermission, RevokePermission, Role};
-use iam_domain::tenant::{CreateTenant, RenameTenant, Tenant};
+use iam_domain::tenant::{ActiveTenant, CreateTenant, RenameTenant, Tenant};
 use iam_domain::user::{AssignRole, ChangeEmail, DeactivateUser, RegisterUser, RevokeRole, User};
 
 use crate::service::Caller;
@@ -100,6 +101,7 @@ const EVENTS_PER_TRANSACTION: usize = 2_000;
 /// appended. `progress` is called after each user.
 pub async fn import_tenant(
     store: &dyn EventStore,
+    keys: &EmailKeys,
     n: usize,
     users: usize,
     progress: &(dyn Fn(u64) + Sync),
@@ -190,7 +192,7 @@ pub async fn import_tenant(
         let register = RegisterUser {
             tenant: active.clone(),
             user_id: id.clone(),
-            email: format!("user{u}@{}.example", tenant),
+            email: claim(keys, &active, &format!("user{u}@{tenant}.example"))?,
             display_name: format!("User {u} of {name}"),
         };
         decide(&mut user, &register, &mut events)?;
@@ -227,7 +229,7 @@ pub async fn import_tenant(
             let change = ChangeEmail {
                 tenant: active.clone(),
                 user_id: id.clone(),
-                email: format!("u{u}.new@{}.example", tenant),
+                email: claim(keys, &active, &format!("u{u}.new@{tenant}.example"))?,
             };
             decide(&mut user, &change, &mut events)?;
         }
@@ -250,6 +252,12 @@ pub async fn import_tenant(
     }
     appended += commit(store, work, &tenant).await?;
     Ok(appended)
+}
+
+/// The claim of a generated address, which is always valid.
+fn claim(keys: &EmailKeys, tenant: &ActiveTenant, email: &str) -> Result<EmailClaim> {
+    keys.claim(tenant, email)
+        .map_err(|error| anyhow::anyhow!("{email}: {error}"))
 }
 
 async fn commit(store: &dyn EventStore, work: UnitOfWork, tenant: &str) -> Result<u64> {

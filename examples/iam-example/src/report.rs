@@ -222,10 +222,6 @@ pub fn render(report: &Report) -> String {
             report.outbox.display()
         ),
     ]);
-    stats.add_row(vec![
-        "email conflicts (raced the check)".to_owned(),
-        report.email_conflicts.to_string(),
-    ]);
     stats.add_row(vec!["events stored".to_owned(), thousands(report.events)]);
     for (event_type, count) in &report.events_by_type {
         stats.add_row(vec![format!("  {event_type}"), thousands(*count)]);

@@ -140,8 +140,6 @@ pub struct Report {
     pub handled: (u64, u64),
     /// The handlers' outbox file (the first run of the process keeps it).
     pub outbox: std::path::PathBuf,
-    /// Registrations that raced the email check.
-    pub email_conflicts: usize,
     /// In-process cache statistics.
     pub cache: CacheStats,
     /// Redis cache statistics, if Redis was used.
@@ -185,10 +183,15 @@ pub async fn run(config: &Config) -> Result<Report> {
     let users_total = (config.tenants * config.users_per_tenant) as u64;
     let progress = bar(config, users_total, "import");
     let mut imported = 0;
+    let keys = crate::service::email_keys();
     for n in 1..=config.tenants {
-        imported += import::import_tenant(&*backend.store, n, config.users_per_tenant, &|users| {
-            progress.inc(users)
-        })
+        imported += import::import_tenant(
+            &*backend.store,
+            &keys,
+            n,
+            config.users_per_tenant,
+            &|users| progress.inc(users),
+        )
         .await?;
     }
     progress.finish_and_clear();
@@ -280,14 +283,7 @@ pub async fn run(config: &Config) -> Result<Report> {
         (user_id(&t1, 0), format!("u0.new@{t1}.example"))
     };
     let outcome = iam
-        .register_user(
-            &backend,
-            &admin,
-            &t1,
-            &format!("{t1}-u9001"),
-            &taken,
-            "Copycat",
-        )
+        .register_user(&admin, &t1, &format!("{t1}-u9001"), &taken, "Copycat")
         .await?;
     record(format!("register {t1}-u9001 with {owner}'s email"), outcome);
     let outcome = iam
@@ -303,7 +299,6 @@ pub async fn run(config: &Config) -> Result<Report> {
     record(format!("suspend {t3}"), outcome);
     let outcome = iam
         .register_user(
-            &backend,
             &admin,
             &t3,
             &format!("{t3}-u9002"),
@@ -340,14 +335,7 @@ pub async fn run(config: &Config) -> Result<Report> {
     );
     let newcomer = format!("{t1}-u9000");
     let outcome = iam
-        .register_user(
-            &backend,
-            &admin,
-            &t1,
-            &newcomer,
-            "Newcomer@Example.com",
-            "New Comer",
-        )
+        .register_user(&admin, &t1, &newcomer, "Newcomer@Example.com", "New Comer")
         .await?;
     record(format!("register {newcomer}"), outcome);
     let outcome = iam
@@ -358,24 +346,17 @@ pub async fn run(config: &Config) -> Result<Report> {
         outcome,
     );
 
-    // Two admins register the same new address at the same moment: both
-    // checks pass (neither registration is projected yet), both commands
-    // succeed, and the directory records the second as a conflict.
+    // Two admins register the same new address at the same moment: each
+    // decides the address is free, one appends first, and the other's
+    // condition fails; it decides again, sees the winner, and is refused.
     let twins = [format!("{t1}-u9003"), format!("{t1}-u9004")];
-    let mut checked = Vec::new();
-    for user in &twins {
-        checked.push(
-            iam.check_registration(&backend, &t1, user, "twin@example.com", "Twin")
-                .await?,
-        );
-    }
-    for (user, command) in twins.iter().zip(checked) {
-        let outcome = match command {
-            Ok(command) => iam.register_checked(&admin, &t1, user, &command).await?,
-            Err(refused) => Err(refused),
-        };
+    let (first, second) = tokio::join!(
+        iam.register_user(&admin, &t1, &twins[0], "twin@example.com", "Twin"),
+        iam.register_user(&admin, &t1, &twins[1], "twin@example.com", "Twin"),
+    );
+    for (user, outcome) in twins.iter().zip([first?, second?]) {
         record(
-            format!("register {user} with twin@example.com, racing the other"),
+            format!("register {user} with twin@example.com, at the same moment"),
             outcome,
         );
     }
@@ -466,9 +447,6 @@ pub async fn run(config: &Config) -> Result<Report> {
 
     let replayed = replay_stream(&iam, &developer).await?;
     let directory_rows = iam_domain::directory::tenants(connection.db(), 5).await?;
-    let email_conflicts = iam_domain::directory::email_conflicts(connection.db())
-        .await?
-        .len();
     let audit_of_request =
         iam_domain::audit::by_correlation(connection.db(), admin.correlation_id).await?;
     let rota = format!("rota@{t1}");
@@ -535,7 +513,6 @@ pub async fn run(config: &Config) -> Result<Report> {
         request: admin.correlation_id,
         handled: iam_domain::notifications::counts(),
         outbox,
-        email_conflicts,
         cache: backend.near.stats(),
         redis: backend.redis.as_ref().map(|redis| redis.stats()),
         events_by_type,

@@ -1,7 +1,8 @@
 //! The application service: commands that span aggregates, each carrying
 //! who asks and for which request. It loads what a command needs (the
-//! tenant's state for [`ActiveTenant`], the role's state for [`RoleRef`],
-//! the directory for email uniqueness) and runs it through the repository.
+//! tenant's state for [`ActiveTenant`]) and runs it through the repository,
+//! or, for the rules across aggregates (an address once per tenant, a role
+//! of the user's tenant), through a decision (`iam_domain::registration`).
 
 use std::sync::Arc;
 
@@ -12,9 +13,10 @@ use annals::cache::EventCache;
 use annals::prelude::*;
 use anyhow::Result;
 use iam_domain::IamError;
+use iam_domain::registration::{EmailKeys, Registration, RoleAssignment};
 use iam_domain::role::{GrantPermission, RevokePermission, Role};
 use iam_domain::tenant::{ActiveTenant, ReactivateTenant, SuspendTenant, Tenant};
-use iam_domain::user::{AssignRole, RegisterUser, RevokeRole, User, normalise_email};
+use iam_domain::user::{RegisterUser, RevokeRole, User};
 use uuid::Uuid;
 
 use crate::backend::Backend;
@@ -58,6 +60,31 @@ pub struct Iam {
     pub roles: Repository<Role>,
     /// Users (cached, snapshotted).
     pub users: Repository<User>,
+    /// Decisions across aggregates.
+    pub decisions: Decisions,
+    /// The claim keys of email addresses.
+    pub email_keys: EmailKeys,
+}
+
+/// The secret of email claim keys: `$IAM_EMAIL_CLAIM_SECRET`, else a fixed
+/// demonstration value. Every instance of the application must use the same
+/// one; in production, take it from the secret store.
+pub fn email_keys() -> EmailKeys {
+    let secret = std::env::var("IAM_EMAIL_CLAIM_SECRET")
+        .ok()
+        .filter(|secret| !secret.is_empty())
+        .unwrap_or_else(|| "iam-example: demonstration email claim secret".to_owned());
+    EmailKeys::new(secret)
+}
+
+fn decided(
+    result: std::result::Result<annals::decision::Decided, CommandError<IamError>>,
+) -> Result<Outcome> {
+    match result {
+        Ok(_) => Ok(Ok(())),
+        Err(CommandError::Rejected(error)) => Ok(Err(error)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn outcome<A: Aggregate>(
@@ -79,6 +106,8 @@ impl Iam {
             users: Repository::new(backend.store.clone())
                 .with_cache(cache)
                 .with_snapshots(SnapshotSettings::new()),
+            decisions: Decisions::new(backend.store.clone()),
+            email_keys: email_keys(),
         }
     }
 
@@ -90,79 +119,41 @@ impl Iam {
         Ok(self.tenants.load(tenant).await?.state.active(tenant))
     }
 
-    /// Registers a user after checking the tenant is active and the email
-    /// is free in the directory (see `iam_domain::directory` on the race).
+    /// Registers a user in an active tenant, unless another user of the
+    /// tenant holds the address (decided on the events tagged with it:
+    /// of two racing registrations, one wins).
     pub async fn register_user(
         &self,
-        backend: &Backend,
         caller: &Caller,
         tenant: &str,
         user: &str,
         email: &str,
         display_name: &str,
     ) -> Result<Outcome> {
-        match self
-            .check_registration(backend, tenant, user, email, display_name)
-            .await?
-        {
-            Ok(command) => self.register_checked(caller, tenant, user, &command).await,
-            Err(refused) => Ok(Err(refused)),
-        }
-    }
-
-    /// The first half of [`register_user`](Self::register_user): the
-    /// command, if the tenant is active and the directory has not seen the
-    /// email in it.
-    pub async fn check_registration(
-        &self,
-        backend: &Backend,
-        tenant: &str,
-        user: &str,
-        email: &str,
-        display_name: &str,
-    ) -> Result<std::result::Result<RegisterUser, IamError>> {
         let active = match self.active_tenant(tenant).await? {
             Ok(active) => active,
             Err(refused) => return Ok(Err(refused)),
         };
-        let email = match normalise_email(email) {
+        let email = match self.email_keys.claim(&active, email) {
             Ok(email) => email,
             Err(refused) => return Ok(Err(refused)),
         };
-        let mut connection = backend.query().await?;
-        if iam_domain::directory::email_owner(connection.db(), tenant, &email)
-            .await?
-            .is_some()
-        {
-            return Ok(Err(IamError::EmailTaken {
-                tenant: tenant.to_owned(),
-            }));
-        }
-        Ok(Ok(RegisterUser {
+        let registration = Registration(RegisterUser {
             tenant: active,
             user_id: user.to_owned(),
             email,
             display_name: display_name.to_owned(),
-        }))
-    }
-
-    /// The second half: runs a checked registration.
-    pub async fn register_checked(
-        &self,
-        caller: &Caller,
-        tenant: &str,
-        user: &str,
-        command: &RegisterUser,
-    ) -> Result<Outcome> {
-        outcome(
-            self.users
-                .execute(user, command, caller.metadata(tenant))
+        });
+        decided(
+            self.decisions
+                .execute(&registration, caller.metadata(tenant))
                 .await,
         )
     }
 
-    /// Assigns `role` (any tenant's: the user aggregate refuses another
-    /// tenant's role) to `user` of `tenant`.
+    /// Assigns `role` (any tenant's: the decision reads the role's own
+    /// state, and the user aggregate refuses another tenant's role) to
+    /// `user` of `tenant`.
     pub async fn assign_role(
         &self,
         caller: &Caller,
@@ -174,17 +165,14 @@ impl Iam {
             Ok(active) => active,
             Err(refused) => return Ok(Err(refused)),
         };
-        let role = match self.roles.load(role).await?.state.reference(role) {
-            Ok(role) => role,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        let command = AssignRole {
+        let assignment = RoleAssignment {
             tenant: active,
-            role,
+            user_id: user.to_owned(),
+            role_id: role.to_owned(),
         };
-        outcome(
-            self.users
-                .execute(user, &command, caller.metadata(tenant))
+        decided(
+            self.decisions
+                .execute(&assignment, caller.metadata(tenant))
                 .await,
         )
     }

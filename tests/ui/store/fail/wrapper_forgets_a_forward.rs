@@ -2,6 +2,11 @@
 // compiler names what it missed, instead of the wrapper silently polling.
 use std::sync::Arc;
 
+// A second `Future` in scope makes rustc print the full path in its advice,
+// the same whichever crates the build happened to load.
+#[allow(dead_code)]
+trait Future {}
+
 use annals::checkpoint::CheckpointStore;
 use annals::subscription::dead_letter::DeadLetterStore;
 use annals::hash_chain::ChainReport;

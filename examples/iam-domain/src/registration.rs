@@ -1,0 +1,246 @@
+//! The rules that span aggregates, as decisions (`annals::decision`).
+//!
+//! - **An email address is registered once per tenant.** A registration is
+//!   decided on the user's own stream and on every event tagged with the
+//!   address's claim key (registrations, and changes to and away from it),
+//!   and appended on the condition that none arrived since: of two registrations of one address
+//!   racing, one wins and the other is refused with
+//!   [`IamError::EmailTaken`]. No read model is involved and no race is
+//!   left.
+//! - **A role is assigned only within its own tenant.** Assigning reads the
+//!   role's stream and the user's, and appends to the user's expecting the
+//!   version read.
+//!
+//! The address is personal data (`#[pii]`), so events are not tagged with
+//! it: a tag is stored in the clear and outlives forgetting the user. They
+//! carry its *claim key*, an HMAC of the tenant and the address under the
+//! application's secret ([`EmailKeys`]), which names the address without
+//! revealing it to whoever reads the tags.
+
+use annals::decision::Decision;
+use annals::prelude::*;
+use annals::store::{Criterion, EventCriteria};
+use hmac::{KeyInit, Mac};
+
+use crate::error::IamError;
+use crate::role::{Role, RoleEvent};
+use crate::tenant::ActiveTenant;
+use crate::user::{AssignRole, RegisterUser, User, UserEvent, normalise_email};
+
+const REGISTERED: &str = "iam.user.registered";
+const EMAIL_CHANGED: &str = "iam.user.email_changed";
+
+/// Turns addresses into claim keys under the application's secret.
+#[derive(Clone)]
+pub struct EmailKeys {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for EmailKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmailKeys(..)")
+    }
+}
+
+impl EmailKeys {
+    /// Keys under `secret` (every instance of the application uses the same).
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        EmailKeys {
+            secret: secret.into(),
+        }
+    }
+
+    /// The claim of `email` in `tenant`: the normalised address and its key.
+    pub fn claim(&self, tenant: &ActiveTenant, email: &str) -> Result<EmailClaim, IamError> {
+        let address = normalise_email(email)?;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret).map_err(|_| {
+                IamError::Invalid {
+                    field: "email key secret",
+                    reason: "not usable as an HMAC key".into(),
+                }
+            })?;
+        mac.update(tenant.id().as_bytes());
+        mac.update(&[0]);
+        mac.update(address.as_bytes());
+        let key = hex::encode(&mac.finalize().into_bytes()[..16]);
+        Ok(EmailClaim { address, key })
+    }
+}
+
+/// A normalised address and its claim key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailClaim {
+    address: String,
+    key: String,
+}
+
+impl EmailClaim {
+    /// The address, lowercase.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Its claim key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What registering, changing to or away from the address is tagged with.
+    fn criteria(&self) -> EventCriteria {
+        EventCriteria::new()
+            .or(Criterion::tagged([format!("email:{}", self.key)])
+                .of_types([REGISTERED, EMAIL_CHANGED]))
+            .or(Criterion::tagged([format!("released:{}", self.key)]).of_types([EMAIL_CHANGED]))
+    }
+}
+
+/// A user and who else holds an address: the state of [`Registration`].
+#[derive(Debug, Default)]
+pub struct ClaimState {
+    /// The user deciding, from its own stream.
+    pub user: User,
+    /// Another user holding the address, from the events tagged with it.
+    pub holder: Option<String>,
+}
+
+/// Folds an event into a [`ClaimState`]: the user's own events into the
+/// user, other users' claims and releases of `claim` into the holder.
+fn evolve_claim(
+    state: &mut ClaimState,
+    own: &StreamId,
+    claim: &EmailClaim,
+    event: &RecordedEvent,
+) -> annals::Result<()> {
+    if event.stream_id == *own {
+        state.user.apply_event(&event.decode::<UserEvent>()?);
+        return Ok(());
+    }
+    let holder = event.stream_id.aggregate_id().map(str::to_owned);
+    if event.tags.contains(&format!("email:{}", claim.key)) {
+        state.holder = holder;
+    } else if state.holder == holder {
+        state.holder = None;
+    }
+    Ok(())
+}
+
+/// The appends of a user command decided on `user`: its events, for its
+/// stream (the decision sets the version it read); none for no events.
+fn user_appends(user_id: &str, events: &[UserEvent]) -> Result<Vec<StreamAppend>, IamError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stream = user_stream(user_id)?;
+    let events = events
+        .iter()
+        .map(NewEvent::from_event)
+        .collect::<annals::Result<Vec<_>>>()
+        .map_err(|error| IamError::Invalid {
+            field: "event",
+            reason: error.to_string(),
+        })?;
+    Ok(vec![StreamAppend::new(
+        stream,
+        ExpectedVersion::Any,
+        events,
+    )])
+}
+
+fn user_stream(user_id: &str) -> Result<StreamId, IamError> {
+    User::stream_id(&user_id).map_err(|error| IamError::Invalid {
+        field: "user id",
+        reason: error.to_string(),
+    })
+}
+
+/// Registers a user, unless the address is held by another user of the
+/// tenant.
+#[derive(Debug, Clone)]
+pub struct Registration(pub RegisterUser);
+
+impl Decision for Registration {
+    type State = ClaimState;
+    type Error = IamError;
+
+    fn criteria(&self) -> EventCriteria {
+        self.0.email.criteria()
+    }
+
+    fn streams(&self) -> Vec<StreamId> {
+        user_stream(&self.0.user_id).into_iter().collect()
+    }
+
+    fn evolve(&self, state: &mut ClaimState, event: &RecordedEvent) -> annals::Result<()> {
+        let own = StreamId::for_aggregate("user", &self.0.user_id)?;
+        evolve_claim(state, &own, &self.0.email, event)
+    }
+
+    fn decide(&self, state: &ClaimState) -> Result<Vec<StreamAppend>, IamError> {
+        let events = state.user.handle(&self.0)?;
+        if state.holder.is_some() {
+            return Err(IamError::EmailTaken {
+                tenant: self.0.tenant.id().to_owned(),
+            });
+        }
+        user_appends(&self.0.user_id, &events)
+    }
+}
+
+/// Assigns a role to a user: the role's own state says which tenant it
+/// belongs to, and the user aggregate refuses a role of another tenant.
+#[derive(Debug, Clone)]
+pub struct RoleAssignment {
+    /// The user's tenant, active.
+    pub tenant: ActiveTenant,
+    /// The user.
+    pub user_id: String,
+    /// The role.
+    pub role_id: String,
+}
+
+/// The role and the user of a [`RoleAssignment`].
+#[derive(Debug, Default)]
+pub struct AssignmentState {
+    role: Role,
+    user: User,
+}
+
+impl Decision for RoleAssignment {
+    type State = AssignmentState;
+    type Error = IamError;
+
+    fn criteria(&self) -> EventCriteria {
+        EventCriteria::new()
+    }
+
+    /// The role first, then the user. A role's tenant never changes, so
+    /// the user's version, which the append expects, is all that can move.
+    fn streams(&self) -> Vec<StreamId> {
+        [
+            Role::stream_id(&self.role_id),
+            User::stream_id(&self.user_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn evolve(&self, state: &mut AssignmentState, event: &RecordedEvent) -> annals::Result<()> {
+        if event.stream_id.category() == "role" {
+            state.role.apply_event(&event.decode::<RoleEvent>()?);
+        } else {
+            state.user.apply_event(&event.decode::<UserEvent>()?);
+        }
+        Ok(())
+    }
+
+    fn decide(&self, state: &AssignmentState) -> Result<Vec<StreamAppend>, IamError> {
+        let command = AssignRole {
+            tenant: self.tenant.clone(),
+            role: state.role.reference(&self.role_id)?,
+        };
+        let events = state.user.handle(&command)?;
+        user_appends(&self.user_id, &events)
+    }
+}
