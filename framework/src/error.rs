@@ -295,6 +295,18 @@ pub enum Error {
         name: String,
     },
 
+    /// A wait for a background task's status ran out of time; the task
+    /// runs on.
+    #[error("the {task} `{name}` did not reach the awaited status within {waited:?}")]
+    WaitTimedOut {
+        /// `subscription`, `projection` or `replay`.
+        task: &'static str,
+        /// Its name (a replay's id).
+        name: String,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
+
     /// A background task did not end normally: it panicked, or its runtime
     /// shut down under it.
     #[error("the {task} `{name}` failed")]

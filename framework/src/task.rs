@@ -10,7 +10,8 @@
 //! | --- | --- |
 //! | [`status`](TaskHandle::status) | the latest status (a [`SubscriptionStatus`](crate::subscription::SubscriptionStatus), [`ProjectionStatus`](crate::projection::runner::ProjectionStatus) or [`ReplayProgress`](crate::replay::ReplayProgress)) |
 //! | [`updates`](TaskHandle::updates) | the status now, then every change until the task ends |
-//! | [`wait_until`](TaskHandle::wait_until) | waits for a status; [`Error::TaskStopped`] if the task ends first |
+//! | [`wait_until`](TaskHandle::wait_until) | waits, at most a given time, for a status; [`Error::TaskStopped`] if the task ends first, [`Error::WaitTimedOut`] if the time runs out |
+//! | [`wait_for_position`](TaskHandle::wait_for_position) | a subscription or projection: waits, at most a given time, until it has read up to a log position (read-your-writes) |
 //! | [`request_stop`](TaskHandle::request_stop) | asks the task to stop after the item in hand, without waiting |
 //! | [`stop`](TaskHandle::stop) | asks, then waits for the end and returns the task's output |
 //! | [`finish`](TaskHandle::finish) | waits for the end without asking (a replay that runs to completion) |
@@ -25,6 +26,7 @@
 //! use annals::prelude::*;
 //! use annals::subscription::{EventSink, Subscription};
 //! use std::sync::Arc;
+//! use std::time::Duration;
 //!
 //! struct Ignore;
 //!
@@ -40,11 +42,13 @@
 //! let store = Arc::new(InMemoryEventStore::new());
 //! let handle = Subscription::new(store, "ignore").without_lease().start(Ignore);
 //! assert_eq!(handle.name(), "ignore");
-//! handle.wait_until(|status| status.caught_up).await?;
+//! handle.wait_until(Duration::from_secs(5), |status| status.caught_up).await?;
 //! handle.stop().await?;
 //! # Ok(())
 //! # }
 //! ```
+
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
@@ -52,6 +56,26 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::store::position::LogPosition;
+
+/// The status of a reader of the log: how far it has read.
+pub trait ReaderStatus {
+    /// The position of the last event it has handled, or read past.
+    fn position(&self) -> LogPosition;
+}
+
+impl<S, O> TaskHandle<S, O>
+where
+    S: ReaderStatus + Clone + Send + Sync + 'static,
+{
+    /// Waits at most `timeout` until the reader has handled (or read past)
+    /// `position`: read-your-writes, with the position an append or a
+    /// command returned ([`Executed::position`](crate::aggregate::repository::Executed::position)).
+    pub async fn wait_for_position(&self, position: LogPosition, timeout: Duration) -> Result<S> {
+        self.wait_until(timeout, |status| status.position() >= position)
+            .await
+    }
+}
 
 /// A runner working in the background: a subscription, a projection or a
 /// replay. See the [module docs](self) for the vocabulary.
@@ -119,19 +143,27 @@ where
         .boxed()
     }
 
-    /// Waits until the status satisfies `condition`, and returns it. Fails
-    /// with [`Error::TaskStopped`] if the task ends first. To bound the
-    /// wait, wrap it in [`tokio::time::timeout`].
-    pub async fn wait_until(&self, condition: impl FnMut(&S) -> bool) -> Result<S> {
+    /// Waits at most `timeout` until the status satisfies `condition`, and
+    /// returns it. Fails with [`Error::TaskStopped`] if the task ends first,
+    /// and with [`Error::WaitTimedOut`] if the time runs out.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: impl FnMut(&S) -> bool,
+    ) -> Result<S> {
         let mut receiver = self.status.clone();
-        receiver
-            .wait_for(condition)
-            .await
-            .map(|status| status.clone())
-            .map_err(|_| Error::TaskStopped {
+        match tokio::time::timeout(timeout, receiver.wait_for(condition)).await {
+            Ok(Ok(status)) => Ok(status.clone()),
+            Ok(Err(_)) => Err(Error::TaskStopped {
                 task: self.kind,
                 name: self.name.clone(),
-            })
+            }),
+            Err(_) => Err(Error::WaitTimedOut {
+                task: self.kind,
+                name: self.name.clone(),
+                waited: timeout,
+            }),
+        }
     }
 
     /// Asks the task to stop after the item in hand; returns at once.
@@ -149,7 +181,8 @@ where
     }
 
     /// Waits for the task to end on its own (a replay's completion) and
-    /// returns its output.
+    /// returns its output. Bound it with [`tokio::time::timeout`] if it may
+    /// run long; dropping the wait leaves the task running.
     pub async fn finish(self) -> Result<O> {
         let TaskHandle {
             kind,

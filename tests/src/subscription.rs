@@ -83,10 +83,13 @@ async fn wait_for(
     handle: &annals::subscription::SubscriptionHandle<Recorder>,
     check: impl FnMut(&SubscriptionStatus) -> bool,
 ) {
-    tokio::time::timeout(Duration::from_secs(30), handle.wait_until(check))
-        .await
-        .expect("the subscription got there within 30 s")
-        .expect("still running");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        handle.wait_until(std::time::Duration::from_secs(30), check),
+    )
+    .await
+    .expect("the subscription got there within 30 s")
+    .expect("still running");
 }
 
 /// Existing events first, then events appended while it runs; each once, in
@@ -209,7 +212,7 @@ pub async fn wakes_up_on_new_events_without_waiting_for_the_poll(t: &TestStore) 
     append_numbered(t, "sub-f", 1).await;
     tokio::time::timeout(
         Duration::from_secs(2),
-        handle.wait_until(|s| s.delivered >= 1),
+        handle.wait_until(std::time::Duration::from_secs(30), |s| s.delivered >= 1),
     )
     .await
     .expect("woken by the append, not by polling")
@@ -251,7 +254,9 @@ pub async fn dropping_the_handle_stops_the_task(t: &TestStore) {
         .poll_interval(Duration::from_millis(50))
         .start(DropFlag(ended.clone()));
     handle
-        .wait_until(|status| status.delivered == 1 && status.caught_up)
+        .wait_until(std::time::Duration::from_secs(30), |status| {
+            status.delivered == 1 && status.caught_up
+        })
         .await
         .expect("delivered");
     drop(handle);

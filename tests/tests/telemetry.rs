@@ -212,7 +212,9 @@ async fn the_documented_metrics_reach_the_recorder() {
     // A projection reports its lag once it has applied a batch.
     let running = ProjectionRunner::new(store.clone(), InMemory).start(TenantDirectory::default());
     running
-        .wait_until(|status| status.applied >= 2 && status.state == ProjectionState::Running)
+        .wait_until(std::time::Duration::from_secs(30), |status| {
+            status.applied >= 2 && status.state == ProjectionState::Running
+        })
         .await
         .expect("projected");
     running.stop().await.expect("stop");

@@ -243,7 +243,9 @@ pub async fn run(config: &Config) -> Result<Report> {
         .start(HandlerRegistry::from_inventory(backend.store.clone()));
     let caught_up = tokio::time::timeout(
         Duration::from_secs(300),
-        handlers.wait_until(|status| status.position >= head),
+        handlers.wait_until(std::time::Duration::from_secs(30), |status| {
+            status.position >= head
+        }),
     )
     .await;
     if caught_up.is_err() {

@@ -80,6 +80,12 @@ pub struct ProjectionStatus {
     pub ownership: Option<OwnershipStatus>,
 }
 
+impl crate::task::ReaderStatus for ProjectionStatus {
+    fn position(&self) -> LogPosition {
+        self.position
+    }
+}
+
 /// Where a projection's read model and checkpoint live.
 #[async_trait]
 pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
@@ -550,7 +556,7 @@ fn sql_failed(backend: &'static str, operation: &'static str) -> impl FnOnce(sql
 /// let stream = StreamId::new("tenant-1")?;
 /// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::from_event(&TenantCreated { name: "Acme".into() })?]).await?;
 /// let running = ProjectionRunner::new(store.clone(), InMemory).start(Names::default());
-/// running.wait_until(|status| status.applied == 1).await?;
+/// running.wait_until(std::time::Duration::from_secs(30), |status| status.applied == 1).await?;
 /// assert_eq!(running.read().await.0, ["Acme"]);
 /// running.stop().await?;
 /// # Ok(())
@@ -1036,13 +1042,15 @@ impl<P> RunningProjection<P> {
 
     /// Blue/green switch: keeps this (live) version running while `next` (a
     /// new version, building beside it from the start of the log) catches
-    /// up, then stops this one and returns `next` as the live projection.
-    /// Readers keep reading this version until the switch.
+    /// up, at most `timeout`, then stops this one and returns `next` as the
+    /// live projection. Readers keep reading this version until the switch;
+    /// when the time runs out ([`Error::WaitTimedOut`]) both run on.
     pub async fn replace_when_caught_up<Q>(
         self,
         next: RunningProjection<Q>,
+        timeout: std::time::Duration,
     ) -> Result<RunningProjection<Q>> {
-        next.wait_until(|status| status.state == ProjectionState::Running)
+        next.wait_until(timeout, |status| status.state == ProjectionState::Running)
             .await?;
         self.stop().await?;
         Ok(next)

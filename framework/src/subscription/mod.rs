@@ -76,6 +76,12 @@ pub struct SubscriptionStatus {
     pub ownership: Option<OwnershipStatus>,
 }
 
+impl crate::task::ReaderStatus for SubscriptionStatus {
+    fn position(&self) -> LogPosition {
+        self.position
+    }
+}
+
 /// A named, checkpointed reader of the global log.
 ///
 /// ```
@@ -101,9 +107,9 @@ pub struct SubscriptionStatus {
 /// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::json("registered", &1)?]).await?;
 ///
 /// let handle = Subscription::new(store.clone(), "counter").start(Count::default());
-/// handle.wait_until(|status| status.delivered == 1).await?;
+/// handle.wait_until(std::time::Duration::from_secs(30), |status| status.delivered == 1).await?;
 /// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::json("renamed", &2)?]).await?;
-/// handle.wait_until(|status| status.delivered == 2).await?;
+/// handle.wait_until(std::time::Duration::from_secs(30), |status| status.delivered == 2).await?;
 /// let count = handle.stop().await?;
 /// assert_eq!(count.0, 2);
 /// assert!(store.load_checkpoint("counter").await?.is_some());
@@ -234,7 +240,7 @@ impl Subscription {
     /// store.append(&StreamId::new("user-1")?, ExpectedVersion::Any, vec![NewEvent::json("registered", &1)?]).await?;
     ///
     /// let handle = Subscription::new(store.clone(), "outbox").start_transactional(target, Outbox);
-    /// handle.wait_until(|status| status.caught_up && status.delivered == 1).await?;
+    /// handle.wait_until(std::time::Duration::from_secs(30), |status| status.caught_up && status.delivered == 1).await?;
     /// handle.stop().await?;
     /// # Ok::<(), annals::Error>(())
     /// # }).unwrap();

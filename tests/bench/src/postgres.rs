@@ -218,7 +218,9 @@ pub async fn w3_catch_up(_context: &Context, dataset: &Dataset) -> Result<Value>
             .batch_size(5_000)
             .start(LineTotals::default());
         running
-            .wait_until(|status| status.applied >= dataset.events)
+            .wait_until(std::time::Duration::from_secs(30), |status| {
+                status.applied >= dataset.events
+            })
             .await?;
         let lines = running.read().await.lines;
         running.stop().await?;
@@ -315,7 +317,9 @@ pub async fn w4_sql_projection(_context: &Context, dataset: &Dataset) -> Result<
                 .batch_size(5_000)
                 .start(LineRows::default());
         running
-            .wait_until(|status| status.applied >= dataset.events)
+            .wait_until(std::time::Duration::from_secs(30), |status| {
+                status.applied >= dataset.events
+            })
             .await?;
         running.stop().await?;
         anyhow::Ok(())

@@ -74,7 +74,9 @@ async fn a_projection_run_after_forget_sees_redacted_values(b: PiiBackend) {
         .start(MemberEmails::default());
     tokio::time::timeout(
         Duration::from_secs(30),
-        running.wait_until(|s| s.applied >= 2 && s.state == ProjectionState::Running),
+        running.wait_until(std::time::Duration::from_secs(30), |s| {
+            s.applied >= 2 && s.state == ProjectionState::Running
+        }),
     )
     .await
     .expect("caught up within 30 s")

@@ -260,7 +260,9 @@ async fn a_subscription_feeds_the_registered_handlers() {
         .expect("append");
     let handle = Subscription::new(store.clone(), "handlers").start(registry);
     handle
-        .wait_until(|s| s.caught_up && s.delivered >= 1)
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.caught_up && s.delivered >= 1
+        })
         .await
         .expect("delivered");
     let registry = handle.stop().await.expect("stop");

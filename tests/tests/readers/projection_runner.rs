@@ -34,7 +34,9 @@ async fn wait_caught_up<P>(
 ) {
     tokio::time::timeout(
         Duration::from_secs(30),
-        running.wait_until(|s| s.applied >= applied && s.state == ProjectionState::Running),
+        running.wait_until(std::time::Duration::from_secs(30), |s| {
+            s.applied >= applied && s.state == ProjectionState::Running
+        }),
     )
     .await
     .expect("caught up within 30 s")
@@ -103,7 +105,9 @@ async fn sqlite_read_model_sees_every_event_exactly_once() {
     };
     let running = runner().start(FlakySqliteRoleCounts::failing_once_on(7));
     running
-        .wait_until(|s| s.last_error.is_some())
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.last_error.is_some()
+        })
         .await
         .expect("the injected failure");
     wait_caught_up(&running, 10).await;
@@ -156,7 +160,9 @@ async fn postgres_read_model_sees_every_event_exactly_once() {
         .retry_delay(Duration::from_millis(20))
         .start(FlakyPostgresRoleCounts::failing_once_on(5));
     running
-        .wait_until(|s| s.last_error.is_some())
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.last_error.is_some()
+        })
         .await
         .expect("the injected failure");
     wait_caught_up(&running, 8).await;
@@ -254,7 +260,10 @@ async fn a_new_version_builds_beside_the_live_one_and_takes_over() {
         30,
         "readers use the live version meanwhile"
     );
-    let live = live.replace_when_caught_up(next).await.expect("switch");
+    let live = live
+        .replace_when_caught_up(next, std::time::Duration::from_secs(30))
+        .await
+        .expect("switch");
     annals::registry::validate().expect("two versions of one projection may coexist");
     assert_eq!(live.status().state, ProjectionState::Running);
     assert_eq!(live.read().await.names.len(), 30);

@@ -99,7 +99,9 @@ async fn events_reach_redis_streams_per_aggregate_type_with_their_ids() {
     let publisher = Publisher::new().with_redis_streams(streams);
     let handle = Subscription::new(store.store.clone(), "redis-publisher").start(publisher);
     handle
-        .wait_until(|s| s.caught_up && s.delivered >= 5)
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.caught_up && s.delivered >= 5
+        })
         .await
         .expect("published");
     handle.stop().await.expect("stop");
@@ -156,14 +158,18 @@ async fn nothing_is_lost_when_redis_stops_during_publishing() {
         .retry_delay(Duration::from_millis(50))
         .start(Publisher::new().with_redis_streams(streams));
     handle
-        .wait_until(|s| s.delivered >= 5 && s.caught_up)
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.delivered >= 5 && s.caught_up
+        })
         .await
         .expect("first batch");
 
     redis.stop();
     expected.extend(append(&*store.store, "user-9", "iam.user.registered", 5).await);
     handle
-        .wait_until(|s| s.last_error.is_some())
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.last_error.is_some()
+        })
         .await
         .expect("the outage is noticed");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -173,7 +179,7 @@ async fn nothing_is_lost_when_redis_stops_during_publishing() {
     redis.restart().await;
     let status = tokio::time::timeout(
         Duration::from_secs(20),
-        handle.wait_until(|s| {
+        handle.wait_until(std::time::Duration::from_secs(30), |s| {
             s.caught_up && s.last_error.is_none() && s.position != LogPosition::START
         }),
     )
@@ -208,7 +214,10 @@ async fn publish_until(
     let handle = Subscription::new(store.clone(), "redis-publisher")
         .retry_delay(Duration::from_millis(20))
         .start(Publisher::new().with_redis_streams(streams));
-    let status = handle.wait_until(until).await.expect("status");
+    let status = handle
+        .wait_until(std::time::Duration::from_secs(30), until)
+        .await
+        .expect("status");
     handle.stop().await.expect("stop");
     status
 }

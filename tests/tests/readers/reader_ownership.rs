@@ -311,7 +311,9 @@ async fn two_deployments_in_two_schemas_both_run() {
     for (_, model, running, events) in &deployments {
         let status = tokio::time::timeout(
             Duration::from_secs(20),
-            running.wait_until(|s| s.state == ProjectionState::Running),
+            running.wait_until(std::time::Duration::from_secs(30), |s| {
+                s.state == ProjectionState::Running
+            }),
         )
         .await
         .expect("each deployment runs")
@@ -334,7 +336,9 @@ async fn two_deployments_in_two_schemas_both_run() {
         .start(FlakyPostgresRoleCounts::default());
     let standby = tokio::time::timeout(
         Duration::from_secs(20),
-        second.wait_until(|s| s.ownership.is_some()),
+        second.wait_until(std::time::Duration::from_secs(30), |s| {
+            s.ownership.is_some()
+        }),
     )
     .await
     .expect("standing by")

@@ -60,7 +60,9 @@ async fn a_failing_start_is_retried_and_shown_in_the_status() {
         .poll_interval(std::time::Duration::from_millis(20))
         .start(Count::default());
     let failing = handle
-        .wait_until(|status| status.last_error.is_some())
+        .wait_until(std::time::Duration::from_secs(30), |status| {
+            status.last_error.is_some()
+        })
         .await
         .expect("the failure shows");
     let error = failing.last_error.unwrap_or_default();
@@ -75,7 +77,9 @@ async fn a_failing_start_is_retried_and_shown_in_the_status() {
         .expect("grant");
     let running = tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        handle.wait_until(|status| status.delivered == 1 && status.last_error.is_none()),
+        handle.wait_until(std::time::Duration::from_secs(30), |status| {
+            status.delivered == 1 && status.last_error.is_none()
+        }),
     )
     .await
     .expect("started in time")
@@ -112,7 +116,9 @@ async fn the_listener_holds_no_pool_connection() {
         .poll_interval(std::time::Duration::from_secs(5))
         .start(Ignore);
     handle
-        .wait_until(|status| status.caught_up)
+        .wait_until(std::time::Duration::from_secs(30), |status| {
+            status.caught_up
+        })
         .await
         .expect("caught up");
     // Let the reader reach its wait (and so start listening).
@@ -238,13 +244,18 @@ async fn every_runner_speaks_the_task_handle_vocabulary() {
     let subscription = Subscription::new(store.clone(), "counter").start(Count(0));
     assert_eq!(subscription.name(), "counter");
     subscription
-        .wait_until(|status| status.delivered == 1)
+        .wait_until(std::time::Duration::from_secs(30), |status| {
+            status.delivered == 1
+        })
         .await
         .expect("delivered");
     subscription.request_stop();
-    let stopped = tokio::time::timeout(never, subscription.wait_until(|_| false))
-        .await
-        .expect("the wait ends when the task does");
+    let stopped = tokio::time::timeout(
+        never,
+        subscription.wait_until(std::time::Duration::from_secs(30), |_| false),
+    )
+    .await
+    .expect("the wait ends when the task does");
     assert!(
         matches!(&stopped, Err(Error::TaskStopped { task: "subscription", name }) if name == "counter"),
         "{stopped:?}"
@@ -254,14 +265,19 @@ async fn every_runner_speaks_the_task_handle_vocabulary() {
     let projection =
         ProjectionRunner::new(store.clone(), InMemory).start(TenantDirectory::default());
     projection
-        .wait_until(|status| status.applied == 1)
+        .wait_until(std::time::Duration::from_secs(30), |status| {
+            status.applied == 1
+        })
         .await
         .expect("caught up");
     assert_eq!(projection.read().await.names.len(), 1);
     projection.request_stop();
-    let stopped = tokio::time::timeout(never, projection.wait_until(|_| false))
-        .await
-        .expect("the wait ends when the task does");
+    let stopped = tokio::time::timeout(
+        never,
+        projection.wait_until(std::time::Duration::from_secs(30), |_| false),
+    )
+    .await
+    .expect("the wait ends when the task does");
     assert!(
         matches!(&stopped, Err(Error::TaskStopped { task: "projection", name }) if name == "test_tenant_directory"),
         "{stopped:?}"
@@ -278,7 +294,9 @@ async fn every_runner_speaks_the_task_handle_vocabulary() {
             .is_some_and(|progress| progress.is_finished()),
         "{updates:?}"
     );
-    let after_end = replay.wait_until(|_| false).await;
+    let after_end = replay
+        .wait_until(std::time::Duration::from_secs(30), |_| false)
+        .await;
     assert!(
         matches!(&after_end, Err(Error::TaskStopped { task: "replay", name }) if *name == id.to_string()),
         "{after_end:?}"
@@ -324,9 +342,12 @@ async fn a_panicked_task_is_task_failed_and_a_dropped_replay_runs_on() {
         .expect("append");
 
     let subscription = Subscription::new(store.clone(), "panicky").start(Panics);
-    let ended = tokio::time::timeout(Duration::from_secs(30), subscription.wait_until(|_| false))
-        .await
-        .expect("the task ends when its sink panics");
+    let ended = tokio::time::timeout(
+        Duration::from_secs(30),
+        subscription.wait_until(std::time::Duration::from_secs(30), |_| false),
+    )
+    .await
+    .expect("the task ends when its sink panics");
     assert!(matches!(ended, Err(Error::TaskStopped { .. })), "{ended:?}");
     let stopped = subscription.stop().await;
     assert!(
@@ -349,4 +370,89 @@ async fn a_panicked_task_is_task_failed_and_a_dropped_replay_runs_on() {
     .await
     .expect("the replay finishes without its handle");
     assert_eq!((finished.state, finished.done), (ReplayState::Completed, 1));
+}
+
+/// Read-your-writes: a command's position, waited for on a projection and a
+/// subscription (an event of a type the projection ignores counts as read
+/// past); a wait that runs out of time is `WaitTimedOut`, and the reader
+/// runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_are_waited_for_up_to_a_position_within_a_timeout() {
+    use annals::prelude::*;
+    use annals::projection::ProjectionRunner;
+    use annals::projection::runner::InMemory;
+    use annals::subscription::{EventSink, Subscription};
+    use annals_tests::domain::{TenantCreated, TenantDirectory};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct Ignore;
+    #[annals::async_trait]
+    impl EventSink for Ignore {
+        async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+            Ok(())
+        }
+    }
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let projection =
+        ProjectionRunner::new(store.clone(), InMemory).start(TenantDirectory::default());
+    let subscription = Subscription::new(store.clone(), "ignore")
+        .without_lease()
+        .start(Ignore);
+    let created = store
+        .append(
+            &StreamId::new("tenant-1").expect("stream"),
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::from_event(&TenantCreated {
+                    name: "Acme".into(),
+                })
+                .expect("event"),
+            ],
+        )
+        .await
+        .expect("append");
+    let unrelated = store
+        .append(
+            &StreamId::new("other-1").expect("stream"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::json("test.unrelated", &serde_json::json!({})).expect("event")],
+        )
+        .await
+        .expect("append");
+
+    let status = projection
+        .wait_for_position(created.position, Duration::from_secs(30))
+        .await
+        .expect("the projection reaches the command's position");
+    assert!(status.position >= created.position);
+    assert_eq!(
+        projection.read().await.names.len(),
+        1,
+        "its write is visible"
+    );
+    projection
+        .wait_for_position(unrelated.position, Duration::from_secs(30))
+        .await
+        .expect("an ignored event is read past");
+    subscription
+        .wait_for_position(unrelated.position, Duration::from_secs(30))
+        .await
+        .expect("the subscription reaches it too");
+
+    let beyond = LogPosition::new(
+        unrelated.position.commit + 10,
+        unrelated.position.sequence + 10,
+    );
+    let timed_out = projection
+        .wait_for_position(beyond, Duration::from_millis(100))
+        .await;
+    assert!(
+        matches!(&timed_out, Err(Error::WaitTimedOut { task: "projection", waited, .. }) if *waited == Duration::from_millis(100)),
+        "{timed_out:?}"
+    );
+    assert!(!projection.is_finished(), "the projection runs on");
+    projection.stop().await.expect("stopped cleanly");
+    subscription.stop().await.expect("stopped cleanly");
 }

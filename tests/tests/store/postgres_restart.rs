@@ -85,11 +85,15 @@ async fn live_readers_survive_a_postgres_crash_and_restart() {
         ids.push(append_role(&store, n).await);
     }
     subscription
-        .wait_until(|s| s.delivered >= 20 && s.caught_up)
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.delivered >= 20 && s.caught_up
+        })
         .await
         .expect("first half delivered");
     projection
-        .wait_until(|s| s.applied >= 20 && s.state == ProjectionState::Running)
+        .wait_until(std::time::Duration::from_secs(30), |s| {
+            s.applied >= 20 && s.state == ProjectionState::Running
+        })
         .await
         .expect("first half projected");
 
@@ -102,14 +106,18 @@ async fn live_readers_survive_a_postgres_crash_and_restart() {
 
     tokio::time::timeout(
         Duration::from_secs(60),
-        subscription.wait_until(|s| s.delivered >= 40 && s.caught_up),
+        subscription.wait_until(std::time::Duration::from_secs(30), |s| {
+            s.delivered >= 40 && s.caught_up
+        }),
     )
     .await
     .expect("the subscription resumed")
     .expect("running");
     tokio::time::timeout(
         Duration::from_secs(60),
-        projection.wait_until(|s| s.applied >= 40 && s.state == ProjectionState::Running),
+        projection.wait_until(std::time::Duration::from_secs(30), |s| {
+            s.applied >= 40 && s.state == ProjectionState::Running
+        }),
     )
     .await
     .expect("the projection resumed")

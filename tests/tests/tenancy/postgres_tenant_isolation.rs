@@ -1045,7 +1045,9 @@ async fn per_tenant_projection_runners_see_each_of_their_events_once() {
     for runner in &runners {
         tokio::time::timeout(
             std::time::Duration::from_secs(30),
-            runner.wait_until(|status| status.applied >= 40),
+            runner.wait_until(std::time::Duration::from_secs(30), |status| {
+                status.applied >= 40
+            }),
         )
         .await
         .expect("caught up in time")
@@ -1283,7 +1285,9 @@ async fn per_tenant_subscriptions_deliver_each_of_their_events_once() {
         for (index, subscription) in running.into_iter().enumerate() {
             tokio::time::timeout(
                 std::time::Duration::from_secs(30),
-                subscription.wait_until(|status| status.delivered >= 5 && status.caught_up),
+                subscription.wait_until(std::time::Duration::from_secs(30), |status| {
+                    status.delivered >= 5 && status.caught_up
+                }),
             )
             .await
             .expect("caught up in time")
