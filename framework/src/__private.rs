@@ -10,7 +10,7 @@ pub use schemars;
 pub use serde;
 pub use serde_json;
 
-pub use crate::aggregate::{Aggregate, Apply};
+pub use crate::aggregate::{Aggregate, Apply, Handle};
 pub use crate::error::{BoxError, Error, Result};
 pub use crate::event::envelope::RecordedEvent;
 pub use crate::event::payload::Payload;

@@ -57,6 +57,58 @@ pub use annals_macros::event;
 /// [crate docs](crate#aggregates).
 pub use annals_macros::aggregate;
 
+/// Marks an `impl` block of an aggregate's command handlers: each method
+/// `fn name(&self, command: C) -> Result<Vec<Event>, Error>` takes its
+/// command by value and becomes the aggregate's `Handle<C>` (the
+/// repository clones the command for each attempt, so commands derive
+/// `Clone`). Helper methods go in another `impl` block.
+///
+/// ```
+/// use annals::prelude::*;
+///
+/// #[annals::event(name = "doc.counter.incremented")]
+/// struct Incremented { by: u32 }
+///
+/// #[annals::aggregate(name = "doc_counter", events(Incremented))]
+/// #[derive(Default, Debug)]
+/// struct Counter { total: u32 }
+///
+/// impl Apply<Incremented> for Counter {
+///     fn apply(&mut self, event: &Incremented) { self.total += event.by; }
+/// }
+///
+/// #[derive(Clone)]
+/// struct Increment { by: u32 }
+/// #[derive(Clone)]
+/// struct Reset;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("counters only go up by 1 to 10")]
+/// struct OutOfRange;
+///
+/// #[annals::commands]
+/// impl Counter {
+///     fn increment(&self, command: Increment) -> Result<Vec<Incremented>, OutOfRange> {
+///         if !(1..=10).contains(&command.by) { return Err(OutOfRange); }
+///         Ok(vec![Incremented { by: command.by }])
+///     }
+///
+///     fn reset(&self, _: Reset) -> Result<Vec<Incremented>, std::convert::Infallible> {
+///         Ok(vec![])
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let counters = Repository::<Counter>::new(std::sync::Arc::new(InMemoryEventStore::new()));
+/// counters.execute("a", &Increment { by: 3 }, Metadata::new()).await?;
+/// assert!(counters.execute("a", &Increment { by: 30 }, Metadata::new()).await.is_err());
+/// assert_eq!(counters.load("a").await?.state.total, 3);
+/// # Ok(())
+/// # }
+/// ```
+pub use annals_macros::commands;
+
 /// Marks an `impl` block of event handlers as a projection with a name and
 /// version. See the [crate docs](crate#projections).
 pub use annals_macros::projection;

@@ -16,4 +16,4 @@ pub use crate::store::SqliteEventStore;
 pub use crate::store::position::LogPosition;
 pub use crate::store::stream::{ExpectedVersion, StreamId};
 pub use crate::store::{EventQuery, EventStore, EventStoreExt, InMemoryEventStore, StreamAppend};
-pub use crate::{aggregate, event, handler, projection};
+pub use crate::{aggregate, commands, event, handler, projection};

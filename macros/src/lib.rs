@@ -1,5 +1,5 @@
-//! Attribute macros for Annals: `#[event]`, `#[aggregate]`, `#[projection]`
-//! and `#[handler]`.
+//! Attribute macros for Annals: `#[event]`, `#[aggregate]`, `#[commands]`,
+//! `#[projection]` and `#[handler]`.
 //!
 //! Do not depend on this crate directly: use the re-exports of the `annals`
 //! crate, whose documentation describes each macro. Every entry point here
@@ -10,6 +10,7 @@
 use proc_macro::TokenStream;
 
 mod aggregate;
+mod commands;
 mod diagnostics;
 mod event;
 mod handler;
@@ -29,6 +30,12 @@ pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
     aggregate::expand(args.into(), item.into()).into()
+}
+
+/// See `annals::commands`.
+#[proc_macro_attribute]
+pub fn commands(args: TokenStream, item: TokenStream) -> TokenStream {
+    commands::expand(args.into(), item.into()).into()
 }
 
 /// See `annals::projection`.

@@ -152,9 +152,9 @@ pub fn check_permission(permission: &str) -> Result<(), IamError> {
     }
 }
 
-impl Handle<DefineRole> for Role {
-    type Error = IamError;
-    fn handle(&self, command: &DefineRole) -> Result<Vec<RoleEvent>, IamError> {
+#[commands]
+impl Role {
+    fn define_role(&self, command: DefineRole) -> Result<Vec<RoleEvent>, IamError> {
         if self.tenant.is_some() {
             return Err(IamError::exists(format!("role {}", command.name)));
         }
@@ -164,35 +164,29 @@ impl Handle<DefineRole> for Role {
             .try_for_each(|p| check_permission(p))?;
         Ok(vec![RoleEvent::Defined {
             tenant: command.tenant.id().to_owned(),
-            name: command.name.clone(),
-            permissions: command.permissions.clone(),
+            name: command.name,
+            permissions: command.permissions,
         }])
     }
-}
 
-impl Handle<GrantPermission> for Role {
-    type Error = IamError;
-    fn handle(&self, command: &GrantPermission) -> Result<Vec<RoleEvent>, IamError> {
+    fn grant_permission(&self, command: GrantPermission) -> Result<Vec<RoleEvent>, IamError> {
         self.in_tenant(&command.tenant)?;
         check_permission(&command.permission)?;
         if self.permissions.contains(&command.permission) {
             return Ok(vec![]);
         }
         Ok(vec![RoleEvent::PermissionGranted {
-            permission: command.permission.clone(),
+            permission: command.permission,
         }])
     }
-}
 
-impl Handle<RevokePermission> for Role {
-    type Error = IamError;
-    fn handle(&self, command: &RevokePermission) -> Result<Vec<RoleEvent>, IamError> {
+    fn revoke_permission(&self, command: RevokePermission) -> Result<Vec<RoleEvent>, IamError> {
         self.in_tenant(&command.tenant)?;
         if !self.permissions.contains(&command.permission) {
             return Ok(vec![]);
         }
         Ok(vec![RoleEvent::PermissionRevoked {
-            permission: command.permission.clone(),
+            permission: command.permission,
         }])
     }
 }

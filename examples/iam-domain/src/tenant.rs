@@ -113,51 +113,40 @@ fn check_name(name: &str) -> Result<(), IamError> {
     Ok(())
 }
 
-impl Handle<CreateTenant> for Tenant {
-    type Error = IamError;
-    fn handle(&self, command: &CreateTenant) -> Result<Vec<TenantEvent>, IamError> {
+#[commands]
+impl Tenant {
+    fn create_tenant(&self, command: CreateTenant) -> Result<Vec<TenantEvent>, IamError> {
         check_name(&command.name)?;
         match self.name {
             Some(_) => Err(IamError::exists(format!("tenant {}", command.id))),
-            None => Ok(vec![TenantEvent::Created {
-                name: command.name.clone(),
-            }]),
+            None => Ok(vec![TenantEvent::Created { name: command.name }]),
         }
     }
-}
 
-impl Handle<RenameTenant> for Tenant {
-    type Error = IamError;
-    fn handle(&self, RenameTenant(name): &RenameTenant) -> Result<Vec<TenantEvent>, IamError> {
-        check_name(name)?;
-        match &self.name {
-            None => Err(IamError::not_found("tenant")),
-            Some(current) if current == name => Ok(vec![]),
-            Some(_) => Ok(vec![TenantEvent::Renamed { name: name.clone() }]),
-        }
-    }
-}
-
-impl Handle<SuspendTenant> for Tenant {
-    type Error = IamError;
-    fn handle(&self, command: &SuspendTenant) -> Result<Vec<TenantEvent>, IamError> {
+    fn suspend_tenant(&self, command: SuspendTenant) -> Result<Vec<TenantEvent>, IamError> {
         match (&self.name, self.suspended) {
             (None, _) => Err(IamError::not_found("tenant")),
             (Some(_), true) => Ok(vec![]),
             (Some(_), false) => Ok(vec![TenantEvent::Suspended {
-                reason: command.reason.clone(),
+                reason: command.reason,
             }]),
         }
     }
-}
 
-impl Handle<ReactivateTenant> for Tenant {
-    type Error = IamError;
-    fn handle(&self, _: &ReactivateTenant) -> Result<Vec<TenantEvent>, IamError> {
+    fn reactivate_tenant(&self, _: ReactivateTenant) -> Result<Vec<TenantEvent>, IamError> {
         match (&self.name, self.suspended) {
             (None, _) => Err(IamError::not_found("tenant")),
             (Some(_), false) => Ok(vec![]),
             (Some(_), true) => Ok(vec![TenantEvent::Reactivated]),
+        }
+    }
+
+    fn rename(&self, RenameTenant(name): RenameTenant) -> Result<Vec<TenantEvent>, IamError> {
+        check_name(&name)?;
+        match &self.name {
+            None => Err(IamError::not_found("tenant")),
+            Some(current) if *current == name => Ok(vec![]),
+            Some(_) => Ok(vec![TenantEvent::Renamed { name }]),
         }
     }
 }

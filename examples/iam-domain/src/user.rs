@@ -214,9 +214,9 @@ impl User {
     }
 }
 
-impl Handle<RegisterUser> for User {
-    type Error = IamError;
-    fn handle(&self, command: &RegisterUser) -> Result<Vec<UserEvent>, IamError> {
+#[commands]
+impl User {
+    fn register_user(&self, command: RegisterUser) -> Result<Vec<UserEvent>, IamError> {
         if self.tenant.is_some() {
             return Err(IamError::exists("user"));
         }
@@ -228,37 +228,31 @@ impl Handle<RegisterUser> for User {
         }
         Ok(vec![UserEvent::Registered {
             tenant: command.tenant.id().to_owned(),
-            user_id: command.user_id.clone(),
+            user_id: command.user_id,
             email: command.email.address().to_owned(),
-            display_name: command.display_name.clone(),
+            display_name: command.display_name,
             email_key: command.email.key().to_owned(),
         }])
     }
-}
 
-impl Handle<ChangeEmail> for User {
-    type Error = IamError;
-    fn handle(&self, command: &ChangeEmail) -> Result<Vec<UserEvent>, IamError> {
+    fn change_email(&self, command: ChangeEmail) -> Result<Vec<UserEvent>, IamError> {
         self.active_in(&command.tenant)?;
         if command.email.address() == self.email {
             return Ok(vec![]);
         }
         Ok(vec![UserEvent::EmailChanged {
-            user_id: command.user_id.clone(),
+            user_id: command.user_id,
             email: command.email.address().to_owned(),
             email_key: command.email.key().to_owned(),
             previous_key: self.email_key.clone(),
         }])
     }
-}
 
-impl Handle<AssignRole> for User {
-    type Error = IamError;
-    fn handle(&self, command: &AssignRole) -> Result<Vec<UserEvent>, IamError> {
+    fn assign_role(&self, command: AssignRole) -> Result<Vec<UserEvent>, IamError> {
         self.active_in(&command.tenant)?;
         if command.role.tenant != command.tenant.id() {
             return Err(IamError::RoleOfAnotherTenant {
-                role: command.role.id.clone(),
+                role: command.role.id,
                 role_tenant: command.role.tenant.clone(),
                 user_tenant: command.tenant.id().to_owned(),
             });
@@ -267,27 +261,19 @@ impl Handle<AssignRole> for User {
             return Ok(vec![]);
         }
         Ok(vec![UserEvent::RoleAssigned {
-            role: command.role.id.clone(),
+            role: command.role.id,
         }])
     }
-}
 
-impl Handle<RevokeRole> for User {
-    type Error = IamError;
-    fn handle(&self, command: &RevokeRole) -> Result<Vec<UserEvent>, IamError> {
+    fn revoke_role(&self, command: RevokeRole) -> Result<Vec<UserEvent>, IamError> {
         self.active_in(&command.tenant)?;
         if !self.roles.contains(&command.role) {
             return Ok(vec![]);
         }
-        Ok(vec![UserEvent::RoleRevoked {
-            role: command.role.clone(),
-        }])
+        Ok(vec![UserEvent::RoleRevoked { role: command.role }])
     }
-}
 
-impl Handle<DeactivateUser> for User {
-    type Error = IamError;
-    fn handle(&self, command: &DeactivateUser) -> Result<Vec<UserEvent>, IamError> {
+    fn deactivate_user(&self, command: DeactivateUser) -> Result<Vec<UserEvent>, IamError> {
         self.active_in(&command.tenant)?;
         Ok(vec![UserEvent::Deactivated])
     }

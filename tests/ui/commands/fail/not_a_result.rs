@@ -1,0 +1,36 @@
+use annals::prelude::*;
+
+#[annals::event(name = "ui.counter.incremented")]
+struct Incremented {
+    by: u32,
+}
+
+#[annals::aggregate(name = "ui_counter", events(Incremented))]
+#[derive(Default, Debug)]
+struct Counter {
+    total: u32,
+}
+
+impl Apply<Incremented> for Counter {
+    fn apply(&mut self, event: &Incremented) {
+        self.total += event.by;
+    }
+}
+
+#[derive(Clone)]
+struct Increment {
+    by: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("out of range")]
+struct OutOfRange;
+
+#[annals::commands]
+impl Counter {
+    fn increment(&self, command: Increment) -> Vec<Incremented> {
+        vec![Incremented { by: command.by }]
+    }
+}
+
+fn main() {}
