@@ -16,6 +16,7 @@
 pub mod appends;
 pub mod backends;
 pub mod conformance;
+pub mod connection_cut;
 pub mod domain;
 pub mod events;
 pub mod pii;

@@ -46,6 +46,7 @@ macro_rules! repository_suite {
             replay_into_a_projection_reports_progress,
             replay_rebuilds_aggregates_without_running_handlers,
             a_replay_can_be_cancelled,
+            a_retried_command_id_returns_the_first_outcome,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1061,4 +1062,74 @@ pub async fn a_cache_ahead_of_the_store_is_never_served(t: &TestStore) {
         hits + 1,
         "the store's state is cached again"
     );
+}
+
+/// A command executed again with the same command id (a retry after a lost
+/// answer) returns its first outcome instead of being decided again: here,
+/// a second suspension would be refused. An id used for another stream is
+/// refused, naming it.
+pub async fn a_retried_command_id_returns_the_first_outcome(t: &TestStore) {
+    let repo = tenants(t);
+    let tenant = t.store.tenant().unwrap_or("acme").to_owned();
+    let metadata = || Metadata::new().with_tenant(tenant.clone());
+    repo.execute(
+        "idem",
+        &CreateTenant {
+            name: "Idem".into(),
+        },
+        metadata(),
+    )
+    .await
+    .expect("create");
+    let once = metadata().with_command_id("req-42");
+    let first = repo
+        .execute("idem", &SuspendTenant, once.clone())
+        .await
+        .expect("suspend");
+    assert!(!first.repeated);
+    let again = repo
+        .execute("idem", &SuspendTenant, once.clone())
+        .await
+        .expect("the retry gets the first outcome");
+    assert!(again.repeated);
+    assert_eq!(
+        (again.version, again.position, again.events.len()),
+        (first.version, first.position, first.events.len())
+    );
+    let stream = StreamId::new("tenant-idem").expect("stream id");
+    assert_eq!(t.store.stream_version(&stream).await.expect("version"), 2);
+    // Without the id, the same command is decided again, and refused.
+    assert!(matches!(
+        repo.execute("idem", &SuspendTenant, metadata()).await,
+        Err(CommandError::Rejected(_))
+    ));
+
+    repo.execute(
+        "other",
+        &CreateTenant {
+            name: "Other".into(),
+        },
+        metadata(),
+    )
+    .await
+    .expect("create");
+    match repo.execute("other", &SuspendTenant, once).await {
+        Err(CommandError::Store(Error::InvalidInput {
+            field: "command id",
+            reason,
+        })) => {
+            assert!(reason.contains("tenant-idem"), "{reason}")
+        }
+        other => panic!("the id of another stream's command was reused: {other:?}"),
+    }
+    match repo
+        .execute("other", &SuspendTenant, metadata().with_command_id(""))
+        .await
+    {
+        Err(CommandError::Store(Error::InvalidInput {
+            field: "command id",
+            ..
+        })) => {}
+        other => panic!("an empty command id was accepted: {other:?}"),
+    }
 }

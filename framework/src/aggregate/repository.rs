@@ -13,11 +13,11 @@ use crate::aggregate::snapshot::{Snapshot, SnapshotSettings};
 use crate::aggregate::{Aggregate, Handle};
 use crate::cache::{CacheKey, CacheValue, EventCache};
 use crate::error::{Error, Result};
-use crate::event::envelope::NewEvent;
+use crate::event::envelope::{NewEvent, RecordedEvent};
 use crate::event::metadata::Metadata;
 use crate::store::position::LogPosition;
 use crate::store::stream::{ExpectedVersion, StreamId};
-use crate::store::{AppendResult, EventStore, StreamAppend};
+use crate::store::{AppendResult, EventQuery, EventStore, MAX_EVENTS_PER_APPEND, StreamAppend};
 
 /// How often [`Repository::execute`] tries a command by default before
 /// giving up on version conflicts.
@@ -49,6 +49,10 @@ pub struct Executed<A: Aggregate> {
     /// appended nothing), for waiting until a projection or subscription
     /// has seen it (read-your-writes).
     pub position: Option<LogPosition>,
+    /// `true` when the command id in the metadata had been executed before
+    /// (a retry): `events`, `version` and `position` are that first
+    /// execution's, nothing was appended now, and `state` is the current one.
+    pub repeated: bool,
 }
 
 /// Why a command did not go through.
@@ -676,6 +680,50 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
+    /// The first outcome of the command whose events carry `tag`, if it
+    /// was executed before: its events, on this stream, and the state now.
+    async fn earlier_outcome<E>(
+        &self,
+        stream_id: &StreamId,
+        tag: &str,
+        metadata: &Metadata,
+    ) -> std::result::Result<Option<Executed<A>>, CommandError<E>> {
+        let mut query = EventQuery::new().tag(tag).limit(MAX_EVENTS_PER_APPEND);
+        if self.store.tenant().is_none()
+            && let Some(tenant) = &metadata.tenant_id
+        {
+            query = query.tenant(tenant.clone());
+        }
+        let recorded = self.store.query(&query).await?.events;
+        let Some(last) = recorded.last() else {
+            return Ok(None);
+        };
+        if let Some(other) = recorded.iter().find(|event| event.stream_id != *stream_id) {
+            return Err(CommandError::Store(Error::invalid(
+                "command id",
+                format!(
+                    "command id {:?} was used for stream `{}`, not `{stream_id}`",
+                    metadata.command_id().unwrap_or_default(),
+                    other.stream_id
+                ),
+            )));
+        }
+        let events = recorded
+            .iter()
+            .map(RecordedEvent::decode::<A::Event>)
+            .collect::<Result<Vec<_>>>()?;
+        let (version, position) = (last.version, last.position);
+        let state = self.load_stream(stream_id.clone()).await?.state;
+        Ok(Some(Executed {
+            state,
+            version,
+            events,
+            attempts: 0,
+            position: Some(position),
+            repeated: true,
+        }))
+    }
+
     /// Decides `command` on the current state of `id` and appends the events
     /// it produces, expecting the version it loaded. When another writer got
     /// there first, it reloads and decides again, up to the configured number
@@ -685,6 +733,13 @@ impl<A: Aggregate> Repository<A> {
     /// reading the store (one round trip per command): the append's
     /// expected version catches a stale entry, and a refusal or no-op
     /// decided on cached state is decided again on the store's state.
+    ///
+    /// With a command id in `metadata`
+    /// ([`Metadata::with_command_id`]), a command executed before (its
+    /// events carry the id) is not decided again: the first outcome comes
+    /// back, marked [`Executed::repeated`]. So a client that lost the answer
+    /// (the connection dropped after the commit) retries safely. A refusal
+    /// or a no-op records nothing, and a retry decides again.
     #[tracing::instrument(name = "annals.repository.execute", skip_all, fields(aggregate = A::NAME, id = %id))]
     pub async fn execute<C>(
         &self,
@@ -697,6 +752,7 @@ impl<A: Aggregate> Repository<A> {
     {
         crate::registry::validate_once()?;
         let stream_id = A::stream_id(&id)?;
+        let command_tag = command_tag(&metadata)?;
         let mut attempt = 0;
         // The first decision trusts a cached state without asking the
         // store: the append expects the cached version, so a stale entry
@@ -711,6 +767,13 @@ impl<A: Aggregate> Repository<A> {
             };
             let trusted_cache = cached.is_some();
             attempt += 1;
+            // Checked on every attempt: a first execution whose commit was
+            // still landing shows up as a conflict, then here.
+            if let Some(tag) = &command_tag
+                && let Some(earlier) = self.earlier_outcome(&stream_id, tag, &metadata).await?
+            {
+                return Ok(earlier);
+            }
             let (mut state, version, cached_head) = match cached {
                 Some(found) => (found.state, found.version, Some(found.head)),
                 None => {
@@ -733,9 +796,15 @@ impl<A: Aggregate> Repository<A> {
                     events,
                     attempts: attempt,
                     position: None,
+                    repeated: false,
                 });
             }
-            let new_events = to_new_events::<A>(&events, &metadata)?;
+            let mut new_events = to_new_events::<A>(&events, &metadata)?;
+            if let Some(tag) = &command_tag {
+                for event in &mut new_events {
+                    event.tags.push(tag.clone());
+                }
+            }
             let new_head = new_events.last().map(|event| event.event_id);
             // Decided on a cached state: the append also requires the
             // history it summarises, not only its length.
@@ -775,6 +844,7 @@ impl<A: Aggregate> Repository<A> {
                         events,
                         attempts: attempt,
                         position: Some(result.position),
+                        repeated: false,
                     });
                 }
                 // A conflict on a cached state is not a real attempt: the
@@ -822,6 +892,31 @@ impl<A: Aggregate> Repository<A> {
             .append(&stream_id, expected, to_new_events::<A>(events, metadata)?)
             .await
     }
+}
+
+/// The tag marking the events of the command id in `metadata`, if any.
+fn command_tag(metadata: &Metadata) -> Result<Option<String>> {
+    let Some(id) = metadata.command_id() else {
+        return Ok(None);
+    };
+    let tag = format!("command:{id}");
+    crate::store::condition::validate_tag(&tag).map_err(|_| {
+        Error::invalid(
+            "command id",
+            format!(
+                "command id {:?} must be 1 to {} bytes without control characters",
+                id.chars().take(32).collect::<String>(),
+                crate::store::condition::MAX_TAG_LEN - "command:".len()
+            ),
+        )
+    })?;
+    if id.is_empty() {
+        return Err(Error::invalid(
+            "command id",
+            "a command id may not be empty",
+        ));
+    }
+    Ok(Some(tag))
 }
 
 fn to_new_events<A: Aggregate>(events: &[A::Event], metadata: &Metadata) -> Result<Vec<NewEvent>> {

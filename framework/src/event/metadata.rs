@@ -80,7 +80,31 @@ impl Metadata {
         self.headers.insert(key.into(), value.into());
         self
     }
+
+    /// Names the command these events come from (an HTTP
+    /// `Idempotency-Key`, say), in the [`COMMAND_ID_HEADER`] header: a
+    /// [`Repository::execute`](crate::Repository::execute) given it again
+    /// (a retry after an ambiguous failure) returns the first outcome
+    /// instead of deciding again.
+    ///
+    /// ```
+    /// use annals::Metadata;
+    ///
+    /// let metadata = Metadata::new().with_command_id("req-42");
+    /// assert_eq!(metadata.command_id(), Some("req-42"));
+    /// ```
+    pub fn with_command_id(self, command_id: impl Into<String>) -> Self {
+        self.with_header(COMMAND_ID_HEADER, command_id)
+    }
+
+    /// The command id, if [`with_command_id`](Self::with_command_id) set one.
+    pub fn command_id(&self) -> Option<&str> {
+        self.headers.get(COMMAND_ID_HEADER).map(String::as_str)
+    }
 }
+
+/// The header holding a command id (see [`Metadata::with_command_id`]).
+pub const COMMAND_ID_HEADER: &str = "command-id";
 
 /// Serialises the free-form headers as stored (and hashed) by every backend.
 pub(crate) fn headers_json(headers: &BTreeMap<String, String>) -> String {
