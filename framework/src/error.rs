@@ -295,6 +295,19 @@ pub enum Error {
         name: String,
     },
 
+    /// A background runner was started outside a Tokio runtime, so it never
+    /// ran: start it from within one (`#[tokio::main]`, a runtime's
+    /// `block_on`, or a task).
+    #[error(
+        "the {task} `{name}` was started outside a Tokio runtime and does not run; start it from within one"
+    )]
+    NoRuntime {
+        /// `subscription`, `projection` or `replay`.
+        task: &'static str,
+        /// Its name (a replay's id).
+        name: String,
+    },
+
     /// A wait for a background task's status ran out of time; the task
     /// runs on.
     #[error("the {task} `{name}` did not reach the awaited status within {waited:?}")]

@@ -43,6 +43,15 @@ pub use async_trait::async_trait;
 /// events.
 pub use schemars;
 
+/// `serde`, for types used inside events and aggregate states that derive
+/// its traits themselves: `#[derive(annals::serde::Serialize,
+/// annals::serde::Deserialize)]` with `#[serde(crate = "annals::serde")]`,
+/// or a `serde` dependency of your own (with the `derive` feature). The
+/// types `#[event]` and `#[aggregate]` mark get their derives from the
+/// macros; a field type that lacks them fails with "the trait `Serialize`
+/// is not implemented", and this is the fix.
+pub use serde;
+
 /// `uuid`, the type of event ids and correlation ids, so that code naming
 /// them needs no dependency of its own: `annals::uuid::Uuid`.
 pub use uuid;

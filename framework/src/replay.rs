@@ -249,12 +249,12 @@ impl Replays {
         };
         let last = progress.clone();
         let work = work(tracker);
-        let task = tokio::spawn(async move {
+        let work = async move {
             let result = work.await?;
             let summary = last.borrow().clone();
             Ok((result, summary))
-        });
-        TaskHandle::new("replay", id.to_string(), progress, stop, task)
+        };
+        TaskHandle::spawn("replay", id.to_string(), progress, stop, work)
     }
 
     /// Replays the events `selection` matches (by default every event type

@@ -17,7 +17,9 @@
 //! | [`finish`](TaskHandle::finish) | waits for the end without asking (a replay that runs to completion) |
 //!
 //! A task that ends in a panic (or whose runtime shut down) reports
-//! [`Error::TaskFailed`] from `stop` and `finish`. Dropping the handle of a
+//! [`Error::TaskFailed`] from `stop` and `finish`. A runner started outside
+//! a Tokio runtime does not run, and its handle answers
+//! [`Error::NoRuntime`] instead of panicking. Dropping the handle of a
 //! subscription or a projection stops it after the item in hand; a replay
 //! runs on, and [`Replays::status`](crate::replay::Replays::status) still
 //! tells its progress.
@@ -87,28 +89,50 @@ pub struct TaskHandle<S, O> {
     name: String,
     status: watch::Receiver<S>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<O>>,
+    /// `None`: there was no Tokio runtime to run it on.
+    task: Option<JoinHandle<Result<O>>>,
 }
 
 impl<S, O> TaskHandle<S, O>
 where
     S: Clone + Send + Sync + 'static,
 {
-    /// A handle over a spawned task that publishes its status on `status`
-    /// and watches `stop` (its sender dropped with the handle).
-    pub(crate) fn new(
+    /// Spawns `work` on the current Tokio runtime, publishing its status on
+    /// `status` and watching `stop` (its sender dropped with the handle).
+    /// Without a runtime nothing runs, and every method of the handle that
+    /// waits or returns the output says so ([`Error::NoRuntime`]).
+    pub(crate) fn spawn<F>(
         kind: &'static str,
         name: impl Into<String>,
         status: watch::Receiver<S>,
         stop: watch::Sender<bool>,
-        task: JoinHandle<Result<O>>,
-    ) -> Self {
+        work: F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = Result<O>> + Send + 'static,
+        O: Send + 'static,
+    {
+        let name = name.into();
+        let task = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Some(runtime.spawn(work)),
+            Err(_) => {
+                tracing::error!(task = kind, %name, "started outside a Tokio runtime: not running");
+                None
+            }
+        };
         TaskHandle {
             kind,
-            name: name.into(),
+            name,
             status,
             stop,
             task,
+        }
+    }
+
+    fn no_runtime(&self) -> Error {
+        Error::NoRuntime {
+            task: self.kind,
+            name: self.name.clone(),
         }
     }
 
@@ -123,9 +147,10 @@ where
         self.status.borrow().clone()
     }
 
-    /// Whether the task has ended (stopped, finished or failed).
+    /// Whether the task has ended (stopped, finished or failed), or never
+    /// ran (no runtime).
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// The current status, then every change, until the task ends.
@@ -151,6 +176,9 @@ where
         timeout: Duration,
         condition: impl FnMut(&S) -> bool,
     ) -> Result<S> {
+        if self.task.is_none() {
+            return Err(self.no_runtime());
+        }
         let mut receiver = self.status.clone();
         match tokio::time::timeout(timeout, receiver.wait_for(condition)).await {
             Ok(Ok(status)) => Ok(status.clone()),
@@ -184,12 +212,14 @@ where
     /// returns its output. Bound it with [`tokio::time::timeout`] if it may
     /// run long; dropping the wait leaves the task running.
     pub async fn finish(self) -> Result<O> {
+        let Some(task) = self.task else {
+            return Err(Error::NoRuntime {
+                task: self.kind,
+                name: self.name,
+            });
+        };
         let TaskHandle {
-            kind,
-            name,
-            task,
-            stop,
-            ..
+            kind, name, stop, ..
         } = self;
         let outcome = task.await;
         drop(stop);

@@ -51,6 +51,30 @@ impl Metadata {
         self
     }
 
+    /// Sets the correlation id from a request id of any form (`req-42`, an
+    /// HTTP `X-Request-Id`): a UUID is taken as it is; any other text maps
+    /// to a fixed UUID of its own ([`correlation_uuid`]), and is kept as
+    /// written in the [`CORRELATION_KEY_HEADER`] header.
+    /// [`EventQuery::correlation_key`](crate::store::EventQuery::correlation_key)
+    /// finds the events by the same text.
+    ///
+    /// ```
+    /// use annals::Metadata;
+    /// use annals::event::metadata::correlation_uuid;
+    ///
+    /// let metadata = Metadata::new().with_correlation_key("req-42");
+    /// assert_eq!(metadata.correlation_id, Some(correlation_uuid("req-42")));
+    /// assert_eq!(metadata.headers["correlation-key"], "req-42");
+    /// ```
+    pub fn with_correlation_key(mut self, key: &str) -> Self {
+        self.correlation_id = Some(correlation_uuid(key));
+        if Uuid::parse_str(key).is_err() {
+            self.headers
+                .insert(CORRELATION_KEY_HEADER.to_owned(), key.to_owned());
+        }
+        self
+    }
+
     /// Sets the causation id.
     pub fn with_causation_id(mut self, id: Uuid) -> Self {
         self.causation_id = Some(id);
@@ -101,6 +125,19 @@ impl Metadata {
     pub fn command_id(&self) -> Option<&str> {
         self.headers.get(COMMAND_ID_HEADER).map(String::as_str)
     }
+}
+
+/// The header keeping a correlation key that is not a UUID as written (see
+/// [`Metadata::with_correlation_key`]).
+pub const CORRELATION_KEY_HEADER: &str = "correlation-key";
+
+/// The correlation id of a request id of any form: the UUID itself when it
+/// is one, else a name-based UUID (version 5) of the text, the same in every
+/// process.
+pub fn correlation_uuid(key: &str) -> Uuid {
+    /// The namespace of Annals' name-based correlation ids.
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f0e_2a4c_51b3_4f7a_9d2e_8c1b_7a35_d904);
+    Uuid::parse_str(key).unwrap_or_else(|_| Uuid::new_v5(&NAMESPACE, key.as_bytes()))
 }
 
 /// The header holding a command id (see [`Metadata::with_command_id`]).

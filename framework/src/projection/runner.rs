@@ -643,7 +643,9 @@ impl<T> ProjectionRunner<T> {
             .await
     }
 
-    /// Starts the projection in a background task.
+    /// Starts the projection in a background task on the current Tokio
+    /// runtime (outside one, it does not run, and the handle answers
+    /// [`Error::NoRuntime`](crate::Error::NoRuntime)).
     pub fn start<P>(self, projection: P) -> RunningProjection<P>
     where
         P: Projection + Send + Sync + 'static,
@@ -655,10 +657,10 @@ impl<T> ProjectionRunner<T> {
             ..ProjectionStatus::default()
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(self.run(model.clone(), status, stopped));
+        let work = self.run(model.clone(), status, stopped);
         RunningProjection {
             model,
-            task: TaskHandle::new("projection", P::NAME, receiver, stop, task),
+            task: TaskHandle::spawn("projection", P::NAME, receiver, stop, work),
         }
     }
 

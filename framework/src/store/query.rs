@@ -110,6 +110,29 @@ impl EventQuery {
         self
     }
 
+    /// With this correlation key: a request id of any form, as given to
+    /// [`Metadata::with_correlation_key`](crate::Metadata::with_correlation_key).
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let store = InMemoryEventStore::new();
+    /// let event = NewEvent::json("iam.user.registered", &serde_json::json!({}))?
+    ///     .with_metadata(Metadata::new().with_correlation_key("req-42"));
+    /// store.append(&StreamId::new("user-1")?, ExpectedVersion::NoStream, vec![event]).await?;
+    /// let page = store.query(&EventQuery::new().correlation_key("req-42")).await?;
+    /// assert_eq!(page.events.len(), 1);
+    /// assert_eq!(page.events[0].metadata.headers["correlation-key"], "req-42");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn correlation_key(mut self, key: &str) -> Self {
+        self.correlation_id = Some(crate::event::metadata::correlation_uuid(key));
+        self
+    }
+
     /// With this header value.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.header = Some((key.into(), value.into()));

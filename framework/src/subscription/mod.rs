@@ -274,12 +274,12 @@ impl Subscription {
         let (status, receiver) = watch::channel(SubscriptionStatus::default());
         let (stop, stopped) = watch::channel(false);
         let name = self.name.clone();
-        let task = tokio::spawn(async move {
+        let work = async move {
             self.run(checkpoints, delivery, status, stopped)
                 .await
                 .map(into_sink)
-        });
-        TaskHandle::new("subscription", name, receiver, stop, task)
+        };
+        TaskHandle::spawn("subscription", name, receiver, stop, work)
     }
 
     async fn run<D: Delivery>(

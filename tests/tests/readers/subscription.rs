@@ -456,3 +456,51 @@ async fn readers_are_waited_for_up_to_a_position_within_a_timeout() {
     projection.stop().await.expect("stopped cleanly");
     subscription.stop().await.expect("stopped cleanly");
 }
+
+/// A runner started outside a Tokio runtime does not panic: it does not
+/// run, and its handle says why.
+#[test]
+fn a_runner_started_outside_a_runtime_says_so() {
+    use annals::prelude::*;
+    use annals::projection::ProjectionRunner;
+    use annals::projection::runner::InMemory;
+    use annals::subscription::{EventSink, Subscription};
+    use annals_tests::domain::TenantDirectory;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct Ignore;
+    #[annals::async_trait]
+    impl EventSink for Ignore {
+        async fn handle(&mut self, _event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
+            Ok(())
+        }
+    }
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let projection =
+        ProjectionRunner::new(store.clone(), InMemory).start(TenantDirectory::default());
+    let subscription = Subscription::new(store, "outside")
+        .without_lease()
+        .start(Ignore);
+    assert!(projection.is_finished() && subscription.is_finished());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the assertions");
+    runtime.block_on(async {
+        let waited = projection.wait_until(Duration::from_secs(1), |_| true).await;
+        assert!(
+            matches!(&waited, Err(Error::NoRuntime { task: "projection", .. })),
+            "{waited:?}"
+        );
+        let stopped = subscription.stop().await;
+        assert!(
+            matches!(&stopped, Err(Error::NoRuntime { task: "subscription", name }) if name == "outside"),
+            "{:?}",
+            stopped.err()
+        );
+        let message = projection.stop().await.expect_err("never ran").to_string();
+        assert!(message.contains("outside a Tokio runtime"), "{message}");
+    });
+}

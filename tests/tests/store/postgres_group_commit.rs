@@ -357,9 +357,13 @@ async fn a_broken_condition_in_a_flight_keeps_out_only_its_own_events() {
     // Queued behind the blocked flight: a condition broken by a stored
     // event, a writer of a fresh tag and a condition on that same tag (which
     // must not share its flight, or it could not see it), and a bystander.
+    // Queued one at a time, so that their order is the one written here.
     let broken = spawn_append(&store, tagged("broken", "email:taken", true));
+    until_queued(&store, 1).await;
     let writer = spawn_append(&store, tagged("writer", "email:fresh", false));
+    until_queued(&store, 2).await;
     let late = spawn_append(&store, tagged("late", "email:fresh", true));
+    until_queued(&store, 3).await;
     let bystander = spawn_append(&store, single("bystander", ExpectedVersion::NoStream, 2));
     until_queued(&store, 4).await;
     lock.commit().await.expect("release the log");
