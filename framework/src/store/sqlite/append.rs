@@ -11,13 +11,14 @@ use crate::event::metadata::headers_json;
 use crate::hash_chain::{ChainKeys, ChainSigner, EventHash, StoredEvent};
 use crate::projection::sql_read_model::SqliteContext as _;
 use crate::store::append::{apply_inline, next_version, validate_batch};
-use crate::store::condition::{AppendCondition, Criterion};
+use crate::store::condition::{AppendCondition, Criterion, EventCriteria};
 use crate::store::group_commit::{FlightFailure, FlightWriter, QueuedAppend, submit};
 use crate::store::position::LogPosition;
 use crate::store::row::{position_from_columns, tags_json, to_i64};
 use crate::store::table_names::TableNames;
 use crate::store::{AppendResult, StreamAppend};
 
+use super::read::push_criteria;
 use super::{BACKEND, SqliteEventStore, failed};
 
 impl SqliteEventStore {
@@ -303,32 +304,12 @@ async fn check_condition(
     let after = to_i64(condition.after_or_start().sequence);
     let mut first: Option<(&Criterion, LogPosition)> = None;
     for criterion in &condition.fail_if_events_match.criteria {
-        let mut sql = QueryBuilder::<Sqlite>::new(tables.rename(
-            "SELECT e.commit_id, t.position FROM annals_event_tags t \
-             JOIN annals_events e ON e.position = t.position WHERE t.tag = ",
-        ));
-        sql.push_bind(criterion.lock_tag())
-            .push(" AND t.tenant_key = ")
-            .push_bind(tenant)
-            .push(" AND t.position > ")
-            .push_bind(after);
-        if !criterion.event_types.is_empty() {
-            sql.push(" AND t.event_type IN (");
-            let mut types = sql.separated(", ");
-            for event_type in &criterion.event_types {
-                types.push_bind(event_type.as_str());
-            }
-            sql.push(")");
-        }
-        for tag in criterion.tags.iter().skip(1) {
-            sql.push(tables.rename(
-                " AND EXISTS (SELECT 1 FROM annals_event_tags o \
-                 WHERE o.tenant_key = t.tenant_key AND o.position = t.position AND o.tag = ",
-            ))
-            .push_bind(tag.as_str())
-            .push(")");
-        }
-        sql.push(" ORDER BY t.position LIMIT 1");
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            tables.rename("SELECT commit_id, position FROM annals_events WHERE "),
+        );
+        let one = EventCriteria::from(criterion.clone());
+        push_criteria(&mut sql, tables, tenant, &one, after);
+        sql.push(" ORDER BY position LIMIT 1");
         let found: Option<(i64, i64)> = sql
             .build_query_as()
             .fetch_optional(&mut *connection)
