@@ -179,8 +179,8 @@ impl Decisions {
     /// Reads, decides and appends, deciding again after a conflict (see
     /// the [module docs](self)). A refusal is [`CommandError::Rejected`];
     /// conflicts that outlast every attempt are [`CommandError::Store`]
-    /// with the last one ([`Error::AppendConditionFailed`] or
-    /// [`Error::VersionConflict`]).
+    /// with the last one ([`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed) or
+    /// [`Error::VersionConflict`](crate::Error::VersionConflict)).
     pub async fn execute<D: Decision>(
         &self,
         decision: &D,

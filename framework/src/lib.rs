@@ -48,8 +48,7 @@ pub use schemars;
 /// annals::serde::Deserialize)]` with `#[serde(crate = "annals::serde")]`,
 /// or a `serde` dependency of your own (with the `derive` feature). The
 /// types `#[event]` and `#[aggregate]` mark get their derives from the
-/// macros; a field type that lacks them fails with "the trait `Serialize`
-/// is not implemented", and this is the fix.
+/// macros; the types of their fields need them too.
 pub use serde;
 
 /// `uuid`, the type of event ids and correlation ids, so that code naming

@@ -172,7 +172,7 @@ impl Decision for Registration {
     }
 
     fn evolve(&self, state: &mut ClaimState, event: &RecordedEvent) -> annals::Result<()> {
-        let own = StreamId::for_aggregate("user", &self.0.user_id)?;
+        let own = User::stream_id(&self.0.user_id)?;
         evolve_claim(state, &own, &self.0.email, event)
     }
 
@@ -227,7 +227,7 @@ impl Decision for RoleAssignment {
     }
 
     fn evolve(&self, state: &mut AssignmentState, event: &RecordedEvent) -> annals::Result<()> {
-        if event.stream_id.category() == "role" {
+        if event.stream_id.category() == Role::NAME {
             state.role.apply_event(&event.decode::<RoleEvent>()?);
         } else {
             state.user.apply_event(&event.decode::<UserEvent>()?);

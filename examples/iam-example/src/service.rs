@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use annals::CommandError;
-use annals::aggregate::repository::Executed;
 use annals::aggregate::snapshot::SnapshotSettings;
 use annals::cache::EventCache;
 use annals::prelude::*;
@@ -77,19 +76,8 @@ pub fn email_keys() -> EmailKeys {
     EmailKeys::new(secret)
 }
 
-fn decided(
-    result: std::result::Result<annals::decision::Decided, CommandError<IamError>>,
-) -> Result<Outcome> {
-    match result {
-        Ok(_) => Ok(Ok(())),
-        Err(CommandError::Rejected(error)) => Ok(Err(error)),
-        Err(error) => Err(error.into()),
-    }
-}
-
-fn outcome<A: Aggregate>(
-    result: std::result::Result<Executed<A>, CommandError<IamError>>,
-) -> Result<Outcome> {
+/// A command's or decision's outcome: done, refused by the domain, or failed.
+fn outcome<T>(result: std::result::Result<T, CommandError<IamError>>) -> Result<Outcome> {
     match result {
         Ok(_) => Ok(Ok(())),
         Err(CommandError::Rejected(error)) => Ok(Err(error)),
@@ -144,7 +132,7 @@ impl Iam {
             email,
             display_name: display_name.to_owned(),
         });
-        decided(
+        outcome(
             self.decisions
                 .execute(&registration, caller.metadata(tenant))
                 .await,
@@ -170,7 +158,7 @@ impl Iam {
             user_id: user.to_owned(),
             role_id: role.to_owned(),
         };
-        decided(
+        outcome(
             self.decisions
                 .execute(&assignment, caller.metadata(tenant))
                 .await,

@@ -645,7 +645,7 @@ impl<T> ProjectionRunner<T> {
 
     /// Starts the projection in a background task on the current Tokio
     /// runtime (outside one, it does not run, and the handle answers
-    /// [`Error::NoRuntime`](crate::Error::NoRuntime)).
+    /// [`Error::NoRuntime`]).
     pub fn start<P>(self, projection: P) -> RunningProjection<P>
     where
         P: Projection + Send + Sync + 'static,

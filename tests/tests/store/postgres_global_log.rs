@@ -446,3 +446,60 @@ async fn a_replay_held_back_past_its_patience_fails_naming_the_horizon() {
     }
     late.rollback().await.expect("rollback");
 }
+
+/// `read_matching`, what a decision reads before appending on a condition
+/// after the last event returned, is gap-safe like `read_all`: while a
+/// transaction that wrote an earlier matching event is open, the later one
+/// is held back (returning it would let a condition after it miss the
+/// earlier one); after the commit both come, in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_matching_never_passes_over_a_matching_event_that_commits_late() {
+    use annals::store::{Criterion, EventCriteria};
+    let store = fresh_postgres_store().await;
+    let late_id = Uuid::now_v7();
+    let mut late = store.pool().begin().await.expect("begin");
+    sqlx::query(
+        "WITH e AS (
+             INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload, tags)
+             VALUES ($1, 'late-1', 1, 'test.late', 1, '{}', ARRAY['email:x'])
+             RETURNING transaction_id, position, event_type)
+         INSERT INTO annals_event_tags (tag, tenant_id, transaction_id, position, event_type)
+         SELECT 'email:x', NULL, transaction_id, position, event_type FROM e",
+    )
+    .bind(late_id)
+    .execute(&mut *late)
+    .await
+    .expect("late insert");
+    let early = NewEvent::json("test.early", &json!({}))
+        .expect("event")
+        .with_tags(["email:x"]);
+    let early_id = early.event_id;
+    store
+        .append(&stream("early-1"), ExpectedVersion::NoStream, vec![early])
+        .await
+        .expect("append");
+
+    let criteria = EventCriteria::from(Criterion::tagged(["email:x"]));
+    let held_back = store
+        .read_matching(None, &criteria, None, 10)
+        .await
+        .expect("read");
+    assert!(
+        held_back.is_empty(),
+        "the committed event sorts after an open transaction's: {held_back:?}"
+    );
+    late.commit().await.expect("commit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let both = loop {
+        let events = store
+            .read_matching(None, &criteria, None, 10)
+            .await
+            .expect("read");
+        if events.len() >= 2 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let ids: Vec<Uuid> = both.iter().map(|event| event.event_id).collect();
+    assert_eq!(ids, [late_id, early_id], "both, in log order");
+}

@@ -86,6 +86,27 @@ struct MemoryLog {
 }
 
 impl MemoryLog {
+    /// Indexes into `events` of `tenant`'s events after `after` that match
+    /// `criterion`, in log order (from the tag index of its first tag).
+    fn matching<'a>(
+        &'a self,
+        tenant: &str,
+        criterion: &'a crate::store::Criterion,
+        after: LogPosition,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let indexes = self
+            .tagged
+            .get(&(tenant.to_owned(), criterion.lock_tag().to_owned()))
+            .map_or(&[][..], Vec::as_slice);
+        // Sequences are dense and in commit order here: `events[i]` has
+        // sequence `i + 1`.
+        let start = indexes.partition_point(|&index| (index as u64) < after.sequence);
+        indexes[start..].iter().copied().filter(move |&index| {
+            let event = &self.events[index];
+            criterion.matches(&event.event_type, &event.tags)
+        })
+    }
+
     /// The first event in `tenant` after the condition's position that
     /// breaks it, with the criterion it matches.
     fn breaking_event<'c>(
@@ -99,18 +120,8 @@ impl MemoryLog {
             .criteria
             .iter()
             .filter_map(|criterion| {
-                let indexes = self
-                    .tagged
-                    .get(&(tenant.to_owned(), criterion.lock_tag().to_owned()))?;
-                // Sequences are dense and in commit order here.
-                // `events[i]` has sequence `i + 1`.
-                let start = indexes.partition_point(|&index| (index as u64) < after.sequence);
-                indexes[start..].iter().find_map(|&index| {
-                    let event = &self.events[index];
-                    criterion
-                        .matches(&event.event_type, &event.tags)
-                        .then_some((criterion, event.position))
-                })
+                let first = self.matching(tenant, criterion, after).next()?;
+                Some((criterion, self.events[first].position))
             })
             .min_by_key(|(_, position)| *position)
     }
@@ -495,20 +506,7 @@ impl EventStore for InMemoryEventStore {
         let mut indexes: Vec<usize> = criteria
             .criteria
             .iter()
-            .filter_map(|criterion| {
-                log.tagged
-                    .get(&(tenant.clone(), criterion.lock_tag().to_owned()))
-                    .map(|indexes| (criterion, indexes))
-            })
-            .flat_map(|(criterion, indexes)| {
-                // `events[i]` has sequence `i + 1`.
-                let start = indexes.partition_point(|&index| (index as u64) < after.sequence);
-                let log = &log;
-                indexes[start..].iter().copied().filter(move |&index| {
-                    let event = &log.events[index];
-                    criterion.matches(&event.event_type, &event.tags)
-                })
-            })
+            .flat_map(|criterion| log.matching(&tenant, criterion, after))
             .collect();
         indexes.sort_unstable();
         indexes.dedup();
