@@ -27,6 +27,43 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The event type of an aggregate whose `#[aggregate]` options did not
+/// compile (the macro reported why): it has no values, so the placeholder
+/// impl the macro emits never applies or stores anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsNotDeclared {}
+
+impl Event for EventsNotDeclared {
+    const EVENT_TYPES: &'static [&'static str] = &[];
+
+    fn event_type(&self) -> &'static str {
+        match *self {}
+    }
+
+    fn schema_version(&self) -> u32 {
+        match *self {}
+    }
+
+    fn to_payload(&self) -> Result<Payload, serde_json::Error> {
+        match *self {}
+    }
+
+    fn from_payload(
+        _event_type: &str,
+        _schema_version: u32,
+        _payload: &Payload,
+    ) -> Result<Self, DecodeError> {
+        Err(DecodeError::UnknownType)
+    }
+}
+
+/// The error of the stand-in `Handle` impl `#[commands]` emits for a
+/// malformed handler (the macro reported why); never seen at run time, as
+/// the crate does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("this command handler is not well formed (see the compile error)")]
+pub struct HandlerNotWellFormed;
+
 /// The payload of an enum event: the content of its (externally tagged)
 /// variant, `null` for a unit variant.
 pub fn variant_payload<T: Serialize>(event: &T) -> Result<Payload, serde_json::Error> {

@@ -67,12 +67,35 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let model = parse_model(args, &ident, &mut diagnostics).filter(|_| !generic);
     let generated = match model {
         Some(model) => generate(&ident, &vis, &model),
+        None if !generic => placeholder(&ident),
         None => TokenStream::new(),
     };
     diagnostics.emit(quote! {
         #item
         #generated
     })
+}
+
+/// What stands in for the `Aggregate` impl when the options failed (each
+/// failure already reported): code that uses the aggregate compiles against
+/// it, so one mistake gives one error instead of "annotate the type with
+/// `#[aggregate]`" wherever the type is used. Its event type has no values.
+fn placeholder(ident: &Ident) -> TokenStream {
+    quote! {
+        const _: () = {
+            impl ::annals::__private::Aggregate for #ident {
+                const NAME: &'static str = "";
+                const SNAPSHOT_VERSION: u32 = 1;
+                const SNAPSHOT_EVERY: ::core::option::Option<u64> = ::core::option::Option::None;
+
+                type Event = ::annals::__private::EventsNotDeclared;
+
+                fn apply_event(&mut self, event: &Self::Event) {
+                    match *event {}
+                }
+            }
+        };
+    }
 }
 
 /// The options as written, before any check.

@@ -50,6 +50,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             continue;
         };
         let Some(handler) = handler(method, &mut diagnostics) else {
+            if let Some(command) = command_type(method) {
+                let key = quote!(#command).to_string();
+                if !seen.iter().any(|(seen, _)| *seen == key) {
+                    seen.push((key, method.sig.ident.clone()));
+                    impls.push(placeholder(self_ty, command));
+                }
+            }
             continue;
         };
         let command = handler.command;
@@ -82,6 +89,40 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         #block
         #(#impls)*
     })
+}
+
+/// The command type a method names, by value or by reference, whatever
+/// else is wrong with its shape.
+fn command_type(method: &syn::ImplItemFn) -> Option<&Type> {
+    match method.sig.inputs.iter().nth(1)? {
+        FnArg::Typed(command) => match &*command.ty {
+            Type::Reference(reference) => Some(&*reference.elem),
+            other => Some(other),
+        },
+        FnArg::Receiver(_) => None,
+    }
+}
+
+/// What stands in for a malformed handler's `Handle` impl (the shape was
+/// reported): executing the command then compiles, so one mistake gives one
+/// error instead of "does not handle the command" at every call. The
+/// placeholder refuses every command.
+fn placeholder(self_ty: &Type, command: &Type) -> TokenStream {
+    quote! {
+        impl ::annals::__private::Handle<#command> for #self_ty {
+            type Error = ::annals::__private::HandlerNotWellFormed;
+
+            fn handle(
+                &self,
+                _command: &#command,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<<Self as ::annals::__private::Aggregate>::Event>,
+                Self::Error,
+            > {
+                ::core::result::Result::Err(::annals::__private::HandlerNotWellFormed)
+            }
+        }
+    }
 }
 
 /// One handler's command, events and error types.

@@ -118,12 +118,16 @@ fn parse_options(
     (name, version, tables, flush)
 }
 
-/// The handlers and the shared context type, or `None` (errors recorded).
+/// The well-formed handlers and the shared context type (errors recorded),
+/// or `None` for a block that cannot implement `Projection` (a trait impl,
+/// generics). The impl is generated from the well-formed handlers even when
+/// others were reported, so one mistake gives one error rather than "not a
+/// projection" wherever the type is used.
 fn check_block(
     block: &ItemImpl,
     diagnostics: &mut Diagnostics,
 ) -> Option<(Vec<HandlerMethod>, Option<Type>)> {
-    let mut ok = true;
+    let mut all_well_formed = true;
     if let Some((path, _)) = &block.trait_ {
         diagnostics.error_at(
             path,
@@ -133,7 +137,7 @@ fn check_block(
     }
     if !block.generics.params.is_empty() {
         diagnostics.error_at(&block.generics, "projections cannot be generic");
-        ok = false;
+        return None;
     }
     let mut handlers = Vec::new();
     let mut context: Option<Type> = None;
@@ -153,7 +157,7 @@ fn check_block(
                                     crate::naming::type_text(earlier)
                                 ),
                             );
-                            ok = false;
+                            continue;
                         }
                         Some(_) => {}
                         None => context = Some(found),
@@ -161,17 +165,16 @@ fn check_block(
                 }
                 handlers.push(handler);
             }
-            None => ok = false,
+            None => all_well_formed = false,
         }
     }
-    if handlers.is_empty() && ok {
+    if handlers.is_empty() && all_well_formed {
         diagnostics.error_at(
             &block.self_ty,
             "a projection needs at least one event handler, like `fn on_created(&mut self, event: &TenantCreated)`",
         );
-        ok = false;
     }
-    ok.then_some((handlers, context))
+    Some((handlers, context))
 }
 
 fn check_method(
