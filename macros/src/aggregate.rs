@@ -269,8 +269,11 @@ impl ParseEventType for Type {
 /// container attributes (`#[serde(default)]`, ...) follow the derive they
 /// belong to.
 fn add_serde_derives(attrs: &mut Vec<Attribute>) {
-    attrs.insert(0, syn::parse_quote!(#[derive(::annals::__private::serde::Serialize, ::annals::__private::serde::Deserialize)]));
-    attrs.push(syn::parse_quote!(#[serde(crate = "::annals::__private::serde")]));
+    attrs.insert(
+        0,
+        syn::parse_quote!(#[derive(::annals::serde::Serialize, ::annals::serde::Deserialize)]),
+    );
+    attrs.push(syn::parse_quote!(#[serde(crate = "::annals::serde")]));
 }
 
 /// The variant name for an event type in the generated enum: its last

@@ -583,18 +583,12 @@ fn add_derives(attrs: &mut Vec<Attribute>) {
         });
     }
     let wanted = [
-        ("Serialize", quote!(::annals::__private::serde::Serialize)),
-        (
-            "Deserialize",
-            quote!(::annals::__private::serde::Deserialize),
-        ),
+        ("Serialize", quote!(::annals::serde::Serialize)),
+        ("Deserialize", quote!(::annals::serde::Deserialize)),
         ("Debug", quote!(::core::fmt::Debug)),
         ("Clone", quote!(::core::clone::Clone)),
         ("PartialEq", quote!(::core::cmp::PartialEq)),
-        (
-            "JsonSchema",
-            quote!(::annals::__private::schemars::JsonSchema),
-        ),
+        ("JsonSchema", quote!(::annals::schemars::JsonSchema)),
     ];
     let missing: Vec<&TokenStream> = wanted
         .iter()
@@ -606,8 +600,8 @@ fn add_derives(attrs: &mut Vec<Attribute>) {
         // are helpers of these derives and must come after them.
         attrs.insert(0, syn::parse_quote!(#[derive(#(#missing),*)]));
     }
-    attrs.push(syn::parse_quote!(#[serde(crate = "::annals::__private::serde")]));
-    attrs.push(syn::parse_quote!(#[schemars(crate = "::annals::__private::schemars")]));
+    attrs.push(syn::parse_quote!(#[serde(crate = "::annals::serde")]));
+    attrs.push(syn::parse_quote!(#[schemars(crate = "::annals::schemars")]));
 }
 
 fn upcasters(upcasts: &[Upcast]) -> Vec<TokenStream> {
