@@ -47,17 +47,21 @@
 //!         Ok(())
 //!     }
 //!
-//!     fn decide(&self, taken: &bool) -> Result<Vec<StreamAppend>, EmailTaken> {
+//!     fn decide(&self, taken: &bool) -> Result<Appends, EmailTaken> {
 //!         if *taken {
 //!             return Err(EmailTaken(self.email.clone()));
 //!         }
 //!         let registered = UserRegistered { user_id: self.user_id.clone(), email: self.email.clone() };
-//!         Ok(vec![StreamAppend::new(
-//!             StreamId::new(format!("user-{}", self.user_id)).expect("a valid id"),
-//!             ExpectedVersion::NoStream,
-//!             vec![NewEvent::from_event(&registered).expect("encodes")],
-//!         )])
+//!         Ok(Appends::new().to_new::<User>(&self.user_id, [registered]))
 //!     }
+//! }
+//!
+//! #[annals::aggregate(name = "user", events(UserRegistered))]
+//! #[derive(Default)]
+//! struct User;
+//!
+//! impl Apply<UserRegistered> for User {
+//!     fn apply(&mut self, _event: &UserRegistered) {}
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -75,10 +79,13 @@
 //! # }
 //! ```
 
+use std::fmt::Display;
 use std::sync::Arc;
 
+use crate::aggregate::Aggregate;
 use crate::aggregate::repository::CommandError;
 use crate::error::Result;
+use crate::event::envelope::NewEvent;
 use crate::event::envelope::RecordedEvent;
 use crate::event::metadata::Metadata;
 use crate::store::position::LogPosition;
@@ -125,7 +132,7 @@ pub trait Decision: Send + Sync {
     /// Decides on the state: the appends to make (none: nothing to do), or
     /// a refusal. Every event gets the metadata given to
     /// [`Decisions::execute`] where it has none of its own.
-    fn decide(&self, state: &Self::State) -> std::result::Result<Vec<StreamAppend>, Self::Error>;
+    fn decide(&self, state: &Self::State) -> std::result::Result<Appends, Self::Error>;
 }
 
 /// What an executed decision appended.
@@ -194,7 +201,8 @@ impl Decisions {
             let (state, read_up_to, versions) = self
                 .read_state(decision, tenant.as_deref(), &criteria)
                 .await?;
-            let mut appends = decision.decide(&state).map_err(CommandError::Rejected)?;
+            let decided = decision.decide(&state).map_err(CommandError::Rejected)?;
+            let mut appends = decided.into_stream_appends().map_err(CommandError::Store)?;
             if appends.is_empty() {
                 return Ok(Decided {
                     results: Vec::new(),
@@ -277,6 +285,133 @@ impl Decisions {
                 return Ok((state, after, versions));
             }
         }
+    }
+}
+
+/// What a [`Decision`] appends: events for aggregates' instances
+/// ([`to`](Self::to), [`to_new`](Self::to_new)) or any [`StreamAppend`]
+/// ([`with`](Self::with)); nothing when empty. A stream id or event that
+/// does not encode is kept and returned by [`Decisions::execute`] as
+/// [`CommandError::Store`] naming it, so `decide` maps no framework errors
+/// into its own.
+///
+/// ```
+/// use annals::decision::Appends;
+/// use annals::prelude::*;
+///
+/// #[annals::event(name = "doc.member.joined")]
+/// struct Joined {
+///     email: String,
+/// }
+///
+/// #[annals::aggregate(name = "member", events(Joined))]
+/// #[derive(Default)]
+/// struct Member {
+///     email: Option<String>,
+/// }
+///
+/// impl Apply<Joined> for Member {
+///     fn apply(&mut self, event: &Joined) {
+///         self.email = Some(event.email.clone());
+///     }
+/// }
+///
+/// let appends = Appends::new().to_new::<Member>("m-1", [Joined { email: "ada@x.test".into() }]);
+/// assert!(!appends.is_empty());
+/// assert!(Appends::new().to::<Member>("m-2", []).is_empty());
+/// ```
+#[derive(Debug, Default)]
+pub struct Appends {
+    appends: Vec<StreamAppend>,
+    invalid: Option<crate::Error>,
+}
+
+impl Appends {
+    /// Nothing to append (yet).
+    pub fn new() -> Self {
+        Appends::default()
+    }
+
+    /// `events` for the instance `id` of the aggregate `A`, none when
+    /// empty. The append expects the version the decision read when the
+    /// stream is one of its [`Decision::streams`], and any version
+    /// otherwise (the criteria's condition still guards it).
+    pub fn to<A: Aggregate>(
+        self,
+        id: impl Display,
+        events: impl IntoIterator<Item = A::Event>,
+    ) -> Self {
+        self.aggregate::<A>(&id, ExpectedVersion::Any, events)
+    }
+
+    /// `events` starting the instance `id` of the aggregate `A`: the
+    /// append fails with a conflict if the stream exists.
+    pub fn to_new<A: Aggregate>(
+        self,
+        id: impl Display,
+        events: impl IntoIterator<Item = A::Event>,
+    ) -> Self {
+        self.aggregate::<A>(&id, ExpectedVersion::NoStream, events)
+    }
+
+    /// Any append (events of a stream that is no aggregate's, an expected
+    /// version of your own).
+    pub fn with(mut self, append: StreamAppend) -> Self {
+        self.appends.push(append);
+        self
+    }
+
+    /// Whether there is nothing to append.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.invalid.is_none()
+    }
+
+    fn aggregate<A: Aggregate>(
+        mut self,
+        id: &dyn Display,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = A::Event>,
+    ) -> Self {
+        let encoded: Result<Vec<NewEvent>> = events
+            .into_iter()
+            .map(|event| NewEvent::from_event(&event))
+            .collect();
+        let append = encoded.and_then(|events| {
+            if events.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(StreamAppend::new(A::stream_id(id)?, expected, events)))
+        });
+        match append {
+            Ok(append) => self.appends.extend(append),
+            Err(error) => {
+                self.invalid.get_or_insert(error);
+            }
+        }
+        self
+    }
+
+    /// The appends, or the first stream id or event that did not encode.
+    fn into_stream_appends(self) -> Result<Vec<StreamAppend>> {
+        match self.invalid {
+            Some(error) => Err(error),
+            None => Ok(self.appends),
+        }
+    }
+}
+
+impl From<Vec<StreamAppend>> for Appends {
+    fn from(appends: Vec<StreamAppend>) -> Self {
+        Appends {
+            appends,
+            invalid: None,
+        }
+    }
+}
+
+impl From<StreamAppend> for Appends {
+    fn from(append: StreamAppend) -> Self {
+        Appends::new().with(append)
     }
 }
 

@@ -338,6 +338,22 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// A read-model query's row did not read as the Rust types asked of
+    /// [`fetch_rows`](crate::projection::sql_read_model::SqlConnection::fetch_rows)
+    /// or [`fetch_values`](crate::projection::sql_read_model::SqlConnection::fetch_values)
+    /// (a NULL for a type that is not an `Option`, text for an integer, ...).
+    #[error("column {column} of the rows of `{query}` holds {found}, not {expected:?}")]
+    ReadModelRow {
+        /// The query.
+        query: String,
+        /// The column's index, from 0.
+        column: usize,
+        /// The column type asked for.
+        expected: crate::registry::ColumnType,
+        /// What the column held: `NULL`, `text`, `integer`, ...
+        found: &'static str,
+    },
+
     /// The storage backend failed (connection lost, disk full, timeout). The
     /// operation may or may not be safe to retry; appends never leave a partial
     /// batch behind.

@@ -2,7 +2,7 @@
 
 pub use crate::aggregate::repository::{CommandError, Repository, UnitOfWork};
 pub use crate::aggregate::{Aggregate, Apply, Handle};
-pub use crate::decision::{Decision, Decisions};
+pub use crate::decision::{Appends, Decision, Decisions};
 pub use crate::error::{Error, Result};
 pub use crate::event::Event;
 pub use crate::event::envelope::{NewEvent, RecordedEvent};

@@ -2043,17 +2043,18 @@ pub async fn racing_decisions_register_an_address_once(t: &TestStore) {
             Ok(())
         }
 
-        fn decide(&self, taken: &bool) -> Result<Vec<StreamAppend>, Taken> {
+        fn decide(&self, taken: &bool) -> Result<Appends, Taken> {
             if *taken {
                 return Err(Taken);
             }
             let registered = event("iam.user.registered", json!({ "writer": self.writer }))
                 .with_tags([format!("email:decided-{}@x.test", self.round)]);
-            Ok(vec![StreamAppend::new(
+            Ok(StreamAppend::new(
                 stream(&format!("decider-{}-{}", self.round, self.writer)),
                 ExpectedVersion::NoStream,
                 vec![registered],
-            )])
+            )
+            .into())
         }
     }
 

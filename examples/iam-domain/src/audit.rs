@@ -4,8 +4,7 @@
 
 use annals::RecordedEvent;
 use annals::prelude::*;
-use annals::projection::sql_read_model::{SqlConnection, SqlValue};
-use annals::registry::ColumnType;
+use annals::projection::sql_read_model::SqlConnection;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -125,30 +124,16 @@ pub struct AuditEntry {
     pub summary: String,
 }
 
-const COLUMNS: [ColumnType; 4] = [
-    ColumnType::Timestamp,
-    ColumnType::Text,
-    ColumnType::Text,
-    ColumnType::Text,
-];
+/// An [`AuditEntry`] as its columns read.
+type EntryRow = (DateTime<Utc>, Option<String>, String, String);
 
-fn entries(rows: Vec<Vec<SqlValue>>) -> Vec<AuditEntry> {
-    rows.into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [
-                SqlValue::Timestamp(at),
-                actor,
-                SqlValue::Text(stream),
-                SqlValue::Text(summary),
-            ] => Some(AuditEntry {
-                recorded_at: *at,
-                actor: actor.as_text().map(str::to_owned),
-                stream_id: stream.clone(),
-                summary: summary.clone(),
-            }),
-            _ => None,
-        })
-        .collect()
+fn entry((recorded_at, actor, stream_id, summary): EntryRow) -> AuditEntry {
+    AuditEntry {
+        recorded_at,
+        actor,
+        stream_id,
+        summary,
+    }
 }
 
 /// What `actor` did, newest first.
@@ -157,15 +142,14 @@ pub async fn by_actor(
     actor: &str,
     limit: i64,
 ) -> annals::Result<Vec<AuditEntry>> {
-    let rows = db
-        .fetch_all(
+    let rows: Vec<EntryRow> = db
+        .fetch_rows(
             "SELECT recorded_at, actor, stream_id, summary FROM iam_audit WHERE actor = $1 \
              ORDER BY recorded_at DESC, event_id DESC LIMIT $2",
             &[actor.into(), limit.into()],
-            &COLUMNS,
         )
         .await?;
-    Ok(entries(rows))
+    Ok(rows.into_iter().map(entry).collect())
 }
 
 /// Everything one request (correlation id) did, in order.
@@ -173,13 +157,12 @@ pub async fn by_correlation(
     db: &mut dyn SqlConnection,
     correlation_id: Uuid,
 ) -> annals::Result<Vec<AuditEntry>> {
-    let rows = db
-        .fetch_all(
+    let rows: Vec<EntryRow> = db
+        .fetch_rows(
             "SELECT recorded_at, actor, stream_id, summary FROM iam_audit WHERE correlation_id = $1 \
              ORDER BY recorded_at, event_id",
             &[correlation_id.into()],
-            &COLUMNS,
         )
         .await?;
-    Ok(entries(rows))
+    Ok(rows.into_iter().map(entry).collect())
 }

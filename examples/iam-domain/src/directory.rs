@@ -5,10 +5,8 @@
 
 use annals::RecordedEvent;
 use annals::prelude::*;
-use annals::projection::sql_read_model::{SqlConnection, SqlValue};
-use annals::registry::ColumnType;
+use annals::projection::sql_read_model::SqlConnection;
 
-use crate::ids::aggregate_id;
 use crate::tenant::TenantEvent;
 use crate::user::UserEvent;
 
@@ -49,7 +47,7 @@ impl TenantDirectory {
         envelope: &RecordedEvent,
         db: &mut dyn SqlConnection,
     ) -> annals::Result<()> {
-        let tenant = aggregate_id(envelope);
+        let tenant = envelope.aggregate_id();
         match event {
             TenantEvent::Created { name } => {
                 db.execute(
@@ -83,7 +81,7 @@ impl TenantDirectory {
         envelope: &RecordedEvent,
         db: &mut dyn SqlConnection,
     ) -> annals::Result<()> {
-        let user = aggregate_id(envelope);
+        let user = envelope.aggregate_id();
         match event {
             UserEvent::Registered {
                 tenant,
@@ -137,33 +135,19 @@ pub struct TenantRow {
 
 /// The first `limit` tenants by id.
 pub async fn tenants(db: &mut dyn SqlConnection, limit: i64) -> annals::Result<Vec<TenantRow>> {
-    let rows = db
-        .fetch_all(
+    let rows: Vec<(String, String, bool, i64)> = db
+        .fetch_rows(
             "SELECT tenant_id, name, suspended, users FROM iam_tenants ORDER BY tenant_id LIMIT $1",
             &[limit.into()],
-            &[
-                ColumnType::Text,
-                ColumnType::Text,
-                ColumnType::Boolean,
-                ColumnType::Integer,
-            ],
         )
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [
-                SqlValue::Text(tenant_id),
-                SqlValue::Text(name),
-                SqlValue::Boolean(suspended),
-                SqlValue::Integer(users),
-            ] => Some(TenantRow {
-                tenant_id: tenant_id.clone(),
-                name: name.clone(),
-                suspended: *suspended,
-                users: *users,
-            }),
-            _ => None,
+        .map(|(tenant_id, name, suspended, users)| TenantRow {
+            tenant_id,
+            name,
+            suspended,
+            users,
         })
         .collect())
 }

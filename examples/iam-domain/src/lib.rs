@@ -15,7 +15,6 @@
 pub mod audit;
 pub mod directory;
 mod error;
-mod ids;
 pub mod notifications;
 pub mod permissions;
 pub mod registration;

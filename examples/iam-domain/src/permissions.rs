@@ -9,10 +9,8 @@
 
 use annals::RecordedEvent;
 use annals::prelude::*;
-use annals::projection::sql_read_model::{SqlConnection, SqlValue};
-use annals::registry::ColumnType;
+use annals::projection::sql_read_model::SqlConnection;
 
-use crate::ids::aggregate_id;
 use crate::role::RoleEvent;
 use crate::user::UserEvent;
 
@@ -58,7 +56,7 @@ impl UserPermissions {
         envelope: &RecordedEvent,
         db: &mut dyn SqlConnection,
     ) -> annals::Result<()> {
-        let role = aggregate_id(envelope);
+        let role = envelope.aggregate_id();
         match event {
             RoleEvent::Defined {
                 tenant,
@@ -97,7 +95,7 @@ impl UserPermissions {
         envelope: &RecordedEvent,
         db: &mut dyn SqlConnection,
     ) -> annals::Result<()> {
-        let user = aggregate_id(envelope);
+        let user = envelope.aggregate_id();
         match event {
             UserEvent::Registered { tenant, .. } => {
                 db.execute(
@@ -185,17 +183,13 @@ pub async fn may(
     user: &str,
     permission: &str,
 ) -> annals::Result<bool> {
-    let count = db
-        .fetch_column(
-            "SELECT COUNT(*) FROM iam_user_permissions WHERE tenant_id = $1 AND user_id = $2 AND permission = $3",
+    let found: Vec<String> = db
+        .fetch_values(
+            "SELECT permission FROM iam_user_permissions WHERE tenant_id = $1 AND user_id = $2 AND permission = $3",
             &[tenant.into(), user.into(), permission.into()],
-            ColumnType::Integer,
         )
         .await?;
-    Ok(count
-        .first()
-        .and_then(SqlValue::as_integer)
-        .is_some_and(|count| count > 0))
+    Ok(!found.is_empty())
 }
 
 /// Every permission `user` has in `tenant`, sorted.
@@ -204,15 +198,9 @@ pub async fn of_user(
     tenant: &str,
     user: &str,
 ) -> annals::Result<Vec<String>> {
-    let permissions = db
-        .fetch_column(
-            "SELECT permission FROM iam_user_permissions WHERE tenant_id = $1 AND user_id = $2 ORDER BY permission",
-            &[tenant.into(), user.into()],
-            ColumnType::Text,
-        )
-        .await?;
-    Ok(permissions
-        .into_iter()
-        .filter_map(SqlValue::into_text)
-        .collect())
+    db.fetch_values(
+        "SELECT permission FROM iam_user_permissions WHERE tenant_id = $1 AND user_id = $2 ORDER BY permission",
+        &[tenant.into(), user.into()],
+    )
+    .await
 }

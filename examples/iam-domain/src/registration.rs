@@ -104,56 +104,6 @@ pub struct ClaimState {
     pub holder: Option<String>,
 }
 
-/// Folds an event into a [`ClaimState`]: the user's own events into the
-/// user, other users' claims and releases of `claim` into the holder.
-fn evolve_claim(
-    state: &mut ClaimState,
-    own: &StreamId,
-    claim: &EmailClaim,
-    event: &RecordedEvent,
-) -> annals::Result<()> {
-    if event.stream_id == *own {
-        state.user.apply_event(&event.decode::<UserEvent>()?);
-        return Ok(());
-    }
-    let holder = event.stream_id.aggregate_id().map(str::to_owned);
-    if event.tags.contains(&format!("email:{}", claim.key)) {
-        state.holder = holder;
-    } else if state.holder == holder {
-        state.holder = None;
-    }
-    Ok(())
-}
-
-/// The appends of a user command decided on `user`: its events, for its
-/// stream (the decision sets the version it read); none for no events.
-fn user_appends(user_id: &str, events: &[UserEvent]) -> Result<Vec<StreamAppend>, IamError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let stream = user_stream(user_id)?;
-    let events = events
-        .iter()
-        .map(NewEvent::from_event)
-        .collect::<annals::Result<Vec<_>>>()
-        .map_err(|error| IamError::Invalid {
-            field: "event",
-            reason: error.to_string(),
-        })?;
-    Ok(vec![StreamAppend::new(
-        stream,
-        ExpectedVersion::Any,
-        events,
-    )])
-}
-
-fn user_stream(user_id: &str) -> Result<StreamId, IamError> {
-    User::stream_id(&user_id).map_err(|error| IamError::Invalid {
-        field: "user id",
-        reason: error.to_string(),
-    })
-}
-
 /// Registers a user, unless the address is held by another user of the
 /// tenant.
 #[derive(Debug, Clone)]
@@ -168,22 +118,33 @@ impl Decision for Registration {
     }
 
     fn streams(&self) -> Vec<StreamId> {
-        user_stream(&self.0.user_id).into_iter().collect()
+        User::stream_id(&self.0.user_id).into_iter().collect()
     }
 
+    /// The user's own events into the user; other users' claims and
+    /// releases of the address into the holder.
     fn evolve(&self, state: &mut ClaimState, event: &RecordedEvent) -> annals::Result<()> {
-        let own = User::stream_id(&self.0.user_id)?;
-        evolve_claim(state, &own, &self.0.email, event)
+        if event.stream_id == User::stream_id(&self.0.user_id)? {
+            state.user.apply_event(&event.decode::<UserEvent>()?);
+            return Ok(());
+        }
+        let holder = Some(event.aggregate_id().to_owned());
+        if event.tags.contains(&format!("email:{}", self.0.email.key)) {
+            state.holder = holder;
+        } else if state.holder == holder {
+            state.holder = None;
+        }
+        Ok(())
     }
 
-    fn decide(&self, state: &ClaimState) -> Result<Vec<StreamAppend>, IamError> {
+    fn decide(&self, state: &ClaimState) -> Result<Appends, IamError> {
         let events = state.user.handle(&self.0)?;
         if state.holder.is_some() {
             return Err(IamError::EmailTaken {
                 tenant: self.0.tenant.id().to_owned(),
             });
         }
-        user_appends(&self.0.user_id, &events)
+        Ok(Appends::new().to::<User>(&self.0.user_id, events))
     }
 }
 
@@ -235,12 +196,12 @@ impl Decision for RoleAssignment {
         Ok(())
     }
 
-    fn decide(&self, state: &AssignmentState) -> Result<Vec<StreamAppend>, IamError> {
+    fn decide(&self, state: &AssignmentState) -> Result<Appends, IamError> {
         let command = AssignRole {
             tenant: self.tenant.clone(),
             role: state.role.reference(&self.role_id)?,
         };
         let events = state.user.handle(&command)?;
-        user_appends(&self.user_id, &events)
+        Ok(Appends::new().to::<User>(&self.user_id, events))
     }
 }

@@ -227,4 +227,35 @@ impl RecordedEvent {
             }
         })
     }
+
+    /// The id of the aggregate instance whose stream holds the event (the
+    /// part after the category: `user-t001-u0042` → `t001-u0042`), or the
+    /// whole stream id for a stream without a category. Projections key
+    /// their rows by it.
+    ///
+    /// ```
+    /// # use annals::{LogPosition, Metadata, Payload, RecordedEvent, StreamId};
+    /// # let mut event = RecordedEvent {
+    /// #     event_id: uuid::Uuid::now_v7(),
+    /// #     stream_id: StreamId::new("user-t001-u0042")?,
+    /// #     version: 1,
+    /// #     position: LogPosition::new(1, 1),
+    /// #     event_type: "iam.user.deactivated".into(),
+    /// #     schema_version: 1,
+    /// #     payload: Payload::from_json("null")?,
+    /// #     metadata: Metadata::new(),
+    /// #     recorded_at: chrono::Utc::now(),
+    /// #     tags: Vec::new(),
+    /// # };
+    /// // An event of the stream `user-t001-u0042`:
+    /// assert_eq!(event.aggregate_id(), "t001-u0042");
+    /// event.stream_id = StreamId::new("ledger")?;
+    /// assert_eq!(event.aggregate_id(), "ledger");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn aggregate_id(&self) -> &str {
+        self.stream_id
+            .aggregate_id()
+            .unwrap_or(self.stream_id.as_str())
+    }
 }

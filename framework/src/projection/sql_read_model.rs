@@ -239,6 +239,170 @@ pub trait SqlConnection: Send {
     }
 }
 
+impl SqlValue {
+    /// What kind of value this is, for errors: `NULL`, `text`, `integer`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SqlValue::Null | SqlValue::TypedNull(_) => "NULL",
+            SqlValue::Text(_) => "text",
+            SqlValue::Integer(_) => "integer",
+            SqlValue::Real(_) => "real",
+            SqlValue::Boolean(_) => "boolean",
+            SqlValue::Uuid(_) => "uuid",
+            SqlValue::Timestamp(_) => "timestamp",
+            SqlValue::Json(_) => "json",
+            SqlValue::Bytes(_) => "bytes",
+        }
+    }
+}
+
+/// A Rust value a column reads into, for
+/// [`fetch_rows`](SqlConnection::fetch_rows) and
+/// [`fetch_values`](SqlConnection::fetch_values): `String`, `i64`, `f64`,
+/// `bool`, `Uuid`, `DateTime<Utc>`, `serde_json::Value`, `Vec<u8>`, and an
+/// `Option` of each for a nullable column.
+pub trait FromSqlValue: Sized {
+    /// The column type it is read as.
+    const READ_AS: ColumnType;
+
+    /// The value, or the column's value back when it held something else
+    /// (a NULL, for a type that is not an `Option`).
+    fn from_sql_value(value: SqlValue) -> std::result::Result<Self, SqlValue>;
+}
+
+macro_rules! from_sql_values {
+    ($($rust:ty => $variant:ident),* $(,)?) => {
+        $(impl FromSqlValue for $rust {
+            const READ_AS: ColumnType = ColumnType::$variant;
+
+            fn from_sql_value(value: SqlValue) -> std::result::Result<Self, SqlValue> {
+                match value {
+                    SqlValue::$variant(value) => Ok(value),
+                    other => Err(other),
+                }
+            }
+        })*
+    };
+}
+
+from_sql_values! {
+    String => Text,
+    i64 => Integer,
+    f64 => Real,
+    bool => Boolean,
+    Uuid => Uuid,
+    DateTime<Utc> => Timestamp,
+    serde_json::Value => Json,
+    Vec<u8> => Bytes,
+}
+
+impl<T: FromSqlValue> FromSqlValue for Option<T> {
+    const READ_AS: ColumnType = T::READ_AS;
+
+    fn from_sql_value(value: SqlValue) -> std::result::Result<Self, SqlValue> {
+        match value {
+            SqlValue::Null | SqlValue::TypedNull(_) => Ok(None),
+            other => T::from_sql_value(other).map(Some),
+        }
+    }
+}
+
+/// A row read into a tuple of [`FromSqlValue`]s, one per selected column
+/// (up to eight), by [`fetch_rows`](SqlConnection::fetch_rows).
+pub trait FromSqlRow: Sized {
+    /// The column types, in order.
+    fn read_as() -> Vec<ColumnType>;
+
+    /// The typed row, or the index, expected type and value of the first
+    /// column that did not read.
+    fn from_sql_row(row: Vec<SqlValue>)
+    -> std::result::Result<Self, (usize, ColumnType, SqlValue)>;
+}
+
+macro_rules! from_sql_rows {
+    ($(($($column:ident),+)),* $(,)?) => {
+        $(impl<$($column: FromSqlValue),+> FromSqlRow for ($($column,)+) {
+            fn read_as() -> Vec<ColumnType> {
+                vec![$($column::READ_AS),+]
+            }
+
+            // The last column's index step is never read.
+            #[allow(unused_assignments)]
+            fn from_sql_row(row: Vec<SqlValue>) -> std::result::Result<Self, (usize, ColumnType, SqlValue)> {
+                let mut values = row.into_iter();
+                let mut index = 0;
+                Ok(($({
+                    let value = values.next().unwrap_or(SqlValue::Null);
+                    let typed = $column::from_sql_value(value)
+                        .map_err(|value| (index, $column::READ_AS, value))?;
+                    index += 1;
+                    typed
+                },)+))
+            }
+        })*
+    };
+}
+
+from_sql_rows! {
+    (A),
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F),
+    (A, B, C, D, E, F, G),
+    (A, B, C, D, E, F, G, H),
+}
+
+impl dyn SqlConnection + '_ {
+    /// Runs a query and reads each row into the tuple `R`, whose element
+    /// types say how each column reads: `Option<T>` for a nullable one.
+    /// A column that holds something else is [`Error::ReadModelRow`],
+    /// naming it, rather than a row silently left out.
+    ///
+    /// ```
+    /// # use annals::projection::sql_read_model::SqlConnection;
+    /// async fn tenants(db: &mut dyn SqlConnection) -> annals::Result<Vec<(String, Option<String>, i64)>> {
+    ///     db.fetch_rows("SELECT tenant_id, name, users FROM tenants ORDER BY tenant_id", &[]).await
+    /// }
+    /// ```
+    pub async fn fetch_rows<R: FromSqlRow>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<R>> {
+        let rows = self.fetch_all(sql, params, &R::read_as()).await?;
+        rows.into_iter()
+            .map(|row| {
+                R::from_sql_row(row).map_err(|(column, expected, found)| Error::ReadModelRow {
+                    query: sql.to_owned(),
+                    column,
+                    expected,
+                    found: found.kind(),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs a query that selects one column and reads it as `T`, like
+    /// [`fetch_rows`](Self::fetch_rows).
+    ///
+    /// ```
+    /// # use annals::projection::sql_read_model::SqlConnection;
+    /// async fn permissions(db: &mut dyn SqlConnection, user: &str) -> annals::Result<Vec<String>> {
+    ///     db.fetch_values("SELECT permission FROM grants WHERE user_id = $1", &[user.into()]).await
+    /// }
+    /// ```
+    pub async fn fetch_values<T: FromSqlValue>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<T>> {
+        let rows: Vec<(T,)> = self.fetch_rows(sql, params).await?;
+        Ok(rows.into_iter().map(|(value,)| value).collect())
+    }
+}
+
 /// Every row read as `columns`, by a backend's column decoder.
 fn decode_rows<R>(
     rows: &[R],

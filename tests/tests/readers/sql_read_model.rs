@@ -1,6 +1,8 @@
 //! The portable SQL layer of read models on SQLite and PostgreSQL: every
 //! column type round-trips, `None` of any type binds as a NULL the column
-//! accepts, and `$N` placeholders work on both backends, in any order.
+//! accepts, `$N` placeholders work on both backends, in any order, and rows
+//! read into Rust tuples (`fetch_rows`, `fetch_values`) or fail naming the
+//! column that did not fit.
 
 use annals::projection::sql_read_model::{SqlConnection, SqlValue};
 use annals::registry::ColumnType;
@@ -95,6 +97,68 @@ async fn round_trip(db: &mut dyn SqlConnection, create: &str) {
             ],
         ]
     );
+    typed_reads(db, id, at).await;
+}
+
+/// The same rows read into Rust types: `Option`s for the nullable columns,
+/// and a NULL asked for as a plain type is an error naming the column, not
+/// a row left out.
+async fn typed_reads(db: &mut dyn SqlConnection, id: uuid::Uuid, at: DateTime<Utc>) {
+    type Row = (
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<f64>,
+        Option<bool>,
+        Option<uuid::Uuid>,
+        Option<DateTime<Utc>>,
+        Option<serde_json::Value>,
+    );
+    let rows: Vec<Row> = db
+        .fetch_rows(
+            "SELECT id, t, i, r, b, u, ts, j FROM portable WHERE id = $1 OR id = $2 ORDER BY id",
+            &["empty".into(), "full".into()],
+        )
+        .await
+        .expect("typed select");
+    assert_eq!(
+        rows,
+        [
+            ("empty".into(), None, None, None, None, None, None, None),
+            (
+                "full".into(),
+                Some("text, with 'quotes' and $1 inside".into()),
+                Some(42),
+                Some(2.5),
+                Some(true),
+                Some(id),
+                Some(at),
+                Some(json!({ "k": [1, 2] })),
+            ),
+        ]
+    );
+    let bytes: Vec<Option<Vec<u8>>> = db
+        .fetch_values("SELECT by FROM portable ORDER BY id", &[])
+        .await
+        .expect("one typed column");
+    assert_eq!(bytes, [None, Some(vec![0, 255])]);
+
+    let sql = "SELECT id, i FROM portable ORDER BY id";
+    let refused = db.fetch_rows::<(String, i64)>(sql, &[]).await;
+    match refused {
+        Err(annals::Error::ReadModelRow {
+            query,
+            column,
+            expected,
+            found,
+        }) => {
+            assert_eq!(
+                (query.as_str(), column, expected, found),
+                (sql, 1, ColumnType::Integer, "NULL")
+            );
+        }
+        other => panic!("expected ReadModelRow for the NULL in column 1, got {other:?}"),
+    }
 }
 
 #[tokio::test]
