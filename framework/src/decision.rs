@@ -91,7 +91,8 @@ use crate::event::metadata::Metadata;
 use crate::store::position::LogPosition;
 use crate::store::stream::{ExpectedVersion, StreamId};
 use crate::store::{
-    AppendCondition, AppendResult, EventCriteria, EventStore, EventStoreExt, StreamAppend,
+    AppendCondition, AppendResult, EventCriteria, EventQuery, EventStore, EventStoreExt,
+    MAX_EVENTS_PER_APPEND, StreamAppend,
 };
 
 /// How many times [`Decisions::execute`] decides before giving up on
@@ -144,8 +145,13 @@ pub struct Decided {
     /// The log position of the last event appended (`None` when nothing
     /// was), for waiting until a reader has seen it.
     pub position: Option<LogPosition>,
-    /// How many times the decision was made (1 unless it hit conflicts).
+    /// How many times the decision was made (1 unless it hit conflicts; 0
+    /// when an earlier execution's outcome came back).
     pub attempts: usize,
+    /// The decision was executed before under the same command id
+    /// ([`Metadata::with_command_id`]): these are that execution's appends,
+    /// and nothing was appended now.
+    pub repeated: bool,
 }
 
 /// Runs [`Decision`]s against a store, within one tenant.
@@ -188,6 +194,13 @@ impl Decisions {
     /// conflicts that outlast every attempt are [`CommandError::Store`]
     /// with the last one ([`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed) or
     /// [`Error::VersionConflict`](crate::Error::VersionConflict)).
+    ///
+    /// With a command id in `metadata` ([`Metadata::with_command_id`]), the
+    /// events appended carry it as a tag, and a decision executed before
+    /// under that id (in this tenant) is not decided again: that
+    /// execution's appends come back, marked [`Decided::repeated`]. So a
+    /// client that lost the answer retries safely, as with
+    /// [`Repository::execute`](crate::Repository::execute).
     pub async fn execute<D: Decision>(
         &self,
         decision: &D,
@@ -195,9 +208,17 @@ impl Decisions {
     ) -> std::result::Result<Decided, CommandError<D::Error>> {
         let criteria = decision.criteria();
         let tenant = self.tenant.clone().or_else(|| metadata.tenant_id.clone());
+        let command_tag = crate::aggregate::repository::command_tag(&metadata)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Checked on every attempt: a first execution whose commit was
+            // still landing shows up as a conflict, then here.
+            if let Some(tag) = &command_tag
+                && let Some(earlier) = self.earlier_outcome(tag, tenant.as_deref()).await?
+            {
+                return Ok(earlier);
+            }
             let (state, read_up_to, versions) = self
                 .read_state(decision, tenant.as_deref(), &criteria)
                 .await?;
@@ -208,6 +229,7 @@ impl Decisions {
                     results: Vec::new(),
                     position: None,
                     attempts: attempt,
+                    repeated: false,
                 });
             }
             // A decision on streams alone is guarded by their versions.
@@ -222,6 +244,11 @@ impl Decisions {
                 }
                 for event in &mut append.events {
                     stamp(&mut event.metadata, &metadata, tenant.as_deref());
+                    if let Some(tag) = &command_tag
+                        && !event.tags.contains(tag)
+                    {
+                        event.tags.push(tag.clone());
+                    }
                 }
                 append.condition.clone_from(&condition);
             }
@@ -231,6 +258,7 @@ impl Decisions {
                         position: results.iter().map(|result| result.position).max(),
                         results,
                         attempts: attempt,
+                        repeated: false,
                     });
                 }
                 Err(conflict) if conflict.is_conflict() && attempt < self.max_attempts => {
@@ -239,6 +267,47 @@ impl Decisions {
                 Err(other) => return Err(CommandError::Store(other)),
             }
         }
+    }
+
+    /// The appends of the execution whose events carry the command `tag`,
+    /// if there was one: each stream's versions and positions as recorded.
+    async fn earlier_outcome(&self, tag: &str, tenant: Option<&str>) -> Result<Option<Decided>> {
+        let mut query = EventQuery::new().tag(tag).limit(MAX_EVENTS_PER_APPEND);
+        if self.store.tenant().is_none()
+            && let Some(tenant) = tenant
+        {
+            query = query.tenant(tenant);
+        }
+        let recorded = self.store.query(&query).await?.events;
+        let mut results: Vec<(StreamId, AppendResult)> = Vec::new();
+        for event in &recorded {
+            match results
+                .iter_mut()
+                .find(|(stream, _)| *stream == event.stream_id)
+            {
+                Some((_, result)) => {
+                    result.last_version = event.version;
+                    result.position = event.position;
+                    result.positions.push(event.position);
+                }
+                None => results.push((
+                    event.stream_id.clone(),
+                    AppendResult {
+                        first_version: event.version,
+                        last_version: event.version,
+                        position: event.position,
+                        positions: vec![event.position],
+                        recorded_at: event.recorded_at,
+                    },
+                )),
+            }
+        }
+        Ok((!results.is_empty()).then(|| Decided {
+            position: recorded.last().map(|event| event.position),
+            results: results.into_iter().map(|(_, result)| result).collect(),
+            attempts: 0,
+            repeated: true,
+        }))
     }
 
     /// The decision's state from the streams it reads and every matching

@@ -895,7 +895,7 @@ impl<A: Aggregate> Repository<A> {
 }
 
 /// The tag marking the events of the command id in `metadata`, if any.
-fn command_tag(metadata: &Metadata) -> Result<Option<String>> {
+pub(crate) fn command_tag(metadata: &Metadata) -> Result<Option<String>> {
     let Some(id) = metadata.command_id() else {
         return Ok(None);
     };

@@ -1,7 +1,8 @@
 //! What a decision appends (`Appends`): events for an aggregate's instance
 //! land on its stream, and a stream id that is no valid one comes back from
 //! `Decisions::execute` as a typed store error naming it, with nothing
-//! written.
+//! written. A decision executed again under the same command id returns the
+//! first outcome instead of deciding again.
 
 use std::sync::Arc;
 
@@ -78,4 +79,53 @@ fn no_events_append_nothing() {
         email: "ada@x.test".into(),
     };
     assert!(!Appends::new().to::<Member>("ada", [joined]).is_empty());
+}
+
+#[tokio::test]
+async fn a_decision_retried_under_its_command_id_returns_the_first_outcome() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let decisions = Decisions::new(store.clone()).for_tenant("acme");
+    let request = || Metadata::new().with_command_id("req-42");
+    let first = decisions
+        .execute(&Join("ada"), request())
+        .await
+        .expect("first");
+    assert!(!first.repeated);
+    let stream = StreamId::new("member-ada").expect("id");
+    let events = store.load_stream(&stream).await.expect("read");
+    assert!(
+        events[0].tags.contains(&"command:req-42".to_owned()),
+        "{:?}",
+        events[0].tags
+    );
+
+    // The same request again (the client lost the answer): the first
+    // outcome, and nothing appended. Without the command id, the decision
+    // would append a second event to the stream.
+    let again = decisions
+        .execute(&Join("ada"), request())
+        .await
+        .expect("again");
+    assert!(again.repeated);
+    assert_eq!(
+        (again.results, again.position),
+        (first.results, first.position)
+    );
+    assert_eq!(store.load_stream(&stream).await.expect("read").len(), 1);
+
+    // Another tenant's request with the same id is its own.
+    let globex = Decisions::new(store.clone()).for_tenant("globex");
+    let theirs = globex
+        .execute(&Join("bob"), request())
+        .await
+        .expect("globex");
+    assert!(!theirs.repeated);
+
+    // A new id decides again.
+    let next = decisions
+        .execute(&Join("ada"), Metadata::new().with_command_id("req-43"))
+        .await
+        .expect("next");
+    assert!(!next.repeated);
+    assert_eq!(store.load_stream(&stream).await.expect("read").len(), 2);
 }
