@@ -368,12 +368,12 @@ impl Decisions {
 /// use annals::decision::Appends;
 /// use annals::prelude::*;
 ///
-/// #[annals::event(name = "doc.member.joined")]
+/// #[annals::event(name = "doc.club_member.joined")]
 /// struct Joined {
 ///     email: String,
 /// }
 ///
-/// #[annals::aggregate(name = "member", events(Joined))]
+/// #[annals::aggregate(name = "club_member", events(Joined))]
 /// #[derive(Default)]
 /// struct Member {
 ///     email: Option<String>,

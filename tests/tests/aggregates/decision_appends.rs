@@ -9,12 +9,12 @@ use std::sync::Arc;
 use annals::prelude::*;
 use annals::store::{Criterion, EventCriteria, LogPosition};
 
-#[annals::event(name = "test.member.joined", tags(email))]
+#[annals::event(name = "test.decision_member.joined", tags(email))]
 struct Joined {
     email: String,
 }
 
-#[annals::aggregate(name = "member", events(Joined))]
+#[annals::aggregate(name = "decision_member", events(Joined))]
 #[derive(Default)]
 struct Member;
 
@@ -57,7 +57,7 @@ async fn an_append_that_does_not_encode_is_a_typed_store_error_and_nothing_is_wr
     match refused {
         Err(CommandError::Store(annals::Error::InvalidInput { field, reason })) => {
             assert_eq!(field, "stream id");
-            assert!(reason.contains("member-ada\\nbob"), "{reason}");
+            assert!(reason.contains("decision_member-ada\\nbob"), "{reason}");
         }
         other => panic!("expected an invalid stream id, got {other:?}"),
     }
@@ -66,7 +66,7 @@ async fn an_append_that_does_not_encode_is_a_typed_store_error_and_nothing_is_wr
 
     let joined = decisions.execute(&Join("ada"), Metadata::new()).await;
     assert_eq!(joined.expect("a valid id is appended").results.len(), 1);
-    let stream = StreamId::new("member-ada").expect("id");
+    let stream = StreamId::new("decision_member-ada").expect("id");
     let events = store.load_stream(&stream).await.expect("read");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].tags, ["email:ada@x.test"]);
@@ -91,7 +91,7 @@ async fn a_decision_retried_under_its_command_id_returns_the_first_outcome() {
         .await
         .expect("first");
     assert!(!first.repeated);
-    let stream = StreamId::new("member-ada").expect("id");
+    let stream = StreamId::new("decision_member-ada").expect("id");
     let events = store.load_stream(&stream).await.expect("read");
     assert!(
         events[0].tags.contains(&"command:req-42".to_owned()),
