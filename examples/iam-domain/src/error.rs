@@ -60,6 +60,13 @@ impl IamError {
         }
     }
 
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        IamError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn exists(what: impl std::fmt::Display) -> Self {
         IamError::AlreadyExists {
             what: what.to_string(),

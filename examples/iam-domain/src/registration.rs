@@ -1,9 +1,10 @@
 //! The rules that span aggregates, as decisions (`annals::decision`).
 //!
-//! - **An email address is registered once per tenant.** A registration is
-//!   decided on the user's own stream and on every event tagged with the
-//!   address's claim key (registrations, and changes to and away from it),
-//!   and appended on the condition that none arrived since: of two registrations of one address
+//! - **An email address is held by one user per tenant.** Registering and
+//!   changing an address ([`EmailClaimed`]) are decided on the user's own
+//!   stream and on every event tagged with the address's claim key
+//!   (registrations, and changes to and away from it), and appended on the
+//!   condition that none arrived since: of two claims of one address
 //!   racing, one wins and the other is refused with
 //!   [`IamError::EmailTaken`]. No read model is involved and no race is
 //!   left.
@@ -25,7 +26,7 @@ use hmac::{KeyInit, Mac};
 use crate::error::IamError;
 use crate::role::{Role, RoleEvent};
 use crate::tenant::ActiveTenant;
-use crate::user::{AssignRole, RegisterUser, User, UserEvent, normalise_email};
+use crate::user::{AssignRole, ChangeEmail, RegisterUser, User, UserEvent, normalise_email};
 
 const REGISTERED: &str = "iam.user.registered";
 const EMAIL_CHANGED: &str = "iam.user.email_changed";
@@ -53,13 +54,8 @@ impl EmailKeys {
     /// The claim of `email` in `tenant`: the normalised address and its key.
     pub fn claim(&self, tenant: &ActiveTenant, email: &str) -> Result<EmailClaim, IamError> {
         let address = normalise_email(email)?;
-        let mut mac =
-            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret).map_err(|_| {
-                IamError::Invalid {
-                    field: "email key secret",
-                    reason: "not usable as an HMAC key".into(),
-                }
-            })?;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .map_err(|_| IamError::invalid("email key secret", "not usable as an HMAC key"))?;
         mac.update(tenant.id().as_bytes());
         mac.update(&[0]);
         mac.update(address.as_bytes());
@@ -68,24 +64,16 @@ impl EmailKeys {
     }
 }
 
-/// A normalised address and its claim key.
+/// A normalised address and its claim key, made only by [`EmailKeys::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailClaim {
-    address: String,
-    key: String,
+    /// The address, lowercase.
+    pub(crate) address: String,
+    /// Its claim key.
+    pub(crate) key: String,
 }
 
 impl EmailClaim {
-    /// The address, lowercase.
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    /// Its claim key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// What registering, changing to or away from the address is tagged with.
     fn criteria(&self) -> EventCriteria {
         EventCriteria::new()
@@ -95,7 +83,7 @@ impl EmailClaim {
     }
 }
 
-/// A user and who else holds an address: the state of [`Registration`].
+/// A user and who else holds an address: the state of an [`EmailClaimed`].
 #[derive(Debug, Default)]
 pub struct ClaimState {
     /// The user deciding, from its own stream.
@@ -104,32 +92,54 @@ pub struct ClaimState {
     pub holder: Option<String>,
 }
 
-/// Registers a user, unless the address is held by another user of the
-/// tenant.
-#[derive(Debug, Clone)]
-pub struct Registration(pub RegisterUser);
+/// A user command that claims an address: registering, changing it.
+pub trait ClaimsEmail: Send + Sync {
+    /// The user, its tenant and the address claimed.
+    fn claim(&self) -> (&str, &ActiveTenant, &EmailClaim);
+}
 
-impl Decision for Registration {
+impl ClaimsEmail for RegisterUser {
+    fn claim(&self) -> (&str, &ActiveTenant, &EmailClaim) {
+        (&self.user_id, &self.tenant, &self.email)
+    }
+}
+
+impl ClaimsEmail for ChangeEmail {
+    fn claim(&self) -> (&str, &ActiveTenant, &EmailClaim) {
+        (&self.user_id, &self.tenant, &self.email)
+    }
+}
+
+/// Runs a user command that claims an address ([`RegisterUser`],
+/// [`ChangeEmail`]), unless another user of the tenant holds the address.
+#[derive(Debug, Clone)]
+pub struct EmailClaimed<C>(pub C);
+
+impl<C: ClaimsEmail> Decision for EmailClaimed<C>
+where
+    User: Handle<C, Error = IamError>,
+{
     type State = ClaimState;
     type Error = IamError;
 
     fn criteria(&self) -> EventCriteria {
-        self.0.email.criteria()
+        self.0.claim().2.criteria()
     }
 
     fn streams(&self) -> Vec<StreamId> {
-        User::stream_id(&self.0.user_id).into_iter().collect()
+        User::stream_id(&self.0.claim().0).into_iter().collect()
     }
 
     /// The user's own events into the user; other users' claims and
     /// releases of the address into the holder.
     fn evolve(&self, state: &mut ClaimState, event: &RecordedEvent) -> annals::Result<()> {
-        if event.stream_id == User::stream_id(&self.0.user_id)? {
+        let (user_id, _, email) = self.0.claim();
+        if event.stream_id == User::stream_id(&user_id)? {
             state.user.apply_event(&event.decode::<UserEvent>()?);
             return Ok(());
         }
         let holder = Some(event.aggregate_id().to_owned());
-        if event.tags.contains(&format!("email:{}", self.0.email.key)) {
+        if event.tags.contains(&format!("email:{}", email.key)) {
             state.holder = holder;
         } else if state.holder == holder {
             state.holder = None;
@@ -138,13 +148,14 @@ impl Decision for Registration {
     }
 
     fn decide(&self, state: &ClaimState) -> Result<Appends, IamError> {
+        let (user_id, tenant, _) = self.0.claim();
         let events = state.user.handle(&self.0)?;
-        if state.holder.is_some() {
+        if state.holder.is_some() && !events.is_empty() {
             return Err(IamError::EmailTaken {
-                tenant: self.0.tenant.id().to_owned(),
+                tenant: tenant.id().to_owned(),
             });
         }
-        Ok(Appends::new().to::<User>(&self.0.user_id, events))
+        Ok(Appends::new().to::<User>(&user_id, events))
     }
 }
 

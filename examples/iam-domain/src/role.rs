@@ -145,10 +145,10 @@ pub fn check_permission(permission: &str) -> Result<(), IamError> {
     if valid {
         Ok(())
     } else {
-        Err(IamError::Invalid {
-            field: "permission",
-            reason: format!("{permission:?} is not of the form area.action"),
-        })
+        Err(IamError::invalid(
+            "permission",
+            format!("{permission:?} is not of the form area.action"),
+        ))
     }
 }
 

@@ -105,10 +105,7 @@ pub struct ReactivateTenant;
 
 fn check_name(name: &str) -> Result<(), IamError> {
     if name.trim().is_empty() {
-        return Err(IamError::Invalid {
-            field: "tenant name",
-            reason: "it is empty".into(),
-        });
+        return Err(IamError::invalid("tenant name", "it is empty"));
     }
     Ok(())
 }

@@ -128,23 +128,24 @@ impl Apply<UserEvent> for User {
 }
 
 /// Register a user in an active tenant. The address is unique in the
-/// tenant when registered through [`crate::registration::Registration`].
+/// tenant when registered through [`crate::registration::EmailClaimed`].
 #[derive(Debug, Clone)]
 pub struct RegisterUser {
     /// The tenant.
     pub tenant: ActiveTenant,
     /// The user's id (the subject of its personal data).
     pub user_id: String,
-    /// Email address, normalised (see [`EmailClaim::new`](crate::registration::EmailClaim::new)).
+    /// Email address, normalised (see [`EmailKeys::claim`](crate::registration::EmailKeys::claim)).
     pub email: EmailClaim,
     /// Display name.
     pub display_name: String,
 }
 
-/// Change a user's email address. The events carry the claim keys of the
-/// new and the released address, so registrations decided later see both;
-/// the example changes addresses only in its bulk import, whose addresses
-/// are unique by construction.
+/// Change a user's email address. The address is unique in the tenant when
+/// changed through [`crate::registration::EmailClaimed`]; the events carry
+/// the claim keys of the new and the released address, so claims decided
+/// later see both. (The example's bulk import decides it on the user alone:
+/// its addresses are unique by construction.)
 #[derive(Debug, Clone)]
 pub struct ChangeEmail {
     /// The user's tenant, active.
@@ -190,10 +191,7 @@ pub fn normalise_email(email: &str) -> Result<String, IamError> {
     if valid {
         Ok(email)
     } else {
-        Err(IamError::Invalid {
-            field: "email",
-            reason: "expected name@domain.tld".into(),
-        })
+        Err(IamError::invalid("email", "expected name@domain.tld"))
     }
 }
 
@@ -221,29 +219,26 @@ impl User {
             return Err(IamError::exists("user"));
         }
         if command.display_name.trim().is_empty() {
-            return Err(IamError::Invalid {
-                field: "display name",
-                reason: "it is empty".into(),
-            });
+            return Err(IamError::invalid("display name", "it is empty"));
         }
         Ok(vec![UserEvent::Registered {
             tenant: command.tenant.id().to_owned(),
             user_id: command.user_id,
-            email: command.email.address().to_owned(),
+            email: command.email.address,
             display_name: command.display_name,
-            email_key: command.email.key().to_owned(),
+            email_key: command.email.key,
         }])
     }
 
     fn change_email(&self, command: ChangeEmail) -> Result<Vec<UserEvent>, IamError> {
         self.active_in(&command.tenant)?;
-        if command.email.address() == self.email {
+        if command.email.address == self.email {
             return Ok(vec![]);
         }
         Ok(vec![UserEvent::EmailChanged {
             user_id: command.user_id,
-            email: command.email.address().to_owned(),
-            email_key: command.email.key().to_owned(),
+            email: command.email.address,
+            email_key: command.email.key,
             previous_key: self.email_key.clone(),
         }])
     }

@@ -347,6 +347,8 @@ pub async fn run(config: &Config) -> Result<Report> {
         format!("assign {} to {newcomer}", role_id(&t1, "support")),
         outcome,
     );
+    let outcome = iam.change_email(&admin, &t1, &newcomer, &taken).await?;
+    record(format!("change {newcomer}'s email to {owner}'s"), outcome);
 
     // Two admins register the same new address at the same moment: each
     // decides the address is free, one appends first, and the other's

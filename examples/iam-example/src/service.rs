@@ -12,10 +12,10 @@ use annals::cache::EventCache;
 use annals::prelude::*;
 use anyhow::Result;
 use iam_domain::IamError;
-use iam_domain::registration::{EmailKeys, Registration, RoleAssignment};
+use iam_domain::registration::{EmailClaimed, EmailKeys, RoleAssignment};
 use iam_domain::role::{GrantPermission, RevokePermission, Role};
 use iam_domain::tenant::{ActiveTenant, ReactivateTenant, SuspendTenant, Tenant};
-use iam_domain::user::{RegisterUser, RevokeRole, User};
+use iam_domain::user::{ChangeEmail, RegisterUser, RevokeRole, User};
 use uuid::Uuid;
 
 use crate::backend::Backend;
@@ -126,7 +126,7 @@ impl Iam {
             Ok(email) => email,
             Err(refused) => return Ok(Err(refused)),
         };
-        let registration = Registration(RegisterUser {
+        let registration = EmailClaimed(RegisterUser {
             tenant: active,
             user_id: user.to_owned(),
             email,
@@ -135,6 +135,35 @@ impl Iam {
         outcome(
             self.decisions
                 .execute(&registration, caller.metadata(tenant))
+                .await,
+        )
+    }
+
+    /// Changes `user`'s email address, unless another user of the tenant
+    /// holds it (decided as a registration is).
+    pub async fn change_email(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        user: &str,
+        email: &str,
+    ) -> Result<Outcome> {
+        let active = match self.active_tenant(tenant).await? {
+            Ok(active) => active,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let email = match self.email_keys.claim(&active, email) {
+            Ok(email) => email,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let change = EmailClaimed(ChangeEmail {
+            tenant: active,
+            user_id: user.to_owned(),
+            email,
+        });
+        outcome(
+            self.decisions
+                .execute(&change, caller.metadata(tenant))
                 .await,
         )
     }

@@ -150,6 +150,17 @@ fn check(backend: &str, config: &Config, report: &Report, handled: (u64, u64)) {
         outcomes[3].contains("t003 is suspended"),
         "{backend}: {outcomes:?}"
     );
+    // Changing to an address another user holds is refused like a
+    // registration of it.
+    let change = report
+        .commands
+        .iter()
+        .find(|c| c.command.contains("'s email to"))
+        .unwrap_or_else(|| panic!("{backend}: no email change in {outcomes:?}"));
+    assert!(
+        change.outcome.contains("email address is already used"),
+        "{backend}: {change:?}"
+    );
     // The two registrations of one address at the same moment: one is
     // accepted, the other refused by the rule, never both.
     let twins: Vec<&str> = report
