@@ -186,7 +186,9 @@ fn check(backend: &str, config: &Config, report: &Report, handled: (u64, u64)) {
             .commands
             .iter()
             .skip(5)
-            .filter(|c| !c.command.contains("twin@example.com"))
+            .filter(
+                |c| !c.command.contains("twin@example.com") && !c.command.contains("'s email to")
+            )
             .all(|c| c.outcome == "accepted"),
         "{backend}: {outcomes:?}"
     );
