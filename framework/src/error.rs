@@ -339,8 +339,8 @@ pub enum Error {
     Config(String),
 
     /// A read-model query's row did not read as the Rust types asked of
-    /// [`fetch_rows`](crate::projection::sql_read_model::SqlConnection::fetch_rows)
-    /// or [`fetch_values`](crate::projection::sql_read_model::SqlConnection::fetch_values)
+    /// `fetch_rows` or `fetch_values` of a
+    /// [`SqlConnection`](crate::projection::sql_read_model::SqlConnection)
     /// (a NULL for a type that is not an `Option`, text for an integer, ...).
     #[error("column {column} of the rows of `{query}` holds {found}, not {expected:?}")]
     ReadModelRow {

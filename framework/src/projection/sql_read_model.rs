@@ -257,8 +257,7 @@ impl SqlValue {
 }
 
 /// A Rust value a column reads into, for
-/// [`fetch_rows`](SqlConnection::fetch_rows) and
-/// [`fetch_values`](SqlConnection::fetch_values): `String`, `i64`, `f64`,
+/// `fetch_rows` and `fetch_values` of a [`SqlConnection`]: `String`, `i64`, `f64`,
 /// `bool`, `Uuid`, `DateTime<Utc>`, `serde_json::Value`, `Vec<u8>`, and an
 /// `Option` of each for a nullable column.
 pub trait FromSqlValue: Sized {
@@ -308,7 +307,7 @@ impl<T: FromSqlValue> FromSqlValue for Option<T> {
 }
 
 /// A row read into a tuple of [`FromSqlValue`]s, one per selected column
-/// (up to eight), by [`fetch_rows`](SqlConnection::fetch_rows).
+/// (up to eight), by `fetch_rows` of a [`SqlConnection`].
 pub trait FromSqlRow: Sized {
     /// The column types, in order.
     fn read_as() -> Vec<ColumnType>;
@@ -385,7 +384,7 @@ impl dyn SqlConnection + '_ {
     }
 
     /// Runs a query that selects one column and reads it as `T`, like
-    /// [`fetch_rows`](Self::fetch_rows).
+    /// `fetch_rows`.
     ///
     /// ```
     /// # use annals::projection::sql_read_model::SqlConnection;
