@@ -148,6 +148,11 @@ const POSTGRES: &[Step] = &[
         name: "event_tags",
         template: include_str!("../templates/postgres/0019_event_tags.sql"),
     },
+    Step {
+        version: 20,
+        name: "tag_query_order",
+        template: include_str!("../templates/postgres/0020_tag_query_order.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

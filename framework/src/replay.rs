@@ -403,10 +403,7 @@ impl LogReader {
                 self.after = last.position;
                 let matching: Vec<RecordedEvent> = page
                     .into_iter()
-                    .filter(|event| {
-                        event.position.sequence > self.query.after_sequence
-                            && self.query.matches(event)
-                    })
+                    .filter(|event| self.query.is_after_cursor(event) && self.query.matches(event))
                     .collect();
                 self.matched += matching.len() as u64;
                 return Ok(Some(matching));

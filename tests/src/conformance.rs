@@ -747,8 +747,23 @@ pub async fn query_by_every_path_with_paging(t: &TestStore) {
                     .iter()
                     .map(|e| e.payload.to_value()["n"].as_u64().unwrap_or(999)),
             );
-            match page.next_after {
-                Some(after) => query = query.after(after),
+            // Each page continues the query's order: by recording time
+            // (then sequence) with a time bound, by sequence otherwise.
+            let key = |e: &RecordedEvent| {
+                let at = query.in_recorded_order().then_some(e.recorded_at);
+                (at, e.position.sequence)
+            };
+            assert!(page.events.windows(2).all(|w| key(&w[0]) < key(&w[1])));
+            match page.next {
+                Some(after) => {
+                    let last = page.events.last().expect("a page before a cursor");
+                    assert_eq!(
+                        (after.recorded_at, after.sequence),
+                        key(last),
+                        "the cursor is the last event's sort key"
+                    );
+                    query = query.after(after);
+                }
                 None => return QueryPageView(found),
             }
         }
@@ -821,15 +836,36 @@ pub async fn query_by_every_path_with_paging(t: &TestStore) {
         .await
         .expect("query");
     assert_eq!(first.events.len(), 3);
-    let after = first.next_after.expect("more pages");
-    assert_eq!(after, first.events[2].position.sequence);
+    let after = first.next.expect("more pages");
+    assert_eq!(after, first.events[2].position.sequence.into());
     let last = t
         .store
         .query(&EventQuery::new().after(after).limit(100))
         .await
         .expect("query");
     assert_eq!(last.events.len(), 4);
-    assert_eq!(last.next_after, None);
+    assert_eq!(last.next, None);
+
+    // In recorded order, the cursor carries the recording time, and counts
+    // and pages continue after it.
+    let window = EventQuery::new().recorded_between(start, end);
+    let first = t
+        .store
+        .query(&window.clone().limit(3))
+        .await
+        .expect("query");
+    let after = first.next.expect("more pages");
+    assert_eq!(after.recorded_at, Some(first.events[2].recorded_at));
+    assert_eq!(count(window.clone().after(after)).await, 4);
+    let rest = t.store.query(&window.after(after)).await.expect("query");
+    let seen: Vec<_> = first
+        .events
+        .iter()
+        .chain(&rest.events)
+        .map(|e| e.event_id)
+        .collect();
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (7, 7), "every event once");
 }
 
 /// Query results as the list of their `n` payload fields.

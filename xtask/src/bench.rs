@@ -19,6 +19,13 @@ struct Target {
     bound: (&'static str, f64),
 }
 
+/// The W6 baselines: the best raw SQL for the same page.
+const BEST_RAW: &str = "best raw SQL for the page";
+
+/// Not a ratio: Annals' own p99 in milliseconds, against the seed's 5 ms
+/// (an absolute promise, measured on this machine).
+const ABSOLUTE_P99_MS: &str = "absolute p99 (ms)";
+
 const TARGETS: &[Target] = &[
     Target {
         workload: "W1 commands (PostgreSQL)",
@@ -62,13 +69,33 @@ const TARGETS: &[Target] = &[
     },
     Target {
         workload: "W6 query by correlation id",
-        baseline: "raw indexed SELECT",
-        bound: ("<=", 2.0),
+        baseline: BEST_RAW,
+        bound: ("<=", 1.2),
+    },
+    Target {
+        workload: "W6 query by correlation id",
+        baseline: ABSOLUTE_P99_MS,
+        bound: ("<=", 5.0),
     },
     Target {
         workload: "W6 query by type and time range",
-        baseline: "raw indexed SELECT",
-        bound: ("<=", 2.0),
+        baseline: BEST_RAW,
+        bound: ("<=", 1.2),
+    },
+    Target {
+        workload: "W6 query by type and time range",
+        baseline: ABSOLUTE_P99_MS,
+        bound: ("<=", 5.0),
+    },
+    Target {
+        workload: "W6 query by tag",
+        baseline: BEST_RAW,
+        bound: ("<=", 1.2),
+    },
+    Target {
+        workload: "W6 query by tag",
+        baseline: ABSOLUTE_P99_MS,
+        bound: ("<=", 5.0),
     },
     Target {
         workload: "W8 quiet tenant poll",
@@ -222,7 +249,11 @@ fn summarise(results: &[Value]) -> Value {
             .iter()
             .filter(|target| target.workload == workload)
             .map(|target| {
-                let value = ratios.get(target.baseline).and_then(Value::as_f64);
+                let value = if target.baseline == ABSOLUTE_P99_MS {
+                    annals["p99_ms"].as_f64()
+                } else {
+                    ratios.get(target.baseline).and_then(Value::as_f64)
+                };
                 let holds = value.map(|v| match target.bound.0 {
                     ">=" => v >= target.bound.1,
                     _ => v <= target.bound.1,
@@ -258,6 +289,7 @@ fn promises(results: &[Value]) -> Value {
     let p99 = [
         "W6 query by correlation id",
         "W6 query by type and time range",
+        "W6 query by tag",
     ]
     .iter()
     .filter_map(|w| find(results, w).and_then(|r| r["annals"]["p99_ms"].as_f64()))

@@ -53,7 +53,7 @@ pub use position::LogPosition;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresEventStore, PostgresStoreBuilder};
-pub use query::{DEFAULT_QUERY_LIMIT, EventQuery, QueryPage};
+pub use query::{DEFAULT_QUERY_LIMIT, EventQuery, QueryCursor, QueryPage};
 pub use read_all::EventStoreExt;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -10,7 +10,11 @@ use crate::event::envelope::RecordedEvent;
 pub const DEFAULT_QUERY_LIMIT: usize = 100;
 
 /// A filter over stored events. Every condition set must hold; results come
-/// ordered by global sequence, a page at a time.
+/// a page at a time, in log order (global sequence), except that a query
+/// with a time bound comes in the order events were recorded
+/// (`recorded_at`, then sequence): the order its index serves, so a page
+/// of a busy hour costs the page, not the hour. Page on with the page's
+/// [`QueryPage::next`] cursor, which carries the sort key.
 ///
 /// ```
 /// use annals::store::EventQuery;
@@ -44,8 +48,8 @@ pub struct EventQuery {
     pub event_id: Option<Uuid>,
     /// Tags the events carry, all of them.
     pub tags: Vec<String>,
-    /// Only events with a global sequence greater than this (paging cursor).
-    pub after_sequence: u64,
+    /// Where the page starts: after this cursor (from [`QueryPage::next`]).
+    pub after: QueryCursor,
     /// Page size.
     pub limit: usize,
 }
@@ -61,7 +65,7 @@ impl Default for EventQuery {
             header: None,
             event_id: None,
             tags: Vec::new(),
-            after_sequence: 0,
+            after: QueryCursor::START,
             limit: DEFAULT_QUERY_LIMIT,
         }
     }
@@ -151,10 +155,27 @@ impl EventQuery {
         self
     }
 
-    /// Starts after this global sequence (from [`QueryPage::next_after`]).
-    pub fn after(mut self, sequence: u64) -> Self {
-        self.after_sequence = sequence;
+    /// Starts after this cursor: [`QueryPage::next`], or a global sequence
+    /// (only events after it).
+    pub fn after(mut self, cursor: impl Into<QueryCursor>) -> Self {
+        self.after = cursor.into();
         self
+    }
+
+    /// Whether results come in recorded order (the query has a time bound)
+    /// rather than log order.
+    pub fn in_recorded_order(&self) -> bool {
+        self.recorded_from.is_some() || self.recorded_until.is_some()
+    }
+
+    /// Whether `event` comes after the cursor in this query's order.
+    pub fn is_after_cursor(&self, event: &RecordedEvent) -> bool {
+        match (self.in_recorded_order(), self.after.recorded_at) {
+            (true, Some(at)) => {
+                (event.recorded_at, event.position.sequence) > (at, self.after.sequence)
+            }
+            _ => event.position.sequence > self.after.sequence,
+        }
     }
 
     /// Page size (at least 1).
@@ -191,26 +212,53 @@ impl EventQuery {
     }
 }
 
+/// Where a query's page starts: after the sort key of the previous page's
+/// last event. A plain global sequence converts into one (`5.into()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueryCursor {
+    /// For a query in recorded order: the last event's recording instant
+    /// (`None`: only the sequence counts).
+    pub recorded_at: Option<DateTime<Utc>>,
+    /// The last event's global sequence.
+    pub sequence: u64,
+}
+
+impl QueryCursor {
+    /// Before every event.
+    pub const START: QueryCursor = QueryCursor {
+        recorded_at: None,
+        sequence: 0,
+    };
+}
+
+impl From<u64> for QueryCursor {
+    fn from(sequence: u64) -> Self {
+        QueryCursor {
+            recorded_at: None,
+            sequence,
+        }
+    }
+}
+
 /// One page of query results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryPage {
-    /// The matching events, by global sequence.
+    /// The matching events, in the query's order.
     pub events: Vec<RecordedEvent>,
     /// Pass to [`EventQuery::after`] for the next page; `None` on the last page.
-    pub next_after: Option<u64>,
+    pub next: Option<QueryCursor>,
 }
 
 impl QueryPage {
-    /// Builds a page from up to `limit + 1` fetched events: the extra one only
-    /// tells whether another page exists.
-    pub(crate) fn from_overfetch(mut events: Vec<RecordedEvent>, limit: usize) -> Self {
-        let more = events.len() > limit;
-        events.truncate(limit);
-        let next_after = if more {
-            events.last().map(|event| event.position.sequence)
-        } else {
-            None
-        };
-        QueryPage { events, next_after }
+    /// Builds a page of `query` from up to `limit + 1` fetched events: the
+    /// extra one only tells whether another page exists.
+    pub(crate) fn from_overfetch(mut events: Vec<RecordedEvent>, query: &EventQuery) -> Self {
+        let more = events.len() > query.limit;
+        events.truncate(query.limit);
+        let next = events.last().filter(|_| more).map(|event| QueryCursor {
+            recorded_at: query.in_recorded_order().then_some(event.recorded_at),
+            sequence: event.position.sequence,
+        });
+        QueryPage { events, next }
     }
 }

@@ -464,6 +464,40 @@ async fn tags_and_conditions_tell_no_tenant_of_another() {
         forged.to_string().contains("row-level security"),
         "{forged}"
     );
+    drop(tx);
+
+    // A second entry for one of globex's own events and tags (under another
+    // transaction id) is refused as well, so a query by tag lists each
+    // event once.
+    let mut tx = app.pool().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('annals.tenant', 'globex', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("set the tenant");
+    let (tag, position): (String, i64) =
+        sqlx::query_as("SELECT tag, position FROM annals_event_tags LIMIT 1")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("globex's tag entry");
+    let duplicate = sqlx::query(
+        "INSERT INTO annals_event_tags (tag, tenant_id, transaction_id, position, event_type) \
+         VALUES ($1, 'globex', pg_current_xact_id(), $2, 't')",
+    )
+    .bind(&tag)
+    .bind(position)
+    .execute(&mut *tx)
+    .await
+    .expect_err("a second entry for one event and tag is refused");
+    assert!(
+        duplicate.to_string().contains("event_tags_by_position"),
+        "{duplicate}"
+    );
+    drop(tx);
+    let page = globex
+        .query(&EventQuery::new().tag(tag))
+        .await
+        .expect("query by tag");
+    assert_eq!(page.events.len(), 1);
 }
 
 /// Handles for superusers would not be confined, so there are none; a bad

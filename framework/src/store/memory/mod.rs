@@ -480,16 +480,28 @@ impl EventStore for InMemoryEventStore {
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let log = self.read()?;
-        let start = usize::try_from(query.after_sequence)
-            .unwrap_or(usize::MAX)
-            .min(log.events.len());
-        let events = log.events[start..]
-            .iter()
-            .filter(|event| visible(self.scope(), event) && query.matches(event))
-            .take(query.limit.saturating_add(1))
-            .cloned()
-            .collect();
-        Ok(QueryPage::from_overfetch(events, query.limit))
+        let matching = |event: &&RecordedEvent| {
+            visible(self.scope(), event) && query.is_after_cursor(event) && query.matches(event)
+        };
+        let wanted = query.limit.saturating_add(1);
+        let events = if query.in_recorded_order() {
+            let mut events: Vec<&RecordedEvent> = log.events.iter().filter(matching).collect();
+            events.sort_by_key(|event| (event.recorded_at, event.position.sequence));
+            events.into_iter().take(wanted).cloned().collect()
+        } else {
+            // In log order, events before the cursor's sequence are skipped
+            // by index.
+            let start = usize::try_from(query.after.sequence)
+                .unwrap_or(usize::MAX)
+                .min(log.events.len());
+            log.events[start..]
+                .iter()
+                .filter(matching)
+                .take(wanted)
+                .cloned()
+                .collect()
+        };
+        Ok(QueryPage::from_overfetch(events, query))
     }
 
     async fn read_matching(
@@ -522,7 +534,9 @@ impl EventStore for InMemoryEventStore {
         Ok(log
             .events
             .iter()
-            .filter(|event| visible(self.scope(), event) && query.matches(event))
+            .filter(|event| {
+                visible(self.scope(), event) && query.is_after_cursor(event) && query.matches(event)
+            })
             .count() as u64)
     }
 

@@ -118,7 +118,7 @@ mod tenancy;
 use crate::store::EventCriteria;
 use crate::store::condition::criteria_tenant;
 pub use builder::PostgresStoreBuilder;
-use read::{column, push_criteria, push_filters};
+use read::{column, order_of, push_after, push_criteria, push_filters};
 
 /// An event store in a PostgreSQL database.
 ///
@@ -329,14 +329,39 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
-        let mut sql = QueryBuilder::<Postgres>::new(self.tables.rename(select_events!()));
-        sql.push(" WHERE position > ")
-            .push_bind(to_i64(query.after_sequence));
-        push_filters(&mut sql, query, &self.tables);
-        sql.push(" ORDER BY position LIMIT ")
+        let by_tag_index = !query.tags.is_empty() && !query.in_recorded_order();
+        let mut sql = match query.tags.first() {
+            // A query by tag in log order walks the tag's index entries
+            // from the cursor and looks each event up, stopping at the page:
+            // its cost is the page, however many events the tag has.
+            Some(tag) if by_tag_index => {
+                let mut sql = QueryBuilder::<Postgres>::new(self.tables.rename(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM (SELECT position AS tagged FROM annals_event_tags WHERE tag = "
+                )));
+                sql.push_bind(tag.clone())
+                    .push(" AND position > ")
+                    .push_bind(to_i64(query.after.sequence))
+                    .push(
+                        self.tables
+                            .rename(") t JOIN annals_events ON position = t.tagged WHERE TRUE"),
+                    );
+                sql
+            }
+            _ => {
+                let mut sql = QueryBuilder::<Postgres>::new(self.tables.rename(select_events!()));
+                sql.push(" WHERE ");
+                push_after(&mut sql, query);
+                sql
+            }
+        };
+        push_filters(&mut sql, query, &self.tables, usize::from(by_tag_index));
+        sql.push(order_of(query))
+            .push(" LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;
-        Ok(QueryPage::from_overfetch(events, query.limit))
+        Ok(QueryPage::from_overfetch(events, query))
     }
 
     async fn read_matching(
@@ -371,10 +396,10 @@ impl EventStore for PostgresEventStore {
         let mut session = self.session().await?;
         let mut sql = QueryBuilder::<Postgres>::new(
             self.tables
-                .rename("SELECT COUNT(*) FROM annals_events WHERE position > "),
+                .rename("SELECT COUNT(*) FROM annals_events WHERE "),
         );
-        sql.push_bind(to_i64(query.after_sequence));
-        push_filters(&mut sql, query, &self.tables);
+        push_after(&mut sql, query);
+        push_filters(&mut sql, query, &self.tables, 0);
         let count: i64 = sql
             .build_query_scalar()
             .fetch_one(session.connection())

@@ -109,10 +109,38 @@ pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
 
 /// The conditions of a query, after `WHERE position > ?`; shared by
 /// `query` and `count` so they always agree.
+/// Where a query's page starts, in its order (see [`EventQuery`]): the
+/// keyset its index continues from.
+pub(super) fn push_after(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
+    match (query.in_recorded_order(), query.after.recorded_at) {
+        (true, Some(at)) => sql
+            .push("(recorded_at, position) > (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(to_i64(query.after.sequence))
+            .push(")"),
+        _ => sql
+            .push("position > ")
+            .push_bind(to_i64(query.after.sequence)),
+    };
+}
+
+/// The order of a query's results (see [`EventQuery`]).
+pub(super) fn order_of(query: &EventQuery) -> &'static str {
+    if query.in_recorded_order() {
+        " ORDER BY recorded_at, position"
+    } else {
+        " ORDER BY position"
+    }
+}
+
+/// The query's conditions but paging, as `AND ...`; the first
+/// `tags_done` tags are left out (the query reads them another way).
 pub(super) fn push_filters(
     sql: &mut QueryBuilder<Postgres>,
     query: &EventQuery,
     tables: &TableNames,
+    tags_done: usize,
 ) {
     if !query.event_types.is_empty() {
         sql.push(" AND event_type = ANY(")
@@ -134,7 +162,7 @@ pub(super) fn push_filters(
     if let Some(event_id) = query.event_id {
         sql.push(" AND event_id = ").push_bind(event_id);
     }
-    for tag in &query.tags {
+    for tag in query.tags.iter().skip(tags_done) {
         sql.push(
             tables.rename(" AND position IN (SELECT position FROM annals_event_tags WHERE tag = "),
         )

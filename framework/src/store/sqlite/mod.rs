@@ -51,7 +51,7 @@ use crate::store::EventCriteria;
 use crate::store::condition::criteria_tenant;
 pub use builder::SqliteStoreBuilder;
 use chain::seal_unlinked_events;
-use read::{column, push_criteria, push_filters};
+use read::{column, order_of, push_after, push_criteria, push_filters};
 
 /// An event store in a SQLite database file.
 ///
@@ -278,14 +278,15 @@ impl EventStore for SqliteEventStore {
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let mut sql = QueryBuilder::<Sqlite>::new(self.tables.rename(select_events!()));
-        sql.push(" WHERE position > ")
-            .push_bind(to_i64(query.after_sequence));
+        sql.push(" WHERE ");
+        push_after(&mut sql, query);
         self.push_scope(&mut sql);
         push_filters(&mut sql, query, &self.tables);
-        sql.push(" ORDER BY position LIMIT ")
+        sql.push(order_of(query))
+            .push(" LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;
-        Ok(QueryPage::from_overfetch(events, query.limit))
+        Ok(QueryPage::from_overfetch(events, query))
     }
 
     async fn read_matching(
@@ -309,9 +310,9 @@ impl EventStore for SqliteEventStore {
     async fn count(&self, query: &EventQuery) -> Result<u64> {
         let mut sql = QueryBuilder::<Sqlite>::new(
             self.tables
-                .rename("SELECT COUNT(*) FROM annals_events WHERE position > "),
+                .rename("SELECT COUNT(*) FROM annals_events WHERE "),
         );
-        sql.push_bind(to_i64(query.after_sequence));
+        push_after(&mut sql, query);
         self.push_scope(&mut sql);
         push_filters(&mut sql, query, &self.tables);
         let count: i64 = sql

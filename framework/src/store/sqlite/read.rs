@@ -6,7 +6,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::error::Result;
 use crate::event::envelope::RecordedEvent;
-use crate::store::row::{RowIdentity, StoredRow, tags_from_json};
+use crate::store::row::{RowIdentity, StoredRow, tags_from_json, to_i64};
 use crate::store::table_names::TableNames;
 use crate::store::{EventCriteria, EventQuery};
 
@@ -73,6 +73,31 @@ pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
 
 /// The conditions of a query, after `WHERE position > ?`; shared by
 /// `query` and `count` so they always agree.
+/// Where a query's page starts, in its order (see [`EventQuery`]): the
+/// keyset its index continues from.
+pub(super) fn push_after(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
+    match (query.in_recorded_order(), query.after.recorded_at) {
+        (true, Some(at)) => sql
+            .push("(recorded_at, position) > (")
+            .push_bind(at.timestamp_micros())
+            .push(", ")
+            .push_bind(to_i64(query.after.sequence))
+            .push(")"),
+        _ => sql
+            .push("position > ")
+            .push_bind(to_i64(query.after.sequence)),
+    };
+}
+
+/// The order of a query's results (see [`EventQuery`]).
+pub(super) fn order_of(query: &EventQuery) -> &'static str {
+    if query.in_recorded_order() {
+        " ORDER BY recorded_at, position"
+    } else {
+        " ORDER BY position"
+    }
+}
+
 pub(super) fn push_filters(
     sql: &mut QueryBuilder<Sqlite>,
     query: &EventQuery,
