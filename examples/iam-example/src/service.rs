@@ -12,7 +12,7 @@ use annals::cache::EventCache;
 use annals::prelude::*;
 use anyhow::Result;
 use iam_domain::IamError;
-use iam_domain::registration::{EmailClaimed, EmailKeys, RoleAssignment};
+use iam_domain::registration::{EmailClaim, EmailClaimed, EmailKeys, RoleAssignment};
 use iam_domain::role::{GrantPermission, RevokePermission, Role};
 use iam_domain::tenant::{ActiveTenant, ReactivateTenant, SuspendTenant, Tenant};
 use iam_domain::user::{ChangeEmail, RegisterUser, RevokeRole, User};
@@ -107,6 +107,21 @@ impl Iam {
         Ok(self.tenants.load(tenant).await?.state.active(tenant))
     }
 
+    /// The active tenant and the claim of `email` in it, or why not.
+    async fn claim(
+        &self,
+        tenant: &str,
+        email: &str,
+    ) -> Result<std::result::Result<(ActiveTenant, EmailClaim), IamError>> {
+        Ok(match self.active_tenant(tenant).await? {
+            Ok(active) => self
+                .email_keys
+                .claim(&active, email)
+                .map(|claim| (active, claim)),
+            Err(refused) => Err(refused),
+        })
+    }
+
     /// Registers a user in an active tenant, unless another user of the
     /// tenant holds the address (decided on the events tagged with it:
     /// of two racing registrations, one wins).
@@ -118,12 +133,8 @@ impl Iam {
         email: &str,
         display_name: &str,
     ) -> Result<Outcome> {
-        let active = match self.active_tenant(tenant).await? {
-            Ok(active) => active,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        let email = match self.email_keys.claim(&active, email) {
-            Ok(email) => email,
+        let (active, email) = match self.claim(tenant, email).await? {
+            Ok(claim) => claim,
             Err(refused) => return Ok(Err(refused)),
         };
         let registration = EmailClaimed(RegisterUser {
@@ -148,12 +159,8 @@ impl Iam {
         user: &str,
         email: &str,
     ) -> Result<Outcome> {
-        let active = match self.active_tenant(tenant).await? {
-            Ok(active) => active,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        let email = match self.email_keys.claim(&active, email) {
-            Ok(email) => email,
+        let (active, email) = match self.claim(tenant, email).await? {
+            Ok(claim) => claim,
             Err(refused) => return Ok(Err(refused)),
         };
         let change = EmailClaimed(ChangeEmail {

@@ -168,6 +168,17 @@ impl EventQuery {
         self.recorded_from.is_some() || self.recorded_until.is_some()
     }
 
+    /// The SQL `ORDER BY` of this query's order, on the event table's
+    /// columns (both SQL backends).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn order_by_sql(&self) -> &'static str {
+        if self.in_recorded_order() {
+            " ORDER BY recorded_at, position"
+        } else {
+            " ORDER BY position"
+        }
+    }
+
     /// Whether `event` comes after the cursor in this query's order.
     pub fn is_after_cursor(&self, event: &RecordedEvent) -> bool {
         match (self.in_recorded_order(), self.after.recorded_at) {

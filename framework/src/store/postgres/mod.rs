@@ -118,7 +118,7 @@ mod tenancy;
 use crate::store::EventCriteria;
 use crate::store::condition::criteria_tenant;
 pub use builder::PostgresStoreBuilder;
-use read::{column, order_of, push_after, push_criteria, push_filters};
+use read::{column, push_after, push_criteria, push_filters};
 
 /// An event store in a PostgreSQL database.
 ///
@@ -357,7 +357,7 @@ impl EventStore for PostgresEventStore {
             }
         };
         push_filters(&mut sql, query, &self.tables, usize::from(by_tag_index));
-        sql.push(order_of(query))
+        sql.push(query.order_by_sql())
             .push(" LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;

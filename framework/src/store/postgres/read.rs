@@ -125,15 +125,6 @@ pub(super) fn push_after(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
     };
 }
 
-/// The order of a query's results (see [`EventQuery`]).
-pub(super) fn order_of(query: &EventQuery) -> &'static str {
-    if query.in_recorded_order() {
-        " ORDER BY recorded_at, position"
-    } else {
-        " ORDER BY position"
-    }
-}
-
 /// The query's conditions but paging, as `AND ...`; the first
 /// `tags_done` tags are left out (the query reads them another way).
 pub(super) fn push_filters(

@@ -51,7 +51,7 @@ use crate::store::EventCriteria;
 use crate::store::condition::criteria_tenant;
 pub use builder::SqliteStoreBuilder;
 use chain::seal_unlinked_events;
-use read::{column, order_of, push_after, push_criteria, push_filters};
+use read::{column, push_after, push_criteria, push_filters};
 
 /// An event store in a SQLite database file.
 ///
@@ -282,7 +282,7 @@ impl EventStore for SqliteEventStore {
         push_after(&mut sql, query);
         self.push_scope(&mut sql);
         push_filters(&mut sql, query, &self.tables);
-        sql.push(order_of(query))
+        sql.push(query.order_by_sql())
             .push(" LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
         let events = self.fetch_events(sql.build(), "query").await?;

@@ -89,15 +89,6 @@ pub(super) fn push_after(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
     };
 }
 
-/// The order of a query's results (see [`EventQuery`]).
-pub(super) fn order_of(query: &EventQuery) -> &'static str {
-    if query.in_recorded_order() {
-        " ORDER BY recorded_at, position"
-    } else {
-        " ORDER BY position"
-    }
-}
-
 pub(super) fn push_filters(
     sql: &mut QueryBuilder<Sqlite>,
     query: &EventQuery,
