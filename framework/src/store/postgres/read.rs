@@ -107,10 +107,9 @@ pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
     .into_recorded()
 }
 
-/// The conditions of a query, after `WHERE position > ?`; shared by
-/// `query` and `count` so they always agree.
 /// Where a query's page starts, in its order (see [`EventQuery`]): the
-/// keyset its index continues from.
+/// keyset its index continues from. Shared by `query` and `count`, as
+/// [`push_filters`] is, so they always agree.
 pub(super) fn push_after(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
     match (query.in_recorded_order(), query.after.recorded_at) {
         (true, Some(at)) => sql

@@ -71,10 +71,9 @@ pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
     .into_recorded()
 }
 
-/// The conditions of a query, after `WHERE position > ?`; shared by
-/// `query` and `count` so they always agree.
 /// Where a query's page starts, in its order (see [`EventQuery`]): the
-/// keyset its index continues from.
+/// keyset its index continues from. Shared by `query` and `count`, as
+/// [`push_filters`] is, so they always agree.
 pub(super) fn push_after(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
     match (query.in_recorded_order(), query.after.recorded_at) {
         (true, Some(at)) => sql
@@ -89,6 +88,7 @@ pub(super) fn push_after(sql: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
     };
 }
 
+/// The query's conditions but paging, as `AND ...`.
 pub(super) fn push_filters(
     sql: &mut QueryBuilder<Sqlite>,
     query: &EventQuery,
