@@ -225,6 +225,33 @@ impl EventQuery {
 
 /// Where a query's page starts: after the sort key of the previous page's
 /// last event. A plain global sequence converts into one (`5.into()`).
+///
+/// ```
+/// use annals::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> annals::Result<()> {
+/// let store = InMemoryEventStore::new();
+/// let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+/// for n in 0..5 {
+///     let event = NewEvent::json("iam.user.registered", &serde_json::json!({ "n": n }))?;
+///     store.append(&StreamId::new(format!("user-{n}"))?, ExpectedVersion::NoStream, vec![event]).await?;
+/// }
+/// // A time range: pages in recorded order, each cursor carrying the time.
+/// let mut query = EventQuery::new().recorded_from(since).limit(2);
+/// let mut seen = 0;
+/// loop {
+///     let page = store.query(&query).await?;
+///     seen += page.events.len();
+///     match page.next {
+///         Some(cursor) => query = query.after(cursor),
+///         None => break,
+///     }
+/// }
+/// assert_eq!(seen, 5);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueryCursor {
     /// For a query in recorded order: the last event's recording instant
