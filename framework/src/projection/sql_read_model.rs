@@ -109,6 +109,21 @@ impl SqlValue {
             _ => None,
         }
     }
+
+    /// What kind of value this is, for errors: `NULL`, `text`, `integer`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SqlValue::Null | SqlValue::TypedNull(_) => "NULL",
+            SqlValue::Text(_) => "text",
+            SqlValue::Integer(_) => "integer",
+            SqlValue::Real(_) => "real",
+            SqlValue::Boolean(_) => "boolean",
+            SqlValue::Uuid(_) => "uuid",
+            SqlValue::Timestamp(_) => "timestamp",
+            SqlValue::Json(_) => "json",
+            SqlValue::Bytes(_) => "bytes",
+        }
+    }
 }
 
 impl From<&str> for SqlValue {
@@ -239,31 +254,12 @@ pub trait SqlConnection: Send {
     }
 }
 
-impl SqlValue {
-    /// What kind of value this is, for errors: `NULL`, `text`, `integer`, ...
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SqlValue::Null | SqlValue::TypedNull(_) => "NULL",
-            SqlValue::Text(_) => "text",
-            SqlValue::Integer(_) => "integer",
-            SqlValue::Real(_) => "real",
-            SqlValue::Boolean(_) => "boolean",
-            SqlValue::Uuid(_) => "uuid",
-            SqlValue::Timestamp(_) => "timestamp",
-            SqlValue::Json(_) => "json",
-            SqlValue::Bytes(_) => "bytes",
-        }
-    }
-}
-
 /// A Rust value a column reads into, for
 /// `fetch_rows` and `fetch_values` of a [`SqlConnection`]: `String`, `i64`, `f64`,
 /// `bool`, `Uuid`, `DateTime<Utc>`, `serde_json::Value`, `Vec<u8>`, and an
-/// `Option` of each for a nullable column.
-pub trait FromSqlValue: Sized {
-    /// The column type it is read as.
-    const READ_AS: ColumnType;
-
+/// `Option` of each for a nullable column. Each is read as its
+/// [`SqlColumnType`].
+pub trait FromSqlValue: SqlColumnType + Sized {
     /// The value, or the column's value back when it held something else
     /// (a NULL, for a type that is not an `Option`).
     fn from_sql_value(value: SqlValue) -> std::result::Result<Self, SqlValue>;
@@ -272,8 +268,6 @@ pub trait FromSqlValue: Sized {
 macro_rules! from_sql_values {
     ($($rust:ty => $variant:ident),* $(,)?) => {
         $(impl FromSqlValue for $rust {
-            const READ_AS: ColumnType = ColumnType::$variant;
-
             fn from_sql_value(value: SqlValue) -> std::result::Result<Self, SqlValue> {
                 match value {
                     SqlValue::$variant(value) => Ok(value),
@@ -295,9 +289,11 @@ from_sql_values! {
     Vec<u8> => Bytes,
 }
 
-impl<T: FromSqlValue> FromSqlValue for Option<T> {
-    const READ_AS: ColumnType = T::READ_AS;
+impl<T: SqlColumnType> SqlColumnType for Option<T> {
+    const COLUMN_TYPE: ColumnType = T::COLUMN_TYPE;
+}
 
+impl<T: FromSqlValue> FromSqlValue for Option<T> {
     fn from_sql_value(value: SqlValue) -> std::result::Result<Self, SqlValue> {
         match value {
             SqlValue::Null | SqlValue::TypedNull(_) => Ok(None),
@@ -322,7 +318,7 @@ macro_rules! from_sql_rows {
     ($(($($column:ident),+)),* $(,)?) => {
         $(impl<$($column: FromSqlValue),+> FromSqlRow for ($($column,)+) {
             fn read_as() -> Vec<ColumnType> {
-                vec![$($column::READ_AS),+]
+                vec![$($column::COLUMN_TYPE),+]
             }
 
             // The last column's index step is never read.
@@ -333,7 +329,7 @@ macro_rules! from_sql_rows {
                 Ok(($({
                     let value = values.next().unwrap_or(SqlValue::Null);
                     let typed = $column::from_sql_value(value)
-                        .map_err(|value| (index, $column::READ_AS, value))?;
+                        .map_err(|value| (index, $column::COLUMN_TYPE, value))?;
                     index += 1;
                     typed
                 },)+))
