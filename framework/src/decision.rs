@@ -91,8 +91,7 @@ use crate::event::metadata::Metadata;
 use crate::store::position::LogPosition;
 use crate::store::stream::{ExpectedVersion, StreamId};
 use crate::store::{
-    AppendCondition, AppendResult, EventCriteria, EventQuery, EventStore, EventStoreExt,
-    MAX_EVENTS_PER_APPEND, StreamAppend,
+    AppendCondition, AppendResult, EventCriteria, EventStore, EventStoreExt, StreamAppend,
 };
 
 /// How many times [`Decisions::execute`] decides before giving up on
@@ -272,13 +271,8 @@ impl Decisions {
     /// The appends of the execution whose events carry the command `tag`,
     /// if there was one: each stream's versions and positions as recorded.
     async fn earlier_outcome(&self, tag: &str, tenant: Option<&str>) -> Result<Option<Decided>> {
-        let mut query = EventQuery::new().tag(tag).limit(MAX_EVENTS_PER_APPEND);
-        if self.store.tenant().is_none()
-            && let Some(tenant) = tenant
-        {
-            query = query.tenant(tenant);
-        }
-        let recorded = self.store.query(&query).await?.events;
+        let recorded =
+            crate::aggregate::repository::command_events(self.store.as_ref(), tag, tenant).await?;
         let mut results: Vec<(StreamId, AppendResult)> = Vec::new();
         for event in &recorded {
             match results

@@ -688,13 +688,8 @@ impl<A: Aggregate> Repository<A> {
         tag: &str,
         metadata: &Metadata,
     ) -> std::result::Result<Option<Executed<A>>, CommandError<E>> {
-        let mut query = EventQuery::new().tag(tag).limit(MAX_EVENTS_PER_APPEND);
-        if self.store.tenant().is_none()
-            && let Some(tenant) = &metadata.tenant_id
-        {
-            query = query.tenant(tenant.clone());
-        }
-        let recorded = self.store.query(&query).await?.events;
+        let recorded =
+            command_events(self.store.as_ref(), tag, metadata.tenant_id.as_deref()).await?;
         let Some(last) = recorded.last() else {
             return Ok(None);
         };
@@ -892,6 +887,23 @@ impl<A: Aggregate> Repository<A> {
             .append(&stream_id, expected, to_new_events::<A>(events, metadata)?)
             .await
     }
+}
+
+/// The events an earlier execution of a command recorded under its `tag`
+/// (see [`command_tag`]): within `tenant` on an unscoped store, a tenant
+/// handle's own otherwise.
+pub(crate) async fn command_events(
+    store: &dyn EventStore,
+    tag: &str,
+    tenant: Option<&str>,
+) -> Result<Vec<RecordedEvent>> {
+    let mut query = EventQuery::new().tag(tag).limit(MAX_EVENTS_PER_APPEND);
+    if store.tenant().is_none()
+        && let Some(tenant) = tenant
+    {
+        query = query.tenant(tenant);
+    }
+    Ok(store.query(&query).await?.events)
 }
 
 /// The tag marking the events of the command id in `metadata`, if any.
