@@ -153,6 +153,11 @@ const POSTGRES: &[Step] = &[
         name: "tag_query_order",
         template: include_str!("../templates/postgres/0020_tag_query_order.sql"),
     },
+    Step {
+        version: 21,
+        name: "type_log_order",
+        template: include_str!("../templates/postgres/0021_type_log_order.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[

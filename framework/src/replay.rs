@@ -29,7 +29,7 @@ use crate::event::Event;
 use crate::event::envelope::RecordedEvent;
 use crate::projection::Projection;
 use crate::store::position::LogPosition;
-use crate::store::{EventQuery, EventStore};
+use crate::store::{EventQuery, EventStore, LogFilter};
 use crate::task::TaskHandle;
 
 /// Identifies one replay.
@@ -398,10 +398,20 @@ impl LogReader {
     async fn next_page(&mut self, store: &dyn EventStore) -> Result<Option<Vec<RecordedEvent>>> {
         let waiting_since = Instant::now();
         loop {
-            let page = store.read_all(self.after, self.query.limit.max(1)).await?;
-            if let Some(last) = page.last() {
-                self.after = last.position;
+            // The database filters the types; the query's other conditions
+            // are checked here.
+            let filter = if self.query.event_types.is_empty() {
+                LogFilter::all()
+            } else {
+                LogFilter::event_types(self.query.event_types.iter().cloned())
+            };
+            let page = store
+                .read_log(self.after, self.query.limit.max(1), &filter)
+                .await?;
+            if page.read_to > self.after {
+                self.after = page.read_to;
                 let matching: Vec<RecordedEvent> = page
+                    .events
                     .into_iter()
                     .filter(|event| self.query.is_after_cursor(event) && self.query.matches(event))
                     .collect();

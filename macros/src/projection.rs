@@ -291,6 +291,7 @@ fn generate(
         None => quote!(()),
     };
     let events: Vec<&Type> = handlers.iter().map(|handler| &handler.event).collect();
+    let reads_metadata = handlers.iter().any(|handler| handler.with_envelope);
     let dispatch = handlers.iter().map(|handler| {
         let event = &handler.event;
         let method = &handler.method;
@@ -328,6 +329,10 @@ fn generate(
                     #( names.extend_from_slice(<#events as ::annals::__private::Event>::EVENT_TYPES); )*
                     names.dedup();
                     names
+                }
+
+                fn reads_metadata() -> bool {
+                    #reads_metadata
                 }
 
                 #[allow(unused_variables)]

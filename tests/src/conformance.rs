@@ -48,6 +48,7 @@ macro_rules! conformance_suite {
             racing_conditional_appends_exactly_one_wins,
             read_matching_returns_the_tenants_matching_events_in_order,
             racing_decisions_register_an_address_once,
+            read_log_filters_types_in_the_store_and_reads_past_the_rest,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -2150,5 +2151,145 @@ mod case_list {
         );
         let unknown: Vec<_> = listed.difference(&defined).collect();
         assert!(unknown.is_empty(), "listed but not defined: {unknown:?}");
+    }
+}
+
+/// `read_log` returns only the wanted types, in log order, a page at a
+/// time; it reads past events it skips (so a reader of a rare type does not
+/// read the same stretch again), says where the head is, and leaves the
+/// metadata out when asked.
+pub async fn read_log_filters_types_in_the_store_and_reads_past_the_rest(t: &TestStore) {
+    use annals::store::LogFilter;
+    let metadata = Metadata::new().with_actor("reader@acme.test");
+    let mut rare_ids = Vec::new();
+    for n in 0..30 {
+        let kind = if n % 10 == 3 {
+            "test.rare"
+        } else {
+            "test.common"
+        };
+        let appended = event(kind, json!({ "n": n })).with_metadata(metadata.clone());
+        if kind == "test.rare" {
+            rare_ids.push(appended.event_id);
+        }
+        append(
+            t,
+            &stream(&format!("filtered-{n}")),
+            ExpectedVersion::NoStream,
+            vec![appended],
+        )
+        .await;
+    }
+    // Two common events after the last rare one.
+    let everything = read_all_in_batches(t, LogPosition::START, 100, 30).await;
+    assert_eq!(everything.len(), 30);
+    let head = everything[29].position;
+
+    let rare = LogFilter::event_types(["test.rare"]);
+    let page = t
+        .store
+        .read_log(LogPosition::START, 100, &rare)
+        .await
+        .expect("read_log");
+    assert_eq!(
+        page.events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        rare_ids
+    );
+    assert_eq!(
+        page.read_to, head,
+        "read to the head, past the common events after the last rare one"
+    );
+    assert_eq!(page.head, head);
+    assert!(page.at_head());
+    assert_eq!(
+        page.events[0].metadata.actor.as_deref(),
+        Some("reader@acme.test")
+    );
+
+    // A page at a time: a full page reads to its last event.
+    let first = t
+        .store
+        .read_log(LogPosition::START, 2, &rare)
+        .await
+        .expect("read_log");
+    assert_eq!(first.events.len(), 2);
+    assert_eq!(first.read_to, first.events[1].position);
+    assert!(!first.at_head());
+    let second = t
+        .store
+        .read_log(first.read_to, 2, &rare)
+        .await
+        .expect("read_log");
+    assert_eq!(
+        second.events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        rare_ids[2..]
+    );
+    assert_eq!(second.read_to, head);
+
+    // Nothing wanted after a position: the read still moves to the head.
+    let after_last_rare = page.events[2].position;
+    let skipped = t
+        .store
+        .read_log(after_last_rare, 100, &rare)
+        .await
+        .expect("read_log");
+    assert!(skipped.events.is_empty());
+    assert_eq!(skipped.read_to, head);
+    // At the head: nothing new, read_to stays.
+    let idle = t.store.read_log(head, 100, &rare).await.expect("read_log");
+    assert!(idle.events.is_empty());
+    assert_eq!(idle.read_to, head);
+
+    // Several types, every one of them, and none.
+    let both = LogFilter::event_types(["test.rare", "test.common"]);
+    let all = t
+        .store
+        .read_log(LogPosition::START, 100, &both)
+        .await
+        .expect("read_log");
+    assert_eq!(
+        all.events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        everything.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
+    let unfiltered = t
+        .store
+        .read_log(LogPosition::START, 7, &LogFilter::all())
+        .await
+        .expect("read_log");
+    assert_eq!(unfiltered.events.len(), 7);
+    assert_eq!(unfiltered.events[6].event_id, everything[6].event_id);
+    assert_eq!(
+        unfiltered.head, head,
+        "the head is the log's, not the page's"
+    );
+    let none = t
+        .store
+        .read_log(
+            LogPosition::START,
+            100,
+            &LogFilter::event_types(Vec::<String>::new()),
+        )
+        .await
+        .expect("read_log");
+    assert!(none.events.is_empty());
+    assert_eq!(none.read_to, head);
+
+    // Without metadata: the same events, their metadata left out.
+    let light = t
+        .store
+        .read_log(LogPosition::START, 100, &rare.clone().without_metadata())
+        .await
+        .expect("read_log");
+    assert_eq!(
+        light.events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        rare_ids
+    );
+    for (light, full) in light.events.iter().zip(&page.events) {
+        assert_eq!(light.metadata, Metadata::new());
+        assert_eq!(light.payload.as_json(), full.payload.as_json());
+        assert_eq!(
+            (light.position, light.version, &light.stream_id),
+            (full.position, full.version, &full.stream_id)
+        );
     }
 }

@@ -259,6 +259,15 @@ impl EventStore for CachingEventStore {
         self.inner.read_all(after, max_count).await
     }
 
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        max_count: usize,
+        filter: &crate::store::LogFilter,
+    ) -> Result<crate::store::LogPage> {
+        self.inner.read_log(after, max_count, filter).await
+    }
+
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         self.inner.query(query).await
     }

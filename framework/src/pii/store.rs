@@ -812,6 +812,23 @@ impl EventStore for PiiEventStore {
         self.reveal(events).await
     }
 
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        max_count: usize,
+        filter: &crate::store::LogFilter,
+    ) -> Result<crate::store::LogPage> {
+        // Revealing needs the events' tenants: read the metadata, strip
+        // it after.
+        let mut page = self
+            .inner
+            .read_log(after, max_count, &filter.keeping_metadata())
+            .await?;
+        page.events = self.reveal(std::mem::take(&mut page.events)).await?;
+        filter.strip_metadata(&mut page.events);
+        Ok(page)
+    }
+
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let mut page = self.inner.query(query).await?;
         page.events = self.reveal(std::mem::take(&mut page.events)).await?;

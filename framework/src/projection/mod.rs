@@ -39,6 +39,16 @@ pub trait Projection: Send {
     /// The event type names the projection handles.
     fn event_types() -> Vec<&'static str>;
 
+    /// Whether [`apply`](Self::apply) reads the events' metadata (tenant,
+    /// correlation, actor, headers). A runner that knows it does not reads
+    /// the log without it ([`LogFilter::without_metadata`]); `#[projection]`
+    /// says so when no handler takes the `&RecordedEvent`. `true` by default.
+    ///
+    /// [`LogFilter::without_metadata`]: crate::store::LogFilter::without_metadata
+    fn reads_metadata() -> bool {
+        true
+    }
+
     /// Applies one event; events of types it does not handle are ignored.
     async fn apply(&mut self, event: &RecordedEvent, context: &mut Self::Context) -> Result<()>;
 

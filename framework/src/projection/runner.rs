@@ -28,7 +28,7 @@ use crate::projection::sql_read_model::SqliteContext;
 use crate::store::position::LogPosition;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::store::table_names::TableNames;
-use crate::store::{EventQuery, EventStore};
+use crate::store::{EventStore, LogFilter, LogPage};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::subscription::TransactionalSink;
 use crate::task::TaskHandle;
@@ -677,14 +677,18 @@ impl<T> ProjectionRunner<T> {
         P: Projection + Send + Sync + 'static,
         T: ProjectionTarget<P>,
     {
-        let handled = P::event_types();
+        // The database reads only the handled types (and the metadata only
+        // if a handler looks at it).
+        let mut filter = LogFilter::event_types(P::event_types());
+        if !P::reads_metadata() {
+            filter = filter.without_metadata();
+        }
         let status = Arc::new(status);
         let ownership = self.ownership::<P>(&status);
         let mut progress = Progress {
             status: &status,
             started: Instant::now(),
             applied: 0,
-            lag_sampled: None,
         };
         let mut idle = crate::subscription::IdleBackoff::new(self.poll_interval);
         'lease: while !crate::subscription::stop_requested(&stopped) {
@@ -714,26 +718,40 @@ impl<T> ProjectionRunner<T> {
                     tracing::warn!(projection = P::NAME, "lost the lease; standing by");
                     continue 'lease;
                 }
-                let Some(batch) = self
-                    .next_batch::<P>(position, &mut prefetched, &mut idle, &mut stopped, &status)
+                let Some(page) = self
+                    .next_batch::<P>(
+                        position,
+                        &filter,
+                        &mut prefetched,
+                        &mut idle,
+                        &mut stopped,
+                        &status,
+                    )
                     .await
                 else {
                     continue;
                 };
-                let Some(last) = batch.last() else {
-                    continue;
-                };
-                let next = last.position;
-                if batch.len() >= self.batch_size {
+                // Past the last handled event when the read skipped others:
+                // the checkpoint moves there too.
+                let next = page.read_to;
+                if page.events.len() >= self.batch_size {
                     // Catching up: read the next batch while this one is
                     // applied (the database and the projection work at once).
-                    prefetched = Some(Prefetch::start(&self.store, next, self.batch_size));
+                    prefetched = Some(Prefetch::start(
+                        &self.store,
+                        next,
+                        self.batch_size,
+                        filter.clone(),
+                    ));
                 }
-                let lag = (Utc::now() - last.recorded_at).to_std().unwrap_or_default();
-                let relevant: Vec<RecordedEvent> = batch
-                    .into_iter()
-                    .filter(|event| handled.contains(&event.event_type.as_str()))
-                    .collect();
+                let lag = page.events.last().map_or(Duration::ZERO, |last| {
+                    (Utc::now() - last.recorded_at).to_std().unwrap_or_default()
+                });
+                // Positions between the page and the head: an estimate of
+                // the events still to read (a rolled back append leaves
+                // unused positions), without counting the log.
+                let behind = page.head.sequence.saturating_sub(next.sequence);
+                let relevant = page.events;
                 let outcome = {
                     let mut projection = model.write().await;
                     let batch = Batch {
@@ -755,7 +773,8 @@ impl<T> ProjectionRunner<T> {
                     Ok(()) => {
                         position = next;
                         progress.applied += relevant.len() as u64;
-                        self.sample_lag::<P>(&mut progress, position, lag).await;
+                        progress.status.send_modify(|s| s.lag_events = behind);
+                        crate::observability::telemetry::projection_lag(P::NAME, Some(behind), lag);
                         progress.report(&catching_up, position, lag);
                     }
                     Err(failure) => {
@@ -819,18 +838,22 @@ impl<T> ProjectionRunner<T> {
     async fn next_batch<P: Projection>(
         &self,
         position: LogPosition,
+        filter: &LogFilter,
         prefetched: &mut Option<Prefetch>,
         idle: &mut crate::subscription::IdleBackoff,
         stopped: &mut watch::Receiver<bool>,
         status: &watch::Sender<ProjectionStatus>,
-    ) -> Option<Vec<RecordedEvent>> {
+    ) -> Option<LogPage> {
         // A prefetched batch was read before the watch was armed: an empty
         // one is read again rather than waited on.
         let (read, prefetched_read) = match prefetched.take() {
             Some(prefetch) if prefetch.from == position => (prefetch.batch().await, true),
             _ => {
                 idle.arm(&*self.store).await;
-                (self.store.read_all(position, self.batch_size).await, false)
+                (
+                    self.store.read_log(position, self.batch_size, filter).await,
+                    false,
+                )
             }
         };
         match read {
@@ -842,7 +865,7 @@ impl<T> ProjectionRunner<T> {
                 wait(stopped, self.retry_delay).await;
                 None
             }
-            Ok(batch) if batch.is_empty() => {
+            Ok(page) if page.events.is_empty() && page.read_to <= position => {
                 crate::observability::telemetry::projection_caught_up(P::NAME);
                 status.send_modify(|s| {
                     s.state = ProjectionState::Running;
@@ -853,34 +876,11 @@ impl<T> ProjectionRunner<T> {
                 }
                 None
             }
-            Ok(batch) => {
+            Ok(page) => {
                 idle.reset();
-                Some(batch)
+                Some(page)
             }
         }
-    }
-
-    /// Counts the events beyond `position` for the status and the metrics,
-    /// at most once a second.
-    async fn sample_lag<P: Projection>(
-        &self,
-        progress: &mut Progress<'_>,
-        position: LogPosition,
-        lag: Duration,
-    ) {
-        if progress
-            .lag_sampled
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        progress.lag_sampled = Some(Instant::now());
-        let behind = EventQuery::new().after(position.sequence);
-        let count = self.store.count(&behind).await.ok();
-        if let Some(count) = count {
-            progress.status.send_modify(|s| s.lag_events = count);
-        }
-        crate::observability::telemetry::projection_lag(P::NAME, count, lag);
     }
 
     /// What a failed batch means for the loop, with the position moved to
@@ -942,8 +942,6 @@ struct Progress<'a> {
     started: Instant,
     /// Events applied since the start.
     applied: u64,
-    /// When the lag was last counted.
-    lag_sampled: Option<Instant>,
 }
 
 impl Progress<'_> {
@@ -981,19 +979,24 @@ enum AfterFailure {
 /// stops the read.
 struct Prefetch {
     from: LogPosition,
-    read: tokio::task::JoinHandle<Result<Vec<RecordedEvent>>>,
+    read: tokio::task::JoinHandle<Result<LogPage>>,
 }
 
 impl Prefetch {
-    fn start(store: &Arc<dyn EventStore>, from: LogPosition, batch_size: usize) -> Self {
+    fn start(
+        store: &Arc<dyn EventStore>,
+        from: LogPosition,
+        batch_size: usize,
+        filter: LogFilter,
+    ) -> Self {
         let store = Arc::clone(store);
         Prefetch {
             from,
-            read: tokio::spawn(async move { store.read_all(from, batch_size).await }),
+            read: tokio::spawn(async move { store.read_log(from, batch_size, &filter).await }),
         }
     }
 
-    async fn batch(mut self) -> Result<Vec<RecordedEvent>> {
+    async fn batch(mut self) -> Result<LogPage> {
         (&mut self.read).await.unwrap_or_else(|error| {
             Err(crate::Error::TaskFailed {
                 task: "projection prefetch",

@@ -15,6 +15,7 @@ pub mod condition;
 mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod group_commit;
+mod log_filter;
 mod log_watch;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -46,6 +47,7 @@ pub use condition::{AppendCondition, Criterion, EventCriteria};
 pub use connect::{connect, redact_url};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use group_commit::{GroupCommitOptions, GroupCommitStatus};
+pub use log_filter::{LogFilter, LogPage};
 pub(crate) use log_watch::AppendSignal;
 pub use log_watch::LogWatch;
 pub use memory::InMemoryEventStore;
@@ -172,6 +174,21 @@ pub trait EventStore: Send + Sync {
     /// it is committed, so a reader never skips an event that a concurrent
     /// transaction commits late.
     async fn read_all(&self, after: LogPosition, max_count: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// [`read_all`](Self::read_all) narrowed by `filter`: up to `max_count`
+    /// of the events after `after` that the filter wants, in log order,
+    /// filtered by the database (PostgreSQL and SQLite read the wanted
+    /// types on an index, so a reader of one type in a hundred transfers
+    /// and decodes only those), and how far the log was read
+    /// ([`LogPage::read_to`], where the next read starts, even when no
+    /// event was wanted) and where its head is ([`LogPage::head`]).
+    /// Gap-safe like `read_all`.
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        max_count: usize,
+        filter: &LogFilter,
+    ) -> Result<LogPage>;
 
     /// Events matching a query (type, time range, tenant, correlation id,
     /// header), ordered by global sequence, one page at a time.

@@ -25,8 +25,8 @@ use crate::checkpoint::{
 };
 use crate::error::{BoxError, Error, Result};
 use crate::event::envelope::RecordedEvent;
-use crate::store::EventStore;
 use crate::store::position::LogPosition;
+use crate::store::{EventStore, LogFilter};
 use crate::task::TaskHandle;
 
 /// Where a subscription's events go.
@@ -338,8 +338,12 @@ impl Subscription {
                     continue 'lease;
                 }
                 idle.arm(&*self.store).await;
-                let batch = match self.store.read_all(position, self.batch_size).await {
-                    Ok(batch) => batch,
+                let page = match self
+                    .store
+                    .read_log(position, self.batch_size, &self.log_filter())
+                    .await
+                {
+                    Ok(page) => page,
                     Err(error) => {
                         tracing::warn!(subscription = %self.name, %error, "cannot read the log; retrying");
                         status.send_modify(|s| s.last_error = Some(error.to_string()));
@@ -347,7 +351,7 @@ impl Subscription {
                         continue;
                     }
                 };
-                if batch.is_empty() {
+                if page.events.is_empty() && page.read_to <= position {
                     status.send_modify(|s| s.caught_up = true);
                     idle.wait(&mut stopped).await;
                     continue;
@@ -355,8 +359,9 @@ impl Subscription {
                 idle.reset();
                 let start = position;
                 let lease = held.as_ref().map(|held| held.lease());
+                let batch = &page.events;
                 let outcome = delivery
-                    .deliver(&self, &batch, start, lease, &*checkpoints)
+                    .deliver(&self, batch, start, page.read_to, lease, &*checkpoints)
                     .await;
                 delivered += outcome.handed;
                 if outcome.failure.is_none()
@@ -392,10 +397,14 @@ impl Subscription {
         Ok(delivery)
     }
 
-    fn wants(&self, event: &RecordedEvent) -> bool {
+    /// What this subscription reads of the log: its event types, if it
+    /// named some (the database filters them).
+    fn log_filter(&self) -> LogFilter {
         self.event_types
             .as_ref()
-            .is_none_or(|types| types.contains(&event.event_type))
+            .map_or_else(LogFilter::all, |types| {
+                LogFilter::event_types(types.iter().cloned())
+            })
     }
 
     /// The saved position of a subscription without a lease. A failure here
@@ -446,6 +455,7 @@ trait Delivery: Send {
         subscription: &Subscription,
         batch: &[RecordedEvent],
         start: LogPosition,
+        read_to: LogPosition,
         lease: Option<&Lease>,
         checkpoints: &dyn CheckpointStore,
     ) -> Delivered;
@@ -461,6 +471,7 @@ impl<S: EventSink> Delivery for PlainDelivery<S> {
         subscription: &Subscription,
         batch: &[RecordedEvent],
         start: LogPosition,
+        read_to: LogPosition,
         lease: Option<&Lease>,
         checkpoints: &dyn CheckpointStore,
     ) -> Delivered {
@@ -468,17 +479,20 @@ impl<S: EventSink> Delivery for PlainDelivery<S> {
         let mut handed = 0;
         let mut failure = None;
         for event in batch {
-            if subscription.wants(event) {
-                handed += 1;
-                if let Err(error) = self.0.handle(event).await {
-                    failure = Some(format!(
-                        "event {} of `{}` ({}): {error}",
-                        event.version, event.stream_id, event.event_type
-                    ));
-                    break;
-                }
+            handed += 1;
+            if let Err(error) = self.0.handle(event).await {
+                failure = Some(format!(
+                    "event {} of `{}` ({}): {error}",
+                    event.version, event.stream_id, event.event_type
+                ));
+                break;
             }
             position = event.position;
+        }
+        if failure.is_none() {
+            // Past the last event handed over when the read skipped
+            // events of other types after it.
+            position = position.max(read_to);
         }
         // If the checkpoint is not saved, the events since the saved one
         // come again later: at least once, never lost.
@@ -526,25 +540,21 @@ where
 {
     async fn deliver(
         &mut self,
-        subscription: &Subscription,
+        _subscription: &Subscription,
         batch: &[RecordedEvent],
         start: LogPosition,
+        read_to: LogPosition,
         lease: Option<&Lease>,
         _checkpoints: &dyn CheckpointStore,
     ) -> Delivered {
-        let wanted: Vec<RecordedEvent> = batch
-            .iter()
-            .filter(|event| subscription.wants(event))
-            .cloned()
-            .collect();
-        let next = batch.last().map_or(start, |last| last.position);
-        let handed = wanted.len() as u64;
+        let next = read_to;
+        let handed = batch.len() as u64;
         let outcome = self
             .target
             .deliver(
                 &mut self.sink,
                 crate::projection::runner::Batch {
-                    events: &wanted,
+                    events: batch,
                     previous: start,
                     next,
                     lease,

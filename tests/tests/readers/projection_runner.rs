@@ -610,3 +610,54 @@ async fn dropping_a_running_projection_stops_its_task() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A projection reads only the event types it handles, filtered by the
+/// store (the other types never cross into the process), moves past the
+/// others, and reports its lag without counting the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_reads_only_its_types_and_never_counts_the_log() {
+    use annals_tests::recording_store::RecordingStore;
+    let memory: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    for n in 0..20 {
+        let stream = StreamId::new(format!("tenant-r{n}")).expect("stream id");
+        let event = NewEvent::from_event(&TenantCreated {
+            name: format!("T{n}"),
+        })
+        .expect("encode");
+        memory
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .expect("append");
+        // Ten events of a type the directory does not handle after each.
+        assign_roles(&*memory, &["reader"; 10]).await;
+    }
+    let recording = RecordingStore::new(memory.clone());
+    let store: Arc<dyn EventStore> = recording.clone();
+    let running = ProjectionRunner::new(store, InMemory)
+        .batch_size(7)
+        .start(TenantDirectory::default());
+    wait_caught_up(&running, 20).await;
+    assert_eq!(running.read().await.names.len(), 20);
+    let status = running.status();
+    assert_eq!(status.lag_events, 0, "caught up");
+    let head = memory
+        .read_log(LogPosition::START, 1, &annals::store::LogFilter::all())
+        .await
+        .expect("read")
+        .head;
+    assert_eq!(
+        status.position, head,
+        "moved past the unhandled events at the end"
+    );
+    running.stop().await.expect("stop");
+    assert_eq!(
+        recording.events_read(),
+        20,
+        "only the handled events were read (the log holds 220)"
+    );
+    assert_eq!(
+        recording.counts(),
+        0,
+        "the lag comes from the head, not a count"
+    );
+}

@@ -503,3 +503,69 @@ async fn read_matching_never_passes_over_a_matching_event_that_commits_late() {
     let ids: Vec<Uuid> = both.iter().map(|event| event.event_id).collect();
     assert_eq!(ids, [late_id, early_id], "both, in log order");
 }
+
+/// `read_log` with a type filter is gap-safe too: while an older
+/// transaction that wrote a wanted event is open, neither the later events
+/// nor how far the log was read pass it; after the commit the wanted event
+/// comes, so a reader of one type that moved its checkpoint to `read_to`
+/// never skips one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_read_never_reads_past_an_event_that_commits_late() {
+    use annals::store::LogFilter;
+    let store = fresh_postgres_store().await;
+    let LateCommit {
+        late,
+        late_id,
+        early_id,
+    } = LateCommit::set_up(&store).await;
+    let late_only = LogFilter::event_types(["test.late"]);
+    let held_back = store
+        .read_log(LogPosition::START, 100, &late_only)
+        .await
+        .expect("read_log");
+    assert!(held_back.events.is_empty());
+    assert_eq!(
+        held_back.read_to,
+        LogPosition::START,
+        "the read must not move past the open transaction's event"
+    );
+    let early_only = store
+        .read_log(
+            LogPosition::START,
+            100,
+            &LogFilter::event_types(["test.early"]),
+        )
+        .await
+        .expect("read_log");
+    assert!(
+        early_only.events.is_empty(),
+        "the committed event sorts after the open one"
+    );
+    assert_eq!(early_only.read_to, LogPosition::START);
+
+    late.commit().await.expect("commit");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page = store
+            .read_log(held_back.read_to, 100, &late_only)
+            .await
+            .expect("read_log");
+        if page.read_to > held_back.read_to || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        page.events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        [late_id]
+    );
+    let all = read_until(&store, LogPosition::START, 2).await;
+    assert_eq!(
+        all.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        [late_id, early_id]
+    );
+    assert_eq!(
+        page.read_to, all[1].position,
+        "then read to the head, past the early event"
+    );
+}

@@ -477,6 +477,42 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "annals.store.read_log", skip_all, fields(backend = BACKEND, after = %after))]
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        max_count: usize,
+        filter: &super::LogFilter,
+    ) -> Result<super::LogPage> {
+        let log = self.read()?;
+        let start = usize::try_from(after.sequence)
+            .unwrap_or(usize::MAX)
+            .min(log.events.len());
+        let visible_events = || {
+            log.events[start..]
+                .iter()
+                .filter(|event| visible(self.scope(), event))
+        };
+        let head = visible_events()
+            .next_back()
+            .map_or(after, |event| event.position);
+        let mut events: Vec<RecordedEvent> = visible_events()
+            .filter(|event| filter.wants(&event.event_type))
+            .take(max_count)
+            .cloned()
+            .collect();
+        let read_to = match events.last() {
+            Some(last) if events.len() >= max_count => last.position,
+            _ => head,
+        };
+        filter.strip_metadata(&mut events);
+        Ok(super::LogPage {
+            events,
+            read_to,
+            head,
+        })
+    }
+
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
     async fn query(&self, query: &EventQuery) -> Result<QueryPage> {
         let log = self.read()?;

@@ -55,7 +55,7 @@ use super::table_names::TableNames;
 use super::tenancy::check_one_holder;
 use super::tenant_roles::PoolRole;
 use super::tenant_session::{self, Session};
-use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use super::{AppendResult, EventQuery, EventStore, LogFilter, LogPage, QueryPage, StreamAppend};
 use crate::aggregate::snapshot::SnapshotStore;
 use crate::error::{Error, Result};
 use crate::event::envelope::RecordedEvent;
@@ -86,6 +86,45 @@ macro_rules! event_columns {
          version, event_type, schema_version, payload::text AS payload, tenant_id, \
          correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
          recorded_at, tags"
+    };
+}
+
+/// The columns of [`event_columns!`] with the metadata left out (NULLs and
+/// empty headers in their places, so `decode_row` reads both).
+macro_rules! event_columns_without_metadata {
+    () => {
+        "position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
+         version, event_type, schema_version, payload::text AS payload, NULL::text, \
+         NULL::uuid, NULL::uuid, NULL::text, NULL::text, '{}'::text, \
+         recorded_at, tags"
+    };
+}
+
+/// A page of `read_log`: the wanted events after `($1, $2)` below the
+/// horizon (`$3` of them at most; of the types in `$4` if `$types` is
+/// given), then one row for the head of the log below the same horizon
+/// (one statement, so one snapshot), told apart by its NULL `event_id`.
+macro_rules! log_page {
+    ($columns:expr) => {
+        log_page!($columns, "")
+    };
+    ($columns:expr, $types:literal) => {
+        concat!(
+            "(SELECT ",
+            $columns,
+            " FROM annals_events \
+              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ",
+            $types,
+            " ORDER BY transaction_id, position LIMIT $3) \
+             UNION ALL \
+             (SELECT position, transaction_id::text::bigint, NULL::uuid, NULL::text, NULL::bigint, \
+                     NULL::text, NULL::int4, NULL::text, NULL::text, NULL::uuid, NULL::uuid, \
+                     NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::text[] \
+              FROM annals_events \
+              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+              ORDER BY transaction_id DESC, position DESC LIMIT 1)"
+        )
     };
 }
 
@@ -325,6 +364,36 @@ impl EventStore for PostgresEventStore {
             .bind(to_i64(after.sequence))
             .bind(limit(max_count));
         self.fetch_events(query, "read log").await
+    }
+
+    #[tracing::instrument(name = "annals.store.read_log", skip_all, fields(backend = BACKEND, after = %after))]
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        max_count: usize,
+        filter: &LogFilter,
+    ) -> Result<LogPage> {
+        const ALL: &str = log_page!(event_columns!());
+        const ALL_LIGHT: &str = log_page!(event_columns_without_metadata!());
+        const SOME: &str = log_page!(event_columns!(), "AND event_type = ANY($4)");
+        const SOME_LIGHT: &str = log_page!(
+            event_columns_without_metadata!(),
+            "AND event_type = ANY($4)"
+        );
+        let sql = match (filter.types(), filter.with_metadata()) {
+            (None, true) => ALL,
+            (None, false) => ALL_LIGHT,
+            (Some(_), true) => SOME,
+            (Some(_), false) => SOME_LIGHT,
+        };
+        let mut query = sqlx::query(self.tables.sql(sql))
+            .bind(after.commit.to_string())
+            .bind(to_i64(after.sequence))
+            .bind(limit(max_count));
+        if let Some(types) = filter.types() {
+            query = query.bind(types.to_vec());
+        }
+        self.fetch_log_page(query, after, max_count).await
     }
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]

@@ -9,12 +9,12 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use crate::error::Result;
 use crate::event::envelope::RecordedEvent;
 use crate::store::position::LogPosition;
-use crate::store::row::to_i64;
 use crate::store::row::{RowIdentity, StoredRow};
+use crate::store::row::{position_from_columns, to_i64};
 use crate::store::stream::StreamId;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::check_one_holder;
-use crate::store::{EventCriteria, EventQuery};
+use crate::store::{EventCriteria, EventQuery, LogPage};
 
 use super::{PostgresEventStore, failed};
 
@@ -35,6 +35,44 @@ impl PostgresEventStore {
         drop(rows);
         session.finish().await?;
         Ok(events)
+    }
+}
+
+impl PostgresEventStore {
+    /// Runs a `log_page!` query: its events, and the head row (NULL
+    /// `event_id`) that says how far the log goes.
+    pub(super) async fn fetch_log_page(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+        after: LogPosition,
+        max_count: usize,
+    ) -> Result<LogPage> {
+        const OPERATION: &str = "read log";
+        let mut session = self.session().await?;
+        let mut rows = query.fetch(session.connection());
+        let mut events = Vec::new();
+        let mut head = after;
+        while let Some(row) = rows.try_next().await.map_err(failed(OPERATION))? {
+            let event_id: Option<uuid::Uuid> = row.try_get(2).map_err(failed(OPERATION))?;
+            if event_id.is_some() {
+                events.push(decode_row(&row)?);
+            } else {
+                let commit: i64 = row.try_get(1).map_err(failed(OPERATION))?;
+                let sequence: i64 = row.try_get(0).map_err(failed(OPERATION))?;
+                head = head.max(position_from_columns(commit, sequence));
+            }
+        }
+        drop(rows);
+        session.finish().await?;
+        let read_to = match events.last() {
+            Some(last) if events.len() >= max_count => last.position,
+            last => head.max(last.map_or(after, |last| last.position)),
+        };
+        Ok(LogPage {
+            events,
+            read_to,
+            head: head.max(read_to),
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use super::group_commit::{GroupCommit, GroupCommitStatus};
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{limit, to_i64};
 use super::table_names::TableNames;
-use super::{AppendResult, EventQuery, EventStore, QueryPage, StreamAppend};
+use super::{AppendResult, EventQuery, EventStore, LogFilter, LogPage, QueryPage, StreamAppend};
 use crate::aggregate::snapshot::SnapshotStore;
 use crate::error::{Error, Result};
 use crate::event::envelope::RecordedEvent;
@@ -273,6 +273,57 @@ impl EventStore for SqliteEventStore {
         .bind(to_i64(after.sequence))
         .bind(limit(max_count));
         self.fetch_events(query, "read log").await
+    }
+
+    #[tracing::instrument(name = "annals.store.read_log", skip_all, fields(backend = BACKEND, after = %after))]
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        max_count: usize,
+        filter: &LogFilter,
+    ) -> Result<LogPage> {
+        // The head first, then the page up to it: writers are serialised
+        // and positions are in commit order, so every event up to the head
+        // is committed, and the page misses none of them.
+        let mut head_sql = QueryBuilder::<Sqlite>::new(
+            self.tables
+                .rename("SELECT commit_id, position FROM annals_events WHERE 1 = 1"),
+        );
+        self.push_scope(&mut head_sql);
+        head_sql.push(" ORDER BY position DESC LIMIT 1");
+        let head = head_sql
+            .build_query_as::<(i64, i64)>()
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed("read log"))?
+            .map_or(after, |(commit, sequence)| {
+                crate::store::row::position_from_columns(commit, sequence)
+            })
+            .max(after);
+        let mut sql = QueryBuilder::<Sqlite>::new(self.tables.rename(select_events!()));
+        sql.push(" WHERE position > ")
+            .push_bind(to_i64(after.sequence))
+            .push(" AND position <= ")
+            .push_bind(to_i64(head.sequence));
+        self.push_scope(&mut sql);
+        if let Some(types) = filter.types() {
+            sql.push(" AND event_type IN (SELECT value FROM json_each(")
+                .push_bind(serde_json::Value::from(types.to_vec()).to_string())
+                .push("))");
+        }
+        sql.push(" ORDER BY position LIMIT ")
+            .push_bind(limit(max_count));
+        let mut events = self.fetch_events(sql.build(), "read log").await?;
+        filter.strip_metadata(&mut events);
+        let read_to = match events.last() {
+            Some(last) if events.len() >= max_count => last.position,
+            _ => head,
+        };
+        Ok(LogPage {
+            events,
+            read_to,
+            head,
+        })
     }
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]

@@ -34,6 +34,9 @@ impl EventStore for Audited {
     async fn read_all(&self, after: LogPosition, max: usize) -> annals::Result<Vec<RecordedEvent>> {
         self.0.read_all(after, max).await
     }
+    async fn read_log(&self, after: LogPosition, max: usize, filter: &annals::store::LogFilter) -> annals::Result<annals::store::LogPage> {
+        self.0.read_log(after, max, filter).await
+    }
     async fn query(&self, query: &EventQuery) -> annals::Result<QueryPage> {
         self.0.query(query).await
     }
