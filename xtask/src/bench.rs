@@ -98,9 +98,14 @@ const TARGETS: &[Target] = &[
         bound: ("<=", 5.0),
     },
     Target {
-        workload: "W8 quiet tenant poll",
+        workload: "W11 quiet tenant poll",
         baseline: "raw SELECT in a tenant transaction",
         bound: ("<=", 1.5),
+    },
+    Target {
+        workload: "W9 projection of 1 % of the types",
+        baseline: "raw indexed SELECT of the type",
+        bound: (">=", 0.8),
     },
     Target {
         workload: "W7 SQLite commands",

@@ -23,36 +23,58 @@ use serde_json::value::RawValue;
 /// assert!(Payload::from_json("{not json").is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Payload(Box<RawValue>);
+#[derive(Clone)]
+pub struct Payload(Box<str>);
 
 impl Payload {
     /// Validates JSON text and keeps it.
     pub fn from_json(json: impl Into<String>) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json.into()).map(Payload)
+        RawValue::from_string(json.into()).map(|raw| Payload(raw.into()))
+    }
+
+    /// JSON text the database has already checked (a PostgreSQL `jsonb`
+    /// column cannot hold anything else), kept without parsing it again:
+    /// reading the log is the hot path.
+    pub(crate) fn from_checked_json(json: String) -> Self {
+        Payload(json.into_boxed_str())
     }
 
     /// Serialises a value.
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(Payload)
+        serde_json::value::to_raw_value(value).map(|raw| Payload(raw.into()))
     }
 
     /// The JSON text.
     pub fn as_json(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// Deserialises into `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
+        serde_json::from_str(&self.0)
     }
 
     /// Parses into a [`serde_json::Value`].
     pub fn to_value(&self) -> serde_json::Value {
-        // The text was validated when the payload was built, so this parse
-        // cannot fail; fall back to `null` rather than panic regardless.
-        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+        // The text is valid JSON (checked when the payload was built, or by
+        // the database), so this parse cannot fail; fall back to `null`
+        // rather than panic regardless.
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Written as the JSON it holds (not as a string of it).
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+/// Read from any JSON value, kept as its text.
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(|raw| Payload(raw.into()))
     }
 }
 

@@ -52,6 +52,9 @@ pub(crate) struct StoredRow {
     pub(crate) event_id: Uuid,
     pub(crate) schema_version: i64,
     pub(crate) payload: String,
+    /// Whether the database guarantees `payload` is JSON (PostgreSQL's
+    /// `jsonb`), so it is not parsed again; SQLite's text is checked.
+    pub(crate) payload_checked: bool,
     pub(crate) tenant_id: Option<String>,
     pub(crate) correlation_id: Option<Uuid>,
     pub(crate) causation_id: Option<Uuid>,
@@ -79,8 +82,12 @@ impl StoredRow {
                 self.schema_version
             ))
         })?;
-        let payload = Payload::from_json(self.payload)
-            .map_err(|error| id.corrupt(format!("payload is not valid JSON: {error}")))?;
+        let payload = if self.payload_checked {
+            Payload::from_checked_json(self.payload)
+        } else {
+            Payload::from_json(self.payload)
+                .map_err(|error| id.corrupt(format!("payload is not valid JSON: {error}")))?
+        };
         let headers: BTreeMap<String, String> =
             serde_json::from_str(&self.headers).map_err(|error| {
                 id.corrupt(format!("headers are not a JSON object of strings: {error}"))

@@ -15,6 +15,7 @@ pub mod data;
 pub mod measure;
 pub mod postgres;
 pub mod promises;
+pub mod rare_types;
 pub mod sqlite;
 
 use anyhow::{Context as _, Result};
@@ -27,7 +28,7 @@ pub struct Size {
     pub aggregates: u64,
     /// W1 / W7: commands per aggregate.
     pub commands_per_aggregate: u64,
-    /// W2 / W3 / W4 / W6: events in the log; W8: the busy tenant's.
+    /// W2 / W3 / W4 / W6 / W9: events in the log; W11: the busy tenant's.
     pub log_events: u64,
     /// W5: events of the long aggregate.
     pub long_aggregate: u64,
@@ -119,8 +120,11 @@ pub async fn run(args: &[String]) -> Result<()> {
                 .for_each(emit);
         }
     }
-    if wanted("w8") {
-        emit(postgres::w8_quiet_tenant(&context).await?);
+    if wanted("w9") {
+        emit(rare_types::w9_rare_types(&context).await?);
+    }
+    if wanted("w11") {
+        emit(postgres::w11_quiet_tenant(&context).await?);
     }
     if wanted("w5") {
         postgres::w5_aggregate_load(&context)

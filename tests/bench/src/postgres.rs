@@ -764,7 +764,7 @@ async fn catch_up(store: &dyn EventStore, mut after: LogPosition) -> Result<(usi
     }
 }
 
-/// W8: a quiet tenant polling the log beside a busy one. The quiet tenant
+/// W11: a quiet tenant polling the log beside a busy one. The quiet tenant
 /// appends 100 events; then a busy tenant's `log_events` events follow
 /// (one raw insert, measured before autovacuum has analyzed the table, as
 /// right after a bulk load). The quiet tenant, caught up, polls for more
@@ -774,15 +774,15 @@ async fn catch_up(store: &dyn EventStore, mut after: LogPosition) -> Result<(usi
 /// as the application role in a tenant transaction and by the superuser.
 /// Also measured: the quiet tenant's whole catch-up, and the poll with the
 /// tenant index dropped (what it cost before migration 0014).
-pub async fn w8_quiet_tenant(context: &Context) -> Result<Value> {
-    let owner = store(context, "w8").await?;
+pub async fn w11_quiet_tenant(context: &Context) -> Result<Value> {
+    let owner = store(context, "w11").await?;
     let role = format!("bench_app_{}", context.run);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} LOGIN")))
         .execute(owner.pool())
         .await?;
     owner.grant_tenant_access(&role).await?;
     let app = PostgresEventStore::builder(url_as(&context.database_url, &role)?)
-        .schema(context.schema("w8"))
+        .schema(context.schema("w11"))
         .migrate(false)
         .max_connections(4)
         .connect()
@@ -887,7 +887,7 @@ pub async fn w8_quiet_tenant(context: &Context) -> Result<Value> {
         unindexed.push(poll().await?);
     }
     Ok(json!({
-        "workload": "W8 quiet tenant poll",
+        "workload": "W11 quiet tenant poll",
         "annals": latency(annals_samples),
         "baselines": {
             "raw SELECT in a tenant transaction": latency(rls_samples),

@@ -90,41 +90,14 @@ macro_rules! event_columns {
 }
 
 /// The columns of [`event_columns!`] with the metadata left out (NULLs and
-/// empty headers in their places, so `decode_row` reads both).
+/// empty headers in their places, under the same names, so `decode_row`
+/// reads both).
 macro_rules! event_columns_without_metadata {
     () => {
         "position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
-         version, event_type, schema_version, payload::text AS payload, NULL::text, \
-         NULL::uuid, NULL::uuid, NULL::text, NULL::text, '{}'::text, \
-         recorded_at, tags"
-    };
-}
-
-/// A page of `read_log`: the wanted events after `($1, $2)` below the
-/// horizon (`$3` of them at most; of the types in `$4` if `$types` is
-/// given), then one row for the head of the log below the same horizon
-/// (one statement, so one snapshot), told apart by its NULL `event_id`.
-macro_rules! log_page {
-    ($columns:expr) => {
-        log_page!($columns, "")
-    };
-    ($columns:expr, $types:literal) => {
-        concat!(
-            "(SELECT ",
-            $columns,
-            " FROM annals_events \
-              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ",
-            $types,
-            " ORDER BY transaction_id, position LIMIT $3) \
-             UNION ALL \
-             (SELECT position, transaction_id::text::bigint, NULL::uuid, NULL::text, NULL::bigint, \
-                     NULL::text, NULL::int4, NULL::text, NULL::text, NULL::uuid, NULL::uuid, \
-                     NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::text[] \
-              FROM annals_events \
-              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-              ORDER BY transaction_id DESC, position DESC LIMIT 1)"
-        )
+         version, event_type, schema_version, payload::text AS payload, NULL::text AS tenant_id, \
+         NULL::uuid AS correlation_id, NULL::uuid AS causation_id, NULL::text AS actor, \
+         NULL::text AS trace_context, '{}'::text AS headers, recorded_at, tags"
     };
 }
 
@@ -373,27 +346,8 @@ impl EventStore for PostgresEventStore {
         max_count: usize,
         filter: &LogFilter,
     ) -> Result<LogPage> {
-        const ALL: &str = log_page!(event_columns!());
-        const ALL_LIGHT: &str = log_page!(event_columns_without_metadata!());
-        const SOME: &str = log_page!(event_columns!(), "AND event_type = ANY($4)");
-        const SOME_LIGHT: &str = log_page!(
-            event_columns_without_metadata!(),
-            "AND event_type = ANY($4)"
-        );
-        let sql = match (filter.types(), filter.with_metadata()) {
-            (None, true) => ALL,
-            (None, false) => ALL_LIGHT,
-            (Some(_), true) => SOME,
-            (Some(_), false) => SOME_LIGHT,
-        };
-        let mut query = sqlx::query(self.tables.sql(sql))
-            .bind(after.commit.to_string())
-            .bind(to_i64(after.sequence))
-            .bind(limit(max_count));
-        if let Some(types) = filter.types() {
-            query = query.bind(types.to_vec());
-        }
-        self.fetch_log_page(query, after, max_count).await
+        let mut sql = read::log_page(&self.tables, after, max_count, filter);
+        self.fetch_log_page(sql.build(), after, max_count).await
     }
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]

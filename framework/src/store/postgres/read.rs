@@ -10,11 +10,11 @@ use crate::error::Result;
 use crate::event::envelope::RecordedEvent;
 use crate::store::position::LogPosition;
 use crate::store::row::{RowIdentity, StoredRow};
-use crate::store::row::{position_from_columns, to_i64};
+use crate::store::row::{limit, position_from_columns, to_i64};
 use crate::store::stream::StreamId;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::check_one_holder;
-use crate::store::{EventCriteria, EventQuery, LogPage};
+use crate::store::{EventCriteria, EventQuery, LogFilter, LogPage};
 
 use super::{PostgresEventStore, failed};
 
@@ -111,7 +111,11 @@ pub(super) fn column<'r, T>(
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
-    row.try_get(index)
+    // Unchecked: the statements are fixed, so each column's type is known
+    // (checking it against the Rust type for every value of every row was
+    // a twentieth of a catch-up); a value that does not decode is still an
+    // error.
+    row.try_get_unchecked(index)
         .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
 }
 
@@ -132,6 +136,7 @@ pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
         event_id: column(row, &identity, 2, "event_id")?,
         schema_version: i64::from(schema_version),
         payload: column(row, &identity, 7, "payload")?,
+        payload_checked: true,
         tenant_id: column(row, &identity, 8, "tenant_id")?,
         correlation_id: column(row, &identity, 9, "correlation_id")?,
         causation_id: column(row, &identity, 10, "causation_id")?,
@@ -247,4 +252,93 @@ pub(super) fn push_criteria(
         }
     }
     sql.push(")");
+}
+
+/// The statement of `read_log`: the wanted events after `after` below the
+/// horizon, then one row for the head of the log below the same horizon
+/// (one statement, so one snapshot), told apart by its NULL `event_id`.
+/// (Its `commit_id` is named so that `ORDER BY transaction_id` orders by
+/// the column, on the index, not by the cast output column that would
+/// otherwise take the name.)
+///
+/// Each wanted type is read on its own on the (type, transaction, position)
+/// index, in log order, and the branches are merged (a merge append): a page costs the page,
+/// however rare the types are in the log (one `event_type = ANY(..)` scan
+/// cannot keep the log order on PostgreSQL 15, so it would sort every
+/// remaining event of the types for each page).
+pub(super) fn log_page(
+    tables: &TableNames,
+    after: LogPosition,
+    max_count: usize,
+    filter: &LogFilter,
+) -> QueryBuilder<Postgres> {
+    /// The names of the columns both lists give.
+    const NAMES: &str = "position, commit_id, event_id, stream_id, version, event_type, \
+         schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
+         trace_context, headers, recorded_at, tags";
+    let columns = if filter.with_metadata() {
+        event_columns!()
+    } else {
+        event_columns_without_metadata!()
+    };
+    // The events of one type (or of all) after `after`, in log order. With
+    // a type, the type leads the keyset and the order, so they are the
+    // type index's (otherwise the planner, misjudging how many rows the
+    // keyset leaves, may walk the whole log order and filter by type).
+    let scan = |sql: &mut QueryBuilder<Postgres>, event_type: Option<&str>| {
+        sql.push(tables.rename(" FROM annals_events WHERE "));
+        if let Some(event_type) = event_type {
+            sql.push("event_type = ")
+                .push_bind(event_type.to_owned())
+                .push(" AND (event_type, transaction_id, position) > (")
+                .push_bind(event_type.to_owned())
+                .push(", ");
+        } else {
+            sql.push("(transaction_id, position) > (");
+        }
+        sql.push_bind(after.commit.to_string())
+            .push("::xid8, ")
+            .push_bind(to_i64(after.sequence))
+            .push(") AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY ");
+        if event_type.is_some() {
+            sql.push("event_type, ");
+        }
+        sql.push("transaction_id, position LIMIT ")
+            .push_bind(limit(max_count));
+    };
+    let mut sql = QueryBuilder::<Postgres>::new("(SELECT ");
+    match filter.types() {
+        None => {
+            sql.push(columns);
+            scan(&mut sql, None);
+        }
+        Some([]) => {
+            sql.push(columns)
+                .push(tables.rename(" FROM annals_events WHERE false"));
+        }
+        Some(types) => {
+            sql.push(NAMES).push(" FROM (");
+            for (index, event_type) in types.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" UNION ALL ");
+                }
+                sql.push("(SELECT transaction_id AS log_order, ")
+                    .push(columns);
+                scan(&mut sql, Some(event_type));
+                sql.push(")");
+            }
+            sql.push(") wanted ORDER BY log_order, position LIMIT ")
+                .push_bind(limit(max_count));
+        }
+    }
+    sql.push(tables.rename(
+        ") UNION ALL \
+         (SELECT position, transaction_id::text::bigint AS commit_id, NULL::uuid, NULL::text, NULL::bigint, \
+                 NULL::text, NULL::int4, NULL::text, NULL::text, NULL::uuid, NULL::uuid, \
+                 NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::text[] \
+          FROM annals_events \
+          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+          ORDER BY transaction_id DESC, position DESC LIMIT 1)",
+    ));
+    sql
 }

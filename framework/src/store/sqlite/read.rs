@@ -58,6 +58,7 @@ pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
         event_id: column(row, &identity, 2, "event_id")?,
         schema_version: column(row, &identity, 6, "schema_version")?,
         payload: column(row, &identity, 7, "payload")?,
+        payload_checked: false,
         tenant_id: column(row, &identity, 8, "tenant_id")?,
         correlation_id: column(row, &identity, 9, "correlation_id")?,
         causation_id: column(row, &identity, 10, "causation_id")?,
