@@ -2123,37 +2123,6 @@ pub async fn racing_decisions_register_an_address_once(t: &TestStore) {
     }
 }
 
-#[cfg(test)]
-mod case_list {
-    /// The case list in `conformance_suite!` is the one place a case is
-    /// enrolled: a case written here but left out of it would never run on
-    /// any backend. This reads this file and compares.
-    #[test]
-    fn every_case_is_in_the_suite() {
-        let source = include_str!("conformance.rs");
-        let list_start = source.find("@cases $backend:").expect("the case list");
-        let list_end = source[list_start..].find(");").expect("its end") + list_start;
-        let listed: std::collections::BTreeSet<&str> = source[list_start..list_end]
-            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .filter(|word| word.contains('_'))
-            .collect();
-        let defined: std::collections::BTreeSet<&str> = source
-            .lines()
-            .filter_map(|line| line.strip_prefix("pub async fn "))
-            .filter_map(|rest| rest.split_once("(t: &TestStore)"))
-            .map(|(name, _)| name)
-            .collect();
-        assert!(defined.len() >= 20, "found {} cases", defined.len());
-        let missing: Vec<_> = defined.difference(&listed).collect();
-        assert!(
-            missing.is_empty(),
-            "cases not in conformance_suite!: {missing:?}"
-        );
-        let unknown: Vec<_> = listed.difference(&defined).collect();
-        assert!(unknown.is_empty(), "listed but not defined: {unknown:?}");
-    }
-}
-
 /// `read_log` returns only the wanted types, in log order, a page at a
 /// time; it reads past events it skips (so a reader of a rare type does not
 /// read the same stretch again), says where the head is, and leaves the
@@ -2291,5 +2260,36 @@ pub async fn read_log_filters_types_in_the_store_and_reads_past_the_rest(t: &Tes
             (light.position, light.version, &light.stream_id),
             (full.position, full.version, &full.stream_id)
         );
+    }
+}
+
+#[cfg(test)]
+mod case_list {
+    /// The case list in `conformance_suite!` is the one place a case is
+    /// enrolled: a case written here but left out of it would never run on
+    /// any backend. This reads this file and compares.
+    #[test]
+    fn every_case_is_in_the_suite() {
+        let source = include_str!("conformance.rs");
+        let list_start = source.find("@cases $backend:").expect("the case list");
+        let list_end = source[list_start..].find(");").expect("its end") + list_start;
+        let listed: std::collections::BTreeSet<&str> = source[list_start..list_end]
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|word| word.contains('_'))
+            .collect();
+        let defined: std::collections::BTreeSet<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub async fn "))
+            .filter_map(|rest| rest.split_once("(t: &TestStore)"))
+            .map(|(name, _)| name)
+            .collect();
+        assert!(defined.len() >= 20, "found {} cases", defined.len());
+        let missing: Vec<_> = defined.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "cases not in conformance_suite!: {missing:?}"
+        );
+        let unknown: Vec<_> = listed.difference(&defined).collect();
+        assert!(unknown.is_empty(), "listed but not defined: {unknown:?}");
     }
 }

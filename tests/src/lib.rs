@@ -7,7 +7,6 @@
 //! - [`events`]: a typed event enum written by hand against the `Event` trait.
 //! - [`domain`]: a small IAM domain written with the macros.
 //! - [`pii`]: a domain with personal data, over a crypto-shredding store.
-//! - [`recording_store`]: a store wrapper counting what readers read.
 //! - [`repository`]: the repository suite, run against every backend by
 //!   [`repository_suite!`] in `tests/repository_*.rs`.
 //!
@@ -21,7 +20,6 @@ pub mod connection_cut;
 pub mod domain;
 pub mod events;
 pub mod pii;
-pub mod recording_store;
 pub mod repository;
 pub mod subscription;
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask test [-- <cargo test arguments>]   start throwaway PostgreSQL and Redis, run every suite, stop them
-//! cargo xtask bench [--quick]                    Annals against raw SQL and peer crates
+//! cargo xtask bench [--quick] [--runs N]         Annals against raw SQL and peer crates
 //! cargo xtask schema [--check]                   regenerate (or check) framework/migrations/ and schema/
 //! cargo xtask services up|down|status            long-lived local servers for manual work
 //! ```
@@ -21,9 +21,12 @@ commands:
   test [-- ARGS]        start throwaway PostgreSQL and Redis on free loopback ports,
                         run `cargo test --workspace` against them (ARGS are passed on),
                         stop them, and exit non-zero if anything failed
-  bench [--quick]       run the workloads on Annals, raw sqlx/Redis and peer crates
+  bench [--quick] [--runs N]
+                        run the workloads on Annals, raw sqlx/Redis and peer crates
                         against throwaway servers; print ratios and write
-                        target/annals-bench/summary.json (--quick: small sizes)
+                        target/annals-bench/summary.json (--quick: small sizes;
+                        --runs N: N rounds, each ratio the median of the rounds'
+                        with min and max)
   schema [--check]      regenerate framework/migrations/ and schema/ (SQL DDL, JSON Schemas,
                         event catalog) from the registered types; with --check,
                         change nothing and fail naming each stale file
@@ -56,8 +59,7 @@ fn run() -> Result<()> {
             };
             test::run(passthrough)
         }
-        ["bench"] => bench::run(false),
-        ["bench", "--quick"] => bench::run(true),
+        ["bench", rest @ ..] => bench::run(bench::Options::parse(rest)?),
         ["schema"] => schema::run(false),
         ["schema", "--check"] => schema::run(true),
         ["services", "up"] => services::up(),

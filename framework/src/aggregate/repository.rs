@@ -532,8 +532,49 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Loads the aggregate `id` as it was at instant `at`: every event
-    /// recorded at or before it, starting from the newest snapshot taken of
-    /// a version that was already reached by then.
+    /// recorded at or before it, from the newest snapshot at or below the
+    /// last such version.
+    ///
+    /// The last version recorded by `at` is found by a binary search over
+    /// the stream's versions (event times within a stream do not go back:
+    /// each append follows the one before it), so the number of queries
+    /// grows with the logarithm of the stream's length: about 25 for an
+    /// early instant of a 1,000,000-event stream, where walking the
+    /// snapshots down one by one took two queries per snapshot. Failing
+    /// reads are errors; an unusable snapshot is skipped, as in
+    /// [`load`](Self::load).
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    ///
+    /// #[event(name = "as_of_doc.ticked")]
+    /// struct Ticked;
+    ///
+    /// #[aggregate(name = "as_of_doc_clock", events(Ticked))]
+    /// #[derive(Default, Debug)]
+    /// struct Clock { ticks: u32 }
+    ///
+    /// impl Apply<Ticked> for Clock {
+    ///     fn apply(&mut self, _: &Ticked) { self.ticks += 1; }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let store = std::sync::Arc::new(InMemoryEventStore::new());
+    /// let clocks: Repository<Clock> = Repository::new(store.clone());
+    /// let stream = Clock::stream_id(&"kitchen")?;
+    /// store.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::from_event(&Ticked)?]).await?;
+    /// tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    /// let between = chrono::Utc::now();
+    /// tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    /// store.append(&stream, ExpectedVersion::Exact(1), vec![NewEvent::from_event(&Ticked)?]).await?;
+    ///
+    /// let then = clocks.load_as_of("kitchen", between).await?;
+    /// assert_eq!((then.version, then.state.ticks), (1, 1));
+    /// assert_eq!(clocks.load("kitchen").await?.state.ticks, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn load_as_of(
         &self,
         id: impl Display,
@@ -541,49 +582,44 @@ impl<A: Aggregate> Repository<A> {
     ) -> Result<Loaded<A>> {
         crate::registry::validate_once()?;
         let stream_id = A::stream_id(&id)?;
-        // The newest snapshot whose version had been recorded by `at`.
-        let mut ceiling = None;
-        let mut start = None;
-        if self.snapshots.is_some() {
-            while let Ok(Some(snapshot)) = self.store.snapshots().load(&stream_id, ceiling).await {
-                let reached = self
-                    .store
-                    .read_stream(&stream_id, snapshot.version, 1)
-                    .await?;
-                if reached.first().is_some_and(|event| event.recorded_at <= at) {
-                    start = self
-                        .restore_snapshot(&stream_id, Some(snapshot.version))
-                        .await;
-                    break;
-                }
-                match snapshot.version.checked_sub(1) {
-                    Some(0) | None => break,
-                    Some(lower) => ceiling = Some(lower),
-                }
+        let last = self.last_version_by(&stream_id, at).await?;
+        self.load_up_to(stream_id, Some(last)).await
+    }
+
+    /// The last version of a stream recorded at or before `at` (0 if
+    /// none): the head if it was, else a binary search.
+    async fn last_version_by(
+        &self,
+        stream_id: &StreamId,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<u64> {
+        let recorded_at = |version: u64| async move {
+            let event = self.store.read_stream(stream_id, version, 1).await?;
+            match event.first() {
+                Some(event) if event.version == version => Ok(event.recorded_at),
+                _ => Err(Error::Backend {
+                    backend: self.store.backend(),
+                    operation: "load as of",
+                    source: format!("`{stream_id}` has no version {version}").into(),
+                }),
+            }
+        };
+        let head = self.store.stream_version(stream_id).await?;
+        if head == 0 || recorded_at(head).await? <= at {
+            return Ok(head);
+        }
+        // Version `low` was recorded by `at` (0 stands for "before the
+        // first"); version `high + 1` was not.
+        let (mut low, mut high) = (0, head - 1);
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            if recorded_at(middle).await? <= at {
+                low = middle;
+            } else {
+                high = middle - 1;
             }
         }
-        let (mut state, mut version) = start.unwrap_or_else(|| (A::default(), 0));
-        'pages: loop {
-            let page = self
-                .store
-                .read_stream(&stream_id, version + 1, LOAD_PAGE)
-                .await?;
-            for recorded in &page {
-                if recorded.recorded_at > at {
-                    break 'pages;
-                }
-                state.apply_event(&recorded.decode::<A::Event>()?);
-                version = recorded.version;
-            }
-            if page.len() < LOAD_PAGE {
-                break;
-            }
-        }
-        Ok(Loaded {
-            stream_id,
-            state,
-            version,
-        })
+        Ok(low)
     }
 
     /// Loads many aggregates, at most `concurrency` at a time. Results come

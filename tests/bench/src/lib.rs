@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod promises;
 pub mod rare_types;
 pub mod sqlite;
+pub mod time_travel;
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
@@ -119,6 +120,9 @@ pub async fn run(args: &[String]) -> Result<()> {
                 .into_iter()
                 .for_each(emit);
         }
+    }
+    if wanted("w10") {
+        emit(time_travel::w10_load_as_of(&context).await?);
     }
     if wanted("w9") {
         emit(rare_types::w9_rare_types(&context).await?);

@@ -365,7 +365,8 @@ pub async fn w4_sql_projection(_context: &Context, dataset: &Dataset) -> Result<
     }))
 }
 
-async fn samples<F, Fut>(count: usize, mut f: F) -> Result<Vec<Duration>>
+/// Times `count` runs of `f`.
+pub(crate) async fn samples<F, Fut>(count: usize, mut f: F) -> Result<Vec<Duration>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,

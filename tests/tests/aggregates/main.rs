@@ -7,6 +7,7 @@ mod aggregate_snapshot;
 mod cache;
 mod cache_redis_outage;
 mod decision_appends;
+mod load_as_of;
 mod repository_memory;
 mod repository_postgres;
 mod repository_sqlite;

@@ -616,7 +616,7 @@ async fn dropping_a_running_projection_stops_its_task() {
 /// others, and reports its lag without counting the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_reads_only_its_types_and_never_counts_the_log() {
-    use annals_tests::recording_store::RecordingStore;
+    use annals::testing::RecordingStore;
     let memory: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     for n in 0..20 {
         let stream = StreamId::new(format!("tenant-r{n}")).expect("stream id");

@@ -1,4 +1,5 @@
-//! Given/when/then tests for aggregates and projections (feature `testing`).
+//! Given/when/then tests for aggregates and projections, and a store that
+//! counts what it was asked ([`RecordingStore`]) (feature `testing`).
 //!
 //! ```
 //! use annals::testing::AggregateTest;
@@ -28,6 +29,10 @@
 //!     .when(&TurnOn)
 //!     .then_error(AlreadyOn);
 //! ```
+
+mod recording_store;
+
+pub use recording_store::RecordingStore;
 
 use std::fmt::Debug;
 use std::future::Future;
