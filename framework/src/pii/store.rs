@@ -656,31 +656,87 @@ impl PiiEventStore {
         Ok(())
     }
 
-    /// Opens (or redacts) the sealed fields of stored events.
+    /// Opens (or redacts) the sealed fields of stored events. The keys of
+    /// their subjects that are not cached are loaded first, in one query
+    /// per tenant, not one per subject (a catch-up over more subjects than
+    /// the cache holds would otherwise query once per event). Each payload
+    /// that may hold sealed fields is parsed once.
     async fn reveal(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        let sealed: Vec<Option<SealedPayload>> = events.iter().map(sealed_payload).collect();
+        let known = self.ciphers_for(events.iter().zip(&sealed)).await?;
         let mut revealed = Vec::with_capacity(events.len());
-        for event in events {
-            revealed.push(self.reveal_event(event).await?);
+        for (event, sealed) in events.into_iter().zip(sealed) {
+            revealed.push(match sealed {
+                Some(sealed) => self.reveal_event(event, sealed, &known).await?,
+                None => event,
+            });
         }
         Ok(revealed)
     }
 
-    async fn reveal_event(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
-        if !may_hold_sealed_fields(event.payload.as_json()) {
-            return Ok(event);
+    /// The ciphers of the subjects whose sealed fields the events hold:
+    /// from the cache, and the others from the key store in one query per
+    /// tenant. Subjects without a key are left out (opening their fields
+    /// reports it).
+    async fn ciphers_for<'e>(
+        &self,
+        events: impl Iterator<Item = (&'e RecordedEvent, &'e Option<SealedPayload>)>,
+    ) -> Result<HashMap<SubjectId, SubjectCipher>> {
+        self.ensure_forget_watch();
+        let mut known = HashMap::new();
+        let mut missing: HashMap<Option<String>, std::collections::BTreeSet<String>> =
+            HashMap::new();
+        for (event, sealed) in events {
+            let Some((payload, fields)) = sealed else {
+                continue;
+            };
+            for field in *fields {
+                if payload.get(field.field).and_then(sealed_text).is_none() {
+                    continue;
+                }
+                let Some(subject) = subject_of(payload, field.subject) else {
+                    continue;
+                };
+                let id = subject_id(event.metadata.tenant_id.as_deref(), &subject);
+                if known.contains_key(&id)
+                    || missing
+                        .get(&id.0)
+                        .is_some_and(|subjects| subjects.contains(&id.1))
+                {
+                    continue;
+                }
+                match self.ciphers.get(&id).await {
+                    Some(cipher) => {
+                        known.insert(id, cipher);
+                    }
+                    None => {
+                        missing.entry(id.0).or_default().insert(id.1);
+                    }
+                }
+            }
         }
-        let fields = pii_fields(&event.event_type, event.schema_version);
-        if fields.is_empty() {
-            return Ok(event);
+        for (tenant, subjects) in missing {
+            let subjects: Vec<String> = subjects.into_iter().collect();
+            let tenant = tenant.as_deref();
+            for (subject, stored) in self.keys.load_subject_keys(tenant, &subjects).await? {
+                let cipher = self.remember(tenant, &subject, &stored).await?;
+                known.insert(subject_id(tenant, &subject), cipher);
+            }
         }
+        Ok(known)
+    }
+
+    async fn reveal_event(
+        &self,
+        mut event: RecordedEvent,
+        (mut payload, fields): SealedPayload,
+        known: &HashMap<SubjectId, SubjectCipher>,
+    ) -> Result<RecordedEvent> {
         let corrupt = |field: &str, reason: &str| Error::PiiField {
             stream: event.stream_id.to_string(),
             version: event.version,
             field: field.to_owned(),
             reason: reason.to_owned(),
-        };
-        let Ok(mut payload) = event.payload.decode::<Map<String, Value>>() else {
-            return Ok(event);
         };
         let mut changed = false;
         for field in fields {
@@ -693,10 +749,12 @@ impl PiiEventStore {
                     "its subject field is missing or not a string or number",
                 )
             })?;
-            let value = match self
-                .cipher_for_read(event.metadata.tenant_id.as_deref(), &subject)
-                .await?
-            {
+            let tenant = event.metadata.tenant_id.as_deref();
+            let cipher = match known.get(&subject_id(tenant, &subject)) {
+                Some(cipher) => Some(cipher.clone()),
+                None => self.cipher_for_read(tenant, &subject).await?,
+            };
+            let value = match cipher {
                 Some(SubjectCipher::Live(cipher)) => {
                     sealed_field::open(&cipher, event.event_id, field.field, &subject, text)
                         .map_err(|reason| corrupt(field.field, reason))?
@@ -718,6 +776,24 @@ impl PiiEventStore {
         }
         Ok(event)
     }
+}
+
+/// A stored payload that may hold sealed fields, parsed, with the fields
+/// its type declares.
+type SealedPayload = (Map<String, Value>, &'static [PiiField]);
+
+/// The parsed payload of an event whose type has `#[pii]` fields and whose
+/// text may hold a sealed one; `None` for every other event (left as is).
+fn sealed_payload(event: &RecordedEvent) -> Option<SealedPayload> {
+    if !may_hold_sealed_fields(event.payload.as_json()) {
+        return None;
+    }
+    let fields = pii_fields(&event.event_type, event.schema_version);
+    if fields.is_empty() {
+        return None;
+    }
+    let payload = event.payload.decode::<Map<String, Value>>().ok()?;
+    Some((payload, fields))
 }
 
 /// The `#[pii]` fields of an event type at a schema version: those its

@@ -13,6 +13,7 @@
 
 pub mod data;
 pub mod measure;
+pub mod personal_data;
 pub mod postgres;
 pub mod promises;
 pub mod rare_types;
@@ -120,6 +121,9 @@ pub async fn run(args: &[String]) -> Result<()> {
                 .into_iter()
                 .for_each(emit);
         }
+    }
+    if wanted("w8") {
+        emit(personal_data::w8_personal_data(&context).await?);
     }
     if wanted("w10") {
         emit(time_travel::w10_load_as_of(&context).await?);

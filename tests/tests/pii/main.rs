@@ -3,5 +3,6 @@
 //!
 //! One test binary per area: linking is most of a cold build's time.
 
+mod key_batching;
 mod read_paths;
 mod store;

@@ -9,6 +9,8 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -110,6 +112,25 @@ pub trait SubjectKeyStore: Send + Sync {
         tenant: Option<&str>,
         subject: &str,
     ) -> Result<Option<StoredSubjectKey>>;
+
+    /// The stored keys or tombstones of several subjects of one tenant at
+    /// once, by subject (subjects that never had a key are left out): what
+    /// a reader of a page of events from many subjects needs, in one query
+    /// on the SQL stores. The default asks
+    /// [`load_subject_key`](Self::load_subject_key) for each.
+    async fn load_subject_keys(
+        &self,
+        tenant: Option<&str>,
+        subjects: &[String],
+    ) -> Result<HashMap<String, StoredSubjectKey>> {
+        let mut found = HashMap::with_capacity(subjects.len());
+        for subject in subjects {
+            if let Some(key) = self.load_subject_key(tenant, subject).await? {
+                found.insert(subject.clone(), key);
+            }
+        }
+        Ok(found)
+    }
 
     /// Stores `wrapped` as the subject's key unless it already has a key or
     /// a tombstone, and returns what is stored: safe against concurrent

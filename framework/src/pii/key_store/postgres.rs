@@ -1,5 +1,7 @@
 //! [`SubjectKeyStore`] for the PostgreSQL event store (migration 0008).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -46,6 +48,33 @@ impl SubjectKeyStore for PostgresEventStore {
         .map_err(failed("load subject key"))?;
         session.finish().await?;
         row.map(|row| decode_key(subject, &row)).transpose()
+    }
+
+    async fn load_subject_keys(
+        &self,
+        tenant: Option<&str>,
+        subjects: &[String],
+    ) -> Result<HashMap<String, StoredSubjectKey>> {
+        let mut session = self.session().await?;
+        let rows = sqlx::query(self.table_names().sql(
+            "SELECT subject, wrapped_key, forgotten_at FROM annals_subject_keys \
+             WHERE tenant_id = COALESCE($1, '') AND subject = ANY($2)",
+        ))
+        .bind(tenant)
+        .bind(subjects)
+        .fetch_all(session.connection())
+        .await
+        .map_err(failed("load subject keys"))?;
+        session.finish().await?;
+        rows.iter()
+            .map(|row| {
+                let subject: String = row
+                    .try_get("subject")
+                    .map_err(failed("load subject keys"))?;
+                let key = decode_key(&subject, row)?;
+                Ok((subject, key))
+            })
+            .collect()
     }
 
     async fn create_subject_key(

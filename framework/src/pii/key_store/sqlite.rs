@@ -1,5 +1,7 @@
 //! [`SubjectKeyStore`] for the SQLite event store (migration 0007).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -63,6 +65,34 @@ impl SubjectKeyStore for SqliteEventStore {
         .await
         .map_err(failed("load subject key"))?;
         row.map(|row| decode_key(subject, &row)).transpose()
+    }
+
+    async fn load_subject_keys(
+        &self,
+        tenant: Option<&str>,
+        subjects: &[String],
+    ) -> Result<HashMap<String, StoredSubjectKey>> {
+        if !self.sees_subjects_of(tenant) {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(self.table_names().sql(
+            "SELECT subject, wrapped_key, forgotten_at FROM annals_subject_keys \
+             WHERE tenant_id = COALESCE(?, '') AND subject IN (SELECT value FROM json_each(?))",
+        ))
+        .bind(tenant)
+        .bind(serde_json::Value::from(subjects.to_vec()).to_string())
+        .fetch_all(self.pool())
+        .await
+        .map_err(failed("load subject keys"))?;
+        rows.iter()
+            .map(|row| {
+                let subject: String = row
+                    .try_get("subject")
+                    .map_err(failed("load subject keys"))?;
+                let key = decode_key(&subject, row)?;
+                Ok((subject, key))
+            })
+            .collect()
     }
 
     async fn create_subject_key(
