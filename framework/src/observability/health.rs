@@ -52,7 +52,8 @@ pub struct ProjectionHealth {
     pub name: &'static str,
     /// Its runner's state.
     pub state: ProjectionState,
-    /// Events in the log it has not applied (sampled about once a second).
+    /// About how many events of the log it has not applied (positions up to
+    /// the head its last read saw; see `ProjectionStatus::lag_events`).
     pub lag_events: u64,
     /// Age of the last event it applied, when it applied it.
     pub lag: Duration,

@@ -12,7 +12,7 @@
 //! | `annals_cached_states_dropped_total` | counter | `aggregate`, `reason` | repository cache entries dropped: `undecodable`, `history` (they summarise another history than the store's), `behind` (an append found the stream further on) |
 //! | `annals_handler_failures_total` | counter | `handler` | failed handler attempts |
 //! | `annals_dead_letters_total` | counter | `handler` | events given up on and dead-lettered |
-//! | `annals_projection_lag_events` | gauge | `projection` | events in the log the projection has not applied |
+//! | `annals_projection_lag_events` | gauge | `projection` | about how many events of the log the projection has not applied (positions up to the head its last read saw) |
 //! | `annals_projection_lag_seconds` | gauge | `projection` | age of the last applied event when it was applied |
 //!
 //! Labels carry names only (backend, cache kind, handler, projection),

@@ -67,8 +67,10 @@ pub struct ProjectionStatus {
     pub applied: u64,
     /// How far behind the newest applied event is (time since it was recorded).
     pub lag: Duration,
-    /// About how many events of the log lie beyond `position` (sampled at
-    /// most once a second).
+    /// About how many events of the log lie beyond `position`: the
+    /// positions between it and the head of the log its last read saw (a
+    /// rolled back append leaves unused positions, so this can overstate;
+    /// nothing counts the log).
     pub lag_events: u64,
     /// Events applied per second since start.
     pub per_second: f64,

@@ -121,6 +121,28 @@ pub struct LogPage {
 }
 
 impl LogPage {
+    /// A page of at most `max_count` events read after `after`, up to the
+    /// log's `head`: a full page was read to its last event, a shorter one
+    /// to the head.
+    pub(crate) fn new(
+        events: Vec<RecordedEvent>,
+        after: LogPosition,
+        max_count: usize,
+        head: LogPosition,
+    ) -> Self {
+        let last = events.last().map_or(after, |event| event.position);
+        let read_to = if events.len() >= max_count {
+            last
+        } else {
+            head.max(last).max(after)
+        };
+        LogPage {
+            events,
+            read_to,
+            head: head.max(read_to),
+        }
+    }
+
     /// Whether the read reached the head of the log.
     pub fn at_head(&self) -> bool {
         self.read_to >= self.head

@@ -501,16 +501,8 @@ impl EventStore for InMemoryEventStore {
             .take(max_count)
             .cloned()
             .collect();
-        let read_to = match events.last() {
-            Some(last) if events.len() >= max_count => last.position,
-            _ => head,
-        };
         filter.strip_metadata(&mut events);
-        Ok(super::LogPage {
-            events,
-            read_to,
-            head,
-        })
+        Ok(super::LogPage::new(events, after, max_count, head))
     }
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]

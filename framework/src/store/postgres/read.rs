@@ -64,15 +64,7 @@ impl PostgresEventStore {
         }
         drop(rows);
         session.finish().await?;
-        let read_to = match events.last() {
-            Some(last) if events.len() >= max_count => last.position,
-            last => head.max(last.map_or(after, |last| last.position)),
-        };
-        Ok(LogPage {
-            events,
-            read_to,
-            head: head.max(read_to),
-        })
+        Ok(LogPage::new(events, after, max_count, head))
     }
 }
 

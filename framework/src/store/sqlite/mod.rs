@@ -315,15 +315,7 @@ impl EventStore for SqliteEventStore {
             .push_bind(limit(max_count));
         let mut events = self.fetch_events(sql.build(), "read log").await?;
         filter.strip_metadata(&mut events);
-        let read_to = match events.last() {
-            Some(last) if events.len() >= max_count => last.position,
-            _ => head,
-        };
-        Ok(LogPage {
-            events,
-            read_to,
-            head,
-        })
+        Ok(LogPage::new(events, after, max_count, head))
     }
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]
