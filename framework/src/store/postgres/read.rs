@@ -254,7 +254,7 @@ pub(super) fn push_criteria(
 /// otherwise take the name.)
 ///
 /// Each wanted type is read on its own on the (type, transaction, position)
-/// index, in log order, and the branches are merged (a merge append): a page costs the page,
+/// index, in log order, and the branches' pages are merged: a page costs the page,
 /// however rare the types are in the log (one `event_type = ANY(..)` scan
 /// cannot keep the log order on PostgreSQL 15, so it would sort every
 /// remaining event of the types for each page).
@@ -274,29 +274,40 @@ pub(super) fn log_page(
         event_columns_without_metadata!()
     };
     // The events of one type (or of all) after `after`, in log order. With
-    // a type, the type leads the keyset and the order, so they are the
-    // type index's (otherwise the planner, misjudging how many rows the
-    // keyset leaves, may walk the whole log order and filter by type).
+    // a type, the keyset and the horizon are both row comparisons that
+    // lead with the type: they bound the type index's scan at both ends
+    // (its start at the keyset, not at the type's first entry), and no
+    // other index can serve them, so the planner cannot misjudge its way
+    // into walking the log order and filtering by type.
     let scan = |sql: &mut QueryBuilder<Postgres>, event_type: Option<&str>| {
         sql.push(tables.rename(" FROM annals_events WHERE "));
-        if let Some(event_type) = event_type {
-            sql.push("event_type = ")
-                .push_bind(event_type.to_owned())
-                .push(" AND (event_type, transaction_id, position) > (")
-                .push_bind(event_type.to_owned())
-                .push(", ");
-        } else {
-            sql.push("(transaction_id, position) > (");
+        match event_type {
+            Some(event_type) => {
+                sql.push("(event_type, transaction_id, position) > (")
+                    .push_bind(event_type.to_owned())
+                    .push(", ")
+                    .push_bind(after.commit.to_string())
+                    .push("::xid8, ")
+                    .push_bind(to_i64(after.sequence))
+                    .push(") AND (event_type, transaction_id) < (")
+                    .push_bind(event_type.to_owned())
+                    .push(
+                        ", pg_snapshot_xmin(pg_current_snapshot())) \
+                         ORDER BY event_type, transaction_id, position LIMIT ",
+                    );
+            }
+            None => {
+                sql.push("(transaction_id, position) > (")
+                    .push_bind(after.commit.to_string())
+                    .push("::xid8, ")
+                    .push_bind(to_i64(after.sequence))
+                    .push(
+                        ") AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                         ORDER BY transaction_id, position LIMIT ",
+                    );
+            }
         }
-        sql.push_bind(after.commit.to_string())
-            .push("::xid8, ")
-            .push_bind(to_i64(after.sequence))
-            .push(") AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY ");
-        if event_type.is_some() {
-            sql.push("event_type, ");
-        }
-        sql.push("transaction_id, position LIMIT ")
-            .push_bind(limit(max_count));
+        sql.push_bind(limit(max_count));
     };
     let mut sql = QueryBuilder::<Postgres>::new("(SELECT ");
     match filter.types() {
