@@ -101,8 +101,8 @@ async fn one_query_per_page(store: Arc<dyn EventStore>, keys: Arc<dyn SubjectKey
         batches: AtomicU64::new(0),
     });
     // A reader whose key cache holds a sixth of the subjects.
-    let reader =
-        PiiEventStore::new(store.clone(), counting.clone(), master).key_cache(10, Duration::from_secs(60));
+    let reader = PiiEventStore::new(store.clone(), counting.clone(), master)
+        .key_cache(10, Duration::from_secs(60));
     // Wait on the plain store until every event shows (on PostgreSQL an
     // older transaction elsewhere can hold the log back), then read once.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
