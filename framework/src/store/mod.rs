@@ -177,9 +177,8 @@ pub trait EventStore: Send + Sync {
 
     /// [`read_all`](Self::read_all) narrowed by `filter`: up to `max_count`
     /// of the events after `after` that the filter wants, in log order,
-    /// filtered by the database (PostgreSQL and SQLite read the wanted
-    /// types on an index, so a reader of one type in a hundred transfers
-    /// and decodes only those), and how far the log was read
+    /// filtered by the database (a reader of one type in a hundred
+    /// transfers and decodes only those), and how far the log was read
     /// ([`LogPage::read_to`], where the next read starts, even when no
     /// event was wanted) and where its head is ([`LogPage::head`]).
     /// Gap-safe like `read_all`.

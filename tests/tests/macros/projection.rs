@@ -115,3 +115,13 @@ async fn sql_projection_writes_in_the_callers_transaction() {
         other => panic!("expected a projection error, got {other:?}"),
     }
 }
+
+/// `#[projection]` tells the runner whether a handler reads the envelope:
+/// one that takes `&RecordedEvent` needs the metadata, one that takes only
+/// the typed event is read without it.
+#[test]
+fn a_projection_reads_metadata_only_if_a_handler_takes_the_envelope() {
+    use annals::projection::Projection;
+    assert!(<annals_tests::domain::TenantDirectory as Projection>::reads_metadata());
+    assert!(!<annals_tests::domain::RoleCounts as Projection>::reads_metadata());
+}

@@ -253,11 +253,13 @@ pub(super) fn push_criteria(
 /// the column, on the index, not by the cast output column that would
 /// otherwise take the name.)
 ///
-/// Each wanted type is read on its own on the (type, transaction, position)
-/// index, in log order, and the branches' pages are merged: a page costs the page,
-/// however rare the types are in the log (one `event_type = ANY(..)` scan
-/// cannot keep the log order on PostgreSQL 15, so it would sort every
-/// remaining event of the types for each page).
+/// Each wanted type is read on its own, in log order, meant for the
+/// (type, transaction, position) index, and the branches' pages are merged
+/// (one `event_type = ANY(..)` scan cannot keep the log order on
+/// PostgreSQL 15, so it would sort every remaining event of the types for
+/// each page). Known weakness: when most of the log is of the wanted
+/// types, PostgreSQL 15 may still choose the (type, position) index and
+/// sort (BENCHMARKS.md, W3), which makes a catch-up of a common type slow.
 pub(super) fn log_page(
     tables: &TableNames,
     after: LogPosition,
@@ -275,10 +277,10 @@ pub(super) fn log_page(
     };
     // The events of one type (or of all) after `after`, in log order. With
     // a type, the keyset and the horizon are both row comparisons that
-    // lead with the type: they bound the type index's scan at both ends
-    // (its start at the keyset, not at the type's first entry), and no
-    // other index can serve them, so the planner cannot misjudge its way
-    // into walking the log order and filtering by type.
+    // lead with the type, so on the type index they bound the scan at both
+    // ends (its start at the keyset, not at the type's first entry; an
+    // `event_type = $1` equality beside the keyset made the equality the
+    // start), and the log-order index cannot serve them.
     let scan = |sql: &mut QueryBuilder<Postgres>, event_type: Option<&str>| {
         sql.push(tables.rename(" FROM annals_events WHERE "));
         match event_type {
