@@ -21,8 +21,9 @@ fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> crate::Error {
 pub(crate) enum Session {
     /// The unscoped store: a connection in autocommit mode.
     Shared(PoolConnection<Postgres>),
-    /// A tenant-scoped handle: a transaction with the tenant set.
-    Tenant(Transaction<'static, Postgres>),
+    /// A tenant-scoped handle, or an operation with planner settings: a
+    /// transaction with the tenant and the settings set for it alone.
+    Transaction(Transaction<'static, Postgres>),
 }
 
 impl Session {
@@ -32,15 +33,47 @@ impl Session {
             None => Ok(Session::Shared(
                 pool.acquire().await.map_err(failed("acquire connection"))?,
             )),
-            Some(tenant) => Ok(Session::Tenant(begin(pool, Some(tenant)).await?)),
+            Some(tenant) => Ok(Session::Transaction(begin(pool, Some(tenant)).await?)),
         }
+    }
+
+    /// A connection for one statement that needs planner `settings` (name,
+    /// value) to be planned well, in a transaction that sets them (and the
+    /// tenant, if scoped) for itself alone, in one round trip: nothing
+    /// carries over to the pooled connection.
+    pub(crate) async fn open_with_settings(
+        pool: &PgPool,
+        tenant: Option<&str>,
+        settings: &[(&str, &str)],
+    ) -> Result<Session> {
+        let mut transaction = pool.begin().await.map_err(failed("begin transaction"))?;
+        let tenant = tenant.map(|tenant| ("annals.tenant", tenant));
+        let settings: Vec<(&str, &str)> =
+            tenant.into_iter().chain(settings.iter().copied()).collect();
+        if !settings.is_empty() {
+            let mut sql = sqlx::QueryBuilder::<Postgres>::new("SELECT ");
+            let mut calls = sql.separated(", ");
+            for (name, value) in &settings {
+                calls
+                    .push("set_config(")
+                    .push_bind_unseparated(*name)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(*value)
+                    .push_unseparated(", true)");
+            }
+            sql.build()
+                .execute(&mut *transaction)
+                .await
+                .map_err(failed("set the transaction's settings"))?;
+        }
+        Ok(Session::Transaction(transaction))
     }
 
     /// The connection to run statements on.
     pub(crate) fn connection(&mut self) -> &mut PgConnection {
         match self {
             Session::Shared(connection) => connection,
-            Session::Tenant(transaction) => transaction,
+            Session::Transaction(transaction) => transaction,
         }
     }
 
@@ -49,7 +82,7 @@ impl Session {
     pub(crate) async fn finish(self) -> Result<()> {
         match self {
             Session::Shared(_) => Ok(()),
-            Session::Tenant(transaction) => transaction
+            Session::Transaction(transaction) => transaction
                 .commit()
                 .await
                 .map_err(failed("commit tenant transaction")),

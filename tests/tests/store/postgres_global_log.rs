@@ -569,3 +569,89 @@ async fn a_filtered_read_never_reads_past_an_event_that_commits_late() {
         "then read to the head, past the early event"
     );
 }
+
+/// How many index entries each of the events table's indexes has read so
+/// far (`pg_stat_user_indexes`, which a backend publishes once idle).
+async fn index_entries_read(store: &PostgresEventStore) -> HashMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT indexrelname::text, idx_tup_read FROM pg_stat_user_indexes \
+         WHERE schemaname = current_schema() AND relname = 'annals_events'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("index statistics")
+    .into_iter()
+    .collect()
+}
+
+/// A page of a common type from the middle of the log reads the type's
+/// index from the keyset: about a page of entries, in log order, whatever
+/// PostgreSQL knows of the table. Here it knows nothing (no `ANALYZE` has
+/// run, as after a bulk load); the planner then took the type-and-time
+/// index and sorted every event of the type, page after page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_page_walks_the_type_index_from_its_keyset_without_statistics() {
+    use annals::store::LogFilter;
+    let store = fresh_postgres_store().await;
+    sqlx::query("ALTER TABLE annals_events SET (autovacuum_enabled = false)")
+        .execute(store.pool())
+        .await
+        .expect("autovacuum off");
+    for append in 0..2 {
+        let batch = (0..100)
+            .map(|order| {
+                let events = (0..100)
+                    .map(|line| {
+                        NewEvent::json("test.common", &json!({ "line": line })).expect("event")
+                    })
+                    .collect();
+                StreamAppend::new(
+                    stream(&format!("order-{append}-{order}")),
+                    ExpectedVersion::NoStream,
+                    events,
+                )
+            })
+            .collect();
+        store.append_batch(batch).await.expect("append");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let middle = loop {
+        let page = store
+            .read_log(LogPosition::START, 10_000, &LogFilter::all())
+            .await
+            .expect("read_log");
+        if page.events.len() == 10_000 || Instant::now() > deadline {
+            break page.events.last().expect("events were appended").position;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let before = index_entries_read(&store).await;
+    let page = store
+        .read_log(middle, 100, &LogFilter::event_types(["test.common"]))
+        .await
+        .expect("read_log");
+    assert_eq!(page.events.len(), 100);
+    let type_index = "annals_events_by_type_log_order";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let after = index_entries_read(&store).await;
+        if after[type_index] > before[type_index] || Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let read: BTreeMap<&str, i64> = after
+        .iter()
+        .map(|(index, entries)| (index.as_str(), entries - before[index]))
+        .filter(|(_, entries)| *entries > 0)
+        .collect();
+    assert!(
+        read.get(type_index).is_some_and(|entries| *entries <= 200),
+        "a page of 100 must read about 100 entries of {type_index}: {read:?}"
+    );
+    assert!(
+        read.keys()
+            .all(|index| *index == type_index || *index == "annals_events_log_order"),
+        "no other index may serve the page: {read:?}"
+    );
+}

@@ -347,7 +347,9 @@ impl EventStore for PostgresEventStore {
         filter: &LogFilter,
     ) -> Result<LogPage> {
         let mut sql = read::log_page(&self.tables, after, max_count, filter);
-        self.fetch_log_page(sql.build(), after, max_count).await
+        let settings = read::log_page_settings(filter);
+        self.fetch_log_page(sql.build(), after, max_count, settings)
+            .await
     }
 
     #[tracing::instrument(name = "annals.store.query", skip_all, fields(backend = BACKEND))]

@@ -14,6 +14,7 @@ use crate::store::row::{limit, position_from_columns, to_i64};
 use crate::store::stream::StreamId;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::check_one_holder;
+use crate::store::tenant_session::Session;
 use crate::store::{EventCriteria, EventQuery, LogFilter, LogPage};
 
 use super::{PostgresEventStore, failed};
@@ -46,9 +47,14 @@ impl PostgresEventStore {
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
         after: LogPosition,
         max_count: usize,
+        settings: &[(&str, &str)],
     ) -> Result<LogPage> {
         const OPERATION: &str = "read log";
-        let mut session = self.session().await?;
+        let mut session = if settings.is_empty() {
+            self.session().await?
+        } else {
+            Session::open_with_settings(&self.pool, self.tenant.as_deref(), settings).await?
+        };
         let mut rows = query.fetch(session.connection());
         let mut events = Vec::new();
         let mut head = after;
@@ -260,6 +266,31 @@ pub(super) fn push_criteria(
 /// each page). Known weakness: when most of the log is of the wanted
 /// types, PostgreSQL 15 may still choose the (type, position) index and
 /// sort (BENCHMARKS.md, W3), which makes a catch-up of a common type slow.
+/// The planner settings a [`log_page`] query runs with: none for the whole
+/// log; for a type filter, no sorts and no bitmap scans, so that the type's
+/// branches can only run as a walk of the type index in log order from the
+/// keyset (`events_by_type_log_order`), and no JIT (a disabled sort's cost
+/// would otherwise buy a compilation that takes longer than the page).
+///
+/// Without them the plan hangs on estimates PostgreSQL cannot make: it
+/// judges a row comparison by its first column alone, and a log that has
+/// grown since the last `ANALYZE` has no statistics for its newest
+/// transactions, so it took a type index ordered by position or time and
+/// sorted everything of the type after the keyset, for every page (a
+/// catch-up of a common type read a page in 250 ms instead of 10).
+pub(super) fn log_page_settings(filter: &LogFilter) -> &'static [(&'static str, &'static str)] {
+    const TYPE_INDEX_WALK: &[(&str, &str)] = &[
+        ("enable_sort", "off"),
+        ("enable_incremental_sort", "off"),
+        ("enable_bitmapscan", "off"),
+        ("jit", "off"),
+    ];
+    match filter.types() {
+        Some(types) if !types.is_empty() => TYPE_INDEX_WALK,
+        _ => &[],
+    }
+}
+
 pub(super) fn log_page(
     tables: &TableNames,
     after: LogPosition,
@@ -280,7 +311,8 @@ pub(super) fn log_page(
     // lead with the type, so on the type index they bound the scan at both
     // ends (its start at the keyset, not at the type's first entry; an
     // `event_type = $1` equality beside the keyset made the equality the
-    // start), and the log-order index cannot serve them.
+    // start), and the log-order index cannot serve them; with the settings
+    // of `log_page_settings` no other plan is left.
     let scan = |sql: &mut QueryBuilder<Postgres>, event_type: Option<&str>| {
         sql.push(tables.rename(" FROM annals_events WHERE "));
         match event_type {
