@@ -37,34 +37,27 @@ impl Session {
         }
     }
 
-    /// A connection for one statement that needs planner `settings` (name,
-    /// value) to be planned well, in a transaction that sets them (and the
-    /// tenant, if scoped) for itself alone, in one round trip: nothing
-    /// carries over to the pooled connection.
+    /// A connection for statements that need `settings` (planner
+    /// settings, fixed names and values) to run well: a transaction that
+    /// sets them for itself alone (`SET LOCAL`, sent with its `BEGIN` in
+    /// one round trip), and the tenant if scoped. Nothing carries over to
+    /// the pooled connection.
     pub(crate) async fn open_with_settings(
         pool: &PgPool,
         tenant: Option<&str>,
-        settings: &[(&str, &str)],
+        settings: &[(&'static str, &'static str)],
     ) -> Result<Session> {
-        let mut transaction = pool.begin().await.map_err(failed("begin transaction"))?;
-        let tenant = tenant.map(|tenant| ("annals.tenant", tenant));
-        let settings: Vec<(&str, &str)> =
-            tenant.into_iter().chain(settings.iter().copied()).collect();
-        if !settings.is_empty() {
-            let mut sql = sqlx::QueryBuilder::<Postgres>::new("SELECT ");
-            let mut calls = sql.separated(", ");
-            for (name, value) in &settings {
-                calls
-                    .push("set_config(")
-                    .push_bind_unseparated(*name)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(*value)
-                    .push_unseparated(", true)");
-            }
-            sql.build()
-                .execute(&mut *transaction)
-                .await
-                .map_err(failed("set the transaction's settings"))?;
+        let begin = settings
+            .iter()
+            .fold(String::from("BEGIN"), |sql, (name, value)| {
+                format!("{sql}; SET LOCAL {name} = {value}")
+            });
+        let mut transaction = pool
+            .begin_with(sqlx::AssertSqlSafe(begin))
+            .await
+            .map_err(failed("begin transaction"))?;
+        if let Some(tenant) = tenant {
+            set_tenant(&mut transaction, tenant).await?;
         }
         Ok(Session::Transaction(transaction))
     }
@@ -97,11 +90,17 @@ pub(crate) async fn begin(
 ) -> Result<Transaction<'static, Postgres>> {
     let mut transaction = pool.begin().await.map_err(failed("begin transaction"))?;
     if let Some(tenant) = tenant {
-        sqlx::query("SELECT set_config('annals.tenant', $1, true)")
-            .bind(tenant)
-            .execute(&mut *transaction)
-            .await
-            .map_err(failed("set the transaction's tenant"))?;
+        set_tenant(&mut transaction, tenant).await?;
     }
     Ok(transaction)
+}
+
+/// Sets `annals.tenant` for the rest of `transaction`.
+async fn set_tenant(transaction: &mut Transaction<'static, Postgres>, tenant: &str) -> Result<()> {
+    sqlx::query("SELECT set_config('annals.tenant', $1, true)")
+        .bind(tenant)
+        .execute(&mut **transaction)
+        .await
+        .map_err(failed("set the transaction's tenant"))?;
+    Ok(())
 }

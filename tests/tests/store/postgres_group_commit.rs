@@ -422,3 +422,46 @@ async fn racing_conditional_appends_over_four_flights_exactly_one_wins() {
         assert_eq!(wins, 1, "round {round}");
     }
 }
+
+/// Appends (alone and in a flight) and type-filtered reads run with planner
+/// settings of their own (a generic plan; no sorts), set for their
+/// transaction only: the pooled connection they ran on keeps the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_settings_of_appends_and_filtered_reads_stay_in_their_transaction() {
+    use annals::store::LogFilter;
+    let store = PostgresEventStore::builder(postgres_url())
+        .schema(format!("t_{}", uuid::Uuid::now_v7().simple()))
+        .max_connections(1)
+        .connect()
+        .await
+        .expect("connect");
+    let appends = (0..4).map(|n| {
+        spawn_append(
+            &store,
+            single(&format!("settings-{n}"), ExpectedVersion::NoStream, n),
+        )
+    });
+    for append in appends.collect::<Vec<_>>() {
+        append.await.expect("join").expect("append");
+    }
+    let page = store
+        .read_log(LogPosition::START, 10, &LogFilter::event_types(["noted"]))
+        .await
+        .expect("read_log");
+    assert!(!page.events.is_empty(), "the appends are read back");
+    let settings: (String, String, String) = sqlx::query_as(
+        "SELECT current_setting('plan_cache_mode'), current_setting('enable_sort'), current_setting('jit')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("settings");
+    let server: (String, String, String) = sqlx::query_as(
+        "SELECT reset_val, (SELECT reset_val FROM pg_settings WHERE name = 'enable_sort'), \
+                (SELECT reset_val FROM pg_settings WHERE name = 'jit') \
+         FROM pg_settings WHERE name = 'plan_cache_mode'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("server settings");
+    assert_eq!(settings, server);
+}

@@ -47,7 +47,7 @@ impl PostgresEventStore {
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
         after: LogPosition,
         max_count: usize,
-        settings: &[(&str, &str)],
+        settings: &[(&'static str, &'static str)],
     ) -> Result<LogPage> {
         const OPERATION: &str = "read log";
         let mut session = if settings.is_empty() {
@@ -352,6 +352,11 @@ pub(super) fn log_page(
         Some([]) => {
             sql.push(columns)
                 .push(tables.rename(" FROM annals_events WHERE false"));
+        }
+        // One type's branch is in log order already.
+        Some([event_type]) => {
+            sql.push(columns);
+            scan(&mut sql, Some(event_type));
         }
         Some(types) => {
             sql.push(NAMES).push(" FROM (");
