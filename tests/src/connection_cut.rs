@@ -134,8 +134,10 @@ async fn relay(
     // length that counts itself).
     let mut pending: Vec<u8> = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
-    // The insert's statement completed ('C'): the next ReadyForQuery comes
-    // after its commit (the one after preparing it does not).
+    // The insert's statement completed ('C'): the next ReadyForQuery that
+    // says the connection is idle, out of any transaction ('I'), comes
+    // after its commit (the one after preparing it does not, nor one inside
+    // the transaction an append may run in).
     let mut completed = false;
     'relay: while let Ok(read) = server_read.read(&mut buffer).await {
         if read == 0 {
@@ -158,7 +160,8 @@ async fn relay(
             if kind == b'C' && insert_sent.load(Ordering::SeqCst) {
                 completed = true;
             }
-            if kind == b'Z' && completed && armed.swap(false, Ordering::SeqCst) {
+            let idle = pending.get(forward + 5) == Some(&b'I');
+            if kind == b'Z' && completed && idle && armed.swap(false, Ordering::SeqCst) {
                 // Committed: everything before this message reaches the
                 // client, this one and the rest never do.
                 let _ = client_write.write_all(&pending[..forward]).await;
