@@ -70,7 +70,7 @@ impl Session {
         }
     }
 
-    /// Ends the operation: commits a tenant's transaction. (Dropping a
+    /// Ends the operation: commits its transaction, if it has one. (Dropping a
     /// session instead rolls it back.)
     pub(crate) async fn finish(self) -> Result<()> {
         match self {
@@ -78,7 +78,7 @@ impl Session {
             Session::Transaction(transaction) => transaction
                 .commit()
                 .await
-                .map_err(failed("commit tenant transaction")),
+                .map_err(failed("commit transaction")),
         }
     }
 }

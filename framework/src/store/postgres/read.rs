@@ -252,20 +252,6 @@ pub(super) fn push_criteria(
     sql.push(")");
 }
 
-/// The statement of `read_log`: the wanted events after `after` below the
-/// horizon, then one row for the head of the log below the same horizon
-/// (one statement, so one snapshot), told apart by its NULL `event_id`.
-/// (Its `commit_id` is named so that `ORDER BY transaction_id` orders by
-/// the column, on the index, not by the cast output column that would
-/// otherwise take the name.)
-///
-/// Each wanted type is read on its own, in log order, meant for the
-/// (type, transaction, position) index, and the branches' pages are merged
-/// (one `event_type = ANY(..)` scan cannot keep the log order on
-/// PostgreSQL 15, so it would sort every remaining event of the types for
-/// each page). Known weakness: when most of the log is of the wanted
-/// types, PostgreSQL 15 may still choose the (type, position) index and
-/// sort (BENCHMARKS.md, W3), which makes a catch-up of a common type slow.
 /// The planner settings a [`log_page`] query runs with: none for the whole
 /// log; for a type filter, no sorts and no bitmap scans, so that the type's
 /// branches can only run as a walk of the type index in log order from the
@@ -291,6 +277,19 @@ pub(super) fn log_page_settings(filter: &LogFilter) -> &'static [(&'static str, 
     }
 }
 
+/// The statement of `read_log`: the wanted events after `after` below the
+/// horizon, then one row for the head of the log below the same horizon
+/// (one statement, so one snapshot), told apart by its NULL `event_id`.
+/// (Its `commit_id` is named so that `ORDER BY transaction_id` orders by
+/// the column, on the index, not by the cast output column that would
+/// otherwise take the name.)
+///
+/// Each wanted type is read on its own, in log order, on the (type,
+/// transaction, position) index, and the branches' pages are merged when
+/// there are several (one `event_type = ANY(..)` scan cannot keep the log
+/// order on PostgreSQL 15, so it would sort every remaining event of the
+/// types for each page). It runs with [`log_page_settings`], which leave
+/// the planner no other way to read a type.
 pub(super) fn log_page(
     tables: &TableNames,
     after: LogPosition,
