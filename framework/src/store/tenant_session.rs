@@ -26,40 +26,34 @@ pub(crate) enum Session {
     Transaction(Transaction<'static, Postgres>),
 }
 
+/// Settings (fixed names and values) a transaction sets for itself alone
+/// with `SET LOCAL`, such as the planner settings a statement needs to be
+/// planned well.
+pub(crate) type LocalSettings = &'static [(&'static str, &'static str)];
+
 impl Session {
     /// A connection for one operation of a handle scoped to `tenant`, if any.
     pub(crate) async fn open(pool: &PgPool, tenant: Option<&str>) -> Result<Session> {
-        match tenant {
-            None => Ok(Session::Shared(
-                pool.acquire().await.map_err(failed("acquire connection"))?,
-            )),
-            Some(tenant) => Ok(Session::Transaction(begin(pool, Some(tenant)).await?)),
-        }
+        Session::open_with_settings(pool, tenant, &[]).await
     }
 
-    /// A connection for statements that need `settings` (planner
-    /// settings, fixed names and values) to run well: a transaction that
-    /// sets them for itself alone (`SET LOCAL`, sent with its `BEGIN` in
-    /// one round trip), and the tenant if scoped. Nothing carries over to
-    /// the pooled connection.
+    /// A connection for one operation that needs `settings`: a transaction
+    /// that sets them for itself alone, and the tenant if scoped; a pooled
+    /// connection in autocommit mode when there is nothing to set. Nothing
+    /// carries over to the pooled connection.
     pub(crate) async fn open_with_settings(
         pool: &PgPool,
         tenant: Option<&str>,
-        settings: &[(&'static str, &'static str)],
+        settings: LocalSettings,
     ) -> Result<Session> {
-        let begin = settings
-            .iter()
-            .fold(String::from("BEGIN"), |sql, (name, value)| {
-                format!("{sql}; SET LOCAL {name} = {value}")
-            });
-        let mut transaction = pool
-            .begin_with(sqlx::AssertSqlSafe(begin))
-            .await
-            .map_err(failed("begin transaction"))?;
-        if let Some(tenant) = tenant {
-            set_tenant(&mut transaction, tenant).await?;
+        if tenant.is_none() && settings.is_empty() {
+            return Ok(Session::Shared(
+                pool.acquire().await.map_err(failed("acquire connection"))?,
+            ));
         }
-        Ok(Session::Transaction(transaction))
+        Ok(Session::Transaction(
+            begin_with_settings(pool, tenant, settings).await?,
+        ))
     }
 
     /// The connection to run statements on.
@@ -88,19 +82,31 @@ pub(crate) async fn begin(
     pool: &PgPool,
     tenant: Option<&str>,
 ) -> Result<Transaction<'static, Postgres>> {
-    let mut transaction = pool.begin().await.map_err(failed("begin transaction"))?;
-    if let Some(tenant) = tenant {
-        set_tenant(&mut transaction, tenant).await?;
-    }
-    Ok(transaction)
+    begin_with_settings(pool, tenant, &[]).await
 }
 
-/// Sets `annals.tenant` for the rest of `transaction`.
-async fn set_tenant(transaction: &mut Transaction<'static, Postgres>, tenant: &str) -> Result<()> {
-    sqlx::query("SELECT set_config('annals.tenant', $1, true)")
-        .bind(tenant)
-        .execute(&mut **transaction)
+/// A transaction with `settings` set for it (`SET LOCAL`, sent with its
+/// `BEGIN` in one round trip), and `annals.tenant` when scoped to a tenant.
+async fn begin_with_settings(
+    pool: &PgPool,
+    tenant: Option<&str>,
+    settings: LocalSettings,
+) -> Result<Transaction<'static, Postgres>> {
+    let begin = settings
+        .iter()
+        .fold(String::from("BEGIN"), |sql, (name, value)| {
+            format!("{sql}; SET LOCAL {name} = {value}")
+        });
+    let mut transaction = pool
+        .begin_with(sqlx::AssertSqlSafe(begin))
         .await
-        .map_err(failed("set the transaction's tenant"))?;
-    Ok(())
+        .map_err(failed("begin transaction"))?;
+    if let Some(tenant) = tenant {
+        sqlx::query("SELECT set_config('annals.tenant', $1, true)")
+            .bind(tenant)
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("set the transaction's tenant"))?;
+    }
+    Ok(transaction)
 }

@@ -19,7 +19,7 @@ use crate::store::row::{position_from_columns, tags_json, to_i64};
 use crate::store::stream::ExpectedVersion;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::stream_tenant;
-use crate::store::tenant_session::Session;
+use crate::store::tenant_session::{LocalSettings, Session};
 use crate::store::{AppendResult, StreamAppend};
 
 use super::{BACKEND, PostgresEventStore, failed};
@@ -34,7 +34,7 @@ pub(super) const APPEND_ATTEMPTS: usize = 16;
 /// never looks cheaper than one made for the arrays at hand), and making
 /// it took about 0.9 ms of the statement's 2 ms on this project's machine,
 /// more than the whole raw single-row insert.
-pub(super) const APPEND_SETTINGS: &[(&str, &str)] = &[("plan_cache_mode", "force_generic_plan")];
+pub(super) const APPEND_SETTINGS: LocalSettings = &[("plan_cache_mode", "force_generic_plan")];
 
 /// The whole append in one statement; see the module docs. Each stream
 /// belongs to a group (`$15`): a group commit writes several callers' appends

@@ -14,7 +14,7 @@ use crate::store::row::{limit, position_from_columns, to_i64};
 use crate::store::stream::StreamId;
 use crate::store::table_names::TableNames;
 use crate::store::tenancy::check_one_holder;
-use crate::store::tenant_session::Session;
+use crate::store::tenant_session::{LocalSettings, Session};
 use crate::store::{EventCriteria, EventQuery, LogFilter, LogPage};
 
 use super::{PostgresEventStore, failed};
@@ -47,14 +47,11 @@ impl PostgresEventStore {
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
         after: LogPosition,
         max_count: usize,
-        settings: &[(&'static str, &'static str)],
+        settings: LocalSettings,
     ) -> Result<LogPage> {
         const OPERATION: &str = "read log";
-        let mut session = if settings.is_empty() {
-            self.session().await?
-        } else {
-            Session::open_with_settings(&self.pool, self.tenant.as_deref(), settings).await?
-        };
+        let mut session =
+            Session::open_with_settings(&self.pool, self.tenant.as_deref(), settings).await?;
         let mut rows = query.fetch(session.connection());
         let mut events = Vec::new();
         let mut head = after;
@@ -264,8 +261,8 @@ pub(super) fn push_criteria(
 /// transactions, so it took a type index ordered by position or time and
 /// sorted everything of the type after the keyset, for every page (a
 /// catch-up of a common type read a page in 250 ms instead of 10).
-pub(super) fn log_page_settings(filter: &LogFilter) -> &'static [(&'static str, &'static str)] {
-    const TYPE_INDEX_WALK: &[(&str, &str)] = &[
+pub(super) fn log_page_settings(filter: &LogFilter) -> LocalSettings {
+    const TYPE_INDEX_WALK: LocalSettings = &[
         ("enable_sort", "off"),
         ("enable_incremental_sort", "off"),
         ("enable_bitmapscan", "off"),
