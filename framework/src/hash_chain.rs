@@ -101,6 +101,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+/// How many events a verification checks between progress reports.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const VERIFY_PROGRESS_EVERY: u64 = 1000;
+
 /// The link of one event in its stream's chain: SHA-256, or HMAC-SHA-256
 /// when the store signs with a [`ChainKey`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

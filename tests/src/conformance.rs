@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             read_matching_returns_the_tenants_matching_events_in_order,
             racing_decisions_register_an_address_once,
             read_log_filters_types_in_the_store_and_reads_past_the_rest,
+            streams_are_listed_in_id_order_by_prefix_and_page,
         );
     };
     (@cases $backend:ident: $($case:ident),* $(,)?) => {
@@ -1354,6 +1355,23 @@ pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
         t.store.load_checkpoint("projector").await.expect("load"),
         Some(LogPosition::new(9, 50))
     );
+    // An operator's listing: every reader of this handle, by name.
+    let listed: Vec<(String, LogPosition)> = t
+        .store
+        .checkpoints()
+        .list()
+        .await
+        .expect("list checkpoints")
+        .into_iter()
+        .map(|checkpoint| (checkpoint.name, checkpoint.position))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("mailer".to_owned(), LogPosition::new(1, 1)),
+            ("projector".to_owned(), LogPosition::new(9, 50)),
+        ]
+    );
 
     let letter = |n: u64| DeadLetter {
         id: Uuid::now_v7(),
@@ -1385,6 +1403,10 @@ pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
         t.store.dead_letters().list(1).await.expect("list"),
         std::slice::from_ref(&first)
     );
+    assert_eq!(
+        t.store.dead_letters().get(second.id).await.expect("get"),
+        Some(second.clone())
+    );
     assert!(
         t.store
             .dead_letters()
@@ -1400,8 +1422,113 @@ pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
             .expect("delete again")
     );
     assert_eq!(
+        t.store.dead_letters().get(first.id).await.expect("get"),
+        None,
+        "a deleted dead letter is gone"
+    );
+    assert_eq!(
         t.store.dead_letters().list(10).await.expect("list"),
         [second]
+    );
+}
+
+/// Streams are listed by id (then tenant), with their versions and times,
+/// narrowed by a literal, case-sensitive prefix and paged by the last one
+/// listed; a tenant handle lists its tenant's streams only.
+pub async fn streams_are_listed_in_id_order_by_prefix_and_page(t: &TestStore) {
+    use annals::store::StreamQuery;
+
+    for (id, count) in [
+        ("list-b", 1),
+        ("list-a", 3),
+        ("list-c", 2),
+        ("other-1", 1),
+        ("LIST-d", 1),
+    ] {
+        append(
+            t,
+            &stream(id),
+            ExpectedVersion::NoStream,
+            (0..count).map(numbered).collect(),
+        )
+        .await;
+    }
+    let unscoped = t.store.tenant().is_none();
+    if unscoped {
+        // Another tenant's stream under an id the unscoped store also holds.
+        let mut theirs = numbered(9);
+        theirs.metadata.tenant_id = Some("t-one".to_owned());
+        append(
+            t,
+            &stream("list-b"),
+            ExpectedVersion::NoStream,
+            vec![theirs],
+        )
+        .await;
+    }
+    let ids = |streams: &[annals::store::StreamInfo]| -> Vec<(String, Option<String>)> {
+        streams
+            .iter()
+            .map(|s| (s.stream_id.as_str().to_owned(), s.tenant_id.clone()))
+            .collect()
+    };
+    let own = t.store.tenant().map(str::to_owned);
+    let mut expected = vec![
+        ("list-a".to_owned(), own.clone()),
+        ("list-b".to_owned(), own.clone()),
+    ];
+    if unscoped {
+        expected.push(("list-b".to_owned(), Some("t-one".to_owned())));
+    }
+    expected.push(("list-c".to_owned(), own.clone()));
+
+    let listed = t
+        .store
+        .list_streams(&StreamQuery::new().prefix("list-"))
+        .await
+        .expect("list streams");
+    assert_eq!(
+        ids(&listed),
+        expected,
+        "by id then tenant; `LIST-d` does not match `list-`"
+    );
+    let a = &listed[0];
+    assert_eq!(a.version, 3);
+    assert!(a.created_at <= a.updated_at);
+
+    // Every stream this handle sees, and nothing of another tenant's.
+    let everything = t
+        .store
+        .list_streams(&StreamQuery::new())
+        .await
+        .expect("list every stream");
+    assert_eq!(everything.len(), expected.len() + 2, "{everything:?}");
+    assert!(
+        everything.iter().all(|s| unscoped || s.tenant_id == own),
+        "a tenant handle lists only its own streams: {everything:?}"
+    );
+
+    // Pages continue after the last stream listed, tenant included.
+    let first = t
+        .store
+        .list_streams(&StreamQuery::new().prefix("list-").limit(2))
+        .await
+        .expect("first page");
+    assert_eq!(ids(&first), expected[..2]);
+    let rest = t
+        .store
+        .list_streams(&StreamQuery::new().prefix("list-").after(&first[1]))
+        .await
+        .expect("next page");
+    assert_eq!(ids(&rest), expected[2..]);
+
+    // The prefix is literal: `_` is no wildcard.
+    assert!(
+        t.store
+            .list_streams(&StreamQuery::new().prefix("list_"))
+            .await
+            .expect("list")
+            .is_empty()
     );
 }
 

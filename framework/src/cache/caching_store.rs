@@ -220,6 +220,13 @@ impl EventStore for CachingEventStore {
         Ok(results)
     }
 
+    async fn list_streams(
+        &self,
+        query: &crate::store::StreamQuery,
+    ) -> Result<Vec<crate::store::StreamInfo>> {
+        self.inner.list_streams(query).await
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.inner.stream_version(stream).await
     }

@@ -62,6 +62,17 @@ impl CheckpointStore for MemoryCheckpoints {
         Ok(self.rows()?.get(&self.key(name)).cloned())
     }
 
+    async fn list(&self) -> Result<Vec<Checkpoint>> {
+        let mut rows: Vec<Checkpoint> = self
+            .rows()?
+            .iter()
+            .filter(|((tenant, _), _)| *tenant == self.tenant)
+            .map(|(_, row)| row.clone())
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
+    }
+
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
         position.check_storable_checkpoint(name)?;
         let mut rows = self.rows()?;

@@ -121,6 +121,10 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// The reader's checkpoint and lease, if it has a row.
     async fn load(&self, name: &str) -> Result<Option<Checkpoint>>;
 
+    /// Every reader's checkpoint and lease in this store (and tenant),
+    /// ordered by name: what an operator's status page lists.
+    async fn list(&self) -> Result<Vec<Checkpoint>>;
+
     /// Sets the reader's checkpoint whoever holds its lease: an operator's
     /// reset or rewind. A running owner notices at its next commit, which
     /// fails with [`Error::CheckpointMoved`], and resumes from here.

@@ -32,6 +32,11 @@ const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed
      FROM annals_checkpoints \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') AND name = $1";
 
+/// Every row of the transaction's tenant.
+const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
+     FROM annals_checkpoints \
+     WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') ORDER BY name";
+
 /// Sets `$1`'s position to `($2, $3)` whoever holds its lease.
 const SAVE: &str = "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at) \
      VALUES ($1, $2, $3, now()) \
@@ -191,6 +196,21 @@ impl CheckpointStore for PostgresCheckpoints {
             .await
             .map_err(failed("end checkpoint read"))?;
         Ok(row)
+    }
+
+    async fn list(&self) -> Result<Vec<Checkpoint>> {
+        let mut transaction =
+            crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
+        let rows: Vec<Row> = sqlx::query_as(self.tables.sql(LIST))
+            .persistent(false)
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(failed("list checkpoints"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(failed("end checkpoint read"))?;
+        Ok(rows.into_iter().map(checkpoint_of).collect())
     }
 
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {

@@ -21,6 +21,10 @@ use crate::store::table_names::TableNames;
 const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
      FROM annals_checkpoints WHERE name = ?1 AND tenant_id = ?2";
 
+/// `?1` tenant.
+const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
+     FROM annals_checkpoints WHERE tenant_id = ?1 ORDER BY name";
+
 /// `?1` name, `?2` commit, `?3` sequence, `?4` now, `?5` tenant.
 const SAVE: &str = "INSERT INTO annals_checkpoints (name, commit_id, sequence, updated_at, tenant_id) \
      VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -86,16 +90,19 @@ pub(crate) async fn load_in(
         .fetch_optional(&mut *connection)
         .await
         .map_err(failed("load checkpoint"))?;
-    Ok(row.map(
-        |(name, commit, sequence, owner, generation, renewed_at, lease_expires_at)| Checkpoint {
-            name,
-            position: position_from_columns(commit, sequence),
-            owner,
-            generation: u64::try_from(generation).unwrap_or(0),
-            renewed_at: time(renewed_at),
-            lease_expires_at: time(lease_expires_at),
-        },
-    ))
+    Ok(row.map(checkpoint_of))
+}
+
+fn checkpoint_of(row: Row) -> Checkpoint {
+    let (name, commit, sequence, owner, generation, renewed_at, lease_expires_at) = row;
+    Checkpoint {
+        name,
+        position: position_from_columns(commit, sequence),
+        owner,
+        generation: u64::try_from(generation).unwrap_or(0),
+        renewed_at: time(renewed_at),
+        lease_expires_at: time(lease_expires_at),
+    }
 }
 
 /// Moves the checkpoint under `lease`, inside the caller's transaction (a
@@ -162,6 +169,15 @@ impl CheckpointStore for SqliteCheckpoints {
             .await
             .map_err(failed("acquire connection"))?;
         load_in(&mut connection, &self.tables, &self.tenant, name).await
+    }
+
+    async fn list(&self) -> Result<Vec<Checkpoint>> {
+        let rows: Vec<Row> = sqlx::query_as(self.tables.sql(LIST))
+            .bind(&self.tenant)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("list checkpoints"))?;
+        Ok(rows.into_iter().map(checkpoint_of).collect())
     }
 
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {

@@ -853,6 +853,13 @@ impl EventStore for PiiEventStore {
         self.inner.append_batch(batch).await
     }
 
+    async fn list_streams(
+        &self,
+        query: &crate::store::StreamQuery,
+    ) -> Result<Vec<crate::store::StreamInfo>> {
+        self.inner.list_streams(query).await
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.inner.stream_version(stream).await
     }

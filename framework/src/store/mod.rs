@@ -30,6 +30,7 @@ pub(crate) mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub mod stream;
+mod stream_listing;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod table_names;
 pub(crate) mod tenancy;
@@ -51,6 +52,8 @@ pub use log_filter::{LogFilter, LogPage};
 pub(crate) use log_watch::AppendSignal;
 pub use log_watch::LogWatch;
 pub use memory::InMemoryEventStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use migrations::{AppliedMigration, PendingMigration, SchemaStatus};
 pub use position::LogPosition;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -61,6 +64,7 @@ pub use read_all::EventStoreExt;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteEventStore, SqliteStoreBuilder};
 pub use stream::{ExpectedVersion, StreamId};
+pub use stream_listing::{DEFAULT_STREAM_PAGE, StreamInfo, StreamQuery};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use table_names::DEFAULT_TABLE_PREFIX;
 
@@ -148,6 +152,12 @@ pub trait EventStore: Send + Sync {
     /// The stream's current version: the version of its last event, 0 if it
     /// has none.
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
+
+    /// Up to `query.limit` of the streams this handle sees (a tenant
+    /// handle its tenant's, the unscoped store every tenant's), ordered by
+    /// stream id, then tenant, with their versions and the times of their
+    /// first and last events. Page on with [`StreamQuery::after`].
+    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamInfo>>;
 
     /// Up to `max_count` events of a stream with version `>= from_version`,
     /// oldest first.

@@ -56,6 +56,7 @@ pub struct DeadLetter {
 /// };
 /// store.dead_letters().save(letter.clone()).await?;
 /// assert_eq!(store.dead_letters().list(10).await?, vec![letter.clone()]);
+/// assert_eq!(store.dead_letters().get(letter.id).await?, Some(letter.clone()));
 /// assert!(store.dead_letters().delete(letter.id).await?);
 /// assert!(!store.dead_letters().delete(letter.id).await?, "already gone");
 /// # Ok(())
@@ -68,6 +69,9 @@ pub trait DeadLetterStore: Send + Sync {
 
     /// Up to `limit` dead letters, oldest first.
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// The dead letter with this id, if there is one.
+    async fn get(&self, id: Uuid) -> Result<Option<DeadLetter>>;
 
     /// Deletes a dead letter; `false` if there was none with that id.
     async fn delete(&self, id: Uuid) -> Result<bool>;

@@ -90,6 +90,13 @@ impl EventStore for RecordingStore {
     async fn append_batch(&self, batch: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         self.inner.append_batch(batch).await
     }
+    async fn list_streams(
+        &self,
+        query: &crate::store::StreamQuery,
+    ) -> Result<Vec<crate::store::StreamInfo>> {
+        self.inner.list_streams(query).await
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         self.stream_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.stream_version(stream).await

@@ -30,6 +30,17 @@ impl DeadLetterStore for MemoryDeadLetters {
             .collect())
     }
 
+    async fn get(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        Ok(self
+            .0
+            .read()?
+            .dead_letters
+            .iter()
+            .filter(|(tenant, _)| self.0.scope().is_none_or(|scope| scope == tenant))
+            .find(|(_, letter)| letter.id == id)
+            .map(|(_, letter)| letter.clone()))
+    }
+
     async fn delete(&self, id: Uuid) -> Result<bool> {
         let mut log = self.0.write()?;
         let before = log.dead_letters.len();

@@ -12,6 +12,7 @@ use super::append::{next_version, validate_batch};
 use super::condition::criteria_tenant;
 use super::{
     AppendCondition, AppendResult, EventCriteria, EventQuery, EventStore, QueryPage, StreamAppend,
+    StreamInfo, StreamQuery,
 };
 use crate::aggregate::snapshot::{Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
@@ -424,6 +425,35 @@ impl EventStore for InMemoryEventStore {
 
     fn tenant(&self) -> Option<&str> {
         self.scope()
+    }
+
+    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamInfo>> {
+        let log = self.read()?;
+        let mut keys: Vec<&StreamKey> = log
+            .streams
+            .keys()
+            .filter(|(tenant, stream)| {
+                self.scope().is_none_or(|scope| scope == tenant)
+                    && query.wants(stream.as_str(), tenant)
+            })
+            .collect();
+        keys.sort_by(|a, b| (a.1.as_str(), &a.0).cmp(&(b.1.as_str(), &b.0)));
+        Ok(keys
+            .into_iter()
+            .take(query.limit)
+            .filter_map(|key| {
+                let mut events = log.stream_events(key);
+                let first = events.next()?;
+                let last = events.next_back().unwrap_or(first);
+                Some(StreamInfo {
+                    stream_id: key.1.clone(),
+                    tenant_id: Some(key.0.clone()).filter(|tenant| !tenant.is_empty()),
+                    version: last.version,
+                    created_at: first.recorded_at,
+                    updated_at: last.recorded_at,
+                })
+            })
+            .collect())
     }
 
     #[tracing::instrument(name = "annals.store.read_stream", skip_all, fields(backend = BACKEND, stream = %stream, from_version))]

@@ -105,7 +105,9 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Whether to create and upgrade Annals' tables on connect (default `true`).
+    /// Whether to create and upgrade Annals' tables (and the
+    /// [`schema`](Self::schema), if missing) on connect (default `true`).
+    /// Without, connecting creates nothing.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
         self
@@ -184,15 +186,17 @@ impl PostgresStoreBuilder {
         let schema_missing = match &self.schema {
             // An application role may lack CREATE on the database, which
             // `CREATE SCHEMA IF NOT EXISTS` checks even when the schema is
-            // there: only try when it is not.
-            Some(schema) => !sqlx::query_scalar::<_, bool>(
+            // there: only try when it is not. A store that does not
+            // migrate creates nothing (a tool looking at a mistyped schema
+            // must not leave an empty one behind).
+            Some(schema) if self.migrate => !sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
             )
             .bind(schema)
             .fetch_one(&pool)
             .await
             .map_err(failed("look up schema"))?,
-            None => false,
+            _ => false,
         };
         if let Some(schema) = self.schema.as_ref().filter(|_| schema_missing) {
             // Validated above: lowercase letters, digits and underscores only.

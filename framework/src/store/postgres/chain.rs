@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 use crate::error::{Error, Result};
 use crate::hash_chain::{
     ChainReport, ChainResigner, ChainVerifier, EventHash, LinkFormat, StoredEvent,
+    VERIFY_PROGRESS_EVERY,
 };
 use crate::store::row::{RowIdentity, to_i64};
 use crate::store::stream::StreamId;
@@ -31,12 +32,30 @@ macro_rules! chain_rows {
 }
 
 impl PostgresEventStore {
+    /// [`verify_log`](crate::store::EventStore::verify_log), calling
+    /// `progress` with the number of events checked so far every 1,000
+    /// events and once at the end: for a progress bar over a long audit
+    /// (`annals verify` draws one). See
+    /// [`SqliteEventStore::verify_log_with_progress`](crate::store::SqliteEventStore::verify_log_with_progress)
+    /// for an example.
+    pub async fn verify_log_with_progress(
+        &self,
+        progress: impl Fn(u64) + Send + Sync,
+    ) -> Result<ChainReport> {
+        self.verify(None, &progress).await
+    }
+
     /// Recomputes the links of one stream or of the whole log in the
     /// application (the keys never reach the database), streaming the rows
     /// of one statement: one consistent read.
-    pub(super) async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
+    pub(super) async fn verify(
+        &self,
+        stream: Option<&StreamId>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ChainReport> {
         let mut session = self.session().await?;
         let mut verifier = ChainVerifier::new(self.chain_keys.as_deref());
+        let mut checked = 0u64;
         {
             let mut rows = match stream {
                 Some(stream) => sqlx::query(self.tables.sql(chain_rows!("WHERE stream_id = $1")))
@@ -47,9 +66,14 @@ impl PostgresEventStore {
             while let Some(row) = rows.try_next().await.map_err(failed("verify hash chain"))? {
                 let (event, found, format) = chain_row(&row)?;
                 verifier.check(event.position, &event, found, format);
+                checked += 1;
+                if checked.is_multiple_of(VERIFY_PROGRESS_EVERY) {
+                    progress(checked);
+                }
             }
         }
         session.finish().await?;
+        progress(checked);
         Ok(verifier.finish())
     }
 }
@@ -157,7 +181,7 @@ impl PostgresEventStore {
         .await
         .map_err(failed("restore the immutability trigger"))?;
         tx.commit().await.map_err(failed("commit re-signing"))?;
-        self.verify(None).await
+        self.verify(None, &|_| {}).await
     }
 }
 

@@ -49,30 +49,23 @@ impl DeadLetterStore for PostgresDeadLetters {
         .map_err(failed("list dead letters"))?;
         session.finish().await?;
         rows.iter()
-            .map(|row| {
-                let bad = |column: &str, error: String| Error::Backend {
-                    backend: BACKEND,
-                    operation: "list dead letters",
-                    source: format!("column `{column}`: {error}").into(),
-                };
-                let version: i64 = field(row, "version", &bad)?;
-                let attempts: i32 = field(row, "attempts", &bad)?;
-                let stream: String = field(row, "stream_id", &bad)?;
-                let failed_at: DateTime<Utc> = field(row, "failed_at", &bad)?;
-                Ok(DeadLetter {
-                    id: field(row, "id", &bad)?,
-                    handler: field(row, "handler", &bad)?,
-                    event_id: field(row, "event_id", &bad)?,
-                    stream_id: StreamId::from_stored(stream),
-                    version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
-                    event_type: field(row, "event_type", &bad)?,
-                    error: field(row, "error", &bad)?,
-                    attempts: u32::try_from(attempts)
-                        .map_err(|e| bad("attempts", e.to_string()))?,
-                    failed_at,
-                })
-            })
+            .map(|row| letter_of(row, "list dead letters"))
             .collect()
+    }
+
+    async fn get(&self, id: uuid::Uuid) -> Result<Option<DeadLetter>> {
+        let mut session = self.0.session().await?;
+        let row = sqlx::query(
+            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+             FROM annals_dead_letters WHERE id = $1"),
+        )
+        .bind(id)
+        .fetch_optional(session.connection())
+        .await
+        .map_err(failed("get dead letter"))?;
+        session.finish().await?;
+        row.map(|row| letter_of(&row, "get dead letter"))
+            .transpose()
     }
 
     async fn delete(&self, id: uuid::Uuid) -> Result<bool> {
@@ -89,4 +82,28 @@ impl DeadLetterStore for PostgresDeadLetters {
         session.finish().await?;
         Ok(result.rows_affected() > 0)
     }
+}
+
+/// A dead letter from its row.
+fn letter_of(row: &sqlx::postgres::PgRow, operation: &'static str) -> Result<DeadLetter> {
+    let bad = |column: &str, error: String| Error::Backend {
+        backend: BACKEND,
+        operation,
+        source: format!("column `{column}`: {error}").into(),
+    };
+    let version: i64 = field(row, "version", &bad)?;
+    let attempts: i32 = field(row, "attempts", &bad)?;
+    let stream: String = field(row, "stream_id", &bad)?;
+    let failed_at: DateTime<Utc> = field(row, "failed_at", &bad)?;
+    Ok(DeadLetter {
+        id: field(row, "id", &bad)?,
+        handler: field(row, "handler", &bad)?,
+        event_id: field(row, "event_id", &bad)?,
+        stream_id: StreamId::from_stored(stream),
+        version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
+        event_type: field(row, "event_type", &bad)?,
+        error: field(row, "error", &bad)?,
+        attempts: u32::try_from(attempts).map_err(|e| bad("attempts", e.to_string()))?,
+        failed_at,
+    })
 }

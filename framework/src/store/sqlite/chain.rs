@@ -8,6 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use crate::error::{Error, Result};
 use crate::hash_chain::{
     ChainReport, ChainResigner, ChainVerifier, EventHash, LinkFormat, StoredEvent,
+    VERIFY_PROGRESS_EVERY,
 };
 use crate::store::row::{RowIdentity, to_i64};
 use crate::store::stream::StreamId;
@@ -130,12 +131,46 @@ impl SqliteEventStore {
             .map_err(failed("restore the update trigger"))?;
         tx.commit().await.map_err(failed("commit re-signing"))?;
         drop(writer);
-        self.verify(None).await
+        self.verify(None, &|_| {}).await
+    }
+
+    /// [`verify_log`](crate::store::EventStore::verify_log), calling
+    /// `progress` with the number of events checked so far every 1,000
+    /// events and once at the end: for a progress bar over a long audit
+    /// (`annals verify` draws one).
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    /// use annals::store::SqliteEventStore;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let dir = tempfile::tempdir().map_err(|e| annals::Error::Config(e.to_string()))?;
+    /// let store = SqliteEventStore::open(dir.path().join("events.db")).await?;
+    /// let event = NewEvent::json("doc.progress.noted", &serde_json::json!({}))?;
+    /// store.append(&StreamId::new("noted-1")?, ExpectedVersion::NoStream, vec![event]).await?;
+    /// let seen = AtomicU64::new(0);
+    /// let report = store.verify_log_with_progress(|checked| seen.store(checked, Ordering::Relaxed)).await?;
+    /// assert!(report.is_intact());
+    /// assert_eq!(seen.load(Ordering::Relaxed), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn verify_log_with_progress(
+        &self,
+        progress: impl Fn(u64) + Send + Sync,
+    ) -> Result<ChainReport> {
+        self.verify(None, &progress).await
     }
 
     /// Recomputes the links of one stream or of the whole log, streaming
     /// the rows (one statement: one consistent read).
-    pub(super) async fn verify(&self, stream: Option<&StreamId>) -> Result<ChainReport> {
+    pub(super) async fn verify(
+        &self,
+        stream: Option<&StreamId>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ChainReport> {
         let owner = match stream {
             Some(stream) => Some(self.stream_owner(stream).await?),
             None => None,
@@ -155,10 +190,16 @@ impl SqliteEventStore {
             .fetch(&self.pool),
         };
         let mut verifier = ChainVerifier::new(self.chain_keys.as_deref());
+        let mut checked = 0u64;
         while let Some(row) = rows.try_next().await.map_err(failed("verify hash chain"))? {
             let (event, found, format) = chain_row(&row)?;
             verifier.check(event.position, &event, found, format);
+            checked += 1;
+            if checked.is_multiple_of(VERIFY_PROGRESS_EVERY) {
+                progress(checked);
+            }
         }
+        progress(checked);
         Ok(verifier.finish())
     }
 }

@@ -48,32 +48,22 @@ impl DeadLetterStore for SqliteDeadLetters {
         .await
         .map_err(failed("list dead letters"))?;
         rows.iter()
-            .map(|row| {
-                let bad = |column: &str, error: String| Error::Backend {
-                    backend: BACKEND,
-                    operation: "list dead letters",
-                    source: format!("column `{column}`: {error}").into(),
-                };
-                let version: i64 = field(row, "version", &bad)?;
-                let attempts: i64 = field(row, "attempts", &bad)?;
-                let stream: String = field(row, "stream_id", &bad)?;
-                let failed_at: i64 = field(row, "failed_at", &bad)?;
-                let failed_at = DateTime::from_timestamp_micros(failed_at)
-                    .ok_or_else(|| bad("failed_at", format!("{failed_at} is out of range")))?;
-                Ok(DeadLetter {
-                    id: field(row, "id", &bad)?,
-                    handler: field(row, "handler", &bad)?,
-                    event_id: field(row, "event_id", &bad)?,
-                    stream_id: StreamId::from_stored(stream),
-                    version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
-                    event_type: field(row, "event_type", &bad)?,
-                    error: field(row, "error", &bad)?,
-                    attempts: u32::try_from(attempts)
-                        .map_err(|e| bad("attempts", e.to_string()))?,
-                    failed_at,
-                })
-            })
+            .map(|row| letter_of(row, "list dead letters"))
             .collect()
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        let row = sqlx::query(
+            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+             FROM annals_dead_letters WHERE id = ?1 AND (?2 IS NULL OR tenant_id = ?2)"),
+        )
+        .bind(id)
+        .bind(self.0.tenant.as_deref())
+        .fetch_optional(&self.0.pool)
+        .await
+        .map_err(failed("get dead letter"))?;
+        row.map(|row| letter_of(&row, "get dead letter"))
+            .transpose()
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool> {
@@ -87,4 +77,30 @@ impl DeadLetterStore for SqliteDeadLetters {
         .map_err(failed("delete dead letter"))?;
         Ok(result.rows_affected() > 0)
     }
+}
+
+/// A dead letter from its row.
+fn letter_of(row: &sqlx::sqlite::SqliteRow, operation: &'static str) -> Result<DeadLetter> {
+    let bad = |column: &str, error: String| Error::Backend {
+        backend: BACKEND,
+        operation,
+        source: format!("column `{column}`: {error}").into(),
+    };
+    let version: i64 = field(row, "version", &bad)?;
+    let attempts: i64 = field(row, "attempts", &bad)?;
+    let stream: String = field(row, "stream_id", &bad)?;
+    let failed_at: i64 = field(row, "failed_at", &bad)?;
+    let failed_at = DateTime::from_timestamp_micros(failed_at)
+        .ok_or_else(|| bad("failed_at", format!("{failed_at} is out of range")))?;
+    Ok(DeadLetter {
+        id: field(row, "id", &bad)?,
+        handler: field(row, "handler", &bad)?,
+        event_id: field(row, "event_id", &bad)?,
+        stream_id: StreamId::from_stored(stream),
+        version: u64::try_from(version).map_err(|e| bad("version", e.to_string()))?,
+        event_type: field(row, "event_type", &bad)?,
+        error: field(row, "error", &bad)?,
+        attempts: u32::try_from(attempts).map_err(|e| bad("attempts", e.to_string()))?,
+        failed_at,
+    })
 }

@@ -13,7 +13,10 @@ use super::group_commit::{GroupCommit, GroupCommitStatus};
 use super::migrations::{self, HISTORY_TABLE};
 use super::row::{limit, to_i64};
 use super::table_names::TableNames;
-use super::{AppendResult, EventQuery, EventStore, LogFilter, LogPage, QueryPage, StreamAppend};
+use super::{
+    AppendResult, EventQuery, EventStore, LogFilter, LogPage, QueryPage, StreamAppend, StreamInfo,
+    StreamQuery,
+};
 use crate::aggregate::snapshot::SnapshotStore;
 use crate::error::{Error, Result};
 use crate::event::envelope::RecordedEvent;
@@ -138,6 +141,61 @@ impl SqliteEventStore {
         &self.tables
     }
 
+    /// Where this database's schema stands: the migrations its history
+    /// records and those this build would apply, with their SQL. Only
+    /// reads: open with [`SqliteStoreBuilder::migrate`]`(false)` to look
+    /// before upgrading.
+    ///
+    /// ```
+    /// use annals::store::SqliteEventStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annals::Result<()> {
+    /// let dir = tempfile::tempdir().map_err(|e| annals::Error::Config(e.to_string()))?;
+    /// let path = dir.path().join("events.db");
+    /// let fresh = SqliteEventStore::builder(&path).migrate(false).open().await?;
+    /// let before = fresh.schema_status().await?;
+    /// assert_eq!(before.version(), 0);
+    /// assert!(!before.pending.is_empty());
+    ///
+    /// fresh.migrate().await?;
+    /// let after = fresh.schema_status().await?;
+    /// assert!(after.is_current());
+    /// assert_eq!(after.version(), after.supported);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn schema_status(&self) -> Result<migrations::SchemaStatus> {
+        let history: Option<String> = sqlx::query_scalar(self.tables.sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'annals_schema_history'",
+        ))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed("look for schema history"))?;
+        let applied: Vec<(i64, String, String)> = match history {
+            None => Vec::new(),
+            Some(_) => sqlx::query_as(self.tables.sql(
+                "SELECT version, name, applied_at FROM annals_schema_history ORDER BY version",
+            ))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("read schema history"))?,
+        };
+        Ok(migrations::SchemaStatus::new(
+            BACKEND,
+            migrations::SQLITE,
+            applied
+                .into_iter()
+                .map(|(version, name, applied_at)| migrations::AppliedMigration {
+                    version,
+                    name,
+                    applied_at,
+                })
+                .collect(),
+            |sql| self.tables.rename(sql).into_owned(),
+        ))
+    }
+
     /// Creates or upgrades Annals' tables. Idempotent; called by
     /// [`open`](Self::open) unless turned off.
     pub async fn migrate(&self) -> Result<()> {
@@ -219,6 +277,53 @@ impl EventStore for SqliteEventStore {
         .await
         .map_err(failed("read stream version"))?;
         Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    #[tracing::instrument(name = "annals.store.list_streams", skip_all, fields(backend = BACKEND))]
+    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamInfo>> {
+        // The first event of each stream, in the order of the stream index
+        // (version 1 fixed), and the last one found through the same index.
+        const SQL: &str = "SELECT f.stream_id, f.tenant_id, f.recorded_at, \
+                (SELECT max(l.version) FROM annals_events l \
+                  WHERE l.stream_id = f.stream_id AND COALESCE(l.tenant_id, '') = COALESCE(f.tenant_id, '')) AS version, \
+                (SELECT l.recorded_at FROM annals_events l \
+                  WHERE l.stream_id = f.stream_id AND COALESCE(l.tenant_id, '') = COALESCE(f.tenant_id, '') \
+                  ORDER BY l.version DESC LIMIT 1) AS updated_at \
+             FROM annals_events f \
+             WHERE f.version = 1 \
+               AND (?1 IS NULL OR substr(f.stream_id, 1, length(?1)) = ?1) \
+               AND (?2 IS NULL OR (f.stream_id, COALESCE(f.tenant_id, '')) > (?2, ?3)) \
+               AND (?4 IS NULL OR f.tenant_id = ?4) \
+             ORDER BY f.stream_id, COALESCE(f.tenant_id, '') LIMIT ?5";
+        let rows: Vec<(String, Option<String>, i64, i64, i64)> =
+            sqlx::query_as(self.tables.sql(SQL))
+                .bind(query.prefix.as_deref())
+                .bind(query.after.as_ref().map(|(stream, _)| stream.as_str()))
+                .bind(query.after.as_ref().map(|(_, tenant)| tenant.as_str()))
+                .bind(self.tenant.as_deref())
+                .bind(limit(query.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed("list streams"))?;
+        rows.into_iter()
+            .map(|(stream, tenant, created, version, updated)| {
+                let time = |micros: i64| {
+                    chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| Error::Backend {
+                        backend: BACKEND,
+                        operation: "list streams",
+                        source: format!("stream `{stream}`: recorded_at {micros} is out of range")
+                            .into(),
+                    })
+                };
+                Ok(StreamInfo {
+                    created_at: time(created)?,
+                    updated_at: time(updated)?,
+                    version: u64::try_from(version).unwrap_or(0),
+                    stream_id: StreamId::from_stored(stream),
+                    tenant_id: tenant,
+                })
+            })
+            .collect()
     }
 
     #[tracing::instrument(name = "annals.store.read_stream", skip_all, fields(backend = BACKEND, stream = %stream, from_version))]
@@ -388,11 +493,11 @@ impl EventStore for SqliteEventStore {
 
     #[tracing::instrument(name = "annals.store.verify_stream", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn verify_stream(&self, stream: &StreamId) -> Result<ChainReport> {
-        self.verify(Some(stream)).await
+        self.verify(Some(stream), &|_| {}).await
     }
 
     #[tracing::instrument(name = "annals.store.verify_log", skip_all, fields(backend = BACKEND))]
     async fn verify_log(&self) -> Result<ChainReport> {
-        self.verify(None).await
+        self.verify(None, &|_| {}).await
     }
 }

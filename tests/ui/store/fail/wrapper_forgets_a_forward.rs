@@ -30,6 +30,9 @@ impl EventStore for Audited {
     async fn stream_version(&self, stream: &StreamId) -> annals::Result<u64> {
         self.0.stream_version(stream).await
     }
+    async fn list_streams(&self, query: &annals::store::StreamQuery) -> annals::Result<Vec<annals::store::StreamInfo>> {
+        self.0.list_streams(query).await
+    }
     async fn read_stream(&self, stream: &StreamId, from: u64, max: usize) -> annals::Result<Vec<RecordedEvent>> {
         self.0.read_stream(stream, from, max).await
     }
