@@ -65,6 +65,22 @@ pub async fn application_role_store(owner: &PostgresEventStore) -> PostgresEvent
 /// [`application_role_store`]'s new role and grants, and the builder of
 /// its store, to add options (hash chain keys, say) before connecting.
 pub async fn application_role_builder(owner: &PostgresEventStore) -> PostgresStoreBuilder {
+    let role = application_role(owner).await;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(owner.pool())
+        .await
+        .unwrap_or_else(|error| panic!("cannot read the schema: {error}"));
+    PostgresEventStore::builder(postgres_url_as(&role))
+        .schema(schema)
+        .table_prefix(owner.table_prefix())
+        .migrate(false)
+        .max_connections(12)
+}
+
+/// A new login role (created by the superuser, as a DBA would), granted
+/// the application role's privileges on `owner`'s tables by the owner;
+/// its name (connect with [`postgres_url_as`]).
+pub async fn application_role(owner: &PostgresEventStore) -> String {
     let role = format!("app_{}", uuid::Uuid::now_v7().simple());
     let dba = PgPool::connect(&postgres_url())
         .await
@@ -78,15 +94,7 @@ pub async fn application_role_builder(owner: &PostgresEventStore) -> PostgresSto
         .grant_tenant_access(&role)
         .await
         .unwrap_or_else(|error| panic!("cannot grant tenant access: {error:?}"));
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-        .fetch_one(owner.pool())
-        .await
-        .unwrap_or_else(|error| panic!("cannot read the schema: {error}"));
-    PostgresEventStore::builder(postgres_url_as(&role))
-        .schema(schema)
-        .table_prefix(owner.table_prefix())
-        .migrate(false)
-        .max_connections(12)
+    role
 }
 
 /// Direct access to a backend's tables, bypassing the store's checks.

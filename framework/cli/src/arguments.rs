@@ -1,0 +1,209 @@
+//! The command line: every subcommand and option, as `--help` shows them.
+
+use annals::LogPosition;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+/// See and act on an Annals event store (a SQLite file or PostgreSQL).
+///
+/// Exit codes: 0 done, 1 the operation failed, 2 bad usage or input, 3 not
+/// found, 4 a broken hash chain, 5 schema missing or not current, 130
+/// interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "annals", version, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) store: StoreOptions,
+
+    /// Print JSON (one document, or one line per event with --follow)
+    /// instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Which store to open.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StoreOptions {
+    /// Where the events live: `sqlite:PATH` or `postgres://user@host/db`.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+
+    /// PostgreSQL schema of Annals' tables (default: the role's
+    /// search_path).
+    #[arg(long, global = true)]
+    pub(crate) schema: Option<String>,
+
+    /// Prefix of Annals' tables (default: `annals_`).
+    #[arg(long, global = true)]
+    pub(crate) table_prefix: Option<String>,
+
+    /// Confine every command to this tenant's events, streams, readers and
+    /// dead letters.
+    #[arg(long, global = true)]
+    pub(crate) tenant: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Health, event counts and rates, and every projection and subscription
+    /// with its position, lag and owner.
+    Status,
+    /// List streams, or show one stream's events.
+    #[command(subcommand)]
+    Streams(StreamsCommand),
+    /// Query events by type, time range, correlation id and tag, or follow
+    /// the log live.
+    Events(EventsArgs),
+    /// Show one event by id.
+    Event {
+        /// The event's id.
+        id: Uuid,
+    },
+    /// Projections (readers named `projection:NAME:vN`): their status.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Subscriptions (every other checkpointed reader): status, and moving
+    /// one to another position.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// Events that handlers gave up on: list, show, discard.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Recompute the hash chain of every stream (or one) and report the
+    /// first broken link.
+    Verify(VerifyArgs),
+    /// Forget a data subject: delete its personal-data key (crypto-shredding)
+    /// and its streams' snapshots. Its encrypted fields read as redacted from
+    /// then on.
+    Forget {
+        /// The data subject's id.
+        subject: String,
+    },
+    /// The database schema: status, apply the pending migrations, or print
+    /// their SQL.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StreamsCommand {
+    /// List streams with their versions, ordered by id.
+    List {
+        /// Only streams whose id starts with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show a stream's events, oldest first.
+    Show {
+        /// The stream's id.
+        stream: String,
+        /// The first version to show.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Only events of this type (repeat for several).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) event_types: Vec<String>,
+    /// Recorded at or after this instant (RFC 3339, e.g. 2026-12-01T10:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) since: Option<DateTime<Utc>>,
+    /// Recorded before this instant (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) until: Option<DateTime<Utc>>,
+    /// With this correlation id.
+    #[arg(long, value_name = "UUID")]
+    pub(crate) correlation_id: Option<Uuid>,
+    /// With this correlation key (a request id of any form).
+    #[arg(long, value_name = "KEY", conflicts_with = "correlation_id")]
+    pub(crate) correlation_key: Option<String>,
+    /// Carrying this tag (repeat: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+    /// Keep printing new events as they are committed, until Ctrl-C
+    /// (starts at the head of the log, or after --after).
+    #[arg(long, conflicts_with_all = ["since", "until", "correlation_id", "correlation_key", "tags"])]
+    pub(crate) follow: bool,
+    /// With --follow: start after this log position (`commit/sequence`)
+    /// instead of the head; `0/0` replays the whole log first.
+    #[arg(long, value_name = "POSITION", requires = "follow")]
+    pub(crate) after: Option<LogPosition>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectionsCommand {
+    /// Every projection's position, lag and owner.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubscriptionsCommand {
+    /// Every subscription's position, lag and owner.
+    Status,
+    /// Move a subscription's checkpoint: it resumes after POSITION (`0/0`:
+    /// from the start of the log, redelivering everything). A running owner
+    /// notices at its next commit and carries on from there.
+    Reset {
+        /// The subscription's name.
+        name: String,
+        /// The position to resume after (`commit/sequence`).
+        #[arg(long, value_name = "POSITION")]
+        to: LogPosition,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeadLettersCommand {
+    /// Dead letters, oldest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One dead letter with its event.
+    Show {
+        /// The dead letter's id.
+        id: Uuid,
+    },
+    /// Delete a dead letter without retrying it.
+    Discard {
+        /// The dead letter's id.
+        id: Uuid,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Only this stream.
+    #[arg(long)]
+    pub(crate) stream: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub(crate) no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateCommand {
+    /// Applied and pending migrations.
+    Status,
+    /// Apply the pending migrations (one transaction).
+    Apply,
+    /// Print the pending migrations' SQL, for a DBA to review or run.
+    Sql,
+}

@@ -1,0 +1,80 @@
+//! `annals verify`: recompute the hash chain of the whole log (or of one
+//! stream) and report the first broken link.
+
+use annals::StreamId;
+use annals::store::EventQuery;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::arguments::VerifyArgs;
+use crate::connection::Connection;
+use crate::failure::Failure;
+use crate::output::{self, Format};
+
+pub(crate) async fn run(
+    connection: &Connection,
+    arguments: VerifyArgs,
+    format: Format,
+) -> Result<(), Failure> {
+    let store = connection.store.as_ref();
+    let report = match &arguments.stream {
+        Some(stream) => {
+            let id = StreamId::new(stream.clone())?;
+            if store.stream_version(&id).await? == 0 {
+                return Err(Failure::NotFound(format!(
+                    "no stream {stream:?} in {}",
+                    connection.description
+                )));
+            }
+            store.verify_stream(&id).await?
+        }
+        None => {
+            let bar = if arguments.no_progress || format == Format::Json {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(store.count(&EventQuery::new()).await?)
+            };
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "verifying {bar:40} {human_pos}/{human_len} events ({per_sec}, {eta} left)",
+                )
+                .map_err(|error| Failure::io("cannot draw the progress bar", error))?,
+            );
+            let report = connection
+                .verify_log_with_progress(|checked| bar.set_position(checked))
+                .await?;
+            bar.finish_and_clear();
+            report
+        }
+    };
+    let streams = report.heads.len();
+    match format {
+        Format::Json => output::json(&json!({
+            "intact": report.is_intact(),
+            "events_checked": report.events_checked,
+            "streams_checked": streams,
+            "first_break": report.first_break.as_ref().map(|broken| json!({
+                "stream_id": broken.stream_id,
+                "tenant_id": broken.tenant_id,
+                "version": broken.version,
+                "reason": broken.reason.to_string(),
+                "message": broken.to_string(),
+            })),
+        }))?,
+        Format::Human => output::line(format!(
+            "checked {} events in {streams} streams",
+            report.events_checked
+        ))?,
+    }
+    match &report.first_break {
+        None => {
+            if format == Format::Human {
+                output::line("the hash chain is intact")?;
+            }
+            Ok(())
+        }
+        Some(broken) => Err(Failure::ChainBroken(format!(
+            "the hash chain is broken: {broken}"
+        ))),
+    }
+}

@@ -1,0 +1,773 @@
+//! The `annals` tool as an operator runs it: the built binary, against a
+//! SQLite file and a PostgreSQL schema seeded through the library, checked
+//! by its JSON output, its tables and its exit codes.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::pii::{MasterKey, PiiEventStore, SubjectKeyStore};
+use annals::prelude::*;
+use annals::store::{PostgresEventStore, SqliteEventStore};
+use annals::subscription::dead_letter::DeadLetter;
+use annals_tests::backends::{TestStore, application_role, postgres_url, postgres_url_as};
+use annals_tests::pii::joined;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use uuid::Uuid;
+
+const ANNALS: &str = env!("CARGO_BIN_EXE_annals");
+
+/// What a run of the tool left: exit code and output.
+#[derive(Debug)]
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// Exited 0; the stdout.
+    fn ok(self) -> String {
+        assert_eq!(self.code, 0, "annals failed: {self:?}");
+        self.stdout
+    }
+
+    /// Exited 0 with a JSON document.
+    fn json(self) -> Value {
+        let stdout = self.ok();
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("not JSON ({error}): {stdout}"))
+    }
+
+    /// Exited with `code` and one line on stderr containing every part.
+    fn failed(self, code: i32, parts: &[&str]) {
+        assert_eq!(self.code, code, "exit code: {self:?}");
+        let message = self.stderr.trim_end();
+        assert_eq!(message.lines().count(), 1, "one line: {self:?}");
+        assert!(message.starts_with("annals: "), "{self:?}");
+        for part in parts {
+            assert!(message.contains(part), "stderr lacks {part:?}: {self:?}");
+        }
+    }
+}
+
+/// What the seed wrote.
+struct Seeded {
+    /// acme's `user-1`, version 1 (tag `email:ada@example.test`,
+    /// correlation key `req-1`).
+    first: RecordedEvent,
+    /// The last event of the log.
+    head: LogPosition,
+    /// A dead letter for acme's `user-2`.
+    letter: DeadLetter,
+}
+
+/// A seeded store and the options naming it.
+struct Target {
+    backend: &'static str,
+    test: TestStore,
+    /// `--database-url` (and `--schema`) of the owner.
+    args: Vec<String>,
+    /// The same for a role a `--tenant` handle may use (PostgreSQL confines
+    /// tenants by row-level security, which the owner bypasses).
+    tenant_args: Vec<String>,
+    keys: Arc<dyn SubjectKeyStore>,
+    seeded: Seeded,
+}
+
+impl Target {
+    async fn sqlite() -> Target {
+        let test = TestStore::sqlite().await;
+        let path = test
+            .dir()
+            .expect("a SQLite store has a directory")
+            .join("events.db");
+        let url = format!("sqlite:{}", path.display());
+        let keys: Arc<dyn SubjectKeyStore> = Arc::new(
+            SqliteEventStore::builder(&path)
+                .open()
+                .await
+                .expect("reopen for keys"),
+        );
+        let args = vec!["--database-url".to_owned(), url];
+        Target::seed("sqlite", test, args.clone(), args, keys).await
+    }
+
+    async fn postgres() -> Target {
+        let schema = format!("cli_{}", Uuid::now_v7().simple());
+        let owner = PostgresEventStore::builder(postgres_url())
+            .schema(schema.clone())
+            .connect()
+            .await
+            .expect("connect to the test PostgreSQL");
+        let role = application_role(&owner).await;
+        let keys: Arc<dyn SubjectKeyStore> = Arc::new(owner.clone());
+        let args = vec![
+            "--database-url".to_owned(),
+            postgres_url(),
+            "--schema".to_owned(),
+            schema.clone(),
+        ];
+        let tenant_args = vec![
+            "--database-url".to_owned(),
+            postgres_url_as(&role),
+            "--schema".to_owned(),
+            schema,
+        ];
+        Target::seed(
+            "postgres",
+            TestStore::from_postgres(owner),
+            args,
+            tenant_args,
+            keys,
+        )
+        .await
+    }
+
+    async fn seed(
+        backend: &'static str,
+        test: TestStore,
+        args: Vec<String>,
+        tenant_args: Vec<String>,
+        keys: Arc<dyn SubjectKeyStore>,
+    ) -> Target {
+        let store = test.store.clone();
+        let event = |tenant: Option<&str>, kind: &str, body: Value| {
+            let mut metadata = Metadata::new().with_correlation_key("req-1");
+            metadata.tenant_id = tenant.map(str::to_owned);
+            NewEvent::json(kind, &body)
+                .expect("JSON")
+                .with_metadata(metadata)
+        };
+        let append = |id: &str, events: Vec<NewEvent>| {
+            let store = store.clone();
+            let id = StreamId::new(id).expect("stream id");
+            async move {
+                store
+                    .append(&id, ExpectedVersion::NoStream, events)
+                    .await
+                    .expect("seed append")
+            }
+        };
+        append(
+            "user-1",
+            vec![
+                event(
+                    Some("acme"),
+                    "test.cli.registered",
+                    json!({ "email": "ada@example.test" }),
+                )
+                .with_tags(["email:ada@example.test"]),
+                event(
+                    Some("acme"),
+                    "test.cli.renamed",
+                    json!({ "name": "<script>alert(1)</script>" }),
+                ),
+            ],
+        )
+        .await;
+        let mut other = event(
+            Some("acme"),
+            "test.cli.registered",
+            json!({ "email": "bob@example.test" }),
+        );
+        other.metadata = Metadata::new().with_correlation_key("req-2");
+        other.metadata.tenant_id = Some("acme".to_owned());
+        append("user-2", vec![other.with_tags(["email:bob@example.test"])]).await;
+        append(
+            "user-1",
+            vec![event(
+                Some("globex"),
+                "test.cli.registered",
+                json!({ "email": "eve@example.test" }),
+            )],
+        )
+        .await;
+        append("system-1", vec![event(None, "test.cli.booted", json!({}))]).await;
+        // A query, not the gap-safe log: other tests' open transactions on
+        // the same server hold the log's horizon back.
+        let log = store
+            .query(&annals::store::EventQuery::new())
+            .await
+            .expect("read the seed back")
+            .events;
+        assert_eq!(log.len(), 5, "the seed");
+        let first = log[0].clone();
+        let head = log.last().expect("seeded").position;
+        let user_2 = log
+            .iter()
+            .find(|e| e.stream_id.as_str() == "user-2")
+            .expect("user-2")
+            .clone();
+
+        let checkpoints = store.checkpoints();
+        let lease = checkpoints
+            .acquire("mailer", "worker-a", Duration::from_secs(600))
+            .await
+            .expect("acquire")
+            .expect("free");
+        checkpoints
+            .commit(&lease, LogPosition::START, first.position)
+            .await
+            .expect("commit");
+        checkpoints
+            .save("projection:directory:v1", head)
+            .await
+            .expect("save");
+        let letter = DeadLetter {
+            id: Uuid::now_v7(),
+            handler: "mailer".into(),
+            event_id: user_2.event_id,
+            stream_id: user_2.stream_id.clone(),
+            version: 1,
+            event_type: user_2.event_type.clone(),
+            error: "smtp: connection refused".into(),
+            attempts: 5,
+            failed_at: chrono::Utc::now(),
+        };
+        store
+            .dead_letters()
+            .save(letter.clone())
+            .await
+            .expect("save dead letter");
+        Target {
+            backend,
+            test,
+            args,
+            tenant_args,
+            keys,
+            seeded: Seeded {
+                first,
+                head,
+                letter,
+            },
+        }
+    }
+
+    /// Runs `annals` with the owner's options and `arguments`.
+    async fn run(&self, arguments: &[&str]) -> Outcome {
+        run_with(&self.args, arguments).await
+    }
+
+    /// Runs `annals` confined to `tenant`.
+    async fn run_as_tenant(&self, tenant: &str, arguments: &[&str]) -> Outcome {
+        let mut all = vec!["--tenant", tenant];
+        all.extend_from_slice(arguments);
+        run_with(&self.tenant_args, &all).await
+    }
+}
+
+async fn run_with(options: &[String], arguments: &[&str]) -> Outcome {
+    let output = Command::new(ANNALS)
+        .args(options)
+        .args(arguments)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("run annals");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Each case once on a SQLite file and once on a PostgreSQL schema.
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Target::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Target::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    status_shows_counts_readers_and_dead_letters,
+    streams_are_listed_filtered_paged_and_shown,
+    a_tenant_sees_only_its_own,
+    events_are_queried_by_type_correlation_and_tag,
+    follow_prints_events_as_they_are_committed,
+    a_subscription_is_moved_and_a_projection_is_not,
+    dead_letters_are_listed_shown_and_discarded,
+    verify_finds_a_tampered_event,
+    forget_shreds_a_subject,
+    migrate_reports_applies_and_prints_the_schema,
+    bad_input_gets_one_line_and_an_exit_code,
+);
+
+async fn status_shows_counts_readers_and_dead_letters(t: Target) {
+    let status = t.run(&["--json", "status"]).await.json();
+    assert_eq!(status["healthy"], true);
+    assert_eq!(status["store"]["backend"], t.backend);
+    assert_eq!(status["events"]["total"], 5);
+    assert_eq!(status["events"]["last_hour"], 5);
+    assert_eq!(status["events"]["head"], t.seeded.head.to_string());
+    assert_eq!(status["dead_letters"], 1);
+    let readers = status["readers"].as_array().expect("readers");
+    assert_eq!(readers.len(), 2, "{readers:?}");
+    let mailer = &readers[0];
+    assert_eq!(mailer["name"], "mailer");
+    assert_eq!(mailer["kind"], "subscription");
+    assert_eq!(mailer["owner"], "worker-a");
+    assert_eq!(mailer["owned"], true);
+    assert_eq!(mailer["position"], t.seeded.first.position.to_string());
+    assert_eq!(
+        mailer["lag_events"],
+        t.seeded.head.sequence - t.seeded.first.position.sequence
+    );
+    let projection = &readers[1];
+    assert_eq!(projection["name"], "projection:directory:v1");
+    assert_eq!(projection["kind"], "projection");
+    assert_eq!(projection["lag_events"], 0);
+    assert_eq!(projection["owned"], false);
+
+    let table = t.run(&["status"]).await.ok();
+    for part in [
+        "5 in all",
+        "projection:directory:v1",
+        "mailer",
+        "worker-a",
+        "dead letters   1",
+    ] {
+        assert!(table.contains(part), "status lacks {part:?}:\n{table}");
+    }
+    let projections = t.run(&["--json", "projections", "status"]).await.json();
+    assert_eq!(projections["readers"].as_array().map(Vec::len), Some(1));
+    let subscriptions = t.run(&["--json", "subscriptions", "status"]).await.json();
+    assert_eq!(subscriptions["readers"][0]["name"], "mailer");
+}
+
+async fn streams_are_listed_filtered_paged_and_shown(t: Target) {
+    let listed = t.run(&["--json", "streams", "list"]).await.json();
+    let ids: Vec<(String, Value)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            (
+                s["stream_id"].as_str().unwrap_or("").to_owned(),
+                s["tenant_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("system-1".to_owned(), Value::Null),
+            ("user-1".to_owned(), json!("acme")),
+            ("user-1".to_owned(), json!("globex")),
+            ("user-2".to_owned(), json!("acme")),
+        ]
+    );
+    assert_eq!(listed[1]["version"], 2);
+
+    let users = t
+        .run(&[
+            "--json", "streams", "list", "--prefix", "user-", "--limit", "2",
+        ])
+        .await
+        .json();
+    assert_eq!(users.as_array().map(Vec::len), Some(2));
+    assert_eq!(users[1]["tenant_id"], "globex");
+    let table = t
+        .run(&["streams", "list", "--prefix", "user-", "--limit", "2"])
+        .await
+        .ok();
+    assert!(table.contains("the first 2"), "{table}");
+
+    // One tenant's stream by an id two tenants use.
+    let shown = t
+        .run_as_tenant("acme", &["--json", "streams", "show", "user-1"])
+        .await
+        .json();
+    assert_eq!(shown["version"], 2);
+    assert_eq!(shown["events"][1]["event_type"], "test.cli.renamed");
+    assert_eq!(
+        shown["events"][1]["payload"]["name"], "<script>alert(1)</script>",
+        "payloads are shown as stored"
+    );
+    // The unscoped store cannot tell which one is meant, and says so.
+    t.run(&["streams", "show", "user-1"])
+        .await
+        .failed(2, &["user-1"]);
+    t.run(&["streams", "show", "nobody-1"])
+        .await
+        .failed(3, &["no stream \"nobody-1\""]);
+}
+
+async fn a_tenant_sees_only_its_own(t: Target) {
+    let streams = t
+        .run_as_tenant("globex", &["--json", "streams", "list"])
+        .await
+        .json();
+    assert_eq!(
+        streams.as_array().map(Vec::len),
+        Some(1),
+        "globex has one stream: {streams}"
+    );
+    assert_eq!(streams[0]["tenant_id"], "globex");
+    let events = t
+        .run_as_tenant(
+            "globex",
+            &["--json", "events", "--type", "test.cli.registered"],
+        )
+        .await
+        .json();
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    assert_eq!(events[0]["payload"]["email"], "eve@example.test");
+    // Another tenant's event, stream and dead letter do not exist for it.
+    t.run_as_tenant("globex", &["event", &t.seeded.first.event_id.to_string()])
+        .await
+        .failed(3, &["no event"]);
+    t.run_as_tenant("globex", &["streams", "show", "user-2"])
+        .await
+        .failed(3, &["user-2"]);
+    let letters = t
+        .run_as_tenant("globex", &["--json", "dead-letters", "list"])
+        .await
+        .json();
+    assert_eq!(letters, json!([]));
+    let status = t
+        .run_as_tenant("globex", &["--json", "status"])
+        .await
+        .json();
+    assert_eq!(status["events"]["total"], 1);
+}
+
+async fn events_are_queried_by_type_correlation_and_tag(t: Target) {
+    let registered = t
+        .run(&["--json", "events", "--type", "test.cli.registered"])
+        .await
+        .json();
+    assert_eq!(registered.as_array().map(Vec::len), Some(3));
+    let by_key = t
+        .run(&["--json", "events", "--correlation-key", "req-2"])
+        .await
+        .json();
+    assert_eq!(by_key.as_array().map(Vec::len), Some(1));
+    assert_eq!(by_key[0]["stream_id"], "user-2");
+    let by_tag = t
+        .run(&["--json", "events", "--tag", "email:ada@example.test"])
+        .await
+        .json();
+    assert_eq!(by_tag[0]["event_id"], t.seeded.first.event_id.to_string());
+    let first_two = t.run(&["--json", "events", "--limit", "2"]).await.json();
+    assert_eq!(first_two.as_array().map(Vec::len), Some(2));
+    let none = t
+        .run(&["--json", "events", "--until", "2000-01-01T00:00:00Z"])
+        .await
+        .json();
+    assert_eq!(none, json!([]));
+
+    let id = t.seeded.first.event_id.to_string();
+    let event = t.run(&["--json", "event", &id]).await.json();
+    assert_eq!(event["stream_id"], "user-1");
+    assert_eq!(event["metadata"]["tenant_id"], "acme");
+    assert_eq!(event["tags"], json!(["email:ada@example.test"]));
+    let detail = t.run(&["event", &id]).await.ok();
+    assert!(
+        detail.contains("\"email\": \"ada@example.test\""),
+        "{detail}"
+    );
+    assert!(detail.contains("test.cli.registered"), "{detail}");
+    t.run(&["event", &Uuid::now_v7().to_string()])
+        .await
+        .failed(3, &["no event"]);
+}
+
+async fn follow_prints_events_as_they_are_committed(t: Target) {
+    let mut child = Command::new(ANNALS)
+        .args(&t.args)
+        .args([
+            "--json",
+            "events",
+            "--follow",
+            "--after",
+            &t.seeded.head.to_string(),
+        ])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start annals events --follow");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut appended = Vec::new();
+    for n in 0..3 {
+        let event = NewEvent::json("test.cli.followed", &json!({ "n": n })).expect("JSON");
+        appended.push(event.event_id.to_string());
+        t.test
+            .store
+            .append(
+                &StreamId::new(format!("followed-{n}")).expect("id"),
+                ExpectedVersion::NoStream,
+                vec![event],
+            )
+            .await
+            .expect("append");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a followed event within 20 s")
+            .expect("read stdout")
+            .expect("the follower is still running");
+        let event: Value = serde_json::from_str(&line).expect("one JSON event per line");
+        seen.push(event["event_id"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(
+        seen, appended,
+        "every event after the start, once, in order"
+    );
+    child.kill().await.expect("stop the follower");
+}
+
+async fn a_subscription_is_moved_and_a_projection_is_not(t: Target) {
+    let moved = t
+        .run(&["--json", "subscriptions", "reset", "mailer", "--to", "0/0"])
+        .await
+        .json();
+    assert_eq!(moved["from"], t.seeded.first.position.to_string());
+    assert_eq!(moved["to"], "0/0");
+    let checkpoint = t
+        .test
+        .store
+        .checkpoints()
+        .load("mailer")
+        .await
+        .expect("load")
+        .expect("a row");
+    assert_eq!(checkpoint.position, LogPosition::START);
+    assert_eq!(
+        checkpoint.owner.as_deref(),
+        Some("worker-a"),
+        "the lease stays"
+    );
+
+    t.run(&[
+        "subscriptions",
+        "reset",
+        "projection:directory:v1",
+        "--to",
+        "0/0",
+    ])
+    .await
+    .failed(2, &["projection:directory:v1", "projection"]);
+    let projection = t
+        .test
+        .store
+        .checkpoints()
+        .load("projection:directory:v1")
+        .await
+        .expect("load")
+        .expect("a row");
+    assert_eq!(projection.position, t.seeded.head, "not moved");
+    t.run(&["subscriptions", "reset", "nobody", "--to", "0/0"])
+        .await
+        .failed(3, &["nobody"]);
+    let beyond = LogPosition::new(t.seeded.head.commit + 1000, t.seeded.head.sequence + 1000);
+    t.run(&[
+        "subscriptions",
+        "reset",
+        "mailer",
+        "--to",
+        &beyond.to_string(),
+    ])
+    .await
+    .failed(2, &["beyond the head"]);
+    t.run(&["subscriptions", "reset", "mailer", "--to", "seven"])
+        .await
+        .failed(2, &["seven"]);
+}
+
+async fn dead_letters_are_listed_shown_and_discarded(t: Target) {
+    let id = t.seeded.letter.id.to_string();
+    let listed = t.run(&["--json", "dead-letters", "list"]).await.json();
+    assert_eq!(listed[0]["id"], id);
+    assert_eq!(listed[0]["error"], "smtp: connection refused");
+    let shown = t.run(&["--json", "dead-letters", "show", &id]).await.json();
+    assert_eq!(shown["event"]["payload"]["email"], "bob@example.test");
+    let table = t.run(&["dead-letters", "show", &id]).await.ok();
+    assert!(table.contains("smtp: connection refused"), "{table}");
+
+    t.run(&["dead-letters", "discard", &id]).await.ok();
+    assert_eq!(
+        t.test
+            .store
+            .dead_letters()
+            .get(t.seeded.letter.id)
+            .await
+            .expect("get"),
+        None
+    );
+    t.run(&["dead-letters", "discard", &id])
+        .await
+        .failed(3, &["no dead letter", &id]);
+    t.run(&["dead-letters", "show", &id])
+        .await
+        .failed(3, &["no dead letter"]);
+}
+
+async fn verify_finds_a_tampered_event(t: Target) {
+    let intact = t.run(&["--json", "verify"]).await.json();
+    assert_eq!(intact["intact"], true);
+    assert_eq!(intact["events_checked"], 5);
+    assert_eq!(intact["streams_checked"], 4);
+    let one = t
+        .run(&["--json", "verify", "--stream", "system-1"])
+        .await
+        .json();
+    assert_eq!(one["events_checked"], 1);
+
+    let changed = t
+        .test
+        .tamper(
+            "UPDATE annals_events SET payload = '{\"email\": \"mallory@example.test\"}' \
+             WHERE stream_id = 'user-2'",
+        )
+        .await;
+    assert_eq!(changed, Some(1));
+    t.run(&["verify", "--no-progress"])
+        .await
+        .failed(4, &["broken", "user-2", "version 1"]);
+    let report = run_with(&t.args, &["--json", "verify"]).await;
+    assert_eq!(report.code, 4);
+    let report: Value = serde_json::from_str(&report.stdout).expect("a JSON report");
+    assert_eq!(report["first_break"]["stream_id"], "user-2");
+}
+
+async fn forget_shreds_a_subject(t: Target) {
+    let master = MasterKey::generate();
+    let pii = PiiEventStore::new(t.test.store.clone(), t.keys.clone(), master.clone());
+    let member = StreamId::new("member-m1").expect("id");
+    let event = NewEvent::from_event(&joined("m1", "ada@example.test")).expect("event");
+    pii.append(&member, ExpectedVersion::NoStream, vec![event])
+        .await
+        .expect("append personal data");
+
+    let forgotten = t.run(&["--json", "forget", "m1"]).await.json();
+    assert_eq!(forgotten["subject"], "m1");
+    assert_eq!(forgotten["streams"], json!(["member-m1"]));
+
+    // A reader that never saw the key reads the field as redacted.
+    let fresh = PiiEventStore::new(t.test.store.clone(), t.keys.clone(), master);
+    let events = fresh.read_stream(&member, 1, 10).await.expect("read");
+    assert_eq!(events[0].payload.to_value()["email"], "[redacted]");
+    assert_eq!(events[0].payload.to_value()["plan"], "pro");
+}
+
+async fn migrate_reports_applies_and_prints_the_schema(t: Target) {
+    let status = t.run(&["--json", "migrate", "status"]).await.json();
+    assert_eq!(status["current"], true);
+    assert_eq!(status["pending"], json!([]));
+    assert_eq!(status["version"], status["supported"]);
+    let sql = t.run(&["migrate", "sql"]).await.ok();
+    assert!(sql.contains("nothing pending"), "{sql}");
+
+    // An empty place: nothing there, nothing created by looking.
+    let (empty, cleanup): (Vec<String>, Option<tempfile::TempDir>) = match t.backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite:{}", dir.path().join("new.db").display());
+            (vec!["--database-url".to_owned(), url], Some(dir))
+        }
+        _ => (
+            vec![
+                "--database-url".to_owned(),
+                postgres_url(),
+                "--schema".to_owned(),
+                format!("cli_new_{}", Uuid::now_v7().simple()),
+            ],
+            None,
+        ),
+    };
+    let looked = run_with(&empty, &["status"]).await;
+    match t.backend {
+        "sqlite" => looked.failed(3, &["no SQLite file"]),
+        _ => looked.failed(5, &["no Annals tables", "migrate apply"]),
+    }
+    let pending = run_with(&empty, &["migrate", "sql"]).await;
+    match t.backend {
+        "sqlite" => pending.failed(3, &["no SQLite file"]),
+        _ => {
+            let sql = pending.ok();
+            assert!(sql.contains("CREATE TABLE annals_events"), "{sql}");
+        }
+    }
+    let applied = run_with(&empty, &["--json", "migrate", "apply"])
+        .await
+        .json();
+    assert_eq!(applied["version"], status["supported"]);
+    assert_eq!(
+        applied["applied"].as_array().map(Vec::len),
+        status["supported"].as_u64().map(|n| n as usize)
+    );
+    let now = run_with(&empty, &["--json", "status"]).await.json();
+    assert_eq!(now["events"]["total"], 0);
+    let again = run_with(&empty, &["migrate", "apply"]).await.ok();
+    assert!(again.contains("nothing to apply"), "{again}");
+    drop(cleanup);
+}
+
+async fn bad_input_gets_one_line_and_an_exit_code(t: Target) {
+    run_with(&[], &["status"])
+        .await
+        .failed(2, &["--database-url", "DATABASE_URL"]);
+    run_with(
+        &[
+            "--database-url".to_owned(),
+            "mysql://root:hunter2@db/app".to_owned(),
+        ],
+        &["status"],
+    )
+    .await
+    .failed(2, &["mysql://root:***@db/app"]);
+    let unreachable = run_with(
+        &[
+            "--database-url".to_owned(),
+            "postgres://annals:hunter2@127.0.0.1:1/annals".to_owned(),
+        ],
+        &["status"],
+    )
+    .await;
+    assert!(!unreachable.stderr.contains("hunter2"), "{unreachable:?}");
+    unreachable.failed(1, &["127.0.0.1:1"]);
+    let usage = t.run(&["event", "not-a-uuid"]).await;
+    assert_eq!(usage.code, 2, "{usage:?}");
+    assert!(usage.stderr.contains("not-a-uuid"), "{usage:?}");
+    t.run(&["events", "--since", "yesterday"])
+        .await
+        .code
+        .eq(&2)
+        .then_some(())
+        .expect("a bad time is a usage error");
+    t.run(&["streams", "show", " padded"])
+        .await
+        .failed(2, &["stream id", "whitespace"]);
+    t.run(&["--table-prefix", "nope_", "status"])
+        .await
+        .failed(5, &["no Annals tables"]);
+    if t.backend == "postgres" {
+        // The owner passes row-level security by: a tenant handle on it
+        // would not be confined, so it is refused.
+        let refused = t.run(&["--tenant", "acme", "status"]).await;
+        assert_eq!(refused.code, 2, "{refused:?}");
+        assert!(refused.stderr.contains("role"), "{refused:?}");
+    }
+}
