@@ -158,6 +158,11 @@ const POSTGRES: &[Step] = &[
         name: "type_log_order",
         template: include_str!("../templates/postgres/0021_type_log_order.sql"),
     },
+    Step {
+        version: 22,
+        name: "reader_control",
+        template: include_str!("../templates/postgres/0022_reader_control.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -225,6 +230,11 @@ const SQLITE: &[Step] = &[
         version: 13,
         name: "event_tags",
         template: include_str!("../templates/sqlite/0013_event_tags.sql"),
+    },
+    Step {
+        version: 14,
+        name: "reader_control",
+        template: include_str!("../templates/sqlite/0014_reader_control.sql"),
     },
 ];
 

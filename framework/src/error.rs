@@ -282,6 +282,16 @@ pub enum Error {
         found: crate::store::position::LogPosition,
     },
 
+    /// An operator paused the reader
+    /// ([`CheckpointStore::set_paused`](crate::checkpoint::CheckpointStore::set_paused)):
+    /// its checkpoint write was refused and nothing of the batch stored;
+    /// its worker waits until it is resumed.
+    #[error("reader `{reader}` is paused; nothing was written")]
+    ReaderPaused {
+        /// The reader (its checkpoint name).
+        reader: String,
+    },
+
     /// A background task (a subscription, a projection, a replay) ended
     /// while its handle was waiting for a status it never reached
     /// ([`TaskHandle::wait_until`](crate::task::TaskHandle::wait_until)).

@@ -1383,6 +1383,7 @@ pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
         error: format!("failure {n}: ünïcode"),
         attempts: 3,
         failed_at: (Utc::now() + Duration::milliseconds(n as i64)).trunc_subsecs(6),
+        retry_requested_at: None,
     };
     let (first, second) = (letter(1), letter(2));
     t.store
@@ -1426,9 +1427,56 @@ pub async fn checkpoints_and_dead_letters_are_kept(t: &TestStore) {
         None,
         "a deleted dead letter is gone"
     );
+
+    // An operator asks for a retry; a retry that fails again clears the
+    // request and records the new error and attempts.
+    let letters = t.store.dead_letters();
+    assert!(
+        letters
+            .retry_requests(10)
+            .await
+            .expect("requests")
+            .is_empty()
+    );
+    assert!(letters.request_retry(second.id).await.expect("request"));
+    assert!(
+        !letters.request_retry(first.id).await.expect("request"),
+        "gone"
+    );
+    let requested = letters.retry_requests(10).await.expect("requests");
+    assert_eq!(requested.len(), 1);
+    assert_eq!(requested[0].id, second.id);
+    assert!(requested[0].retry_requested_at.is_some());
+    letters
+        .retry_failed(second.id, "still failing", 2)
+        .await
+        .expect("record");
+    let again = letters.get(second.id).await.expect("get").expect("kept");
     assert_eq!(
-        t.store.dead_letters().list(10).await.expect("list"),
-        [second]
+        (
+            again.error.as_str(),
+            again.attempts,
+            again.retry_requested_at
+        ),
+        ("still failing", second.attempts + 2, None)
+    );
+    assert!(
+        letters
+            .retry_requests(10)
+            .await
+            .expect("requests")
+            .is_empty()
+    );
+    assert_eq!(
+        t.store
+            .dead_letters()
+            .list(10)
+            .await
+            .expect("list")
+            .iter()
+            .map(|letter| letter.id)
+            .collect::<Vec<_>>(),
+        [second.id]
     );
 }
 
@@ -1810,6 +1858,63 @@ pub async fn leases_give_each_reader_one_owner_and_fence_the_last(t: &TestStore)
             .await,
         Err(Error::LeaseLost { .. })
     ));
+
+    // An operator pauses the reader: its owner's writes are refused (and
+    // nothing moves), a renewal tells the owner, and resuming lets it on.
+    assert!(
+        checkpoints
+            .set_paused("indexer", true)
+            .await
+            .expect("pause")
+    );
+    assert!(
+        !checkpoints.set_paused("nobody", true).await.expect("pause"),
+        "no row, nothing paused"
+    );
+    let paused = checkpoints
+        .load("indexer")
+        .await
+        .expect("load")
+        .expect("row");
+    assert!(paused.paused);
+    assert!(matches!(
+        checkpoints
+            .commit(&taken, LogPosition::START, LogPosition::new(2, 2))
+            .await,
+        Err(Error::ReaderPaused { ref reader }) if reader == "indexer"
+    ));
+    assert_eq!(
+        checkpoints
+            .load("indexer")
+            .await
+            .expect("load")
+            .expect("row")
+            .position,
+        LogPosition::START,
+        "a paused reader's checkpoint stays"
+    );
+    let renewed = checkpoints
+        .renew(&taken, ttl)
+        .await
+        .expect("renew")
+        .expect("still held");
+    assert!(renewed.paused, "the renewal tells the owner");
+    assert!(
+        checkpoints
+            .set_paused("indexer", false)
+            .await
+            .expect("resume")
+    );
+    let renewed = checkpoints
+        .renew(&renewed, ttl)
+        .await
+        .expect("renew")
+        .expect("still held");
+    assert!(!renewed.paused);
+    checkpoints
+        .commit(&renewed, LogPosition::START, LogPosition::new(2, 2))
+        .await
+        .expect("a resumed reader commits");
 }
 
 /// Events keep their tags, in order, and queries find them by tag (with

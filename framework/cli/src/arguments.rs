@@ -63,14 +63,15 @@ pub(crate) enum Command {
         /// The event's id.
         id: Uuid,
     },
-    /// Projections (readers named `projection:NAME:vN`): their status.
+    /// Projections (readers named `projection:NAME:vN`): status, pause,
+    /// resume.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
-    /// Subscriptions (every other checkpointed reader): status, and moving
-    /// one to another position.
+    /// Subscriptions (every other checkpointed reader): status, pause,
+    /// resume, and moving one to another position.
     #[command(subcommand)]
     Subscriptions(SubscriptionsCommand),
-    /// Events that handlers gave up on: list, show, discard.
+    /// Events that handlers gave up on: list, show, retry, discard.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
     /// Recompute the hash chain of every stream (or one) and report the
@@ -148,14 +149,40 @@ pub(crate) struct EventsArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ProjectionsCommand {
-    /// Every projection's position, lag and owner.
+    /// Every projection's position, lag, state and owner.
     Status,
+    /// Pause a projection: its owner stops applying events (at once for
+    /// any batch it would commit, and it stops reading within a lease
+    /// renewal, 5 s by default), keeping its lease.
+    Pause {
+        /// The projection: its name, or its checkpoint name
+        /// `projection:NAME:vN`.
+        name: String,
+    },
+    /// Resume a paused projection: its owner carries on within a lease
+    /// renewal.
+    Resume {
+        /// The projection: its name, or `projection:NAME:vN`.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SubscriptionsCommand {
-    /// Every subscription's position, lag and owner.
+    /// Every subscription's position, lag, state and owner.
     Status,
+    /// Pause a subscription: its owner stops delivering within a lease
+    /// renewal (5 s by default), keeping its lease; a batch it was
+    /// delivering meanwhile is not checkpointed and comes again on resume.
+    Pause {
+        /// The subscription's name.
+        name: String,
+    },
+    /// Resume a paused subscription.
+    Resume {
+        /// The subscription's name.
+        name: String,
+    },
     /// Move a subscription's checkpoint: it resumes after POSITION (`0/0`:
     /// from the start of the log, redelivering everything). A running owner
     /// notices at its next commit and carries on from there.
@@ -178,6 +205,14 @@ pub(crate) enum DeadLettersCommand {
     },
     /// One dead letter with its event.
     Show {
+        /// The dead letter's id.
+        id: Uuid,
+    },
+    /// Ask the service that runs its handler to run it again: the handler
+    /// registry of the subscription that owns the handler does, when it is
+    /// next caught up. Success deletes the dead letter; failure keeps it
+    /// with the new error.
+    Retry {
         /// The dead letter's id.
         id: Uuid,
     },

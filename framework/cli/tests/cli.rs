@@ -6,10 +6,17 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use annals::checkpoint::LeaseSettings;
+use annals::error::BoxError;
 use annals::pii::{MasterKey, PiiEventStore, SubjectKeyStore};
 use annals::prelude::*;
 use annals::store::{PostgresEventStore, SqliteEventStore};
 use annals::subscription::dead_letter::DeadLetter;
+use annals::subscription::handler::RetryPolicy;
+use annals::subscription::handler_registry::{HandlerRegistry, HandlerSpec};
+use annals::subscription::{EventSink, Subscription};
 use annals_tests::backends::{TestStore, application_role, postgres_url, postgres_url_as};
 use annals_tests::pii::joined;
 use serde_json::{Value, json};
@@ -225,6 +232,7 @@ impl Target {
             error: "smtp: connection refused".into(),
             attempts: 5,
             failed_at: chrono::Utc::now(),
+            retry_requested_at: None,
         };
         store
             .dead_letters()
@@ -307,6 +315,8 @@ on_both_backends!(
     forget_shreds_a_subject,
     migrate_reports_applies_and_prints_the_schema,
     bad_input_gets_one_line_and_an_exit_code,
+    pause_and_resume_reach_a_running_subscription,
+    a_dead_letter_retried_from_the_tool_is_run_by_the_service,
 );
 
 async fn status_shows_counts_readers_and_dead_letters(t: Target) {
@@ -770,4 +780,197 @@ async fn bad_input_gets_one_line_and_an_exit_code(t: Target) {
         assert_eq!(refused.code, 2, "{refused:?}");
         assert!(refused.stderr.contains("role"), "{refused:?}");
     }
+}
+
+/// Counts what it is handed.
+struct Tally(Arc<AtomicU64>);
+
+#[annals::async_trait]
+impl EventSink for Tally {
+    async fn handle(&mut self, _: &RecordedEvent) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Waits up to 20 s for `done`.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn append_one(t: &Target, stream: &str, kind: &str) {
+    let event = NewEvent::json(kind, &json!({})).expect("JSON");
+    t.test
+        .store
+        .append(
+            &StreamId::new(stream).expect("id"),
+            ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .expect("append");
+}
+
+/// A lease renewed every 100 ms: the running reader notices a pause fast.
+fn quick_lease() -> LeaseSettings {
+    LeaseSettings::new(Duration::from_millis(300))
+}
+
+async fn pause_and_resume_reach_a_running_subscription(t: Target) {
+    let handled = Arc::new(AtomicU64::new(0));
+    let running = Subscription::new(t.test.store.clone(), "tally")
+        .lease(quick_lease())
+        .poll_interval(Duration::from_millis(50))
+        .start(Tally(handled.clone()));
+    eventually("the seed delivered", || handled.load(Ordering::SeqCst) == 5).await;
+
+    let paused = t
+        .run(&["--json", "subscriptions", "pause", "tally"])
+        .await
+        .json();
+    assert_eq!(paused["paused"], true);
+    eventually("the owner pausing", || running.status().paused).await;
+    append_one(&t, "paused-1", "test.cli.while_paused").await;
+    append_one(&t, "paused-2", "test.cli.while_paused").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        5,
+        "nothing delivered while paused"
+    );
+    let status = t.run(&["--json", "subscriptions", "status"]).await.json();
+    let tally = status["readers"]
+        .as_array()
+        .and_then(|readers| readers.iter().find(|r| r["name"] == "tally"))
+        .expect("tally listed")
+        .clone();
+    assert_eq!(tally["paused"], true);
+    assert_eq!(tally["owned"], true, "a paused owner keeps its lease");
+    let table = t.run(&["subscriptions", "status"]).await.ok();
+    assert!(table.contains("paused"), "{table}");
+
+    t.run(&["subscriptions", "resume", "tally"]).await.ok();
+    eventually("the events after the pause", || {
+        handled.load(Ordering::SeqCst) == 7
+    })
+    .await;
+    assert!(!running.status().paused);
+
+    t.run(&["subscriptions", "pause", "nobody"])
+        .await
+        .failed(3, &["nobody"]);
+    t.run(&["projections", "pause", "tally"])
+        .await
+        .failed(3, &["no projection named \"tally\""]);
+    t.run(&["subscriptions", "pause", "projection:directory:v1"])
+        .await
+        .failed(2, &["projections pause"]);
+    // A projection by its bare name.
+    let projection = t
+        .run(&["--json", "projections", "pause", "directory"])
+        .await
+        .json();
+    assert_eq!(projection["name"], "projection:directory:v1");
+    running.stop().await.expect("stop");
+}
+
+async fn a_dead_letter_retried_from_the_tool_is_run_by_the_service(t: Target) {
+    let broken = Arc::new(AtomicBool::new(true));
+    let succeeded = Arc::new(AtomicU64::new(0));
+    let handler = {
+        let (broken, succeeded) = (broken.clone(), succeeded.clone());
+        HandlerSpec::new("flaky", &["test.cli.flaky"], move |_event| {
+            let (broken, succeeded) = (broken.clone(), succeeded.clone());
+            Box::pin(async move {
+                if broken.load(Ordering::SeqCst) {
+                    return Err(BoxError::from("the mail server is down"));
+                }
+                succeeded.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        })
+        .retry(RetryPolicy {
+            attempts: 1,
+            backoff: Duration::from_millis(1),
+        })
+    };
+    let registry = HandlerRegistry::new(t.test.store.clone()).with(handler);
+    let running = Subscription::new(t.test.store.clone(), "handlers")
+        .lease(quick_lease())
+        .poll_interval(Duration::from_millis(50))
+        .start(registry);
+    append_one(&t, "flaky-1", "test.cli.flaky").await;
+    let letters = t.test.store.dead_letters();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a dead letter within 20 s"
+        );
+        let found = letters
+            .list(10)
+            .await
+            .expect("list")
+            .into_iter()
+            .find(|letter| letter.handler == "flaky");
+        if let Some(found) = found {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let id = dead.id.to_string();
+
+    // Still broken: the retry fails, the letter stays with the request
+    // cleared and one more attempt counted.
+    t.run(&["dead-letters", "retry", &id]).await.ok();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failed retry within 20 s"
+        );
+        let kept = letters.get(dead.id).await.expect("get").expect("kept");
+        if kept.retry_requested_at.is_none() && kept.attempts > dead.attempts {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(succeeded.load(Ordering::SeqCst), 0);
+
+    // Repaired: retried from the tool, the service runs it and the letter
+    // leaves the list.
+    broken.store(false, Ordering::SeqCst);
+    let requested = t
+        .run(&["--json", "dead-letters", "retry", &id])
+        .await
+        .json();
+    assert_eq!(requested["retry_requested"], id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while letters.get(dead.id).await.expect("get").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        succeeded.load(Ordering::SeqCst),
+        1,
+        "the handler ran once more"
+    );
+    let listed = t.run(&["--json", "dead-letters", "list"]).await.json();
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|all| all.iter().all(|l| l["id"] != id.as_str())),
+        "{listed}"
+    );
+    t.run(&["dead-letters", "retry", &id])
+        .await
+        .failed(3, &["no dead letter"]);
+    running.stop().await.expect("stop");
 }

@@ -53,6 +53,7 @@ fn lease_of(row: &Checkpoint, owner: &str) -> Lease {
         position: row.position,
         renewed_at: row.renewed_at.unwrap_or_default(),
         expires_at: row.lease_expires_at.unwrap_or_default(),
+        paused: row.paused,
     }
 }
 
@@ -84,9 +85,20 @@ impl CheckpointStore for MemoryCheckpoints {
                 generation: 0,
                 renewed_at: None,
                 lease_expires_at: None,
+                paused: false,
             })
             .position = position;
         Ok(())
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        Ok(match self.rows()?.get_mut(&self.key(name)) {
+            Some(row) => {
+                row.paused = paused;
+                true
+            }
+            None => false,
+        })
     }
 
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
@@ -99,6 +111,7 @@ impl CheckpointStore for MemoryCheckpoints {
             generation: 0,
             renewed_at: None,
             lease_expires_at: None,
+            paused: false,
         });
         let free = match (&row.owner, row.lease_expires_at) {
             (Some(_), Some(expires)) => expires <= now,
@@ -128,6 +141,7 @@ impl CheckpointStore for MemoryCheckpoints {
         Ok(Some(Lease {
             renewed_at: now,
             expires_at: expiry(ttl, now),
+            paused: row.paused,
             ..lease.clone()
         }))
     }
@@ -149,14 +163,18 @@ impl CheckpointStore for MemoryCheckpoints {
         let mut rows = self.rows()?;
         let row = rows.get_mut(&self.key(&lease.name));
         match row {
-            Some(row) if row.generation == lease.generation && row.position == previous => {
+            Some(row)
+                if row.generation == lease.generation
+                    && row.position == previous
+                    && !row.paused =>
+            {
                 row.position = next;
                 Ok(())
             }
             row => Err(refusal(
                 lease,
                 previous,
-                row.map(|row| (row.generation, row.position)),
+                row.map(|row| (row.generation, row.position, row.paused)),
             )),
         }
     }

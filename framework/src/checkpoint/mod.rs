@@ -91,6 +91,9 @@ pub struct Checkpoint {
     pub renewed_at: Option<DateTime<Utc>>,
     /// When the lease runs out unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Whether an operator paused the reader
+    /// ([`CheckpointStore::set_paused`]).
+    pub paused: bool,
 }
 
 /// A lease on a reader, held by one worker until it expires or is released.
@@ -109,6 +112,9 @@ pub struct Lease {
     pub renewed_at: DateTime<Utc>,
     /// When it runs out unless renewed (the store's clock).
     pub expires_at: DateTime<Utc>,
+    /// Whether the reader was paused when the lease was taken or last
+    /// renewed: its owner waits, keeping the lease, until it is resumed.
+    pub paused: bool,
 }
 
 /// Where readers keep their checkpoints and leases: one row per reader in
@@ -129,6 +135,15 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// reset or rewind. A running owner notices at its next commit, which
     /// fails with [`Error::CheckpointMoved`], and resumes from here.
     async fn save(&self, name: &str, position: LogPosition) -> Result<()>;
+
+    /// Pauses (`true`) or resumes (`false`) the reader, whoever holds its
+    /// lease: from then on its checkpoint writes under a lease fail with
+    /// [`Error::ReaderPaused`] (nothing of the batch is stored), and its
+    /// owner, which learns of it when it renews its lease, waits without
+    /// reading until it is resumed. `false` if the reader has no row.
+    /// Readers without a lease (per-instance subscriptions) are not
+    /// paused.
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool>;
 
     /// Takes the reader's lease for `owner` for `ttl` if nobody holds a live
     /// one; `None` if someone does (a worker of the same name too: two
@@ -155,18 +170,23 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
 pub(crate) fn refusal(
     lease: &Lease,
     previous: LogPosition,
-    found: Option<(u64, LogPosition)>,
+    found: Option<(u64, LogPosition, bool)>,
 ) -> Error {
     match found {
-        Some((generation, position)) if generation == lease.generation => Error::CheckpointMoved {
+        Some((generation, _, true)) if generation == lease.generation => Error::ReaderPaused {
             reader: lease.name.clone(),
-            expected: previous,
-            found: position,
         },
+        Some((generation, position, _)) if generation == lease.generation => {
+            Error::CheckpointMoved {
+                reader: lease.name.clone(),
+                expected: previous,
+                found: position,
+            }
+        }
         found => Error::LeaseLost {
             reader: lease.name.clone(),
             generation: lease.generation,
-            current_generation: found.map(|(generation, _)| generation),
+            current_generation: found.map(|(generation, _, _)| generation),
         },
     }
 }

@@ -240,6 +240,9 @@ impl Ownership {
 pub(crate) struct HeldLease {
     lease: Lease,
     lost: watch::Receiver<bool>,
+    /// Whether the reader is paused, as the renewer last saw it.
+    paused: watch::Receiver<bool>,
+    paused_sender: Arc<watch::Sender<bool>>,
     renewer: JoinHandle<()>,
     ownership: Ownership,
 }
@@ -247,6 +250,8 @@ pub(crate) struct HeldLease {
 impl HeldLease {
     fn start(ownership: Ownership, lease: Lease) -> Self {
         let (lost_sender, lost) = watch::channel(false);
+        let paused_sender = Arc::new(watch::channel(lease.paused).0);
+        let paused = paused_sender.subscribe();
         let held = |lease: &Lease| OwnershipStatus {
             worker: lease.owner.clone(),
             held: true,
@@ -259,6 +264,7 @@ impl HeldLease {
         let renewer = {
             let ownership = ownership.clone();
             let mut lease = lease.clone();
+            let paused_sender = Arc::clone(&paused_sender);
             tokio::spawn(async move {
                 let settings = ownership.settings;
                 let mut confirmed = Instant::now();
@@ -272,6 +278,11 @@ impl HeldLease {
                     match renewed {
                         Ok(Ok(Some(renewed))) => {
                             confirmed = Instant::now();
+                            paused_sender.send_if_modified(|paused| {
+                                let changed = *paused != renewed.paused;
+                                *paused = renewed.paused;
+                                changed
+                            });
                             lease = renewed;
                             (ownership.report)(held(&lease), None);
                         }
@@ -300,8 +311,34 @@ impl HeldLease {
         HeldLease {
             lease,
             lost,
+            paused,
+            paused_sender,
             renewer,
             ownership,
+        }
+    }
+
+    /// Whether an operator paused the reader, as of the last renewal (or a
+    /// refused write, [`mark_paused`](Self::mark_paused)).
+    pub(crate) fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// A checkpoint write was refused because the reader is paused: wait
+    /// from now on, until a renewal finds it resumed.
+    pub(crate) fn mark_paused(&self) {
+        self.paused_sender.send_replace(true);
+    }
+
+    /// Waits while the reader is paused, until a renewal finds it resumed,
+    /// the lease is lost, or the reader is stopped.
+    pub(crate) async fn wait_while_paused(&self, stopped: &mut watch::Receiver<bool>) {
+        let mut paused = self.paused.clone();
+        let mut lost = self.lost.clone();
+        tokio::select! {
+            _ = paused.wait_for(|paused| !*paused) => {}
+            _ = lost.wait_for(|lost| *lost) => {}
+            _ = stopped.wait_for(|stop| *stop) => {}
         }
     }
 

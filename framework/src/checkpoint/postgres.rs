@@ -28,12 +28,12 @@ use crate::store::row::{position_from_columns, to_i64};
 use crate::store::table_names::TableNames;
 
 /// The row of `$1` in the transaction's tenant.
-const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
+const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
      FROM annals_checkpoints \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') AND name = $1";
 
 /// Every row of the transaction's tenant.
-const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
+const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
      FROM annals_checkpoints \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') ORDER BY name";
 
@@ -52,25 +52,30 @@ const ACQUIRE: &str = "INSERT INTO annals_checkpoints AS c \
          generation = c.generation + 1, lease_expires_at = excluded.lease_expires_at, \
          renewed_at = excluded.renewed_at \
      WHERE c.owner IS NULL OR c.lease_expires_at IS NULL OR c.lease_expires_at <= now() \
-     RETURNING generation, commit_id, sequence, renewed_at, lease_expires_at";
+     RETURNING generation, commit_id, sequence, renewed_at, lease_expires_at, paused";
 
 /// Extends the lease of `$1` held by `$2` under generation `$3` by `$4` s.
 const RENEW: &str = "UPDATE annals_checkpoints \
      SET lease_expires_at = now() + make_interval(secs => $4), renewed_at = now() \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
          AND name = $1 AND owner = $2 AND generation = $3 \
-     RETURNING renewed_at, lease_expires_at";
+     RETURNING renewed_at, lease_expires_at, paused";
 
 /// Gives up the lease of `$1` held by `$2` under generation `$3`.
 const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires_at = NULL \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
          AND name = $1 AND owner = $2 AND generation = $3";
 
-/// Moves `$1` from `($3, $4)` to `($5, $6)` if its generation is still `$2`.
+/// Moves `$1` from `($3, $4)` to `($5, $6)` if its generation is still `$2`
+/// and it is not paused.
 const COMMIT: &str = "UPDATE annals_checkpoints \
      SET commit_id = $5, sequence = $6, updated_at = now() \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
-         AND name = $1 AND generation = $2 AND commit_id = $3 AND sequence = $4";
+         AND name = $1 AND generation = $2 AND commit_id = $3 AND sequence = $4 AND NOT paused";
+
+/// Pauses (`$2` true) or resumes reader `$1`.
+const SET_PAUSED: &str = "UPDATE annals_checkpoints SET paused = $2 \
+     WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') AND name = $1";
 
 /// How long a lease statement waits for the row's lock (held, at most, by
 /// a batch committing under the lease) before giving up and retrying.
@@ -88,10 +93,11 @@ type Row = (
     i64,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
+    bool,
 );
 
 fn checkpoint_of(row: Row) -> Checkpoint {
-    let (name, commit, sequence, owner, generation, renewed_at, lease_expires_at) = row;
+    let (name, commit, sequence, owner, generation, renewed_at, lease_expires_at, paused) = row;
     Checkpoint {
         name,
         position: position_from_columns(commit, sequence),
@@ -99,6 +105,7 @@ fn checkpoint_of(row: Row) -> Checkpoint {
         generation: u64::try_from(generation).unwrap_or(0),
         renewed_at,
         lease_expires_at,
+        paused,
     }
 }
 
@@ -147,7 +154,7 @@ pub(crate) async fn commit_in(
     Err(refusal(
         lease,
         previous,
-        found.map(|row| (row.generation, row.position)),
+        found.map(|row| (row.generation, row.position, row.paused)),
     ))
 }
 
@@ -213,6 +220,24 @@ impl CheckpointStore for PostgresCheckpoints {
         Ok(rows.into_iter().map(checkpoint_of).collect())
     }
 
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        let mut transaction =
+            crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
+        let changed = sqlx::query(self.tables.sql(SET_PAUSED))
+            .persistent(false)
+            .bind(name)
+            .bind(paused)
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("pause reader"))?
+            .rows_affected();
+        transaction
+            .commit()
+            .await
+            .map_err(failed("commit reader pause"))?;
+        Ok(changed == 1)
+    }
+
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
         position.check_storable_checkpoint(name)?;
         let mut transaction =
@@ -234,7 +259,7 @@ impl CheckpointStore for PostgresCheckpoints {
 
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let mut transaction = self.begin().await?;
-        let row: Option<(i64, i64, i64, DateTime<Utc>, DateTime<Utc>)> =
+        let row: Option<(i64, i64, i64, DateTime<Utc>, DateTime<Utc>, bool)> =
             sqlx::query_as(self.tables.sql(ACQUIRE))
                 .persistent(false)
                 .bind(name)
@@ -245,35 +270,38 @@ impl CheckpointStore for PostgresCheckpoints {
                 .map_err(failed("take lease"))?;
         transaction.commit().await.map_err(failed("commit lease"))?;
         Ok(row.map(
-            |(generation, commit, sequence, renewed_at, expires_at)| Lease {
+            |(generation, commit, sequence, renewed_at, expires_at, paused)| Lease {
                 name: name.to_owned(),
                 owner: owner.to_owned(),
                 generation: u64::try_from(generation).unwrap_or(0),
                 position: position_from_columns(commit, sequence),
                 renewed_at,
                 expires_at,
+                paused,
             },
         ))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let mut transaction = self.begin().await?;
-        let row: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(self.tables.sql(RENEW))
-            .persistent(false)
-            .bind(&lease.name)
-            .bind(&lease.owner)
-            .bind(to_i64(lease.generation))
-            .bind(ttl_seconds(ttl))
-            .fetch_optional(&mut *transaction)
-            .await
-            .map_err(failed("renew lease"))?;
+        let row: Option<(DateTime<Utc>, DateTime<Utc>, bool)> =
+            sqlx::query_as(self.tables.sql(RENEW))
+                .persistent(false)
+                .bind(&lease.name)
+                .bind(&lease.owner)
+                .bind(to_i64(lease.generation))
+                .bind(ttl_seconds(ttl))
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(failed("renew lease"))?;
         transaction
             .commit()
             .await
             .map_err(failed("commit lease renewal"))?;
-        Ok(row.map(|(renewed_at, expires_at)| Lease {
+        Ok(row.map(|(renewed_at, expires_at, paused)| Lease {
             renewed_at,
             expires_at,
+            paused,
             ..lease.clone()
         }))
     }

@@ -18,11 +18,11 @@ use crate::store::row::{position_from_columns, to_i64};
 use crate::store::table_names::TableNames;
 
 /// `?1` name, `?2` tenant.
-const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
+const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
      FROM annals_checkpoints WHERE name = ?1 AND tenant_id = ?2";
 
 /// `?1` tenant.
-const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at \
+const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
      FROM annals_checkpoints WHERE tenant_id = ?1 ORDER BY name";
 
 /// `?1` name, `?2` commit, `?3` sequence, `?4` now, `?5` tenant.
@@ -40,11 +40,11 @@ const ACQUIRE: &str = "INSERT INTO annals_checkpoints \
          lease_expires_at = excluded.lease_expires_at, renewed_at = excluded.renewed_at \
      WHERE annals_checkpoints.owner IS NULL OR annals_checkpoints.lease_expires_at IS NULL \
          OR annals_checkpoints.lease_expires_at <= ?3 \
-     RETURNING generation, commit_id, sequence";
+     RETURNING generation, commit_id, sequence, paused";
 
 /// `?1` name, `?2` owner, `?3` generation, `?4` now, `?5` expiry, `?6` tenant.
 const RENEW: &str = "UPDATE annals_checkpoints SET lease_expires_at = ?5, renewed_at = ?4 \
-     WHERE name = ?1 AND owner = ?2 AND generation = ?3 AND tenant_id = ?6";
+     WHERE name = ?1 AND owner = ?2 AND generation = ?3 AND tenant_id = ?6 RETURNING paused";
 
 /// `?1` name, `?2` owner, `?3` generation, `?4` tenant.
 const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires_at = NULL \
@@ -53,7 +53,12 @@ const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires
 /// `?1` name, `?2` generation, `?3`/`?4` previous, `?5`/`?6` next, `?7` now,
 /// `?8` tenant.
 const COMMIT: &str = "UPDATE annals_checkpoints SET commit_id = ?5, sequence = ?6, updated_at = ?7 \
-     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4 AND tenant_id = ?8";
+     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4 AND tenant_id = ?8 \
+         AND paused = 0";
+
+/// `?1` name, `?2` paused (0 or 1), `?3` tenant.
+const SET_PAUSED: &str =
+    "UPDATE annals_checkpoints SET paused = ?2 WHERE name = ?1 AND tenant_id = ?3";
 
 fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> crate::Error {
     crate::store::row::failed("sqlite", operation)
@@ -75,6 +80,7 @@ type Row = (
     i64,
     Option<i64>,
     Option<i64>,
+    bool,
 );
 
 /// The row of reader `name`, inside the caller's transaction.
@@ -94,7 +100,7 @@ pub(crate) async fn load_in(
 }
 
 fn checkpoint_of(row: Row) -> Checkpoint {
-    let (name, commit, sequence, owner, generation, renewed_at, lease_expires_at) = row;
+    let (name, commit, sequence, owner, generation, renewed_at, lease_expires_at, paused) = row;
     Checkpoint {
         name,
         position: position_from_columns(commit, sequence),
@@ -102,6 +108,7 @@ fn checkpoint_of(row: Row) -> Checkpoint {
         generation: u64::try_from(generation).unwrap_or(0),
         renewed_at: time(renewed_at),
         lease_expires_at: time(lease_expires_at),
+        paused,
     }
 }
 
@@ -137,7 +144,7 @@ pub(crate) async fn commit_in(
     Err(super::refusal(
         lease,
         previous,
-        found.map(|row| (row.generation, row.position)),
+        found.map(|row| (row.generation, row.position, row.paused)),
     ))
 }
 
@@ -180,6 +187,18 @@ impl CheckpointStore for SqliteCheckpoints {
         Ok(rows.into_iter().map(checkpoint_of).collect())
     }
 
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        let changed = sqlx::query(self.tables.sql(SET_PAUSED))
+            .bind(name)
+            .bind(paused)
+            .bind(&self.tenant)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("pause reader"))?
+            .rows_affected();
+        Ok(changed == 1)
+    }
+
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
         position.check_storable_checkpoint(name)?;
         sqlx::query(self.tables.sql(SAVE))
@@ -197,7 +216,7 @@ impl CheckpointStore for SqliteCheckpoints {
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let now = Utc::now();
         let expires_at = expiry(now, ttl);
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(self.tables.sql(ACQUIRE))
+        let row: Option<(i64, i64, i64, bool)> = sqlx::query_as(self.tables.sql(ACQUIRE))
             .bind(name)
             .bind(owner)
             .bind(now.timestamp_micros())
@@ -206,33 +225,34 @@ impl CheckpointStore for SqliteCheckpoints {
             .fetch_optional(&self.pool)
             .await
             .map_err(failed("take lease"))?;
-        Ok(row.map(|(generation, commit, sequence)| Lease {
+        Ok(row.map(|(generation, commit, sequence, paused)| Lease {
             name: name.to_owned(),
             owner: owner.to_owned(),
             generation: u64::try_from(generation).unwrap_or(0),
             position: position_from_columns(commit, sequence),
             renewed_at: now,
             expires_at,
+            paused,
         }))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let now = Utc::now();
         let expires_at = expiry(now, ttl);
-        let renewed = sqlx::query(self.tables.sql(RENEW))
+        let paused: Option<bool> = sqlx::query_scalar(self.tables.sql(RENEW))
             .bind(&lease.name)
             .bind(&lease.owner)
             .bind(to_i64(lease.generation))
             .bind(now.timestamp_micros())
             .bind(expires_at.timestamp_micros())
             .bind(&self.tenant)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(failed("renew lease"))?
-            .rows_affected();
-        Ok((renewed == 1).then(|| Lease {
+            .map_err(failed("renew lease"))?;
+        Ok(paused.map(|paused| Lease {
             renewed_at: now,
             expires_at,
+            paused,
             ..lease.clone()
         }))
     }

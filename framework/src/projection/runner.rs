@@ -52,6 +52,11 @@ pub enum ProjectionState {
     /// Building the read model from the start of the log (first run, new
     /// version, or after a reset).
     Rebuilding,
+    /// Paused by an operator
+    /// ([`CheckpointStore::set_paused`],
+    /// `annals projections pause`): holding the lease, reading nothing,
+    /// until resumed.
+    Paused,
 }
 
 /// A running projection's status.
@@ -720,6 +725,14 @@ impl<T> ProjectionRunner<T> {
                     tracing::warn!(projection = P::NAME, "lost the lease; standing by");
                     continue 'lease;
                 }
+                if let Some(held) = held.as_ref().filter(|held| held.is_paused()) {
+                    tracing::info!(projection = P::NAME, "paused by an operator");
+                    status.send_modify(|s| s.state = ProjectionState::Paused);
+                    prefetched = None;
+                    held.wait_while_paused(&mut stopped).await;
+                    status.send_modify(|s| s.state = catching_up.clone());
+                    continue;
+                }
                 let Some(page) = self
                     .next_batch::<P>(
                         position,
@@ -778,6 +791,17 @@ impl<T> ProjectionRunner<T> {
                         progress.status.send_modify(|s| s.lag_events = behind);
                         crate::observability::telemetry::projection_lag(P::NAME, Some(behind), lag);
                         progress.report(&catching_up, position, lag);
+                    }
+                    Err(BatchFailure {
+                        error: Error::ReaderPaused { .. },
+                        ..
+                    }) => {
+                        // Paused between renewals: nothing of the batch was
+                        // stored; wait at the top of the loop.
+                        if let Some(held) = &held {
+                            held.mark_paused();
+                        }
+                        prefetched = None;
                     }
                     Err(failure) => {
                         match self.after_failure::<P>(

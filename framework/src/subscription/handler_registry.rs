@@ -423,6 +423,7 @@ impl HandlerRegistry {
                 error: error.to_owned(),
                 attempts,
                 failed_at: Utc::now().trunc_subsecs(6),
+                retry_requested_at: None,
             })
             .await
     }
@@ -430,6 +431,58 @@ impl HandlerRegistry {
     /// Dead letters, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         self.store.dead_letters().list(limit).await
+    }
+
+    /// Runs the dead letters an operator asked to retry
+    /// ([`DeadLetterStore::request_retry`](crate::subscription::dead_letter::DeadLetterStore::request_retry),
+    /// `annals dead-letters retry`) whose handler this registry has, up to
+    /// `limit`, longest waiting first: each gets one round of its retries
+    /// (ignoring the circuit). A success deletes the dead letter; a failure
+    /// keeps it with the new error and clears the request. Letters of
+    /// handlers this registry lacks wait for the registry that has them.
+    ///
+    /// A registry running as a [`Subscription`](crate::subscription::Subscription)'s
+    /// sink does this whenever the subscription is caught up, so requests
+    /// are served within its poll interval by whichever instance holds the
+    /// subscription's lease.
+    pub async fn run_requested_retries(&self, limit: usize) -> Result<RequestedRetries> {
+        let mut outcome = RequestedRetries::default();
+        for letter in self.store.dead_letters().retry_requests(limit).await? {
+            let Some(handler) = self.handlers.iter().find(|h| h.name == letter.handler) else {
+                continue;
+            };
+            let page = self
+                .store
+                .query(&EventQuery::new().event_id(letter.event_id).limit(1))
+                .await?;
+            let Some(event) = page.events.first() else {
+                let error = format!("event {} is not in the store", letter.event_id);
+                self.store
+                    .dead_letters()
+                    .retry_failed(letter.id, &error, 0)
+                    .await?;
+                outcome.failed.push(letter.id);
+                continue;
+            };
+            match self.run_with_retries(handler, event).await {
+                Ok(()) => {
+                    self.circuit_result(&handler.name, true);
+                    self.record(&handler.name, |s| s.succeeded += 1);
+                    self.store.dead_letters().delete(letter.id).await?;
+                    tracing::info!(handler = %handler.name, dead_letter = %letter.id, "a requested retry succeeded");
+                    outcome.succeeded.push(letter.id);
+                }
+                Err((error, attempts)) => {
+                    self.circuit_result(&handler.name, false);
+                    self.store
+                        .dead_letters()
+                        .retry_failed(letter.id, &error, attempts)
+                        .await?;
+                    outcome.failed.push(letter.id);
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     /// Runs a dead letter's handler on its event again (one round of
@@ -467,11 +520,31 @@ impl HandlerRegistry {
     }
 }
 
+/// What [`HandlerRegistry::run_requested_retries`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestedRetries {
+    /// Dead letters whose handler succeeded this time (deleted).
+    pub succeeded: Vec<Uuid>,
+    /// Dead letters whose handler failed again (kept; request cleared).
+    pub failed: Vec<Uuid>,
+}
+
+/// How many requested retries a caught-up registry runs at a time.
+const REQUESTED_RETRIES_PER_IDLE: usize = 100;
+
 #[async_trait]
 impl EventSink for HandlerRegistry {
     async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
         // Handler failures become dead letters; only a failure to record
         // one stops delivery (and the event comes again).
         self.dispatch(event).await.map(drop).map_err(BoxError::from)
+    }
+
+    async fn idle(&mut self) -> Result<(), BoxError> {
+        self.run_requested_retries(REQUESTED_RETRIES_PER_IDLE)
+            .await
+            .map(drop)
+            .map_err(BoxError::from)
     }
 }

@@ -35,6 +35,16 @@ pub trait EventSink: Send {
     /// Handles one event. An error stops delivery at this event; it is
     /// offered again after the subscription's retry delay.
     async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError>;
+
+    /// Called when the subscription has read everything committed so far,
+    /// before it waits for more: a sink's chance to do work between events
+    /// (the [`HandlerRegistry`](handler_registry::HandlerRegistry) runs the
+    /// dead letters an operator asked to retry). Does nothing by default;
+    /// an error shows in the subscription's status and it is called again
+    /// next time.
+    async fn idle(&mut self) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// Where a subscription's events go when their effects are rows in a SQL
@@ -74,6 +84,11 @@ pub struct SubscriptionStatus {
     /// stands by for. `None` for a subscription run
     /// [`without_lease`](Subscription::without_lease).
     pub ownership: Option<OwnershipStatus>,
+    /// Whether an operator paused it
+    /// ([`CheckpointStore::set_paused`],
+    /// `annals subscriptions pause`): it holds its lease and reads nothing
+    /// until resumed.
+    pub paused: bool,
 }
 
 impl crate::task::ReaderStatus for SubscriptionStatus {
@@ -337,6 +352,13 @@ impl Subscription {
                     tracing::warn!(subscription = %self.name, "lost the lease; standing by");
                     continue 'lease;
                 }
+                if let Some(held) = held.as_ref().filter(|held| held.is_paused()) {
+                    tracing::info!(subscription = %self.name, "paused by an operator");
+                    status.send_modify(|s| s.paused = true);
+                    held.wait_while_paused(&mut stopped).await;
+                    status.send_modify(|s| s.paused = false);
+                    continue;
+                }
                 idle.arm(&*self.store).await;
                 let page = match self
                     .store
@@ -353,6 +375,10 @@ impl Subscription {
                 };
                 if page.events.is_empty() && page.read_to <= position {
                     status.send_modify(|s| s.caught_up = true);
+                    if let Err(error) = delivery.idle().await {
+                        tracing::warn!(subscription = %self.name, %error, "the sink's idle work failed");
+                        status.send_modify(|s| s.last_error = Some(error.to_string()));
+                    }
                     idle.wait(&mut stopped).await;
                     continue;
                 }
@@ -374,6 +400,15 @@ impl Subscription {
                 if outcome.lease_lost {
                     tracing::warn!(subscription = %self.name, "lost the lease; standing by");
                     continue 'lease;
+                }
+                if outcome.paused {
+                    // Paused between renewals: the checkpoint stayed, so
+                    // the batch comes again once resumed (at least once).
+                    if let Some(held) = &held {
+                        held.mark_paused();
+                    }
+                    position = outcome.position;
+                    continue;
                 }
                 position = outcome.position;
                 let failure = outcome.failure;
@@ -445,6 +480,8 @@ struct Delivered {
     failure: Option<String>,
     /// The lease was taken over: stand by.
     lease_lost: bool,
+    /// The reader is paused: its checkpoint write was refused.
+    paused: bool,
 }
 
 /// How a subscription hands a batch to its sink and moves its checkpoint.
@@ -459,6 +496,9 @@ trait Delivery: Send {
         lease: Option<&Lease>,
         checkpoints: &dyn CheckpointStore,
     ) -> Delivered;
+
+    /// The sink's work while the subscription is caught up.
+    async fn idle(&mut self) -> Result<(), BoxError>;
 }
 
 /// An [`EventSink`]: event by event, then the checkpoint (at least once).
@@ -497,6 +537,7 @@ impl<S: EventSink> Delivery for PlainDelivery<S> {
         // If the checkpoint is not saved, the events since the saved one
         // come again later: at least once, never lost.
         let mut lease_lost = false;
+        let mut paused = false;
         if position != start {
             let saved = match lease {
                 Some(lease) => checkpoints.commit(lease, start, position).await,
@@ -505,6 +546,10 @@ impl<S: EventSink> Delivery for PlainDelivery<S> {
             match saved {
                 Ok(()) => {}
                 Err(Error::LeaseLost { .. }) => lease_lost = true,
+                Err(Error::ReaderPaused { .. }) => {
+                    paused = true;
+                    position = start;
+                }
                 Err(Error::CheckpointMoved { found, .. }) => {
                     tracing::info!(subscription = %subscription.name, %found, "the checkpoint was moved; resuming there");
                     position = found;
@@ -519,7 +564,12 @@ impl<S: EventSink> Delivery for PlainDelivery<S> {
             handed,
             failure,
             lease_lost,
+            paused,
         }
+    }
+
+    async fn idle(&mut self) -> Result<(), BoxError> {
+        self.0.idle().await
     }
 }
 
@@ -561,12 +611,13 @@ where
                 },
             )
             .await;
-        let (position, failure, lease_lost) = match outcome {
-            Ok(()) => (next, None, false),
+        let (position, failure, lease_lost, paused) = match outcome {
+            Ok(()) => (next, None, false, false),
             Err(failure) => match failure.error {
-                Error::LeaseLost { .. } => (start, None, true),
-                Error::CheckpointMoved { found, .. } => (found, None, false),
-                error => (start, Some(error.to_string()), false),
+                Error::LeaseLost { .. } => (start, None, true, false),
+                Error::ReaderPaused { .. } => (start, None, false, true),
+                Error::CheckpointMoved { found, .. } => (found, None, false, false),
+                error => (start, Some(error.to_string()), false, false),
             },
         };
         Delivered {
@@ -574,7 +625,12 @@ where
             handed,
             failure,
             lease_lost,
+            paused,
         }
+    }
+
+    async fn idle(&mut self) -> Result<(), BoxError> {
+        Ok(())
     }
 }
 

@@ -661,3 +661,55 @@ async fn a_projection_reads_only_its_types_and_never_counts_the_log() {
         "the lag comes from the head, not a count"
     );
 }
+
+/// An operator pauses a running SQL projection (as `annals projections
+/// pause` does): it applies nothing, keeping its lease, until resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sql_projection_applies_nothing_until_resumed() {
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    assign_roles(&*t.store, &["admin", "admin", "auditor"]).await;
+    let name = ProjectionRunner::<SqliteReadModel>::checkpoint_name::<FlakySqliteRoleCounts>();
+    let running = ProjectionRunner::new(t.store.clone(), SqliteReadModel::new(pool.clone()))
+        .lease(annals::checkpoint::LeaseSettings::new(
+            Duration::from_millis(300),
+        ))
+        .poll_interval(Duration::from_millis(50))
+        .start(FlakySqliteRoleCounts::default());
+    wait_caught_up(&running, 3).await;
+    let counts = || async {
+        sqlx::query_as::<_, (String, i64)>("SELECT role, users FROM role_counts ORDER BY role")
+            .fetch_all(&pool)
+            .await
+            .expect("counts")
+    };
+
+    let checkpoints = t.store.checkpoints();
+    assert!(checkpoints.set_paused(&name, true).await.expect("pause"));
+    running
+        .wait_until(Duration::from_secs(20), |s| {
+            s.state == ProjectionState::Paused
+        })
+        .await
+        .expect("the runner pauses within a renewal");
+    assign_roles(&*t.store, &["auditor", "auditor"]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(counts().await, [("admin".into(), 2), ("auditor".into(), 1)]);
+    let status = running.status();
+    assert_eq!((status.state, status.applied), (ProjectionState::Paused, 3));
+    assert!(
+        status.ownership.is_some_and(|ownership| ownership.held),
+        "a paused runner keeps its lease"
+    );
+
+    assert!(checkpoints.set_paused(&name, false).await.expect("resume"));
+    wait_caught_up(&running, 5).await;
+    assert_eq!(counts().await, [("admin".into(), 2), ("auditor".into(), 3)]);
+    running.stop().await.expect("stop");
+}

@@ -65,6 +65,7 @@ fn dead_letter(stream_id: &StreamId) -> DeadLetter {
         error: "boom".into(),
         attempts: 3,
         failed_at: chrono::Utc::now(),
+        retry_requested_at: None,
     }
 }
 

@@ -288,6 +288,7 @@ async fn snapshots_checkpoints_dead_letters_and_subjects_belong_to_their_tenant(
             error: "down".into(),
             attempts: 3,
             failed_at: chrono::Utc::now(),
+            retry_requested_at: None,
         };
         acme.dead_letters()
             .save(letter.clone())

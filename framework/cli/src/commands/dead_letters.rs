@@ -21,6 +21,7 @@ fn letter_json(letter: &DeadLetter) -> Value {
         "error": letter.error,
         "attempts": letter.attempts,
         "failed_at": letter.failed_at,
+        "retry_requested_at": letter.retry_requested_at,
     })
 }
 
@@ -47,6 +48,7 @@ pub(crate) async fn run(
                         "type",
                         "attempts",
                         "failed at",
+                        "retry",
                         "error",
                     ]);
                     for letter in &list {
@@ -58,6 +60,9 @@ pub(crate) async fn run(
                             letter.event_type.clone(),
                             letter.attempts.to_string(),
                             output::time(letter.failed_at),
+                            letter
+                                .retry_requested_at
+                                .map_or_else(String::new, |_| "requested".to_owned()),
                             letter.error.clone(),
                         ]);
                     }
@@ -100,6 +105,17 @@ pub(crate) async fn run(
                         )),
                     }
                 }
+            }
+        }
+        DeadLettersCommand::Retry { id } => {
+            if !letters.request_retry(id).await? {
+                return Err(not_found(connection, id));
+            }
+            match format {
+                Format::Json => output::json(&json!({ "retry_requested": id })),
+                Format::Human => output::line(format!(
+                    "asked for dead letter {id} to be retried: the subscription running its handler does when next caught up"
+                )),
             }
         }
         DeadLettersCommand::Discard { id } => {

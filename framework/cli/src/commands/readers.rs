@@ -72,6 +72,7 @@ impl ReaderRow {
             "position": checkpoint.position.to_string(),
             "lag_events": self.lag_events,
             "owner": checkpoint.owner,
+            "paused": checkpoint.paused,
             "owned": checkpoint.owner.is_some()
                 && checkpoint.lease_expires_at.is_some_and(|expires| expires > Utc::now()),
             "generation": checkpoint.generation,
@@ -107,10 +108,22 @@ pub(crate) async fn reader_rows(
 
 /// The readers of one kind as a table.
 pub(crate) fn readers_table<'r>(rows: impl IntoIterator<Item = &'r ReaderRow>) -> String {
-    let mut table = output::table(["name", "position", "lag (events)", "owner", "generation"]);
+    let mut table = output::table([
+        "name",
+        "state",
+        "position",
+        "lag (events)",
+        "owner",
+        "generation",
+    ]);
     for row in rows {
         table.add_row([
             row.checkpoint.name.clone(),
+            if row.checkpoint.paused {
+                "paused".to_owned()
+            } else {
+                "active".to_owned()
+            },
             row.checkpoint.position.to_string(),
             row.lag_events.to_string(),
             row.ownership(),
@@ -159,6 +172,73 @@ pub(crate) async fn projections(
         ProjectionsCommand::Status => {
             print_status(connection, ReaderKind::Projection, format).await
         }
+        ProjectionsCommand::Pause { name } => {
+            let name = projection_checkpoint(connection, &name).await?;
+            set_paused(connection, &name, true, format).await
+        }
+        ProjectionsCommand::Resume { name } => {
+            let name = projection_checkpoint(connection, &name).await?;
+            set_paused(connection, &name, false, format).await
+        }
+    }
+}
+
+/// The checkpoint name of a projection given by its name (the one
+/// version with a checkpoint) or by its checkpoint name.
+async fn projection_checkpoint(connection: &Connection, name: &str) -> Result<String, Failure> {
+    let names: Vec<String> = connection
+        .store
+        .checkpoints()
+        .list()
+        .await?
+        .into_iter()
+        .map(|checkpoint| checkpoint.name)
+        .filter(|candidate| {
+            candidate == name
+                || candidate
+                    .strip_prefix(PROJECTION_PREFIX)
+                    .and_then(|rest| rest.rsplit_once(":v"))
+                    .is_some_and(|(bare, _)| bare == name)
+        })
+        .filter(|candidate| ReaderKind::of(candidate) == ReaderKind::Projection)
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Failure::NotFound(format!(
+            "no projection named {name:?} has a checkpoint in {}",
+            connection.description
+        ))),
+        several => Err(Failure::Usage(format!(
+            "{name:?} names several projection versions ({}): give the one you mean",
+            several.join(", ")
+        ))),
+    }
+}
+
+/// Pauses or resumes the reader `name`.
+async fn set_paused(
+    connection: &Connection,
+    name: &str,
+    paused: bool,
+    format: Format,
+) -> Result<(), Failure> {
+    let checkpoints = connection.store.checkpoints();
+    let Some(row) = checkpoints.load(name).await? else {
+        return Err(Failure::NotFound(format!(
+            "no reader named {name:?} has a checkpoint in {}",
+            connection.description
+        )));
+    };
+    checkpoints.set_paused(name, paused).await?;
+    let word = if paused { "paused" } else { "resumed" };
+    match format {
+        Format::Json => output::json(&json!({ "name": name, "paused": paused })),
+        Format::Human if row.owner.is_none() && row.generation == 0 => output::line(format!(
+            "{word} {name}; it has never had an owner: a reader without a lease is not paused"
+        )),
+        Format::Human => output::line(format!(
+            "{word} {name}; its owner notices within a lease renewal (5 s by default)"
+        )),
     }
 }
 
@@ -171,6 +251,14 @@ pub(crate) async fn subscriptions(
     match command {
         SubscriptionsCommand::Status => {
             print_status(connection, ReaderKind::Subscription, format).await
+        }
+        SubscriptionsCommand::Pause { name } => {
+            refuse_projection(&name)?;
+            set_paused(connection, &name, true, format).await
+        }
+        SubscriptionsCommand::Resume { name } => {
+            refuse_projection(&name)?;
+            set_paused(connection, &name, false, format).await
         }
         SubscriptionsCommand::Reset { name, to } => {
             if ReaderKind::of(&name) == ReaderKind::Projection {
@@ -205,4 +293,14 @@ pub(crate) async fn subscriptions(
             }
         }
     }
+}
+
+/// `annals subscriptions pause|resume` names subscriptions only.
+fn refuse_projection(name: &str) -> Result<(), Failure> {
+    if ReaderKind::of(name) == ReaderKind::Projection {
+        return Err(Failure::Usage(format!(
+            "{name} is a projection: use `annals projections pause|resume`"
+        )));
+    }
+    Ok(())
 }

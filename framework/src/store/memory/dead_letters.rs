@@ -1,6 +1,7 @@
 //! The in-memory store's dead letters, with the saving handle's tenant.
 
 use async_trait::async_trait;
+use chrono::SubsecRound;
 use uuid::Uuid;
 
 use super::InMemoryEventStore;
@@ -39,6 +40,55 @@ impl DeadLetterStore for MemoryDeadLetters {
             .filter(|(tenant, _)| self.0.scope().is_none_or(|scope| scope == tenant))
             .find(|(_, letter)| letter.id == id)
             .map(|(_, letter)| letter.clone()))
+    }
+
+    async fn request_retry(&self, id: Uuid) -> Result<bool> {
+        let scope = self.0.scope();
+        let mut log = self.0.write()?;
+        let letter = log
+            .dead_letters
+            .iter_mut()
+            .find(|(tenant, letter)| letter.id == id && scope.is_none_or(|scope| scope == tenant));
+        Ok(match letter {
+            Some((_, letter)) => {
+                letter.retry_requested_at = Some(chrono::Utc::now().trunc_subsecs(6));
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn retry_requests(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let mut requested: Vec<DeadLetter> = self
+            .0
+            .read()?
+            .dead_letters
+            .iter()
+            .filter(|(tenant, letter)| {
+                letter.retry_requested_at.is_some()
+                    && self.0.scope().is_none_or(|scope| scope == tenant)
+            })
+            .map(|(_, letter)| letter.clone())
+            .collect();
+        requested.sort_by_key(|letter| (letter.retry_requested_at, letter.id));
+        requested.truncate(limit);
+        Ok(requested)
+    }
+
+    async fn retry_failed(&self, id: Uuid, error: &str, attempts: u32) -> Result<()> {
+        let scope = self.0.scope();
+        let mut log = self.0.write()?;
+        if let Some((_, letter)) = log
+            .dead_letters
+            .iter_mut()
+            .find(|(tenant, letter)| letter.id == id && scope.is_none_or(|scope| scope == tenant))
+        {
+            letter.error = error.to_owned();
+            letter.attempts = letter.attempts.saturating_add(attempts);
+            letter.failed_at = chrono::Utc::now().trunc_subsecs(6);
+            letter.retry_requested_at = None;
+        }
+        Ok(())
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool> {

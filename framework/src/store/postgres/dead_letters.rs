@@ -18,8 +18,8 @@ impl DeadLetterStore for PostgresDeadLetters {
     async fn save(&self, letter: DeadLetter) -> Result<()> {
         let mut session = self.0.session().await?;
         sqlx::query(
-            self.0.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            self.0.tables.sql("INSERT INTO annals_dead_letters (id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at, retry_requested_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
         )
         .bind(letter.id)
         .bind(&letter.handler)
@@ -30,6 +30,7 @@ impl DeadLetterStore for PostgresDeadLetters {
         .bind(&letter.error)
         .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
         .bind(letter.failed_at)
+        .bind(letter.retry_requested_at)
         .execute(session.connection())
         .await
         .map_err(failed("save dead letter"))?;
@@ -40,7 +41,7 @@ impl DeadLetterStore for PostgresDeadLetters {
     async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let mut session = self.0.session().await?;
         let rows = sqlx::query(
-            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at, retry_requested_at \
              FROM annals_dead_letters ORDER BY failed_at, id LIMIT $1"),
         )
         .bind(crate::store::row::limit(limit))
@@ -56,7 +57,7 @@ impl DeadLetterStore for PostgresDeadLetters {
     async fn get(&self, id: uuid::Uuid) -> Result<Option<DeadLetter>> {
         let mut session = self.0.session().await?;
         let row = sqlx::query(
-            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at \
+            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at, retry_requested_at \
              FROM annals_dead_letters WHERE id = $1"),
         )
         .bind(id)
@@ -66,6 +67,52 @@ impl DeadLetterStore for PostgresDeadLetters {
         session.finish().await?;
         row.map(|row| letter_of(&row, "get dead letter"))
             .transpose()
+    }
+
+    async fn request_retry(&self, id: uuid::Uuid) -> Result<bool> {
+        let mut session = self.0.session().await?;
+        let result = sqlx::query(self.0.tables.sql(
+            "UPDATE annals_dead_letters SET retry_requested_at = date_trunc('microseconds', now()) WHERE id = $1",
+        ))
+        .bind(id)
+        .execute(session.connection())
+        .await
+        .map_err(failed("request dead letter retry"))?;
+        session.finish().await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn retry_requests(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let mut session = self.0.session().await?;
+        let rows = sqlx::query(
+            self.0.tables.sql("SELECT id, handler, event_id, stream_id, version, event_type, error, attempts, failed_at, retry_requested_at \
+             FROM annals_dead_letters WHERE retry_requested_at IS NOT NULL \
+             ORDER BY retry_requested_at, id LIMIT $1"),
+        )
+        .bind(crate::store::row::limit(limit))
+        .fetch_all(session.connection())
+        .await
+        .map_err(failed("list dead letter retries"))?;
+        session.finish().await?;
+        rows.iter()
+            .map(|row| letter_of(row, "list dead letter retries"))
+            .collect()
+    }
+
+    async fn retry_failed(&self, id: uuid::Uuid, error: &str, attempts: u32) -> Result<()> {
+        let mut session = self.0.session().await?;
+        sqlx::query(self.0.tables.sql(
+            "UPDATE annals_dead_letters SET error = $2, attempts = attempts + $3, \
+             failed_at = date_trunc('microseconds', now()), retry_requested_at = NULL WHERE id = $1",
+        ))
+        .bind(id)
+        .bind(error)
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .execute(session.connection())
+        .await
+        .map_err(failed("record failed dead letter retry"))?;
+        session.finish().await?;
+        Ok(())
     }
 
     async fn delete(&self, id: uuid::Uuid) -> Result<bool> {
@@ -95,6 +142,7 @@ fn letter_of(row: &sqlx::postgres::PgRow, operation: &'static str) -> Result<Dea
     let attempts: i32 = field(row, "attempts", &bad)?;
     let stream: String = field(row, "stream_id", &bad)?;
     let failed_at: DateTime<Utc> = field(row, "failed_at", &bad)?;
+    let retry_requested_at: Option<DateTime<Utc>> = field(row, "retry_requested_at", &bad)?;
     Ok(DeadLetter {
         id: field(row, "id", &bad)?,
         handler: field(row, "handler", &bad)?,
@@ -105,5 +153,6 @@ fn letter_of(row: &sqlx::postgres::PgRow, operation: &'static str) -> Result<Dea
         error: field(row, "error", &bad)?,
         attempts: u32::try_from(attempts).map_err(|e| bad("attempts", e.to_string()))?,
         failed_at,
+        retry_requested_at,
     })
 }
