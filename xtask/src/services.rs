@@ -305,6 +305,21 @@ fn find_pgbouncer() -> Result<PathBuf> {
     on_path("pgbouncer").context("pgbouncer was installed but is still not on the PATH")
 }
 
+/// The console's browser tests drive Debian's Chromium through
+/// ChromeDriver; they only need both installed.
+pub(crate) fn ensure_browser() -> Result<()> {
+    if on_path("chromium").is_some() && on_path("chromedriver").is_some() {
+        return Ok(());
+    }
+    install(
+        "Chromium and ChromeDriver",
+        &["chromium", "chromium-driver"],
+    )?;
+    on_path("chromedriver")
+        .map(drop)
+        .context("chromium-driver was installed but chromedriver is still not on the PATH")
+}
+
 fn on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

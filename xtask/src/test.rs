@@ -10,6 +10,7 @@ pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("annals-test-{}", std::process::id()));
     // Stopped on drop: on success, on test failure and on early error alike.
     let services = Services::start(&dir)?;
+    crate::services::ensure_browser()?;
     println!("xtask: PostgreSQL at {}", services.database_url());
     println!("xtask: Redis at {}", services.redis_url());
 

@@ -88,6 +88,9 @@ pub(crate) enum Command {
     /// their SQL.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// Serve the web console: overview with charts, streams, events,
+    /// projections and subscriptions, dead letters, /health and /metrics.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +234,22 @@ pub(crate) struct VerifyArgs {
     /// No progress bar.
     #[arg(long)]
     pub(crate) no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on (loopback unless told otherwise; port 0
+    /// picks a free one). The first line printed is the URL.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// A file holding the token that changes (pause, resume, retry,
+    /// discard) need; without one (or ANNALS_CONSOLE_TOKEN) the console is
+    /// read-only. The token is never logged.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) token_file: Option<std::path::PathBuf>,
+    /// Change nothing, whatever token is configured.
+    #[arg(long)]
+    pub(crate) read_only: bool,
 }
 
 #[derive(Debug, Subcommand)]

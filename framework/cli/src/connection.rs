@@ -173,6 +173,19 @@ impl Connection {
         Ok(())
     }
 
+    /// The same store confined to `tenant`, to read a stream that several
+    /// tenants hold under one id (on PostgreSQL the application role can;
+    /// the owner is refused, saying so).
+    pub(crate) async fn for_tenant_reading(
+        &self,
+        tenant: &str,
+    ) -> Result<Arc<dyn EventStore>, Failure> {
+        Ok(match &self.backend {
+            Backend::Sqlite(store) => Arc::new(store.for_tenant(tenant)?),
+            Backend::Postgres(store) => Arc::new(store.for_tenant(tenant).await?),
+        })
+    }
+
     /// Recomputes the whole log's hash chain (this handle's tenant's),
     /// reporting how many events were checked as it goes.
     pub(crate) async fn verify_log_with_progress(

@@ -17,6 +17,7 @@
 mod arguments;
 mod commands;
 mod connection;
+mod console;
 mod failure;
 mod output;
 

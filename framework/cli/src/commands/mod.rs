@@ -4,12 +4,12 @@ mod dead_letters;
 mod events;
 mod forget;
 mod migrate;
-mod readers;
+pub(crate) mod readers;
 mod status;
 mod streams;
 mod verify;
 
-use crate::arguments::{Cli, Command, StoreOptions};
+use crate::arguments::{Cli, Command, ServeArgs, StoreOptions};
 use crate::connection::Connection;
 use crate::failure::Failure;
 use crate::output::Format;
@@ -39,8 +39,40 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Verify(arguments) => verify::run(&open(store).await?, arguments, format).await,
         Command::Forget { subject } => forget::run(&open(store).await?, &subject, format).await,
+        Command::Serve(arguments) => serve(open(store).await?, arguments).await,
     }
 }
+
+/// `annals serve`: the token from its file or `ANNALS_CONSOLE_TOKEN`.
+async fn serve(connection: Connection, arguments: ServeArgs) -> Result<(), Failure> {
+    let token = match &arguments.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|error| {
+                    Failure::io(
+                        format!("cannot read the token file {}", path.display()),
+                        error,
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(TOKEN_VAR).ok(),
+    }
+    .filter(|token| !token.is_empty());
+    crate::console::serve(
+        connection,
+        crate::console::ServeOptions {
+            listen: arguments.listen,
+            token,
+            read_only: arguments.read_only,
+        },
+    )
+    .await
+}
+
+/// The variable holding the console's token when no file names it.
+const TOKEN_VAR: &str = "ANNALS_CONSOLE_TOKEN";
 
 /// Opens the store, which must hold the schema this build knows.
 async fn open(options: &StoreOptions) -> Result<Connection, Failure> {
