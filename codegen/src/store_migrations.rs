@@ -163,6 +163,11 @@ const POSTGRES: &[Step] = &[
         name: "reader_control",
         template: include_str!("../templates/postgres/0022_reader_control.sql"),
     },
+    Step {
+        version: 23,
+        name: "projection_rebuild",
+        template: include_str!("../templates/postgres/0023_projection_rebuild.sql"),
+    },
 ];
 
 const SQLITE: &[Step] = &[
@@ -235,6 +240,11 @@ const SQLITE: &[Step] = &[
         version: 14,
         name: "reader_control",
         template: include_str!("../templates/sqlite/0014_reader_control.sql"),
+    },
+    Step {
+        version: 15,
+        name: "projection_rebuild",
+        template: include_str!("../templates/sqlite/0015_projection_rebuild.sql"),
     },
 ];
 

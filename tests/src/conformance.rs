@@ -1915,6 +1915,48 @@ pub async fn leases_give_each_reader_one_owner_and_fence_the_last(t: &TestStore)
         .commit(&renewed, LogPosition::START, LogPosition::new(2, 2))
         .await
         .expect("a resumed reader commits");
+
+    // A rebuild request shows in the row and reaches the owner at its next
+    // renewal; it can be withdrawn.
+    assert!(
+        checkpoints
+            .request_rebuild("indexer", true)
+            .await
+            .expect("request")
+    );
+    assert!(
+        !checkpoints
+            .request_rebuild("nobody", true)
+            .await
+            .expect("request"),
+        "no row, nothing requested"
+    );
+    let row = checkpoints
+        .load("indexer")
+        .await
+        .expect("load")
+        .expect("row");
+    assert!(row.rebuild_requested);
+    let renewed = checkpoints
+        .renew(&renewed, ttl)
+        .await
+        .expect("renew")
+        .expect("still held");
+    assert!(renewed.rebuild_requested, "the renewal tells the owner");
+    assert!(
+        checkpoints
+            .request_rebuild("indexer", false)
+            .await
+            .expect("withdraw")
+    );
+    assert!(
+        !checkpoints
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .any(|row| row.rebuild_requested)
+    );
 }
 
 /// Events keep their tags, in order, and queries find them by tag (with

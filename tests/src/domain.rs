@@ -456,3 +456,36 @@ impl FlakyPostgresRoleCounts {
         Ok(())
     }
 }
+
+/// Users per role in a table it declares (`role_tally`), on SQLite and
+/// PostgreSQL alike: a read model an operator can rebuild in place (the
+/// runner empties the declared table and starts over).
+#[derive(Default, Debug)]
+pub struct RoleTally;
+
+#[projection(
+    name = "test_role_tally",
+    version = 1,
+    table(
+        name = "role_tally",
+        columns(role = "text", users = "integer"),
+        primary_key(role),
+    )
+)]
+impl RoleTally {
+    async fn user_event(
+        &mut self,
+        event: &UserEvent,
+        db: &mut dyn annals::projection::sql_read_model::SqlConnection,
+    ) -> annals::Result<()> {
+        if let UserEvent::RoleAssigned { role } = event {
+            db.execute(
+                "INSERT INTO role_tally (role, users) VALUES ($1, 1) \
+                 ON CONFLICT (role) DO UPDATE SET users = role_tally.users + 1",
+                &[role.into()],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}

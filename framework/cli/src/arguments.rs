@@ -64,7 +64,7 @@ pub(crate) enum Command {
         id: Uuid,
     },
     /// Projections (readers named `projection:NAME:vN`): status, pause,
-    /// resume.
+    /// resume, rebuild.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
     /// Subscriptions (every other checkpointed reader): status, pause,
@@ -165,6 +165,14 @@ pub(crate) enum ProjectionsCommand {
     /// Resume a paused projection: its owner carries on within a lease
     /// renewal.
     Resume {
+        /// The projection: its name, or `projection:NAME:vN`.
+        name: String,
+    },
+    /// Rebuild a projection in place: its owner, within a lease renewal,
+    /// empties the tables it declares and moves its checkpoint back to the
+    /// start of the log in one transaction, then catches up again. A
+    /// projection that declares no tables refuses (its status says why).
+    Rebuild {
         /// The projection: its name, or `projection:NAME:vN`.
         name: String,
     },

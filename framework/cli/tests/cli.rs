@@ -875,6 +875,28 @@ async fn pause_and_resume_reach_a_running_subscription(t: Target) {
         .await
         .json();
     assert_eq!(projection["name"], "projection:directory:v1");
+
+    // A rebuild request, by the projection's name: its owner acts on it
+    // (tests/tests/readers/projection_runner.rs runs that part).
+    let rebuild = t
+        .run(&["--json", "projections", "rebuild", "directory"])
+        .await
+        .json();
+    assert_eq!(rebuild["rebuild_requested"], true);
+    let row = t
+        .test
+        .store
+        .checkpoints()
+        .load("projection:directory:v1")
+        .await
+        .expect("load")
+        .expect("row");
+    assert!(row.rebuild_requested);
+    let status = t.run(&["projections", "status"]).await.ok();
+    assert!(status.contains("paused"), "{status}");
+    t.run(&["projections", "rebuild", "nobody"])
+        .await
+        .failed(3, &["nobody"]);
     running.stop().await.expect("stop");
 }
 

@@ -369,7 +369,7 @@ async fn the_console_in_a_headless_browser() {
         .await
         .expect("readers");
     browser
-        .find(Locator::Css("#readers button"))
+        .find(Locator::Css("#readers button[name=pause]"))
         .await
         .expect("a pause button")
         .click()
@@ -414,7 +414,7 @@ async fn the_console_in_a_headless_browser() {
         .await
         .expect("readers");
     browser
-        .find(Locator::Css("#readers button"))
+        .find(Locator::Css("#readers button[name=resume]"))
         .await
         .expect("a resume button")
         .click()

@@ -54,6 +54,7 @@ fn lease_of(row: &Checkpoint, owner: &str) -> Lease {
         renewed_at: row.renewed_at.unwrap_or_default(),
         expires_at: row.lease_expires_at.unwrap_or_default(),
         paused: row.paused,
+        rebuild_requested: row.rebuild_requested,
     }
 }
 
@@ -86,6 +87,7 @@ impl CheckpointStore for MemoryCheckpoints {
                 renewed_at: None,
                 lease_expires_at: None,
                 paused: false,
+                rebuild_requested: false,
             })
             .position = position;
         Ok(())
@@ -95,6 +97,16 @@ impl CheckpointStore for MemoryCheckpoints {
         Ok(match self.rows()?.get_mut(&self.key(name)) {
             Some(row) => {
                 row.paused = paused;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn request_rebuild(&self, name: &str, requested: bool) -> Result<bool> {
+        Ok(match self.rows()?.get_mut(&self.key(name)) {
+            Some(row) => {
+                row.rebuild_requested = requested;
                 true
             }
             None => false,
@@ -112,6 +124,7 @@ impl CheckpointStore for MemoryCheckpoints {
             renewed_at: None,
             lease_expires_at: None,
             paused: false,
+            rebuild_requested: false,
         });
         let free = match (&row.owner, row.lease_expires_at) {
             (Some(_), Some(expires)) => expires <= now,
@@ -142,6 +155,7 @@ impl CheckpointStore for MemoryCheckpoints {
             renewed_at: now,
             expires_at: expiry(ttl, now),
             paused: row.paused,
+            rebuild_requested: row.rebuild_requested,
             ..lease.clone()
         }))
     }

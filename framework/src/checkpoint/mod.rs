@@ -72,7 +72,7 @@ use crate::error::{Error, Result};
 use crate::store::position::LogPosition;
 
 pub(crate) use memory::MemoryCheckpoints;
-pub(crate) use ownership::Ownership;
+pub(crate) use ownership::{HeldLease, Ownership};
 pub use ownership::{LeaseSettings, OwnershipStatus, default_owner_name};
 
 /// A reader's stored checkpoint and lease, as an operator would see them.
@@ -94,6 +94,9 @@ pub struct Checkpoint {
     /// Whether an operator paused the reader
     /// ([`CheckpointStore::set_paused`]).
     pub paused: bool,
+    /// Whether an operator asked for the (projection) reader's read model
+    /// to be rebuilt in place ([`CheckpointStore::request_rebuild`]).
+    pub rebuild_requested: bool,
 }
 
 /// A lease on a reader, held by one worker until it expires or is released.
@@ -115,6 +118,10 @@ pub struct Lease {
     /// Whether the reader was paused when the lease was taken or last
     /// renewed: its owner waits, keeping the lease, until it is resumed.
     pub paused: bool,
+    /// Whether a rebuild was requested when the lease was taken or last
+    /// renewed: a projection's owner empties its read model and starts
+    /// over from the beginning of the log.
+    pub rebuild_requested: bool,
 }
 
 /// Where readers keep their checkpoints and leases: one row per reader in
@@ -144,6 +151,13 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// Readers without a lease (per-instance subscriptions) are not
     /// paused.
     async fn set_paused(&self, name: &str, paused: bool) -> Result<bool>;
+
+    /// Asks (`true`) the owner of a projection to rebuild its read model in
+    /// place, or withdraws the request (`false`): the owner learns of it at
+    /// its next lease renewal and, in one transaction, empties the tables
+    /// the projection declares and moves its checkpoint back to the start
+    /// (which clears the request). `false` if the reader has no row.
+    async fn request_rebuild(&self, name: &str, requested: bool) -> Result<bool>;
 
     /// Takes the reader's lease for `owner` for `ttl` if nobody holds a live
     /// one; `None` if someone does (a worker of the same name too: two

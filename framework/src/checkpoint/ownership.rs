@@ -2,6 +2,7 @@
 //! another worker has it), renewing it in the background, noticing when it
 //! is lost, and giving it up on stop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -243,6 +244,8 @@ pub(crate) struct HeldLease {
     /// Whether the reader is paused, as the renewer last saw it.
     paused: watch::Receiver<bool>,
     paused_sender: Arc<watch::Sender<bool>>,
+    /// Whether a rebuild is requested, as the renewer last saw it.
+    rebuild: Arc<AtomicBool>,
     renewer: JoinHandle<()>,
     ownership: Ownership,
 }
@@ -252,6 +255,7 @@ impl HeldLease {
         let (lost_sender, lost) = watch::channel(false);
         let paused_sender = Arc::new(watch::channel(lease.paused).0);
         let paused = paused_sender.subscribe();
+        let rebuild = Arc::new(AtomicBool::new(lease.rebuild_requested));
         let held = |lease: &Lease| OwnershipStatus {
             worker: lease.owner.clone(),
             held: true,
@@ -265,6 +269,7 @@ impl HeldLease {
             let ownership = ownership.clone();
             let mut lease = lease.clone();
             let paused_sender = Arc::clone(&paused_sender);
+            let rebuild = Arc::clone(&rebuild);
             tokio::spawn(async move {
                 let settings = ownership.settings;
                 let mut confirmed = Instant::now();
@@ -283,6 +288,7 @@ impl HeldLease {
                                 *paused = renewed.paused;
                                 changed
                             });
+                            rebuild.store(renewed.rebuild_requested, Ordering::SeqCst);
                             lease = renewed;
                             (ownership.report)(held(&lease), None);
                         }
@@ -313,9 +319,21 @@ impl HeldLease {
             lost,
             paused,
             paused_sender,
+            rebuild,
             renewer,
             ownership,
         }
+    }
+
+    /// Whether an operator asked for a rebuild, as of the last renewal.
+    pub(crate) fn rebuild_requested(&self) -> bool {
+        self.rebuild.load(Ordering::SeqCst)
+    }
+
+    /// The rebuild was done (or refused): forget the request until a
+    /// renewal brings a new one.
+    pub(crate) fn clear_rebuild_request(&self) {
+        self.rebuild.store(false, Ordering::SeqCst);
     }
 
     /// Whether an operator paused the reader, as of the last renewal (or a

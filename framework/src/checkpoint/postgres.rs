@@ -28,12 +28,12 @@ use crate::store::row::{position_from_columns, to_i64};
 use crate::store::table_names::TableNames;
 
 /// The row of `$1` in the transaction's tenant.
-const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
+const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused, rebuild_requested \
      FROM annals_checkpoints \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') AND name = $1";
 
 /// Every row of the transaction's tenant.
-const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
+const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused, rebuild_requested \
      FROM annals_checkpoints \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') ORDER BY name";
 
@@ -52,14 +52,14 @@ const ACQUIRE: &str = "INSERT INTO annals_checkpoints AS c \
          generation = c.generation + 1, lease_expires_at = excluded.lease_expires_at, \
          renewed_at = excluded.renewed_at \
      WHERE c.owner IS NULL OR c.lease_expires_at IS NULL OR c.lease_expires_at <= now() \
-     RETURNING generation, commit_id, sequence, renewed_at, lease_expires_at, paused";
+     RETURNING generation, commit_id, sequence, renewed_at, lease_expires_at, paused, rebuild_requested";
 
 /// Extends the lease of `$1` held by `$2` under generation `$3` by `$4` s.
 const RENEW: &str = "UPDATE annals_checkpoints \
      SET lease_expires_at = now() + make_interval(secs => $4), renewed_at = now() \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
          AND name = $1 AND owner = $2 AND generation = $3 \
-     RETURNING renewed_at, lease_expires_at, paused";
+     RETURNING renewed_at, lease_expires_at, paused, rebuild_requested";
 
 /// Gives up the lease of `$1` held by `$2` under generation `$3`.
 const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires_at = NULL \
@@ -72,6 +72,17 @@ const COMMIT: &str = "UPDATE annals_checkpoints \
      SET commit_id = $5, sequence = $6, updated_at = now() \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
          AND name = $1 AND generation = $2 AND commit_id = $3 AND sequence = $4 AND NOT paused";
+
+/// Asks (`$2` true) for reader `$1` to rebuild, or withdraws the request.
+const REQUEST_REBUILD: &str = "UPDATE annals_checkpoints SET rebuild_requested = $2 \
+     WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') AND name = $1";
+
+/// Moves `$1` back to the start from `($3, $4)` if its generation is still
+/// `$2`, clearing its rebuild request.
+const REBUILD: &str = "UPDATE annals_checkpoints \
+     SET commit_id = 0, sequence = 0, rebuild_requested = false, updated_at = now() \
+     WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
+         AND name = $1 AND generation = $2 AND commit_id = $3 AND sequence = $4";
 
 /// Pauses (`$2` true) or resumes reader `$1`.
 const SET_PAUSED: &str = "UPDATE annals_checkpoints SET paused = $2 \
@@ -94,10 +105,21 @@ type Row = (
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     bool,
+    bool,
 );
 
 fn checkpoint_of(row: Row) -> Checkpoint {
-    let (name, commit, sequence, owner, generation, renewed_at, lease_expires_at, paused) = row;
+    let (
+        name,
+        commit,
+        sequence,
+        owner,
+        generation,
+        renewed_at,
+        lease_expires_at,
+        paused,
+        rebuild_requested,
+    ) = row;
     Checkpoint {
         name,
         position: position_from_columns(commit, sequence),
@@ -106,7 +128,39 @@ fn checkpoint_of(row: Row) -> Checkpoint {
         renewed_at,
         lease_expires_at,
         paused,
+        rebuild_requested,
     }
+}
+
+/// Moves the checkpoint under `lease` from `previous` back to the start of
+/// the log and clears its rebuild request, inside the caller's transaction
+/// (a read model's rebuild, which empties its tables in the same
+/// transaction). Refused like a commit.
+pub(crate) async fn rebuild_in(
+    connection: &mut PgConnection,
+    tables: &TableNames,
+    lease: &Lease,
+    previous: LogPosition,
+) -> Result<()> {
+    let moved = sqlx::query(tables.sql(REBUILD))
+        .persistent(false)
+        .bind(&lease.name)
+        .bind(to_i64(lease.generation))
+        .bind(to_i64(previous.commit))
+        .bind(to_i64(previous.sequence))
+        .execute(&mut *connection)
+        .await
+        .map_err(failed("rebuild checkpoint"))?
+        .rows_affected();
+    if moved == 1 {
+        return Ok(());
+    }
+    let found = load_in(connection, tables, &lease.name).await?;
+    Err(refusal(
+        lease,
+        previous,
+        found.map(|row| (row.generation, row.position, false)),
+    ))
 }
 
 /// The row of reader `name`, inside the caller's transaction.
@@ -238,6 +292,24 @@ impl CheckpointStore for PostgresCheckpoints {
         Ok(changed == 1)
     }
 
+    async fn request_rebuild(&self, name: &str, requested: bool) -> Result<bool> {
+        let mut transaction =
+            crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
+        let changed = sqlx::query(self.tables.sql(REQUEST_REBUILD))
+            .persistent(false)
+            .bind(name)
+            .bind(requested)
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed("request rebuild"))?
+            .rows_affected();
+        transaction
+            .commit()
+            .await
+            .map_err(failed("commit rebuild request"))?;
+        Ok(changed == 1)
+    }
+
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
         position.check_storable_checkpoint(name)?;
         let mut transaction =
@@ -259,7 +331,7 @@ impl CheckpointStore for PostgresCheckpoints {
 
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let mut transaction = self.begin().await?;
-        let row: Option<(i64, i64, i64, DateTime<Utc>, DateTime<Utc>, bool)> =
+        let row: Option<(i64, i64, i64, DateTime<Utc>, DateTime<Utc>, bool, bool)> =
             sqlx::query_as(self.tables.sql(ACQUIRE))
                 .persistent(false)
                 .bind(name)
@@ -270,21 +342,24 @@ impl CheckpointStore for PostgresCheckpoints {
                 .map_err(failed("take lease"))?;
         transaction.commit().await.map_err(failed("commit lease"))?;
         Ok(row.map(
-            |(generation, commit, sequence, renewed_at, expires_at, paused)| Lease {
-                name: name.to_owned(),
-                owner: owner.to_owned(),
-                generation: u64::try_from(generation).unwrap_or(0),
-                position: position_from_columns(commit, sequence),
-                renewed_at,
-                expires_at,
-                paused,
+            |(generation, commit, sequence, renewed_at, expires_at, paused, rebuild_requested)| {
+                Lease {
+                    name: name.to_owned(),
+                    owner: owner.to_owned(),
+                    generation: u64::try_from(generation).unwrap_or(0),
+                    position: position_from_columns(commit, sequence),
+                    renewed_at,
+                    expires_at,
+                    paused,
+                    rebuild_requested,
+                }
             },
         ))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let mut transaction = self.begin().await?;
-        let row: Option<(DateTime<Utc>, DateTime<Utc>, bool)> =
+        let row: Option<(DateTime<Utc>, DateTime<Utc>, bool, bool)> =
             sqlx::query_as(self.tables.sql(RENEW))
                 .persistent(false)
                 .bind(&lease.name)
@@ -298,12 +373,15 @@ impl CheckpointStore for PostgresCheckpoints {
             .commit()
             .await
             .map_err(failed("commit lease renewal"))?;
-        Ok(row.map(|(renewed_at, expires_at, paused)| Lease {
-            renewed_at,
-            expires_at,
-            paused,
-            ..lease.clone()
-        }))
+        Ok(row.map(
+            |(renewed_at, expires_at, paused, rebuild_requested)| Lease {
+                renewed_at,
+                expires_at,
+                paused,
+                rebuild_requested,
+                ..lease.clone()
+            },
+        ))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

@@ -18,11 +18,11 @@ use crate::store::row::{position_from_columns, to_i64};
 use crate::store::table_names::TableNames;
 
 /// `?1` name, `?2` tenant.
-const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
+const LOAD: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused, rebuild_requested \
      FROM annals_checkpoints WHERE name = ?1 AND tenant_id = ?2";
 
 /// `?1` tenant.
-const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused \
+const LIST: &str = "SELECT name, commit_id, sequence, owner, generation, renewed_at, lease_expires_at, paused, rebuild_requested \
      FROM annals_checkpoints WHERE tenant_id = ?1 ORDER BY name";
 
 /// `?1` name, `?2` commit, `?3` sequence, `?4` now, `?5` tenant.
@@ -40,11 +40,11 @@ const ACQUIRE: &str = "INSERT INTO annals_checkpoints \
          lease_expires_at = excluded.lease_expires_at, renewed_at = excluded.renewed_at \
      WHERE annals_checkpoints.owner IS NULL OR annals_checkpoints.lease_expires_at IS NULL \
          OR annals_checkpoints.lease_expires_at <= ?3 \
-     RETURNING generation, commit_id, sequence, paused";
+     RETURNING generation, commit_id, sequence, paused, rebuild_requested";
 
 /// `?1` name, `?2` owner, `?3` generation, `?4` now, `?5` expiry, `?6` tenant.
 const RENEW: &str = "UPDATE annals_checkpoints SET lease_expires_at = ?5, renewed_at = ?4 \
-     WHERE name = ?1 AND owner = ?2 AND generation = ?3 AND tenant_id = ?6 RETURNING paused";
+     WHERE name = ?1 AND owner = ?2 AND generation = ?3 AND tenant_id = ?6 RETURNING paused, rebuild_requested";
 
 /// `?1` name, `?2` owner, `?3` generation, `?4` tenant.
 const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires_at = NULL \
@@ -55,6 +55,15 @@ const RELEASE: &str = "UPDATE annals_checkpoints SET owner = NULL, lease_expires
 const COMMIT: &str = "UPDATE annals_checkpoints SET commit_id = ?5, sequence = ?6, updated_at = ?7 \
      WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4 AND tenant_id = ?8 \
          AND paused = 0";
+
+/// `?1` name, `?2` requested (0 or 1), `?3` tenant.
+const REQUEST_REBUILD: &str =
+    "UPDATE annals_checkpoints SET rebuild_requested = ?2 WHERE name = ?1 AND tenant_id = ?3";
+
+/// `?1` name, `?2` generation, `?3`/`?4` previous, `?5` now, `?6` tenant.
+const REBUILD: &str = "UPDATE annals_checkpoints \
+     SET commit_id = 0, sequence = 0, rebuild_requested = 0, updated_at = ?5 \
+     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4 AND tenant_id = ?6";
 
 /// `?1` name, `?2` paused (0 or 1), `?3` tenant.
 const SET_PAUSED: &str =
@@ -81,6 +90,7 @@ type Row = (
     Option<i64>,
     Option<i64>,
     bool,
+    bool,
 );
 
 /// The row of reader `name`, inside the caller's transaction.
@@ -100,7 +110,17 @@ pub(crate) async fn load_in(
 }
 
 fn checkpoint_of(row: Row) -> Checkpoint {
-    let (name, commit, sequence, owner, generation, renewed_at, lease_expires_at, paused) = row;
+    let (
+        name,
+        commit,
+        sequence,
+        owner,
+        generation,
+        renewed_at,
+        lease_expires_at,
+        paused,
+        rebuild_requested,
+    ) = row;
     Checkpoint {
         name,
         position: position_from_columns(commit, sequence),
@@ -109,7 +129,41 @@ fn checkpoint_of(row: Row) -> Checkpoint {
         renewed_at: time(renewed_at),
         lease_expires_at: time(lease_expires_at),
         paused,
+        rebuild_requested,
     }
+}
+
+/// Moves the checkpoint under `lease` from `previous` back to the start of
+/// the log and clears its rebuild request, inside the caller's transaction
+/// (a read model's rebuild, which empties its tables in the same
+/// transaction). Refused like a commit.
+pub(crate) async fn rebuild_in(
+    connection: &mut SqliteConnection,
+    tables: &TableNames,
+    tenant: &str,
+    lease: &Lease,
+    previous: LogPosition,
+) -> Result<()> {
+    let moved = sqlx::query(tables.sql(REBUILD))
+        .bind(&lease.name)
+        .bind(to_i64(lease.generation))
+        .bind(to_i64(previous.commit))
+        .bind(to_i64(previous.sequence))
+        .bind(Utc::now().timestamp_micros())
+        .bind(tenant)
+        .execute(&mut *connection)
+        .await
+        .map_err(failed("rebuild checkpoint"))?
+        .rows_affected();
+    if moved == 1 {
+        return Ok(());
+    }
+    let found = load_in(connection, tables, tenant, &lease.name).await?;
+    Err(super::refusal(
+        lease,
+        previous,
+        found.map(|row| (row.generation, row.position, false)),
+    ))
 }
 
 /// Moves the checkpoint under `lease`, inside the caller's transaction (a
@@ -199,6 +253,18 @@ impl CheckpointStore for SqliteCheckpoints {
         Ok(changed == 1)
     }
 
+    async fn request_rebuild(&self, name: &str, requested: bool) -> Result<bool> {
+        let changed = sqlx::query(self.tables.sql(REQUEST_REBUILD))
+            .bind(name)
+            .bind(requested)
+            .bind(&self.tenant)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("request rebuild"))?
+            .rows_affected();
+        Ok(changed == 1)
+    }
+
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {
         position.check_storable_checkpoint(name)?;
         sqlx::query(self.tables.sql(SAVE))
@@ -216,7 +282,7 @@ impl CheckpointStore for SqliteCheckpoints {
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         let now = Utc::now();
         let expires_at = expiry(now, ttl);
-        let row: Option<(i64, i64, i64, bool)> = sqlx::query_as(self.tables.sql(ACQUIRE))
+        let row: Option<(i64, i64, i64, bool, bool)> = sqlx::query_as(self.tables.sql(ACQUIRE))
             .bind(name)
             .bind(owner)
             .bind(now.timestamp_micros())
@@ -225,21 +291,24 @@ impl CheckpointStore for SqliteCheckpoints {
             .fetch_optional(&self.pool)
             .await
             .map_err(failed("take lease"))?;
-        Ok(row.map(|(generation, commit, sequence, paused)| Lease {
-            name: name.to_owned(),
-            owner: owner.to_owned(),
-            generation: u64::try_from(generation).unwrap_or(0),
-            position: position_from_columns(commit, sequence),
-            renewed_at: now,
-            expires_at,
-            paused,
-        }))
+        Ok(row.map(
+            |(generation, commit, sequence, paused, rebuild_requested)| Lease {
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                generation: u64::try_from(generation).unwrap_or(0),
+                position: position_from_columns(commit, sequence),
+                renewed_at: now,
+                expires_at,
+                paused,
+                rebuild_requested,
+            },
+        ))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let now = Utc::now();
         let expires_at = expiry(now, ttl);
-        let paused: Option<bool> = sqlx::query_scalar(self.tables.sql(RENEW))
+        let flags: Option<(bool, bool)> = sqlx::query_as(self.tables.sql(RENEW))
             .bind(&lease.name)
             .bind(&lease.owner)
             .bind(to_i64(lease.generation))
@@ -249,10 +318,11 @@ impl CheckpointStore for SqliteCheckpoints {
             .fetch_optional(&self.pool)
             .await
             .map_err(failed("renew lease"))?;
-        Ok(paused.map(|paused| Lease {
+        Ok(flags.map(|(paused, rebuild_requested)| Lease {
             renewed_at: now,
             expires_at,
             paused,
+            rebuild_requested,
             ..lease.clone()
         }))
     }

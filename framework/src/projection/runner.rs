@@ -109,6 +109,55 @@ pub trait ProjectionTarget<P: Projection>: Send + Sync + 'static {
     /// failure it reports how many of the events stay applied (0 for a
     /// rolled-back transaction), so the runner retries only the rest.
     async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure>;
+
+    /// Empties the read model and moves the checkpoint under `lease` from
+    /// `previous` back to the start of the log, in one transaction: an
+    /// operator's rebuild in place
+    /// ([`CheckpointStore::request_rebuild`], `annals projections rebuild`).
+    /// The SQL read models delete the rows of the tables the projection
+    /// declares with `#[projection(table(...))]`; a target that cannot
+    /// (the default) refuses, and the request is withdrawn with the error
+    /// in the projection's status.
+    async fn rebuild(&self, lease: &Lease, previous: LogPosition) -> Result<()> {
+        let _ = (lease, previous);
+        Err(Error::invalid(
+            "projection",
+            format!(
+                "projection `{}` cannot be rebuilt in place by this target: bump its version to rebuild it",
+                P::NAME
+            ),
+        ))
+    }
+}
+
+/// The tables projection `P` declares (`#[projection(table(...))]`), which
+/// a rebuild in place empties; refused for a projection that declares none
+/// or a read model scoped to a tenant (its tables hold every tenant's rows).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn tables_to_empty<P: Projection>(tenant: Option<&str>) -> Result<Vec<&'static str>> {
+    if let Some(tenant) = tenant {
+        return Err(Error::invalid(
+            "projection",
+            format!(
+                "projection `{}` runs for tenant {tenant:?}, and its tables hold every tenant's rows: rebuild it from the unscoped store, or bump its version",
+                P::NAME
+            ),
+        ));
+    }
+    let tables: Vec<&'static str> = crate::registry::projections()
+        .filter(|descriptor| descriptor.name == P::NAME && descriptor.version == P::VERSION)
+        .flat_map(|descriptor| descriptor.tables.iter().map(|table| table.name))
+        .collect();
+    if tables.is_empty() {
+        return Err(Error::invalid(
+            "projection",
+            format!(
+                "projection `{}` declares no tables (#[projection(table(...))]), so it cannot be emptied in place: declare them, or bump its version to rebuild it",
+                P::NAME
+            ),
+        ));
+    }
+    Ok(tables)
 }
 
 /// A database in which a subscription's [`TransactionalSink`] writes, and
@@ -288,6 +337,31 @@ where
         self.commit_batch(&mut ProjectionWork(projection), batch)
             .await
     }
+
+    async fn rebuild(&self, lease: &Lease, previous: LogPosition) -> Result<()> {
+        let tables = tables_to_empty::<P>(Some(self.tenant.as_str()).filter(|t| !t.is_empty()))?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(crate::store::row::failed("sqlite", "begin rebuild"))?;
+        for table in tables {
+            // Declared in the projection's attribute, checked as a plain
+            // identifier by the macro.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(crate::store::row::failed(
+                    "sqlite",
+                    "empty read model table",
+                ))?;
+        }
+        crate::checkpoint::sqlite::rebuild_in(&mut tx, &self.tables, &self.tenant, lease, previous)
+            .await?;
+        tx.commit()
+            .await
+            .map_err(crate::store::row::failed("sqlite", "commit rebuild"))
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -412,6 +486,26 @@ where
     async fn apply(&self, projection: &mut P, batch: Batch<'_>) -> Result<(), BatchFailure> {
         self.commit_batch(&mut ProjectionWork(projection), batch)
             .await
+    }
+
+    async fn rebuild(&self, lease: &Lease, previous: LogPosition) -> Result<()> {
+        let tables = tables_to_empty::<P>(self.tenant.as_deref())?;
+        let mut tx = self.begin().await?;
+        for table in tables {
+            // Declared in the projection's attribute, checked as a plain
+            // identifier by the macro.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(crate::store::row::failed(
+                    "postgres",
+                    "empty read model table",
+                ))?;
+        }
+        crate::checkpoint::postgres::rebuild_in(&mut tx, &self.tables, lease, previous).await?;
+        tx.commit()
+            .await
+            .map_err(crate::store::row::failed("postgres", "commit rebuild"))
     }
 }
 
@@ -711,7 +805,7 @@ impl<T> ProjectionRunner<T> {
                 .as_ref()
                 .map_or(LogPosition::START, |held| held.lease().position);
             let mut prefetched: Option<Prefetch> = None;
-            let catching_up = if position == LogPosition::START {
+            let mut catching_up = if position == LogPosition::START {
                 ProjectionState::Rebuilding
             } else {
                 ProjectionState::CatchingUp
@@ -731,6 +825,19 @@ impl<T> ProjectionRunner<T> {
                     prefetched = None;
                     held.wait_while_paused(&mut stopped).await;
                     status.send_modify(|s| s.state = catching_up.clone());
+                    continue;
+                }
+                if let Some(held) = held.as_ref().filter(|held| held.rebuild_requested()) {
+                    held.clear_rebuild_request();
+                    if self.rebuild_in_place::<P>(held, position, &status).await {
+                        position = LogPosition::START;
+                        prefetched = None;
+                        catching_up = ProjectionState::Rebuilding;
+                        status.send_modify(|s| {
+                            s.state = ProjectionState::Rebuilding;
+                            s.position = position;
+                        });
+                    }
                     continue;
                 }
                 let Some(page) = self
@@ -825,6 +932,56 @@ impl<T> ProjectionRunner<T> {
         }
         status.send_modify(|s| s.state = ProjectionState::Stopped);
         Ok(())
+    }
+
+    /// An operator asked for a rebuild: if the request still stands (a
+    /// renewal may have seen it just before the last rebuild cleared it),
+    /// empties the read model and moves the checkpoint back to the start.
+    /// `true` if it did; a refusal is withdrawn and shown in the status.
+    async fn rebuild_in_place<P>(
+        &self,
+        held: &crate::checkpoint::HeldLease,
+        position: LogPosition,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> bool
+    where
+        P: Projection,
+        T: ProjectionTarget<P>,
+    {
+        let Some(checkpoints) = self.target.checkpoints() else {
+            return false;
+        };
+        let name = Self::checkpoint_name::<P>();
+        match checkpoints.load(&name).await {
+            Ok(Some(row)) if row.rebuild_requested => {}
+            Ok(_) => return false,
+            Err(error) => {
+                status.send_modify(|s| s.last_error = Some(error.to_string()));
+                return false;
+            }
+        }
+        match self.target.rebuild(held.lease(), position).await {
+            Ok(()) => {
+                tracing::info!(
+                    projection = P::NAME,
+                    "rebuilding in place, as an operator asked"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::warn!(projection = P::NAME, %error, "cannot rebuild in place");
+                let withdrawn = checkpoints.request_rebuild(&name, false).await;
+                status.send_modify(|s| {
+                    s.last_error = Some(match withdrawn {
+                        Ok(_) => format!("rebuild refused: {error}"),
+                        Err(withdraw) => format!(
+                            "rebuild refused: {error}; withdrawing the request failed: {withdraw}"
+                        ),
+                    });
+                });
+                false
+            }
+        }
     }
 
     /// The lease this runner works under, if its target keeps checkpoints;

@@ -11,7 +11,8 @@ use annals::projection::runner::{
 };
 use annals_tests::backends::{RawAccess, TestStore};
 use annals_tests::domain::{
-    FlakyPostgresRoleCounts, FlakySqliteRoleCounts, TenantCreated, TenantDirectory, UserEvent,
+    FlakyPostgresRoleCounts, FlakySqliteRoleCounts, RoleTally, TenantCreated, TenantDirectory,
+    UserEvent,
 };
 
 async fn assign_roles(store: &dyn EventStore, roles: &[&str]) {
@@ -711,5 +712,166 @@ async fn a_paused_sql_projection_applies_nothing_until_resumed() {
     assert!(checkpoints.set_paused(&name, false).await.expect("resume"));
     wait_caught_up(&running, 5).await;
     assert_eq!(counts().await, [("admin".into(), 2), ("auditor".into(), 3)]);
+    running.stop().await.expect("stop");
+}
+
+/// The declared table of [`RoleTally`], created as its generated DDL says.
+fn role_tally_ddl(dialect: annals_codegen::Dialect) -> String {
+    let table = annals::registry::projections()
+        .find(|projection| projection.name == "test_role_tally")
+        .and_then(|projection| projection.tables.first())
+        .expect("RoleTally declares its table");
+    annals_codegen::read_model_ddl::create_table(dialect, table)
+}
+
+/// Runs `sql` on the test store's own tables: the rows of a SELECT of
+/// `(text, integer)`, nothing for anything else.
+async fn raw_rows(raw: &RawAccess, sql: &str) -> Vec<(String, i64)> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    let select = sql.0.starts_with("SELECT");
+    match raw {
+        RawAccess::Sqlite(pool) if select => {
+            sqlx::query_as(sql).fetch_all(pool).await.expect("select")
+        }
+        RawAccess::Sqlite(pool) => {
+            sqlx::query(sql).execute(pool).await.expect("statement");
+            Vec::new()
+        }
+        RawAccess::Postgres(pool) if select => {
+            sqlx::query_as(sql).fetch_all(pool).await.expect("select")
+        }
+        RawAccess::Postgres(pool) => {
+            sqlx::query(sql).execute(pool).await.expect("statement");
+            Vec::new()
+        }
+        RawAccess::Memory => unreachable!("a SQL store"),
+    }
+}
+
+/// An operator asks a running SQL projection to rebuild in place (as
+/// `annals projections rebuild` does): it empties the table it declares,
+/// starts over from the beginning of the log and ends where it was, with
+/// the rows recomputed; the request is cleared.
+async fn rebuilds_in_place<T>(t: &TestStore, target: T)
+where
+    T: annals::projection::runner::ProjectionTarget<RoleTally>,
+{
+    assign_roles(&*t.store, &["admin", "admin", "auditor"]).await;
+    let name = ProjectionRunner::<T>::checkpoint_name::<RoleTally>();
+    let running = ProjectionRunner::new(t.store.clone(), target)
+        .lease(annals::checkpoint::LeaseSettings::new(
+            Duration::from_millis(300),
+        ))
+        .poll_interval(Duration::from_millis(50))
+        .start(RoleTally);
+    wait_caught_up(&running, 3).await;
+    let select = "SELECT role, users FROM role_tally ORDER BY role";
+    assert_eq!(
+        raw_rows(&t.raw, select).await,
+        [("admin".into(), 2), ("auditor".into(), 1)]
+    );
+    // A read model gone wrong: the rebuild recomputes it from the log.
+    raw_rows(&t.raw, "UPDATE role_tally SET users = 99").await;
+
+    let checkpoints = t.store.checkpoints();
+    assert!(
+        checkpoints
+            .request_rebuild(&name, true)
+            .await
+            .expect("request")
+    );
+    running
+        .wait_until(Duration::from_secs(20), |s| {
+            s.state == ProjectionState::Rebuilding || s.applied > 3
+        })
+        .await
+        .expect("the runner rebuilds within a renewal");
+    wait_caught_up(&running, 6).await;
+    assert_eq!(
+        raw_rows(&t.raw, select).await,
+        [("admin".into(), 2), ("auditor".into(), 1)]
+    );
+    let row = checkpoints.load(&name).await.expect("load").expect("row");
+    assert!(!row.rebuild_requested, "the rebuild cleared the request");
+    assert_eq!(row.position, running.status().position);
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_projection_rebuilds_in_place_on_request() {
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(role_tally_ddl(
+        annals_codegen::Dialect::Sqlite,
+    )))
+    .execute(&pool)
+    .await
+    .expect("create");
+    rebuilds_in_place(&t, SqliteReadModel::new(pool)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_projection_rebuilds_in_place_on_request() {
+    let t = TestStore::postgres().await;
+    let RawAccess::Postgres(pool) = t.raw.clone() else {
+        unreachable!("a PostgreSQL store")
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(role_tally_ddl(
+        annals_codegen::Dialect::Postgres,
+    )))
+    .execute(&pool)
+    .await
+    .expect("create");
+    rebuilds_in_place(&t, PostgresReadModel::new(pool)).await;
+}
+
+/// A projection that declares no tables cannot be emptied in place: the
+/// request is withdrawn, its status says why, and nothing is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_without_declared_tables_refuses_to_rebuild() {
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::query("CREATE TABLE role_counts (role TEXT PRIMARY KEY, users INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    assign_roles(&*t.store, &["admin", "auditor"]).await;
+    let name = ProjectionRunner::<SqliteReadModel>::checkpoint_name::<FlakySqliteRoleCounts>();
+    let running = ProjectionRunner::new(t.store.clone(), SqliteReadModel::new(pool.clone()))
+        .lease(annals::checkpoint::LeaseSettings::new(
+            Duration::from_millis(300),
+        ))
+        .poll_interval(Duration::from_millis(50))
+        .start(FlakySqliteRoleCounts::default());
+    wait_caught_up(&running, 2).await;
+    let before = running.status().position;
+    let checkpoints = t.store.checkpoints();
+    assert!(
+        checkpoints
+            .request_rebuild(&name, true)
+            .await
+            .expect("request")
+    );
+    running
+        .wait_until(Duration::from_secs(20), |s| {
+            s.last_error
+                .as_deref()
+                .is_some_and(|error| error.contains("declares no tables"))
+        })
+        .await
+        .expect("the refusal in the status");
+    let row = checkpoints.load(&name).await.expect("load").expect("row");
+    assert!(!row.rebuild_requested, "the request is withdrawn");
+    assert_eq!(row.position, before, "nothing moved");
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT role, users FROM role_counts ORDER BY role")
+            .fetch_all(&pool)
+            .await
+            .expect("counts");
+    assert_eq!(counts, [("admin".into(), 1), ("auditor".into(), 1)]);
     running.stop().await.expect("stop");
 }

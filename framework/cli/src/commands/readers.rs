@@ -64,6 +64,17 @@ impl ReaderRow {
         }
     }
 
+    /// `paused`, `rebuild requested` or `active`.
+    pub(crate) fn state(&self) -> &'static str {
+        if self.checkpoint.paused {
+            "paused"
+        } else if self.checkpoint.rebuild_requested {
+            "rebuild requested"
+        } else {
+            "active"
+        }
+    }
+
     pub(crate) fn to_json(&self) -> Value {
         let checkpoint = &self.checkpoint;
         json!({
@@ -73,6 +84,7 @@ impl ReaderRow {
             "lag_events": self.lag_events,
             "owner": checkpoint.owner,
             "paused": checkpoint.paused,
+            "rebuild_requested": checkpoint.rebuild_requested,
             "owned": checkpoint.owner.is_some()
                 && checkpoint.lease_expires_at.is_some_and(|expires| expires > Utc::now()),
             "generation": checkpoint.generation,
@@ -119,11 +131,7 @@ pub(crate) fn readers_table<'r>(rows: impl IntoIterator<Item = &'r ReaderRow>) -
     for row in rows {
         table.add_row([
             row.checkpoint.name.clone(),
-            if row.checkpoint.paused {
-                "paused".to_owned()
-            } else {
-                "active".to_owned()
-            },
+            row.state().to_owned(),
             row.checkpoint.position.to_string(),
             row.lag_events.to_string(),
             row.ownership(),
@@ -179,6 +187,20 @@ pub(crate) async fn projections(
         ProjectionsCommand::Resume { name } => {
             let name = projection_checkpoint(connection, &name).await?;
             set_paused(connection, &name, false, format).await
+        }
+        ProjectionsCommand::Rebuild { name } => {
+            let name = projection_checkpoint(connection, &name).await?;
+            connection
+                .store
+                .checkpoints()
+                .request_rebuild(&name, true)
+                .await?;
+            match format {
+                Format::Json => output::json(&json!({ "name": name, "rebuild_requested": true })),
+                Format::Human => output::line(format!(
+                    "asked {name} to rebuild: its owner empties its tables and starts over within a lease renewal (5 s by default)"
+                )),
+            }
         }
     }
 }

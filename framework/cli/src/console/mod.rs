@@ -401,23 +401,23 @@ async fn reader_action(
     if let Some(refused) = console.refusal(&headers) {
         return refused;
     }
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
+    let checkpoints = console.connection.store.checkpoints();
+    let done = match action.as_str() {
+        "pause" => checkpoints.set_paused(&name, true).await,
+        "resume" => checkpoints.set_paused(&name, false).await,
+        "rebuild" if name.starts_with("projection:") => {
+            checkpoints.request_rebuild(&name, true).await
+        }
         other => {
             return console.failure(
                 &headers,
-                &Failure::Usage(format!("unknown action {other:?}: pause or resume")),
+                &Failure::Usage(format!(
+                    "unknown action {other:?} for {name:?}: pause, resume, or rebuild (projections)"
+                )),
             );
         }
     };
-    match console
-        .connection
-        .store
-        .checkpoints()
-        .set_paused(&name, paused)
-        .await
-    {
+    match done {
         Ok(true) => Redirect::to("/readers").into_response(),
         Ok(false) => console.failure(
             &headers,

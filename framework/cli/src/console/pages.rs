@@ -172,7 +172,7 @@ pub(crate) fn readers_table(rows: &[ReaderRow], actions: bool) -> Markup {
                 tr {
                     td { (match row.kind { ReaderKind::Projection => "projection", ReaderKind::Subscription => "subscription" }) }
                     td { (row.checkpoint.name) }
-                    td { @if row.checkpoint.paused { "paused" } @else { "active" } }
+                    td { (row.state()) }
                     td { (row.checkpoint.position) }
                     td { (row.lag_events) }
                     td { (row.ownership()) }
@@ -181,7 +181,13 @@ pub(crate) fn readers_table(rows: &[ReaderRow], actions: bool) -> Markup {
                         td {
                             @let verb = if row.checkpoint.paused { "resume" } else { "pause" };
                             form.inline method="post" action=(format!("/readers/{}/{verb}", encode(&row.checkpoint.name))) {
-                                button type="submit" { (verb) }
+                                button type="submit" name=(verb) { (verb) }
+                            }
+                            @if row.kind == ReaderKind::Projection {
+                                " "
+                                form.inline method="post" action=(format!("/readers/{}/rebuild", encode(&row.checkpoint.name))) {
+                                    button type="submit" name="rebuild" { "rebuild" }
+                                }
                             }
                         }
                     }
