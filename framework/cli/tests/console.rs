@@ -401,7 +401,7 @@ async fn the_console_in_a_headless_browser() {
         .await
         .expect("metrics");
     let metrics = browser.source().await.expect("source");
-    assert!(metrics.contains("annals_events 2"), "{metrics}");
+    assert!(metrics.contains("annals_log_head_sequence 2"), "{metrics}");
     assert!(
         metrics.contains("annals_projection_lag_events{reader=\"handlers\"}"),
         "{metrics}"

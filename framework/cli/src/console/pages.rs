@@ -272,7 +272,17 @@ pub(crate) fn event(event: &RecordedEvent, payload: &str, chain: &str) -> Markup
     html! {
         table #envelope {
             tr { th { "event id" } td { (event.event_id) } }
-            tr { th { "stream" } td { (event.stream_id) " version " (event.version) } }
+            tr {
+                th { "stream" }
+                td {
+                    @let stream = match &metadata.tenant_id {
+                        Some(tenant) => format!("/streams/{}?tenant={}", encode(event.stream_id.as_str()), encode(tenant)),
+                        None => format!("/streams/{}", encode(event.stream_id.as_str())),
+                    };
+                    a href=(stream) { (event.stream_id) }
+                    " version " (event.version)
+                }
+            }
             tr { th { "position" } td { (event.position) } }
             tr { th { "type" } td { (event.event_type) " (schema v" (event.schema_version) ")" } }
             tr { th { "recorded at" } td { (output::time(event.recorded_at)) } }

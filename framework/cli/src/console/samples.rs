@@ -1,12 +1,13 @@
 //! What the overview draws over time: the store sampled every few seconds
-//! (event count and each reader's lag), kept in memory for the last ten
-//! minutes, and the same figures as Prometheus gauges.
+//! (the head of the log and each reader's lag, both read from one row or
+//! index entry each: nothing counts the log), kept in memory for the last
+//! ten minutes, and the same figures as Prometheus gauges.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use annals::store::{EventQuery, EventStore};
+use annals::store::EventStore;
 use chrono::{DateTime, Utc};
 
 use crate::commands::readers::{log_head, reader_rows};
@@ -21,8 +22,10 @@ const KEPT: usize = 300;
 #[derive(Debug, Clone)]
 pub(crate) struct Sample {
     pub(crate) at: DateTime<Utc>,
-    /// Events in the log (this handle's tenant's).
-    pub(crate) events: u64,
+    /// The sequence of the last event in the log (this handle's tenant's):
+    /// its growth is the event rate (a rolled back PostgreSQL append leaves
+    /// unused sequences, so it can overstate).
+    pub(crate) head: u64,
     /// Each reader's lag in events.
     pub(crate) lags: BTreeMap<String, u64>,
 }
@@ -34,14 +37,13 @@ pub(crate) struct Samples(Mutex<VecDeque<Sample>>);
 impl Samples {
     /// Takes a sample of `store`, keeps it and publishes it as gauges.
     pub(crate) async fn take(&self, store: &dyn EventStore) -> Result<Sample, Failure> {
-        let events = store.count(&EventQuery::new()).await?;
         let head = log_head(store).await?;
         let lags: BTreeMap<String, u64> = reader_rows(store, head)
             .await?
             .into_iter()
             .map(|row| (row.checkpoint.name, row.lag_events))
             .collect();
-        metrics::gauge!("annals_events").set(events as f64);
+        metrics::gauge!("annals_log_head_sequence").set(head.sequence as f64);
         for (reader, lag) in &lags {
             metrics::gauge!(
                 annals::observability::telemetry::PROJECTION_LAG_EVENTS,
@@ -51,7 +53,7 @@ impl Samples {
         }
         let sample = Sample {
             at: Utc::now(),
-            events,
+            head: head.sequence,
             lags,
         };
         if let Ok(mut samples) = self.0.lock() {
@@ -75,7 +77,7 @@ impl Samples {
             .zip(samples.iter().skip(1))
             .map(|(before, after)| {
                 let seconds = (after.at - before.at).as_seconds_f64().max(0.001);
-                let rate = after.events.saturating_sub(before.events) as f64 / seconds;
+                let rate = after.head.saturating_sub(before.head) as f64 / seconds;
                 ((now - after.at).as_seconds_f64(), rate)
             })
             .collect()
