@@ -45,6 +45,45 @@ pub(crate) struct StoreOptions {
     /// dead letters.
     #[arg(long, global = true)]
     pub(crate) tenant: Option<String>,
+
+    /// A key of the store's hash chain, `ID:HEX` (its id and 64 hex
+    /// digits), for `verify` on a keyed store: repeat for retired keys
+    /// (the first is the signing key). Prefer ANNALS_CHAIN_KEYS (the same,
+    /// comma-separated): a command line is visible to other users.
+    #[arg(
+        long = "chain-key",
+        value_name = "ID:HEX",
+        env = "ANNALS_CHAIN_KEYS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        global = true,
+        value_parser = parse_chain_key
+    )]
+    pub(crate) chain_keys: Vec<ChainKeyArg>,
+}
+
+/// A hash chain key as given on the command line; its secret is never
+/// shown.
+#[derive(Clone)]
+pub(crate) struct ChainKeyArg(pub(crate) annals::hash_chain::ChainKey);
+
+impl std::fmt::Debug for ChainKeyArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChainKeyArg({}, ***)", self.0.id())
+    }
+}
+
+fn parse_chain_key(text: &str) -> Result<ChainKeyArg, String> {
+    let (id, secret) = text
+        .split_once(':')
+        .ok_or_else(|| "a chain key is ID:HEX (its id, a colon, 64 hex digits)".to_owned())?;
+    let id: u16 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("the chain key id {id:?} is not a number from 1 to 65535"))?;
+    annals::hash_chain::ChainKey::from_hex(id, secret)
+        .map(ChainKeyArg)
+        .map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use annals::hash_chain::ChainReport;
+use annals::hash_chain::{ChainKeys, ChainReport};
 use annals::pii::SubjectKeyStore;
 use annals::store::{EventStore, PostgresEventStore, SchemaStatus, SqliteEventStore, redact_url};
 
@@ -63,6 +63,9 @@ impl Connection {
                 if let Some(prefix) = &options.table_prefix {
                     builder = builder.table_prefix(prefix.clone());
                 }
+                if let Some(keys) = chain_keys(options)? {
+                    builder = builder.chain_keys(keys);
+                }
                 Backend::Sqlite(builder.open().await?)
             }
             "postgres" | "postgresql" => {
@@ -74,6 +77,9 @@ impl Connection {
                 }
                 if let Some(prefix) = &options.table_prefix {
                     builder = builder.table_prefix(prefix.clone());
+                }
+                if let Some(keys) = chain_keys(options)? {
+                    builder = builder.chain_keys(keys);
                 }
                 Backend::Postgres(builder.connect().await?)
             }
@@ -205,6 +211,20 @@ impl Connection {
             Backend::Postgres(store) => Arc::new(store.clone()),
         }
     }
+}
+
+/// The hash chain keys the options give: the first signs, the others are
+/// retired; `None` for an unkeyed store.
+fn chain_keys(options: &StoreOptions) -> Result<Option<ChainKeys>, Failure> {
+    let mut given = options.chain_keys.iter().map(|key| key.0.clone());
+    let Some(signing) = given.next() else {
+        return Ok(None);
+    };
+    let mut keys = ChainKeys::new(signing);
+    for retired in given {
+        keys = keys.with_retired(retired)?;
+    }
+    Ok(Some(keys))
 }
 
 /// The file a `sqlite:` URL names.

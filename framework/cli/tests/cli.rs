@@ -782,6 +782,57 @@ async fn bad_input_gets_one_line_and_an_exit_code(t: Target) {
     }
 }
 
+/// A store signing its chain with a key: `verify` needs the key, given on
+/// the command line or in ANNALS_CHAIN_KEYS, and says which one it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_on_a_keyed_store_takes_its_keys() {
+    use annals::hash_chain::{ChainKey, ChainKeys};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keyed.db");
+    let secret = "7f".repeat(32);
+    let keyed = SqliteEventStore::builder(&path)
+        .chain_keys(ChainKeys::new(ChainKey::from_hex(3, &secret).expect("key")))
+        .open()
+        .await
+        .expect("open");
+    let event = NewEvent::json("test.cli.signed", &json!({})).expect("JSON");
+    keyed
+        .append(
+            &StreamId::new("signed-1").expect("id"),
+            ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .expect("append");
+    let url = vec![
+        "--database-url".to_owned(),
+        format!("sqlite:{}", path.display()),
+    ];
+
+    run_with(&url, &["verify", "--no-progress"])
+        .await
+        .failed(4, &["signed-1", "key 3"]);
+    let with_key = format!("3:{secret}");
+    let intact = run_with(&url, &["--json", "verify", "--chain-key", &with_key])
+        .await
+        .json();
+    assert_eq!(intact["intact"], true);
+    let from_env = Command::new(ANNALS)
+        .args(&url)
+        .args(["--json", "verify"])
+        .env(
+            "ANNALS_CHAIN_KEYS",
+            format!("9:{},{with_key}", "01".repeat(32)),
+        )
+        .output()
+        .await
+        .expect("run annals");
+    assert_eq!(from_env.status.code(), Some(0), "{from_env:?}");
+    let wrong = run_with(&url, &["verify", "--chain-key", "3:abc"]).await;
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(!wrong.stderr.contains(&secret));
+}
+
 /// Counts what it is handed.
 struct Tally(Arc<AtomicU64>);
 
