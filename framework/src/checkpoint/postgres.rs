@@ -78,11 +78,11 @@ const REQUEST_REBUILD: &str = "UPDATE annals_checkpoints SET rebuild_requested =
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') AND name = $1";
 
 /// Moves `$1` back to the start from `($3, $4)` if its generation is still
-/// `$2`, clearing its rebuild request.
+/// `$2` and it is not paused, clearing its rebuild request.
 const REBUILD: &str = "UPDATE annals_checkpoints \
      SET commit_id = 0, sequence = 0, rebuild_requested = false, updated_at = now() \
      WHERE tenant_id = COALESCE(current_setting('annals.tenant', true), '') \
-         AND name = $1 AND generation = $2 AND commit_id = $3 AND sequence = $4";
+         AND name = $1 AND generation = $2 AND commit_id = $3 AND sequence = $4 AND NOT paused";
 
 /// Pauses (`$2` true) or resumes reader `$1`.
 const SET_PAUSED: &str = "UPDATE annals_checkpoints SET paused = $2 \
@@ -152,6 +152,18 @@ pub(crate) async fn rebuild_in(
         .await
         .map_err(failed("rebuild checkpoint"))?
         .rows_affected();
+    fenced_outcome(connection, tables, lease, previous, moved).await
+}
+
+/// What a fenced statement that moved `moved` rows means: done, or the
+/// refusal the row explains (lease lost, checkpoint moved, paused).
+async fn fenced_outcome(
+    connection: &mut PgConnection,
+    tables: &TableNames,
+    lease: &Lease,
+    previous: LogPosition,
+    moved: u64,
+) -> Result<()> {
     if moved == 1 {
         return Ok(());
     }
@@ -159,7 +171,7 @@ pub(crate) async fn rebuild_in(
     Err(refusal(
         lease,
         previous,
-        found.map(|row| (row.generation, row.position, false)),
+        found.map(|row| (row.generation, row.position, row.paused)),
     ))
 }
 
@@ -201,15 +213,7 @@ pub(crate) async fn commit_in(
         .await
         .map_err(failed("commit checkpoint"))?
         .rows_affected();
-    if moved == 1 {
-        return Ok(());
-    }
-    let found = load_in(connection, tables, &lease.name).await?;
-    Err(refusal(
-        lease,
-        previous,
-        found.map(|row| (row.generation, row.position, row.paused)),
-    ))
+    fenced_outcome(connection, tables, lease, previous, moved).await
 }
 
 /// The checkpoints of a PostgreSQL store (or read model): its pool, table

@@ -63,7 +63,8 @@ const REQUEST_REBUILD: &str =
 /// `?1` name, `?2` generation, `?3`/`?4` previous, `?5` now, `?6` tenant.
 const REBUILD: &str = "UPDATE annals_checkpoints \
      SET commit_id = 0, sequence = 0, rebuild_requested = 0, updated_at = ?5 \
-     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4 AND tenant_id = ?6";
+     WHERE name = ?1 AND generation = ?2 AND commit_id = ?3 AND sequence = ?4 AND tenant_id = ?6 \
+         AND paused = 0";
 
 /// `?1` name, `?2` paused (0 or 1), `?3` tenant.
 const SET_PAUSED: &str =
@@ -155,6 +156,19 @@ pub(crate) async fn rebuild_in(
         .await
         .map_err(failed("rebuild checkpoint"))?
         .rows_affected();
+    fenced_outcome(connection, tables, tenant, lease, previous, moved).await
+}
+
+/// What a fenced statement that moved `moved` rows means: done, or the
+/// refusal the row explains (lease lost, checkpoint moved, paused).
+async fn fenced_outcome(
+    connection: &mut SqliteConnection,
+    tables: &TableNames,
+    tenant: &str,
+    lease: &Lease,
+    previous: LogPosition,
+    moved: u64,
+) -> Result<()> {
     if moved == 1 {
         return Ok(());
     }
@@ -162,7 +176,7 @@ pub(crate) async fn rebuild_in(
     Err(super::refusal(
         lease,
         previous,
-        found.map(|row| (row.generation, row.position, false)),
+        found.map(|row| (row.generation, row.position, row.paused)),
     ))
 }
 
@@ -191,15 +205,7 @@ pub(crate) async fn commit_in(
         .await
         .map_err(failed("commit checkpoint"))?
         .rows_affected();
-    if moved == 1 {
-        return Ok(());
-    }
-    let found = load_in(connection, tables, tenant, &lease.name).await?;
-    Err(super::refusal(
-        lease,
-        previous,
-        found.map(|row| (row.generation, row.position, row.paused)),
-    ))
+    fenced_outcome(connection, tables, tenant, lease, previous, moved).await
 }
 
 /// The checkpoints of a SQLite store (or read model), in one tenant (`""`:
