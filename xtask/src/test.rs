@@ -59,7 +59,81 @@ pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
             );
         }
     }
+    check_the_tool_on_the_example(&dir.join("iam-example.db"))?;
     drop(services);
     println!("xtask: all suites passed");
+    Ok(())
+}
+
+/// The operations tool against the SQLite file the example just wrote: its
+/// status shows the example's projections and handlers' subscription, all
+/// caught up, and its streams list; what the README promises after
+/// `cargo run -p iam-example`.
+fn check_the_tool_on_the_example(file: &std::path::Path) -> Result<()> {
+    let url = format!("sqlite:{}", file.display());
+    let annals = |arguments: &[&str]| -> Result<serde_json::Value> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "annals-cli",
+                "--",
+                "--database-url",
+                &url,
+                "--json",
+            ])
+            .args(arguments)
+            .output()
+            .context("cannot run the annals tool")?;
+        if !output.status.success() {
+            bail!(
+                "annals {} failed on the example's file: {}",
+                arguments.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&output.stdout).context("the annals tool printed no JSON")
+    };
+    println!("xtask: the annals tool on the example's SQLite file");
+    let status = annals(&["status"])?;
+    let total = status["events"]["total"].as_u64().unwrap_or(0);
+    let readers: Vec<(String, u64)> = status["readers"]
+        .as_array()
+        .map(|readers| {
+            readers
+                .iter()
+                .map(|reader| {
+                    (
+                        reader["name"].as_str().unwrap_or("").to_owned(),
+                        reader["lag_events"].as_u64().unwrap_or(u64::MAX),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let names: Vec<&str> = readers.iter().map(|(name, _)| name.as_str()).collect();
+    for wanted in [
+        "iam-handlers",
+        "projection:iam_audit_trail:v1",
+        "projection:iam_tenant_directory:v1",
+        "projection:iam_user_permissions:v1",
+    ] {
+        if !names.contains(&wanted) {
+            bail!("annals status does not show {wanted} on the example's file: {names:?}");
+        }
+    }
+    if total < 100_000 || readers.iter().any(|(_, lag)| *lag != 0) {
+        bail!("annals status on the example's file: {total} events, readers {readers:?}");
+    }
+    let streams = annals(&["streams", "list", "--prefix", "user-", "--limit", "5"])?;
+    if streams.as_array().map_or(0, Vec::len) != 5 {
+        bail!("annals streams list shows no user streams of the example: {streams}");
+    }
+    println!(
+        "xtask: annals status shows {total} events and {} readers, all caught up",
+        readers.len()
+    );
     Ok(())
 }
