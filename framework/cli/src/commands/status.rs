@@ -1,6 +1,7 @@
 //! `annals status`: is the store healthy, how busy is it, and where is
 //! every reader.
 
+use annals::observability::health::HealthReport;
 use annals::store::EventQuery;
 use chrono::{Duration, Utc};
 use serde_json::json;
@@ -15,6 +16,9 @@ const DEAD_LETTERS_COUNTED: usize = 10_000;
 
 pub(crate) async fn run(connection: &Connection, format: Format) -> Result<(), Failure> {
     let store = connection.store.as_ref();
+    // The same probe the application's health report makes, with its
+    // round trip.
+    let health = HealthReport::check(store, None).await;
     let schema = connection.schema_status().await?;
     let now = Utc::now();
     let total = store.count(&EventQuery::new()).await?;
@@ -35,9 +39,10 @@ pub(crate) async fn run(connection: &Connection, format: Format) -> Result<(), F
     let per_second = last_minute as f64 / 60.0;
     match format {
         Format::Json => output::json(&json!({
-            "healthy": true,
+            "healthy": health.is_healthy(),
             "store": {
                 "backend": store.backend(),
+                "check": health.store.to_string(),
                 "location": connection.description,
                 "schema_version": schema.version(),
             },
@@ -53,8 +58,8 @@ pub(crate) async fn run(connection: &Connection, format: Format) -> Result<(), F
         })),
         Format::Human => {
             output::line(format!(
-                "store          {} (healthy)",
-                connection.description
+                "store          {}: {}",
+                connection.description, health.store
             ))?;
             output::line(format!(
                 "schema         version {} (current)",
