@@ -444,11 +444,23 @@ async fn planner_settings_of_appends_and_filtered_reads_stay_in_their_transactio
     for append in appends.collect::<Vec<_>>() {
         append.await.expect("join").expect("append");
     }
-    let page = store
-        .read_log(LogPosition::START, 10, &LogFilter::event_types(["noted"]))
-        .await
-        .expect("read_log");
-    assert!(!page.events.is_empty(), "the appends are read back");
+    // The gap-safe read shows the appends once no older transaction of the
+    // server (other tests run beside this one) is still open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = store
+            .read_log(LogPosition::START, 10, &LogFilter::event_types(["noted"]))
+            .await
+            .expect("read_log");
+        if !page.events.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the appends are read back within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let settings: (String, String, String) = sqlx::query_as(
         "SELECT current_setting('plan_cache_mode'), current_setting('enable_sort'), current_setting('jit')",
     )
