@@ -447,6 +447,21 @@ async fn the_console_in_a_headless_browser() {
         .expect("save the README's screenshot");
     }
 
+    // A console started for one tenant shows that tenant only: globex sees
+    // neither acme's stream nor its event.
+    let (_globex, globex_base) = console(&url, &["--tenant", "globex"]).await;
+    browser
+        .goto(&format!("{globex_base}/streams"))
+        .await
+        .expect("globex's streams");
+    assert!(!text_of(&browser, "#streams").await.contains("user-1"));
+    browser
+        .goto(&format!("{globex_base}/events/{renamed_id}"))
+        .await
+        .expect("acme's event, asked of globex's console");
+    assert_eq!(text_of(&browser, "h1").await, "Error");
+    assert!(text_of(&browser, "#notice").await.contains("no event"));
+
     // A read-only console refuses even the token.
     let (_read_only, read_only_base) =
         console(&url, &["--token-file", &token_path, "--read-only"]).await;
