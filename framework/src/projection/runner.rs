@@ -937,7 +937,8 @@ impl<T> ProjectionRunner<T> {
     /// An operator asked for a rebuild: if the request still stands (a
     /// renewal may have seen it just before the last rebuild cleared it),
     /// empties the read model and moves the checkpoint back to the start.
-    /// `true` if it did; a refusal is withdrawn and shown in the status.
+    /// `true` if it did. A target's refusal withdraws the request; any other
+    /// failure leaves it for the next renewal; both show in the status.
     async fn rebuild_in_place<P>(
         &self,
         held: &crate::checkpoint::HeldLease,
@@ -968,7 +969,9 @@ impl<T> ProjectionRunner<T> {
                 );
                 true
             }
-            Err(error) => {
+            Err(error @ Error::InvalidInput { .. }) => {
+                // This projection or target cannot be rebuilt in place:
+                // withdraw the request rather than refuse it at every renewal.
                 tracing::warn!(projection = P::NAME, %error, "cannot rebuild in place");
                 let withdrawn = checkpoints.request_rebuild(&name, false).await;
                 status.send_modify(|s| {
@@ -979,6 +982,14 @@ impl<T> ProjectionRunner<T> {
                         ),
                     });
                 });
+                false
+            }
+            Err(error) => {
+                // A failure on the way (the database, a lost lease, a moved
+                // checkpoint): the request stands, and the next renewal
+                // brings it back to whoever owns the projection then.
+                tracing::warn!(projection = P::NAME, %error, "the rebuild failed; it will be tried again");
+                status.send_modify(|s| s.last_error = Some(format!("rebuild failed: {error}")));
                 false
             }
         }
