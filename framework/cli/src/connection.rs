@@ -22,6 +22,8 @@ enum Backend {
 /// An open store and how to name it to a person.
 pub(crate) struct Connection {
     backend: Backend,
+    /// The URL it was opened with, to reconnect for migrating.
+    url: String,
     options: StoreOptions,
     /// The store, confined to `--tenant` if given.
     pub(crate) store: Arc<dyn EventStore>,
@@ -116,6 +118,7 @@ impl Connection {
         };
         Ok(Connection {
             backend,
+            url: url.to_owned(),
             options: options.clone(),
             store,
             description,
@@ -165,8 +168,7 @@ impl Connection {
         match &self.backend {
             Backend::Sqlite(store) => store.migrate().await?,
             Backend::Postgres(_) => {
-                let url = self.options.database_url.clone().unwrap_or_default();
-                let mut builder = PostgresEventStore::builder(url).max_connections(1);
+                let mut builder = PostgresEventStore::builder(self.url.clone()).max_connections(1);
                 if let Some(schema) = &self.options.schema {
                     builder = builder.schema(schema.clone());
                 }

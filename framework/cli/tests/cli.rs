@@ -545,7 +545,43 @@ async fn follow_prints_events_as_they_are_committed(t: Target) {
         seen, appended,
         "every event after the start, once, in order"
     );
-    child.kill().await.expect("stop the follower");
+
+    // Ctrl-C stops it with the conventional code.
+    let pid = child.id().expect("running").to_string();
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(signalled.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the follower stops within 10 s of Ctrl-C")
+        .expect("wait");
+    assert_eq!(status.code(), Some(130));
+
+    // Whoever reads stdout stops (`annals events | head`): the next write
+    // ends the follower quietly, with 0.
+    let mut reader = Command::new(ANNALS)
+        .args(&t.args)
+        .args(["events", "--follow", "--after", &t.seeded.head.to_string()])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a follower");
+    drop(reader.stdout.take());
+    append_one(&t, "after-the-pipe-closed", "test.cli.followed").await;
+    let quiet = tokio::time::timeout(Duration::from_secs(20), reader.wait_with_output())
+        .await
+        .expect("the follower ends within 20 s of its closed pipe")
+        .expect("wait");
+    assert_eq!(quiet.status.code(), Some(0), "{quiet:?}");
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("annals:"),
+        "no error: {quiet:?}"
+    );
 }
 
 async fn a_subscription_is_moved_and_a_projection_is_not(t: Target) {
@@ -710,7 +746,22 @@ async fn migrate_reports_applies_and_prints_the_schema(t: Target) {
     let looked = run_with(&empty, &["status"]).await;
     match t.backend {
         "sqlite" => looked.failed(3, &["no SQLite file"]),
-        _ => looked.failed(5, &["no Annals tables", "migrate apply"]),
+        _ => {
+            looked.failed(5, &["no Annals tables", "migrate apply"]);
+            // Looking created no schema (a non-migrating connect used to).
+            let schema = &empty[3];
+            let dba = sqlx::PgPool::connect(&postgres_url())
+                .await
+                .expect("connect");
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                    .bind(schema)
+                    .fetch_one(&dba)
+                    .await
+                    .expect("look up the schema");
+            assert!(!exists, "annals status created schema {schema}");
+            dba.close().await;
+        }
     }
     let pending = run_with(&empty, &["migrate", "sql"]).await;
     match t.backend {

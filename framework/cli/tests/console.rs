@@ -171,12 +171,25 @@ async fn post_status(browser: &Client, url: &str, bearer: Option<&str>) -> u64 {
     status.as_u64().unwrap_or(0)
 }
 
+/// A GET from the page's own script: its status.
+async fn get_status(browser: &Client, url: &str) -> u64 {
+    let status = browser
+        .execute_async(
+            "const [url, done] = arguments;
+             fetch(url).then(r => done(r.status), e => done(-1));",
+            vec![json!(url)],
+        )
+        .await
+        .expect("fetch");
+    status.as_u64().unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_headless_browser() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("events.db");
-    let store: Arc<dyn EventStore> =
-        Arc::new(SqliteEventStore::open(&path).await.expect("open the store"));
+    let sqlite = SqliteEventStore::open(&path).await.expect("open the store");
+    let store: Arc<dyn EventStore> = Arc::new(sqlite.clone());
     let url = format!("sqlite:{}", path.display());
 
     // A payload that would run if the page did not escape it.
@@ -476,6 +489,25 @@ async fn the_console_in_a_headless_browser() {
         browser.find(Locator::Css("button")).await.is_err(),
         "no action buttons"
     );
+
+    // A schema behind this build: /health answers 503 with the reason.
+    sqlx::query(
+        "DELETE FROM annals_schema_history WHERE version = (SELECT max(version) FROM annals_schema_history)",
+    )
+    .execute(sqlite.pool())
+    .await
+    .expect("roll the recorded schema back");
+    browser
+        .goto(&format!("{base}/health"))
+        .await
+        .expect("health");
+    let unhealthy = browser.source().await.expect("source");
+    assert!(
+        unhealthy.contains("unavailable") && unhealthy.contains("migrate apply"),
+        "{unhealthy}"
+    );
+    let status = get_status(&browser, &format!("{base}/health")).await;
+    assert_eq!(status, 503);
 
     browser.close().await.expect("close the browser");
     running.stop().await.expect("stop");

@@ -238,6 +238,29 @@ impl PostgresCheckpoints {
         }
     }
 
+    /// Sets one of an operator's flags (`statement`: `$1` name, `$2` value)
+    /// on reader `name`'s row; `false` if it has none.
+    async fn set_flag(
+        &self,
+        statement: &'static str,
+        name: &str,
+        value: bool,
+        operation: &'static str,
+    ) -> Result<bool> {
+        let mut transaction =
+            crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
+        let changed = sqlx::query(self.tables.sql(statement))
+            .persistent(false)
+            .bind(name)
+            .bind(value)
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed(operation))?
+            .rows_affected();
+        transaction.commit().await.map_err(failed(operation))?;
+        Ok(changed == 1)
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut transaction =
             crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
@@ -279,39 +302,13 @@ impl CheckpointStore for PostgresCheckpoints {
     }
 
     async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
-        let mut transaction =
-            crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
-        let changed = sqlx::query(self.tables.sql(SET_PAUSED))
-            .persistent(false)
-            .bind(name)
-            .bind(paused)
-            .execute(&mut *transaction)
+        self.set_flag(SET_PAUSED, name, paused, "pause reader")
             .await
-            .map_err(failed("pause reader"))?
-            .rows_affected();
-        transaction
-            .commit()
-            .await
-            .map_err(failed("commit reader pause"))?;
-        Ok(changed == 1)
     }
 
     async fn request_rebuild(&self, name: &str, requested: bool) -> Result<bool> {
-        let mut transaction =
-            crate::store::tenant_session::begin(&self.pool, self.tenant.as_deref()).await?;
-        let changed = sqlx::query(self.tables.sql(REQUEST_REBUILD))
-            .persistent(false)
-            .bind(name)
-            .bind(requested)
-            .execute(&mut *transaction)
+        self.set_flag(REQUEST_REBUILD, name, requested, "request rebuild")
             .await
-            .map_err(failed("request rebuild"))?
-            .rows_affected();
-        transaction
-            .commit()
-            .await
-            .map_err(failed("commit rebuild request"))?;
-        Ok(changed == 1)
     }
 
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {

@@ -218,6 +218,26 @@ pub(crate) struct SqliteCheckpoints {
 }
 
 impl SqliteCheckpoints {
+    /// Sets one of an operator's flags (`statement`: `?1` name, `?2` value,
+    /// `?3` tenant) on reader `name`'s row; `false` if it has none.
+    async fn set_flag(
+        &self,
+        statement: &'static str,
+        name: &str,
+        value: bool,
+        operation: &'static str,
+    ) -> Result<bool> {
+        let changed = sqlx::query(self.tables.sql(statement))
+            .bind(name)
+            .bind(value)
+            .bind(&self.tenant)
+            .execute(&self.pool)
+            .await
+            .map_err(failed(operation))?
+            .rows_affected();
+        Ok(changed == 1)
+    }
+
     pub(crate) fn new(pool: SqlitePool, tables: TableNames, tenant: &str) -> Self {
         SqliteCheckpoints {
             pool,
@@ -248,27 +268,13 @@ impl CheckpointStore for SqliteCheckpoints {
     }
 
     async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
-        let changed = sqlx::query(self.tables.sql(SET_PAUSED))
-            .bind(name)
-            .bind(paused)
-            .bind(&self.tenant)
-            .execute(&self.pool)
+        self.set_flag(SET_PAUSED, name, paused, "pause reader")
             .await
-            .map_err(failed("pause reader"))?
-            .rows_affected();
-        Ok(changed == 1)
     }
 
     async fn request_rebuild(&self, name: &str, requested: bool) -> Result<bool> {
-        let changed = sqlx::query(self.tables.sql(REQUEST_REBUILD))
-            .bind(name)
-            .bind(requested)
-            .bind(&self.tenant)
-            .execute(&self.pool)
+        self.set_flag(REQUEST_REBUILD, name, requested, "request rebuild")
             .await
-            .map_err(failed("request rebuild"))?
-            .rows_affected();
-        Ok(changed == 1)
     }
 
     async fn save(&self, name: &str, position: LogPosition) -> Result<()> {

@@ -5,8 +5,8 @@ mod events;
 mod forget;
 mod migrate;
 pub(crate) mod readers;
-mod status;
-mod streams;
+pub(crate) mod status;
+pub(crate) mod streams;
 mod verify;
 
 use crate::arguments::{Cli, Command, ServeArgs, StoreOptions};

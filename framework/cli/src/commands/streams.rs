@@ -63,14 +63,7 @@ pub(crate) async fn run(
             from,
             limit,
         } => {
-            let id = StreamId::new(stream.clone())?;
-            let version = store.stream_version(&id).await?;
-            if version == 0 {
-                return Err(Failure::NotFound(format!(
-                    "no stream {stream:?} in {}",
-                    connection.description
-                )));
-            }
+            let (id, version) = existing_stream(connection, &stream).await?;
             let events = store.read_stream(&id, from, limit).await?;
             match format {
                 Format::Json => output::json(&json!({
@@ -87,5 +80,21 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+/// The stream `stream` names and its version; not found if it has no
+/// events in this store (or tenant).
+pub(crate) async fn existing_stream(
+    connection: &Connection,
+    stream: &str,
+) -> Result<(StreamId, u64), Failure> {
+    let id = StreamId::new(stream)?;
+    match connection.store.stream_version(&id).await? {
+        0 => Err(Failure::NotFound(format!(
+            "no stream {stream:?} in {}",
+            connection.description
+        ))),
+        version => Ok((id, version)),
     }
 }

@@ -1,7 +1,6 @@
 //! `annals verify`: recompute the hash chain of the whole log (or of one
 //! stream) and report the first broken link.
 
-use annals::StreamId;
 use annals::store::EventQuery;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -19,13 +18,7 @@ pub(crate) async fn run(
     let store = connection.store.as_ref();
     let report = match &arguments.stream {
         Some(stream) => {
-            let id = StreamId::new(stream.clone())?;
-            if store.stream_version(&id).await? == 0 {
-                return Err(Failure::NotFound(format!(
-                    "no stream {stream:?} in {}",
-                    connection.description
-                )));
-            }
+            let (id, _) = super::streams::existing_stream(connection, stream).await?;
             store.verify_stream(&id).await?
         }
         None => {

@@ -96,6 +96,12 @@ impl Access {
     }
 }
 
+/// The `Set-Cookie` value of a session: not readable by scripts, not sent
+/// with requests other sites start (no cross-site form posts).
+pub(crate) fn session_cookie(session: &str) -> String {
+    format!("{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/")
+}
+
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
@@ -128,6 +134,14 @@ mod tests {
             HeaderValue::from_static("annals_session=0123456789abcdef"),
         );
         assert_eq!(access.check(&forged), Err(Refusal::NotSignedIn));
+    }
+
+    #[test]
+    fn the_session_cookie_is_http_only_and_same_site_strict() {
+        let cookie = session_cookie("abc");
+        assert!(cookie.starts_with("annals_session=abc;"));
+        assert!(cookie.contains("; HttpOnly"));
+        assert!(cookie.contains("; SameSite=Strict"));
     }
 
     #[test]

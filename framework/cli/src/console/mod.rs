@@ -26,9 +26,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 
 use crate::commands::readers::{log_head, reader_rows};
+use crate::commands::status::Figures;
 use crate::connection::Connection;
 use crate::failure::Failure;
-use access::{Access, Refusal, SESSION_COOKIE};
+use access::{Access, Refusal};
 use pages::Frame;
 use samples::Samples;
 
@@ -167,26 +168,10 @@ impl Console {
 }
 
 async fn overview(State(console): Shared, headers: HeaderMap) -> Response {
-    let store = console.connection.store.as_ref();
-    let figures = async {
-        let events = store.count(&EventQuery::new()).await?;
-        let since = chrono::Utc::now() - chrono::Duration::minutes(1);
-        let last_minute = store.count(&EventQuery::new().recorded_from(since)).await?;
-        let head = log_head(store).await?;
-        let readers = reader_rows(store, head).await?;
-        let dead_letters = store.dead_letters().list(10_000).await?.len();
-        Ok::<_, Failure>((events, last_minute, head, readers, dead_letters))
-    }
-    .await;
-    match figures {
-        Ok((events, last_minute, head, readers, dead_letters)) => {
+    match Figures::gather(console.connection.store.as_ref()).await {
+        Ok(figures) => {
             let content = pages::overview(&pages::Overview {
-                healthy: Ok(()),
-                events,
-                last_minute,
-                head: head.to_string(),
-                dead_letters,
-                readers: &readers,
+                figures: &figures,
                 rates: console.samples.rates(),
                 lags: console.samples.lags(),
             });
@@ -504,8 +489,11 @@ async fn login(
             .into_response();
     }
     let session = console.access.open_session();
-    let cookie = format!("{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+    (
+        [(header::SET_COOKIE, access::session_cookie(&session))],
+        Redirect::to("/"),
+    )
+        .into_response()
 }
 
 async fn health(State(console): Shared) -> Response {

@@ -9,6 +9,7 @@ use annals::subscription::dead_letter::DeadLetter;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::commands::readers::{ReaderKind, ReaderRow};
+use crate::commands::status::Figures;
 use crate::output;
 
 /// The style sheet, inline: the console fetches nothing from elsewhere.
@@ -119,36 +120,33 @@ fn chart(series: &BTreeMap<String, Vec<(f64, f64)>>, unit: &str) -> Markup {
 
 /// The overview's figures.
 pub(crate) struct Overview<'a> {
-    pub(crate) healthy: Result<(), String>,
-    pub(crate) events: u64,
-    pub(crate) last_minute: u64,
-    pub(crate) head: String,
-    pub(crate) dead_letters: usize,
-    pub(crate) readers: &'a [ReaderRow],
+    pub(crate) figures: &'a Figures,
     pub(crate) rates: Vec<(f64, f64)>,
     pub(crate) lags: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
 pub(crate) fn overview(overview: &Overview<'_>) -> Markup {
     let rates = BTreeMap::from([("events per second".to_owned(), overview.rates.clone())]);
+    let figures = overview.figures;
     html! {
         div.cards {
             div.card {
                 div.muted { "health" }
-                @match &overview.healthy {
-                    Ok(()) => div.value.ok { "healthy" },
-                    Err(why) => div.value.bad title=(why) { "unhealthy" },
+                @if figures.health.is_healthy() {
+                    div.value.ok title=(figures.health.store) { "healthy" }
+                } @else {
+                    div.value.bad title=(figures.health.store) { "unhealthy" }
                 }
             }
-            div.card { div.muted { "events" } div.value { (overview.events) } }
+            div.card { div.muted { "events" } div.value { (figures.total) } }
             div.card {
                 div.muted { "last minute" }
-                div.value { (format!("{:.1}/s", overview.last_minute as f64 / 60.0)) }
+                div.value { (format!("{:.1}/s", figures.per_second())) }
             }
-            div.card { div.muted { "log head" } div.value { (overview.head) } }
+            div.card { div.muted { "log head" } div.value { (figures.head) } }
             div.card {
                 div.muted { "dead letters" }
-                div.value.bad[overview.dead_letters > 0] { (overview.dead_letters) }
+                div.value.bad[figures.dead_letters > 0] { (figures.dead_letters_text()) }
             }
         }
         h2 { "Events per second" }
@@ -156,7 +154,7 @@ pub(crate) fn overview(overview: &Overview<'_>) -> Markup {
         h2 { "Lag (events behind the head)" }
         (chart(&overview.lags, "events"))
         h2 { "Readers" }
-        (readers_table(overview.readers, false))
+        (readers_table(&figures.readers, false))
     }
 }
 
