@@ -875,3 +875,100 @@ async fn a_projection_without_declared_tables_refuses_to_rebuild() {
     assert_eq!(counts, [("admin".into(), 1), ("auditor".into(), 1)]);
     running.stop().await.expect("stop");
 }
+
+/// A read model whose first rebuild fails on the way (as a database blip
+/// would), then rebuilds as SQLite's does.
+struct FirstRebuildFails {
+    inner: SqliteReadModel,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl annals::projection::runner::ProjectionTarget<RoleTally> for FirstRebuildFails {
+    fn checkpoints(&self) -> Option<Arc<dyn annals::checkpoint::CheckpointStore>> {
+        annals::projection::runner::ProjectionTarget::<RoleTally>::checkpoints(&self.inner)
+    }
+
+    async fn apply(
+        &self,
+        projection: &mut RoleTally,
+        batch: annals::projection::runner::Batch<'_>,
+    ) -> Result<(), annals::projection::runner::BatchFailure> {
+        self.inner.apply(projection, batch).await
+    }
+
+    async fn rebuild(
+        &self,
+        lease: &annals::checkpoint::Lease,
+        previous: LogPosition,
+    ) -> annals::Result<()> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Backend {
+                backend: "sqlite",
+                operation: "empty read model table",
+                source: "database is locked".into(),
+            });
+        }
+        annals::projection::runner::ProjectionTarget::<RoleTally>::rebuild(
+            &self.inner,
+            lease,
+            previous,
+        )
+        .await
+    }
+}
+
+/// A rebuild that fails on the way keeps the operator's request: the
+/// failure shows in the status, and the next renewal brings the request
+/// back, which then rebuilds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_fails_on_the_way_is_tried_again() {
+    let t = TestStore::sqlite().await;
+    let RawAccess::Sqlite(pool) = t.raw.clone() else {
+        unreachable!("a SQLite store")
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(role_tally_ddl(
+        annals_codegen::Dialect::Sqlite,
+    )))
+    .execute(&pool)
+    .await
+    .expect("create");
+    assign_roles(&*t.store, &["admin", "auditor"]).await;
+    let target = FirstRebuildFails {
+        inner: SqliteReadModel::new(pool.clone()),
+        failed: std::sync::atomic::AtomicBool::new(false),
+    };
+    let name = ProjectionRunner::<FirstRebuildFails>::checkpoint_name::<RoleTally>();
+    let running = ProjectionRunner::new(t.store.clone(), target)
+        .lease(annals::checkpoint::LeaseSettings::new(
+            Duration::from_millis(300),
+        ))
+        .poll_interval(Duration::from_millis(50))
+        .start(RoleTally);
+    wait_caught_up(&running, 2).await;
+    raw_rows(&t.raw, "UPDATE role_tally SET users = 99").await;
+    let checkpoints = t.store.checkpoints();
+    assert!(
+        checkpoints
+            .request_rebuild(&name, true)
+            .await
+            .expect("request")
+    );
+    running
+        .wait_until(Duration::from_secs(20), |s| {
+            s.last_error
+                .as_deref()
+                .is_some_and(|error| error.contains("rebuild failed"))
+        })
+        .await
+        .expect("the failure in the status");
+    // Tried again at a later renewal, and done.
+    wait_caught_up(&running, 4).await;
+    assert_eq!(
+        raw_rows(&t.raw, "SELECT role, users FROM role_tally ORDER BY role").await,
+        [("admin".into(), 1), ("auditor".into(), 1)]
+    );
+    let row = checkpoints.load(&name).await.expect("load").expect("row");
+    assert!(!row.rebuild_requested);
+    running.stop().await.expect("stop");
+}
