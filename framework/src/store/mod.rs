@@ -15,6 +15,8 @@ pub mod condition;
 mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod group_commit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod import;
 mod log_filter;
 mod log_watch;
 mod memory;
@@ -46,6 +48,8 @@ pub use append::{
 };
 pub use condition::{AppendCondition, Criterion, EventCriteria};
 pub use connect::{connect, redact_url};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use import::ImportReport;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use group_commit::{GroupCommitOptions, GroupCommitStatus};
 pub use log_filter::{LogFilter, LogPage};

@@ -1,6 +1,7 @@
 //! The event store on every backend: the conformance suite over each store
 //! setup, properties, migrations, the gap-safe global log, group commit,
-//! COPY, restarts and crashes, the hash chain, and decoding fuzzed rows.
+//! COPY, restarts and crashes, the hash chain, imports, and decoding
+//! fuzzed rows.
 //!
 //! One test binary per area: linking is most of a cold build's time.
 
@@ -12,6 +13,7 @@ mod conformance_sqlite;
 mod crash_safety;
 mod decode_fuzz;
 mod hash_chain;
+mod import;
 mod migrations;
 mod postgres_copy;
 mod postgres_global_log;

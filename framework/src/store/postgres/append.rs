@@ -95,7 +95,7 @@ inserted AS (
             SELECT i.event_id, i.stream_id, x.head + i.idx AS version, i.event_type,
                    i.schema_version, i.payload::jsonb AS payload, i.tenant_id, i.correlation_id,
                    i.causation_id, i.actor, i.trace_context, i.headers::jsonb AS headers,
-                   now() AS recorded_at, x.head_link, i.ord,
+                   COALESCE($32::timestamptz, now()) AS recorded_at, x.head_link, i.ord,
                    CASE WHEN i.tags IS NOT NULL
                         THEN ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)) END AS tags
             FROM unnest($3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int4[], $8::text[],
@@ -169,6 +169,9 @@ pub(super) struct AppendColumns<'a> {
     prefix: &'a str,
     /// Per event: its tags as a JSON array, `None` for none.
     tags: Vec<Option<String>>,
+    /// When the events were recorded: `None` (now) but for an import,
+    /// which keeps the time they were first recorded at.
+    pub(super) recorded_at: Option<DateTime<Utc>>,
     /// The advisory locks to take, by key: exclusive (a condition's) or
     /// shared (a written tag's).
     locks: std::collections::BTreeMap<i64, bool>,
@@ -536,6 +539,7 @@ impl PostgresEventStore {
             .bind(&columns.conditions.types)
             .bind(&columns.conditions.after_commits)
             .bind(&columns.conditions.after_sequences)
+            .bind(columns.recorded_at)
             .fetch_all(executor)
             .await
     }

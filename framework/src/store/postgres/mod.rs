@@ -125,6 +125,7 @@ mod append;
 mod builder;
 mod chain;
 mod dead_letters;
+mod import;
 mod log_notify;
 mod read;
 mod snapshots;

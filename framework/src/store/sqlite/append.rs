@@ -1,7 +1,7 @@
 //! Appending: the write transaction, its rows and errors, inline projections,
 //! and group commit's writer.
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
@@ -170,6 +170,18 @@ pub(super) async fn append_in(
     connection: &mut SqliteConnection,
     batch: &[StreamAppend],
 ) -> Result<Vec<AppendResult>> {
+    append_in_at(tables, keys, connection, batch, Utc::now().trunc_subsecs(6)).await
+}
+
+/// [`append_in`] with the events' recording time given (an import keeps
+/// the one they were first recorded with).
+pub(super) async fn append_in_at(
+    tables: &TableNames,
+    keys: Option<&ChainKeys>,
+    connection: &mut SqliteConnection,
+    batch: &[StreamAppend],
+    recorded_at_time: DateTime<Utc>,
+) -> Result<Vec<AppendResult>> {
     let (heads, log_head) = check_heads(tables, connection, batch).await?;
     let commit: i64 = match log_head {
         Some(commit) => commit,
@@ -180,7 +192,6 @@ pub(super) async fn append_in(
         .await
         .map_err(failed("read log head"))?,
     };
-    let recorded_at_time = Utc::now().trunc_subsecs(6);
     let recorded_at = recorded_at_time.timestamp_micros();
     let commit_position = u64::try_from(commit).unwrap_or(0);
     let signer = ChainSigner::new(keys);

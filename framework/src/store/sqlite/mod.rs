@@ -46,6 +46,7 @@ mod append;
 mod builder;
 mod chain;
 mod dead_letters;
+mod import;
 mod read;
 mod snapshots;
 mod tenancy;

@@ -1,0 +1,91 @@
+//! Importing a log recorded elsewhere, in one transaction.
+
+use futures_util::{Stream, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::event::envelope::RecordedEvent;
+use crate::store::append::{next_version, validate_batch};
+use crate::store::import::{ImportBatches, ImportChunk, ImportReport};
+
+use super::append::{AppendColumns, AppendOutcome};
+use super::{BACKEND, PostgresEventStore, failed};
+
+/// Events per append statement of an import.
+const IMPORT_CHUNK: usize = 1000;
+
+impl PostgresEventStore {
+    /// Writes `events`, in the order given, with the ids, versions, types,
+    /// payloads, metadata, tags and recording times they carry, in one
+    /// transaction: every event is written or none is (an `Err` from
+    /// `events`, a stream that already has events, a duplicate event id, an
+    /// event of another tenant on a tenant handle, or a concurrent writer
+    /// appending to one of the imported streams ends the import with
+    /// nothing written). Positions and hash chain links are this store's
+    /// own. See [`import`](crate::store::import) for what is kept and what
+    /// is not.
+    ///
+    /// Readers see none of the imported events until the import commits,
+    /// and none after them meanwhile (the log's order is the commit's).
+    ///
+    /// ```no_run
+    /// use annals::prelude::*;
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn example(source: PostgresEventStore, target: PostgresEventStore) -> annals::Result<()> {
+    /// let log = source.read_all(LogPosition::START, 1000).await?;
+    /// let report = target
+    ///     .import_log(futures_util::stream::iter(log.into_iter().map(Ok)))
+    ///     .await?;
+    /// println!("{} events in {} streams", report.events, report.streams);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn import_log<S>(&self, events: S) -> Result<ImportReport>
+    where
+        S: Stream<Item = Result<RecordedEvent>> + Send,
+    {
+        let mut events = std::pin::pin!(events);
+        let mut batches = ImportBatches::new(IMPORT_CHUNK);
+        let mut tx = self.begin().await?;
+        // On any error `tx` is dropped: the import rolls back.
+        while let Some(event) = events.next().await {
+            if let Some(chunk) = batches.push(event?)? {
+                self.write_chunk(&mut tx, &mut batches, chunk).await?;
+            }
+        }
+        if let Some(chunk) = batches.take() {
+            self.write_chunk(&mut tx, &mut batches, chunk).await?;
+        }
+        tx.commit().await.map_err(failed("commit import"))?;
+        Ok(batches.report())
+    }
+
+    async fn write_chunk(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        batches: &mut ImportBatches,
+        mut chunk: ImportChunk,
+    ) -> Result<()> {
+        self.stamp_tenant(&mut chunk.appends)?;
+        validate_batch(&chunk.appends)?;
+        for append in &chunk.appends {
+            next_version(&append.stream_id, 0, append.events.len())?;
+        }
+        let mut columns = AppendColumns::new(&self.tables, &chunk.appends)?;
+        columns.recorded_at = Some(chunk.recorded_at);
+        match self.try_append(&mut *tx, &chunk.appends, &columns).await? {
+            AppendOutcome::Written(results) => {
+                batches.written(&results);
+                Ok(())
+            }
+            AppendOutcome::Collided(error) => Err(Error::Backend {
+                backend: BACKEND,
+                operation: "import",
+                source: format!(
+                    "a concurrent writer appended to one of the streams being imported ({error}); nothing was imported"
+                )
+                .into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Importing a log recorded elsewhere, in one write transaction.
+
+use futures_util::{Stream, StreamExt};
+
+use crate::error::Result;
+use crate::event::envelope::RecordedEvent;
+use crate::store::append::validate_batch;
+use crate::store::import::{ImportBatches, ImportChunk, ImportReport};
+
+use super::append::append_in_at;
+use super::{SqliteEventStore, failed};
+
+/// Events per append statement of an import.
+const IMPORT_CHUNK: usize = 1000;
+
+impl SqliteEventStore {
+    /// Writes `events`, in the order given, with the ids, versions, types,
+    /// payloads, metadata, tags and recording times they carry, in one
+    /// transaction: every event is written or none is (an `Err` from
+    /// `events`, a stream that already has events, a duplicate event id or
+    /// an event this handle may not write ends the import with nothing
+    /// written). Positions and hash chain links are this store's own. See
+    /// [`import`](crate::store::import) for what is kept and what is not.
+    ///
+    /// Other writers wait for the import to commit.
+    ///
+    /// ```
+    /// use annals::prelude::*;
+    /// use annals::store::SqliteEventStore;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let source = SqliteEventStore::open(dir.path().join("source.db")).await?;
+    /// let stream = StreamId::new("user-1")?;
+    /// let registered = NewEvent::json("iam.user.registered", &serde_json::json!({ "email": "ada@example.test" }))?;
+    /// source.append(&stream, ExpectedVersion::NoStream, vec![registered]).await?;
+    /// let log = source.read_all(LogPosition::START, 100).await?;
+    ///
+    /// let target = SqliteEventStore::open(dir.path().join("target.db")).await?;
+    /// let report = target
+    ///     .import_log(futures_util::stream::iter(log.clone().into_iter().map(Ok)))
+    ///     .await?;
+    /// assert_eq!((report.events, report.streams), (1, 1));
+    /// let copied = target.read_stream(&stream, 1, 10).await?;
+    /// assert_eq!(copied[0].event_id, log[0].event_id);
+    /// assert_eq!(copied[0].recorded_at, log[0].recorded_at);
+    /// assert!(target.verify_log().await?.is_intact());
+    /// # Ok::<(), annals::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn import_log<S>(&self, events: S) -> Result<ImportReport>
+    where
+        S: Stream<Item = Result<RecordedEvent>> + Send,
+    {
+        let mut events = std::pin::pin!(events);
+        let mut batches = ImportBatches::new(IMPORT_CHUNK);
+        let _writer = self.write_gate.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed("begin import"))?;
+        // On any error `tx` is dropped: the import rolls back.
+        while let Some(event) = events.next().await {
+            if let Some(chunk) = batches.push(event?)? {
+                self.write_chunk(&mut tx, &mut batches, chunk).await?;
+            }
+        }
+        if let Some(chunk) = batches.take() {
+            self.write_chunk(&mut tx, &mut batches, chunk).await?;
+        }
+        tx.commit().await.map_err(failed("commit import"))?;
+        self.appended.signal();
+        Ok(batches.report())
+    }
+
+    async fn write_chunk(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        batches: &mut ImportBatches,
+        mut chunk: ImportChunk,
+    ) -> Result<()> {
+        validate_batch(&chunk.appends)?;
+        self.stamp(&mut chunk.appends)?;
+        let results = append_in_at(
+            &self.tables,
+            self.chain_keys.as_deref(),
+            tx,
+            &chunk.appends,
+            chunk.recorded_at,
+        )
+        .await?;
+        batches.written(&results);
+        Ok(())
+    }
+}
