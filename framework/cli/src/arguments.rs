@@ -123,6 +123,15 @@ pub(crate) enum Command {
         /// The data subject's id.
         subject: String,
     },
+    /// Write the log (this tenant's, with --tenant) as JSON Lines: every
+    /// event with its id, stream, version, metadata, time and tags, and a
+    /// hash chain of the file's own. A backup, and the way to move a log
+    /// between SQLite and PostgreSQL.
+    Export(ExportArgs),
+    /// Write the events of a file `annals export` made into this store, in
+    /// one transaction: all of them, or none if the file is damaged or a
+    /// stream or event id is already here.
+    Import(ImportArgs),
     /// The database schema: status, apply the pending migrations, or print
     /// their SQL.
     #[command(subcommand)]
@@ -211,6 +220,9 @@ pub(crate) enum ProjectionsCommand {
     /// empties the tables it declares and moves its checkpoint back to the
     /// start of the log in one transaction, then catches up again. A
     /// projection that declares no tables refuses (its status says why).
+    /// `reset` is the same: a projection's checkpoint never moves without
+    /// its tables emptied, or it would apply events twice.
+    #[command(visible_alias = "reset")]
     Rebuild {
         /// The projection: its name, or `projection:NAME:vN`.
         name: String,
@@ -278,6 +290,34 @@ pub(crate) struct VerifyArgs {
     /// Only this stream.
     #[arg(long)]
     pub(crate) stream: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub(crate) no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The file to write (`-` or none: stdout). It appears only once
+    /// complete; an interrupted export leaves nothing.
+    #[arg(long, short, value_name = "PATH")]
+    pub(crate) output: Option<std::path::PathBuf>,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Skip checking the store's hash chain first (by default a broken
+    /// chain stops the export, exit code 4, so that a backup never
+    /// launders a tampered log into a freshly chained one).
+    #[arg(long)]
+    pub(crate) no_verify: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub(crate) no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The export file (`-`: stdin).
+    pub(crate) file: std::path::PathBuf,
     /// No progress bar.
     #[arg(long)]
     pub(crate) no_progress: bool,

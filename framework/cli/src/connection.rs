@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use annals::hash_chain::{ChainKeys, ChainReport};
 use annals::pii::SubjectKeyStore;
-use annals::store::{EventStore, PostgresEventStore, SchemaStatus, SqliteEventStore, redact_url};
+use annals::store::{
+    EventStore, ImportReport, PostgresEventStore, SchemaStatus, SqliteEventStore,
+    import::ImportItem, redact_url,
+};
 
 use crate::arguments::StoreOptions;
 use crate::failure::Failure;
@@ -203,6 +206,18 @@ impl Connection {
         Ok(match &self.backend {
             Backend::Sqlite(store) => store.verify_log_with_progress(progress).await?,
             Backend::Postgres(store) => store.verify_log_with_progress(progress).await?,
+        })
+    }
+
+    /// Writes events recorded elsewhere with their ids, versions and times,
+    /// in one transaction (see `import_log` on either store).
+    pub(crate) async fn import_log<S>(&self, items: S) -> Result<ImportReport, Failure>
+    where
+        S: futures_util::Stream<Item = annals::Result<ImportItem>> + Send,
+    {
+        Ok(match &self.backend {
+            Backend::Sqlite(store) => store.import_log(items).await?,
+            Backend::Postgres(store) => store.import_log(items).await?,
         })
     }
 

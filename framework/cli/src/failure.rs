@@ -25,6 +25,9 @@ pub(crate) enum Failure {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] annals::Error),
+    /// An import failed or was refused: its transaction rolled back.
+    #[error("nothing was imported: {0}")]
+    Import(annals::Error),
     /// A file or terminal could not be read or written.
     #[error("{0}")]
     Io(String),
@@ -34,9 +37,10 @@ impl Failure {
     /// The process exit code (see the table in `main.rs` and the README).
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Failure::Store(annals::Error::InvalidInput { .. } | annals::Error::Config(_)) => 2,
+            Failure::Store(annals::Error::InvalidInput { .. } | annals::Error::Config(_))
+            | Failure::Import(annals::Error::InvalidInput { .. }) => 2,
             Failure::Store(annals::Error::SchemaTooNew { .. }) => 5,
-            Failure::Store(_) | Failure::Io(_) => 1,
+            Failure::Store(_) | Failure::Import(_) | Failure::Io(_) => 1,
             Failure::OutputClosed => 0,
             Failure::Usage(_) => 2,
             Failure::NotFound(_) => 3,

@@ -18,6 +18,7 @@ mod arguments;
 mod commands;
 mod connection;
 mod console;
+mod export_file;
 mod failure;
 mod output;
 

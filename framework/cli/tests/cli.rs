@@ -317,6 +317,8 @@ on_both_backends!(
     bad_input_gets_one_line_and_an_exit_code,
     pause_and_resume_reach_a_running_subscription,
     a_dead_letter_retried_from_the_tool_is_run_by_the_service,
+    export_and_import_move_the_log_exactly,
+    a_damaged_export_imports_nothing,
 );
 
 async fn status_shows_counts_readers_and_dead_letters(t: Target) {
@@ -727,22 +729,7 @@ async fn migrate_reports_applies_and_prints_the_schema(t: Target) {
     assert!(sql.contains("nothing pending"), "{sql}");
 
     // An empty place: nothing there, nothing created by looking.
-    let (empty, cleanup): (Vec<String>, Option<tempfile::TempDir>) = match t.backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite:{}", dir.path().join("new.db").display());
-            (vec!["--database-url".to_owned(), url], Some(dir))
-        }
-        _ => (
-            vec![
-                "--database-url".to_owned(),
-                postgres_url(),
-                "--schema".to_owned(),
-                format!("cli_new_{}", Uuid::now_v7().simple()),
-            ],
-            None,
-        ),
-    };
+    let (empty, cleanup) = empty_place(t.backend);
     let looked = run_with(&empty, &["status"]).await;
     match t.backend {
         "sqlite" => looked.failed(3, &["no SQLite file"]),
@@ -784,6 +771,368 @@ async fn migrate_reports_applies_and_prints_the_schema(t: Target) {
     let again = run_with(&empty, &["migrate", "apply"]).await.ok();
     assert!(again.contains("nothing to apply"), "{again}");
     drop(cleanup);
+}
+
+/// The options naming a place on `backend` that holds nothing yet: a file
+/// that does not exist (in the directory returned) or a schema that does
+/// not.
+fn empty_place(backend: &str) -> (Vec<String>, Option<tempfile::TempDir>) {
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite:{}", dir.path().join("new.db").display());
+            (vec!["--database-url".to_owned(), url], Some(dir))
+        }
+        _ => (
+            vec![
+                "--database-url".to_owned(),
+                postgres_url(),
+                "--schema".to_owned(),
+                format!("cli_new_{}", Uuid::now_v7().simple()),
+            ],
+            None,
+        ),
+    }
+}
+
+/// An empty place with the schema applied, as an operator prepares an
+/// import's target.
+async fn empty_store(backend: &str) -> (Vec<String>, Option<tempfile::TempDir>) {
+    let (place, dir) = empty_place(backend);
+    run_with(&place, &["migrate", "apply"]).await.ok();
+    (place, dir)
+}
+
+/// How many events the store holds, by `annals status`.
+async fn total_events(place: &[String]) -> u64 {
+    let status = run_with(place, &["--json", "status"]).await.json();
+    status["events"]["total"].as_u64().expect("a total")
+}
+
+/// An export's lines as JSON.
+fn export_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect()
+}
+
+/// An export's event lines and trailer without what belongs to the
+/// store or the moment it was written: the header and each position.
+fn portable(lines: &[Value]) -> Vec<Value> {
+    lines[1..]
+        .iter()
+        .map(|line| {
+            let mut line = line.clone();
+            if let Some(fields) = line.as_object_mut() {
+                fields.remove("position");
+            }
+            line
+        })
+        .collect()
+}
+
+/// The store a place names, opened through the library (with its key
+/// tables).
+async fn open_place(place: &[String]) -> (Arc<dyn EventStore>, Arc<dyn SubjectKeyStore>) {
+    match place {
+        [_, url] => {
+            let path = url.strip_prefix("sqlite:").expect("a sqlite: URL");
+            let store = SqliteEventStore::builder(path)
+                .migrate(false)
+                .open()
+                .await
+                .expect("open the SQLite file");
+            (Arc::new(store.clone()), Arc::new(store))
+        }
+        [_, url, _, schema] => {
+            let store = PostgresEventStore::builder(url.clone())
+                .schema(schema.clone())
+                .migrate(false)
+                .connect()
+                .await
+                .expect("connect");
+            (Arc::new(store.clone()), Arc::new(store))
+        }
+        other => panic!("not a place: {other:?}"),
+    }
+}
+
+async fn export_and_import_move_the_log_exactly(t: Target) {
+    // Personal data, under a key the import must bring along; and a
+    // forgotten subject, which must stay forgotten.
+    let master = MasterKey::generate();
+    let pii = PiiEventStore::new(t.test.store.clone(), t.keys.clone(), master.clone());
+    for member in ["m1", "m2"] {
+        let event = NewEvent::from_event(&joined(member, &format!("{member}@example.test")))
+            .expect("event");
+        pii.append(
+            &StreamId::new(format!("member-{member}")).expect("id"),
+            ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .expect("append personal data");
+    }
+    t.run(&["forget", "m2"]).await.ok();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("log.jsonl");
+    let file = file.to_str().expect("a UTF-8 path");
+    let summary = t.run(&["--json", "export", "-o", file]).await.json();
+    assert_eq!(summary["events"], 7);
+    assert_eq!(
+        summary["streams"], 6,
+        "user-1 of acme and of globex, user-2, system-1, member-m1, member-m2"
+    );
+    assert_eq!(summary["subject_keys"], 2, "m1's key and m2's tombstone");
+    let exported = std::fs::read_to_string(file).expect("the export");
+    let lines = export_lines(&exported);
+    assert_eq!(lines.len(), 11, "header, seven events, two keys, trailer");
+    assert_eq!(lines[8]["subject_key"]["subject"], "m1");
+    assert!(lines[9]["subject_key"]["wrapped_key"].is_null());
+    assert_eq!(lines[0]["annals_export"], 1);
+    assert_eq!(lines[0]["source"], t.backend);
+    assert_eq!(lines[1]["event_id"], t.seeded.first.event_id.to_string());
+    assert_eq!(lines[1]["tags"], json!(["email:ada@example.test"]));
+    assert_eq!(lines[1]["metadata"]["tenant_id"], "acme");
+    assert_eq!(
+        lines[2]["payload"]["name"], "<script>alert(1)</script>",
+        "payloads are the JSON they are"
+    );
+    assert_eq!(lines[10]["annals_export_end"]["digest"], summary["digest"]);
+    // An existing file is kept unless --force.
+    t.run(&["export", "-o", file])
+        .await
+        .failed(2, &["exists", "--force"]);
+    t.run(&["export", "-o", file, "--force"]).await.ok();
+    // On stdout, the file is the output.
+    let piped = t.run(&["export"]).await.ok();
+    assert_eq!(portable(&export_lines(&piped)), portable(&lines));
+
+    // Into the other backend, and back out: the same events, links and
+    // digest; the target's own chain holds.
+    let other = if t.backend == "sqlite" {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let (target, _target_dir) = empty_store(other).await;
+    let mut import = vec!["--json", "import", file];
+    let imported = run_with(&target, &import).await.json();
+    assert_eq!(imported["events"], 7);
+    assert_eq!(imported["streams"], 6);
+    assert_eq!(imported["subject_keys"], 2);
+    assert_eq!(imported["source"], t.backend);
+    let again = export_lines(&run_with(&target, &["export"]).await.ok());
+    assert_eq!(again[0]["source"], other);
+    assert_eq!(portable(&again), portable(&lines));
+    let verified = run_with(&target, &["--json", "verify"]).await.json();
+    assert_eq!(verified["intact"], true);
+    assert_eq!(verified["events_checked"], 7);
+    // The personal data opens there with the same master key; the
+    // forgotten subject's does not.
+    let (events, keys) = open_place(&target).await;
+    let reader = PiiEventStore::new(events, keys, master);
+    let read = |member: &'static str| {
+        let reader = reader.clone();
+        async move {
+            reader
+                .read_stream(
+                    &StreamId::new(format!("member-{member}")).expect("id"),
+                    1,
+                    10,
+                )
+                .await
+                .expect("read")[0]
+                .payload
+                .to_value()["email"]
+                .clone()
+        }
+    };
+    assert_eq!(read("m1").await, "m1@example.test");
+    assert_eq!(read("m2").await, "[redacted]");
+    let shown = run_with(
+        &target,
+        &["--json", "event", &t.seeded.first.event_id.to_string()],
+    )
+    .await
+    .json();
+    assert_eq!(
+        shown["recorded_at"],
+        serde_json::to_value(t.seeded.first.recorded_at).expect("a time"),
+        "the time it was first recorded"
+    );
+    // Into the same backend: every line but the positions byte for byte.
+    let (same, _same_dir) = empty_store(t.backend).await;
+    run_with(&same, &import).await.json();
+    let copy = run_with(&same, &["export"]).await.ok();
+    let strip_positions = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(1)
+            .map(|line| match line.find(r#""position":""#) {
+                Some(start) => {
+                    let end = line[start + 12..]
+                        .find('"')
+                        .map_or(line.len(), |n| start + 13 + n);
+                    format!("{}{}", &line[..start], &line[end..])
+                }
+                None => line.to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(strip_positions(&copy), strip_positions(&exported));
+
+    // A key changed in the file is named, and nothing is imported.
+    let wrapped = lines[8]["subject_key"]["wrapped_key"]
+        .as_str()
+        .expect("m1's wrapped key");
+    let flipped = if wrapped.starts_with('0') { "1" } else { "0" };
+    let changed_key = exported.replacen(wrapped, &format!("{flipped}{}", &wrapped[1..]), 1);
+    let changed_file = dir.path().join("changed-key.jsonl");
+    std::fs::write(&changed_file, changed_key).expect("write");
+    let (fresh, _fresh_dir) = empty_store(t.backend).await;
+    run_with(&fresh, &["import", changed_file.to_str().expect("UTF-8")])
+        .await
+        .failed(
+            2,
+            &["line 9", "key of subject `m1`", "does not match its link"],
+        );
+    assert_eq!(total_events(&fresh).await, 0);
+
+    // One tenant's events alone, from a handle confined to it.
+    let acme = export_lines(&t.run_as_tenant("acme", &["export"]).await.ok());
+    assert_eq!(acme[0]["tenant"], "acme");
+    assert_eq!(acme.len(), 5, "header, acme's three events, trailer");
+    assert!(
+        acme[1..4]
+            .iter()
+            .all(|line| line["metadata"]["tenant_id"] == "acme")
+    );
+
+    // Importing where the streams already are: refused, nothing written.
+    import.remove(0);
+    t.run(&import)
+        .await
+        .failed(1, &["nothing was imported", "user-1"]);
+    assert_eq!(total_events(&t.args).await, 7);
+}
+
+async fn a_damaged_export_imports_nothing(t: Target) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = t.run(&["export"]).await.ok();
+    let lines: Vec<&str> = good.lines().collect();
+    let (target, _target_dir) = empty_store(t.backend).await;
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write the damaged file");
+        path.to_str().expect("UTF-8").to_owned()
+    };
+    let import = |path: String| {
+        let target = target.clone();
+        async move { run_with(&target, &["import", &path]).await }
+    };
+    // Every damage ends the import with one line naming where, exit 2:
+    // the earlier lines' events, already written in the transaction, are
+    // rolled back.
+    let mut cut_json = lines.clone();
+    let broken = cut_json[5][..20].to_owned();
+    cut_json[5] = &broken;
+    import(write("bad-json.jsonl", cut_json.join("\n")))
+        .await
+        .failed(2, &["line 6 is not an event", "nothing was imported"]);
+    let edited = good.replacen("bob@example.test", "mallory@example.test", 1);
+    assert_ne!(edited, good);
+    import(write("edited.jsonl", edited))
+        .await
+        .failed(2, &["does not match its link", "changed"]);
+    import(write("cut.jsonl", lines[..6].join("\n")))
+        .await
+        .failed(2, &["line 6", "without its trailer", "cut short"]);
+    let mut spliced = lines.clone();
+    spliced.remove(4);
+    import(write("spliced.jsonl", spliced.join("\n")))
+        .await
+        .failed(2, &["trailer", "4 in 3", "spliced"]);
+    let mut reordered = lines.clone();
+    reordered.swap(2, 3);
+    import(write("reordered.jsonl", reordered.join("\n")))
+        .await
+        .failed(2, &["trailer"]);
+    let mut gap = lines.clone();
+    gap.remove(1);
+    import(write("gap.jsonl", gap.join("\n")))
+        .await
+        .failed(2, &["line 2", "user-1", "version 2 after none"]);
+    import(write("not-an-export.jsonl", "hello\n".to_owned()))
+        .await
+        .failed(2, &["line 1", "not an Annals export"]);
+    import(write("empty.jsonl", String::new()))
+        .await
+        .failed(2, &["empty"]);
+    import(dir.path().join("missing.jsonl").display().to_string())
+        .await
+        .failed(3, &["no export file"]);
+    assert_eq!(total_events(&target).await, 0, "nothing was written");
+
+    // Ctrl-C in the middle: the events already sent are rolled back.
+    let mut child = Command::new(ANNALS)
+        .args(&target)
+        .args(["import", "-"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start annals import -");
+    let mut stdin = child.stdin.take().expect("piped");
+    use tokio::io::AsyncWriteExt;
+    stdin
+        .write_all(format!("{}\n", lines[..5].join("\n")).as_bytes())
+        .await
+        .expect("send four events");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = child.id().expect("running").to_string();
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(signalled.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the import stops within 10 s of Ctrl-C")
+        .expect("wait");
+    assert_eq!(status.code(), Some(130));
+    drop(stdin);
+    assert_eq!(total_events(&target).await, 0, "nothing was written");
+
+    // The whole file, at last, goes in.
+    let whole = write("good.jsonl", good.clone());
+    run_with(&target, &["import", "--no-progress", &whole])
+        .await
+        .ok();
+    assert_eq!(total_events(&target).await, 5);
+
+    // A tampered store is not exported (a backup would launder it).
+    let changed = t
+        .test
+        .tamper(
+            "UPDATE annals_events SET payload = '{\"email\": \"mallory@example.test\"}' \
+             WHERE stream_id = 'user-2'",
+        )
+        .await;
+    assert_eq!(changed, Some(1));
+    let refused_file = dir.path().join("refused.jsonl");
+    let refused_path = refused_file.to_str().expect("UTF-8");
+    t.run(&["export", "-o", refused_path])
+        .await
+        .failed(4, &["nothing exported", "broken", "user-2", "--no-verify"]);
+    assert!(!refused_file.exists(), "no file for a refused export");
+    t.run(&["export", "--no-verify", "-o", refused_path])
+        .await
+        .ok();
+    assert!(refused_file.exists());
 }
 
 async fn bad_input_gets_one_line_and_an_exit_code(t: Target) {

@@ -57,7 +57,11 @@ mod store;
 
 pub use crate::registry::PiiField;
 pub(crate) use key_store::MemorySubjectKeys;
-pub use key_store::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
+#[cfg(feature = "postgres")]
+pub(crate) use key_store::restore_postgres_subject_key;
+#[cfg(feature = "sqlite")]
+pub(crate) use key_store::restore_sqlite_subject_key;
+pub use key_store::{ForgottenSubject, StoredSubjectKey, SubjectKeyRecord, SubjectKeyStore};
 pub use master_key::{MASTER_KEY_VAR, MasterKey, MasterKeyError};
 pub use redact::{REDACTED_TEXT, Redact};
 pub use store::{

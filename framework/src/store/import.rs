@@ -1,16 +1,25 @@
 //! Writing events that were recorded elsewhere (a backup, another store)
 //! with the ids, versions, metadata, tags and recording times they were
-//! recorded with: [`SqliteEventStore::import_log`] and
+//! recorded with, and the data subjects' keys that open their `#[pii]`
+//! fields: [`SqliteEventStore::import_log`] and
 //! [`PostgresEventStore::import_log`].
 //!
 //! An import is one transaction: every event is written, in the order
 //! given, or none is. Each event goes in at its recorded version, so a
 //! stream that already has events in the target refuses
-//! ([`Error::VersionConflict`](crate::Error::VersionConflict) naming it), as
+//! ([`Error::VersionConflict`] naming it), as
 //! does an event id that is already stored. What the target assigns is
 //! what belongs to it: log positions (in the order of the import) and the
 //! hash chain's links, which cover those positions and are made with the
 //! target's keys.
+//!
+//! A subject's key ([`SubjectKeyRecord`], listed by
+//! [`SubjectKeyStore::list_subject_keys`]) is restored as it was: wrapped
+//! under the master key (the target's application needs the same master
+//! key), or a tombstone, so a forgotten subject stays forgotten. A
+//! different key already stored for the subject refuses the import.
+//!
+//! [`SubjectKeyStore::list_subject_keys`]: crate::pii::SubjectKeyStore::list_subject_keys
 //!
 //! [`SqliteEventStore::import_log`]: crate::store::SqliteEventStore::import_log
 //! [`PostgresEventStore::import_log`]: crate::store::PostgresEventStore::import_log
@@ -21,9 +30,31 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::event::envelope::{NewEvent, RecordedEvent};
+use crate::pii::SubjectKeyRecord;
 use crate::store::append::{AppendResult, MAX_EVENTS_PER_APPEND, StreamAppend};
 use crate::store::position::LogPosition;
 use crate::store::stream::ExpectedVersion;
+
+/// One thing an import writes: an event, or a data subject's key.
+#[derive(Debug, Clone)]
+pub enum ImportItem {
+    /// An event, written at its recorded version with its recorded time.
+    Event(RecordedEvent),
+    /// A data subject's key or tombstone, with its streams.
+    SubjectKey(SubjectKeyRecord),
+}
+
+impl From<RecordedEvent> for ImportItem {
+    fn from(event: RecordedEvent) -> Self {
+        ImportItem::Event(event)
+    }
+}
+
+impl From<SubjectKeyRecord> for ImportItem {
+    fn from(record: SubjectKeyRecord) -> Self {
+        ImportItem::SubjectKey(record)
+    }
+}
 
 /// What an import wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +67,8 @@ pub struct ImportReport {
     pub streams: u64,
     /// The target's log position of the last event written.
     pub last_position: Option<LogPosition>,
+    /// Data subjects' keys and tombstones written.
+    pub subject_keys: u64,
 }
 
 /// Events grouped into the appends that write them: consecutive events of
@@ -55,6 +88,7 @@ pub(crate) struct ImportBatches {
 }
 
 /// A group of appends ready to be written, all recorded at one instant.
+#[derive(Debug)]
 pub(crate) struct ImportChunk {
     pub(crate) appends: Vec<StreamAppend>,
     pub(crate) recorded_at: DateTime<Utc>,
@@ -108,14 +142,12 @@ impl ImportBatches {
                 .heads
                 .iter()
                 .any(|(stream, ..)| stream == event.stream_id.as_str());
-        let ready = if !same_instant
-            || stream_named_before
-            || self.events_in_chunk >= self.chunk_size
-        {
-            self.take()
-        } else {
-            None
-        };
+        let ready =
+            if !same_instant || stream_named_before || self.events_in_chunk >= self.chunk_size {
+                self.take()
+            } else {
+                None
+            };
         self.streams
             .insert((event.stream_id.as_str().to_owned(), tenant.clone()));
         self.recorded_at = Some(event.recorded_at);
@@ -138,11 +170,8 @@ impl ImportBatches {
                     1 => ExpectedVersion::NoStream,
                     version => ExpectedVersion::Exact(version - 1),
                 };
-                self.heads.push((
-                    event.stream_id.as_str().to_owned(),
-                    tenant,
-                    event.version,
-                ));
+                self.heads
+                    .push((event.stream_id.as_str().to_owned(), tenant, event.version));
                 self.appends.push(StreamAppend::new(
                     event.stream_id,
                     expected,
@@ -174,6 +203,11 @@ impl ImportBatches {
         }
     }
 
+    /// Counts a subject key written.
+    pub(crate) fn key_written(&mut self) {
+        self.report.subject_keys += 1;
+    }
+
     /// What was written, once the import has committed.
     pub(crate) fn report(mut self) -> ImportReport {
         self.report.streams = self.streams.len() as u64;
@@ -191,14 +225,14 @@ mod tests {
     fn event(stream: &str, version: u64, at: i64) -> RecordedEvent {
         RecordedEvent {
             event_id: uuid::Uuid::now_v7(),
-            stream_id: StreamId::new(stream).unwrap(),
+            stream_id: StreamId::new(stream).expect("valid"),
             version,
             position: LogPosition::START,
             event_type: "test.happened".to_owned(),
             schema_version: 1,
-            payload: Payload::from_json("{}").unwrap(),
+            payload: Payload::from_json("{}").expect("valid"),
             metadata: Metadata::default(),
-            recorded_at: DateTime::from_timestamp_micros(at).unwrap(),
+            recorded_at: DateTime::from_timestamp_micros(at).expect("valid"),
             tags: Vec::new(),
         }
     }
@@ -220,12 +254,15 @@ mod tests {
     #[test]
     fn consecutive_events_of_one_stream_at_one_instant_share_an_append() {
         let mut batches = ImportBatches::new(100);
-        assert!(batches.push(event("a", 1, 10)).unwrap().is_none());
-        assert!(batches.push(event("a", 2, 10)).unwrap().is_none());
-        assert!(batches.push(event("b", 4, 10)).unwrap().is_none());
+        assert!(batches.push(event("a", 1, 10)).expect("valid").is_none());
+        assert!(batches.push(event("a", 2, 10)).expect("valid").is_none());
+        assert!(batches.push(event("b", 4, 10)).expect("valid").is_none());
         // Stream `a` again in the same chunk: a new chunk, so that no
         // append names a stream twice and the log keeps the given order.
-        let first = batches.push(event("a", 3, 10)).unwrap().unwrap();
+        let first = batches
+            .push(event("a", 3, 10))
+            .expect("accepted")
+            .expect("a chunk");
         assert_eq!(
             shape(&first),
             [
@@ -234,12 +271,15 @@ mod tests {
             ]
         );
         // Another instant: another chunk.
-        let second = batches.push(event("c", 1, 11)).unwrap().unwrap();
+        let second = batches
+            .push(event("c", 1, 11))
+            .expect("accepted")
+            .expect("a chunk");
         assert_eq!(
             shape(&second),
             [("a".to_owned(), ExpectedVersion::Exact(2), 1)]
         );
-        let last = batches.take().unwrap();
+        let last = batches.take().expect("valid");
         assert_eq!(last.recorded_at.timestamp_micros(), 11);
         assert!(batches.take().is_none());
     }
@@ -247,25 +287,34 @@ mod tests {
     #[test]
     fn a_gap_in_a_streams_versions_is_refused_naming_it() {
         let mut batches = ImportBatches::new(100);
-        batches.push(event("a", 1, 10)).unwrap();
-        let error = batches.push(event("a", 3, 10)).err().unwrap().to_string();
+        batches.push(event("a", 1, 10)).expect("valid");
+        let error = batches
+            .push(event("a", 3, 10))
+            .expect_err("refused")
+            .to_string();
         assert!(error.contains("stream `a`"), "{error}");
         assert!(error.contains("version 3 right after version 1"), "{error}");
-        let error = batches.push(event("b", 0, 10)).err().unwrap().to_string();
+        let error = batches
+            .push(event("b", 0, 10))
+            .expect_err("refused")
+            .to_string();
         assert!(error.contains("version 0"), "{error}");
     }
 
     #[test]
     fn chunks_hold_at_most_the_chunk_size() {
         let mut batches = ImportBatches::new(2);
-        batches.push(event("a", 1, 10)).unwrap();
-        batches.push(event("a", 2, 10)).unwrap();
-        let full = batches.push(event("a", 3, 10)).unwrap().unwrap();
+        batches.push(event("a", 1, 10)).expect("valid");
+        batches.push(event("a", 2, 10)).expect("valid");
+        let full = batches
+            .push(event("a", 3, 10))
+            .expect("accepted")
+            .expect("a chunk");
         assert_eq!(
             shape(&full),
             [("a".to_owned(), ExpectedVersion::NoStream, 2)]
         );
-        let rest = batches.take().unwrap();
+        let rest = batches.take().expect("valid");
         assert_eq!(
             shape(&rest),
             [("a".to_owned(), ExpectedVersion::Exact(2), 1)]

@@ -49,9 +49,9 @@ pub use append::{
 pub use condition::{AppendCondition, Criterion, EventCriteria};
 pub use connect::{connect, redact_url};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use import::ImportReport;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use group_commit::{GroupCommitOptions, GroupCommitStatus};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use import::ImportReport;
 pub use log_filter::{LogFilter, LogPage};
 pub(crate) use log_watch::AppendSignal;
 pub use log_watch::LogWatch;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use annals::pii::{ForgottenSubject, MasterKey, PiiEventStore, StoredSubjectKey, SubjectKeyStore};
+use annals::pii::{
+    ForgottenSubject, MasterKey, PiiEventStore, StoredSubjectKey, SubjectKeyRecord, SubjectKeyStore,
+};
 use annals::prelude::*;
 use annals_tests::backends::TestStore;
 use annals_tests::pii::{MemberJoined, joined};
@@ -48,6 +50,13 @@ impl SubjectKeyStore for CountingKeys {
         self.inner
             .create_subject_key(tenant, subject, wrapped)
             .await
+    }
+    async fn list_subject_keys(
+        &self,
+        after: Option<&SubjectKeyRecord>,
+        limit: usize,
+    ) -> annals::Result<Vec<SubjectKeyRecord>> {
+        self.inner.list_subject_keys(after, limit).await
     }
     async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> annals::Result<()> {
         self.inner.forget_subject_key(tenant, subject).await

@@ -3,11 +3,15 @@
 //! recording time, in the same order, and the target's hash chain holds;
 //! an import that cannot be written whole writes nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use annals::pii::{MasterKey, PiiEventStore, StoredSubjectKey, SubjectKeyRecord, SubjectKeyStore};
 use annals::prelude::*;
+use annals::store::import::ImportItem;
 use annals::store::{EventQuery, ImportReport, PostgresEventStore, SqliteEventStore};
 use annals_tests::backends::{application_role_store, fresh_postgres_store};
+use annals_tests::pii::joined;
 use futures_util::stream;
 use serde_json::json;
 
@@ -101,12 +105,15 @@ async fn write_source(store: &dyn EventStore) -> usize {
         .await
         .expect("append acme's user");
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let other = NewEvent::json("iam.user.registered", &json!({ "email": "bob@example.test" }))
-        .expect("json")
-        .with_metadata(Metadata::new().with_tenant("globex"))
-        .with_tags(["email:bob@example.test"]);
-    let role_created = NewEvent::json("iam.role.created", &json!({ "permissions": ["read"] }))
-        .expect("json");
+    let other = NewEvent::json(
+        "iam.user.registered",
+        &json!({ "email": "bob@example.test" }),
+    )
+    .expect("json")
+    .with_metadata(Metadata::new().with_tenant("globex"))
+    .with_tags(["email:bob@example.test"]);
+    let role_created =
+        NewEvent::json("iam.role.created", &json!({ "permissions": ["read"] })).expect("json");
     store
         .append_batch(vec![
             StreamAppend::new(user.clone(), ExpectedVersion::NoStream, vec![other]),
@@ -134,7 +141,10 @@ async fn write_source(store: &dyn EventStore) -> usize {
 fn assert_same_events(source: &[RecordedEvent], target: &[RecordedEvent]) {
     assert_eq!(source.len(), target.len());
     for (from, to) in source.iter().zip(target) {
-        let what = format!("{} v{} of {}", from.event_type, from.version, from.stream_id);
+        let what = format!(
+            "{} v{} of {}",
+            from.event_type, from.version, from.stream_id
+        );
         assert_eq!(from.event_id, to.event_id, "{what}");
         assert_eq!(from.stream_id, to.stream_id, "{what}");
         assert_eq!(from.version, to.version, "{what}");
@@ -156,10 +166,16 @@ async fn round_trip(source: Store, target: Store) {
         .await
         .expect("import");
     assert_eq!(report.events, count as u64);
-    assert_eq!(report.streams, 3, "user-1 of acme and of globex, and the role");
+    assert_eq!(
+        report.streams, 3,
+        "user-1 of acme and of globex, and the role"
+    );
     let copied = whole_log(target.events(), count).await;
     assert_same_events(&log, &copied);
-    assert_eq!(report.last_position, copied.last().map(|event| event.position));
+    assert_eq!(
+        report.last_position,
+        copied.last().map(|event| event.position)
+    );
     let chain = target.events().verify_log().await.expect("verify");
     assert!(chain.is_intact(), "{:?}", chain.first_break);
     assert_eq!(chain.events_checked, count as u64);
@@ -227,7 +243,11 @@ async fn refusals_write_nothing(target: Store) {
         .with_event_id(log[4].event_id);
     target
         .events()
-        .append(&StreamId::new("other").expect("id"), ExpectedVersion::NoStream, vec![held])
+        .append(
+            &StreamId::new("other").expect("id"),
+            ExpectedVersion::NoStream,
+            vec![held],
+        )
         .await
         .expect("an event id the import repeats");
     let without_role: Vec<_> = log
@@ -258,7 +278,11 @@ async fn refusals_write_nothing(target: Store) {
     );
     let error = target.import(failing).await.expect_err("the source failed");
     assert!(error.to_string().contains("line 4"), "{error}");
-    assert_eq!(stored(target.events()).await, 2, "only the two events appended directly");
+    assert_eq!(
+        stored(target.events()).await,
+        2,
+        "only the two events appended directly"
+    );
     let user = StreamId::new("user-1").expect("id");
     assert_eq!(target.events().stream_version(&user).await.ok(), Some(0));
 }
@@ -303,4 +327,114 @@ async fn a_postgres_tenant_handle_imports_only_its_tenants_events() {
         .expect("acme's own events");
     assert_eq!(report.events, 3);
     assert_same_events(&own, &whole_log(&owner, 3).await);
+}
+
+impl Store {
+    fn keys(&self) -> Arc<dyn SubjectKeyStore> {
+        match self {
+            Store::Sqlite(store, _) => Arc::new(store.clone()),
+            Store::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    fn shared(&self) -> Arc<dyn EventStore> {
+        match self {
+            Store::Sqlite(store, _) => Arc::new(store.clone()),
+            Store::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    async fn import_items(&self, items: Vec<ImportItem>) -> Result<ImportReport> {
+        let items = stream::iter(items.into_iter().map(Ok));
+        match self {
+            Store::Sqlite(store, _) => store.import_log(items).await,
+            Store::Postgres(store) => store.import_log(items).await,
+        }
+    }
+}
+
+/// Every key record, a page of one at a time (so paging is exercised).
+async fn all_keys(keys: &dyn SubjectKeyStore) -> Vec<SubjectKeyRecord> {
+    let mut all: Vec<SubjectKeyRecord> = Vec::new();
+    loop {
+        let page = keys
+            .list_subject_keys(all.last(), 1)
+            .await
+            .expect("list subject keys");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Personal data travels with its keys: an imported `#[pii]` field opens
+/// with the same master key, and a forgotten subject stays forgotten.
+async fn subject_keys_travel_with_the_log(source: Store, target: Store) {
+    let master = MasterKey::generate();
+    let pii = PiiEventStore::new(source.shared(), source.keys(), master.clone());
+    for member in ["m1", "m2"] {
+        let event = NewEvent::from_event(&joined(member, &format!("{member}@example.test")))
+            .expect("event");
+        pii.append(
+            &StreamId::new(format!("member-{member}")).expect("id"),
+            ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .expect("append personal data");
+    }
+    pii.forget("m2").await.expect("forget m2");
+    let keys = all_keys(source.keys().as_ref()).await;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].subject, "m1");
+    assert!(matches!(keys[0].key, StoredSubjectKey::Wrapped(_)));
+    assert_eq!(keys[0].streams, [StreamId::new("member-m1").expect("id")]);
+    assert!(matches!(keys[1].key, StoredSubjectKey::Forgotten { .. }));
+    let log = whole_log(source.events(), 2).await;
+    let items: Vec<ImportItem> = log
+        .iter()
+        .cloned()
+        .map(ImportItem::from)
+        .chain(keys.iter().cloned().map(ImportItem::from))
+        .collect();
+
+    // A store holding another key for m1 refuses, and keeps nothing.
+    let clashing = Store::sqlite().await;
+    clashing
+        .keys()
+        .create_subject_key(None, "m1", vec![9; 60])
+        .await
+        .expect("another key for m1");
+    let error = clashing
+        .import_items(items.clone())
+        .await
+        .expect_err("m1 has another key there");
+    assert!(error.to_string().contains("subject `m1`"), "{error}");
+    assert_eq!(stored(clashing.events()).await, 0);
+
+    let report = target.import_items(items).await.expect("import");
+    assert_eq!((report.events, report.subject_keys), (2, 2));
+    assert_eq!(all_keys(target.keys().as_ref()).await, keys);
+    let reader = PiiEventStore::new(target.shared(), target.keys(), master);
+    let m1 = reader
+        .read_stream(&StreamId::new("member-m1").expect("id"), 1, 10)
+        .await
+        .expect("read m1");
+    assert_eq!(m1[0].payload.to_value()["email"], "m1@example.test");
+    let m2 = reader
+        .read_stream(&StreamId::new("member-m2").expect("id"), 1, 10)
+        .await
+        .expect("read m2");
+    assert_eq!(m2[0].payload.to_value()["email"], "[redacted]");
+}
+
+#[tokio::test]
+async fn subject_keys_travel_from_sqlite_to_postgres() {
+    subject_keys_travel_with_the_log(Store::sqlite().await, Store::postgres().await).await;
+}
+
+#[tokio::test]
+async fn subject_keys_travel_from_postgres_to_sqlite() {
+    subject_keys_travel_with_the_log(Store::postgres().await, Store::sqlite().await).await;
 }

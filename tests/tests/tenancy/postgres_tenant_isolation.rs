@@ -283,6 +283,23 @@ async fn a_tenant_scoped_handle_sees_and_changes_only_its_tenant() {
             .expect("key"),
         Some(StoredSubjectKey::Wrapped(_))
     ));
+    // Nor by listing them, as an export does.
+    assert!(
+        globex
+            .list_subject_keys(None, 10)
+            .await
+            .expect("list keys")
+            .is_empty()
+    );
+    assert_eq!(
+        acme.list_subject_keys(None, 10)
+            .await
+            .expect("list keys")
+            .iter()
+            .map(|record| record.order_key())
+            .collect::<Vec<_>>(),
+        [("acme", "user-1")]
+    );
     let chain = globex.verify_log().await.expect("verify");
     assert!(chain.is_intact());
     assert_eq!(

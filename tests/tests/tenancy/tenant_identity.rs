@@ -362,6 +362,24 @@ async fn snapshots_checkpoints_dead_letters_and_subjects_belong_to_their_tenant(
                 .expect("load"),
             Some(annals::pii::StoredSubjectKey::Wrapped(_))
         ));
+        // Listing (what an export copies) shows the handle its own alone,
+        // and the unscoped store every tenant's, by tenant then subject.
+        let own = keys.list_subject_keys(None, 10).await.expect("list");
+        assert_eq!(
+            own.iter().map(|r| r.order_key()).collect::<Vec<_>>(),
+            [("acme", "42")]
+        );
+        let every = unscoped.list_subject_keys(None, 10).await.expect("list");
+        assert_eq!(
+            every.iter().map(|r| r.order_key()).collect::<Vec<_>>(),
+            [("acme", "42"), ("globex", "42")]
+        );
+        let rest = unscoped
+            .list_subject_keys(every.first(), 10)
+            .await
+            .expect("list after");
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].tenant.as_deref(), Some("globex"));
     }
 }
 

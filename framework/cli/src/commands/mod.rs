@@ -2,7 +2,9 @@
 
 mod dead_letters;
 mod events;
+mod export;
 mod forget;
+mod import;
 mod migrate;
 pub(crate) mod readers;
 pub(crate) mod status;
@@ -39,6 +41,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Verify(arguments) => verify::run(&open(store).await?, arguments, format).await,
         Command::Forget { subject } => forget::run(&open(store).await?, &subject, format).await,
+        Command::Export(arguments) => export::run(&open(store).await?, arguments, format).await,
+        Command::Import(arguments) => import::run(&open(store).await?, arguments, format).await,
         Command::Serve(arguments) => serve(open(store).await?, arguments).await,
     }
 }

@@ -1,6 +1,7 @@
 //! `annals verify`: recompute the hash chain of the whole log (or of one
 //! stream) and report the first broken link.
 
+use annals::hash_chain::ChainReport;
 use annals::store::EventQuery;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -9,6 +10,30 @@ use crate::arguments::VerifyArgs;
 use crate::connection::Connection;
 use crate::failure::Failure;
 use crate::output::{self, Format};
+
+/// The whole log's hash chain (this handle's tenant's), with a progress
+/// bar on stderr unless `quiet`.
+pub(super) async fn verify_log(
+    connection: &Connection,
+    quiet: bool,
+) -> Result<ChainReport, Failure> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(connection.store.count(&EventQuery::new()).await?)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "verifying {bar:40} {human_pos}/{human_len} events ({per_sec}, {eta} left)",
+        )
+        .map_err(|error| Failure::io("cannot draw the progress bar", error))?,
+    );
+    let report = connection
+        .verify_log_with_progress(|checked| bar.set_position(checked))
+        .await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
 
 pub(crate) async fn run(
     connection: &Connection,
@@ -21,24 +46,7 @@ pub(crate) async fn run(
             let (id, _) = super::streams::existing_stream(connection, stream).await?;
             store.verify_stream(&id).await?
         }
-        None => {
-            let bar = if arguments.no_progress || format == Format::Json {
-                ProgressBar::hidden()
-            } else {
-                ProgressBar::new(store.count(&EventQuery::new()).await?)
-            };
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "verifying {bar:40} {human_pos}/{human_len} events ({per_sec}, {eta} left)",
-                )
-                .map_err(|error| Failure::io("cannot draw the progress bar", error))?,
-            );
-            let report = connection
-                .verify_log_with_progress(|checked| bar.set_position(checked))
-                .await?;
-            bar.finish_and_clear();
-            report
-        }
+        None => verify_log(connection, arguments.no_progress || format == Format::Json).await?,
     };
     let streams = report.heads.len();
     match format {

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
+use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyRecord, SubjectKeyStore};
 use crate::error::Result;
 use crate::store::InMemoryEventStore;
 use crate::store::stream::StreamId;
@@ -64,6 +64,33 @@ impl SubjectKeyStore for InMemoryEventStore {
             .entry(subject_id(tenant, subject))
             .or_insert(StoredSubjectKey::Wrapped(wrapped))
             .clone())
+    }
+
+    async fn list_subject_keys(
+        &self,
+        after: Option<&SubjectKeyRecord>,
+        limit: usize,
+    ) -> Result<Vec<SubjectKeyRecord>> {
+        let tables = self.subject_keys()?;
+        let mut records: Vec<SubjectKeyRecord> = tables
+            .keys
+            .iter()
+            .filter(|((tenant, _), _)| self.sees_subjects_of(tenant.as_deref()))
+            .map(|(id, key)| SubjectKeyRecord {
+                tenant: id.0.clone(),
+                subject: id.1.clone(),
+                key: key.clone(),
+                streams: tables
+                    .streams
+                    .get(id)
+                    .map(|streams| streams.iter().cloned().collect())
+                    .unwrap_or_default(),
+            })
+            .filter(|record| after.is_none_or(|after| record.order_key() > after.order_key()))
+            .collect();
+        records.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        records.truncate(limit);
+        Ok(records)
     }
 
     async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {

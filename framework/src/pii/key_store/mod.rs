@@ -18,6 +18,10 @@ use crate::error::Result;
 use crate::store::stream::StreamId;
 
 pub(crate) use memory::MemorySubjectKeys;
+#[cfg(feature = "postgres")]
+pub(crate) use postgres::restore_subject_key as restore_postgres_subject_key;
+#[cfg(feature = "sqlite")]
+pub(crate) use sqlite::restore_subject_key as restore_sqlite_subject_key;
 
 /// A data subject's stored key: wrapped under the master key, or a
 /// tombstone once the subject is forgotten. Its `Debug` never shows the
@@ -158,6 +162,18 @@ pub trait SubjectKeyStore: Send + Sync {
     /// The streams recorded for `subject`, in stream id order.
     async fn subject_streams(&self, tenant: Option<&str>, subject: &str) -> Result<Vec<StreamId>>;
 
+    /// Up to `limit` stored keys and tombstones (this store's tenant's, on
+    /// a tenant handle) with the streams recorded for each, ordered by
+    /// tenant (none first), then subject, starting after `after` (the last
+    /// record of the previous page): what an export copies, so that an
+    /// imported log's encrypted fields still open, and forgotten subjects
+    /// stay forgotten.
+    async fn list_subject_keys(
+        &self,
+        after: Option<&SubjectKeyRecord>,
+        limit: usize,
+    ) -> Result<Vec<SubjectKeyRecord>>;
+
     /// Up to `limit` subjects forgotten at or after `since` (this store's
     /// tenant's, on a tenant handle), oldest first: how other instances
     /// learn of a forget ([`PiiEventStore::forget_watch`](crate::pii::PiiEventStore::forget_watch)).
@@ -191,6 +207,28 @@ pub(super) fn refuse_other_tenant(scope: Option<&str>, tenant: Option<&str>) -> 
     ))
 }
 
+/// A subject's stored key or tombstone with the streams recorded for it,
+/// as [`SubjectKeyStore::list_subject_keys`] lists it and an import
+/// restores it. Its `Debug` never shows the wrapped bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectKeyRecord {
+    /// The subject's tenant (`None`: events without one).
+    pub tenant: Option<String>,
+    /// The subject.
+    pub subject: String,
+    /// Its key, wrapped under the master key, or its tombstone.
+    pub key: StoredSubjectKey,
+    /// The streams holding its encrypted fields, in id order.
+    pub streams: Vec<StreamId>,
+}
+
+impl SubjectKeyRecord {
+    /// Its place in [`SubjectKeyStore::list_subject_keys`]'s order.
+    pub fn order_key(&self) -> (&str, &str) {
+        (self.tenant.as_deref().unwrap_or(""), &self.subject)
+    }
+}
+
 /// A subject's tombstone, as [`SubjectKeyStore::forgotten_since`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForgottenSubject {
@@ -206,4 +244,45 @@ impl std::fmt::Debug for dyn SubjectKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SubjectKeyStore")
     }
+}
+
+/// Refuses to restore `record` over a different key or tombstone already
+/// stored for its subject (`stored`): the imported events' fields are
+/// sealed under the record's key.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn check_restored(
+    record: &SubjectKeyRecord,
+    stored: Option<StoredSubjectKey>,
+) -> Result<()> {
+    let same = match (&record.key, &stored) {
+        (StoredSubjectKey::Wrapped(imported), Some(StoredSubjectKey::Wrapped(here))) => {
+            imported == here
+        }
+        (StoredSubjectKey::Forgotten { .. }, Some(StoredSubjectKey::Forgotten { .. })) => true,
+        _ => false,
+    };
+    if same {
+        return Ok(());
+    }
+    Err(crate::Error::invalid(
+        "subject key",
+        format!(
+            "subject `{}`{} already has {} in this store, and the import holds {}",
+            record.subject,
+            record
+                .tenant
+                .as_deref()
+                .map(|tenant| format!(" of tenant {tenant:?}"))
+                .unwrap_or_default(),
+            match stored {
+                Some(StoredSubjectKey::Wrapped(_)) => "another key",
+                Some(StoredSubjectKey::Forgotten { .. }) => "a tombstone (it was forgotten)",
+                None => "no key",
+            },
+            match record.key {
+                StoredSubjectKey::Wrapped(_) => "a key",
+                StoredSubjectKey::Forgotten { .. } => "a tombstone",
+            }
+        ),
+    ))
 }

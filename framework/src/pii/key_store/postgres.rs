@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
+use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyRecord, SubjectKeyStore};
 use crate::error::{Error, Result};
 use crate::store::PostgresEventStore;
 use crate::store::stream::StreamId;
@@ -104,6 +104,51 @@ impl SubjectKeyStore for PostgresEventStore {
             })
     }
 
+    async fn list_subject_keys(
+        &self,
+        after: Option<&SubjectKeyRecord>,
+        limit: usize,
+    ) -> Result<Vec<SubjectKeyRecord>> {
+        let (after_tenant, after_subject) = after.map_or(("", None), |after| {
+            let (tenant, subject) = after.order_key();
+            (tenant, Some(subject))
+        });
+        let mut session = self.session().await?;
+        // Row-level security confines a tenant handle to its own rows.
+        let rows = sqlx::query(self.table_names().sql(
+            "SELECT k.tenant_id, k.subject, k.wrapped_key, k.forgotten_at,                     ARRAY(SELECT s.stream_id FROM annals_subject_streams s                           WHERE s.tenant_id = k.tenant_id AND s.subject = k.subject                           ORDER BY s.stream_id) AS streams              FROM annals_subject_keys k              WHERE $2::text IS NULL OR (k.tenant_id, k.subject) > ($1, $2)              ORDER BY k.tenant_id, k.subject LIMIT $3",
+        ))
+        .bind(after_tenant)
+        .bind(after_subject)
+        .bind(crate::store::row::limit(limit))
+        .fetch_all(session.connection())
+        .await
+        .map_err(failed("list subject keys"))?;
+        session.finish().await?;
+        rows.iter()
+            .map(|row| {
+                let tenant: String = row
+                    .try_get("tenant_id")
+                    .map_err(failed("list subject keys"))?;
+                let subject: String = row
+                    .try_get("subject")
+                    .map_err(failed("list subject keys"))?;
+                let streams: Vec<String> = row
+                    .try_get("streams")
+                    .map_err(failed("list subject keys"))?;
+                Ok(SubjectKeyRecord {
+                    key: decode_key(&subject, row)?,
+                    tenant: Some(tenant).filter(|tenant| !tenant.is_empty()),
+                    subject,
+                    streams: streams
+                        .into_iter()
+                        .map(StreamId::new)
+                        .collect::<Result<_>>()?,
+                })
+            })
+            .collect()
+    }
+
     async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {
         let mut session = self.session().await?;
         sqlx::query(self.table_names().sql(
@@ -182,4 +227,64 @@ impl SubjectKeyStore for PostgresEventStore {
             })
             .collect())
     }
+}
+
+/// Writes an imported subject key (or tombstone) and its streams inside the
+/// import's transaction; refuses a different key already stored. On a
+/// tenant handle row-level security refuses another tenant's.
+pub(crate) async fn restore_subject_key(
+    store: &PostgresEventStore,
+    connection: &mut sqlx::PgConnection,
+    record: &SubjectKeyRecord,
+) -> Result<()> {
+    let tenant = record.tenant.as_deref();
+    if let Some(scope) = store.tenant()
+        && tenant != Some(scope)
+    {
+        return Err(Error::invalid(
+            "tenant id",
+            format!(
+                "a store scoped to tenant {scope:?} keeps only that tenant's subjects, not {tenant:?}'s"
+            ),
+        ));
+    }
+    let (wrapped, forgotten_at) = match &record.key {
+        StoredSubjectKey::Wrapped(wrapped) => (Some(wrapped.as_slice()), None),
+        StoredSubjectKey::Forgotten { forgotten_at } => (None, Some(*forgotten_at)),
+    };
+    sqlx::query(store.table_names().sql(
+        "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key, forgotten_at) \
+         VALUES (COALESCE($1, ''), $2, $3, $4) ON CONFLICT (tenant_id, subject) DO NOTHING",
+    ))
+    .bind(tenant)
+    .bind(&record.subject)
+    .bind(wrapped)
+    .bind(forgotten_at)
+    .execute(&mut *connection)
+    .await
+    .map_err(failed("import subject key"))?;
+    let stored = sqlx::query(store.table_names().sql(
+        "SELECT wrapped_key, forgotten_at FROM annals_subject_keys \
+         WHERE tenant_id = COALESCE($1, '') AND subject = $2",
+    ))
+    .bind(tenant)
+    .bind(&record.subject)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(failed("import subject key"))?
+    .map(|row| decode_key(&record.subject, &row))
+    .transpose()?;
+    super::check_restored(record, stored)?;
+    let streams: Vec<&str> = record.streams.iter().map(StreamId::as_str).collect();
+    sqlx::query(store.table_names().sql(
+        "INSERT INTO annals_subject_streams (tenant_id, subject, stream_id) \
+         SELECT COALESCE($1, ''), $2, s FROM unnest($3::text[]) AS s ON CONFLICT DO NOTHING",
+    ))
+    .bind(tenant)
+    .bind(&record.subject)
+    .bind(&streams)
+    .execute(&mut *connection)
+    .await
+    .map_err(failed("import subject stream"))?;
+    Ok(())
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyStore};
+use super::{ForgottenSubject, StoredSubjectKey, SubjectKeyRecord, SubjectKeyStore};
 use crate::error::{Error, Result};
 use crate::store::SqliteEventStore;
 use crate::store::stream::StreamId;
@@ -122,6 +122,54 @@ impl SubjectKeyStore for SqliteEventStore {
             })
     }
 
+    async fn list_subject_keys(
+        &self,
+        after: Option<&SubjectKeyRecord>,
+        limit: usize,
+    ) -> Result<Vec<SubjectKeyRecord>> {
+        let (after_tenant, after_subject) = after.map_or(("", None), |after| {
+            let (tenant, subject) = after.order_key();
+            (tenant, Some(subject))
+        });
+        let rows = sqlx::query(self.table_names().sql(
+            "SELECT k.tenant_id, k.subject, k.wrapped_key, k.forgotten_at,                     (SELECT json_group_array(stream_id) FROM (SELECT s.stream_id                         FROM annals_subject_streams s                         WHERE s.tenant_id = k.tenant_id AND s.subject = k.subject                         ORDER BY s.stream_id)) AS streams              FROM annals_subject_keys k              WHERE (?1 IS NULL OR k.tenant_id = ?1)                AND (?3 IS NULL OR (k.tenant_id, k.subject) > (?2, ?3))              ORDER BY k.tenant_id, k.subject LIMIT ?4",
+        ))
+        .bind(self.tenant())
+        .bind(after_tenant)
+        .bind(after_subject)
+        .bind(crate::store::row::limit(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(failed("list subject keys"))?;
+        rows.iter()
+            .map(|row| {
+                let read = failed("list subject keys");
+                let tenant: String = row.try_get("tenant_id").map_err(read)?;
+                let subject: String = row
+                    .try_get("subject")
+                    .map_err(failed("list subject keys"))?;
+                let streams: String = row
+                    .try_get("streams")
+                    .map_err(failed("list subject keys"))?;
+                let streams: Vec<String> =
+                    serde_json::from_str(&streams).map_err(|error| Error::Backend {
+                        backend: "sqlite",
+                        operation: "list subject keys",
+                        source: format!("streams of subject `{subject}`: {error}").into(),
+                    })?;
+                Ok(SubjectKeyRecord {
+                    key: decode_key(&subject, row)?,
+                    tenant: Some(tenant).filter(|tenant| !tenant.is_empty()),
+                    subject,
+                    streams: streams
+                        .into_iter()
+                        .map(StreamId::new)
+                        .collect::<Result<_>>()?,
+                })
+            })
+            .collect()
+    }
+
     async fn forget_subject_key(&self, tenant: Option<&str>, subject: &str) -> Result<()> {
         self.refuse_other_tenant(tenant)?;
         let now = Utc::now().timestamp_micros();
@@ -203,4 +251,58 @@ impl SubjectKeyStore for SqliteEventStore {
             })
             .collect())
     }
+}
+
+/// Writes an imported subject key (or tombstone) and its streams inside the
+/// import's transaction; refuses a different key already stored.
+pub(crate) async fn restore_subject_key(
+    store: &SqliteEventStore,
+    connection: &mut sqlx::SqliteConnection,
+    record: &SubjectKeyRecord,
+) -> Result<()> {
+    let tenant = record.tenant.as_deref();
+    store.refuse_other_tenant(tenant)?;
+    let (wrapped, forgotten_at) = match &record.key {
+        StoredSubjectKey::Wrapped(wrapped) => (Some(wrapped.as_slice()), None),
+        StoredSubjectKey::Forgotten { forgotten_at } => {
+            (None, Some(forgotten_at.timestamp_micros()))
+        }
+    };
+    sqlx::query(store.table_names().sql(
+        "INSERT INTO annals_subject_keys (tenant_id, subject, wrapped_key, created_at, forgotten_at) \
+         VALUES (COALESCE(?, ''), ?, ?, ?, ?) ON CONFLICT (tenant_id, subject) DO NOTHING",
+    ))
+    .bind(tenant)
+    .bind(&record.subject)
+    .bind(wrapped)
+    .bind(Utc::now().timestamp_micros())
+    .bind(forgotten_at)
+    .execute(&mut *connection)
+    .await
+    .map_err(failed("import subject key"))?;
+    let stored = sqlx::query(store.table_names().sql(
+        "SELECT wrapped_key, forgotten_at FROM annals_subject_keys \
+         WHERE tenant_id = COALESCE(?, '') AND subject = ?",
+    ))
+    .bind(tenant)
+    .bind(&record.subject)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(failed("import subject key"))?
+    .map(|row| decode_key(&record.subject, &row))
+    .transpose()?;
+    super::check_restored(record, stored)?;
+    for stream in &record.streams {
+        sqlx::query(store.table_names().sql(
+            "INSERT INTO annals_subject_streams (tenant_id, subject, stream_id) \
+             VALUES (COALESCE(?, ''), ?, ?) ON CONFLICT DO NOTHING",
+        ))
+        .bind(tenant)
+        .bind(&record.subject)
+        .bind(stream.as_str())
+        .execute(&mut *connection)
+        .await
+        .map_err(failed("import subject stream"))?;
+    }
+    Ok(())
 }

@@ -3,9 +3,10 @@
 use futures_util::{Stream, StreamExt};
 
 use crate::error::{Error, Result};
+#[cfg(doc)]
 use crate::event::envelope::RecordedEvent;
 use crate::store::append::{next_version, validate_batch};
-use crate::store::import::{ImportBatches, ImportChunk, ImportReport};
+use crate::store::import::{ImportBatches, ImportChunk, ImportItem, ImportReport};
 
 use super::append::{AppendColumns, AppendOutcome};
 use super::{BACKEND, PostgresEventStore, failed};
@@ -14,13 +15,15 @@ use super::{BACKEND, PostgresEventStore, failed};
 const IMPORT_CHUNK: usize = 1000;
 
 impl PostgresEventStore {
-    /// Writes `events`, in the order given, with the ids, versions, types,
-    /// payloads, metadata, tags and recording times they carry, in one
-    /// transaction: every event is written or none is (an `Err` from
-    /// `events`, a stream that already has events, a duplicate event id, an
-    /// event of another tenant on a tenant handle, or a concurrent writer
-    /// appending to one of the imported streams ends the import with
-    /// nothing written). Positions and hash chain links are this store's
+    /// Writes `items` in one transaction: events ([`RecordedEvent`]s) in
+    /// the order given, with the ids, versions, types, payloads, metadata,
+    /// tags and recording times they carry, and data subjects' keys
+    /// ([`SubjectKeyRecord`](crate::pii::SubjectKeyRecord)s). Everything is
+    /// written or nothing is: an `Err` from `items`, a stream that already
+    /// has events, a duplicate event id, a subject with another key here,
+    /// another tenant's event or key on a tenant handle, or a concurrent
+    /// writer appending to one of the imported streams ends the import with
+    /// nothing written. Positions and hash chain links are this store's
     /// own. See [`import`](crate::store::import) for what is kept and what
     /// is not.
     ///
@@ -40,17 +43,26 @@ impl PostgresEventStore {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn import_log<S>(&self, events: S) -> Result<ImportReport>
+    pub async fn import_log<S, I>(&self, items: S) -> Result<ImportReport>
     where
-        S: Stream<Item = Result<RecordedEvent>> + Send,
+        S: Stream<Item = Result<I>> + Send,
+        I: Into<ImportItem>,
     {
-        let mut events = std::pin::pin!(events);
+        let mut items = std::pin::pin!(items);
         let mut batches = ImportBatches::new(IMPORT_CHUNK);
         let mut tx = self.begin().await?;
         // On any error `tx` is dropped: the import rolls back.
-        while let Some(event) = events.next().await {
-            if let Some(chunk) = batches.push(event?)? {
-                self.write_chunk(&mut tx, &mut batches, chunk).await?;
+        while let Some(item) = items.next().await {
+            match item?.into() {
+                ImportItem::Event(event) => {
+                    if let Some(chunk) = batches.push(event)? {
+                        self.write_chunk(&mut tx, &mut batches, chunk).await?;
+                    }
+                }
+                ImportItem::SubjectKey(record) => {
+                    crate::pii::restore_postgres_subject_key(self, &mut tx, &record).await?;
+                    batches.key_written();
+                }
             }
         }
         if let Some(chunk) = batches.take() {

@@ -3,9 +3,10 @@
 use futures_util::{Stream, StreamExt};
 
 use crate::error::Result;
+#[cfg(doc)]
 use crate::event::envelope::RecordedEvent;
 use crate::store::append::validate_batch;
-use crate::store::import::{ImportBatches, ImportChunk, ImportReport};
+use crate::store::import::{ImportBatches, ImportChunk, ImportItem, ImportReport};
 
 use super::append::append_in_at;
 use super::{SqliteEventStore, failed};
@@ -14,12 +15,14 @@ use super::{SqliteEventStore, failed};
 const IMPORT_CHUNK: usize = 1000;
 
 impl SqliteEventStore {
-    /// Writes `events`, in the order given, with the ids, versions, types,
-    /// payloads, metadata, tags and recording times they carry, in one
-    /// transaction: every event is written or none is (an `Err` from
-    /// `events`, a stream that already has events, a duplicate event id or
-    /// an event this handle may not write ends the import with nothing
-    /// written). Positions and hash chain links are this store's own. See
+    /// Writes `items` in one transaction: events ([`RecordedEvent`]s) in
+    /// the order given, with the ids, versions, types, payloads, metadata,
+    /// tags and recording times they carry, and data subjects' keys
+    /// ([`SubjectKeyRecord`](crate::pii::SubjectKeyRecord)s). Everything is
+    /// written or nothing is: an `Err` from `items`, a stream that already
+    /// has events, a duplicate event id, a subject with another key here or
+    /// anything this handle may not write ends the import with nothing
+    /// written. Positions and hash chain links are this store's own. See
     /// [`import`](crate::store::import) for what is kept and what is not.
     ///
     /// Other writers wait for the import to commit.
@@ -48,11 +51,12 @@ impl SqliteEventStore {
     /// # Ok::<(), annals::Error>(())
     /// # }).unwrap();
     /// ```
-    pub async fn import_log<S>(&self, events: S) -> Result<ImportReport>
+    pub async fn import_log<S, I>(&self, items: S) -> Result<ImportReport>
     where
-        S: Stream<Item = Result<RecordedEvent>> + Send,
+        S: Stream<Item = Result<I>> + Send,
+        I: Into<ImportItem>,
     {
-        let mut events = std::pin::pin!(events);
+        let mut items = std::pin::pin!(items);
         let mut batches = ImportBatches::new(IMPORT_CHUNK);
         let _writer = self.write_gate.lock().await;
         let mut tx = self
@@ -61,9 +65,17 @@ impl SqliteEventStore {
             .await
             .map_err(failed("begin import"))?;
         // On any error `tx` is dropped: the import rolls back.
-        while let Some(event) = events.next().await {
-            if let Some(chunk) = batches.push(event?)? {
-                self.write_chunk(&mut tx, &mut batches, chunk).await?;
+        while let Some(item) = items.next().await {
+            match item?.into() {
+                ImportItem::Event(event) => {
+                    if let Some(chunk) = batches.push(event)? {
+                        self.write_chunk(&mut tx, &mut batches, chunk).await?;
+                    }
+                }
+                ImportItem::SubjectKey(record) => {
+                    crate::pii::restore_sqlite_subject_key(self, &mut tx, &record).await?;
+                    batches.key_written();
+                }
             }
         }
         if let Some(chunk) = batches.take() {
