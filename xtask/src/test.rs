@@ -68,34 +68,11 @@ pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
 /// The operations tool against the SQLite file the example just wrote: its
 /// status shows the example's projections and handlers' subscription, all
 /// caught up, and its streams list; what the README promises after
-/// `cargo run -p iam-example`.
+/// `cargo run -p iam-example`. Then exports it, imports the export into a
+/// new file and exports that: the same events, subject keys and digest.
 fn check_the_tool_on_the_example(file: &std::path::Path) -> Result<()> {
     let url = format!("sqlite:{}", file.display());
-    let annals = |arguments: &[&str]| -> Result<serde_json::Value> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "annals-cli",
-                "--",
-                "--database-url",
-                &url,
-                "--json",
-            ])
-            .args(arguments)
-            .output()
-            .context("cannot run the annals tool")?;
-        if !output.status.success() {
-            bail!(
-                "annals {} failed on the example's file: {}",
-                arguments.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        serde_json::from_slice(&output.stdout).context("the annals tool printed no JSON")
-    };
+    let annals = |arguments: &[&str]| annals_on(&url, arguments);
     println!("xtask: the annals tool on the example's SQLite file");
     let status = annals(&["status"])?;
     let total = status["events"]["total"].as_u64().unwrap_or(0);
@@ -135,5 +112,79 @@ fn check_the_tool_on_the_example(file: &std::path::Path) -> Result<()> {
         "xtask: annals status shows {total} events and {} readers, all caught up",
         readers.len()
     );
+    let directory = file.parent().unwrap_or(std::path::Path::new("."));
+    round_trip_the_example(&url, directory)
+}
+
+/// Exports the example's file, imports the export into a new file, and
+/// exports that: the copy holds the same events and subject keys, its own
+/// chain holds, and its export has the same digest.
+fn round_trip_the_example(url: &str, directory: &std::path::Path) -> Result<()> {
+    let export = directory.join("iam-example.jsonl");
+    let copy = directory.join("iam-example-copy.db");
+    let copy_url = format!("sqlite:{}", copy.display());
+    let export_path = export.display().to_string();
+    let started = std::time::Instant::now();
+    let original = annals_on(
+        url,
+        &["export", "--force", "--no-progress", "-o", &export_path],
+    )?;
+    let exported_in = started.elapsed();
+    annals_on(&copy_url, &["migrate", "apply"])?;
+    let started = std::time::Instant::now();
+    let imported = annals_on(&copy_url, &["import", "--no-progress", &export_path])?;
+    let imported_in = started.elapsed();
+    let again = directory
+        .join("iam-example-copy.jsonl")
+        .display()
+        .to_string();
+    let copied = annals_on(
+        &copy_url,
+        &["export", "--force", "--no-progress", "-o", &again],
+    )?;
+    if imported["events"] != original["events"]
+        || imported["subject_keys"] != original["subject_keys"]
+        || copied["digest"] != original["digest"]
+        || copied["events"] != original["events"]
+    {
+        bail!(
+            "the example's log did not survive export and import: exported {original}, imported {imported}, exported again {copied}"
+        );
+    }
+    println!(
+        "xtask: annals export ({:.1} s) and import ({:.1} s) of the example: {} events and {} subject keys, the same digest after the round trip",
+        exported_in.as_secs_f64(),
+        imported_in.as_secs_f64(),
+        original["events"],
+        original["subject_keys"]
+    );
     Ok(())
+}
+
+/// Runs `annals --database-url URL --json ARGUMENTS...` from the workspace
+/// and parses its JSON.
+fn annals_on(url: &str, arguments: &[&str]) -> Result<serde_json::Value> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "annals-cli",
+            "--",
+            "--database-url",
+            url,
+            "--json",
+        ])
+        .args(arguments)
+        .output()
+        .context("cannot run the annals tool")?;
+    if !output.status.success() {
+        bail!(
+            "annals {} failed on {url}: {}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("the annals tool printed no JSON")
 }

@@ -254,6 +254,11 @@ pub(crate) enum SubscriptionsCommand {
         /// The position to resume after (`commit/sequence`).
         #[arg(long, value_name = "POSITION")]
         to: LogPosition,
+        /// Create the checkpoint if the subscription has none yet (a
+        /// store just imported: start a subscription whose effects must
+        /// not repeat at the head instead of the beginning).
+        #[arg(long)]
+        create: bool,
     },
 }
 

@@ -886,6 +886,12 @@ async fn export_and_import_move_the_log_exactly(t: Target) {
     );
     assert_eq!(summary["subject_keys"], 2, "m1's key and m2's tombstone");
     let exported = std::fs::read_to_string(file).expect("the export");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by its owner alone");
     let lines = export_lines(&exported);
     assert_eq!(lines.len(), 11, "header, seven events, two keys, trailer");
     assert_eq!(lines[8]["subject_key"]["subject"], "m1");
@@ -951,6 +957,33 @@ async fn export_and_import_move_the_log_exactly(t: Target) {
     };
     assert_eq!(read("m1").await, "m1@example.test");
     assert_eq!(read("m2").await, "[redacted]");
+    // A subscription whose effects must not repeat starts at the head of
+    // the imported log instead of its beginning.
+    let head = imported["last_position"].as_str().expect("a position");
+    run_with(&target, &["subscriptions", "reset", "mailer", "--to", head])
+        .await
+        .failed(3, &["mailer", "--create"]);
+    let created = run_with(
+        &target,
+        &[
+            "--json",
+            "subscriptions",
+            "reset",
+            "mailer",
+            "--to",
+            head,
+            "--create",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(created["from"], Value::Null);
+    let status = run_with(&target, &["--json", "subscriptions", "status"])
+        .await
+        .json();
+    assert_eq!(status["readers"][0]["name"], "mailer");
+    assert_eq!(status["readers"][0]["position"], head);
+    assert_eq!(status["readers"][0]["lag_events"], 0);
     let shown = run_with(
         &target,
         &["--json", "event", &t.seeded.first.event_id.to_string()],
@@ -1182,6 +1215,38 @@ async fn bad_input_gets_one_line_and_an_exit_code(t: Target) {
     }
 }
 
+/// On PostgreSQL an event committed after an older, still open
+/// transaction is beyond a gap-safe read until that transaction ends: the
+/// export waits for it instead of leaving the event out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_waits_for_events_an_open_transaction_holds_back() {
+    let t = Target::postgres().await;
+    let schema = t.args[3].clone();
+    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("connect");
+    let mut open = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .expect("take a transaction id");
+    append_one(&t, "committed-after", "test.cli.late").await;
+    let export = tokio::spawn({
+        let args = t.args.clone();
+        async move { run_with(&args, &["export", "--no-progress"]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!export.is_finished(), "the export waits for the open transaction");
+    open.rollback().await.expect("end the open transaction");
+    let exported = tokio::time::timeout(Duration::from_secs(20), export)
+        .await
+        .expect("the export ends once the transaction does")
+        .expect("join")
+        .ok();
+    let lines = export_lines(&exported);
+    assert_eq!(lines.len(), 8, "header, six events, trailer: {schema}");
+    assert_eq!(lines[6]["stream_id"], "committed-after");
+    pool.close().await;
+}
+
 /// A store signing its chain with a key: `verify` needs the key, given on
 /// the command line or in ANNALS_CHAIN_KEYS, and says which one it lacks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1231,6 +1296,28 @@ async fn verify_on_a_keyed_store_takes_its_keys() {
     let wrong = run_with(&url, &["verify", "--chain-key", "3:abc"]).await;
     assert_eq!(wrong.code, 2, "{wrong:?}");
     assert!(!wrong.stderr.contains(&secret));
+
+    // Export checks the chain with the keys; the importing store signs the
+    // copy with the keys it is given.
+    run_with(&url, &["export", "--no-progress"])
+        .await
+        .failed(4, &["nothing exported", "signed-1"]);
+    let file = dir.path().join("signed.jsonl");
+    let file = file.to_str().expect("UTF-8");
+    run_with(&url, &["export", "--no-progress", "--chain-key", &with_key, "-o", file])
+        .await
+        .ok();
+    let (copy, _copy_dir) = empty_store("sqlite").await;
+    run_with(&copy, &["import", "--no-progress", "--chain-key", &with_key, file])
+        .await
+        .ok();
+    let signed = run_with(&copy, &["--json", "verify", "--chain-key", &with_key])
+        .await
+        .json();
+    assert_eq!(signed["intact"], true);
+    run_with(&copy, &["verify", "--no-progress"])
+        .await
+        .failed(4, &["signed-1", "key 3"]);
 }
 
 /// Counts what it is handed.

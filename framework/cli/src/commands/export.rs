@@ -49,10 +49,13 @@ pub(crate) async fn run(
         tenant: connection.store.tenant().map(str::to_owned),
         exported_at: chrono::Utc::now(),
     };
+    // Every event committed when the export starts is in it (a gap-safe
+    // read may reach them only once older open transactions end).
+    let committed = connection.store.count(&EventQuery::new()).await?;
     let bar = if arguments.no_progress {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(connection.store.count(&EventQuery::new()).await?)
+        ProgressBar::new(committed)
     };
     bar.set_style(
         ProgressStyle::with_template(
@@ -62,7 +65,14 @@ pub(crate) async fn run(
     );
     let totals = match target {
         None => {
-            let out = write_log(connection, BufWriter::new(std::io::stdout()), &header, &bar).await;
+            let out = write_log(
+                connection,
+                BufWriter::new(std::io::stdout()),
+                &header,
+                committed,
+                &bar,
+            )
+            .await;
             let (mut out, totals) = out.map_err(stdout_failure)?;
             out.flush().map_err(stdout_failure)?;
             totals
@@ -84,12 +94,13 @@ pub(crate) async fn run(
             let writing = |error: std::io::Error| {
                 Failure::io(format!("cannot write {}", path.display()), error)
             };
-            let (out, totals) = write_log(connection, BufWriter::new(file), &header, &bar)
-                .await
-                .map_err(|failure| match failure {
-                    ExportFailure::Io(error) => writing(error),
-                    ExportFailure::Store(error) => Failure::Store(error),
-                })?;
+            let (out, totals) =
+                write_log(connection, BufWriter::new(file), &header, committed, &bar)
+                    .await
+                    .map_err(|failure| match failure {
+                        ExportFailure::Io(error) => writing(error),
+                        other => other.into(),
+                    })?;
             let file = out
                 .into_inner()
                 .map_err(|error| writing(error.into_error()))?;
@@ -134,26 +145,49 @@ fn counts(totals: &Totals) -> String {
     )
 }
 
-/// Header, every event in log order, the subject keys, trailer. Pages until a short page:
-/// the log as it stood when the export caught up with it.
+/// Header, every event in log order, the subject keys, trailer. Pages
+/// through the log in its order until it has at least the `committed`
+/// events there were at the start and the log has no more: the log as it
+/// stood when the export caught up with it. A gap-safe read stops short of
+/// events that committed after an older transaction that is still open;
+/// the export waits for it, up to [`HELD_BACK_LIMIT`].
 async fn write_log<W: Write>(
     connection: &Connection,
     out: W,
     header: &Header,
+    committed: u64,
     bar: &ProgressBar,
 ) -> Result<(W, Totals), ExportFailure> {
     let mut writer = ExportWriter::start(out, header)?;
     let mut after = LogPosition::START;
+    let mut written = 0_u64;
+    let mut held_back_since: Option<std::time::Instant> = None;
     loop {
         let page = connection.store.read_all(after, PAGE).await?;
         for event in &page {
             writer.event(event)?;
         }
+        written += page.len() as u64;
         bar.inc(page.len() as u64);
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = last.position,
-            _ => break,
+        if let Some(last) = page.last() {
+            after = last.position;
+            held_back_since = None;
         }
+        if page.len() == PAGE {
+            continue;
+        }
+        if written >= committed {
+            break;
+        }
+        let since = *held_back_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() > HELD_BACK_LIMIT {
+            return Err(ExportFailure::HeldBack {
+                written,
+                committed,
+                after,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // The keys that open the events' personal data, and the tombstones
     // of forgotten subjects.
@@ -172,6 +206,10 @@ async fn write_log<W: Write>(
     Ok(writer.finish()?)
 }
 
+/// How long an export waits for an open transaction that holds back the
+/// events committed after it.
+const HELD_BACK_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why writing the export stopped.
 #[derive(Debug, thiserror::Error)]
 enum ExportFailure {
@@ -179,6 +217,15 @@ enum ExportFailure {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] annals::Error),
+    #[error(
+        "only {written} of the {committed} events committed when the export started could be read in log order (up to {after}): a transaction open for over {} s holds the rest back; try again when it ends (no file was written; output on stdout has no trailer, so no import accepts it)",
+        HELD_BACK_LIMIT.as_secs()
+    )]
+    HeldBack {
+        written: u64,
+        committed: u64,
+        after: LogPosition,
+    },
 }
 
 impl From<ExportFailure> for Failure {
@@ -186,6 +233,7 @@ impl From<ExportFailure> for Failure {
         match failure {
             ExportFailure::Io(error) => Failure::io("cannot write the export", error),
             ExportFailure::Store(error) => Failure::Store(error),
+            held @ ExportFailure::HeldBack { .. } => Failure::Io(held.to_string()),
         }
     }
 }

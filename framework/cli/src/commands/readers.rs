@@ -282,18 +282,22 @@ pub(crate) async fn subscriptions(
             refuse_projection(&name)?;
             set_paused(connection, &name, false, format).await
         }
-        SubscriptionsCommand::Reset { name, to } => {
+        SubscriptionsCommand::Reset { name, to, create } => {
             if ReaderKind::of(&name) == ReaderKind::Projection {
                 return Err(Failure::Usage(format!(
                     "{name} is a projection: moving its checkpoint would apply events to its read model twice (or skip them)"
                 )));
             }
             let checkpoints = connection.store.checkpoints();
-            let Some(before) = checkpoints.load(&name).await? else {
-                return Err(Failure::NotFound(format!(
-                    "no subscription named {name:?} has a checkpoint in {}",
-                    connection.description
-                )));
+            let before = match checkpoints.load(&name).await? {
+                Some(before) => Some(before.position),
+                None if create => None,
+                None => {
+                    return Err(Failure::NotFound(format!(
+                        "no subscription named {name:?} has a checkpoint in {} (--create makes one)",
+                        connection.description
+                    )));
+                }
             };
             let head = log_head(connection.store.as_ref()).await?;
             if to > head {
@@ -305,13 +309,15 @@ pub(crate) async fn subscriptions(
             match format {
                 Format::Json => output::json(&json!({
                     "name": name,
-                    "from": before.position.to_string(),
+                    "from": before.map(|position| position.to_string()),
                     "to": to.to_string(),
                 })),
-                Format::Human => output::line(format!(
-                    "moved {name} from {} to {to}; a running owner resumes there at its next commit",
-                    before.position
-                )),
+                Format::Human => output::line(match before {
+                    Some(before) => format!(
+                        "moved {name} from {before} to {to}; a running owner resumes there at its next commit"
+                    ),
+                    None => format!("created {name}'s checkpoint at {to}: it starts after it"),
+                }),
             }
         }
     }
