@@ -1222,7 +1222,9 @@ async fn bad_input_gets_one_line_and_an_exit_code(t: Target) {
 async fn an_export_waits_for_events_an_open_transaction_holds_back() {
     let t = Target::postgres().await;
     let schema = t.args[3].clone();
-    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("connect");
+    let pool = sqlx::PgPool::connect(&postgres_url())
+        .await
+        .expect("connect");
     let mut open = pool.begin().await.expect("begin");
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *open)
@@ -1234,7 +1236,10 @@ async fn an_export_waits_for_events_an_open_transaction_holds_back() {
         async move { run_with(&args, &["export", "--no-progress"]).await }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!export.is_finished(), "the export waits for the open transaction");
+    assert!(
+        !export.is_finished(),
+        "the export waits for the open transaction"
+    );
     open.rollback().await.expect("end the open transaction");
     let exported = tokio::time::timeout(Duration::from_secs(20), export)
         .await
@@ -1304,13 +1309,26 @@ async fn verify_on_a_keyed_store_takes_its_keys() {
         .failed(4, &["nothing exported", "signed-1"]);
     let file = dir.path().join("signed.jsonl");
     let file = file.to_str().expect("UTF-8");
-    run_with(&url, &["export", "--no-progress", "--chain-key", &with_key, "-o", file])
-        .await
-        .ok();
+    run_with(
+        &url,
+        &[
+            "export",
+            "--no-progress",
+            "--chain-key",
+            &with_key,
+            "-o",
+            file,
+        ],
+    )
+    .await
+    .ok();
     let (copy, _copy_dir) = empty_store("sqlite").await;
-    run_with(&copy, &["import", "--no-progress", "--chain-key", &with_key, file])
-        .await
-        .ok();
+    run_with(
+        &copy,
+        &["import", "--no-progress", "--chain-key", &with_key, file],
+    )
+    .await
+    .ok();
     let signed = run_with(&copy, &["--json", "verify", "--chain-key", &with_key])
         .await
         .json();
