@@ -1,6 +1,6 @@
 //! Publishing committed events: to in-process subscribers (subscribe and
-//! unsubscribe by event type at run time) and to Redis Streams (feature
-//! `redis`). The publisher is an [`EventSink`]: behind a
+//! unsubscribe by event type at run time), to Redis Streams (feature
+//! `redis`) and to NATS JetStream (feature `nats`). The publisher is an [`EventSink`]: behind a
 //! [`Subscription`](crate::subscription::Subscription) it forwards every
 //! committed event at least once, and a failed Redis write makes the
 //! subscription offer the event again, so nothing is lost when Redis or the
@@ -76,6 +76,8 @@ pub struct Publisher {
     counters: Arc<Counters>,
     #[cfg(feature = "redis")]
     redis: Option<RedisStreams>,
+    #[cfg(feature = "nats")]
+    jetstream: Option<JetStream>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -129,6 +131,14 @@ impl Publisher {
         self
     }
 
+    /// Also writes every event to a NATS JetStream stream.
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub fn with_jetstream(mut self, jetstream: JetStream) -> Self {
+        self.jetstream = Some(jetstream);
+        self
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> PublisherStats {
         PublisherStats {
@@ -143,6 +153,10 @@ impl Publisher {
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
             redis.add(event).await?;
+        }
+        #[cfg(feature = "nats")]
+        if let Some(jetstream) = &self.jetstream {
+            jetstream.add(event).await?;
         }
         let targets: Vec<(u64, mpsc::Sender<Arc<RecordedEvent>>)> = self
             .subscribers
@@ -187,6 +201,12 @@ impl EventSink for Publisher {
         }
     }
 }
+
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use jetstream::{DEFAULT_DUPLICATE_WINDOW, JetStream};
+#[cfg(feature = "nats")]
+mod jetstream;
 
 #[cfg(feature = "redis")]
 pub use redis_streams::RedisStreams;

@@ -672,6 +672,92 @@ impl Drop for OwnRedis {
     }
 }
 
+/// A NATS server with JetStream this test owns, so it can kill and restart
+/// it: `nats-server` from the PATH (Debian's package; `cargo xtask test`
+/// installs it), on a free loopback port, its JetStream files in a
+/// temporary directory that outlives restarts.
+pub struct OwnNats {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    binary: std::path::PathBuf,
+    dir: TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNats {
+    /// Starts `nats-server -js`. Panics with instructions when the binary
+    /// is missing.
+    pub async fn start() -> Self {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| {
+                panic!("nats-server is not installed; `cargo xtask test` installs it (apt-get install nats-server)")
+            });
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap_or_else(|error| panic!("no free port: {error}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let mut nats = OwnNats {
+            port,
+            binary,
+            dir,
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL, like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store directory, and
+    /// waits until it accepts connections.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new(&self.binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start nats-server: {error}"));
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A PostgreSQL server this test owns, so it can crash and restart it.
 /// Uses the system's `initdb`/`pg_ctl` (as the `postgres` user when run as
 /// root), in a temporary directory, on a free loopback port.

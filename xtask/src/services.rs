@@ -3,7 +3,8 @@
 //! PostgreSQL comes from the system's `initdb`/`pg_ctl` (found with
 //! `pg_config --bindir` or under `/usr/lib/postgresql/*/bin`), Redis from
 //! `redis-server` on the PATH. PgBouncer, which the tests start themselves
-//! in front of PostgreSQL, must be installed too. Missing ones are installed
+//! in front of PostgreSQL, and `nats-server`, which the JetStream relay's
+//! tests start themselves, must be installed too. Missing ones are installed
 //! with apt-get when running as root, unless `ANNALS_NO_INSTALL=1`.
 
 use std::io::{Read, Write};
@@ -38,6 +39,7 @@ impl Services {
         let pg_bin = find_postgres()?;
         let redis = find_redis()?;
         find_pgbouncer()?;
+        find_nats()?;
         if dir.exists() {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
@@ -303,6 +305,23 @@ fn find_pgbouncer() -> Result<PathBuf> {
         .stderr(Stdio::null())
         .status();
     on_path("pgbouncer").context("pgbouncer was installed but is still not on the PATH")
+}
+
+/// The JetStream relay's tests run their own `nats-server -js` (to kill
+/// and restart it); it only needs to be installed.
+fn find_nats() -> Result<PathBuf> {
+    if let Some(path) = on_path("nats-server") {
+        return Ok(path);
+    }
+    install("nats-server", &["nats-server"])?;
+    // A package that starts a system-wide instance would hold port 4222;
+    // the tests use free ports of their own, but nothing needs it running.
+    let _ = Command::new("service")
+        .args(["nats-server", "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    on_path("nats-server").context("nats-server was installed but is still not on the PATH")
 }
 
 /// The console's browser tests drive Debian's Chromium through

@@ -6,6 +6,7 @@
 
 mod handler_registry;
 mod inline_projection;
+mod jetstream;
 mod projection_runner;
 mod publisher;
 mod reader_failover;
