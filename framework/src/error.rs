@@ -292,6 +292,20 @@ pub enum Error {
         reader: String,
     },
 
+    /// The read replica had not replayed what the primary had committed
+    /// when [`wait_for_replica`](crate::store::PostgresEventStore::wait_for_replica)
+    /// gave up: a read from it now could miss the caller's own writes.
+    #[error(
+        "the read replica is still {lag_bytes} bytes of WAL behind the primary after {waited:?}"
+    )]
+    ReplicaBehind {
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// How far the replica's replay was behind the primary's WAL at
+        /// the last look.
+        lag_bytes: u64,
+    },
+
     /// A background task (a subscription, a projection, a replay) ended
     /// while its handle was waiting for a status it never reached
     /// ([`TaskHandle::wait_until`](crate::task::TaskHandle::wait_until)).

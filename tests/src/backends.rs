@@ -852,6 +852,46 @@ impl OwnPostgres {
         format!("postgres://annals@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Starts a streaming replica (a hot standby) of this server, copied
+    /// with `pg_basebackup -R` on a free port of its own.
+    pub async fn start_replica(&self) -> OwnPostgres {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap_or_else(|error| panic!("no free port: {error}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let replica = OwnPostgres {
+            port,
+            bin: self.bin.clone(),
+            dir,
+            as_root: self.as_root,
+        };
+        if replica.as_root {
+            replica.run(
+                std::process::Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(replica.dir.path()),
+            );
+        }
+        replica.run(
+            replica
+                .pg("pg_basebackup")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "annals",
+                    "-D",
+                ])
+                .arg(replica.data())
+                .args(["-R", "-X", "stream", "--no-sync"]),
+        );
+        replica.restart().await;
+        replica
+    }
+
     /// Stops the server like a crash (`pg_ctl stop -m immediate`).
     pub fn crash(&self) {
         self.run(self.pg("pg_ctl").arg("-D").arg(self.data()).args([

@@ -18,7 +18,7 @@ pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// or another instance took the relay over) is recognised by JetStream
 /// and not stored twice, as long as it comes back within the stream's
 /// duplicate window ([`DEFAULT_DUPLICATE_WINDOW`] unless
-/// [`duplicate_window`](Self::duplicate_window) says otherwise).
+/// [`connect_with_window`](Self::connect_with_window) says otherwise).
 ///
 /// Each event is one message on subject `{prefix}.{event type}` (a type's
 /// characters other than letters, digits, `_` and `-` become `_` in the

@@ -13,7 +13,7 @@ use crate::store::connect::redact_url;
 use crate::store::group_commit::{GroupCommit, GroupCommitOptions};
 use crate::store::table_names::{TableNames, is_plain_identifier};
 
-use super::{BACKEND, PostgresEventStore, failed};
+use super::{BACKEND, PostgresEventStore, Replica, failed};
 
 impl PostgresEventStore {
     /// Options for connecting to `url` (`postgres://user:password@host:port/db`).
@@ -27,6 +27,8 @@ impl PostgresEventStore {
             table_prefix: None,
             group_commit: Some(GroupCommitOptions::default()),
             chain_keys: None,
+            replica_url: None,
+            load_from_replica: false,
         }
     }
 }
@@ -42,6 +44,8 @@ pub struct PostgresStoreBuilder {
     table_prefix: Option<String>,
     group_commit: Option<GroupCommitOptions>,
     chain_keys: Option<ChainKeys>,
+    replica_url: Option<String>,
+    load_from_replica: bool,
 }
 
 impl PostgresStoreBuilder {
@@ -141,6 +145,48 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Reads the log from a streaming replica (a hot standby) of this
+    /// database at `url`, reached as the same role: `read_all`,
+    /// `read_log` (so subscriptions, projections and replays), queries,
+    /// counts and stream listings. Appends, checkpoints, leases, snapshots,
+    /// dead letters, decisions' reads and everything else stay on the
+    /// primary; stream loads too, unless
+    /// [`load_from_replica`](Self::load_from_replica). The gap-safe order
+    /// holds on the replica (see the module `replica`); a read there sees
+    /// the primary's commits once it has replayed them: after an append,
+    /// [`wait_for_replica`](PostgresEventStore::wait_for_replica) waits
+    /// for that (read-your-writes). Readers woken by an append's `NOTIFY`
+    /// (it comes from the primary) may find the replica not there yet and
+    /// read it at their next poll. `connect` refuses a server that is not
+    /// in recovery, one of another cluster (when the role may read
+    /// `pg_control_system()`), and another role.
+    ///
+    /// ```no_run
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// let store = PostgresEventStore::builder("postgres://annals@primary/iam")
+    ///     .read_replica("postgres://annals@replica/iam")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_replica(mut self, url: impl Into<String>) -> Self {
+        self.replica_url = Some(url.into());
+        self
+    }
+
+    /// Also loads streams (`read_stream`, `read_stream_backward`,
+    /// `stream_version`) from the read replica. A load there may be behind
+    /// the primary: a command decided on it fails its append with a version
+    /// conflict (nothing wrong is written) and is retried, so turn this on
+    /// when loads far outnumber writes to the same streams.
+    pub fn load_from_replica(mut self, loads: bool) -> Self {
+        self.load_from_replica = loads;
+        self
+    }
+
     /// Connects, and migrates unless turned off.
     pub async fn connect(self) -> Result<PostgresEventStore> {
         let group = match self.group_commit {
@@ -151,38 +197,22 @@ impl PostgresStoreBuilder {
             Some(prefix) => TableNames::new(prefix)?,
             None => TableNames::default(),
         };
-        let shown = redact_url(&self.url);
-        let mut options = PgConnectOptions::from_str(&self.url)
-            .map_err(|error| Error::Config(format!("invalid PostgreSQL URL {shown}: {error}")))?;
         if let Some(schema) = &self.schema {
             validate_schema_name(schema)?;
-            options = options.options([("search_path", schema.as_str())]);
         }
-        // One direct connection first: a pool reports an unreachable server as
-        // "timed out", this says "connection refused" or "password failed".
-        let probe = tokio::time::timeout(self.acquire_timeout, options.connect())
-            .await
-            .map_err(|_| Error::Backend {
-                backend: BACKEND,
-                operation: "connect",
-                source: format!("no answer from {shown} within {:?}", self.acquire_timeout).into(),
-            })?
-            .map_err(|error| Error::Backend {
-                backend: BACKEND,
-                operation: "connect",
-                source: format!("cannot connect to {shown}: {error}").into(),
-            })?;
-        drop(probe);
-        let pool = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(self.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|error| Error::Backend {
-                backend: BACKEND,
-                operation: "connect",
-                source: format!("cannot connect to {shown}: {error}").into(),
-            })?;
+        let pool = self.open_pool(&self.url).await?;
+        let replica = match &self.replica_url {
+            Some(url) => Some(
+                Replica::check(
+                    &pool,
+                    self.open_pool(url).await?,
+                    &redact_url(url),
+                    self.load_from_replica,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let schema_missing = match &self.schema {
             // An application role may lack CREATE on the database, which
             // `CREATE SCHEMA IF NOT EXISTS` checks even when the schema is
@@ -218,6 +248,7 @@ impl PostgresStoreBuilder {
         }
         let store = PostgresEventStore {
             pool,
+            replica,
             wake: Arc::default(),
             tables,
             group,
@@ -229,6 +260,43 @@ impl PostgresStoreBuilder {
             store.migrate().await?;
         }
         Ok(store)
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// A pool of connections to `url` with the builder's schema and limits.
+    async fn open_pool(&self, url: &str) -> Result<sqlx::PgPool> {
+        let shown = redact_url(url);
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|error| Error::Config(format!("invalid PostgreSQL URL {shown}: {error}")))?;
+        if let Some(schema) = &self.schema {
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        // One direct connection first: a pool reports an unreachable server as
+        // "timed out", this says "connection refused" or "password failed".
+        let probe = tokio::time::timeout(self.acquire_timeout, options.connect())
+            .await
+            .map_err(|_| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("no answer from {shown} within {:?}", self.acquire_timeout).into(),
+            })?
+            .map_err(|error| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("cannot connect to {shown}: {error}").into(),
+            })?;
+        drop(probe);
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|error| Error::Backend {
+                backend: BACKEND,
+                operation: "connect",
+                source: format!("cannot connect to {shown}: {error}").into(),
+            })
     }
 }
 

@@ -128,6 +128,7 @@ mod dead_letters;
 mod import;
 mod log_notify;
 mod read;
+mod replica;
 mod snapshots;
 mod tenancy;
 
@@ -135,6 +136,7 @@ use crate::store::EventCriteria;
 use crate::store::condition::criteria_tenant;
 pub use builder::PostgresStoreBuilder;
 use read::{column, push_after, push_criteria, push_filters};
+use replica::{ReadKind, Replica};
 
 /// An event store in a PostgreSQL database.
 ///
@@ -155,6 +157,8 @@ use read::{column, push_after, push_criteria, push_filters};
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
     pool: PgPool,
+    /// A hot standby the log is read from, if configured.
+    replica: Option<Replica>,
     /// Woken by `NOTIFY annals_events` for this store's schema; the
     /// listening task starts with the first reader that waits.
     wake: Arc<tokio::sync::OnceCell<Arc<super::AppendSignal>>>,
@@ -192,6 +196,21 @@ impl PostgresEventStore {
     /// A connection for one operation (a tenant's transaction if scoped).
     pub(crate) async fn session(&self) -> Result<Session> {
         Session::open(&self.pool, self.tenant.as_deref()).await
+    }
+
+    /// A connection for one read of `kind`: on the read replica when one
+    /// is configured for it, else on the primary.
+    pub(crate) async fn read_session(&self, kind: ReadKind) -> Result<Session> {
+        Session::open(self.read_pool(kind), self.tenant.as_deref()).await
+    }
+
+    /// The pool reads of `kind` go to.
+    pub(crate) fn read_pool(&self, kind: ReadKind) -> &PgPool {
+        match (&self.replica, kind) {
+            (Some(replica), ReadKind::Log) => &replica.pool,
+            (Some(replica), ReadKind::Load) if replica.loads => &replica.pool,
+            _ => &self.pool,
+        }
     }
 
     /// A transaction for several statements (with the tenant set if scoped).
@@ -326,7 +345,7 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "annals.store.stream_version", skip_all, fields(backend = BACKEND, stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
-        let mut session = self.session().await?;
+        let mut session = self.read_session(ReadKind::Load).await?;
         let (version, holders): (i64, i64) = sqlx::query_as(self.tables.sql(
             "SELECT COALESCE((SELECT max(version) FROM annals_events WHERE stream_id = $1), 0)::bigint, \
                     (SELECT count(*) FROM annals_events WHERE stream_id = $1 AND version = 1)",
@@ -355,7 +374,7 @@ impl EventStore for PostgresEventStore {
                AND ($1::text IS NULL OR starts_with(f.stream_id, $1)) \
                AND ($2::text IS NULL OR (f.stream_id, coalesce(f.tenant_id, '')) > ($2, $3::text)) \
              ORDER BY f.stream_id, coalesce(f.tenant_id, '') LIMIT $4";
-        let mut session = self.session().await?;
+        let mut session = self.read_session(ReadKind::Log).await?;
         let rows: Vec<(String, Option<String>, DateTime<Utc>, i64, DateTime<Utc>)> =
             sqlx::query_as(self.tables.sql(SQL))
                 .bind(query.prefix.as_deref())
@@ -424,7 +443,7 @@ impl EventStore for PostgresEventStore {
             .bind(after.commit.to_string())
             .bind(to_i64(after.sequence))
             .bind(limit(max_count));
-        self.fetch_events(query, "read log").await
+        self.fetch_events(query, "read log", ReadKind::Log).await
     }
 
     #[tracing::instrument(name = "annals.store.read_log", skip_all, fields(backend = BACKEND, after = %after))]
@@ -473,7 +492,9 @@ impl EventStore for PostgresEventStore {
         sql.push(query.order_by_sql())
             .push(" LIMIT ")
             .push_bind(limit(query.limit.saturating_add(1)));
-        let events = self.fetch_events(sql.build(), "query").await?;
+        let events = self
+            .fetch_events(sql.build(), "query", ReadKind::Log)
+            .await?;
         Ok(QueryPage::from_overfetch(events, query))
     }
 
@@ -502,11 +523,12 @@ impl EventStore for PostgresEventStore {
              ORDER BY transaction_id, position LIMIT ",
         )
         .push_bind(limit(max_count));
-        self.fetch_events(sql.build(), "read matching events").await
+        self.fetch_events(sql.build(), "read matching events", ReadKind::Primary)
+            .await
     }
 
     async fn count(&self, query: &EventQuery) -> Result<u64> {
-        let mut session = self.session().await?;
+        let mut session = self.read_session(ReadKind::Log).await?;
         let mut sql = QueryBuilder::<Postgres>::new(
             self.tables
                 .rename("SELECT COUNT(*) FROM annals_events WHERE "),

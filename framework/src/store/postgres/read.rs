@@ -17,17 +17,18 @@ use crate::store::tenancy::check_one_holder;
 use crate::store::tenant_session::{LocalSettings, Session};
 use crate::store::{EventCriteria, EventQuery, LogFilter, LogPage};
 
-use super::{PostgresEventStore, failed};
+use super::{PostgresEventStore, ReadKind, failed};
 
 impl PostgresEventStore {
     pub(super) async fn fetch_events(
         &self,
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
         operation: &'static str,
+        kind: ReadKind,
     ) -> Result<Vec<RecordedEvent>> {
         // Decoded as they arrive: the server produces the next rows while
         // this decodes the last ones.
-        let mut session = self.session().await?;
+        let mut session = self.read_session(kind).await?;
         let mut rows = query.fetch(session.connection());
         let mut events = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(failed(operation))? {
@@ -50,8 +51,12 @@ impl PostgresEventStore {
         settings: LocalSettings,
     ) -> Result<LogPage> {
         const OPERATION: &str = "read log";
-        let mut session =
-            Session::open_with_settings(&self.pool, self.tenant.as_deref(), settings).await?;
+        let mut session = Session::open_with_settings(
+            self.read_pool(ReadKind::Log),
+            self.tenant.as_deref(),
+            settings,
+        )
+        .await?;
         let mut rows = query.fetch(session.connection());
         let mut events = Vec::new();
         let mut head = after;
@@ -80,7 +85,7 @@ impl PostgresEventStore {
         stream: &StreamId,
         operation: &'static str,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut session = self.session().await?;
+        let mut session = self.read_session(ReadKind::Load).await?;
         let mut rows = query.fetch(session.connection());
         let mut events = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(failed(operation))? {
