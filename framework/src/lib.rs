@@ -13,6 +13,8 @@ pub mod pii;
 pub mod prelude;
 pub mod projection;
 pub mod publisher;
+#[cfg(feature = "redis")]
+mod redis_connection;
 pub mod registry;
 pub mod replay;
 pub mod store;

@@ -215,11 +215,11 @@ pub use redis_streams::RedisStreams;
 mod redis_streams {
     use std::time::Duration;
 
-    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    use redis::aio::ConnectionManagerConfig;
 
-    use crate::error::{BoxError, Error, Result};
+    use crate::error::{BoxError, Result};
     use crate::event::envelope::RecordedEvent;
-    use crate::store::redact_url;
+    use crate::redis_connection::RedisConnection;
 
     /// Writes events to Redis Streams with `XADD`: one stream per aggregate
     /// type (`{prefix}:events:{category}`) or one for everything. Each entry
@@ -238,7 +238,7 @@ mod redis_streams {
     /// wait for Redis replicas before the checkpoint moves on.
     #[derive(Clone)]
     pub struct RedisStreams {
-        connection: ConnectionManager,
+        connection: RedisConnection,
         prefix: String,
         single_stream: Option<String>,
         max_len: Option<u64>,
@@ -246,20 +246,16 @@ mod redis_streams {
     }
 
     impl RedisStreams {
-        /// Connects (lazily) to `url`; streams are named
-        /// `{prefix}:events:{category}`.
+        /// Connects (lazily) to `url`, one server or a Redis Cluster's
+        /// comma-separated node URLs (each stream is one key, on the node
+        /// of its slot); streams are named `{prefix}:events:{category}`.
         pub fn new(url: &str, prefix: impl Into<String>) -> Result<Self> {
-            let shown = redact_url(url);
-            let client = redis::Client::open(url)
-                .map_err(|error| Error::Config(format!("invalid Redis URL {shown}: {error}")))?;
+            let timeout = Duration::from_millis(500);
             let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_millis(500)))
-                .set_response_timeout(Some(Duration::from_millis(500)))
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
                 .set_number_of_retries(1);
-            let connection =
-                ConnectionManager::new_lazy_with_config(client, config).map_err(|error| {
-                    Error::Config(format!("cannot set up Redis at {shown}: {error}"))
-                })?;
+            let connection = RedisConnection::open(url, config, timeout)?;
             Ok(RedisStreams {
                 connection,
                 prefix: prefix.into(),
@@ -318,17 +314,14 @@ mod redis_streams {
         /// error naming the stream, never a silent skip.
         async fn check_published(
             &self,
-            connection: &mut ConnectionManager,
             key: &str,
             entry_id: &str,
             event: &RecordedEvent,
         ) -> Result<(), BoxError> {
             // [[id, [field, value, field, value, ...]]]
-            let found: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-                .arg(key)
-                .arg(entry_id)
-                .arg(entry_id)
-                .query_async(&mut *connection)
+            let found: Vec<(String, Vec<String>)> = self
+                .connection
+                .query(redis::cmd("XRANGE").arg(key).arg(entry_id).arg(entry_id))
                 .await?;
             let event_id = event.event_id.to_string();
             let same_event = found.first().is_some_and(|(_, fields)| {
@@ -340,13 +333,16 @@ mod redis_streams {
                 return Ok(());
             }
             if found.is_empty() && self.max_len.is_some() {
-                let oldest: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-                    .arg(key)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut *connection)
+                let oldest: Vec<(String, Vec<String>)> = self
+                    .connection
+                    .query(
+                        redis::cmd("XRANGE")
+                            .arg(key)
+                            .arg("-")
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(1),
+                    )
                     .await?;
                 let below_oldest = oldest
                     .first()
@@ -395,15 +391,13 @@ mod redis_streams {
                 .arg(event.payload.as_json())
                 .arg("metadata")
                 .arg(metadata);
-            let mut connection = self.connection.clone();
-            match command.query_async::<String>(&mut connection).await {
+            match self.connection.query::<String>(&command).await {
                 Ok(_) => {}
                 // The stream's newest id is at or past this one: this event
                 // (or a later one) is in it already, from an earlier run,
                 // unless the stream holds ids Annals did not give.
                 Err(error) if error.to_string().contains("equal or smaller") => {
-                    self.check_published(&mut connection, &key, &entry_id, event)
-                        .await?;
+                    self.check_published(&key, &entry_id, event).await?;
                     tracing::debug!(stream = %key, entry = %entry_id, "already published; not added again");
                 }
                 Err(error) => return Err(error.into()),
@@ -414,11 +408,10 @@ mod redis_streams {
                 let millis = u64::try_from(timeout.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1);
-                let acknowledged: u32 = redis::cmd("WAIT")
-                    .arg(replicas)
-                    .arg(millis)
-                    .query_async(&mut connection)
-                    .await?;
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(replicas).arg(millis);
+                // On a cluster: the node that holds the stream.
+                let acknowledged: u32 = self.connection.query_at_key(wait, &key).await?;
                 if acknowledged < replicas {
                     return Err(format!(
                         "entry {entry_id} of `{key}` reached {acknowledged} of {replicas} Redis replicas within {timeout:?}"

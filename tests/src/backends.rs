@@ -672,6 +672,170 @@ impl Drop for OwnRedis {
     }
 }
 
+/// A Redis Cluster of three masters (no replicas) this test owns:
+/// `redis-server --cluster-enabled yes` on three free loopback ports, joined
+/// with `redis-cli --cluster create`, each writing every command to its
+/// append-only file before replying. A master can be killed and started
+/// again (its slots fail meanwhile; the others keep serving theirs).
+pub struct OwnRedisCluster {
+    /// The masters' ports on 127.0.0.1.
+    pub ports: Vec<u16>,
+    binary: std::path::PathBuf,
+    dir: TempDir,
+    children: Vec<Option<std::process::Child>>,
+}
+
+impl OwnRedisCluster {
+    /// Starts the three masters and forms the cluster; waits until it
+    /// reports `cluster_state:ok`. Panics with instructions when Redis is
+    /// missing.
+    pub async fn start() -> Self {
+        let find = |name: &str| {
+            ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
+                .iter()
+                .map(|dir| std::path::Path::new(dir).join(name))
+                .find(|path| path.is_file())
+                .unwrap_or_else(|| {
+                    panic!("{name} is not installed; `cargo xtask test` installs it (apt-get install redis-server)")
+                })
+        };
+        let binary = find("redis-server");
+        let cli = find("redis-cli");
+        let ports: Vec<u16> = (0..3)
+            .map(|_| {
+                std::net::TcpListener::bind(("127.0.0.1", 0))
+                    .and_then(|listener| listener.local_addr())
+                    .map(|address| address.port())
+                    .unwrap_or_else(|error| panic!("no free port: {error}"))
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temp dir: {error}"));
+        let mut cluster = OwnRedisCluster {
+            children: ports.iter().map(|_| None).collect(),
+            ports,
+            binary,
+            dir,
+        };
+        for node in 0..3 {
+            cluster.start_node(node).await;
+        }
+        let mut create = std::process::Command::new(cli);
+        create.arg("--cluster").arg("create");
+        for port in &cluster.ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let output = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run redis-cli: {error}"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cluster.wait_until_ok().await;
+        cluster
+    }
+
+    /// The nodes' URLs, comma-separated: how Annals is told of a cluster.
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills master `node` (like a crash).
+    pub fn stop_node(&mut self, node: usize) {
+        if let Some(mut child) = self.children[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts master `node` (again, with its cluster configuration) and
+    /// waits until it accepts connections.
+    pub async fn start_node(&mut self, node: usize) {
+        self.stop_node(node);
+        let port = self.ports[node];
+        let node_dir = self.dir.path().join(format!("node-{node}"));
+        std::fs::create_dir_all(&node_dir).unwrap_or_else(|error| panic!("node dir: {error}"));
+        let child = std::process::Command::new(&self.binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args([
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-require-full-coverage",
+                "no",
+            ])
+            // Every write on disk before its reply: a killed master comes
+            // back with what it acknowledged.
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start redis-server: {error}"));
+        self.children[node] = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    /// Waits until every node reports the cluster's state as ok.
+    pub async fn wait_until_ok(&self) {
+        for _ in 0..400 {
+            let ok = self.ports.iter().all(|port| {
+                std::net::TcpStream::connect(("127.0.0.1", *port))
+                    .and_then(|mut stream| {
+                        use std::io::{Read, Write};
+                        stream.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+                        stream.write_all(b"CLUSTER INFO\r\n")?;
+                        let mut reply = [0_u8; 2048];
+                        let read = stream.read(&mut reply)?;
+                        Ok(String::from_utf8_lossy(&reply[..read]).contains("cluster_state:ok"))
+                    })
+                    .unwrap_or(false)
+            });
+            if ok {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the Redis Cluster on ports {:?} never reported cluster_state:ok",
+            self.ports
+        );
+    }
+}
+
+impl Drop for OwnRedisCluster {
+    fn drop(&mut self) {
+        for node in 0..self.children.len() {
+            self.stop_node(node);
+        }
+    }
+}
+
 /// A NATS server with JetStream this test owns, so it can kill and restart
 /// it: `nats-server` from the PATH (Debian's package; `cargo xtask test`
 /// installs it), on a free loopback port, its JetStream files in a

@@ -467,7 +467,7 @@ impl<R: BufRead> ExportReader<R> {
                 event.event_id, event.stream_id, event.version
             ));
         }
-        Ok(Some(ImportItem::Event(event)))
+        Ok(Some(ImportItem::Recorded(event)))
     }
 
     /// A subject key line, checked against its link.

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 
 use super::{CacheError, CacheKey, CacheStats, CacheValue, EventCache, StatsRecorder};
 use crate::error::{Error, Result};
+use crate::redis_connection::RedisConnection;
 use crate::store::redact_url;
 
 const NAME: &str = "redis";
@@ -33,7 +34,7 @@ const NAME: &str = "redis";
 /// ```
 #[derive(Clone)]
 pub struct RedisCache {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     /// The server's URL with any password hidden, for messages.
     shown_url: String,
     prefix: String,
@@ -82,19 +83,12 @@ impl RedisCacheBuilder {
     /// Prepares the connection (lazily: Redis need not be up yet).
     pub async fn connect(self) -> Result<RedisCache> {
         let shown = redact_url(&self.url);
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|error| Error::Config(format!("invalid Redis URL {shown}: {error}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(|error| {
-                Error::Config(format!(
-                    "cannot set up the Redis connection to {shown}: {error}"
-                ))
-            })?;
+        let connection = RedisConnection::open(&self.url, config, self.timeout)?;
         Ok(RedisCache {
             connection,
             shown_url: shown,
@@ -109,9 +103,8 @@ impl RedisCache {
     /// Checks that the server answers `PING`, for start-up checks and health
     /// reports (the cache itself never fails a request when Redis is down).
     pub async fn ping(&self) -> Result<()> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
+        self.connection
+            .query::<String>(&redis::cmd("PING"))
             .await
             .map(drop)
             .map_err(|error| Error::Backend {
@@ -121,7 +114,10 @@ impl RedisCache {
             })
     }
 
-    /// Options for the Redis server at `url` (`redis://[:password@]host:port[/db]`).
+    /// Options for the Redis server at `url` (`redis://[:password@]host:port[/db]`),
+    /// or for a Redis Cluster: its nodes' URLs, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`; each entry is one
+    /// key, on the node of its slot).
     pub fn builder(url: impl Into<String>) -> RedisCacheBuilder {
         RedisCacheBuilder {
             url: url.into(),
@@ -156,10 +152,9 @@ impl EventCache for RedisCache {
     #[tracing::instrument(name = "annals.cache.get", skip_all, fields(cache = "redis"))]
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheValue>, CacheError> {
         let started = Instant::now();
-        let mut connection = self.connection.clone();
-        let found: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.key(key))
-            .query_async(&mut connection)
+        let found: Option<Vec<u8>> = self
+            .connection
+            .query(redis::cmd("GET").arg(self.key(key)))
             .await
             .map_err(self.failed("get"))?;
         self.stats.lookup(found.is_some());
@@ -170,7 +165,6 @@ impl EventCache for RedisCache {
     #[tracing::instrument(name = "annals.cache.put", skip_all, fields(cache = "redis"))]
     async fn put(&self, key: &CacheKey, value: CacheValue) -> Result<(), CacheError> {
         let started = Instant::now();
-        let mut connection = self.connection.clone();
         let mut command = redis::cmd("SET");
         command.arg(self.key(key)).arg(&*value);
         if let Some(ttl) = self.ttl {
@@ -178,8 +172,8 @@ impl EventCache for RedisCache {
                 .arg("PX")
                 .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         }
-        command
-            .query_async::<()>(&mut connection)
+        self.connection
+            .query::<()>(&command)
             .await
             .map_err(self.failed("put"))?;
         self.stats.timed(started.elapsed());
@@ -192,13 +186,13 @@ impl EventCache for RedisCache {
             return Ok(());
         }
         let started = Instant::now();
-        let mut connection = self.connection.clone();
         let mut command = redis::cmd("DEL");
         for key in keys {
             command.arg(self.key(key));
         }
-        command
-            .query_async::<()>(&mut connection)
+        // On a cluster the client splits it by slot.
+        self.connection
+            .query::<()>(&command)
             .await
             .map_err(self.failed("remove"))?;
         self.stats.timed(started.elapsed());

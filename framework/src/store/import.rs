@@ -39,14 +39,16 @@ use crate::store::stream::ExpectedVersion;
 #[derive(Debug, Clone)]
 pub enum ImportItem {
     /// An event, written at its recorded version with its recorded time.
-    Event(RecordedEvent),
+    /// (Not named `Event`: a second item of that name makes the compiler
+    /// spell the `Event` trait out in full in its messages.)
+    Recorded(RecordedEvent),
     /// A data subject's key or tombstone, with its streams.
     SubjectKey(SubjectKeyRecord),
 }
 
 impl From<RecordedEvent> for ImportItem {
     fn from(event: RecordedEvent) -> Self {
-        ImportItem::Event(event)
+        ImportItem::Recorded(event)
     }
 }
 

@@ -21,4 +21,5 @@ mod postgres_group_commit;
 mod postgres_replica;
 mod postgres_restart;
 mod properties;
+mod redis_cluster;
 mod sqlite_group_commit;

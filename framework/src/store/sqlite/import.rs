@@ -67,7 +67,7 @@ impl SqliteEventStore {
         // On any error `tx` is dropped: the import rolls back.
         while let Some(item) = items.next().await {
             match item?.into() {
-                ImportItem::Event(event) => {
+                ImportItem::Recorded(event) => {
                     if let Some(chunk) = batches.push(event)? {
                         self.write_chunk(&mut tx, &mut batches, chunk).await?;
                     }
