@@ -25,7 +25,7 @@ use crate::store::redact_url;
 #[derive(Clone)]
 pub(crate) enum RedisConnection {
     Single(ConnectionManager),
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 /// A cluster client and its connection, made on first use.
@@ -61,11 +61,11 @@ impl RedisConnection {
                 .map_err(|error| {
                     Error::Config(format!("invalid Redis Cluster nodes {shown}: {error}"))
                 })?;
-            return Ok(RedisConnection::Cluster(Cluster {
+            return Ok(RedisConnection::Cluster(Box::new(Cluster {
                 client,
                 connection: Arc::default(),
                 timeout,
-            }));
+            })));
         }
         let client = redis::Client::open(url)
             .map_err(|error| Error::Config(format!("invalid Redis URL {shown}: {error}")))?;
