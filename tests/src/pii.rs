@@ -73,6 +73,27 @@ pub fn joined(member_id: &str, email: &str) -> MemberJoined {
     }
 }
 
+/// Appends a `MemberJoined` to stream `member-{id}` for each id (email
+/// `{id}@example.test`), through `pii`, so each member's fields are sealed
+/// under a key of its own.
+pub async fn join_members(pii: &annals::pii::PiiEventStore, members: &[&str]) {
+    for member in members {
+        let event =
+            annals::NewEvent::from_event(&joined(member, &format!("{member}@example.test")))
+                .unwrap_or_else(|error| panic!("event: {error}"));
+        let stream = annals::StreamId::new(format!("member-{member}"))
+            .unwrap_or_else(|error| panic!("stream id: {error}"));
+        annals::store::EventStore::append(
+            pii,
+            &stream,
+            annals::ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("append personal data of {member}: {error}"));
+    }
+}
+
 /// Emails by member id, as a projection sees them.
 #[derive(Default, Debug)]
 pub struct MemberEmails {

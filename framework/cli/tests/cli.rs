@@ -18,7 +18,7 @@ use annals::subscription::handler::RetryPolicy;
 use annals::subscription::handler_registry::{HandlerRegistry, HandlerSpec};
 use annals::subscription::{EventSink, Subscription};
 use annals_tests::backends::{TestStore, application_role, postgres_url, postgres_url_as};
-use annals_tests::pii::joined;
+use annals_tests::pii::{join_members, joined};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -549,18 +549,7 @@ async fn follow_prints_events_as_they_are_committed(t: Target) {
     );
 
     // Ctrl-C stops it with the conventional code.
-    let pid = child.id().expect("running").to_string();
-    let signalled = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(signalled.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("the follower stops within 10 s of Ctrl-C")
-        .expect("wait");
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(interrupt(&mut child).await, Some(130));
 
     // Whoever reads stdout stops (`annals events | head`): the next write
     // ends the follower quietly, with 0.
@@ -862,17 +851,7 @@ async fn export_and_import_move_the_log_exactly(t: Target) {
     // forgotten subject, which must stay forgotten.
     let master = MasterKey::generate();
     let pii = PiiEventStore::new(t.test.store.clone(), t.keys.clone(), master.clone());
-    for member in ["m1", "m2"] {
-        let event = NewEvent::from_event(&joined(member, &format!("{member}@example.test")))
-            .expect("event");
-        pii.append(
-            &StreamId::new(format!("member-{member}")).expect("id"),
-            ExpectedVersion::NoStream,
-            vec![event],
-        )
-        .await
-        .expect("append personal data");
-    }
+    join_members(&pii, &["m1", "m2"]).await;
     t.run(&["forget", "m2"]).await.ok();
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1125,18 +1104,7 @@ async fn a_damaged_export_imports_nothing(t: Target) {
         .await
         .expect("send four events");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid = child.id().expect("running").to_string();
-    let signalled = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(signalled.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("the import stops within 10 s of Ctrl-C")
-        .expect("wait");
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(interrupt(&mut child).await, Some(130));
     drop(stdin);
     assert_eq!(total_events(&target).await, 0, "nothing was written");
 
@@ -1347,6 +1315,23 @@ impl EventSink for Tally {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// Sends SIGINT (Ctrl-C) to a running `annals` and returns its exit code,
+/// waiting up to 10 s for it to stop.
+async fn interrupt(child: &mut tokio::process::Child) -> Option<i32> {
+    let pid = child.id().expect("running").to_string();
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(signalled.success());
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("annals stops within 10 s of Ctrl-C")
+        .expect("wait")
+        .code()
 }
 
 /// Waits up to 20 s for `done`.

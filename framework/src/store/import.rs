@@ -89,6 +89,52 @@ pub(crate) struct ImportBatches {
     report: ImportReport,
 }
 
+/// Where an import writes, inside the one transaction it holds: each
+/// backend's.
+pub(crate) trait ImportWriter {
+    /// Writes a chunk's appends with its recording time.
+    async fn write_chunk(&mut self, chunk: ImportChunk) -> Result<Vec<AppendResult>>;
+    /// Restores a data subject's key or tombstone.
+    async fn restore_key(&mut self, record: &SubjectKeyRecord) -> Result<()>;
+}
+
+/// Writes `items` through `writer` in order, events gathered into chunks
+/// ([`ImportBatches`]); the first error ends it (the caller then drops
+/// its transaction). Returns what was written, for after the commit.
+pub(crate) async fn write_items<S, I, W>(
+    items: S,
+    writer: &mut W,
+    chunk_size: usize,
+) -> Result<ImportReport>
+where
+    S: futures_util::Stream<Item = Result<I>>,
+    I: Into<ImportItem>,
+    W: ImportWriter,
+{
+    use futures_util::StreamExt as _;
+    let mut items = std::pin::pin!(items);
+    let mut batches = ImportBatches::new(chunk_size);
+    while let Some(item) = items.next().await {
+        match item?.into() {
+            ImportItem::Recorded(event) => {
+                if let Some(chunk) = batches.push(event)? {
+                    let results = writer.write_chunk(chunk).await?;
+                    batches.written(&results);
+                }
+            }
+            ImportItem::SubjectKey(record) => {
+                writer.restore_key(&record).await?;
+                batches.key_written();
+            }
+        }
+    }
+    if let Some(chunk) = batches.take() {
+        let results = writer.write_chunk(chunk).await?;
+        batches.written(&results);
+    }
+    Ok(batches.report())
+}
+
 /// A group of appends ready to be written, all recorded at one instant.
 #[derive(Debug)]
 pub(crate) struct ImportChunk {

@@ -11,7 +11,7 @@ use annals::prelude::*;
 use annals::store::import::ImportItem;
 use annals::store::{EventQuery, ImportReport, PostgresEventStore, SqliteEventStore};
 use annals_tests::backends::{application_role_store, fresh_postgres_store};
-use annals_tests::pii::joined;
+use annals_tests::pii::join_members;
 use futures_util::stream;
 use serde_json::json;
 
@@ -202,6 +202,19 @@ async fn round_trip(source: Store, target: Store) {
     assert!(appended.position > copied[count - 1].position);
 }
 
+/// An import can run on a task of its own (`tokio::spawn` needs `Send`).
+#[test]
+fn imports_can_be_spawned() {
+    fn send<T: Send>(_: &T) {}
+    let _ = |sqlite: SqliteEventStore, postgres: PostgresEventStore| async move {
+        let nothing = || stream::iter(Vec::<Result<RecordedEvent>>::new());
+        let on_sqlite = sqlite.import_log(nothing());
+        send(&on_sqlite);
+        let on_postgres = postgres.import_log(nothing());
+        send(&on_postgres);
+    };
+}
+
 #[tokio::test]
 async fn a_sqlite_log_imported_into_postgres_keeps_every_event_as_recorded() {
     round_trip(Store::sqlite().await, Store::postgres().await).await;
@@ -373,17 +386,7 @@ async fn all_keys(keys: &dyn SubjectKeyStore) -> Vec<SubjectKeyRecord> {
 async fn subject_keys_travel_with_the_log(source: Store, target: Store) {
     let master = MasterKey::generate();
     let pii = PiiEventStore::new(source.shared(), source.keys(), master.clone());
-    for member in ["m1", "m2"] {
-        let event = NewEvent::from_event(&joined(member, &format!("{member}@example.test")))
-            .expect("event");
-        pii.append(
-            &StreamId::new(format!("member-{member}")).expect("id"),
-            ExpectedVersion::NoStream,
-            vec![event],
-        )
-        .await
-        .expect("append personal data");
-    }
+    join_members(&pii, &["m1", "m2"]).await;
     pii.forget("m2").await.expect("forget m2");
     let keys = all_keys(source.keys().as_ref()).await;
     assert_eq!(keys.len(), 2);

@@ -223,6 +223,26 @@ pub struct SubjectKeyRecord {
 }
 
 impl SubjectKeyRecord {
+    /// A record from a key row's columns: its tenant (`''` for none),
+    /// subject, key and streams' ids.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn from_columns(
+        tenant: String,
+        subject: String,
+        key: StoredSubjectKey,
+        streams: Vec<String>,
+    ) -> Result<SubjectKeyRecord> {
+        Ok(SubjectKeyRecord {
+            tenant: Some(tenant).filter(|tenant| !tenant.is_empty()),
+            subject,
+            key,
+            streams: streams
+                .into_iter()
+                .map(StreamId::new)
+                .collect::<Result<_>>()?,
+        })
+    }
+
     /// Its place in [`SubjectKeyStore::list_subject_keys`]'s order.
     pub fn order_key(&self) -> (&str, &str) {
         (self.tenant.as_deref().unwrap_or(""), &self.subject)

@@ -136,15 +136,12 @@ impl SubjectKeyStore for PostgresEventStore {
                 let streams: Vec<String> = row
                     .try_get("streams")
                     .map_err(failed("list subject keys"))?;
-                Ok(SubjectKeyRecord {
-                    key: decode_key(&subject, row)?,
-                    tenant: Some(tenant).filter(|tenant| !tenant.is_empty()),
-                    subject,
-                    streams: streams
-                        .into_iter()
-                        .map(StreamId::new)
-                        .collect::<Result<_>>()?,
-                })
+                SubjectKeyRecord::from_columns(
+                    tenant,
+                    subject.clone(),
+                    decode_key(&subject, row)?,
+                    streams,
+                )
             })
             .collect()
     }

@@ -157,15 +157,12 @@ impl SubjectKeyStore for SqliteEventStore {
                         operation: "list subject keys",
                         source: format!("streams of subject `{subject}`: {error}").into(),
                     })?;
-                Ok(SubjectKeyRecord {
-                    key: decode_key(&subject, row)?,
-                    tenant: Some(tenant).filter(|tenant| !tenant.is_empty()),
-                    subject,
-                    streams: streams
-                        .into_iter()
-                        .map(StreamId::new)
-                        .collect::<Result<_>>()?,
-                })
+                SubjectKeyRecord::from_columns(
+                    tenant,
+                    subject.clone(),
+                    decode_key(&subject, row)?,
+                    streams,
+                )
             })
             .collect()
     }

@@ -1,12 +1,14 @@
 //! Importing a log recorded elsewhere, in one transaction.
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 
 use crate::error::{Error, Result};
 #[cfg(doc)]
 use crate::event::envelope::RecordedEvent;
+use crate::pii::SubjectKeyRecord;
+use crate::store::AppendResult;
 use crate::store::append::{next_version, validate_batch};
-use crate::store::import::{ImportBatches, ImportChunk, ImportItem, ImportReport};
+use crate::store::import::{ImportChunk, ImportItem, ImportReport, ImportWriter, write_items};
 
 use super::append::{AppendColumns, AppendOutcome};
 use super::{BACKEND, PostgresEventStore, failed};
@@ -48,48 +50,36 @@ impl PostgresEventStore {
         S: Stream<Item = Result<I>> + Send,
         I: Into<ImportItem>,
     {
-        let mut items = std::pin::pin!(items);
-        let mut batches = ImportBatches::new(IMPORT_CHUNK);
-        let mut tx = self.begin().await?;
-        // On any error `tx` is dropped: the import rolls back.
-        while let Some(item) = items.next().await {
-            match item?.into() {
-                ImportItem::Recorded(event) => {
-                    if let Some(chunk) = batches.push(event)? {
-                        self.write_chunk(&mut tx, &mut batches, chunk).await?;
-                    }
-                }
-                ImportItem::SubjectKey(record) => {
-                    crate::pii::restore_postgres_subject_key(self, &mut tx, &record).await?;
-                    batches.key_written();
-                }
-            }
-        }
-        if let Some(chunk) = batches.take() {
-            self.write_chunk(&mut tx, &mut batches, chunk).await?;
-        }
-        tx.commit().await.map_err(failed("commit import"))?;
-        Ok(batches.report())
+        let tx = self.begin().await?;
+        let mut import = PostgresImport { store: self, tx };
+        // On any error the transaction is dropped: the import rolls back.
+        let report = write_items(items, &mut import, IMPORT_CHUNK).await?;
+        import.tx.commit().await.map_err(failed("commit import"))?;
+        Ok(report)
     }
+}
 
-    async fn write_chunk(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        batches: &mut ImportBatches,
-        mut chunk: ImportChunk,
-    ) -> Result<()> {
-        self.stamp_tenant(&mut chunk.appends)?;
+/// An import's transaction on a PostgreSQL store.
+struct PostgresImport<'s> {
+    store: &'s PostgresEventStore,
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+impl ImportWriter for PostgresImport<'_> {
+    async fn write_chunk(&mut self, mut chunk: ImportChunk) -> Result<Vec<AppendResult>> {
+        self.store.stamp_tenant(&mut chunk.appends)?;
         validate_batch(&chunk.appends)?;
         for append in &chunk.appends {
             next_version(&append.stream_id, 0, append.events.len())?;
         }
-        let mut columns = AppendColumns::new(&self.tables, &chunk.appends)?;
+        let mut columns = AppendColumns::new(&self.store.tables, &chunk.appends)?;
         columns.recorded_at = Some(chunk.recorded_at);
-        match self.try_append(&mut *tx, &chunk.appends, &columns).await? {
-            AppendOutcome::Written(results) => {
-                batches.written(&results);
-                Ok(())
-            }
+        match self
+            .store
+            .try_append(&mut *self.tx, &chunk.appends, &columns)
+            .await?
+        {
+            AppendOutcome::Written(results) => Ok(results),
             AppendOutcome::Collided(error) => Err(Error::Backend {
                 backend: BACKEND,
                 operation: "import",
@@ -99,5 +89,9 @@ impl PostgresEventStore {
                 .into(),
             }),
         }
+    }
+
+    async fn restore_key(&mut self, record: &SubjectKeyRecord) -> Result<()> {
+        crate::pii::restore_postgres_subject_key(self.store, &mut self.tx, record).await
     }
 }

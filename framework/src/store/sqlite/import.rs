@@ -1,12 +1,14 @@
 //! Importing a log recorded elsewhere, in one write transaction.
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 
 use crate::error::Result;
 #[cfg(doc)]
 use crate::event::envelope::RecordedEvent;
+use crate::pii::SubjectKeyRecord;
+use crate::store::AppendResult;
 use crate::store::append::validate_batch;
-use crate::store::import::{ImportBatches, ImportChunk, ImportItem, ImportReport};
+use crate::store::import::{ImportChunk, ImportItem, ImportReport, ImportWriter, write_items};
 
 use super::append::append_in_at;
 use super::{SqliteEventStore, failed};
@@ -56,53 +58,42 @@ impl SqliteEventStore {
         S: Stream<Item = Result<I>> + Send,
         I: Into<ImportItem>,
     {
-        let mut items = std::pin::pin!(items);
-        let mut batches = ImportBatches::new(IMPORT_CHUNK);
         let _writer = self.write_gate.lock().await;
-        let mut tx = self
+        let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(failed("begin import"))?;
-        // On any error `tx` is dropped: the import rolls back.
-        while let Some(item) = items.next().await {
-            match item?.into() {
-                ImportItem::Recorded(event) => {
-                    if let Some(chunk) = batches.push(event)? {
-                        self.write_chunk(&mut tx, &mut batches, chunk).await?;
-                    }
-                }
-                ImportItem::SubjectKey(record) => {
-                    crate::pii::restore_sqlite_subject_key(self, &mut tx, &record).await?;
-                    batches.key_written();
-                }
-            }
-        }
-        if let Some(chunk) = batches.take() {
-            self.write_chunk(&mut tx, &mut batches, chunk).await?;
-        }
-        tx.commit().await.map_err(failed("commit import"))?;
+        let mut import = SqliteImport { store: self, tx };
+        // On any error the transaction is dropped: the import rolls back.
+        let report = write_items(items, &mut import, IMPORT_CHUNK).await?;
+        import.tx.commit().await.map_err(failed("commit import"))?;
         self.appended.signal();
-        Ok(batches.report())
+        Ok(report)
     }
+}
 
-    async fn write_chunk(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        batches: &mut ImportBatches,
-        mut chunk: ImportChunk,
-    ) -> Result<()> {
+/// An import's transaction on a SQLite store.
+struct SqliteImport<'s> {
+    store: &'s SqliteEventStore,
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+}
+
+impl ImportWriter for SqliteImport<'_> {
+    async fn write_chunk(&mut self, mut chunk: ImportChunk) -> Result<Vec<AppendResult>> {
         validate_batch(&chunk.appends)?;
-        self.stamp(&mut chunk.appends)?;
-        let results = append_in_at(
-            &self.tables,
-            self.chain_keys.as_deref(),
-            tx,
+        self.store.stamp(&mut chunk.appends)?;
+        append_in_at(
+            &self.store.tables,
+            self.store.chain_keys.as_deref(),
+            &mut self.tx,
             &chunk.appends,
             chunk.recorded_at,
         )
-        .await?;
-        batches.written(&results);
-        Ok(())
+        .await
+    }
+
+    async fn restore_key(&mut self, record: &SubjectKeyRecord) -> Result<()> {
+        crate::pii::restore_sqlite_subject_key(self.store, &mut self.tx, record).await
     }
 }
