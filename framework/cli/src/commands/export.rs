@@ -105,7 +105,13 @@ pub(crate) async fn run(
                 .into_inner()
                 .map_err(|error| writing(error.into_error()))?;
             file.as_file().sync_all().map_err(writing)?;
-            file.persist(path).map_err(|error| writing(error.error))?;
+            // Without --force, a file that appeared meanwhile is kept.
+            let persisted = if arguments.force {
+                file.persist(path)
+            } else {
+                file.persist_noclobber(path)
+            };
+            persisted.map_err(|error| writing(error.error))?;
             totals
         }
     };
