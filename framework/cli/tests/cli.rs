@@ -672,14 +672,7 @@ async fn verify_finds_a_tampered_event(t: Target) {
         .json();
     assert_eq!(one["events_checked"], 1);
 
-    let changed = t
-        .test
-        .tamper(
-            "UPDATE annals_events SET payload = '{\"email\": \"mallory@example.test\"}' \
-             WHERE stream_id = 'user-2'",
-        )
-        .await;
-    assert_eq!(changed, Some(1));
+    tamper_user_2(&t).await;
     t.run(&["verify", "--no-progress"])
         .await
         .failed(4, &["broken", "user-2", "version 1"]);
@@ -1116,14 +1109,7 @@ async fn a_damaged_export_imports_nothing(t: Target) {
     assert_eq!(total_events(&target).await, 5);
 
     // A tampered store is not exported (a backup would launder it).
-    let changed = t
-        .test
-        .tamper(
-            "UPDATE annals_events SET payload = '{\"email\": \"mallory@example.test\"}' \
-             WHERE stream_id = 'user-2'",
-        )
-        .await;
-    assert_eq!(changed, Some(1));
+    tamper_user_2(&t).await;
     let refused_file = dir.path().join("refused.jsonl");
     let refused_path = refused_file.to_str().expect("UTF-8");
     t.run(&["export", "-o", refused_path])
@@ -1315,6 +1301,19 @@ impl EventSink for Tally {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// Changes the payload of `user-2`'s event behind Annals' back, as someone
+/// with the database's credentials could: its link no longer matches.
+async fn tamper_user_2(t: &Target) {
+    let changed = t
+        .test
+        .tamper(
+            "UPDATE annals_events SET payload = '{\"email\": \"mallory@example.test\"}' \
+             WHERE stream_id = 'user-2'",
+        )
+        .await;
+    assert_eq!(changed, Some(1));
 }
 
 /// Sends SIGINT (Ctrl-C) to a running `annals` and returns its exit code,
