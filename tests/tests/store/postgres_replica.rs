@@ -270,4 +270,15 @@ async fn a_replica_that_is_not_one_is_refused() {
         }
     }
     assert!(refused.is_some(), "another role is refused");
+
+    // A standby of another cluster: a replica, but not of this primary.
+    let elsewhere = OwnPostgres::start().await;
+    let its_standby = elsewhere.start_replica().await;
+    let error = PostgresEventStore::builder(primary.url())
+        .schema("replica_refused")
+        .read_replica(its_standby.url())
+        .connect()
+        .await
+        .expect_err("another cluster's standby");
+    assert!(error.to_string().contains("another cluster"), "{error}");
 }
