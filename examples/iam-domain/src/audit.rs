@@ -166,3 +166,20 @@ pub async fn by_correlation(
         .await?;
     Ok(rows.into_iter().map(entry).collect())
 }
+
+/// What one request (correlation id) did in `tenant`, in order: nothing
+/// another tenant's events recorded under the same id.
+pub async fn by_correlation_in(
+    db: &mut dyn SqlConnection,
+    tenant: &str,
+    correlation_id: Uuid,
+) -> annals::Result<Vec<AuditEntry>> {
+    let rows: Vec<EntryRow> = db
+        .fetch_rows(
+            "SELECT recorded_at, actor, stream_id, summary FROM iam_audit \
+             WHERE correlation_id = $1 AND tenant_id = $2 ORDER BY recorded_at, event_id",
+            &[correlation_id.into(), tenant.into()],
+        )
+        .await?;
+    Ok(rows.into_iter().map(entry).collect())
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use annals::cache::{EventCache, InProcessCache, RedisCache, TwoLevelCache};
+use annals::checkpoint::LeaseSettings;
 use annals::pii::{MasterKey, PiiEventStore, SubjectKeyStore};
 use annals::projection::Projection;
 use annals::projection::runner::{
@@ -14,7 +15,7 @@ use annals::projection::sql_read_model::SqlConnection;
 use annals::store::{EventStore, InMemoryEventStore, PostgresEventStore, SqliteEventStore};
 use anyhow::{Context, Result};
 
-use crate::config::{Config, Database};
+use crate::config::{Config, Database, ServeConfig};
 
 /// Where the SQL read models live.
 #[derive(Debug, Clone)]
@@ -60,20 +61,75 @@ pub struct Backend {
     /// The SQLite file, when there is one.
     pub sqlite_file: Option<PathBuf>,
     read_models: ReadModelDb,
+    /// The worker name and lease of the projections (`None`: the runner's
+    /// defaults).
+    leases: Option<(String, LeaseSettings)>,
     _scratch: Option<tempfile::TempDir>,
+}
+
+/// What a backend is built from.
+struct Setup<'a> {
+    database: &'a Database,
+    redis_url: Option<&'a str>,
+    replica_url: Option<&'a str>,
+    master_key: MasterKey,
+    /// Start empty (the scenario), or keep what is stored (the service).
+    fresh: bool,
 }
 
 impl Backend {
     /// Connects (recreating the example's SQLite file or PostgreSQL schema
     /// so every run starts empty) and checks Redis answers.
     pub async fn connect(config: &Config) -> Result<Backend> {
+        Backend::build(Setup {
+            database: &config.database,
+            redis_url: config.redis_url.as_deref(),
+            replica_url: None,
+            master_key: config
+                .master_key
+                .clone()
+                .unwrap_or_else(MasterKey::generate),
+            fresh: true,
+        })
+        .await
+    }
+
+    /// Connects for the service: keeps what the database holds (creating
+    /// the store's tables when missing, safely from several instances at
+    /// once), shares the Redis cache among the instances on the same data,
+    /// reads the log from the replica when one is configured, and runs
+    /// projections under the instance's name and lease.
+    pub async fn open(config: &ServeConfig) -> Result<Backend> {
+        let mut backend = Backend::build(Setup {
+            database: &config.database,
+            redis_url: config.redis_url.as_deref(),
+            replica_url: config.replica_url.as_deref(),
+            master_key: config.master_key.clone(),
+            fresh: false,
+        })
+        .await?;
+        let worker = config
+            .instance
+            .clone()
+            .unwrap_or_else(annals::checkpoint::default_owner_name);
+        backend.leases = Some((worker, LeaseSettings::new(config.lease)));
+        Ok(backend)
+    }
+
+    async fn build(setup: Setup<'_>) -> Result<Backend> {
         let near = Arc::new(InProcessCache::new());
-        let (redis, cache): (Option<Arc<RedisCache>>, Arc<dyn EventCache>) = match &config.redis_url
-        {
+        // The scenario starts empty, so its cache entries must not meet an
+        // earlier run's; the service's instances share theirs.
+        let prefix = match (setup.fresh, setup.database) {
+            (false, Database::Postgres { schema, .. }) => format!("iam-example:{schema}"),
+            (false, Database::Sqlite(_)) => "iam-example:sqlite".to_owned(),
+            _ => format!("iam-example:{}", uuid::Uuid::now_v7().simple()),
+        };
+        let (redis, cache): (Option<Arc<RedisCache>>, Arc<dyn EventCache>) = match setup.redis_url {
             None => (None, near.clone()),
             Some(url) => {
-                let redis = RedisCache::builder(url.clone())
-                    .prefix(format!("iam-example:{}", uuid::Uuid::now_v7().simple()))
+                let redis = RedisCache::builder(url.to_owned())
+                    .prefix(prefix)
                     .connect()
                     .await?;
                 redis.ping().await?;
@@ -84,7 +140,7 @@ impl Backend {
                 )
             }
         };
-        let redis_note = match &config.redis_url {
+        let redis_note = match setup.redis_url {
             Some(url) => format!(", Redis cache at {}", annals::store::redact_url(url)),
             None => String::new(),
         };
@@ -95,9 +151,14 @@ impl Backend {
             _,
             _,
             _,
-        ) = match &config.database {
+        ) = match setup.database {
             Database::Sqlite(path) => {
-                remove_sqlite_files(path)?;
+                if setup.fresh {
+                    remove_sqlite_files(path)?;
+                } else if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(folder)
+                        .with_context(|| format!("cannot create {}", folder.display()))?;
+                }
                 let sqlite = SqliteEventStore::open(path).await?;
                 (
                     Arc::new(sqlite.clone()),
@@ -109,12 +170,16 @@ impl Backend {
                 )
             }
             Database::Postgres { url, schema } => {
-                recreate_schema(url, schema).await?;
-                let postgres = PostgresEventStore::builder(url.clone())
+                if setup.fresh {
+                    recreate_schema(url, schema).await?;
+                }
+                let mut builder = PostgresEventStore::builder(url.clone())
                     .schema(schema.clone())
-                    .max_connections(16)
-                    .connect()
-                    .await?;
+                    .max_connections(16);
+                if let Some(replica) = setup.replica_url {
+                    builder = builder.read_replica(replica);
+                }
+                let postgres = builder.connect().await?;
                 (
                     Arc::new(postgres.clone()),
                     Arc::new(postgres.clone()),
@@ -144,12 +209,8 @@ impl Backend {
         };
         // Outermost, so the repositories' state cache is the only place
         // plaintext is cached: it is purged when a user is forgotten.
-        let master_key = config
-            .master_key
-            .clone()
-            .unwrap_or_else(MasterKey::generate);
         let pii = Arc::new(
-            PiiEventStore::new(store, keys, master_key)
+            PiiEventStore::new(store, keys, setup.master_key)
                 .purge_state_cache::<iam_domain::user::User>(cache.clone(), None),
         );
         Ok(Backend {
@@ -161,6 +222,7 @@ impl Backend {
             description: format!("{description}{redis_note}"),
             sqlite_file,
             read_models,
+            leases: None,
             _scratch: scratch,
         })
     }
@@ -171,16 +233,27 @@ impl Backend {
         P: Projection<Context = dyn SqlConnection> + Sync + 'static,
     {
         match &self.read_models {
-            ReadModelDb::Sqlite(sqlite) => {
-                ProjectionRunner::new(self.store.clone(), SqliteReadModel::for_store(sqlite))
-                    .batch_size(batch_size)
-                    .start(projection)
-            }
-            ReadModelDb::Postgres(postgres) => {
-                ProjectionRunner::new(self.store.clone(), PostgresReadModel::for_store(postgres))
-                    .batch_size(batch_size)
-                    .start(projection)
-            }
+            ReadModelDb::Sqlite(sqlite) => self
+                .leased(ProjectionRunner::new(
+                    self.store.clone(),
+                    SqliteReadModel::for_store(sqlite),
+                ))
+                .batch_size(batch_size)
+                .start(projection),
+            ReadModelDb::Postgres(postgres) => self
+                .leased(ProjectionRunner::new(
+                    self.store.clone(),
+                    PostgresReadModel::for_store(postgres),
+                ))
+                .batch_size(batch_size)
+                .start(projection),
+        }
+    }
+
+    fn leased<T>(&self, runner: ProjectionRunner<T>) -> ProjectionRunner<T> {
+        match &self.leases {
+            Some((worker, lease)) => runner.worker_name(worker.clone()).lease(*lease),
+            None => runner,
         }
     }
 
@@ -204,30 +277,60 @@ impl Backend {
         })
     }
 
-    /// Creates the read-model tables the projections declare, from the
-    /// registry (the DDL `cargo xtask schema` also writes to
-    /// `schema/read_models/`).
+    /// Creates the read-model tables the projections declare when missing,
+    /// from the registry (the DDL `cargo xtask schema` also writes to
+    /// `schema/read_models/`). On PostgreSQL in one transaction under an
+    /// advisory lock: instances starting together would otherwise race on
+    /// `CREATE TABLE IF NOT EXISTS`, which is not atomic there.
     pub async fn create_read_model_tables(&self) -> Result<()> {
-        let dialect = match &self.read_models {
-            ReadModelDb::Sqlite(_) => annals_codegen::Dialect::Sqlite,
-            ReadModelDb::Postgres(_) => annals_codegen::Dialect::Postgres,
+        let statements = |dialect| {
+            annals::registry::projections()
+                .flat_map(|projection| projection.tables)
+                .flat_map(move |table| {
+                    annals_codegen::read_model_ddl::create_table(dialect, table)
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|statement| !statement.is_empty())
+                        .map(|statement| (table.name, statement.to_owned()))
+                        .collect::<Vec<_>>()
+                })
         };
-        let mut connection = self.query().await?;
-        for projection in annals::registry::projections() {
-            for table in projection.tables {
-                for statement in annals_codegen::read_model_ddl::create_table(dialect, table)
-                    .split(';')
-                    .map(str::trim)
-                    .filter(|statement| !statement.is_empty())
-                {
-                    connection
-                        .db()
-                        .execute(statement, &[])
+        match &self.read_models {
+            ReadModelDb::Sqlite(sqlite) => {
+                let mut connection = sqlite
+                    .pool()
+                    .acquire()
+                    .await
+                    .context("cannot get a SQLite connection")?;
+                for (table, statement) in statements(annals_codegen::Dialect::Sqlite) {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut *connection)
                         .await
-                        .with_context(|| {
-                            format!("cannot create read-model table {}", table.name)
-                        })?;
+                        .with_context(|| format!("cannot create read-model table {table}"))?;
                 }
+            }
+            ReadModelDb::Postgres(postgres) => {
+                let mut transaction = postgres
+                    .pool()
+                    .begin()
+                    .await
+                    .context("cannot begin a PostgreSQL transaction")?;
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtext('iam-example.read-models.' || current_schema()))",
+                )
+                .execute(&mut *transaction)
+                .await
+                .context("cannot lock the read-model tables for creation")?;
+                for (table, statement) in statements(annals_codegen::Dialect::Postgres) {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut *transaction)
+                        .await
+                        .with_context(|| format!("cannot create read-model table {table}"))?;
+                }
+                transaction
+                    .commit()
+                    .await
+                    .context("cannot commit the read-model tables")?;
             }
         }
         Ok(())

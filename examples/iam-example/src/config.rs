@@ -1,6 +1,8 @@
 //! The example's command line and environment.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use annals::pii::{MASTER_KEY_VAR, MasterKey, MasterKeyError};
 use anyhow::{Context, Result, bail};
@@ -17,6 +19,7 @@ answer, a replayed stream, projection status, cache and store statistics,
 and how long each phase took.
 
 usage: iam-example [OPTIONS]
+       iam-example serve [OPTIONS]   the IAM service over HTTP (below)
 
 options:
   --database-url URL   where events and read models live (default: $DATABASE_URL,
@@ -37,6 +40,23 @@ options:
                        else a throwaway key generated for this run)
   --no-progress        no progress bars
   -h, --help           this text
+
+`serve` keeps what the database holds (it creates the tables when missing)
+and answers the IAM commands and queries over HTTP until Ctrl-C or SIGTERM;
+several instances may serve one PostgreSQL schema (the read models are
+projected by whichever instance holds each projection's lease). It takes
+--database-url, --schema, --redis-url and --master-key as above (a master
+key is required: every instance and every restart must use the same one),
+and:
+  --listen ADDR        address to listen on (default: 127.0.0.1:8080; port 0
+                       picks a free one; the first line of stdout names it)
+  --replica-url URL    a PostgreSQL hot standby for the projections' reads of
+                       the log (default: $DATABASE_REPLICA_URL, else none)
+  --instance NAME      this instance's name in the projections' leases
+                       (default: host, process id and a random suffix)
+  --lease SECONDS      how long a projection's lease lasts without renewal
+                       (default: 15; another instance takes over within
+                       about 1.2 times that after this one dies)
 
 A bad URL or an unreachable server stops the example with a one-line error
 naming it.";
@@ -77,13 +97,50 @@ pub struct Config {
     pub master_key: Option<MasterKey>,
 }
 
+/// The service's settings (`iam-example serve`).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where events and read models live; kept, never recreated.
+    pub database: Database,
+    /// An optional Redis cache, shared by the instances.
+    pub redis_url: Option<String>,
+    /// An optional PostgreSQL hot standby for reading the log.
+    pub replica_url: Option<String>,
+    /// The master key of the users' personal-data keys.
+    pub master_key: MasterKey,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// This instance's name in leases (`None`: the process's default).
+    pub instance: Option<String>,
+    /// How long a projection lease lasts without renewal.
+    pub lease: Duration,
+}
+
+impl ServeConfig {
+    /// A service on `database` listening on a free loopback port, with a
+    /// throwaway master key and 15 s leases (tests).
+    pub fn local(database: Database, master_key: MasterKey) -> Self {
+        ServeConfig {
+            database,
+            redis_url: None,
+            replica_url: None,
+            master_key,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            instance: None,
+            lease: Duration::from_secs(15),
+        }
+    }
+}
+
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Request {
     /// Print the help text.
     Help,
-    /// Run with this configuration.
+    /// Run the scenario with this configuration.
     Run(Config),
+    /// Serve the IAM API with this configuration.
+    Serve(ServeConfig),
 }
 
 impl Config {
@@ -101,13 +158,21 @@ impl Config {
     }
 
     /// Parses the arguments (without the program name); `env` reads
-    /// `DATABASE_URL`, `REDIS_URL` and `ANNALS_MASTER_KEY`.
+    /// `DATABASE_URL`, `DATABASE_REPLICA_URL`, `REDIS_URL` and
+    /// `ANNALS_MASTER_KEY`.
     pub fn from_args(
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Request> {
-        let mut args = args.into_iter();
+        let mut args = args.into_iter().peekable();
+        let serve = args.next_if(|first| first == "serve").is_some();
         let mut database_url = None;
+        let mut replica_url = None;
+        let mut listen = None;
+        let mut instance = None;
+        let mut lease = None;
+        // Flags of the scenario only, named when given to `serve`.
+        let mut scenario_only = None;
         let mut schema = "iam_example".to_owned();
         let mut redis_url = None;
         let mut master_key = None;
@@ -123,9 +188,41 @@ impl Config {
                 "--schema" => schema = value("--schema")?,
                 "--redis-url" => redis_url = Some(value("--redis-url")?),
                 "--master-key" => master_key = Some(value("--master-key")?),
-                "--tenants" => tenants = count(&value("--tenants")?, "--tenants", 10_000)?,
-                "--users" => users_per_tenant = count(&value("--users")?, "--users", 100_000)?,
-                "--no-progress" => progress = false,
+                "--tenants" => {
+                    tenants = count(&value("--tenants")?, "--tenants", 10_000)?;
+                    scenario_only.get_or_insert("--tenants");
+                }
+                "--users" => {
+                    users_per_tenant = count(&value("--users")?, "--users", 100_000)?;
+                    scenario_only.get_or_insert("--users");
+                }
+                "--no-progress" => {
+                    progress = false;
+                    scenario_only.get_or_insert("--no-progress");
+                }
+                "--listen" | "--replica-url" | "--instance" | "--lease" if !serve => {
+                    bail!("{arg} is an option of `iam-example serve`; see --help")
+                }
+                "--listen" => {
+                    let text = value("--listen")?;
+                    listen = Some(text.parse::<SocketAddr>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--listen takes an address like 127.0.0.1:8080, not {text:?}"
+                        )
+                    })?);
+                }
+                "--replica-url" => replica_url = Some(value("--replica-url")?),
+                "--instance" => {
+                    let name = value("--instance")?;
+                    if name.trim().is_empty() || name.len() > 200 {
+                        bail!("--instance takes a name of 1 to 200 characters");
+                    }
+                    instance = Some(name);
+                }
+                "--lease" => {
+                    let seconds = count(&value("--lease")?, "--lease", 3_600)?;
+                    lease = Some(Duration::from_secs(seconds as u64));
+                }
                 other => bail!("unknown argument {other:?}; see --help"),
             }
         }
@@ -146,6 +243,32 @@ impl Config {
             ),
             Some(url) => parse_database(&url, schema)?,
         };
+        if serve {
+            if let Some(flag) = scenario_only {
+                bail!("{flag} is an option of the scenario, not of `serve`; see --help");
+            }
+            let Some(master_key) = master_key else {
+                bail!(
+                    "`serve` needs --master-key or {MASTER_KEY_VAR} (32 random bytes in base64, \
+                     from `openssl rand -base64 32`, say): every instance and every restart must \
+                     use the same key, or the users' personal data cannot be read"
+                );
+            };
+            let replica_url =
+                non_empty(replica_url).or_else(|| non_empty(env("DATABASE_REPLICA_URL")));
+            if replica_url.is_some() && !matches!(database, Database::Postgres { .. }) {
+                bail!("--replica-url needs a PostgreSQL --database-url");
+            }
+            return Ok(Request::Serve(ServeConfig {
+                database,
+                redis_url,
+                replica_url,
+                master_key,
+                listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+                instance,
+                lease: lease.unwrap_or(Duration::from_secs(15)),
+            }));
+        }
         Ok(Request::Run(Config {
             database,
             redis_url,
@@ -238,6 +361,69 @@ mod tests {
         assert_eq!(config.database, Database::Sqlite("/tmp/x.db".into()));
         assert_eq!(config.redis_url.as_deref(), Some("redis://r"));
         assert_eq!(config.tenants, 3);
+    }
+
+    #[test]
+    fn serve_takes_its_own_options_and_needs_a_master_key() {
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let Ok(Request::Serve(config)) = parse(
+            &[
+                "serve",
+                "--listen",
+                "0.0.0.0:9000",
+                "--instance",
+                "iam-1",
+                "--lease",
+                "5",
+                "--schema",
+                "iam_prod",
+            ],
+            &[
+                ("DATABASE_URL", "postgres://h/db"),
+                ("DATABASE_REPLICA_URL", "postgres://replica/db"),
+                ("ANNALS_MASTER_KEY", key),
+            ],
+        ) else {
+            panic!("a service");
+        };
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.instance.as_deref(), Some("iam-1"));
+        assert_eq!(config.lease, Duration::from_secs(5));
+        assert_eq!(config.replica_url.as_deref(), Some("postgres://replica/db"));
+        assert_eq!(
+            config.database,
+            Database::Postgres {
+                url: "postgres://h/db".into(),
+                schema: "iam_prod".into()
+            }
+        );
+
+        let error = |args: &[&str], env: &[(&str, &str)]| {
+            parse(args, env)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            error(&["serve"], &[]).starts_with("`serve` needs --master-key or ANNALS_MASTER_KEY")
+        );
+        let keyed = [("ANNALS_MASTER_KEY", key)];
+        assert_eq!(
+            error(&["serve", "--tenants", "3"], &keyed),
+            "--tenants is an option of the scenario, not of `serve`; see --help"
+        );
+        assert_eq!(
+            error(&["--listen", "127.0.0.1:1"], &keyed),
+            "--listen is an option of `iam-example serve`; see --help"
+        );
+        assert_eq!(
+            error(&["serve", "--listen", "localhost"], &keyed),
+            "--listen takes an address like 127.0.0.1:8080, not \"localhost\""
+        );
+        assert_eq!(
+            error(&["serve", "--replica-url", "postgres://r/db"], &keyed),
+            "--replica-url needs a PostgreSQL --database-url"
+        );
     }
 
     #[test]

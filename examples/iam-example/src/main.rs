@@ -1,5 +1,6 @@
 //! `cargo run -p iam-example`: the IAM scenario at full size on the embedded
-//! SQLite default, or on PostgreSQL and Redis (`--help`).
+//! SQLite default, or on PostgreSQL and Redis (`--help`);
+//! `cargo run -p iam-example -- serve`: the IAM service over HTTP.
 
 use iam_example::config::{Config, HELP, Request};
 
@@ -12,6 +13,12 @@ async fn main() {
             return;
         }
         Ok(Request::Run(config)) => config,
+        Ok(Request::Serve(config)) => {
+            if let Err(error) = iam_example::serve::run(&config).await {
+                fail(&error);
+            }
+            return;
+        }
         Err(error) => fail(&error),
     };
     if let iam_example::config::Database::Sqlite(path) = &config.database {

@@ -4,6 +4,7 @@
 //! or, for the rules across aggregates (an address once per tenant, a role
 //! of the user's tenant), through a decision (`iam_domain::registration`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use annals::CommandError;
@@ -13,9 +14,9 @@ use annals::prelude::*;
 use anyhow::Result;
 use iam_domain::IamError;
 use iam_domain::registration::{EmailClaim, EmailClaimed, EmailKeys, RoleAssignment};
-use iam_domain::role::{GrantPermission, RevokePermission, Role};
-use iam_domain::tenant::{ActiveTenant, ReactivateTenant, SuspendTenant, Tenant};
-use iam_domain::user::{ChangeEmail, RegisterUser, RevokeRole, User};
+use iam_domain::role::{DefineRole, GrantPermission, RevokePermission, Role};
+use iam_domain::tenant::{ActiveTenant, CreateTenant, ReactivateTenant, SuspendTenant, Tenant};
+use iam_domain::user::{ChangeEmail, DeactivateUser, RegisterUser, RevokeRole, User};
 use uuid::Uuid;
 
 use crate::backend::Backend;
@@ -28,6 +29,12 @@ pub struct Caller {
     pub actor: String,
     /// The request all its commands belong to.
     pub correlation_id: Uuid,
+    /// The request id as the client sent it, when it is not a UUID (kept
+    /// in the events' `correlation-key` header).
+    pub correlation_key: Option<String>,
+    /// The command's idempotency key: given again, the command is not
+    /// decided again (see `Metadata::with_command_id`).
+    pub command_id: Option<String>,
 }
 
 impl Caller {
@@ -36,15 +43,40 @@ impl Caller {
         Caller {
             actor: actor.into(),
             correlation_id: Uuid::now_v7(),
+            correlation_key: None,
+            command_id: None,
         }
+    }
+
+    /// A request by `actor` with the client's request id (any text; a UUID
+    /// is taken as it is, other text maps to the same UUID in every
+    /// process) and idempotency key.
+    pub fn for_request(
+        actor: impl Into<String>,
+        request_id: Option<&str>,
+        command_id: Option<String>,
+    ) -> Self {
+        let mut caller = Caller::new(actor);
+        if let Some(key) = request_id {
+            caller.correlation_id = annals::event::metadata::correlation_uuid(key);
+            caller.correlation_key = Uuid::parse_str(key).is_err().then(|| key.to_owned());
+        }
+        caller.command_id = command_id;
+        caller
     }
 
     /// The metadata of its events in `tenant`.
     pub fn metadata(&self, tenant: &str) -> Metadata {
-        Metadata::new()
-            .with_actor(self.actor.clone())
-            .with_correlation_id(self.correlation_id)
-            .with_tenant(tenant)
+        let mut metadata = match &self.correlation_key {
+            Some(key) => Metadata::new().with_correlation_key(key),
+            None => Metadata::new().with_correlation_id(self.correlation_id),
+        }
+        .with_actor(self.actor.clone())
+        .with_tenant(tenant);
+        if let Some(command_id) = &self.command_id {
+            metadata = metadata.with_command_id(command_id.clone());
+        }
+        metadata
     }
 }
 
@@ -97,6 +129,68 @@ impl Iam {
             decisions: Decisions::new(backend.store.clone()),
             email_keys: email_keys(),
         }
+    }
+
+    /// Creates a tenant (its stream: `tenant-{id}`).
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Outcome> {
+        let command = CreateTenant {
+            id: tenant.to_owned(),
+            name: name.to_owned(),
+        };
+        outcome(
+            self.tenants
+                .execute(tenant, &command, caller.metadata(tenant))
+                .await,
+        )
+    }
+
+    /// Defines a role of an active tenant with its first permissions.
+    pub async fn define_role(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        role: &str,
+        name: &str,
+        permissions: BTreeSet<String>,
+    ) -> Result<Outcome> {
+        let active = match self.active_tenant(tenant).await? {
+            Ok(active) => active,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let command = DefineRole {
+            tenant: active,
+            name: name.to_owned(),
+            permissions,
+        };
+        outcome(
+            self.roles
+                .execute(role, &command, caller.metadata(tenant))
+                .await,
+        )
+    }
+
+    /// Deactivates `user` of `tenant`.
+    pub async fn deactivate_user(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        user: &str,
+    ) -> Result<Outcome> {
+        let active = match self.active_tenant(tenant).await? {
+            Ok(active) => active,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let command = DeactivateUser { tenant: active };
+        outcome(
+            self.users
+                .execute(user, &command, caller.metadata(tenant))
+                .await,
+        )
     }
 
     /// The proof that `tenant` is active, or why not.
