@@ -4,10 +4,11 @@
 //! cargo xtask test [-- <cargo test arguments>]   start throwaway PostgreSQL and Redis, run every suite, stop them
 //! cargo xtask bench [--quick] [--runs N]         Annals against raw SQL and peer crates
 //! cargo xtask schema [--check]                   regenerate (or check) framework/migrations/ and schema/
-//! cargo xtask services up|down|status            long-lived local servers for manual work
+//! cargo xtask services up [--cluster]|down|status long-lived local servers for manual work
 //! ```
 
 mod bench;
+mod cluster;
 mod schema;
 mod services;
 mod test;
@@ -30,8 +31,11 @@ commands:
   schema [--check]      regenerate framework/migrations/ and schema/ (SQL DDL, JSON Schemas,
                         event catalog) from the registered types; with --check,
                         change nothing and fail naming each stale file
-  services up           start PostgreSQL and Redis under target/annals-services and
-                        print their URLs (they keep running)
+  services up [--cluster]
+                        start PostgreSQL and Redis under target/annals-services and
+                        print their URLs (they keep running); with --cluster also a
+                        streaming replica, a 3-master Redis Cluster and NATS
+                        JetStream, and how to run three IAM service instances on them
   services down         stop the servers started by `services up`
   services status       say whether they are running
 
@@ -62,7 +66,8 @@ fn run() -> Result<()> {
         ["bench", rest @ ..] => bench::run(bench::Options::parse(rest)?),
         ["schema"] => schema::run(false),
         ["schema", "--check"] => schema::run(true),
-        ["services", "up"] => services::up(),
+        ["services", "up"] => services::up(false),
+        ["services", "up", "--cluster"] => services::up(true),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),
         ["help" | "--help" | "-h"] | [] => {

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cluster::Cluster;
+
 /// The variable the tests read the PostgreSQL URL from.
 pub(crate) const DATABASE_URL_VAR: &str = "ANNALS_TEST_DATABASE_URL";
 /// The variable the tests read the Redis URL from.
@@ -29,6 +31,8 @@ pub(crate) struct Services {
     pg_bin: PathBuf,
     pg_port: u16,
     redis_port: u16,
+    /// The deployment topology's other servers (`services up --cluster`).
+    cluster: Option<Cluster>,
     /// Whether dropping stops the servers and removes `dir`.
     owned: bool,
 }
@@ -50,6 +54,7 @@ impl Services {
             pg_bin,
             pg_port: free_port()?,
             redis_port: free_port()?,
+            cluster: None,
             owned: true,
         };
         services.start_postgres()?;
@@ -187,6 +192,9 @@ impl Services {
     }
 
     fn stop(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.stop(&self.dir, &|program| self.pg_command(program, is_root()));
+        }
         if let Err(error) = self.stop_postgres() {
             eprintln!("xtask: stopping PostgreSQL: {error:#}");
         }
@@ -206,7 +214,7 @@ impl Drop for Services {
 }
 
 /// Sends one inline command and returns the first reply line.
-fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
+pub(crate) fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.write_all(format!("{command}\r\n").as_bytes())?;
@@ -221,12 +229,12 @@ fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buffer[..read]).into_owned())
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).context("cannot find a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
-fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     let output = command
         .stdin(Stdio::null())
         .output()
@@ -339,7 +347,7 @@ pub(crate) fn ensure_browser() -> Result<()> {
         .context("chromium-driver was installed but chromedriver is still not on the PATH")
 }
 
-fn on_path(program: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
@@ -384,7 +392,9 @@ fn state_file(dir: &Path) -> PathBuf {
     dir.join("services.env")
 }
 
-pub(crate) fn up() -> Result<()> {
+/// `services up`, and with `cluster` the deployment topology: a replica,
+/// a Redis Cluster and NATS beside them.
+pub(crate) fn up(cluster: bool) -> Result<()> {
     let dir = persistent_dir()?;
     if state_file(&dir).exists() {
         bail!(
@@ -393,8 +403,15 @@ pub(crate) fn up() -> Result<()> {
         );
     }
     let mut services = Services::start(&dir)?;
-    services.owned = false;
-    let state = format!(
+    if cluster {
+        let started = Cluster::start(
+            &dir,
+            &|program| services.pg_command(program, is_root()),
+            services.pg_port,
+        )?;
+        services.cluster = Some(started);
+    }
+    let mut state = format!(
         "{DATABASE_URL_VAR}={}\n{REDIS_URL_VAR}={}\nPG_BIN={}\nPG_PORT={}\nREDIS_PORT={}\n",
         services.database_url(),
         services.redis_url(),
@@ -402,9 +419,18 @@ pub(crate) fn up() -> Result<()> {
         services.pg_port,
         services.redis_port
     );
+    if let Some(cluster) = &services.cluster {
+        state.push_str(&cluster.state());
+    }
     std::fs::write(state_file(&dir), state)?;
+    // Written down: from here on the servers outlive this command.
+    services.owned = false;
     println!("PostgreSQL: {}", services.database_url());
     println!("Redis:      {}", services.redis_url());
+    if let Some(cluster) = &services.cluster {
+        print_cluster(&services, cluster);
+        return Ok(());
+    }
     println!();
     println!(
         "Try: DATABASE_URL={} REDIS_URL={} cargo run -p iam-example",
@@ -420,6 +446,32 @@ pub(crate) fn up() -> Result<()> {
     Ok(())
 }
 
+fn print_cluster(services: &Services, cluster: &Cluster) {
+    let replica = cluster.replica_url(PG_USER, PG_DATABASE);
+    println!("Replica:    {replica} (hot standby of the PostgreSQL above)");
+    println!("Redis Cluster: {}", cluster.redis_url());
+    println!("NATS:       {} (JetStream)", cluster.nats_url());
+    println!();
+    println!("Try three instances of the IAM service on them:");
+    println!("  export ANNALS_MASTER_KEY=$(openssl rand -base64 32)");
+    println!("  cargo build -p iam-example");
+    println!("  for n in 1 2 3; do");
+    println!(
+        "    target/debug/iam-example serve --listen 127.0.0.1:808$n --instance iam-$n \\\n      \
+         --database-url {} --replica-url {replica} \\\n      \
+         --redis-url {} --nats-url {} &",
+        services.database_url(),
+        cluster.redis_url(),
+        cluster.nats_url()
+    );
+    println!("  done");
+    println!(
+        "  curl -X POST localhost:8081/tenants -H 'X-Actor: me' -d '{{\"id\":\"acme\",\"name\":\"Acme\"}}'"
+    );
+    println!("  curl localhost:8082/health");
+    println!("Stop: kill the instances, then cargo xtask services down");
+}
+
 fn read_state(dir: &Path) -> Result<Option<Services>> {
     let Ok(text) = std::fs::read_to_string(state_file(dir)) else {
         return Ok(None);
@@ -430,11 +482,17 @@ fn read_state(dir: &Path) -> Result<Option<Services>> {
             .map(str::to_owned)
             .with_context(|| format!("{} has no {key}", state_file(dir).display()))
     };
+    let optional = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+    };
     Ok(Some(Services {
         dir: dir.to_owned(),
         pg_bin: PathBuf::from(value("PG_BIN")?),
         pg_port: value("PG_PORT")?.parse()?,
         redis_port: value("REDIS_PORT")?.parse()?,
+        cluster: Cluster::from_state(&optional)?,
         owned: false,
     }))
 }
@@ -469,5 +527,25 @@ pub(crate) fn status() -> Result<()> {
         if redis { "up" } else { "DOWN" },
         services.redis_url()
     );
+    if let Some(cluster) = &services.cluster {
+        let replica = TcpStream::connect(("127.0.0.1", cluster.replica_port)).is_ok();
+        let masters = cluster
+            .redis_ports
+            .iter()
+            .filter(|port| redis_command(**port, "PING").is_ok())
+            .count();
+        let nats = TcpStream::connect(("127.0.0.1", cluster.nats_port)).is_ok();
+        let up = |ok: bool| if ok { "up" } else { "DOWN" };
+        println!(
+            "Replica    {} ({})",
+            up(replica),
+            cluster.replica_url(PG_USER, PG_DATABASE)
+        );
+        println!(
+            "Redis Cluster {masters} of 3 masters up ({})",
+            cluster.redis_url()
+        );
+        println!("NATS       {} ({})", up(nats), cluster.nats_url());
+    }
     Ok(())
 }

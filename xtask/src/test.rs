@@ -22,10 +22,20 @@ pub(crate) fn run(passthrough: &[&str]) -> Result<()> {
         .env(DATABASE_URL_VAR, services.database_url())
         .env(REDIS_URL_VAR, services.redis_url());
     println!("xtask: running {command:?}");
+    let figures = std::path::Path::new("target/tmp/deployment-figures.txt");
+    let _ = std::fs::remove_file(figures);
     let status = command.status().context("cannot run cargo test")?;
     if !status.success() {
         drop(services);
         bail!("tests failed ({status})");
+    }
+    // The deployment test's figures (examples/iam-example/tests/deployment.rs).
+    match std::fs::read_to_string(figures) {
+        Ok(text) => print!("xtask: {text}"),
+        Err(_) => bail!(
+            "the deployment test left no figures in {}: did it run?",
+            figures.display()
+        ),
     }
 
     // The main job, end to end at full size: on a fresh SQLite file, and on

@@ -12,10 +12,17 @@ use annals::projection::runner::{
     PostgresReadModel, ProjectionRunner, RunningProjection, SqliteReadModel,
 };
 use annals::projection::sql_read_model::SqlConnection;
+use annals::publisher::{JetStream, Publisher};
 use annals::store::{EventStore, InMemoryEventStore, PostgresEventStore, SqliteEventStore};
+use annals::subscription::{Subscription, SubscriptionHandle};
 use anyhow::{Context, Result};
 
 use crate::config::{Config, Database, ServeConfig};
+
+/// The JetStream stream the service relays the log to.
+pub const RELAY_STREAM: &str = "IAM_EVENTS";
+/// Its subjects' prefix: `iam.<event type>`.
+pub const RELAY_PREFIX: &str = "iam";
 
 /// Where the SQL read models live.
 #[derive(Debug, Clone)]
@@ -49,6 +56,9 @@ pub struct Backend {
     /// The same store, encrypting the users' personal data; `forget` a user
     /// on it.
     pub pii: Arc<PiiEventStore>,
+    /// The store as stored: personal data encrypted. What leaves the
+    /// process (the JetStream relay) reads this.
+    pub log: Arc<dyn EventStore>,
     /// The state cache of the repositories: in-process, with Redis behind it
     /// when configured.
     pub cache: Arc<dyn EventCache>,
@@ -209,6 +219,7 @@ impl Backend {
         };
         // Outermost, so the repositories' state cache is the only place
         // plaintext is cached: it is purged when a user is forgotten.
+        let log = store.clone();
         let pii = Arc::new(
             PiiEventStore::new(store, keys, setup.master_key)
                 .purge_state_cache::<iam_domain::user::User>(cache.clone(), None),
@@ -216,6 +227,7 @@ impl Backend {
         Ok(Backend {
             store: pii.clone(),
             pii,
+            log,
             cache,
             near,
             redis,
@@ -248,6 +260,18 @@ impl Backend {
                 .batch_size(batch_size)
                 .start(projection),
         }
+    }
+
+    /// Starts the JetStream relay: every event of the log as stored
+    /// (personal data stays encrypted), in order, from the instance holding
+    /// the relay's lease.
+    pub async fn relay_to_jetstream(&self, url: &str) -> Result<SubscriptionHandle<Publisher>> {
+        let jetstream = JetStream::connect(url, RELAY_STREAM, RELAY_PREFIX).await?;
+        let mut relay = Subscription::new(self.log.clone(), "iam-jetstream-relay");
+        if let Some((worker, lease)) = &self.leases {
+            relay = relay.worker_name(worker.clone()).lease(*lease);
+        }
+        Ok(relay.start(Publisher::new().with_jetstream(jetstream)))
     }
 
     fn leased<T>(&self, runner: ProjectionRunner<T>) -> ProjectionRunner<T> {

@@ -52,6 +52,10 @@ and:
                        picks a free one; the first line of stdout names it)
   --replica-url URL    a PostgreSQL hot standby for the projections' reads of
                        the log (default: $DATABASE_REPLICA_URL, else none)
+  --nats-url URL       relay every committed event, in the log's order, to the
+                       JetStream stream IAM_EVENTS (subjects iam.<event type>),
+                       from whichever instance holds the relay's lease
+                       (default: $NATS_URL, else no relay)
   --instance NAME      this instance's name in the projections' leases
                        (default: host, process id and a random suffix)
   --lease SECONDS      how long a projection's lease lasts without renewal
@@ -106,6 +110,8 @@ pub struct ServeConfig {
     pub redis_url: Option<String>,
     /// An optional PostgreSQL hot standby for reading the log.
     pub replica_url: Option<String>,
+    /// An optional NATS server to relay the log to (JetStream).
+    pub nats_url: Option<String>,
     /// The master key of the users' personal-data keys.
     pub master_key: MasterKey,
     /// Where to listen.
@@ -124,6 +130,7 @@ impl ServeConfig {
             database,
             redis_url: None,
             replica_url: None,
+            nats_url: None,
             master_key,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             instance: None,
@@ -168,6 +175,7 @@ impl Config {
         let serve = args.next_if(|first| first == "serve").is_some();
         let mut database_url = None;
         let mut replica_url = None;
+        let mut nats_url = None;
         let mut listen = None;
         let mut instance = None;
         let mut lease = None;
@@ -200,7 +208,9 @@ impl Config {
                     progress = false;
                     scenario_only.get_or_insert("--no-progress");
                 }
-                "--listen" | "--replica-url" | "--instance" | "--lease" if !serve => {
+                "--listen" | "--replica-url" | "--nats-url" | "--instance" | "--lease"
+                    if !serve =>
+                {
                     bail!("{arg} is an option of `iam-example serve`; see --help")
                 }
                 "--listen" => {
@@ -212,6 +222,7 @@ impl Config {
                     })?);
                 }
                 "--replica-url" => replica_url = Some(value("--replica-url")?),
+                "--nats-url" => nats_url = Some(value("--nats-url")?),
                 "--instance" => {
                     let name = value("--instance")?;
                     if name.trim().is_empty() || name.len() > 200 {
@@ -263,6 +274,7 @@ impl Config {
                 database,
                 redis_url,
                 replica_url,
+                nats_url: non_empty(nats_url).or_else(|| non_empty(env("NATS_URL"))),
                 master_key,
                 listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
                 instance,

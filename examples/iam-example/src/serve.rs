@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use annals::projection::runner::RunningProjection;
+use annals::publisher::Publisher;
+use annals::subscription::SubscriptionHandle;
 use anyhow::{Context, Result};
 use iam_domain::audit::AuditTrail;
 use iam_domain::directory::TenantDirectory;
@@ -34,6 +36,7 @@ pub struct RunningService {
     shutdown: oneshot::Sender<()>,
     served: JoinHandle<std::io::Result<()>>,
     projections: Arc<Projections>,
+    relay: Option<SubscriptionHandle<Publisher>>,
 }
 
 /// The service's three read models, running.
@@ -81,6 +84,10 @@ pub async fn start(config: &ServeConfig) -> Result<RunningService> {
             ]
         }
     };
+    let relay = match &config.nats_url {
+        Some(url) => Some(backend.relay_to_jetstream(url).await?),
+        None => None,
+    };
     let instance = config
         .instance
         .clone()
@@ -112,6 +119,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningService> {
         shutdown,
         served,
         projections,
+        relay,
     })
 }
 
@@ -125,6 +133,9 @@ impl RunningService {
             .await
             .context("the HTTP server panicked")?
             .context("the HTTP server failed")?;
+        if let Some(relay) = self.relay {
+            relay.stop().await?;
+        }
         match Arc::try_unwrap(self.projections) {
             Ok(projections) => {
                 projections.directory.stop().await?;
@@ -175,6 +186,12 @@ fn describe(config: &ServeConfig) -> String {
     }
     if let Some(redis) = &config.redis_url {
         text.push_str(&format!(", Redis {}", annals::store::redact_url(redis)));
+    }
+    if let Some(nats) = &config.nats_url {
+        text.push_str(&format!(
+            ", relaying to JetStream at {}",
+            annals::store::redact_url(nats)
+        ));
     }
     text
 }
