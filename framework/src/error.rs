@@ -306,6 +306,25 @@ pub enum Error {
         lag_bytes: u64,
     },
 
+    /// The PostgreSQL log holds transaction ids this cluster has not handed
+    /// out yet: it was restored from another cluster (`pg_dump` and
+    /// `pg_restore`, or moved by logical replication). Readers would not
+    /// see it, and new events would sort before it and before the saved
+    /// checkpoints. Nothing was read or written. Re-stamp it once, as the
+    /// tables' owner: `annals restamp`, or
+    /// [`PostgresStoreBuilder::restamp_restored_log`](crate::store::PostgresStoreBuilder::restamp_restored_log).
+    #[error(
+        "the event log was restored from another PostgreSQL cluster: its newest transaction id is {stored}, \
+         but this cluster's next is {next}, so readers would not see it and new events would sort before it; \
+         re-stamp it once as the tables' owner with `annals restamp` (PostgresStoreBuilder::restamp_restored_log)"
+    )]
+    ForeignHistory {
+        /// The newest transaction id stored in the log.
+        stored: u64,
+        /// The cluster's next transaction id.
+        next: u64,
+    },
+
     /// A background task (a subscription, a projection, a replay) ended
     /// while its handle was waiting for a status it never reached
     /// ([`TaskHandle::wait_until`](crate::task::TaskHandle::wait_until)).

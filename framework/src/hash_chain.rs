@@ -600,9 +600,10 @@ pub(crate) struct ChainResigner<'a> {
 
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 impl<'a> ChainResigner<'a> {
-    pub(crate) fn new(keys: &'a ChainKeys) -> Self {
+    /// Links signed with `keys`'s signing key, or unkeyed without keys.
+    pub(crate) fn new(keys: Option<&'a ChainKeys>) -> Self {
         ChainResigner {
-            signer: ChainSigner::new(Some(keys)),
+            signer: ChainSigner::new(keys),
             heads: BTreeMap::new(),
         }
     }

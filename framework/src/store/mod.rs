@@ -61,7 +61,7 @@ pub use migrations::{AppliedMigration, PendingMigration, SchemaStatus};
 pub use position::LogPosition;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{PostgresEventStore, PostgresStoreBuilder};
+pub use postgres::{PostgresEventStore, PostgresStoreBuilder, RestampReport};
 pub use query::{DEFAULT_QUERY_LIMIT, EventQuery, QueryCursor, QueryPage};
 pub use read_all::EventStoreExt;
 #[cfg(feature = "sqlite")]

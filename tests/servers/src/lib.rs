@@ -476,6 +476,56 @@ impl OwnPostgres {
         replica
     }
 
+    /// Copies `schema` of this server's `postgres` database into `target`'s
+    /// with `pg_dump -Fc` and `pg_restore`: a logical backup restored into
+    /// another cluster.
+    pub fn dump_schema_into(&self, target: &OwnPostgres, schema: &str) {
+        let file = self.dir.path().join(format!("{schema}.dump"));
+        self.run(
+            self.pg("pg_dump")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "annals",
+                ])
+                .args(["-d", "postgres", "-n", schema, "-Fc", "-f"])
+                .arg(&file),
+        );
+        self.run(
+            target
+                .pg("pg_restore")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &target.port.to_string(),
+                    "-U",
+                    "annals",
+                ])
+                .args(["-d", "postgres"])
+                .arg(&file),
+        );
+    }
+
+    /// Makes the server hand out `count` transaction ids (subtransactions
+    /// that write), as a cluster that has run for a while has.
+    pub fn use_transaction_ids(&self, count: u32) {
+        self.run(
+            self.pg("psql")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "annals"])
+                .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
+                .arg(format!(
+                    "CREATE TEMPORARY TABLE used_ids (n int); \
+                     DO $$ BEGIN FOR i IN 1..{count} LOOP \
+                       BEGIN INSERT INTO used_ids VALUES (i); EXCEPTION WHEN others THEN NULL; END; \
+                     END LOOP; END $$;"
+                )),
+        );
+    }
+
     /// Stops the server like a crash (`pg_ctl stop -m immediate`).
     pub fn crash(&self) {
         self.run(self.pg("pg_ctl").arg("-D").arg(self.data()).args([

@@ -20,6 +20,7 @@ mod postgres_global_log;
 mod postgres_group_commit;
 mod postgres_replica;
 mod postgres_restart;
+mod postgres_restore;
 mod properties;
 mod redis_cluster;
 mod sqlite_group_commit;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use super::RestampReport;
 use crate::error::{Error, Result};
 use crate::hash_chain::ChainKeys;
 use crate::store::connect::redact_url;
@@ -187,8 +188,50 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Connects, and migrates unless turned off.
+    /// Connects, and migrates unless turned off. A log restored from
+    /// another cluster (`pg_dump`/`pg_restore`, logical replication) is
+    /// refused with [`Error::ForeignHistory`]: repair it once with
+    /// [`restamp_restored_log`](Self::restamp_restored_log).
     pub async fn connect(self) -> Result<PostgresEventStore> {
+        let store = self.connect_unchecked().await?;
+        if let Some(foreign) = store.foreign_history().await? {
+            return Err(Error::ForeignHistory {
+                stored: foreign.stored,
+                next: foreign.next,
+            });
+        }
+        Ok(store)
+    }
+
+    /// Connects (as the role that owns Annals' tables) and re-stamps a log
+    /// restored from another cluster, so that this cluster's readers see
+    /// it in its order and new events follow it: every event keeps its
+    /// position and the log its order; tag entries and checkpoints follow;
+    /// the hash chain is checked first (a broken one is refused, changing
+    /// nothing) and linked anew, with the builder's
+    /// [`chain_keys`](Self::chain_keys) when the log is keyed. A log of this
+    /// cluster is left as it is (`events` is 0). Run it once after the
+    /// restore, before the application starts; appends wait meanwhile.
+    ///
+    /// ```no_run
+    /// use annals::store::PostgresEventStore;
+    ///
+    /// # async fn run() -> annals::Result<()> {
+    /// let (store, report) = PostgresEventStore::builder("postgres://owner@new-cluster/annals")
+    ///     .restamp_restored_log()
+    ///     .await?;
+    /// println!("{} events re-stamped with {} commit ids", report.events, report.commits);
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn restamp_restored_log(self) -> Result<(PostgresEventStore, RestampReport)> {
+        let store = self.connect_unchecked().await?;
+        let report = store.restamp().await?;
+        Ok((store, report))
+    }
+
+    async fn connect_unchecked(self) -> Result<PostgresEventStore> {
         let group = match self.group_commit {
             Some(options) => Some(Arc::new(GroupCommit::new(options)?)),
             None => None,

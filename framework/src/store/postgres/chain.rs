@@ -138,21 +138,50 @@ impl PostgresEventStore {
             }
             _ => failed("lift the immutability trigger")(error),
         })?;
-        let mut verifier = ChainVerifier::accepting_unkeyed(keys);
+        let verifier = ChainVerifier::accepting_unkeyed(keys);
+        self.relink(&mut tx, verifier, None, Some(keys)).await?;
+        sqlx::query(
+            self.tables
+                .sql("ALTER TABLE annals_events ENABLE TRIGGER annals_events_immutable"),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("restore the immutability trigger"))?;
+        tx.commit().await.map_err(failed("commit re-signing"))?;
+        self.verify(None, &|_| {}).await
+    }
+}
+
+impl PostgresEventStore {
+    /// Within `tx` (which lifted the immutability trigger): checks every
+    /// stored link with `verifier`, then links the whole log anew in the
+    /// store's signing format (`keys`'s signing key, or unkeyed), each
+    /// event's commit replaced by `new_commits` (position to commit id)
+    /// when given. A broken chain is [`Error::ChainBroken`] and changes
+    /// nothing (the caller's transaction rolls back).
+    pub(super) async fn relink(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        mut verifier: ChainVerifier,
+        new_commits: Option<&std::collections::HashMap<u64, u64>>,
+        keys: Option<&crate::hash_chain::ChainKeys>,
+    ) -> Result<()> {
         let mut resigner = ChainResigner::new(keys);
         let mut positions: Vec<i64> = Vec::new();
         let mut links: Vec<Vec<u8>> = Vec::new();
         {
             let mut rows = sqlx::query(self.tables.sql(chain_rows!(""))).fetch(&mut *tx);
             while let Some(row) = rows.try_next().await.map_err(failed("read the chain"))? {
-                let (event, found, format) = chain_row(&row)?;
+                let (mut event, found, format) = chain_row(&row)?;
                 verifier.check(event.position, &event, found, format);
+                if let Some(commit) = new_commits.and_then(|map| map.get(&event.position)) {
+                    event.commit_id = *commit;
+                }
                 positions.push(to_i64(event.position));
                 links.push(resigner.link(&event).as_bytes().to_vec());
             }
         }
         if let Some(first_break) = verifier.finish().first_break {
-            // Dropping `tx` rolls back: the trigger stays on.
             return Err(Error::ChainBroken {
                 first_break: Box::new(first_break),
             });
@@ -173,15 +202,7 @@ impl PostgresEventStore {
             .await
             .map_err(failed("re-sign links"))?;
         }
-        sqlx::query(
-            self.tables
-                .sql("ALTER TABLE annals_events ENABLE TRIGGER annals_events_immutable"),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(failed("restore the immutability trigger"))?;
-        tx.commit().await.map_err(failed("commit re-signing"))?;
-        self.verify(None, &|_| {}).await
+        Ok(())
     }
 }
 

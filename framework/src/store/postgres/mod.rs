@@ -129,6 +129,7 @@ mod import;
 mod log_notify;
 mod read;
 mod replica;
+mod restamp;
 mod snapshots;
 mod tenancy;
 
@@ -137,6 +138,7 @@ use crate::store::condition::criteria_tenant;
 pub use builder::PostgresStoreBuilder;
 use read::{column, push_after, push_criteria, push_filters};
 use replica::{ReadKind, Replica};
+pub use restamp::RestampReport;
 
 /// An event store in a PostgreSQL database.
 ///

@@ -92,7 +92,7 @@ impl SqliteEventStore {
             .await
             .map_err(failed("lift the update trigger"))?;
         let mut verifier = ChainVerifier::accepting_unkeyed(keys);
-        let mut resigner = ChainResigner::new(keys);
+        let mut resigner = ChainResigner::new(Some(keys));
         let mut links: Vec<(i64, EventHash)> = Vec::new();
         {
             let mut rows = sqlx::query(self.tables.sql(chain_rows!(
