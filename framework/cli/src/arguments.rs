@@ -132,6 +132,12 @@ pub(crate) enum Command {
     /// one transaction: all of them, or none if the file is damaged or a
     /// stream or event id is already here.
     Import(ImportArgs),
+    /// Re-stamp a PostgreSQL log restored from another cluster (pg_dump and
+    /// pg_restore, logical replication) with this cluster's transaction
+    /// ids, keeping its order, positions and checkpoints; as the tables'
+    /// owner, once, before the application starts. A log of this cluster
+    /// is left as it is.
+    Restamp,
     /// The database schema: status, apply the pending migrations, or print
     /// their SQL.
     #[command(subcommand)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use annals::hash_chain::{ChainKeys, ChainReport};
 use annals::pii::SubjectKeyStore;
 use annals::store::{
-    EventStore, ImportReport, PostgresEventStore, SchemaStatus, SqliteEventStore,
-    import::ImportItem, redact_url,
+    EventStore, ImportReport, PostgresEventStore, PostgresStoreBuilder, SchemaStatus,
+    SqliteEventStore, import::ImportItem, redact_url,
 };
 
 use crate::arguments::StoreOptions;
@@ -74,19 +74,7 @@ impl Connection {
                 Backend::Sqlite(builder.open().await?)
             }
             "postgres" | "postgresql" => {
-                let mut builder = PostgresEventStore::builder(url)
-                    .migrate(false)
-                    .max_connections(4);
-                if let Some(schema) = &options.schema {
-                    builder = builder.schema(schema.clone());
-                }
-                if let Some(prefix) = &options.table_prefix {
-                    builder = builder.table_prefix(prefix.clone());
-                }
-                if let Some(keys) = chain_keys(options)? {
-                    builder = builder.chain_keys(keys);
-                }
-                Backend::Postgres(builder.connect().await?)
+                Backend::Postgres(postgres_builder(url, options)?.connect().await?)
             }
             _ => {
                 return Err(Failure::Usage(format!(
@@ -254,4 +242,25 @@ fn sqlite_path(url: &str, rest: &str) -> Result<PathBuf, Failure> {
         )));
     }
     Ok(PathBuf::from(path))
+}
+
+/// The PostgreSQL store the options name, not yet connected: no
+/// migration, a small pool.
+pub(crate) fn postgres_builder(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<PostgresStoreBuilder, Failure> {
+    let mut builder = PostgresEventStore::builder(url)
+        .migrate(false)
+        .max_connections(4);
+    if let Some(schema) = &options.schema {
+        builder = builder.schema(schema.clone());
+    }
+    if let Some(prefix) = &options.table_prefix {
+        builder = builder.table_prefix(prefix.clone());
+    }
+    if let Some(keys) = chain_keys(options)? {
+        builder = builder.chain_keys(keys);
+    }
+    Ok(builder)
 }

@@ -39,7 +39,9 @@ impl Failure {
         match self {
             Failure::Store(annals::Error::InvalidInput { .. } | annals::Error::Config(_))
             | Failure::Import(annals::Error::InvalidInput { .. }) => 2,
-            Failure::Store(annals::Error::SchemaTooNew { .. }) => 5,
+            Failure::Store(
+                annals::Error::SchemaTooNew { .. } | annals::Error::ForeignHistory { .. },
+            ) => 5,
             Failure::Store(_) | Failure::Import(_) | Failure::Io(_) => 1,
             Failure::OutputClosed => 0,
             Failure::Usage(_) => 2,

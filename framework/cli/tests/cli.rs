@@ -1536,3 +1536,65 @@ async fn a_dead_letter_retried_from_the_tool_is_run_by_the_service(t: Target) {
         .failed(3, &["no dead letter"]);
     running.stop().await.expect("stop");
 }
+
+/// A log restored into another cluster with pg_dump/pg_restore: the tool
+/// refuses it naming the fix (exit 5), `annals restamp` repairs it, and the
+/// tool reads it afterwards; a second restamp finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restamp_repairs_a_log_restored_into_another_cluster() {
+    let old = annals_tests::backends::OwnPostgres::start().await;
+    old.use_transaction_ids(5_000);
+    let source = PostgresEventStore::builder(old.url())
+        .schema("moved")
+        .connect()
+        .await
+        .expect("the old cluster's store");
+    for n in 0..20 {
+        source
+            .append(
+                &StreamId::new(format!("moved-{}", n % 3)).expect("id"),
+                ExpectedVersion::Any,
+                vec![NewEvent::json("cli.moved", &json!({ "n": n })).expect("event")],
+            )
+            .await
+            .expect("append");
+    }
+    drop(source);
+    let new = annals_tests::backends::OwnPostgres::start().await;
+    old.dump_schema_into(&new, "moved");
+    let options = vec![
+        "--database-url".to_owned(),
+        new.url(),
+        "--schema".to_owned(),
+        "moved".to_owned(),
+    ];
+
+    let refused = run_with(&options, &["status"]).await;
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("restored from another PostgreSQL cluster")
+            && refused.stderr.contains("annals restamp"),
+        "{}",
+        refused.stderr
+    );
+    let tenant = run_with(&options, &["--tenant", "t1", "restamp"]).await;
+    assert_eq!(tenant.code, 2, "{}", tenant.stderr);
+
+    let restamped = run_with(&options, &["restamp"]).await;
+    assert_eq!(restamped.code, 0, "{}", restamped.stderr);
+    assert!(
+        restamped.stdout.starts_with("re-stamped 20 events"),
+        "{}",
+        restamped.stdout
+    );
+    let status = run_with(&options, &["--json", "status"]).await;
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let verify = run_with(&options, &["verify"]).await;
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    let again = run_with(&options, &["--json", "restamp"]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let report: Value = serde_json::from_str(&again.stdout).expect("JSON");
+    assert_eq!(report["events"], 0);
+}

@@ -93,48 +93,7 @@ async fn a_log_restored_into_another_cluster_is_refused_then_restamped_in_order(
     // its id, another appends and commits, then the first writes an event
     // (the row an append writes, its link made by the same functions). The
     // log's order then steps back in position once.
-    let mut early = sqlx::PgConnection::connect(&old.url())
-        .await
-        .expect("connect");
-    sqlx::query("BEGIN")
-        .execute(&mut early)
-        .await
-        .expect("begin");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL search_path TO {SCHEMA}"
-    )))
-    .execute(&mut early)
-    .await
-    .expect("search path");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut early)
-        .await
-        .expect("take an id");
-    append(&source, "writer-0", 40).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {SCHEMA}.annals_events (position, transaction_id, event_id, stream_id, version, \
-             event_type, schema_version, payload, headers, recorded_at, hash, chain_key) \
-         OVERRIDING SYSTEM VALUE \
-         SELECT n.position, n.transaction_id, n.event_id, n.stream_id, 1, n.event_type, 1, n.payload, \
-                '{{}}'::jsonb, n.recorded_at, \
-                {SCHEMA}.annals_keyed_chain('\\x{genesis}'::bytea, {SCHEMA}.annals_event_link_digest( \
-                    n.event_id, n.stream_id, 1, n.event_type, 1, n.payload::text, NULL, NULL, NULL, \
-                    NULL, NULL, '{{}}', n.recorded_at, n.position, n.transaction_id::text::int8), \
-                    NULL::bytea, NULL::bytea) OVER (), \
-                0::int2 \
-         FROM (SELECT nextval('{SCHEMA}.annals_events_position_seq') AS position, \
-                      pg_current_xact_id() AS transaction_id, gen_random_uuid() AS event_id, \
-                      'late-writer' AS stream_id, 'restore.late' AS event_type, \
-                      '{{\"late\": true}}'::jsonb AS payload, now() AS recorded_at) AS n",
-        genesis = "0".repeat(64)
-    )))
-    .execute(&mut early)
-    .await
-    .expect("write the late event");
-    sqlx::query("COMMIT")
-        .execute(&mut early)
-        .await
-        .expect("commit");
+    step_back(&old, &source, "late-writer", "writer-0").await;
     let before = log(&source).await;
     assert_eq!(before.len(), 242);
     let steps_back = before
@@ -174,8 +133,7 @@ async fn a_log_restored_into_another_cluster_is_refused_then_restamped_in_order(
         .schema(SCHEMA)
         .connect()
         .await
-        .err()
-        .expect("connecting to the restored log is refused");
+        .expect_err("connecting to the restored log is refused");
     assert!(
         matches!(refused, Error::ForeignHistory { stored, next } if stored >= next),
         "{refused:?}"
@@ -274,4 +232,87 @@ async fn a_log_restored_into_another_cluster_is_refused_then_restamped_in_order(
         .await
         .expect("re-stamp again");
     assert_eq!(again.events, 0, "{again:?}");
+}
+
+/// Makes the log step back in position once: a transaction takes its id,
+/// another appends to `other` and commits, then the first writes an event
+/// on new stream `stream` (the row an append writes, its link made by the
+/// same functions) and commits.
+async fn step_back(server: &OwnPostgres, store: &PostgresEventStore, stream: &str, other: &str) {
+    let mut early = sqlx::PgConnection::connect(&server.url())
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut early)
+        .await
+        .expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL search_path TO {SCHEMA}"
+    )))
+    .execute(&mut early)
+    .await
+    .expect("search path");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut early)
+        .await
+        .expect("take an id");
+    append(store, other, 0).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO annals_events (position, transaction_id, event_id, stream_id, version, \
+             event_type, schema_version, payload, headers, recorded_at, hash, chain_key) \
+         OVERRIDING SYSTEM VALUE \
+         SELECT n.position, n.transaction_id, n.event_id, n.stream_id, 1, n.event_type, 1, n.payload, \
+                '{{}}'::jsonb, n.recorded_at, \
+                annals_keyed_chain('\\x{genesis}'::bytea, annals_event_link_digest( \
+                    n.event_id, n.stream_id, 1, n.event_type, 1, n.payload::text, NULL, NULL, NULL, \
+                    NULL, NULL, '{{}}', n.recorded_at, n.position, n.transaction_id::text::int8), \
+                    NULL::bytea, NULL::bytea) OVER (), \
+                0::int2 \
+         FROM (SELECT nextval('annals_events_position_seq') AS position, \
+                      pg_current_xact_id() AS transaction_id, gen_random_uuid() AS event_id, \
+                      '{stream}' AS stream_id, 'restore.late' AS event_type, \
+                      '{{\"late\": true}}'::jsonb AS payload, now() AS recorded_at) AS n",
+        genesis = "0".repeat(64)
+    )))
+    .execute(&mut early)
+    .await
+    .expect("write the late event");
+    sqlx::query("COMMIT")
+        .execute(&mut early)
+        .await
+        .expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_with_fewer_ids_than_the_log_needs_advances_its_counter_first() {
+    let old = OwnPostgres::start().await;
+    let source = PostgresEventStore::builder(old.url())
+        .schema(SCHEMA)
+        .connect()
+        .await
+        .expect("the old cluster's store");
+    // More steps back than a fresh cluster has handed out ids (about a
+    // thousand after initdb and a restore).
+    for n in 0..1_500 {
+        step_back(&old, &source, &format!("late-{n}"), "writer").await;
+    }
+    old.use_transaction_ids(20_000);
+    let before = log(&source).await;
+    drop(source);
+    let new = OwnPostgres::start().await;
+    old.dump_schema_into(&new, SCHEMA);
+    let (store, report) = PostgresEventStore::builder(new.url())
+        .schema(SCHEMA)
+        .restamp_restored_log()
+        .await
+        .expect("re-stamp");
+    assert_eq!(report.events, 3_000, "{report:?}");
+    assert!(report.commits >= 1_500, "{report:?}");
+    assert!(report.ids_advanced > 0, "{report:?}");
+    let after = log(&store).await;
+    assert_eq!(
+        after.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        before.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+    );
+    assert!(store.verify_log().await.expect("verify").is_intact());
 }

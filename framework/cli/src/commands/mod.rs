@@ -7,6 +7,7 @@ mod forget;
 mod import;
 mod migrate;
 pub(crate) mod readers;
+mod restamp;
 pub(crate) mod status;
 pub(crate) mod streams;
 mod verify;
@@ -26,6 +27,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     let store = &cli.store;
     match cli.command {
         Command::Migrate(command) => migrate::run(store, command, format).await,
+        Command::Restamp => restamp::run(store, format).await,
         Command::Status => status::run(&open(store).await?, format).await,
         Command::Streams(command) => streams::run(&open(store).await?, command, format).await,
         Command::Events(arguments) => events::run(&open(store).await?, arguments, format).await,
