@@ -17,7 +17,7 @@
 //! | `GET /tenants/{t}/users/{u}/permissions` | the user's permissions | 200 |
 //! | `GET /tenants/{t}/users/{u}/permissions/{p}` | may the user do `p`? | 200 |
 //! | `GET /tenants/{t}/audit/{request id}` | what one request did | 200 |
-//! | `GET /health` | store, cache and projections | 200 or 503 |
+//! | `GET /health` | store, cache, projections and relay | 200 or 503 |
 //! | `GET /metrics` | Prometheus text | 200 |
 //!
 //! Commands take who acts from `X-Actor` (required), the request id from
@@ -46,6 +46,7 @@ use std::time::Instant;
 
 use annals::CommandError;
 use annals::projection::runner::{ProjectionState, ProjectionStatus};
+use annals::subscription::SubscriptionStatus;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
@@ -76,6 +77,8 @@ pub struct Api {
     pub backend: Arc<Backend>,
     /// The projections' statuses, for `/health`.
     pub projections: Box<dyn Fn() -> Vec<ProjectionStatus> + Send + Sync>,
+    /// The JetStream relay's status, when the service relays.
+    pub relay: Box<dyn Fn() -> Option<SubscriptionStatus> + Send + Sync>,
     /// This instance's name.
     pub instance: String,
     /// The metrics text.
@@ -615,7 +618,22 @@ async fn health(State(api): Shared) -> Response {
             })
         })
         .collect();
-    let healthy = report.is_healthy();
+    // The relay is healthy while it is not failing: another instance may
+    // hold it, and it may wait for NATS between retries.
+    let relay = (api.relay)();
+    let relay_failing = relay
+        .as_ref()
+        .is_some_and(|status| status.last_error.is_some());
+    let relay = relay.map(|status| {
+        json!({
+            "position": status.position.to_string(),
+            "caught_up": status.caught_up,
+            "owner": status.ownership.as_ref().and_then(|ownership| ownership.owner.clone()),
+            "held": status.ownership.as_ref().is_some_and(|ownership| ownership.held),
+            "last_error": status.last_error,
+        })
+    });
+    let healthy = report.is_healthy() && !relay_failing;
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "instance": api.instance,
@@ -623,6 +641,7 @@ async fn health(State(api): Shared) -> Response {
         "store": check(&report.store),
         "cache": report.cache.as_ref().map(check),
         "projections": projections,
+        "relay": relay,
     });
     let status = if healthy {
         StatusCode::OK

@@ -36,7 +36,7 @@ pub struct RunningService {
     shutdown: oneshot::Sender<()>,
     served: JoinHandle<std::io::Result<()>>,
     projections: Arc<Projections>,
-    relay: Option<SubscriptionHandle<Publisher>>,
+    relay: Option<Arc<SubscriptionHandle<Publisher>>>,
 }
 
 /// The service's three read models, running.
@@ -85,8 +85,12 @@ pub async fn start(config: &ServeConfig) -> Result<RunningService> {
         }
     };
     let relay = match &config.nats_url {
-        Some(url) => Some(backend.relay_to_jetstream(url).await?),
+        Some(url) => Some(Arc::new(backend.relay_to_jetstream(url).await?)),
         None => None,
+    };
+    let relay_status = {
+        let relay = relay.clone();
+        move || relay.as_ref().map(|relay| relay.status())
     };
     let instance = config
         .instance
@@ -96,6 +100,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningService> {
         iam: Iam::new(&backend, backend.cache.clone()),
         backend: backend.clone(),
         projections: Box::new(statuses),
+        relay: Box::new(relay_status),
         instance: instance.clone(),
         prometheus,
     });
@@ -133,8 +138,14 @@ impl RunningService {
             .await
             .context("the HTTP server panicked")?
             .context("the HTTP server failed")?;
-        if let Some(relay) = self.relay {
-            relay.stop().await?;
+        match self.relay.map(Arc::try_unwrap) {
+            Some(Ok(relay)) => {
+                relay.stop().await?;
+            }
+            // A request still holds its status: ask it to stop; it gives
+            // its lease up when it does.
+            Some(Err(relay)) => relay.request_stop(),
+            None => {}
         }
         match Arc::try_unwrap(self.projections) {
             Ok(projections) => {

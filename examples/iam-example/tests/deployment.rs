@@ -431,6 +431,28 @@ async fn three_instances_over_a_replica_a_redis_cluster_and_nats_lose_nothing() 
         }
     }
 
+    // One instance relays to JetStream; the others stand by.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut holders = 0;
+        for base in &bases {
+            let health = client
+                .send("GET", &format!("{base}/health"), &[], None)
+                .await
+                .expect("health answers");
+            assert_eq!(health.status, 200, "{}", health.text);
+            holders += usize::from(health.json["relay"]["held"] == true);
+        }
+        if holders == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{holders} instances hold the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Replica lag, sampled on the primary while the load runs.
     let stop = Arc::new(AtomicBool::new(false));
     let lag_samples = {
