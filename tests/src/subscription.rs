@@ -37,6 +37,26 @@ macro_rules! subscription_suite {
     };
 }
 
+/// Collects the ids of the events it is handed, shared with its clones:
+/// a test keeps one and gives the subscription another.
+#[derive(Clone, Default)]
+pub struct CollectedIds(std::sync::Arc<std::sync::Mutex<Vec<Uuid>>>);
+
+impl CollectedIds {
+    /// The ids so far, in the order handed.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.0.lock().map(|ids| ids.clone()).unwrap_or_default()
+    }
+}
+
+#[annals::async_trait]
+impl EventSink for CollectedIds {
+    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.0.lock().map_err(|_| "poisoned")?.push(event.event_id);
+        Ok(())
+    }
+}
+
 /// Records what it receives; can fail on chosen event ids a number of times.
 #[derive(Default)]
 struct Recorder {

@@ -39,16 +39,7 @@ impl Connection {
     /// checks nothing of its schema (see
     /// [`require_current_schema`](Self::require_current_schema)).
     pub(crate) async fn open(options: &StoreOptions, create: bool) -> Result<Connection, Failure> {
-        let Some(url) = options
-            .database_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-        else {
-            return Err(Failure::Usage(
-                "no database: pass --database-url (sqlite:PATH or postgres://...) or set DATABASE_URL"
-                    .to_owned(),
-            ));
-        };
+        let url = database_url(options)?;
         let (scheme, rest) = url.split_once(':').unwrap_or((url, ""));
         let backend = match scheme {
             "sqlite" => {
@@ -263,4 +254,18 @@ pub(crate) fn postgres_builder(
         builder = builder.chain_keys(keys);
     }
     Ok(builder)
+}
+
+/// The `--database-url` (or `DATABASE_URL`) the options name.
+pub(crate) fn database_url(options: &StoreOptions) -> Result<&str, Failure> {
+    options
+        .database_url
+        .as_deref()
+        .filter(|url| !url.is_empty())
+        .ok_or_else(|| {
+            Failure::Usage(
+                "no database: pass --database-url (sqlite:PATH or postgres://...) or set DATABASE_URL"
+                    .to_owned(),
+            )
+        })
 }

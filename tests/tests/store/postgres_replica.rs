@@ -2,33 +2,16 @@
 //! of its own (`pg_basebackup -R`), writers on the primary, readers on the
 //! standby.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::prelude::*;
 use annals::store::{EventQuery, PostgresEventStore};
-use annals::subscription::{EventSink, Subscription};
+use annals::subscription::Subscription;
 use annals_tests::backends::OwnPostgres;
+use annals_tests::subscription::CollectedIds;
 use serde_json::json;
 use uuid::Uuid;
-
-/// The events a subscription was handed, in order.
-#[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<Uuid>>>);
-
-impl Collected {
-    fn ids(&self) -> Vec<Uuid> {
-        self.0.lock().map(|ids| ids.clone()).unwrap_or_default()
-    }
-}
-
-#[async_trait::async_trait]
-impl EventSink for Collected {
-    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
-        self.0.lock().map_err(|_| "poisoned")?.push(event.event_id);
-        Ok(())
-    }
-}
 
 async fn connect(primary: &OwnPostgres, replica: &OwnPostgres, schema: &str) -> PostgresEventStore {
     let store = PostgresEventStore::builder(primary.url())
@@ -72,7 +55,7 @@ async fn a_reader_on_the_replica_never_passes_over_a_late_commit() {
         .await
         .expect("take a transaction id, writing nothing");
 
-    let collected = Collected::default();
+    let collected = CollectedIds::default();
     let reader = Subscription::new(shared.clone(), "replica-reader")
         .poll_interval(Duration::from_millis(20))
         .start(collected.clone());

@@ -4,35 +4,19 @@
 //! in its order with its positions, moves the checkpoints, keeps the hash
 //! chain intact, and new events and subscriptions go on after it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::prelude::*;
 use annals::store::{EventQuery, PostgresEventStore};
-use annals::subscription::{EventSink, Subscription};
+use annals::subscription::Subscription;
 use annals_tests::backends::OwnPostgres;
+use annals_tests::subscription::CollectedIds;
 use serde_json::json;
 use sqlx::Connection as _;
 use uuid::Uuid;
 
 const SCHEMA: &str = "restored";
-
-#[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<Uuid>>>);
-
-impl Collected {
-    fn ids(&self) -> Vec<Uuid> {
-        self.0.lock().map(|ids| ids.clone()).unwrap_or_default()
-    }
-}
-
-#[async_trait::async_trait]
-impl EventSink for Collected {
-    async fn handle(&mut self, event: &RecordedEvent) -> Result<(), annals::error::BoxError> {
-        self.0.lock().map_err(|_| "poisoned")?.push(event.event_id);
-        Ok(())
-    }
-}
 
 /// Every event of the log in its order: (id, position).
 async fn log(store: &PostgresEventStore) -> Vec<(Uuid, LogPosition)> {
@@ -199,7 +183,7 @@ async fn a_log_restored_into_another_cluster_is_refused_then_restamped_in_order(
             .expect("connect after re-stamping"),
     );
     append(&store, "writer-0", 41).await;
-    let seen = Collected::default();
+    let seen = CollectedIds::default();
     let reader = Subscription::new(store.clone(), "reader").start(seen.clone());
     reader
         .wait_until(Duration::from_secs(30), |status| status.delivered >= 122)

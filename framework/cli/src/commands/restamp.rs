@@ -5,20 +5,12 @@ use annals::store::redact_url;
 use serde_json::json;
 
 use crate::arguments::StoreOptions;
-use crate::connection::postgres_builder;
+use crate::connection::{database_url, postgres_builder};
 use crate::failure::Failure;
 use crate::output::{self, Format};
 
 pub(crate) async fn run(options: &StoreOptions, format: Format) -> Result<(), Failure> {
-    let Some(url) = options
-        .database_url
-        .as_deref()
-        .filter(|url| !url.is_empty())
-    else {
-        return Err(Failure::Usage(
-            "no database: pass --database-url postgres://... or set DATABASE_URL".to_owned(),
-        ));
-    };
+    let url = database_url(options)?;
     if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
         return Err(Failure::Usage(format!(
             "restamp repairs a PostgreSQL log restored from another cluster; {} is not PostgreSQL \

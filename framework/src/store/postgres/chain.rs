@@ -124,35 +124,47 @@ impl PostgresEventStore {
             .await
             .map_err(failed("begin re-signing"))?;
         // Takes a lock that holds appends back until the commit.
-        sqlx::query(
-            self.tables
-                .sql("ALTER TABLE annals_events DISABLE TRIGGER annals_events_immutable"),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => {
-                Error::Config(format!(
-                    "re-signing the hash chain must run as the role that owns Annals' tables: {db}"
-                ))
-            }
-            _ => failed("lift the immutability trigger")(error),
-        })?;
+        self.set_immutability(&mut tx, false, "re-signing the hash chain")
+            .await?;
         let verifier = ChainVerifier::accepting_unkeyed(keys);
         self.relink(&mut tx, verifier, None, Some(keys)).await?;
-        sqlx::query(
-            self.tables
-                .sql("ALTER TABLE annals_events ENABLE TRIGGER annals_events_immutable"),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(failed("restore the immutability trigger"))?;
+        self.set_immutability(&mut tx, true, "re-signing the hash chain")
+            .await?;
         tx.commit().await.map_err(failed("commit re-signing"))?;
         self.verify(None, &|_| {}).await
     }
 }
 
 impl PostgresEventStore {
+    /// Lifts (`on = false`) or restores the trigger that keeps the events
+    /// table append-only, within `tx`: only the tables' owner may, and
+    /// `operation` says who asked when another role tries.
+    pub(super) async fn set_immutability(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        on: bool,
+        operation: &str,
+    ) -> Result<()> {
+        let statement = if on {
+            "ALTER TABLE annals_events ENABLE TRIGGER annals_events_immutable"
+        } else {
+            "ALTER TABLE annals_events DISABLE TRIGGER annals_events_immutable"
+        };
+        sqlx::query(self.tables.sql(statement))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| match &error {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => {
+                    Error::Config(format!(
+                        "{operation} must run as the role that owns Annals' tables: {db}"
+                    ))
+                }
+                _ if on => failed("restore the immutability trigger")(error),
+                _ => failed("lift the immutability trigger")(error),
+            })
+            .map(drop)
+    }
+
     /// Within `tx` (which lifted the immutability trigger): checks every
     /// stored link with `verifier`, then links the whole log anew in the
     /// store's signing format (`keys`'s signing key, or unkeyed), each

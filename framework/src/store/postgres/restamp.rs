@@ -68,7 +68,8 @@ impl PostgresEventStore {
     /// The stored log's newest transaction id and the cluster's next, when
     /// the first is not below the second: a history from another cluster.
     /// `None` also when there is no events table yet (a store that does not
-    /// migrate, on an empty schema).
+    /// migrate, on an empty schema). Sent unnamed, as every statement a
+    /// connect sends: it may go through a transaction-mode pooler.
     pub(crate) async fn foreign_history(&self) -> Result<Option<Foreign>> {
         let found: std::result::Result<(Option<i64>, i64), sqlx::Error> =
             sqlx::query_as(self.tables.sql(
@@ -76,6 +77,7 @@ impl PostgresEventStore {
                         pg_snapshot_xmax(pg_current_snapshot())::text::int8 \
                  FROM annals_events",
             ))
+            .persistent(false)
             .fetch_one(&self.pool)
             .await;
         match found {
@@ -138,18 +140,8 @@ impl PostgresEventStore {
                  {own}: run it again"
             )));
         }
-        sqlx::query(
-            self.tables
-                .sql("ALTER TABLE annals_events DISABLE TRIGGER annals_events_immutable"),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => Error::Config(
-                format!("re-stamping the log must run as the role that owns Annals' tables: {db}"),
-            ),
-            _ => failed("lift the immutability trigger")(error),
-        })?;
+        self.set_immutability(&mut tx, false, "re-stamping the log")
+            .await?;
         sqlx::query(self.tables.sql(
             "CREATE TEMPORARY TABLE restamp_map ON COMMIT DROP AS \
              SELECT position, transaction_id AS old_commit, \
@@ -225,13 +217,8 @@ impl PostgresEventStore {
         .await
         .map_err(failed("move the checkpoints"))?
         .rows_affected();
-        sqlx::query(
-            self.tables
-                .sql("ALTER TABLE annals_events ENABLE TRIGGER annals_events_immutable"),
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(failed("restore the immutability trigger"))?;
+        self.set_immutability(&mut tx, true, "re-stamping the log")
+            .await?;
         tx.commit().await.map_err(failed("commit re-stamping"))?;
         Ok(RestampReport {
             events,
