@@ -349,6 +349,28 @@ async fn exercise(api: &Api) {
         assigned.header("x-correlation-id"),
         trail.json["correlation_id"].as_str()
     );
+    // A revoked role takes its permissions with it; assigned again, they
+    // come back.
+    let revoked = api
+        .command(
+            "DELETE",
+            "/tenants/acme/users/acme-ann/roles/acme-admin",
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    api.eventually("/tenants/acme/users/acme-ann/permissions", |answer| {
+        answer.json["permissions"] == json!([])
+    })
+    .await;
+    let again = api
+        .command("PUT", "/tenants/acme/users/acme-ann/roles/acme-admin", None)
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    api.eventually("/tenants/acme/users/acme-ann/permissions", |answer| {
+        answer.json["permissions"] == json!(["users.read", "users.write"])
+    })
+    .await;
     // Another tenant asking for the same request id sees nothing of acme.
     let elsewhere = api.get("/tenants/globex/audit/req-assign-1").await;
     assert_eq!(elsewhere.json["entries"], json!([]), "{}", elsewhere.text);

@@ -354,8 +354,23 @@ async fn the_console_in_a_headless_browser() {
         .click()
         .await
         .expect("click retry");
+    // The request landed (the letter is marked, or already retried) before
+    // the page is left: navigating away at once can cancel the form's POST
+    // on a loaded machine, which is how this test failed twice in CI.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match letters.get(letter.id).await.expect("get") {
+            Some(marked) if marked.retry_requested_at.is_none() => {}
+            _ => break,
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry request never reached the store within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Generous: on a loaded CI machine Chromium and the registry share two
-    // cores (20 s once ran out there).
+    // cores.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         browser

@@ -134,12 +134,6 @@ impl PostgresEventStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(failed("take a transaction id"))?;
-        if own <= last_commit {
-            return Err(Error::Config(format!(
-                "re-stamping needs commit ids up to {last_commit}, but this transaction's id is \
-                 {own}: run it again"
-            )));
-        }
         self.set_immutability(&mut tx, false, "re-stamping the log")
             .await?;
         sqlx::query(self.tables.sql(
@@ -173,6 +167,15 @@ impl PostgresEventStore {
         .try_collect()
         .await
         .map_err(failed("read the new commit ids"))?;
+        // Counted again under the lock: an append between the count and the
+        // lock may have added a step back.
+        let highest = new_commits.values().copied().max().unwrap_or(0);
+        if i64::try_from(highest).unwrap_or(i64::MAX) >= own {
+            return Err(Error::Config(format!(
+                "re-stamping needs commit ids up to {highest}, but this transaction's id is \
+                 {own}: events were appended meanwhile; run it again"
+            )));
+        }
         // The links cover the commit: checked as stored, then made anew.
         let keys = self.chain_keys.as_deref();
         let verifier = match keys {
@@ -222,7 +225,7 @@ impl PostgresEventStore {
         tx.commit().await.map_err(failed("commit re-stamping"))?;
         Ok(RestampReport {
             events,
-            commits: u64::try_from(steps_back + 1).unwrap_or(0),
+            commits: highest.saturating_sub(FIRST_COMMIT.unsigned_abs()) + 1,
             checkpoints,
             ids_advanced,
         })
