@@ -274,6 +274,15 @@ impl Backend {
         Ok(relay.start(Publisher::new().with_jetstream(jetstream)))
     }
 
+    /// The name this backend's projections and relay hold leases under
+    /// (the process's default unless [`open`](Self::open) was given one).
+    pub fn worker_name(&self) -> String {
+        match &self.leases {
+            Some((worker, _)) => worker.clone(),
+            None => annals::checkpoint::default_owner_name(),
+        }
+    }
+
     fn leased<T>(&self, runner: ProjectionRunner<T>) -> ProjectionRunner<T> {
         match &self.leases {
             Some((worker, lease)) => runner.worker_name(worker.clone()).lease(*lease),

@@ -33,6 +33,9 @@ pub struct RunningService {
     pub address: SocketAddr,
     /// This instance's name in the leases.
     pub instance: String,
+    /// What it runs on: backend and location (passwords hidden), Redis,
+    /// the replica and the relay.
+    pub description: String,
     shutdown: oneshot::Sender<()>,
     served: JoinHandle<std::io::Result<()>>,
     projections: Arc<Projections>,
@@ -92,10 +95,8 @@ pub async fn start(config: &ServeConfig) -> Result<RunningService> {
         let relay = relay.clone();
         move || relay.as_ref().map(|relay| relay.status())
     };
-    let instance = config
-        .instance
-        .clone()
-        .unwrap_or_else(annals::checkpoint::default_owner_name);
+    let instance = backend.worker_name();
+    let description = describe(&backend.description, config);
     let api = Arc::new(Api {
         iam: Iam::new(&backend, backend.cache.clone()),
         backend: backend.clone(),
@@ -121,6 +122,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningService> {
     Ok(RunningService {
         address,
         instance,
+        description,
         shutdown,
         served,
         projections,
@@ -172,31 +174,22 @@ pub async fn run(config: &ServeConfig) -> Result<()> {
     println!("iam-example serving on http://{}/", service.address);
     eprintln!(
         "iam-example: instance {} on {}; Ctrl-C stops",
-        service.instance,
-        describe(config)
+        service.instance, service.description
     );
     stop_signal().await?;
     eprintln!("iam-example: stopping");
     service.stop().await
 }
 
-fn describe(config: &ServeConfig) -> String {
-    let mut text = match &config.database {
-        crate::config::Database::Sqlite(path) => format!("SQLite file {}", path.display()),
-        crate::config::Database::Postgres { url, schema } => format!(
-            "PostgreSQL {} (schema {schema})",
-            annals::store::redact_url(url)
-        ),
-        crate::config::Database::Memory => "the in-memory store".to_owned(),
-    };
+/// The backend's description with what only the service adds: the
+/// replica and the relay.
+fn describe(backend: &str, config: &ServeConfig) -> String {
+    let mut text = backend.to_owned();
     if let Some(replica) = &config.replica_url {
         text.push_str(&format!(
             ", log read from {}",
             annals::store::redact_url(replica)
         ));
-    }
-    if let Some(redis) = &config.redis_url {
-        text.push_str(&format!(", Redis {}", annals::store::redact_url(redis)));
     }
     if let Some(nats) = &config.nats_url {
         text.push_str(&format!(
