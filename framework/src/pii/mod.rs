@@ -51,6 +51,7 @@
 mod forget_watch;
 mod key_store;
 mod master_key;
+mod page_on_every_core;
 mod redact;
 mod sealed_field;
 mod store;

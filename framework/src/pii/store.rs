@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::key_store::{StoredSubjectKey, SubjectKeyStore};
 use super::master_key::MasterKey;
+use super::page_on_every_core::map_on_every_core;
 use super::sealed_field::{self, may_hold_sealed_fields, sealed_text, subject_of};
 use crate::aggregate::Aggregate;
 use crate::cache::{CacheKey, EventCache};
@@ -537,23 +538,6 @@ impl PiiEventStore {
         }
     }
 
-    /// The subject's key for a read; `None` once it is forgotten or if it
-    /// never had one.
-    async fn cipher_for_read(
-        &self,
-        tenant: Option<&str>,
-        subject: &str,
-    ) -> Result<Option<SubjectCipher>> {
-        self.ensure_forget_watch();
-        if let Some(cipher) = self.ciphers.get(&subject_id(tenant, subject)).await {
-            return Ok(Some(cipher));
-        }
-        match self.keys.load_subject_key(tenant, subject).await? {
-            Some(stored) => Ok(Some(self.remember(tenant, subject, &stored).await?)),
-            None => Ok(None),
-        }
-    }
-
     async fn remember(
         &self,
         tenant: Option<&str>,
@@ -660,18 +644,24 @@ impl PiiEventStore {
     /// their subjects that are not cached are loaded first, in one query
     /// per tenant, not one per subject (a catch-up over more subjects than
     /// the cache holds would otherwise query once per event). Each payload
-    /// that may hold sealed fields is parsed once.
+    /// that may hold sealed fields is parsed once. Parsing and opening a
+    /// large page is spread over the machine's cores (the database waits
+    /// meanwhile: a catch-up was bound by this process's one core).
     async fn reveal(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        let sealed: Vec<Option<SealedPayload>> = events.iter().map(sealed_payload).collect();
-        let known = self.ciphers_for(events.iter().zip(&sealed)).await?;
-        let mut revealed = Vec::with_capacity(events.len());
-        for (event, sealed) in events.into_iter().zip(sealed) {
-            revealed.push(match sealed {
-                Some(sealed) => self.reveal_event(event, sealed, &known).await?,
-                None => event,
-            });
-        }
-        Ok(revealed)
+        let parsed = map_on_every_core(events, "parse", |event| {
+            let sealed = sealed_payload(&event);
+            Ok((event, sealed))
+        })
+        .await?;
+        let known = Arc::new(
+            self.ciphers_for(parsed.iter().map(|(event, sealed)| (event, sealed)))
+                .await?,
+        );
+        map_on_every_core(parsed, "open", move |(event, sealed)| match sealed {
+            Some(sealed) => reveal_event(event, sealed, &known),
+            None => Ok(event),
+        })
+        .await
     }
 
     /// The ciphers of the subjects whose sealed fields the events hold:
@@ -725,13 +715,16 @@ impl PiiEventStore {
         }
         Ok(known)
     }
+}
 
-    async fn reveal_event(
-        &self,
-        mut event: RecordedEvent,
-        (mut payload, fields): SealedPayload,
-        known: &HashMap<SubjectId, SubjectCipher>,
-    ) -> Result<RecordedEvent> {
+/// An event with its sealed fields opened with the subjects' ciphers in
+/// `known` (those [`PiiEventStore::ciphers_for`] found), or redacted where
+/// the subject is forgotten.
+fn reveal_event(
+    mut event: RecordedEvent,
+    (mut payload, fields): SealedPayload,
+    known: &HashMap<SubjectId, SubjectCipher>,
+) -> Result<RecordedEvent> {
         let corrupt = |field: &str, reason: &str| Error::PiiField {
             stream: event.stream_id.to_string(),
             version: event.version,
@@ -750,13 +743,9 @@ impl PiiEventStore {
                 )
             })?;
             let tenant = event.metadata.tenant_id.as_deref();
-            let cipher = match known.get(&subject_id(tenant, &subject)) {
-                Some(cipher) => Some(cipher.clone()),
-                None => self.cipher_for_read(tenant, &subject).await?,
-            };
-            let value = match cipher {
+            let value = match known.get(&subject_id(tenant, &subject)) {
                 Some(SubjectCipher::Live(cipher)) => {
-                    sealed_field::open(&cipher, event.event_id, field.field, &subject, text)
+                    sealed_field::open(cipher, event.event_id, field.field, &subject, text)
                         .map_err(|reason| corrupt(field.field, reason))?
                 }
                 Some(SubjectCipher::Forgotten) => (field.redacted)(),
@@ -775,7 +764,6 @@ impl PiiEventStore {
                 .map_err(|error| corrupt("payload", &error.to_string()))?;
         }
         Ok(event)
-    }
 }
 
 /// A stored payload that may hold sealed fields, parsed, with the fields

@@ -82,10 +82,15 @@ macro_rules! select_events {
     };
 }
 
-/// Every column of an event, in the order `decode_row` reads them.
+/// Every column of an event, in the order `decode_row` reads them. The
+/// commit (`xid8`) is sent as it is and read as the 8-byte integer its
+/// binary form is: casting it through text to `bigint` on the server was
+/// an eighth of the server's time for a page (`COPY ... TO '/dev/null'
+/// (FORMAT binary)` of a million events: 1.79 s with the casts, 1.55 s
+/// without).
 macro_rules! event_columns {
     () => {
-        "position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
+        "position, transaction_id AS commit_id, event_id, stream_id, \
          version, event_type, schema_version, payload::text AS payload, tenant_id, \
          correlation_id, causation_id, actor, trace_context, headers::text AS headers, \
          recorded_at, tags"
@@ -97,7 +102,7 @@ macro_rules! event_columns {
 /// reads both).
 macro_rules! event_columns_without_metadata {
     () => {
-        "position, transaction_id::text::bigint AS commit_id, event_id, stream_id, \
+        "position, transaction_id AS commit_id, event_id, stream_id, \
          version, event_type, schema_version, payload::text AS payload, NULL::text AS tenant_id, \
          NULL::uuid AS correlation_id, NULL::uuid AS causation_id, NULL::text AS actor, \
          NULL::text AS trace_context, '{}'::text AS headers, recorded_at, tags"

@@ -65,7 +65,8 @@ impl PostgresEventStore {
             if event_id.is_some() {
                 events.push(decode_row(&row)?);
             } else {
-                let commit: i64 = row.try_get(1).map_err(failed(OPERATION))?;
+                // `xid8`, read as the 8-byte integer of its binary form.
+                let commit: i64 = row.try_get_unchecked(1).map_err(failed(OPERATION))?;
                 let sequence: i64 = row.try_get(0).map_err(failed(OPERATION))?;
                 head = head.max(position_from_columns(commit, sequence));
             }
@@ -131,6 +132,7 @@ pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
     let schema_version: i32 = column(row, &identity, 6, "schema_version")?;
     let recorded_at: DateTime<Utc> = column(row, &identity, 14, "recorded_at")?;
     StoredRow {
+        // `xid8`: unchecked, its binary form is an 8-byte integer.
         commit: column(row, &identity, 1, "commit_id")?,
         position: column(row, &identity, 0, "position")?,
         event_id: column(row, &identity, 2, "event_id")?,
@@ -376,7 +378,7 @@ pub(super) fn log_page(
     }
     sql.push(tables.rename(
         ") UNION ALL \
-         (SELECT position, transaction_id::text::bigint AS commit_id, NULL::uuid, NULL::text, NULL::bigint, \
+         (SELECT position, transaction_id AS commit_id, NULL::uuid, NULL::text, NULL::bigint, \
                  NULL::text, NULL::int4, NULL::text, NULL::text, NULL::uuid, NULL::uuid, \
                  NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::text[] \
           FROM annals_events \
