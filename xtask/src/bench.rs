@@ -41,7 +41,8 @@ const TARGETS: &[Target] = &[
     Target {
         workload: "W1 commands (PostgreSQL)",
         baseline: "cqrs-es 0.5 + postgres-es 0.5",
-        bound: (">=", 3.0),
+        // Issue 19: at least 2x in every run; 3x remains the goal.
+        bound: (">=", 2.0),
     },
     Target {
         workload: "W1 commands (PostgreSQL)",
@@ -64,9 +65,14 @@ const TARGETS: &[Target] = &[
         bound: (">=", 0.8),
     },
     Target {
+        workload: "W3 catch-up into memory",
+        baseline: "raw streaming SELECT, every column",
+        bound: (">=", 0.9),
+    },
+    Target {
         workload: "W4 SQL projection rebuild",
         baseline: "raw COPY",
-        bound: (">=", 0.5),
+        bound: (">=", 0.7),
     },
     Target {
         workload: "W5 load: snapshot",

@@ -547,26 +547,31 @@ pub async fn w6_queries(context: &Context, dataset: &Dataset) -> Result<Vec<Valu
     let picks: Vec<uuid::Uuid> = (0..context.size.samples)
         .map(|_| dataset.correlations[next(dataset.correlations.len())])
         .collect();
-    let mut annals_samples = Vec::new();
-    let mut raw_samples = Vec::new();
+    let mut samples = AlternateSamples::default();
     for id in &picks {
-        let started = Instant::now();
-        let page = store
-            .query(&EventQuery::new().correlation_id(*id).limit(100))
+        let annals = async || {
+            let started = Instant::now();
+            let page = store
+                .query(&EventQuery::new().correlation_id(*id).limit(100))
+                .await?;
+            anyhow::ensure!(page.events.len() == 100, "a correlation id has 100 events");
+            Ok(started.elapsed())
+        };
+        let raw = async || {
+            let started = Instant::now();
+            let rows = sqlx::query(concat!(
+                w6_select!(),
+                "FROM annals_events e WHERE e.correlation_id = $1 ORDER BY e.position LIMIT 100"
+            ))
+            .bind(id)
+            .fetch_all(&pool)
             .await?;
-        annals_samples.push(started.elapsed());
-        anyhow::ensure!(page.events.len() == 100, "a correlation id has 100 events");
-        let started = Instant::now();
-        let rows = sqlx::query(concat!(
-            w6_select!(),
-            "FROM annals_events e WHERE e.correlation_id = $1 ORDER BY e.position LIMIT 100"
-        ))
-        .bind(id)
-        .fetch_all(&pool)
-        .await?;
-        raw_samples.push(started.elapsed());
-        anyhow::ensure!(rows.len() == 100);
+            anyhow::ensure!(rows.len() == 100);
+            Ok(started.elapsed())
+        };
+        samples.take(annals, raw).await?;
     }
+    let (annals_samples, raw_samples) = samples.into_parts();
     let by_correlation = json!({
         "workload": "W6 query by correlation id",
         "annals": latency(annals_samples),
@@ -579,36 +584,45 @@ pub async fn w6_queries(context: &Context, dataset: &Dataset) -> Result<Vec<Valu
             .fetch_one(&pool)
             .await?;
     let span = (last - first).num_microseconds().unwrap_or(1).max(1);
-    let mut annals_samples = Vec::new();
-    let mut raw_samples = Vec::new();
+    let mut samples = AlternateSamples::default();
     for _ in 0..context.size.samples {
         let from = first + chrono::Duration::microseconds((next(1_000) as i64 * span) / 1_000);
         let until = from + chrono::Duration::seconds(1);
-        let started = Instant::now();
-        let page = store
-            .query(
-                &EventQuery::new()
-                    .event_type("bench.order.line_added")
-                    .recorded_between(from, until)
-                    .limit(100),
-            )
+        let annals_rows = std::cell::Cell::new(0);
+        let raw_rows = std::cell::Cell::new(0);
+        let annals = async || {
+            let started = Instant::now();
+            let page = store
+                .query(
+                    &EventQuery::new()
+                        .event_type("bench.order.line_added")
+                        .recorded_between(from, until)
+                        .limit(100),
+                )
+                .await?;
+            annals_rows.set(page.events.len());
+            Ok(started.elapsed())
+        };
+        let raw = async || {
+            let started = Instant::now();
+            let rows = sqlx::query(concat!(
+                w6_select!(),
+                "FROM annals_events e \
+                 WHERE e.event_type = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3 \
+                 ORDER BY e.recorded_at, e.position LIMIT 100"
+            ))
+            .bind("bench.order.line_added")
+            .bind(from)
+            .bind(until)
+            .fetch_all(&pool)
             .await?;
-        annals_samples.push(started.elapsed());
-        let started = Instant::now();
-        let rows = sqlx::query(concat!(
-            w6_select!(),
-            "FROM annals_events e \
-             WHERE e.event_type = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3 \
-             ORDER BY e.recorded_at, e.position LIMIT 100"
-        ))
-        .bind("bench.order.line_added")
-        .bind(from)
-        .bind(until)
-        .fetch_all(&pool)
-        .await?;
-        raw_samples.push(started.elapsed());
-        anyhow::ensure!(rows.len() == page.events.len(), "the same page");
+            raw_rows.set(rows.len());
+            Ok(started.elapsed())
+        };
+        samples.take(annals, raw).await?;
+        anyhow::ensure!(annals_rows.get() == raw_rows.get(), "the same page");
     }
+    let (annals_samples, raw_samples) = samples.into_parts();
     let by_type_and_time = json!({
         "workload": "W6 query by type and time range",
         "annals": latency(annals_samples),
@@ -616,30 +630,35 @@ pub async fn w6_queries(context: &Context, dataset: &Dataset) -> Result<Vec<Valu
         "peak_rss_mb": peak_rss_mb(),
     });
 
-    let mut annals_samples = Vec::new();
-    let mut raw_samples = Vec::new();
+    let mut samples = AlternateSamples::default();
     for _ in 0..context.size.samples {
         // A page that starts anywhere in the tag's events but its last 100.
         let after = tagged[next(tagged.len().saturating_sub(100))];
-        let started = Instant::now();
-        let page = store
-            .query(&EventQuery::new().tag(W6_TAG).after(after).limit(100))
+        let annals = async || {
+            let started = Instant::now();
+            let page = store
+                .query(&EventQuery::new().tag(W6_TAG).after(after).limit(100))
+                .await?;
+            anyhow::ensure!(page.events.len() == 100, "a full page of the tag");
+            Ok(started.elapsed())
+        };
+        let raw = async || {
+            let started = Instant::now();
+            let rows = sqlx::query(concat!(
+                w6_select!(),
+                "FROM annals_event_tags t JOIN annals_events e ON e.position = t.position \
+                 WHERE t.tag = $1 AND t.position > $2 ORDER BY t.position LIMIT 100"
+            ))
+            .bind(W6_TAG)
+            .bind(i64::try_from(after)?)
+            .fetch_all(&pool)
             .await?;
-        annals_samples.push(started.elapsed());
-        anyhow::ensure!(page.events.len() == 100, "a full page of the tag");
-        let started = Instant::now();
-        let rows = sqlx::query(concat!(
-            w6_select!(),
-            "FROM annals_event_tags t JOIN annals_events e ON e.position = t.position \
-             WHERE t.tag = $1 AND t.position > $2 ORDER BY t.position LIMIT 100"
-        ))
-        .bind(W6_TAG)
-        .bind(i64::try_from(after)?)
-        .fetch_all(&pool)
-        .await?;
-        raw_samples.push(started.elapsed());
-        anyhow::ensure!(rows.len() == 100);
+            anyhow::ensure!(rows.len() == 100);
+            Ok(started.elapsed())
+        };
+        samples.take(annals, raw).await?;
     }
+    let (annals_samples, raw_samples) = samples.into_parts();
     let by_tag = json!({
         "workload": "W6 query by tag",
         "annals": latency(annals_samples),
@@ -648,6 +667,37 @@ pub async fn w6_queries(context: &Context, dataset: &Dataset) -> Result<Vec<Valu
         "peak_rss_mb": peak_rss_mb(),
     });
     Ok(vec![by_correlation, by_type_and_time, by_tag])
+}
+
+/// Latency samples of Annals and its baseline for the same pages, taken in
+/// turn: Annals first for even samples, the baseline first for odd ones, so
+/// that neither always reads the page the other has just brought into the
+/// caches.
+#[derive(Default)]
+struct AlternateSamples {
+    annals: Vec<Duration>,
+    baseline: Vec<Duration>,
+}
+
+impl AlternateSamples {
+    async fn take(
+        &mut self,
+        annals: impl AsyncFnOnce() -> Result<Duration>,
+        baseline: impl AsyncFnOnce() -> Result<Duration>,
+    ) -> Result<()> {
+        if self.annals.len() % 2 == 0 {
+            self.annals.push(annals().await?);
+            self.baseline.push(baseline().await?);
+        } else {
+            self.baseline.push(baseline().await?);
+            self.annals.push(annals().await?);
+        }
+        Ok(())
+    }
+
+    fn into_parts(self) -> (Vec<Duration>, Vec<Duration>) {
+        (self.annals, self.baseline)
+    }
 }
 
 /// The tag W6 pages through.

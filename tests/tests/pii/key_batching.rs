@@ -87,8 +87,10 @@ impl SubjectKeyStore for CountingKeys {
     }
 }
 
+/// 300 subjects: a page large enough to be parsed and opened on every core
+/// (more than 256 events), which must keep the log's order.
 async fn one_query_per_page(store: Arc<dyn EventStore>, keys: Arc<dyn SubjectKeyStore>) {
-    const SUBJECTS: usize = 60;
+    const SUBJECTS: usize = 300;
     let master = MasterKey::generate();
     let writer = PiiEventStore::new(store.clone(), keys.clone(), master.clone());
     for n in 0..SUBJECTS {
@@ -109,14 +111,14 @@ async fn one_query_per_page(store: Arc<dyn EventStore>, keys: Arc<dyn SubjectKey
         single: AtomicU64::new(0),
         batches: AtomicU64::new(0),
     });
-    // A reader whose key cache holds a sixth of the subjects.
+    // A reader whose key cache holds a thirtieth of the subjects.
     let reader = PiiEventStore::new(store.clone(), counting.clone(), master)
         .key_cache(10, Duration::from_secs(60));
     // Wait on the plain store until every event shows (on PostgreSQL an
     // older transaction elsewhere can hold the log back), then read once.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while store
-        .read_all(LogPosition::START, 100)
+        .read_all(LogPosition::START, 500)
         .await
         .expect("read_all")
         .len()
@@ -126,7 +128,7 @@ async fn one_query_per_page(store: Arc<dyn EventStore>, keys: Arc<dyn SubjectKey
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let events = reader
-        .read_all(LogPosition::START, 100)
+        .read_all(LogPosition::START, 500)
         .await
         .expect("read_all");
     assert_eq!(events.len(), SUBJECTS);
