@@ -51,7 +51,9 @@ where
         }
         let work = work.clone();
         tasks.push(runtime.spawn_blocking(move || {
-            part.into_iter().map(|item| work(item)).collect::<Result<Vec<R>>>()
+            part.into_iter()
+                .map(|item| work(item))
+                .collect::<Result<Vec<R>>>()
         }));
     }
     let mut results = Vec::with_capacity(total);

@@ -650,58 +650,57 @@ impl PiiEventStore {
     async fn reveal(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
         let parsed = map_on_every_core(events, "parse", |event| {
             let sealed = sealed_payload(&event);
-            Ok((event, sealed))
+            let subjects = sealed.as_ref().map_or_else(Vec::new, |(payload, fields)| {
+                sealed_subjects(event.metadata.tenant_id.as_deref(), payload, fields)
+            });
+            Ok((event, sealed, subjects))
         })
         .await?;
         let known = Arc::new(
-            self.ciphers_for(parsed.iter().map(|(event, sealed)| (event, sealed)))
+            self.ciphers_for(parsed.iter().flat_map(|(_, _, subjects)| subjects))
                 .await?,
         );
-        map_on_every_core(parsed, "open", move |(event, sealed)| match sealed {
+        map_on_every_core(parsed, "open", move |(event, sealed, _)| match sealed {
             Some(sealed) => reveal_event(event, sealed, &known),
             None => Ok(event),
         })
         .await
     }
 
-    /// The ciphers of the subjects whose sealed fields the events hold:
-    /// from the cache, and the others from the key store in one query per
-    /// tenant. Subjects without a key are left out (opening their fields
-    /// reports it).
-    async fn ciphers_for<'e>(
+    /// The ciphers of `subjects`: from the cache, and the others from the
+    /// key store in one query per tenant. Subjects without a key are left
+    /// out (opening their fields reports it).
+    async fn ciphers_for<'s>(
         &self,
-        events: impl Iterator<Item = (&'e RecordedEvent, &'e Option<SealedPayload>)>,
+        subjects: impl Iterator<Item = &'s SubjectId>,
     ) -> Result<HashMap<SubjectId, SubjectCipher>> {
         self.ensure_forget_watch();
         let mut known = HashMap::new();
         let mut missing: HashMap<Option<String>, std::collections::BTreeSet<String>> =
             HashMap::new();
-        for (event, sealed) in events {
-            let Some((payload, fields)) = sealed else {
+        let mut previous: Option<&SubjectId> = None;
+        for id in subjects {
+            // A subject's events usually come together.
+            if previous == Some(id) {
                 continue;
-            };
-            for field in *fields {
-                if payload.get(field.field).and_then(sealed_text).is_none() {
-                    continue;
+            }
+            previous = Some(id);
+            if known.contains_key(id)
+                || missing
+                    .get(&id.0)
+                    .is_some_and(|subjects| subjects.contains(&id.1))
+            {
+                continue;
+            }
+            match self.ciphers.get(id).await {
+                Some(cipher) => {
+                    known.insert(id.clone(), cipher);
                 }
-                let Some(subject) = subject_of(payload, field.subject) else {
-                    continue;
-                };
-                let id = subject_id(event.metadata.tenant_id.as_deref(), &subject);
-                if known.contains_key(&id)
-                    || missing
-                        .get(&id.0)
-                        .is_some_and(|subjects| subjects.contains(&id.1))
-                {
-                    continue;
-                }
-                match self.ciphers.get(&id).await {
-                    Some(cipher) => {
-                        known.insert(id, cipher);
-                    }
-                    None => {
-                        missing.entry(id.0).or_default().insert(id.1);
-                    }
+                None => {
+                    missing
+                        .entry(id.0.clone())
+                        .or_default()
+                        .insert(id.1.clone());
                 }
             }
         }
@@ -717,6 +716,28 @@ impl PiiEventStore {
     }
 }
 
+/// The data subjects whose keys open the sealed fields of a parsed payload
+/// (each once), in the event's tenant.
+fn sealed_subjects(
+    tenant: Option<&str>,
+    payload: &Map<String, Value>,
+    fields: &[PiiField],
+) -> Vec<SubjectId> {
+    let mut subjects: Vec<SubjectId> = Vec::new();
+    for field in fields {
+        if payload.get(field.field).and_then(sealed_text).is_none() {
+            continue;
+        }
+        let Some(subject) = subject_of(payload, field.subject) else {
+            continue;
+        };
+        if !subjects.iter().any(|known| known.1 == subject) {
+            subjects.push(subject_id(tenant, &subject));
+        }
+    }
+    subjects
+}
+
 /// An event with its sealed fields opened with the subjects' ciphers in
 /// `known` (those [`PiiEventStore::ciphers_for`] found), or redacted where
 /// the subject is forgotten.
@@ -725,45 +746,45 @@ fn reveal_event(
     (mut payload, fields): SealedPayload,
     known: &HashMap<SubjectId, SubjectCipher>,
 ) -> Result<RecordedEvent> {
-        let corrupt = |field: &str, reason: &str| Error::PiiField {
-            stream: event.stream_id.to_string(),
-            version: event.version,
-            field: field.to_owned(),
-            reason: reason.to_owned(),
+    let corrupt = |field: &str, reason: &str| Error::PiiField {
+        stream: event.stream_id.to_string(),
+        version: event.version,
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut changed = false;
+    for field in fields {
+        let Some(text) = payload.get(field.field).and_then(sealed_text) else {
+            continue;
         };
-        let mut changed = false;
-        for field in fields {
-            let Some(text) = payload.get(field.field).and_then(sealed_text) else {
-                continue;
-            };
-            let subject = subject_of(&payload, field.subject).ok_or_else(|| {
-                corrupt(
+        let subject = subject_of(&payload, field.subject).ok_or_else(|| {
+            corrupt(
+                field.field,
+                "its subject field is missing or not a string or number",
+            )
+        })?;
+        let tenant = event.metadata.tenant_id.as_deref();
+        let value = match known.get(&subject_id(tenant, &subject)) {
+            Some(SubjectCipher::Live(cipher)) => {
+                sealed_field::open(cipher, event.event_id, field.field, &subject, text)
+                    .map_err(|reason| corrupt(field.field, reason))?
+            }
+            Some(SubjectCipher::Forgotten) => (field.redacted)(),
+            None => {
+                return Err(corrupt(
                     field.field,
-                    "its subject field is missing or not a string or number",
-                )
-            })?;
-            let tenant = event.metadata.tenant_id.as_deref();
-            let value = match known.get(&subject_id(tenant, &subject)) {
-                Some(SubjectCipher::Live(cipher)) => {
-                    sealed_field::open(cipher, event.event_id, field.field, &subject, text)
-                        .map_err(|reason| corrupt(field.field, reason))?
-                }
-                Some(SubjectCipher::Forgotten) => (field.redacted)(),
-                None => {
-                    return Err(corrupt(
-                        field.field,
-                        "no key is stored for its data subject",
-                    ));
-                }
-            };
-            payload.insert(field.field.to_owned(), value);
-            changed = true;
-        }
-        if changed {
-            event.payload = Payload::from_serialize(&payload)
-                .map_err(|error| corrupt("payload", &error.to_string()))?;
-        }
-        Ok(event)
+                    "no key is stored for its data subject",
+                ));
+            }
+        };
+        payload.insert(field.field.to_owned(), value);
+        changed = true;
+    }
+    if changed {
+        event.payload = Payload::from_serialize(&payload)
+            .map_err(|error| corrupt("payload", &error.to_string()))?;
+    }
+    Ok(event)
 }
 
 /// A stored payload that may hold sealed fields, parsed, with the fields
