@@ -363,10 +363,32 @@ async fn exercise(api: &Api) {
         answer.json["permissions"] == json!([])
     })
     .await;
+    // A client's own UUID as request id is kept as it is (text is mapped
+    // to a name-based UUID instead), echoed, and finds the audit entry.
+    let request_uuid = "0193c2f4-5b6a-7c8d-9e0f-a1b2c3d4e5f6";
     let again = api
-        .command("PUT", "/tenants/acme/users/acme-ann/roles/acme-admin", None)
+        .send(
+            "PUT",
+            "/tenants/acme/users/acme-ann/roles/acme-admin",
+            &[
+                ("x-actor", "admin@acme"),
+                ("x-correlation-id", request_uuid),
+            ],
+            None,
+        )
         .await;
     assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.header("x-correlation-id"), Some(request_uuid));
+    assert_eq!(again.json["correlation_id"], request_uuid);
+    let trail = api
+        .eventually(&format!("/tenants/acme/audit/{request_uuid}"), |answer| {
+            answer.json["entries"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        })
+        .await;
+    assert_eq!(trail.json["correlation_id"], request_uuid, "{}", trail.text);
+    assert_eq!(trail.json["entries"][0]["stream_id"], "user-acme-ann");
     api.eventually("/tenants/acme/users/acme-ann/permissions", |answer| {
         answer.json["permissions"] == json!(["users.read", "users.write"])
     })
