@@ -368,7 +368,8 @@ pub enum Error {
     #[error("the {task} `{name}` failed")]
     TaskFailed {
         /// `subscription`, `projection`, `replay` (or `projection prefetch`,
-        /// the read-ahead of a projection).
+        /// the read-ahead of a projection, or `personal-data reveal`, the
+        /// threads that open a large page's sealed fields).
         task: &'static str,
         /// Its name (a replay's id).
         name: String,
