@@ -32,13 +32,10 @@ where
     F: Fn(T) -> Result<R> + Send + Sync + 'static,
 {
     let cores = cores();
-    let runtime = tokio::runtime::Handle::try_current();
-    let Ok(runtime) = runtime else {
-        return items.into_iter().map(work).collect();
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if cores >= 2 && items.len() >= PARALLEL_FROM => runtime,
+        _ => return items.into_iter().map(work).collect(),
     };
-    if cores < 2 || items.len() < PARALLEL_FROM {
-        return items.into_iter().map(work).collect();
-    }
     let total = items.len();
     let chunk = total.div_ceil(cores);
     let work = Arc::new(work);

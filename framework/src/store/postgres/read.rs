@@ -284,9 +284,8 @@ pub(super) fn log_page_settings(filter: &LogFilter) -> LocalSettings {
 /// The statement of `read_log`: the wanted events after `after` below the
 /// horizon, then one row for the head of the log below the same horizon
 /// (one statement, so one snapshot), told apart by its NULL `event_id`.
-/// (Its `commit_id` is named so that `ORDER BY transaction_id` orders by
-/// the column, on the index, not by the cast output column that would
-/// otherwise take the name.)
+/// (The commit is selected as `commit_id`, the name the merge of several
+/// types' branches selects it by.)
 ///
 /// Each wanted type is read on its own, in log order, on the (type,
 /// transaction, position) index, and the branches' pages are merged when
