@@ -1043,7 +1043,7 @@ impl<T> ProjectionRunner<T> {
         let (read, prefetched_read) = match prefetched.take() {
             Some(prefetch) if prefetch.from == position => (prefetch.batch().await, true),
             _ => {
-                idle.arm(&*self.store).await;
+                idle.arm();
                 (
                     self.store.read_log(position, self.batch_size, filter).await,
                     false,
@@ -1066,7 +1066,7 @@ impl<T> ProjectionRunner<T> {
                     s.lag_events = 0;
                 });
                 if !prefetched_read {
-                    idle.wait(stopped).await;
+                    idle.wait(&*self.store, stopped).await;
                 }
                 None
             }

@@ -359,7 +359,7 @@ impl Subscription {
                     status.send_modify(|s| s.paused = false);
                     continue;
                 }
-                idle.arm(&*self.store).await;
+                idle.arm();
                 let page = match self
                     .store
                     .read_log(position, self.batch_size, &self.log_filter())
@@ -379,7 +379,7 @@ impl Subscription {
                         tracing::warn!(subscription = %self.name, %error, "the sink's idle work failed");
                         status.send_modify(|s| s.last_error = Some(error.to_string()));
                     }
-                    idle.wait(&mut stopped).await;
+                    idle.wait(&*self.store, &mut stopped).await;
                     continue;
                 }
                 idle.reset();
@@ -640,11 +640,17 @@ where
 /// It waits on a [`LogWatch`](crate::store::LogWatch) armed before each
 /// read, so an append that lands between an empty read and the wait still
 /// wakes it.
+///
+/// The watch is taken the first time the reader catches up, not before its
+/// first read: a catch-up does not wait for it (on PostgreSQL it is a
+/// `LISTEN` connection of its own, a few milliseconds to open). Appends
+/// between that last read and the watch were not watched, so the first
+/// wait returns at once and the reader reads again, armed.
 #[derive(Debug)]
 pub(crate) struct IdleBackoff {
     next: Duration,
     max: Duration,
-    /// The store's appends, taken on the first read.
+    /// The store's appends, taken the first time the reader caught up.
     watch: Option<crate::store::LogWatch>,
 }
 
@@ -660,11 +666,8 @@ impl IdleBackoff {
     }
 
     /// Call just before reading the log: appends from now on wake the next
-    /// [`wait`](Self::wait).
-    pub(crate) async fn arm(&mut self, store: &dyn EventStore) {
-        if self.watch.is_none() {
-            self.watch = Some(store.watch_log().await);
-        }
+    /// [`wait`](Self::wait) (once the watch is taken).
+    pub(crate) fn arm(&mut self) {
         if let Some(watch) = &mut self.watch {
             watch.mark_seen();
         }
@@ -676,18 +679,23 @@ impl IdleBackoff {
     }
 
     /// Waits for an append since the last [`arm`](Self::arm) (or stop);
-    /// returns early on either.
-    pub(crate) async fn wait(&mut self, stopped: &mut watch::Receiver<bool>) {
+    /// returns early on either. The first call takes `store`'s watch and
+    /// returns without waiting: the caller reads again, armed.
+    pub(crate) async fn wait(
+        &mut self,
+        store: &dyn EventStore,
+        stopped: &mut watch::Receiver<bool>,
+    ) {
         let next = self.next;
-        let woken = match &mut self.watch {
-            Some(log) => tokio::select! {
-                woken = log.changed(next) => woken,
-                _ = stopped.wait_for(|stop| *stop) => true,
-            },
-            None => tokio::select! {
-                () = tokio::time::sleep(next) => false,
-                _ = stopped.wait_for(|stop| *stop) => true,
-            },
+        let Some(log) = &mut self.watch else {
+            let mut log = store.watch_log().await;
+            log.mark_seen();
+            self.watch = Some(log);
+            return;
+        };
+        let woken = tokio::select! {
+            woken = log.changed(next) => woken,
+            _ = stopped.wait_for(|stop| *stop) => true,
         };
         if woken {
             self.reset();

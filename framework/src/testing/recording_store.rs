@@ -22,8 +22,9 @@ use crate::store::{
 use crate::subscription::dead_letter::DeadLetterStore;
 
 /// Forwards everything to the store it wraps, counting the events its log
-/// reads return, its stream reads and its `count` calls: to assert how much
-/// a projection, a subscription or a load asks of the store.
+/// reads return, its stream reads, its `count` calls and the watches taken
+/// over its appends: to assert how much a projection, a subscription or a
+/// load asks of the store.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -49,6 +50,7 @@ pub struct RecordingStore {
     events_read: AtomicU64,
     counts: AtomicU64,
     stream_reads: AtomicU64,
+    watches: AtomicU64,
 }
 
 impl RecordingStore {
@@ -59,6 +61,7 @@ impl RecordingStore {
             events_read: AtomicU64::new(0),
             counts: AtomicU64::new(0),
             stream_reads: AtomicU64::new(0),
+            watches: AtomicU64::new(0),
         })
     }
 
@@ -76,6 +79,12 @@ impl RecordingStore {
     /// `count` calls so far.
     pub fn counts(&self) -> u64 {
         self.counts.load(Ordering::SeqCst)
+    }
+
+    /// `watch_log` calls so far (on PostgreSQL the first opens a `LISTEN`
+    /// connection).
+    pub fn watches(&self) -> u64 {
+        self.watches.load(Ordering::SeqCst)
     }
 }
 
@@ -168,6 +177,7 @@ impl EventStore for RecordingStore {
         self.inner.dead_letters()
     }
     async fn watch_log(&self) -> LogWatch {
+        self.watches.fetch_add(1, Ordering::SeqCst);
         self.inner.watch_log().await
     }
 }

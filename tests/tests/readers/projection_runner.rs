@@ -972,3 +972,80 @@ async fn a_rebuild_that_fails_on_the_way_is_tried_again() {
     assert!(!row.rebuild_requested);
     running.stop().await.expect("stop");
 }
+
+/// Notes, as it applies each event, how many watches over the log its
+/// store had given out by then.
+#[derive(Default)]
+struct WatchesWhileApplying {
+    recording: Option<Arc<annals::testing::RecordingStore>>,
+    seen: Vec<u64>,
+}
+
+#[annals::projection(name = "test_watches_while_applying")]
+impl WatchesWhileApplying {
+    fn created(&mut self, _event: &TenantCreated) {
+        if let Some(recording) = &self.recording {
+            self.seen.push(recording.watches());
+        }
+    }
+}
+
+/// A catch-up does not wait for the store's watch (on PostgreSQL a LISTEN
+/// connection of its own, a few milliseconds to open before the first read
+/// used to wait on): the runner opens it once caught up, once, and an
+/// append after that still wakes it long before its poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_reads_before_opening_the_watch_that_then_wakes_it() {
+    use annals::testing::RecordingStore;
+    let t = TestStore::postgres().await;
+    let append = |n: usize| {
+        let store = t.store.clone();
+        async move {
+            let event = NewEvent::from_event(&TenantCreated {
+                name: format!("T{n}"),
+            })
+            .expect("encode");
+            store
+                .append(
+                    &StreamId::new(format!("tenant-w{n}")).expect("stream id"),
+                    ExpectedVersion::NoStream,
+                    vec![event],
+                )
+                .await
+                .expect("append");
+        }
+    };
+    for n in 0..30 {
+        append(n).await;
+    }
+    let recording = RecordingStore::new(t.store.clone());
+    let store: Arc<dyn EventStore> = recording.clone();
+    let running = ProjectionRunner::new(store, InMemory)
+        .batch_size(10)
+        // Only the watch can bring the next append in promptly.
+        .poll_interval(Duration::from_secs(60))
+        .start(WatchesWhileApplying {
+            recording: Some(recording.clone()),
+            seen: Vec::new(),
+        });
+    wait_caught_up(&running, 30).await;
+    let seen = running.read().await.seen.clone();
+    assert_eq!(seen.len(), 30);
+    assert!(
+        seen.iter().all(|&watches| watches == 0),
+        "the catch-up waited for the watch: {seen:?}"
+    );
+    // Idle now: the watch is taken, and the backoff has grown past a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(recording.watches(), 1, "one watch, taken once caught up");
+    append(30).await;
+    let appended = std::time::Instant::now();
+    wait_caught_up(&running, 31).await;
+    assert!(
+        appended.elapsed() < Duration::from_millis(1500),
+        "woken {:?} after the append: the watch did not wake the runner",
+        appended.elapsed()
+    );
+    assert_eq!(recording.watches(), 1);
+    running.stop().await.expect("stop");
+}
