@@ -7,7 +7,7 @@
 //! log's are one in a hundred).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use annals::prelude::*;
 use annals::projection::runner::{InMemory, ProjectionRunner};
@@ -73,27 +73,69 @@ async fn read_pages(store: &PostgresEventStore, filter: LogFilter) -> Result<u64
     }
 }
 
-/// How long the in-memory [`LineTotals`] takes to apply `wanted` events.
-async fn project(store: &PostgresEventStore, wanted: u64) -> Result<Duration> {
+/// Where a projection's time went, from its start: when its first batch
+/// was applied, when its last, and how long stopping it took.
+#[derive(Debug, Default, Clone, Copy)]
+struct Phases {
+    first_batch: Duration,
+    last_batch: Duration,
+    stop: Duration,
+}
+
+impl Phases {
+    fn to_json(self) -> Value {
+        json!({
+            "first batch applied, ms": self.first_batch.as_secs_f64() * 1000.0,
+            "last batch applied, ms": self.last_batch.as_secs_f64() * 1000.0,
+            "stop, ms": self.stop.as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+/// How long the in-memory [`LineTotals`] takes to apply `wanted` events,
+/// and where the time went.
+async fn project(store: &PostgresEventStore, wanted: u64) -> Result<(Duration, Phases)> {
+    use futures_util::StreamExt as _;
     let store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let started = Instant::now();
     let (outcome, took) = timed(async {
         let running = ProjectionRunner::new(store, InMemory)
             .batch_size(5_000)
             .start(LineTotals::default());
+        // Timestamps the status changes as they come.
+        let mut updates = running.updates();
+        let watcher = tokio::spawn(async move {
+            let mut phases = Phases::default();
+            while let Some(status) = updates.next().await {
+                if status.applied > 0 && phases.first_batch.is_zero() {
+                    phases.first_batch = started.elapsed();
+                }
+                if status.applied >= wanted {
+                    phases.last_batch = started.elapsed();
+                    break;
+                }
+            }
+            phases
+        });
         running
             .wait_until(Duration::from_secs(120), |status| status.applied >= wanted)
             .await?;
         let lines = running.read().await.lines;
-        running.stop().await?;
-        anyhow::Ok(lines)
+        let (stopped, stop) = timed(running.stop()).await;
+        stopped?;
+        let phases = Phases {
+            stop,
+            ..watcher.await?
+        };
+        anyhow::Ok((lines, phases))
     })
     .await;
-    let lines = outcome?;
+    let (lines, phases) = outcome?;
     anyhow::ensure!(
         lines == wanted,
         "the projection saw {lines} of {wanted} events"
     );
-    Ok(took)
+    Ok((took, phases))
 }
 
 /// W9 (see the module docs).
@@ -105,14 +147,29 @@ pub async fn w9_rare_types(context: &Context) -> Result<Value> {
     let only = store(context, "w9_only").await?;
     fill(&only, wanted, 1).await?;
 
-    // Warm the cache alike for both sides.
+    // Warm the cache alike for both sides: each reads the type on its own
+    // plan (the raw SELECT on a bitmap of the type's rows, the store on
+    // the type's log-order index).
     raw_read(&log).await?;
+    read_pages(
+        &log,
+        LogFilter::event_types(["bench.order.line_added"]).without_metadata(),
+    )
+    .await?;
     reset_peak_rss();
-    let annals = project(&log, wanted).await?;
+    let (annals, phases) = project(&log, wanted).await?;
     let rss = peak_rss_mb();
     let (raw, raw_took) = timed(raw_read(&log)).await;
     anyhow::ensure!(raw? == wanted, "the raw read missed events");
-    let proportional = project(&only, wanted).await?;
+    let (proportional, _) = project(&only, wanted).await?;
+    // What a runner pays once, when it first catches up (outside the
+    // timed catch-up): the LISTEN connection of its watch, on a fresh
+    // handle of the same schema.
+    let fresh = store(context, "w9").await?;
+    let ((), listen) = timed(async {
+        fresh.watch_log().await;
+    })
+    .await;
 
     // The store's read alone, page by page (what the runner does besides).
     let (outcome, read_only) = timed(read_pages(
@@ -135,6 +192,8 @@ pub async fn w9_rare_types(context: &Context) -> Result<Value> {
             "log events": events,
             "matching events": wanted,
             "seconds": annals.as_secs_f64(),
+            "runner phases": phases.to_json(),
+            "arming the LISTEN watch, ms": listen.as_secs_f64() * 1000.0,
             "read_log of the type alone, seconds": read_only.as_secs_f64(),
             "reading the whole log (a filter in the process), seconds": whole.as_secs_f64(),
         },
