@@ -28,7 +28,9 @@ const GATHER_TURNS: usize = 32;
 /// How concurrent appends are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupCommitOptions {
-    /// Flights written at the same time (each holds one connection).
+    /// Flights written at the same time (each on a connection of its own;
+    /// on PostgreSQL outside the store's pool, see
+    /// `PostgresStoreBuilder::max_connections`).
     /// One by default: on a 2-core machine with 8 writers, 1 flight wrote
     /// ~1.1x the events per second of 8 connections inserting one row each,
     /// 2 flights ~0.8x, 8 flights ~0.35x: one statement with many rows

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -545,27 +546,46 @@ impl PostgresEventStore {
     }
 }
 
-impl FlightWriter for PostgresEventStore {
-    const BACKEND: &'static str = BACKEND;
-
-    /// One append as its own statement, re-run after collisions.
-    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+impl PostgresEventStore {
+    /// One append as its own statement, re-run after collisions: in
+    /// autocommit on `flight_pool` when given (an unscoped store's flight
+    /// connections, whose sessions have the append's generic plan), else in
+    /// a transaction on the store's pool with the append's settings (and
+    /// the tenant of a scoped handle).
+    async fn write_alone(
+        &self,
+        batch: &[StreamAppend],
+        flight_pool: Option<&PgPool>,
+    ) -> Result<Vec<AppendResult>> {
         let columns = AppendColumns::new(&self.tables, batch)?;
         let mut last_collision = None;
         for attempt in 0..APPEND_ATTEMPTS {
-            // A collision aborts a tenant's transaction: each attempt gets
-            // a session of its own.
-            let mut session =
-                Session::open_with_settings(&self.pool, self.tenant.as_deref(), APPEND_SETTINGS)
-                    .await?;
-            match self
-                .try_append(session.connection(), batch, &columns)
-                .await?
-            {
-                AppendOutcome::Written(results) => {
-                    session.finish().await?;
-                    return Ok(results);
+            let outcome = match flight_pool.filter(|_| self.tenant.is_none()) {
+                Some(pool) => {
+                    let mut connection =
+                        pool.acquire().await.map_err(failed("acquire connection"))?;
+                    self.try_append(&mut *connection, batch, &columns).await?
                 }
+                None => {
+                    // A collision aborts a tenant's transaction: each
+                    // attempt gets a session of its own.
+                    let mut session = Session::open_with_settings(
+                        &self.pool,
+                        self.tenant.as_deref(),
+                        APPEND_SETTINGS,
+                    )
+                    .await?;
+                    let outcome = self
+                        .try_append(session.connection(), batch, &columns)
+                        .await?;
+                    if matches!(outcome, AppendOutcome::Written(_)) {
+                        session.finish().await?;
+                    }
+                    outcome
+                }
+            };
+            match outcome {
+                AppendOutcome::Written(results) => return Ok(results),
                 AppendOutcome::Collided(error) => {
                     tracing::debug!(attempt, %error, "append collided with a concurrent writer; re-running");
                     last_collision = Some(error);
@@ -582,26 +602,41 @@ impl FlightWriter for PostgresEventStore {
             .into(),
         })
     }
+}
 
-    /// One statement for the whole flight; a conflict keeps only its own
-    /// caller's events out (each caller's streams are a group of their own).
+impl FlightWriter for PostgresEventStore {
+    const BACKEND: &'static str = BACKEND;
+
+    /// One append in a flight of its own (or written alone after its
+    /// flight failed): on the flight connection the caller's flight task
+    /// holds a slot for.
+    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        self.write_alone(batch, self.flight_pool.as_ref()).await
+    }
+
+    /// One statement for the whole flight, in autocommit on a flight
+    /// connection (its own transaction, its generic plan set for the
+    /// session); a conflict keeps only its own caller's events out (each
+    /// caller's streams are a group of their own).
     async fn write_together(
         &self,
         flight: &[QueuedAppend],
     ) -> std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure> {
+        // Only a store with group commit on has flights, and flight
+        // connections.
+        let Some(pool) = &self.flight_pool else {
+            return Err(FlightFailure::WriteEachAlone);
+        };
         let columns =
             AppendColumns::grouped(&self.tables, flight.iter().map(|q| q.batch.as_slice()))
                 .map_err(|_| FlightFailure::WriteEachAlone)?;
-        let mut session = Session::open_with_settings(&self.pool, None, APPEND_SETTINGS)
+        let mut connection = pool
+            .acquire()
             .await
-            .map_err(|error| FlightFailure::Failed(error.to_string()))?;
-        match self.run_append(session.connection(), &columns).await {
+            .map_err(|error| FlightFailure::Failed(format!("acquire connection: {error}")))?;
+        match self.run_append(&mut *connection, &columns).await {
             Ok(rows) => {
                 let mut outcomes = stream_outcomes(&rows)
-                    .map_err(|error| FlightFailure::Failed(error.to_string()))?;
-                session
-                    .finish()
-                    .await
                     .map_err(|error| FlightFailure::Failed(error.to_string()))?;
                 Ok(flight
                     .iter()
@@ -678,6 +713,8 @@ impl PostgresEventStore {
         if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
             return submit(group, self, batch).await;
         }
-        self.append_alone(&batch).await
+        // Too large to share a flight (or group commit is off): on the
+        // store's pool, leaving the flight connections to flights.
+        self.write_alone(&batch, None).await
     }
 }

@@ -66,7 +66,10 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Most connections in the pool (default 10).
+    /// Most connections in the pool (default 10). With group commit on
+    /// (the default), flights are written on connections of their own
+    /// besides, one per flight ([`GroupCommitOptions::flights`], default 1),
+    /// opened on the first flight: the store needs at most `max + flights`.
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
         self
@@ -244,6 +247,9 @@ impl PostgresStoreBuilder {
             validate_schema_name(schema)?;
         }
         let pool = self.open_pool(&self.url).await?;
+        let flight_pool = self
+            .group_commit
+            .map(|options| flight_pool(&pool, options.flights, self.acquire_timeout));
         let replica = match &self.replica_url {
             Some(url) => Some(
                 Replica::check(
@@ -295,6 +301,7 @@ impl PostgresStoreBuilder {
             wake: Arc::default(),
             tables,
             group,
+            flight_pool,
             tenant: None,
             role: Arc::default(),
             chain_keys: self.chain_keys.map(Arc::new),
@@ -341,6 +348,22 @@ impl PostgresStoreBuilder {
                 source: format!("cannot connect to {shown}: {error}").into(),
             })
     }
+}
+
+/// The connections group-commit flights are written on: `flights` of them,
+/// opened on first use with `pool`'s options (server, role, schema) and the
+/// append statement's generic plan for the whole session (see
+/// `APPEND_SETTINGS`; only the append statement runs on them).
+fn flight_pool(pool: &sqlx::PgPool, flights: usize, acquire_timeout: Duration) -> sqlx::PgPool {
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options(super::append::APPEND_SETTINGS.iter().copied());
+    PgPoolOptions::new()
+        .max_connections(u32::try_from(flights).unwrap_or(u32::MAX))
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(options)
 }
 
 pub(super) fn validate_schema_name(schema: &str) -> Result<()> {

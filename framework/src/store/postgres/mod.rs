@@ -174,6 +174,11 @@ pub struct PostgresEventStore {
     /// Where concurrent small appends wait to be written together; `None`
     /// when group commit is off.
     group: Option<Arc<GroupCommit>>,
+    /// The connections flights are written on (one per flight), with the
+    /// append statement's generic plan set for the session, so that a
+    /// flight is one statement in autocommit: no `BEGIN`/`SET LOCAL` and
+    /// `COMMIT` round trips. `None` when group commit is off.
+    flight_pool: Option<PgPool>,
     /// The tenant every statement is confined to (row-level security), for
     /// a handle from [`for_tenant`](Self::for_tenant).
     tenant: Option<Arc<str>>,

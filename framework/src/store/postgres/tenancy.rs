@@ -69,6 +69,7 @@ impl PostgresEventStore {
         Ok(PostgresEventStore {
             tenant: Some(tenant.into()),
             group: None,
+            flight_pool: None,
             ..self.clone()
         })
     }
