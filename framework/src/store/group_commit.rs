@@ -271,18 +271,28 @@ pub(crate) trait FlightWriter: Clone + Send + Sync + 'static {
     /// The backend's name, for errors.
     const BACKEND: &'static str;
 
+    /// What a flight task keeps from one flight to the next while appends
+    /// keep coming (PostgreSQL: its connection, so that consecutive flights
+    /// skip the pool's check of an idle connection, a round trip each);
+    /// dropped when the queue is empty and the task ends.
+    type Lane: Default + Send;
+
     /// One append in a transaction of its own.
-    fn append_alone(
-        &self,
-        batch: &[StreamAppend],
-    ) -> impl Future<Output = Result<Vec<AppendResult>>> + Send;
+    fn append_alone<'a>(
+        &'a self,
+        lane: &'a mut Self::Lane,
+        batch: &'a [StreamAppend],
+    ) -> impl Future<Output = Result<Vec<AppendResult>>> + Send + 'a;
 
     /// Several callers' appends in one transaction: each caller's outcome,
     /// once it committed.
-    fn write_together(
-        &self,
-        flight: &[QueuedAppend],
-    ) -> impl Future<Output = std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure>> + Send;
+    fn write_together<'a>(
+        &'a self,
+        lane: &'a mut Self::Lane,
+        flight: &'a [QueuedAppend],
+    ) -> impl Future<Output = std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure>>
+    + Send
+    + 'a;
 }
 
 /// Appends `batch` through `group`: queues it, starts a flight task when
@@ -308,6 +318,7 @@ pub(crate) async fn submit<W: FlightWriter>(
 /// A flight task: writes flights until the queue is empty.
 async fn fly<W: FlightWriter>(group: Arc<GroupCommit>, writer: W, slot: OwnedSemaphorePermit) {
     let mut slot = Some(slot);
+    let mut lane = W::Lane::default();
     let mut last = 0;
     loop {
         group.gather(last).await;
@@ -315,29 +326,37 @@ async fn fly<W: FlightWriter>(group: Arc<GroupCommit>, writer: W, slot: OwnedSem
             return;
         };
         last = flight.len();
-        write_flight(&writer, flight).await;
+        write_flight(&writer, &mut lane, flight).await;
     }
 }
 
-async fn write_flight<W: FlightWriter>(writer: &W, mut flight: Vec<QueuedAppend>) {
+async fn write_flight<W: FlightWriter>(
+    writer: &W,
+    lane: &mut W::Lane,
+    mut flight: Vec<QueuedAppend>,
+) {
     if flight.len() == 1 {
         if let Some(queued) = flight.pop() {
-            let _ = queued.reply.send(writer.append_alone(&queued.batch).await);
+            let _ = queued
+                .reply
+                .send(writer.append_alone(lane, &queued.batch).await);
         }
         return;
     }
     tracing::trace!(appends = flight.len(), "group commit flight");
-    match writer.write_together(&flight).await {
+    match writer.write_together(lane, &flight).await {
         Ok(outcomes) => {
             for (queued, outcome) in flight.into_iter().zip(outcomes) {
                 let _ = queued.reply.send(outcome);
             }
         }
         Err(FlightFailure::WriteEachAlone) => {
-            let writes = flight.into_iter().map(|queued| async move {
-                let _ = queued.reply.send(writer.append_alone(&queued.batch).await);
-            });
-            futures_util::future::join_all(writes).await;
+            // One after the other, on the flight's lane.
+            for queued in flight {
+                let _ = queued
+                    .reply
+                    .send(writer.append_alone(lane, &queued.batch).await);
+            }
         }
         Err(FlightFailure::Failed(message)) => {
             for queued in flight {

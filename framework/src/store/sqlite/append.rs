@@ -88,8 +88,14 @@ pub(super) fn new_row<'a>(
 
 impl FlightWriter for SqliteEventStore {
     const BACKEND: &'static str = BACKEND;
+    /// Nothing: the write gate serializes SQLite's writers anyway.
+    type Lane = ();
 
-    async fn append_alone(&self, batch: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+    async fn append_alone(
+        &self,
+        _lane: &mut (),
+        batch: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>> {
         let _writer = self.write_gate.lock().await;
         let mut tx = self
             .pool
@@ -106,6 +112,7 @@ impl FlightWriter for SqliteEventStore {
     /// caller's conflict or duplicate event id undoes only its own events.
     async fn write_together(
         &self,
+        _lane: &mut (),
         flight: &[QueuedAppend],
     ) -> std::result::Result<Vec<Result<Vec<AppendResult>>>, FlightFailure> {
         let failure = |error: sqlx::Error| FlightFailure::Failed(format!("append failed: {error}"));
@@ -157,7 +164,7 @@ impl SqliteEventStore {
         if let Some(group) = self.group.as_ref().filter(|group| group.accepts(&batch)) {
             return submit(group, self, batch).await;
         }
-        self.append_alone(&batch).await
+        self.append_alone(&mut (), &batch).await
     }
 }
 
