@@ -59,6 +59,11 @@ async fn raw_read(store: &PostgresEventStore) -> Result<u64> {
     Ok(lines)
 }
 
+/// What the projection reads: its one type, without metadata.
+fn the_type() -> LogFilter {
+    LogFilter::event_types(["bench.order.line_added"]).without_metadata()
+}
+
 /// Reads the log page by page through `filter`; how many events came.
 async fn read_pages(store: &PostgresEventStore, filter: LogFilter) -> Result<u64> {
     let mut after = LogPosition::START;
@@ -151,11 +156,7 @@ pub async fn w9_rare_types(context: &Context) -> Result<Value> {
     // plan (the raw SELECT on a bitmap of the type's rows, the store on
     // the type's log-order index).
     raw_read(&log).await?;
-    read_pages(
-        &log,
-        LogFilter::event_types(["bench.order.line_added"]).without_metadata(),
-    )
-    .await?;
+    read_pages(&log, the_type()).await?;
     reset_peak_rss();
     let (annals, phases) = project(&log, wanted).await?;
     let rss = peak_rss_mb();
@@ -172,11 +173,7 @@ pub async fn w9_rare_types(context: &Context) -> Result<Value> {
     .await;
 
     // The store's read alone, page by page (what the runner does besides).
-    let (outcome, read_only) = timed(read_pages(
-        &log,
-        LogFilter::event_types(["bench.order.line_added"]).without_metadata(),
-    ))
-    .await;
+    let (outcome, read_only) = timed(read_pages(&log, the_type())).await;
     anyhow::ensure!(outcome? == wanted, "the filtered read missed events");
     // What a reader filtering in the process reads: the whole log.
     let (outcome, whole) = timed(read_pages(&log, LogFilter::all())).await;

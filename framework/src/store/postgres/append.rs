@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
 
 use crate::error::{Error, Result};
 use crate::event::metadata::headers_json;
@@ -550,6 +550,19 @@ impl PostgresEventStore {
 /// an idle connection with a round trip at every acquire).
 pub(super) type FlightLane = Option<sqlx::pool::PoolConnection<sqlx::Postgres>>;
 
+/// The lane's connection, taken from `pool` at its first use. After a
+/// failed statement the caller empties the lane: the connection may be
+/// broken, and the next flight takes one the pool has checked.
+async fn lane_connection<'l>(
+    pool: &PgPool,
+    lane: &'l mut FlightLane,
+) -> std::result::Result<&'l mut sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+    match lane {
+        Some(connection) => Ok(connection),
+        None => Ok(lane.insert(pool.acquire().await?)),
+    }
+}
+
 impl PostgresEventStore {
     /// One append as its own statement, re-run after collisions: in
     /// autocommit on a flight task's `lane` when given (a connection of the
@@ -570,21 +583,14 @@ impl PostgresEventStore {
             };
             let outcome = match on_lane {
                 Some((pool, lane)) => {
-                    let connection = match lane {
-                        Some(connection) => connection,
-                        None => {
-                            lane.insert(pool.acquire().await.map_err(failed("acquire connection"))?)
-                        }
-                    };
-                    match self.try_append(&mut **connection, batch, &columns).await {
-                        Ok(outcome) => outcome,
-                        Err(error) => {
-                            // The connection may be broken: the next
-                            // flight takes one the pool has checked.
-                            *lane = None;
-                            return Err(error);
-                        }
+                    let connection = lane_connection(pool, lane)
+                        .await
+                        .map_err(failed("acquire connection"))?;
+                    let outcome = self.try_append(&mut **connection, batch, &columns).await;
+                    if outcome.is_err() {
+                        *lane = None;
                     }
+                    outcome?
                 }
                 None => {
                     // A collision aborts a tenant's transaction: each
@@ -664,17 +670,11 @@ impl FlightWriter for PostgresEventStore {
         let columns =
             AppendColumns::grouped(&self.tables, flight.iter().map(|q| q.batch.as_slice()))
                 .map_err(|_| FlightFailure::WriteEachAlone)?;
-        let connection =
-            match lane {
-                Some(connection) => connection,
-                None => lane.insert(pool.acquire().await.map_err(|error| {
-                    FlightFailure::Failed(format!("acquire connection: {error}"))
-                })?),
-            };
+        let connection = lane_connection(pool, lane)
+            .await
+            .map_err(|error| FlightFailure::Failed(format!("acquire connection: {error}")))?;
         let written = self.run_append(&mut **connection, &columns).await;
-        if matches!(&written, Err(error) if !matches!(error, sqlx::Error::Database(_))) {
-            // The connection may be broken: the next flight takes one the
-            // pool has checked.
+        if written.is_err() {
             *lane = None;
         }
         match written {
