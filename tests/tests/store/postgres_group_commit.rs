@@ -513,3 +513,34 @@ async fn a_flight_does_not_wait_for_the_stores_pool() {
     drop(held);
     assert_eq!(read_until(&store, 4).await.len(), 4);
 }
+
+/// A flight's append is a statement in autocommit, its own transaction:
+/// the server shows the waiting append's transaction starting with it (a
+/// flight used to open with `BEGIN; SET LOCAL`, then run the statement,
+/// then `COMMIT`: three round trips where the raw insert takes one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_is_one_statement_in_autocommit() {
+    let store = one_flight_store().await;
+    let lock = hold_inserts(store.pool()).await;
+    let append = spawn_append(&store, single("autocommit", ExpectedVersion::NoStream, 1));
+    until_a_statement_waits(store.pool()).await;
+    let (own_transaction, query): (bool, String) = sqlx::query_as(
+        "SELECT a.xact_start = a.query_start, a.query FROM pg_stat_activity a \
+         JOIN pg_locks l ON l.pid = a.pid \
+         WHERE NOT l.granted AND l.relation = 'annals_events'::regclass",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("the waiting append");
+    assert!(
+        // (The server keeps the first kilobyte of a statement's text.)
+        query.contains("WITH expectations AS"),
+        "the waiting statement is the append: {query}"
+    );
+    assert!(
+        own_transaction,
+        "the append's transaction began before the statement (BEGIN sent first)"
+    );
+    lock.commit().await.expect("release the log");
+    append.await.expect("join").expect("appended");
+}
