@@ -18,6 +18,7 @@ mod migrations;
 mod postgres_copy;
 mod postgres_global_log;
 mod postgres_group_commit;
+mod postgres_query_plans;
 mod postgres_replica;
 mod postgres_restart;
 mod postgres_restore;

@@ -501,9 +501,8 @@ impl EventStore for PostgresEventStore {
             }
         };
         push_filters(&mut sql, query, &self.tables, usize::from(by_tag_index));
-        sql.push(query.order_by_sql())
-            .push(" LIMIT ")
-            .push_bind(limit(query.limit.saturating_add(1)));
+        sql.push(query.order_by_sql());
+        read::push_limit(&mut sql, query.limit.saturating_add(1));
         let events = self
             .fetch_events(sql.build(), "query", ReadKind::Log)
             .await?;
@@ -532,9 +531,9 @@ impl EventStore for PostgresEventStore {
         // commit late.
         sql.push(
             " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id, position LIMIT ",
-        )
-        .push_bind(limit(max_count));
+             ORDER BY transaction_id, position",
+        );
+        read::push_limit(&mut sql, max_count);
         self.fetch_events(sql.build(), "read matching events", ReadKind::Primary)
             .await
     }
