@@ -55,6 +55,7 @@ mod page_on_every_core;
 mod redact;
 mod sealed_field;
 mod store;
+mod stored_members;
 
 pub use crate::registry::PiiField;
 pub(crate) use key_store::MemorySubjectKeys;

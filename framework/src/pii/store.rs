@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use super::key_store::{StoredSubjectKey, SubjectKeyStore};
 use super::master_key::MasterKey;
 use super::page_on_every_core::map_on_every_core;
-use super::sealed_field::{self, may_hold_sealed_fields, sealed_text, subject_of};
+use super::sealed_field::{self, may_hold_sealed_fields, subject_of};
+use super::stored_members::StoredMembers;
 use crate::aggregate::Aggregate;
 use crate::cache::{CacheKey, EventCache};
 use crate::error::{Error, Result};
@@ -648,20 +649,17 @@ impl PiiEventStore {
     /// large page is spread over the machine's cores (the database waits
     /// meanwhile: a catch-up was bound by this process's one core).
     async fn reveal(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        let parsed = map_on_every_core(events, "parse", |event| {
-            let sealed = sealed_payload(&event);
-            let subjects = sealed.as_ref().map_or_else(Vec::new, |(payload, fields)| {
-                sealed_subjects(event.metadata.tenant_id.as_deref(), payload, fields)
-            });
-            Ok((event, sealed, subjects))
+        let found = map_on_every_core(events, "parse", |event| {
+            let sealed = sealed_subjects(&event);
+            Ok((event, sealed))
         })
         .await?;
         let known = Arc::new(
-            self.ciphers_for(parsed.iter().flat_map(|(_, _, subjects)| subjects))
+            self.ciphers_for(found.iter().flat_map(|(_, sealed)| sealed.iter().flatten()))
                 .await?,
         );
-        map_on_every_core(parsed, "open", move |(event, sealed, _)| match sealed {
-            Some(sealed) => reveal_event(event, sealed, &known),
+        map_on_every_core(found, "open", move |(event, sealed)| match sealed {
+            Some(_) => reveal_event(event, &known),
             None => Ok(event),
         })
         .await
@@ -716,34 +714,34 @@ impl PiiEventStore {
     }
 }
 
-/// The data subjects whose keys open the sealed fields of a parsed payload
-/// (each once), in the event's tenant.
-fn sealed_subjects(
-    tenant: Option<&str>,
-    payload: &Map<String, Value>,
-    fields: &[PiiField],
-) -> Vec<SubjectId> {
+/// The data subjects whose keys open the sealed fields of an event (each
+/// once, in the event's tenant); `None` if it holds no sealed field.
+fn sealed_subjects(event: &RecordedEvent) -> Option<Vec<SubjectId>> {
+    let (members, fields) = sealed_members(event)?;
+    let tenant = event.metadata.tenant_id.as_deref();
+    let mut sealed = false;
     let mut subjects: Vec<SubjectId> = Vec::new();
     for field in fields {
-        if payload.get(field.field).and_then(sealed_text).is_none() {
+        if members.sealed(field.field).is_none() {
             continue;
         }
-        let Some(subject) = subject_of(payload, field.subject) else {
+        sealed = true;
+        let Some(subject) = members.subject(field.subject) else {
             continue;
         };
         if !subjects.iter().any(|known| known.1 == subject) {
-            subjects.push(subject_id(tenant, &subject));
+            subjects.push((tenant.map(str::to_owned), subject));
         }
     }
-    subjects
+    sealed.then_some(subjects)
 }
 
 /// An event with its sealed fields opened with the subjects' ciphers in
 /// `known` (those [`PiiEventStore::ciphers_for`] found), or redacted where
-/// the subject is forgotten.
+/// the subject is forgotten. The other members of the payload are kept as
+/// stored.
 fn reveal_event(
     mut event: RecordedEvent,
-    (mut payload, fields): SealedPayload,
     known: &HashMap<SubjectId, SubjectCipher>,
 ) -> Result<RecordedEvent> {
     let corrupt = |field: &str, reason: &str| Error::PiiField {
@@ -752,24 +750,27 @@ fn reveal_event(
         field: field.to_owned(),
         reason: reason.to_owned(),
     };
-    let mut changed = false;
+    let Some((members, fields)) = sealed_members(&event) else {
+        return Ok(event);
+    };
+    let mut opened: Vec<(&str, String)> = Vec::new();
     for field in fields {
-        let Some(text) = payload.get(field.field).and_then(sealed_text) else {
+        let Some(text) = members.sealed(field.field) else {
             continue;
         };
-        let subject = subject_of(&payload, field.subject).ok_or_else(|| {
+        let subject = members.subject(field.subject).ok_or_else(|| {
             corrupt(
                 field.field,
                 "its subject field is missing or not a string or number",
             )
         })?;
-        let tenant = event.metadata.tenant_id.as_deref();
-        let value = match known.get(&subject_id(tenant, &subject)) {
+        let subject = (event.metadata.tenant_id.clone(), subject);
+        let value = match known.get(&subject) {
             Some(SubjectCipher::Live(cipher)) => {
-                sealed_field::open(cipher, event.event_id, field.field, &subject, text)
+                sealed_field::open(cipher, event.event_id, field.field, &subject.1, &text)
                     .map_err(|reason| corrupt(field.field, reason))?
             }
-            Some(SubjectCipher::Forgotten) => (field.redacted)(),
+            Some(SubjectCipher::Forgotten) => (field.redacted)().to_string(),
             None => {
                 return Err(corrupt(
                     field.field,
@@ -777,23 +778,20 @@ fn reveal_event(
                 ));
             }
         };
-        payload.insert(field.field.to_owned(), value);
-        changed = true;
+        opened.push((field.field, value));
     }
-    if changed {
-        event.payload = Payload::from_serialize(&payload)
-            .map_err(|error| corrupt("payload", &error.to_string()))?;
+    if opened.is_empty() {
+        return Ok(event);
     }
+    let payload = members.with_replaced(&opened);
+    event.payload = Payload::from_checked_json(payload);
     Ok(event)
 }
 
-/// A stored payload that may hold sealed fields, parsed, with the fields
-/// its type declares.
-type SealedPayload = (Map<String, Value>, &'static [PiiField]);
-
-/// The parsed payload of an event whose type has `#[pii]` fields and whose
-/// text may hold a sealed one; `None` for every other event (left as is).
-fn sealed_payload(event: &RecordedEvent) -> Option<SealedPayload> {
+/// The stored members of an event's payload and the `#[pii]` fields its
+/// type declares, if its text may hold a sealed field; `None` for every
+/// other event (left as is).
+fn sealed_members(event: &RecordedEvent) -> Option<(StoredMembers<'_>, &'static [PiiField])> {
     if !may_hold_sealed_fields(event.payload.as_json()) {
         return None;
     }
@@ -801,8 +799,7 @@ fn sealed_payload(event: &RecordedEvent) -> Option<SealedPayload> {
     if fields.is_empty() {
         return None;
     }
-    let payload = event.payload.decode::<Map<String, Value>>().ok()?;
-    Some((payload, fields))
+    Some((StoredMembers::parse(event.payload.as_json())?, fields))
 }
 
 /// The `#[pii]` fields of an event type at a schema version: those its
