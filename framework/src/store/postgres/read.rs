@@ -168,7 +168,12 @@ pub(super) fn push_limit(sql: &mut QueryBuilder<Postgres>, max_count: usize) {
 
 /// Where a query's page starts, in its order (see [`EventQuery`]): the
 /// keyset its index continues from. Shared by `query` and `count`, as
-/// [`push_filters`] is, so they always agree.
+/// [`push_filters`] is, so they always agree. A first page has none (every
+/// position is 1 or more): without a condition that holds for every row,
+/// its statement is the one a first page written by hand is (W6's first
+/// pages by type and time: 0.33 ms at p50 against the hand-written 0.36,
+/// where with `position > 0` and `event_type = ANY(..)` they took 0.41-0.48
+/// against 0.27-0.30).
 pub(super) fn push_after(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
     match (query.in_recorded_order(), query.after.recorded_at) {
         (true, Some(at)) => sql
@@ -177,6 +182,7 @@ pub(super) fn push_after(sql: &mut QueryBuilder<Postgres>, query: &EventQuery) {
             .push(", ")
             .push_bind(to_i64(query.after.sequence))
             .push(")"),
+        _ if query.after.sequence == 0 => sql.push("TRUE"),
         _ => sql
             .push("position > ")
             .push_bind(to_i64(query.after.sequence)),
@@ -191,10 +197,18 @@ pub(super) fn push_filters(
     tables: &TableNames,
     tags_done: usize,
 ) {
-    if !query.event_types.is_empty() {
-        sql.push(" AND event_type = ANY(")
-            .push_bind(query.event_types.clone())
-            .push(")");
+    // One type as an equality, which the planner estimates from the
+    // type's statistics even for a generic plan.
+    match query.event_types.as_slice() {
+        [] => {}
+        [event_type] => {
+            sql.push(" AND event_type = ").push_bind(event_type.clone());
+        }
+        types => {
+            sql.push(" AND event_type = ANY(")
+                .push_bind(types.to_vec())
+                .push(")");
+        }
     }
     if let Some(from) = query.recorded_from {
         sql.push(" AND recorded_at >= ").push_bind(from);
