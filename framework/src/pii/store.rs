@@ -644,10 +644,12 @@ impl PiiEventStore {
     /// Opens (or redacts) the sealed fields of stored events. The keys of
     /// their subjects that are not cached are loaded first, in one query
     /// per tenant, not one per subject (a catch-up over more subjects than
-    /// the cache holds would otherwise query once per event). Each payload
-    /// that may hold sealed fields is parsed once. Parsing and opening a
-    /// large page is spread over the machine's cores (the database waits
-    /// meanwhile: a catch-up was bound by this process's one core).
+    /// the cache holds would otherwise query once per event). A payload
+    /// that may hold sealed fields is read as members borrowed from its
+    /// text, once to find its subjects and once to open it (no allocation
+    /// but the list of members). Parsing and opening a large page is spread
+    /// over the machine's cores (the database waits meanwhile: a catch-up
+    /// was bound by this process's one core).
     async fn reveal(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
         let found = map_on_every_core(events, "parse", |event| {
             let sealed = sealed_subjects(&event);

@@ -340,6 +340,47 @@ async fn altered_ciphertext_is_a_typed_error(b: PiiBackend) {
     assert_eq!(redacted.email, "[redacted]");
 }
 
+/// Opening a payload's sealed fields replaces each envelope in the stored
+/// text with the field's value and keeps every other member as the backend
+/// returned it (the memory store returns the text it was given).
+#[tokio::test]
+async fn an_opened_payload_is_the_stored_text_with_its_envelopes_replaced() {
+    let b = PiiBackend::memory().await;
+    write_both(&b).await;
+    b.pii.forget("ada").await.expect("forget ada");
+    let stored = b
+        .backend
+        .store
+        .read_stream(&stream("directory-1"), 1, 10)
+        .await
+        .expect("read_stream");
+    let opened = b
+        .pii
+        .read_stream(&stream("directory-1"), 1, 10)
+        .await
+        .expect("read_stream");
+    let expected = |event: &RecordedEvent, email: &str, name: &str| {
+        let members: serde_json::Map<String, serde_json::Value> =
+            event.payload.decode().expect("an object");
+        let mut text = event.payload.as_json().to_owned();
+        for (field, value) in [("email", email), ("name", name)] {
+            let envelope = members[field].to_string();
+            assert!(text.contains(&envelope), "{field} is sealed in {text}");
+            text = text.replace(&envelope, &serde_json::Value::from(value).to_string());
+        }
+        text
+    };
+    assert_eq!(
+        opened[0].payload.as_json(),
+        expected(&stored[0], "[redacted]", "[redacted]"),
+        "the forgotten subject's fields redacted in place"
+    );
+    assert_eq!(
+        opened[1].payload.as_json(),
+        expected(&stored[1], BOB_EMAIL, "Name of bob")
+    );
+}
+
 #[tokio::test]
 async fn memory_store_reads_redact_only_the_forgotten_subject() {
     store_reads_redact_only_the_forgotten_subject(PiiBackend::memory().await).await;
