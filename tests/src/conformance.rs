@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             read_matching_returns_the_tenants_matching_events_in_order,
             racing_decisions_register_an_address_once,
             read_log_filters_types_in_the_store_and_reads_past_the_rest,
+            read_log_without_metadata_leaves_out_only_the_metadata,
             streams_are_listed_in_id_order_by_prefix_and_page,
         );
     };
@@ -2534,6 +2535,79 @@ pub async fn read_log_filters_types_in_the_store_and_reads_past_the_rest(t: &Tes
             (light.position, light.version, &light.stream_id),
             (full.position, full.version, &full.stream_id)
         );
+    }
+}
+
+/// A read without metadata (what a projection gets whose handlers never
+/// look at it) gives every event the read with metadata gives, every field
+/// but the metadata as stored (tags, time, schema version), for one type,
+/// several and all, page by page, and reads as far.
+pub async fn read_log_without_metadata_leaves_out_only_the_metadata(t: &TestStore) {
+    use annals::store::LogFilter;
+    for n in 0..12u32 {
+        let kind = ["test.light.a", "test.light.b", "test.light.c"][n as usize % 3];
+        let mut appended = event(kind, json!({ "n": n, "text": "é\"x" })).with_metadata(
+            Metadata::new()
+                .with_actor("reader@acme.test")
+                .with_header("channel", "web"),
+        );
+        if n % 2 == 0 {
+            appended = appended.with_tags([format!("light:{n}"), "light:even".to_owned()]);
+        }
+        append(
+            t,
+            &stream(&format!("light-{}", n % 4)),
+            ExpectedVersion::Any,
+            vec![appended],
+        )
+        .await;
+    }
+    // On PostgreSQL, once the log shows all of them (see read_all_in_batches).
+    assert_eq!(
+        read_all_in_batches(t, LogPosition::START, 100, 12)
+            .await
+            .len(),
+        12
+    );
+    let filters = [
+        LogFilter::all(),
+        LogFilter::event_types(["test.light.b"]),
+        LogFilter::event_types(["test.light.a", "test.light.c"]),
+    ];
+    for filter in filters {
+        let (mut full_after, mut light_after) = (LogPosition::START, LogPosition::START);
+        let mut pages = 0;
+        loop {
+            let full = t
+                .store
+                .read_log(full_after, 3, &filter)
+                .await
+                .expect("read_log");
+            let light = t
+                .store
+                .read_log(light_after, 3, &filter.clone().without_metadata())
+                .await
+                .expect("read_log without metadata");
+            assert_eq!(light.events.len(), full.events.len(), "{filter:?}");
+            for (light, full) in light.events.iter().zip(&full.events) {
+                assert_eq!(full.metadata.actor.as_deref(), Some("reader@acme.test"));
+                assert_eq!(light.metadata, Metadata::new(), "{filter:?}");
+                let mut expected = full.clone();
+                expected.metadata = Metadata::new();
+                assert_eq!(light, &expected, "{filter:?}");
+            }
+            assert_eq!(
+                (light.read_to, light.head),
+                (full.read_to, full.head),
+                "{filter:?}"
+            );
+            pages += 1;
+            if full.at_head() {
+                break;
+            }
+            (full_after, light_after) = (full.read_to, light.read_to);
+        }
+        assert!(pages > 1, "{filter:?} was read in one page");
     }
 }
 

@@ -60,7 +60,8 @@ pub(crate) struct StoredRow {
     pub(crate) causation_id: Option<Uuid>,
     pub(crate) actor: Option<String>,
     pub(crate) trace_context: Option<String>,
-    pub(crate) headers: String,
+    /// The headers' JSON object, `None` when the read left them out.
+    pub(crate) headers: Option<String>,
     pub(crate) recorded_at: DateTime<Utc>,
     pub(crate) tags: Vec<String>,
 }
@@ -88,10 +89,13 @@ impl StoredRow {
             Payload::from_json(self.payload)
                 .map_err(|error| id.corrupt(format!("payload is not valid JSON: {error}")))?
         };
-        let headers: BTreeMap<String, String> =
-            serde_json::from_str(&self.headers).map_err(|error| {
+        let headers: BTreeMap<String, String> = match self.headers.as_deref() {
+            // Most events have none: no parse.
+            None | Some("{}") => BTreeMap::new(),
+            Some(headers) => serde_json::from_str(headers).map_err(|error| {
                 id.corrupt(format!("headers are not a JSON object of strings: {error}"))
-            })?;
+            })?,
+        };
         let mut metadata = Metadata::new();
         metadata.tenant_id = self.tenant_id;
         metadata.correlation_id = self.correlation_id;

@@ -8,6 +8,9 @@
 //! - `reading_arbitrary_stored_rows`: rows written straight into a SQLite
 //!   store with arbitrary payload and header text, schema versions and
 //!   types, then read back through the store.
+//! - `a_stored_time_out_of_range_is_a_typed_error_on_postgres`: PostgreSQL
+//!   times no date can hold (`infinity`), planted by the schema's owner,
+//!   read back through every read path that decodes events.
 //!
 //! `ANNALS_FUZZ_SECONDS` sets each target's budget (default 5 seconds); the
 //! executions per second are printed (`cargo test -- --nocapture`).
@@ -311,4 +314,69 @@ fn reading_arbitrary_stored_rows() {
         decode_errors > 0,
         "readable rows must meet the typed decoders"
     );
+}
+
+/// PostgreSQL's `timestamptz` holds `infinity` and `-infinity`, which no
+/// `DateTime` can: an event recorded at either (planted by the schema's
+/// owner, behind the store's back) is a `CorruptEvent` naming the stream,
+/// version, type and column on every path that decodes it, with and
+/// without metadata, and never a panic or a wrong date.
+#[tokio::test]
+async fn a_stored_time_out_of_range_is_a_typed_error_on_postgres() {
+    use annals::store::LogFilter;
+    let store = annals_tests::backends::fresh_postgres_store().await;
+    for (version, time) in [(1_i64, "infinity"), (2, "-infinity")] {
+        sqlx::query(
+            "INSERT INTO annals_events (event_id, stream_id, version, event_type, schema_version, payload, recorded_at) \
+             VALUES ($1, 'timeless', $2, 'test.timeless', 1, '{}', $3::timestamptz)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(version)
+        .bind(time)
+        .execute(store.pool())
+        .await
+        .expect("the owner plants the row");
+    }
+    let expect_corrupt = |path: &str, result: annals::Result<Vec<RecordedEvent>>| match result {
+        Err(Error::CorruptEvent {
+            stream,
+            version,
+            event_type,
+            reason,
+        }) => {
+            assert_eq!(
+                (stream.as_str(), version, event_type.as_str()),
+                ("timeless", 1, "test.timeless"),
+                "{path}"
+            );
+            assert!(reason.contains("recorded_at"), "{path}: {reason}");
+        }
+        other => panic!("{path}: expected CorruptEvent, got {other:?}"),
+    };
+    let id = StreamId::new("timeless").expect("stream id");
+    expect_corrupt("read_stream", store.read_stream(&id, 1, 10).await);
+    expect_corrupt("read_all", store.read_all(LogPosition::START, 10).await);
+    for filter in [
+        LogFilter::all(),
+        LogFilter::all().without_metadata(),
+        LogFilter::event_types(["test.timeless"]).without_metadata(),
+    ] {
+        expect_corrupt(
+            &format!("read_log {filter:?}"),
+            store
+                .read_log(LogPosition::START, 10, &filter)
+                .await
+                .map(|page| page.events),
+        );
+    }
+    // The second event, read on its own, names itself.
+    match store.read_stream(&id, 2, 10).await {
+        Err(Error::CorruptEvent {
+            version, reason, ..
+        }) => {
+            assert_eq!(version, 2);
+            assert!(reason.contains("recorded_at"), "{reason}");
+        }
+        other => panic!("expected CorruptEvent, got {other:?}"),
+    }
 }

@@ -97,15 +97,14 @@ macro_rules! event_columns {
     };
 }
 
-/// The columns of [`event_columns!`] with the metadata left out (NULLs and
-/// empty headers in their places, under the same names, so `decode_row`
-/// reads both).
+/// The columns of [`event_columns!`] but the metadata, for a reader that
+/// never looks at it: not even NULLs in their places, which cost the server
+/// and the client a column each per row (`read::Layout::WithoutMetadata`
+/// reads them).
 macro_rules! event_columns_without_metadata {
     () => {
         "position, transaction_id AS commit_id, event_id, stream_id, \
-         version, event_type, schema_version, payload::text AS payload, NULL::text AS tenant_id, \
-         NULL::uuid AS correlation_id, NULL::uuid AS causation_id, NULL::text AS actor, \
-         NULL::text AS trace_context, '{}'::text AS headers, recorded_at, tags"
+         version, event_type, schema_version, payload::text AS payload, recorded_at, tags"
     };
 }
 
@@ -467,7 +466,8 @@ impl EventStore for PostgresEventStore {
     ) -> Result<LogPage> {
         let mut sql = read::log_page(&self.tables, after, max_count, filter);
         let settings = read::log_page_settings(filter);
-        self.fetch_log_page(sql.build(), after, max_count, settings)
+        let layout = read::Layout::of(filter);
+        self.fetch_log_page(sql.build(), after, max_count, settings, layout)
             .await
     }
 

@@ -49,6 +49,7 @@ impl PostgresEventStore {
         after: LogPosition,
         max_count: usize,
         settings: LocalSettings,
+        layout: Layout,
     ) -> Result<LogPage> {
         const OPERATION: &str = "read log";
         let mut session = Session::open_with_settings(
@@ -63,7 +64,7 @@ impl PostgresEventStore {
         while let Some(row) = rows.try_next().await.map_err(failed(OPERATION))? {
             let event_id: Option<uuid::Uuid> = row.try_get(2).map_err(failed(OPERATION))?;
             if event_id.is_some() {
-                events.push(decode_row(&row)?);
+                events.push(decode_row_as(&row, layout)?);
             } else {
                 // `xid8`, read as the 8-byte integer of its binary form.
                 let commit: i64 = row.try_get_unchecked(1).map_err(failed(OPERATION))?;
@@ -120,17 +121,129 @@ where
         .map_err(|error| identity.corrupt(format!("column `{name}` is unreadable: {error}")))
 }
 
+/// Which columns an event row has: those of `event_columns!`, or those of
+/// `event_columns_without_metadata!` (the same up to the payload, then
+/// `recorded_at` and `tags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// Every column.
+    Full,
+    /// No metadata columns.
+    WithoutMetadata,
+}
+
+impl Layout {
+    /// The layout of the rows `filter` wants.
+    pub(super) fn of(filter: &LogFilter) -> Self {
+        if filter.with_metadata() {
+            Layout::Full
+        } else {
+            Layout::WithoutMetadata
+        }
+    }
+
+    /// The select list.
+    fn columns(self) -> &'static str {
+        match self {
+            Layout::Full => event_columns!(),
+            Layout::WithoutMetadata => event_columns_without_metadata!(),
+        }
+    }
+
+    /// The names the select list gives its columns (for a select over a
+    /// subquery that selected them).
+    fn names(self) -> &'static str {
+        match self {
+            Layout::Full => {
+                "position, commit_id, event_id, stream_id, version, event_type, \
+                 schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
+                 trace_context, headers, recorded_at, tags"
+            }
+            Layout::WithoutMetadata => {
+                "position, commit_id, event_id, stream_id, version, event_type, \
+                 schema_version, payload, recorded_at, tags"
+            }
+        }
+    }
+
+    /// The select list of a row that carries only a position: NULLs of
+    /// the right types after `position` and `commit_id`.
+    fn position_only(self) -> &'static str {
+        match self {
+            Layout::Full => {
+                "position, transaction_id AS commit_id, NULL::uuid, NULL::text, NULL::bigint, \
+                 NULL::text, NULL::int4, NULL::text, NULL::text, NULL::uuid, NULL::uuid, \
+                 NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::text[]"
+            }
+            Layout::WithoutMetadata => {
+                "position, transaction_id AS commit_id, NULL::uuid, NULL::text, NULL::bigint, \
+                 NULL::text, NULL::int4, NULL::text, NULL::timestamptz, NULL::text[]"
+            }
+        }
+    }
+
+    /// The indexes of `recorded_at` and `tags`.
+    fn last_columns(self) -> (usize, usize) {
+        match self {
+            Layout::Full => (14, 15),
+            Layout::WithoutMetadata => (8, 9),
+        }
+    }
+}
+
+/// A column of the row's identity: [`column`], with an error that names no
+/// event (none is known yet), made only when there is an error (this runs
+/// for every row read).
+fn identity_column<'r, T>(row: &'r PgRow, index: usize, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get_unchecked(index).map_err(|error| {
+        RowIdentity::unreadable().corrupt(format!("column `{name}` is unreadable: {error}"))
+    })
+}
+
 /// Decodes a row of `select_events!`, by column position (a name lookup
 /// per column was a tenth of a catch-up's time).
 pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
-    let unreadable = RowIdentity::unreadable();
+    decode_row_as(row, Layout::Full)
+}
+
+/// Decodes a row of the columns `layout` names.
+fn decode_row_as(row: &PgRow, layout: Layout) -> Result<RecordedEvent> {
     let identity = RowIdentity {
-        stream_id: column(row, &unreadable, 3, "stream_id")?,
-        version: column(row, &unreadable, 4, "version")?,
-        event_type: column(row, &unreadable, 5, "event_type")?,
+        stream_id: identity_column(row, 3, "stream_id")?,
+        version: identity_column(row, 4, "version")?,
+        event_type: identity_column(row, 5, "event_type")?,
     };
     let schema_version: i32 = column(row, &identity, 6, "schema_version")?;
-    let recorded_at: DateTime<Utc> = column(row, &identity, 14, "recorded_at")?;
+    let (recorded_at_index, tags_index) = layout.last_columns();
+    let recorded_at = recorded_at(row, &identity, recorded_at_index)?;
+    let with_metadata = layout == Layout::Full;
+    let metadata_column = |index: usize, name: &str| -> Result<Option<String>> {
+        if with_metadata {
+            column(row, &identity, index, name)
+        } else {
+            Ok(None)
+        }
+    };
+    let metadata_id = |index: usize, name: &str| -> Result<Option<uuid::Uuid>> {
+        if with_metadata {
+            column(row, &identity, index, name)
+        } else {
+            Ok(None)
+        }
+    };
+    let tenant_id = metadata_column(8, "tenant_id")?;
+    let correlation_id = metadata_id(9, "correlation_id")?;
+    let causation_id = metadata_id(10, "causation_id")?;
+    let actor = metadata_column(11, "actor")?;
+    let trace_context = metadata_column(12, "trace_context")?;
+    let headers = if with_metadata {
+        Some(column(row, &identity, 13, "headers")?)
+    } else {
+        None
+    };
     StoredRow {
         // `xid8`: unchecked, its binary form is an 8-byte integer.
         commit: column(row, &identity, 1, "commit_id")?,
@@ -139,17 +252,35 @@ pub(super) fn decode_row(row: &PgRow) -> Result<RecordedEvent> {
         schema_version: i64::from(schema_version),
         payload: column(row, &identity, 7, "payload")?,
         payload_checked: true,
-        tenant_id: column(row, &identity, 8, "tenant_id")?,
-        correlation_id: column(row, &identity, 9, "correlation_id")?,
-        causation_id: column(row, &identity, 10, "causation_id")?,
-        actor: column(row, &identity, 11, "actor")?,
-        trace_context: column(row, &identity, 12, "trace_context")?,
-        headers: column(row, &identity, 13, "headers")?,
+        tenant_id,
+        correlation_id,
+        causation_id,
+        actor,
+        trace_context,
+        headers,
         recorded_at,
-        tags: column::<Option<Vec<String>>>(row, &identity, 15, "tags")?.unwrap_or_default(),
+        tags: column::<Option<Vec<String>>>(row, &identity, tags_index, "tags")?
+            .unwrap_or_default(),
         identity,
     }
     .into_recorded()
+}
+
+/// A `timestamptz` column, from its binary form (microseconds since
+/// 2000-01-01 UTC) without the calendar arithmetic of sqlx's decoding,
+/// which was a twenty-fifth of a catch-up's client time.
+fn recorded_at(row: &PgRow, identity: &RowIdentity, index: usize) -> Result<DateTime<Utc>> {
+    /// 2000-01-01 UTC in microseconds since 1970-01-01 UTC.
+    const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    let micros: i64 = column(row, identity, index, "recorded_at")?;
+    micros
+        .checked_add(POSTGRES_EPOCH_MICROS)
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(|| {
+            identity.corrupt(format!(
+                "recorded_at ({micros} microseconds after 2000-01-01) is out of range"
+            ))
+        })
 }
 
 /// ` LIMIT n`, with the page size written into the statement rather than
@@ -327,15 +458,8 @@ pub(super) fn log_page(
     max_count: usize,
     filter: &LogFilter,
 ) -> QueryBuilder<Postgres> {
-    /// The names of the columns both lists give.
-    const NAMES: &str = "position, commit_id, event_id, stream_id, version, event_type, \
-         schema_version, payload, tenant_id, correlation_id, causation_id, actor, \
-         trace_context, headers, recorded_at, tags";
-    let columns = if filter.with_metadata() {
-        event_columns!()
-    } else {
-        event_columns_without_metadata!()
-    };
+    let layout = Layout::of(filter);
+    let columns = layout.columns();
     // The events of one type (or of all) after `after`, in log order. With
     // a type, the keyset and the horizon are both row comparisons that
     // lead with the type, so on the type index they bound the scan at both
@@ -389,7 +513,7 @@ pub(super) fn log_page(
             scan(&mut sql, Some(event_type));
         }
         Some(types) => {
-            sql.push(NAMES).push(" FROM (");
+            sql.push(layout.names()).push(" FROM (");
             for (index, event_type) in types.iter().enumerate() {
                 if index > 0 {
                     sql.push(" UNION ALL ");
@@ -403,14 +527,12 @@ pub(super) fn log_page(
             push_limit(&mut sql, max_count);
         }
     }
-    sql.push(tables.rename(
-        ") UNION ALL \
-         (SELECT position, transaction_id AS commit_id, NULL::uuid, NULL::text, NULL::bigint, \
-                 NULL::text, NULL::int4, NULL::text, NULL::text, NULL::uuid, NULL::uuid, \
-                 NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::text[] \
-          FROM annals_events \
-          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-          ORDER BY transaction_id DESC, position DESC LIMIT 1)",
-    ));
+    sql.push(") UNION ALL (SELECT ")
+        .push(layout.position_only())
+        .push(tables.rename(
+            " FROM annals_events \
+              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+              ORDER BY transaction_id DESC, position DESC LIMIT 1)",
+        ));
     sql
 }

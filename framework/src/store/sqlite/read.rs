@@ -64,7 +64,7 @@ pub(super) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent> {
         causation_id: column(row, &identity, 10, "causation_id")?,
         actor: column(row, &identity, 11, "actor")?,
         trace_context: column(row, &identity, 12, "trace_context")?,
-        headers: column(row, &identity, 13, "headers")?,
+        headers: Some(column(row, &identity, 13, "headers")?),
         recorded_at,
         tags,
         identity,
