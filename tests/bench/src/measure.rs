@@ -23,6 +23,43 @@ pub fn per_second(items: u64, took: Duration) -> f64 {
     items as f64 / took.as_secs_f64().max(1e-9)
 }
 
+/// Runs a workload's two sides in turns over the items `0..total`, `turn`
+/// items at a time, the baseline going first every other turn, and returns
+/// how long each side took in all: both are measured over the same minutes
+/// of a shared machine (and its disk), not one side's minutes after the
+/// other's. `annals` and `baseline` get the range of items of each turn.
+pub async fn in_turns<A, FA, B, FB>(
+    total: u64,
+    turn: u64,
+    mut annals: A,
+    mut baseline: B,
+) -> anyhow::Result<(Duration, Duration)>
+where
+    A: FnMut(std::ops::Range<u64>) -> FA,
+    FA: std::future::Future<Output = anyhow::Result<()>>,
+    B: FnMut(std::ops::Range<u64>) -> FB,
+    FB: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (mut annals_took, mut baseline_took) = (Duration::ZERO, Duration::ZERO);
+    for (index, first) in (0..total).step_by(turn.max(1) as usize).enumerate() {
+        let items = first..(first + turn.max(1)).min(total);
+        if index % 2 == 1 {
+            let (outcome, took) = timed(baseline(items.clone())).await;
+            outcome?;
+            baseline_took += took;
+        }
+        let (outcome, took) = timed(annals(items.clone())).await;
+        outcome?;
+        annals_took += took;
+        if index % 2 == 0 {
+            let (outcome, took) = timed(baseline(items)).await;
+            outcome?;
+            baseline_took += took;
+        }
+    }
+    Ok((annals_took, baseline_took))
+}
+
 /// Runs `f`, returning its value and how long it took.
 pub async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
     let started = Instant::now();
