@@ -355,6 +355,16 @@ async fn a_stored_time_out_of_range_is_a_typed_error_on_postgres() {
     };
     let id = StreamId::new("timeless").expect("stream id");
     expect_corrupt("read_stream", store.read_stream(&id, 1, 10).await);
+    // The log shows an event once no older transaction runs anywhere on
+    // the server (other tests' may, for a moment).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while matches!(store.read_all(LogPosition::START, 10).await, Ok(events) if events.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the planted events never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     expect_corrupt("read_all", store.read_all(LogPosition::START, 10).await);
     for filter in [
         LogFilter::all(),
