@@ -27,8 +27,9 @@ pub fn per_second(items: u64, took: Duration) -> f64 {
 /// items at a time, the baseline going first every other turn, and returns
 /// how long each side took in all: both are measured over the same minutes
 /// of a shared machine (and its disk), not one side's minutes after the
-/// other's. `annals` and `baseline` get the range of items of each turn.
-pub async fn in_turns<A, FA, B, FB>(
+/// other's. `annals` and `baseline` get the range of items of each turn
+/// (what they return is dropped).
+pub async fn in_turns<A, FA, TA, B, FB, TB>(
     total: u64,
     turn: u64,
     mut annals: A,
@@ -36,9 +37,9 @@ pub async fn in_turns<A, FA, B, FB>(
 ) -> anyhow::Result<(Duration, Duration)>
 where
     A: FnMut(std::ops::Range<u64>) -> FA,
-    FA: std::future::Future<Output = anyhow::Result<()>>,
+    FA: std::future::Future<Output = anyhow::Result<TA>>,
     B: FnMut(std::ops::Range<u64>) -> FB,
-    FB: std::future::Future<Output = anyhow::Result<()>>,
+    FB: std::future::Future<Output = anyhow::Result<TB>>,
 {
     let (mut annals_took, mut baseline_took) = (Duration::ZERO, Duration::ZERO);
     for (index, first) in (0..total).step_by(turn.max(1) as usize).enumerate() {

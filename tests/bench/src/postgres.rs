@@ -199,13 +199,8 @@ pub async fn w2_batch_append(context: &Context) -> Result<(Vec<Value>, Dataset)>
                 }
             })
         };
-        let (annals_took, raw_took) = in_turns(
-            appends,
-            (appends / 10).max(1),
-            |orders| async { annals_side(orders).await.map(drop) },
-            |orders| async { raw_side(orders).await.map(drop) },
-        )
-        .await?;
+        let (annals_took, raw_took) =
+            in_turns(appends, (appends / 10).max(1), annals_side, raw_side).await?;
         // Both sides ran in this process: the peak covers the two.
         let rss = peak_rss_mb();
         results.push(json!({

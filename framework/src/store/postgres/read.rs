@@ -181,14 +181,6 @@ impl Layout {
             }
         }
     }
-
-    /// The indexes of `recorded_at` and `tags`.
-    fn last_columns(self) -> (usize, usize) {
-        match self {
-            Layout::Full => (14, 15),
-            Layout::WithoutMetadata => (8, 9),
-        }
-    }
 }
 
 /// A column of the row's identity: [`column`], with an error that names no
@@ -217,33 +209,21 @@ fn decode_row_as(row: &PgRow, layout: Layout) -> Result<RecordedEvent> {
         event_type: identity_column(row, 5, "event_type")?,
     };
     let schema_version: i32 = column(row, &identity, 6, "schema_version")?;
-    let (recorded_at_index, tags_index) = layout.last_columns();
-    let recorded_at = recorded_at(row, &identity, recorded_at_index)?;
-    let with_metadata = layout == Layout::Full;
-    let metadata_column = |index: usize, name: &str| -> Result<Option<String>> {
-        if with_metadata {
-            column(row, &identity, index, name)
-        } else {
-            Ok(None)
-        }
-    };
-    let metadata_id = |index: usize, name: &str| -> Result<Option<uuid::Uuid>> {
-        if with_metadata {
-            column(row, &identity, index, name)
-        } else {
-            Ok(None)
-        }
-    };
-    let tenant_id = metadata_column(8, "tenant_id")?;
-    let correlation_id = metadata_id(9, "correlation_id")?;
-    let causation_id = metadata_id(10, "causation_id")?;
-    let actor = metadata_column(11, "actor")?;
-    let trace_context = metadata_column(12, "trace_context")?;
-    let headers = if with_metadata {
-        Some(column(row, &identity, 13, "headers")?)
-    } else {
-        None
-    };
+    // The metadata, and where `recorded_at` and `tags` are after it.
+    let (tenant_id, correlation_id, causation_id, actor, trace_context, headers, last) =
+        match layout {
+            Layout::Full => (
+                column(row, &identity, 8, "tenant_id")?,
+                column(row, &identity, 9, "correlation_id")?,
+                column(row, &identity, 10, "causation_id")?,
+                column(row, &identity, 11, "actor")?,
+                column(row, &identity, 12, "trace_context")?,
+                Some(column(row, &identity, 13, "headers")?),
+                14,
+            ),
+            Layout::WithoutMetadata => (None, None, None, None, None, None, 8),
+        };
+    let recorded_at = recorded_at(row, &identity, last)?;
     StoredRow {
         // `xid8`: unchecked, its binary form is an 8-byte integer.
         commit: column(row, &identity, 1, "commit_id")?,
@@ -259,8 +239,7 @@ fn decode_row_as(row: &PgRow, layout: Layout) -> Result<RecordedEvent> {
         trace_context,
         headers,
         recorded_at,
-        tags: column::<Option<Vec<String>>>(row, &identity, tags_index, "tags")?
-            .unwrap_or_default(),
+        tags: column::<Option<Vec<String>>>(row, &identity, last + 1, "tags")?.unwrap_or_default(),
         identity,
     }
     .into_recorded()
